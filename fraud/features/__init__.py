@@ -1,0 +1,1 @@
+"""Feature components (tabular windows, graph, sequence). See ``fraud.features.base``."""

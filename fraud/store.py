@@ -1,0 +1,179 @@
+"""The alert store: one SQL database (SQLAlchemy; SQLite file by default, any SQL URL).
+
+Tables
+------
+alerts     one row per alerted transaction, unique ``tx_id`` (writes are idempotent: a
+           re-delivered alert is ignored, never duplicated).
+decisions  analyst decisions: ``fraud`` (confirm), ``legit`` (dismiss) or ``note``, per
+           transaction (``tx_id``) or per cluster (``cluster_id`` plus the tx_ids it covered),
+           with analyst, time and note. ``labels()`` turns them into training labels.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+
+from fraud.errors import ConfigError, FraudError
+
+metadata = sa.MetaData()
+
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("tx_id", sa.String(128), primary_key=True),
+    sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("customer_id", sa.String(128), nullable=False, index=True),
+    sa.Column("terminal_id", sa.String(128), nullable=False, index=True),
+    sa.Column("amount", sa.Float, nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("reasons", sa.Text, nullable=False, default="[]"),  # JSON list of strings
+    sa.Column("model_version", sa.String(64), nullable=True),
+    sa.Column("scenario", sa.Integer, nullable=True),  # ground truth when known (simulations)
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+decisions = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tx_id", sa.String(128), nullable=True, index=True),
+    sa.Column("cluster_id", sa.String(128), nullable=True, index=True),
+    sa.Column("decision", sa.String(16), nullable=False),  # fraud | legit | note
+    sa.Column("analyst", sa.String(128), nullable=False),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+DECISIONS = ("fraud", "legit", "note")
+ALERT_COLUMNS = ["tx_id", "timestamp", "customer_id", "terminal_id", "amount", "score", "reasons",
+                 "model_version", "scenario"]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class AlertStore:
+    """Thin, idempotent access to the alert store."""
+
+    def __init__(self, url: str):
+        if not url or "://" not in url:
+            raise ConfigError(f"--alerts-db: {url!r} is not a database URL (e.g. sqlite:///alerts.db)")
+        self.url = url
+        try:
+            self.engine = sa.create_engine(url, future=True)
+            metadata.create_all(self.engine)
+        except SQLAlchemyError as e:
+            raise FraudError(f"alert store {url!r} is unreachable: {e.__class__.__name__}: {e}") from e
+
+    # -- alerts -----------------------------------------------------------------------------
+    def write_alerts(self, df: pd.DataFrame, model_version: str | None = None) -> int:
+        """Insert alerts; rows whose tx_id is already stored are skipped. Returns rows inserted."""
+        if df is None or len(df) == 0:
+            return 0
+        now = _utcnow()
+        recs = []
+        for r in df.to_dict("records"):
+            reasons = r.get("reasons", [])
+            if not isinstance(reasons, str):
+                reasons = json.dumps([str(x) for x in (list(reasons) if reasons is not None else [])])
+            ts = pd.Timestamp(r["timestamp"])
+            ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+            sc = r.get("scenario")
+            recs.append({
+                "tx_id": str(r["tx_id"]),
+                "timestamp": ts.to_pydatetime(),
+                "customer_id": str(r["customer_id"]),
+                "terminal_id": str(r["terminal_id"]),
+                "amount": float(r["amount"]),
+                "score": float(r["score"]),
+                "reasons": reasons,
+                "model_version": str(r.get("model_version") or model_version or "") or None,
+                "scenario": None if sc is None or (isinstance(sc, float) and np.isnan(sc)) else int(sc),
+                "created_at": now,
+            })
+        with self.engine.begin() as conn:
+            ids = [r["tx_id"] for r in recs]
+            existing = set()
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                existing |= {row[0] for row in conn.execute(sa.select(alerts.c.tx_id).where(alerts.c.tx_id.in_(chunk)))}
+            seen: set = set()
+            new = []
+            for r in recs:
+                if r["tx_id"] in existing or r["tx_id"] in seen:
+                    continue
+                seen.add(r["tx_id"])
+                new.append(r)
+            if new:
+                conn.execute(alerts.insert(), new)
+        return len(new)
+
+    def read_alerts(self, since=None, until=None) -> pd.DataFrame:
+        q = sa.select(alerts)
+        if since is not None:
+            q = q.where(alerts.c.timestamp >= pd.Timestamp(since, tz="UTC").to_pydatetime())
+        if until is not None:
+            q = q.where(alerts.c.timestamp < pd.Timestamp(until, tz="UTC").to_pydatetime())
+        with self.engine.connect() as conn:
+            df = pd.read_sql(q.order_by(alerts.c.timestamp, alerts.c.tx_id), conn)
+        if len(df):
+            df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
+            df["reasons"] = df["reasons"].map(json.loads)
+        return df
+
+    def count_alerts(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(alerts)).scalar_one()
+
+    # -- decisions --------------------------------------------------------------------------
+    def add_decision(self, decision: str, analyst: str, tx_ids: Iterable[str] = (), cluster_id: str | None = None,
+                     note: str | None = None) -> int:
+        """Record a decision for each tx_id (or one row for a cluster note without tx_ids)."""
+        if decision not in DECISIONS:
+            raise ConfigError(f"decision {decision!r} is not one of {', '.join(DECISIONS)}")
+        if not analyst:
+            raise ConfigError("decision without analyst: every decision names who made it")
+        now = _utcnow()
+        rows = [{"tx_id": str(t), "cluster_id": cluster_id, "decision": decision, "analyst": analyst,
+                 "note": note, "decided_at": now} for t in tx_ids]
+        if not rows:
+            rows = [{"tx_id": None, "cluster_id": cluster_id, "decision": decision, "analyst": analyst,
+                     "note": note, "decided_at": now}]
+        with self.engine.begin() as conn:
+            conn.execute(decisions.insert(), rows)
+        return len(rows)
+
+    def read_decisions(self) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            df = pd.read_sql(sa.select(decisions).order_by(decisions.c.id), conn)
+        if len(df):
+            df["decided_at"] = pd.to_datetime(df["decided_at"], utc=True)
+        return df
+
+    def labels(self) -> pd.DataFrame:
+        """Analyst labels for retraining: the latest fraud/legit decision per tx_id.
+
+        Returns columns ``tx_id``, ``label`` (1 = confirmed fraud, 0 = dismissed),
+        ``decided_at``, ``analyst``.
+        """
+        d = self.read_decisions()
+        if len(d) == 0:
+            return pd.DataFrame({"tx_id": pd.Series([], dtype=str), "label": pd.Series([], dtype=np.int8),
+                                 "decided_at": pd.Series([], dtype="datetime64[ns, UTC]"),
+                                 "analyst": pd.Series([], dtype=str)})
+        d = d[d["decision"].isin(["fraud", "legit"]) & d["tx_id"].notna()]
+        d = d.sort_values("id").drop_duplicates("tx_id", keep="last")
+        out = pd.DataFrame({
+            "tx_id": d["tx_id"].astype(str).to_numpy(),
+            "label": (d["decision"] == "fraud").astype(np.int8).to_numpy(),
+            "decided_at": d["decided_at"].to_numpy(),
+            "analyst": d["analyst"].astype(str).to_numpy(),
+        })
+        return out.reset_index(drop=True)
