@@ -210,11 +210,17 @@ def validate_frame(
     bad |= bad_ts
     out[TIMESTAMP] = ts
 
-    amt = pd.to_numeric(df[AMOUNT], errors="coerce")
     raw_amt = df[AMOUNT]
-    nonnum = amt.isna().to_numpy() & ~_numeric_nan(raw_amt)
-    missing_amt = _is_blank(raw_amt) & ~nonnum
-    a = amt.to_numpy(dtype=np.float64, na_value=np.nan)
+    if pd.api.types.is_numeric_dtype(raw_amt.dtype) and not pd.api.types.is_bool_dtype(raw_amt.dtype):
+        a = raw_amt.to_numpy(dtype=np.float64, na_value=np.nan)
+        nonnum = np.zeros(n, dtype=bool)
+        missing_amt = np.zeros(n, dtype=bool)
+    else:
+        a = pd.to_numeric(raw_amt, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        missing_amt = _is_blank(raw_amt)
+        nan_text = raw_amt.astype(str).str.strip().str.lower().isin(["nan", "+nan", "-nan"]).to_numpy(
+            dtype=bool, na_value=False)
+        nonnum = np.isnan(a) & ~missing_amt & ~nan_text
     nonfinite = ~np.isfinite(a) & ~nonnum & ~missing_amt
     negative = np.isfinite(a) & (a < 0)
     p.add(nonnum, AMOUNT, raw_amt.to_numpy(), "not a number")
@@ -252,11 +258,6 @@ def validate_frame(
         rejects=rejects.reset_index(drop=True),
         line_kind=line_kind,
     )
-
-
-def _numeric_nan(s: pd.Series) -> np.ndarray:
-    """True where the raw value is missing (None/NaN/blank) rather than a non-number string."""
-    return _is_blank(s)
 
 
 def validate_records(records: list[dict], source: str = "<records>", lines=None) -> ValidationReport:

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from fraud.errors import ConfigError
+from fraud.store import AlertStore
+
+
+def alerts_frame(ids):
+    n = len(ids)
+    return pd.DataFrame({
+        "tx_id": ids, "timestamp": pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC"),
+        "customer_id": ["c"] * n, "terminal_id": ["t"] * n, "amount": [1.0] * n, "score": [0.9] * n,
+        "reasons": [["feature:amount high"]] * n,
+    })
+
+
+def test_alerts_are_idempotent_by_tx_id(tmp_path):
+    s = AlertStore(f"sqlite:///{tmp_path}/a.db")
+    assert s.write_alerts(alerts_frame(["1", "2"]), model_version="3") == 2
+    assert s.write_alerts(alerts_frame(["2", "3", "3"])) == 1  # 2 already stored; 3 once
+    got = s.read_alerts()
+    assert got["tx_id"].tolist() == ["1", "2", "3"] and s.count_alerts() == 3
+    assert got["reasons"].iloc[0] == ["feature:amount high"] and got["model_version"].iloc[0] == "3"
+
+
+def test_decisions_become_labels_latest_wins(tmp_path):
+    s = AlertStore(f"sqlite:///{tmp_path}/a.db")
+    s.add_decision("fraud", "ann", ["1", "2"], cluster_id="k1", note="ring")
+    s.add_decision("note", "bob", [], cluster_id="k1", note="looked again")
+    s.add_decision("legit", "bob", ["2"])
+    lab = s.labels().set_index("tx_id")["label"].to_dict()
+    assert lab == {"1": 1, "2": 0}
+    d = s.read_decisions()
+    assert d["analyst"].tolist() == ["ann", "ann", "bob", "bob"] and d["note"].iloc[2] == "looked again"
+
+
+def test_bad_inputs_name_the_value(tmp_path):
+    with pytest.raises(ConfigError, match="'nonsense'"):
+        AlertStore("nonsense")
+    s = AlertStore(f"sqlite:///{tmp_path}/a.db")
+    with pytest.raises(ConfigError, match="'maybe'"):
+        s.add_decision("maybe", "ann", ["1"])
