@@ -1,0 +1,1 @@
+"""Benchmarks: quality and speed figures (``fraud bench ...``)."""

@@ -1,0 +1,136 @@
+"""fraud bench handbook, fraud bench features."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from fraud.commands.common import data_options
+
+
+def _source_columns(path: str) -> list[str]:
+    p = Path(path)
+    if not p.exists():
+        return []
+    if p.suffix.lower() in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(p).names)
+    import pandas as pd
+
+    return list(pd.read_csv(p, nrows=0).columns)
+
+
+def _auto_preset(data: str, columns, preset):
+    """--preset handbook when no mapping is given and the file has the handbook's column names."""
+    if preset or columns:
+        return preset
+    from fraud.io import PRESETS
+
+    cols = set(_source_columns(data))
+    required = {PRESETS["handbook"][c] for c in ("tx_id", "timestamp", "customer_id", "terminal_id", "amount")}
+    return "handbook" if required <= cols else None
+
+
+def register(main: click.Group, bench: click.Group) -> None:
+    @bench.command("handbook")
+    @data_options(rejects=False)
+    @click.option("--protocol", type=click.Choice(["single", "prequential"]), default="single", show_default=True,
+                  help="The book's single split (chapter 3) or its 4 prequential folds (chapters 5-7).")
+    @click.option("--models", default=None, metavar="NAMES",
+                  help="Comma-separated models from the registry (default: logistic_regression,random_forest).")
+    @click.option("--dates", type=click.Choice(["auto", "handbook", "end"]), default="auto", show_default=True,
+                  help="Split dates: the book's (when the data covers them) or derived from the end of the data.")
+    @click.option("--delay-days", type=int, default=None, help="Feedback delay in days (default: settings, 7).")
+    @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+    @click.pass_obj
+    def handbook_cmd(settings, data, columns, preset, protocol, models, dates, delay_days, as_json):
+        """The Fraud Detection Handbook benchmark: the book's protocol, 15 features and baselines,
+        our figures beside the book's published ones."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from fraud.bench.handbook import MODELS, run, table_rows
+        from fraud.commands.common import load_or_fail
+
+        err = Console(stderr=True)
+        preset = _auto_preset(data, columns, preset)
+        names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+        delay = delay_days if delay_days is not None else (settings.feedback_delay_days if settings is not None else 7)
+        with err.status(f"reading {data}" + (f" (preset {preset})" if preset else "")) as status:
+            frame = load_or_fail(data, columns, preset)
+            result = run(frame, protocol=protocol, models=names, dates=dates, delay_days=delay,
+                         progress=lambda msg: status.update(msg))
+        if as_json:
+            click.echo(json.dumps(result, default=float))
+            return
+        t = Table(title=f"Handbook benchmark, {protocol} ({'book dates' if result['dates'] == 'handbook' else 'dates from the end of the data'})")
+        for c in ("setting", "model", "AUC", "AP", "CP@100", "book AUC", "book AP", "book CP@100"):
+            t.add_column(c, justify="left" if c in ("setting", "model") else "right", no_wrap=True)
+        for row in table_rows(result):
+            t.add_row(*row)
+        out = Console()
+        if not out.is_terminal:
+            out = Console(width=120)
+        out.print(t)
+        for s in result["splits"]:
+            out.print(f"  split: {s}")
+        out.print("  seconds: " + ", ".join(f"{k}={v}" for k, v in result["seconds"].items())
+                  + f"   models available: {', '.join(MODELS)}")
+        if result["book"]:
+            out.print("  book figures: the handbook's published test results on its own data (README table)")
+        else:
+            out.print("  (no published figures: the data does not cover the book's dates)")
+
+    @bench.command("features")
+    @data_options(rejects=False)
+    @click.option("--repeat", default=1, show_default=True, help="Timed repetitions of the vectorized transform.")
+    @click.option("--batch", default=1000, show_default=True, help="Rows per online update to time.")
+    @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+    def features_cmd(data, columns, preset, repeat, batch, as_json):
+        """Time the 15 baseline features: the vectorized transform of the whole file and online
+        micro-batch updates after 37 days of history."""
+        import time
+
+        import numpy as np
+        import pandas as pd
+        from rich.console import Console
+
+        from fraud.commands.common import load_or_fail
+        from fraud.features.tabular import BaselineFeatures
+
+        err = Console(stderr=True)
+        preset = _auto_preset(data, columns, preset)
+        with err.status(f"reading {data}") as status:
+            t0 = time.perf_counter()
+            frame = load_or_fail(data, columns, preset)
+            t_read = time.perf_counter() - t0
+            f = BaselineFeatures().fit(frame)
+            times = []
+            for i in range(repeat):
+                status.update(f"transform {i + 1}/{repeat} of {len(frame):,} rows")
+                t0 = time.perf_counter()
+                f.transform(frame)
+                times.append(time.perf_counter() - t0)
+            status.update("online updates")
+            start = frame["timestamp"].min() + pd.Timedelta(days=37)
+            warm = frame[frame["timestamp"] < start]
+            rest = frame[frame["timestamp"] >= start]
+            st = f.new_state()
+            f.update(st, warm)
+            upd = []
+            for i in range(0, min(len(rest), 20 * batch), batch):
+                b = rest.iloc[i:i + batch]
+                t0 = time.perf_counter()
+                f.update(st, b)
+                upd.append(time.perf_counter() - t0)
+        res = {"rows": len(frame), "read_validate_s": round(t_read, 2), "transform_s": round(min(times), 2),
+               "rows_per_s": round(len(frame) / min(times)), "update_batch": batch,
+               "update_ms_median": round(1000 * float(np.median(upd)), 1) if upd else None,
+               "state_events": list(st.n_events)}
+        if as_json:
+            click.echo(json.dumps(res))
+        else:
+            for k, v in res.items():
+                click.echo(f"{k}: {v}")

@@ -1,0 +1,449 @@
+"""The handbook's 15 baseline features, vectorized, with an online (micro-batch) path.
+
+Features (names as in the Fraud Detection Handbook, chapter 3, in this order)::
+
+    TX_AMOUNT, TX_DURING_WEEKEND, TX_DURING_NIGHT,
+    CUSTOMER_ID_NB_TX_{w}DAY_WINDOW, CUSTOMER_ID_AVG_AMOUNT_{w}DAY_WINDOW   for w in windows
+    TERMINAL_ID_NB_TX_{w}DAY_WINDOW, TERMINAL_ID_RISK_{w}DAY_WINDOW         for w in windows
+
+Definitions (identical to the book's pandas ``rolling('{w}d')`` code):
+
+* ``TX_DURING_WEEKEND``: weekday >= 5, ``TX_DURING_NIGHT``: hour <= 6, both on the UTC clock.
+* customer windows: the customer's transactions with timestamp in ``(t - w, t]`` that come before
+  the transaction in time order, the transaction itself included (a later row with the same
+  timestamp is not counted, as in pandas' rolling). ``AVG_AMOUNT`` = sum of amounts / count.
+* terminal windows, shifted back by the feedback delay ``d``: transactions of the terminal with
+  timestamp in ``(t - d - w, t - d]`` (the book's ``NB_TX_DELAY_WINDOW - NB_TX_DELAY``);
+  ``RISK`` = frauds among them / their number, 0 when there are none. Only labels of
+  transactions at least ``d`` days older than ``t`` are used: the information rule.
+
+Labels: a row's ``label`` (1 = fraud) is kept with the terminal's history; a row without a label
+(stream events, or a frame without the ``label`` column) is *unknown* and counts as a
+transaction but not as a fraud until feedback arrives through ``state.add_labels(tx_ids, labels)``.
+Because a label only enters windows ending ``d`` days before the scored transaction, storing it
+at arrival never leaks.
+
+Speed: ``transform`` sorts once per entity type and answers every window with one exact
+``searchsorted`` on a composite (entity, timestamp-rank) key: integer arithmetic only, so window
+boundaries (``ts == t - w`` is outside) are exact at any timestamp resolution.
+The online ``update`` runs the same kernel on the batch plus the kept history of the entities
+the batch touches; the state keeps only events newer than ``latest - max(windows)`` (customers)
+and ``latest - (delay + max(windows))`` (terminals).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from fraud.errors import ConfigError, SchemaError
+from fraud.features.base import Featurizer
+
+DAY_NS = 86_400 * 10**9
+HOUR_NS = 3_600 * 10**9
+
+
+def feature_names(windows=(1, 7, 30)) -> list[str]:
+    names = ["TX_AMOUNT", "TX_DURING_WEEKEND", "TX_DURING_NIGHT"]
+    for w in windows:
+        names += [f"CUSTOMER_ID_NB_TX_{_wname(w)}DAY_WINDOW", f"CUSTOMER_ID_AVG_AMOUNT_{_wname(w)}DAY_WINDOW"]
+    for w in windows:
+        names += [f"TERMINAL_ID_NB_TX_{_wname(w)}DAY_WINDOW", f"TERMINAL_ID_RISK_{_wname(w)}DAY_WINDOW"]
+    return names
+
+
+def _wname(w) -> str:
+    return str(int(w)) if float(w).is_integer() else str(w)
+
+
+def _days_ns(days) -> int:
+    return int(round(float(days) * DAY_NS))
+
+
+def timestamps_ns(s: pd.Series) -> np.ndarray:
+    """Timestamps as int64 nanoseconds since the epoch, UTC (naive values are taken as UTC)."""
+    idx = pd.DatetimeIndex(s)
+    idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
+    return np.asarray(idx.as_unit("ns").asi8, dtype=np.int64)
+
+
+def _calendar(ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(weekend flag, night flag) as float64 from int64 ns UTC timestamps."""
+    days = np.floor_divide(ts, DAY_NS)
+    weekday = (days + 3) % 7  # 1970-01-01 was a Thursday (weekday 3)
+    hour = np.floor_divide(ts - days * DAY_NS, HOUR_NS)
+    return (weekday >= 5).astype(np.float64), (hour <= 6).astype(np.float64)
+
+
+#: composite int64 keys (entity * span + time) are used while entity count * span stays below this
+_SPAN_LIMIT = 2**63 - 1
+_UNITS = (86_400 * 10**9, 10**9, 10**6, 10**3, 1)
+
+
+class _Sorted:
+    """Events sorted by (entity code, timestamp, input order) with an exact window search.
+
+    Two exact integer encodings of the (entity, time) order: ``entity * span + (ts - base)/unit``
+    when it fits in int64 (``unit`` = the coarsest of day/s/ms/us/ns dividing every timestamp and
+    offset), otherwise ``entity * M + rank(ts)`` with ranks among the distinct timestamps.
+    ``offsets`` are the values queries subtract from timestamps; ``qmin`` the smallest timestamp
+    a query is made for (default: the smallest timestamp).
+    """
+
+    def __init__(self, code: np.ndarray, ts: np.ndarray, offsets, qmin: int | None = None):
+        self.n = len(code)
+        self._code, self._ts = code, ts
+        tmin, tmax = int(ts.min()), int(ts.max())
+        qmin = tmin if qmin is None else int(qmin)
+        self.unit = next(u for u in _UNITS if all(int(o) % u == 0 for o in offsets)
+                         and (u == 1 or not np.any(ts % u)))
+        u = self.unit
+        self.base = (min(tmin, qmin - max(offsets)) // u) - 1
+        self.span = tmax // u - self.base + 1
+        n_codes = int(code.max()) + 1
+        self.by_span = n_codes * self.span < _SPAN_LIMIT
+        if self.n > 1 and np.all(ts[1:] >= ts[:-1]):  # time-ordered input: a stable sort by entity suffices
+            small = code.astype(np.uint16) if n_codes <= 2**16 else code  # uint16: radix sort
+            self.order = np.argsort(small, kind="stable")
+        elif self.by_span:
+            self.order = np.argsort(code * np.int64(self.span) + (ts // u - np.int64(self.base)), kind="stable")
+        else:
+            self.order = np.lexsort((ts, code))  # stable: ties keep input order
+        if self.by_span:
+            self.key = code[self.order] * np.int64(self.span) + (ts[self.order] // u - np.int64(self.base))
+        else:
+            sts = ts[self.order]
+            self.uts = np.unique(sts)
+            self.m = np.int64(len(self.uts) + 1)
+            self.key = code[self.order] * self.m + (np.searchsorted(self.uts, sts) + 1)
+
+    def code_at(self, p: np.ndarray) -> np.ndarray:
+        return self._code[self.order[p]]
+
+    def ts_at(self, p: np.ndarray) -> np.ndarray:
+        return self._ts[self.order[p]]
+
+    def positions(self, rows: np.ndarray) -> np.ndarray:
+        """Sorted positions of the given input rows."""
+        inv = np.empty(self.n, dtype=np.int64)
+        inv[self.order] = np.arange(self.n, dtype=np.int64)
+        return inv[rows]
+
+    def first_after(self, code: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Per query: sorted index of the first event of entity ``code`` with ts > ``q``
+        (the end of the entity's run when none)."""
+        if self.by_span:
+            qk = code * np.int64(self.span) + (q // self.unit - np.int64(self.base))
+        else:
+            qk = code * self.m + np.searchsorted(self.uts, q, side="right")
+        return np.searchsorted(self.key, qk, side="right")
+
+
+def _query_order(s: "_Sorted", rows: np.ndarray, all_rows: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted positions of the query rows in ascending order, and where each goes in the output:
+    nondecreasing needles make every searchsorted cache-friendly."""
+    if all_rows:
+        return np.arange(s.n, dtype=np.int64), s.order
+    p = s.positions(rows)
+    perm = np.argsort(p, kind="stable")
+    return p[perm], perm
+
+
+def _customer_block(code, ts, amount, windows_ns, rows=None) -> np.ndarray:
+    """Customer counts and mean amounts, shape (len(rows), 2 * len(windows)), for the input rows
+    ``rows`` (default: all, in input order); the other rows act as history."""
+    n = len(code)
+    all_rows = rows is None
+    rows = np.arange(n) if rows is None else rows
+    out = np.empty((len(rows), 2 * len(windows_ns)), dtype=np.float64)
+    if len(rows) == 0:
+        return out
+    s = _Sorted(code, ts, windows_ns, qmin=ts[rows].min())
+    # running sums restart at each customer, so a customer's figures never depend on the
+    # rounding of other customers' amounts (the leakage test compares exactly)
+    scode = code[s.order]
+    csum = pd.Series(amount[s.order]).groupby(scode, sort=False).cumsum().to_numpy()
+    before = np.empty_like(csum)  # running sum just before each event, 0 at a customer's first
+    before[0] = 0.0
+    before[1:] = np.where(scode[1:] == scode[:-1], csum[:-1], 0.0)
+    p, perm = _query_order(s, rows, all_rows)
+    rc, rt = s.code_at(p), s.ts_at(p)
+    res = np.empty_like(out)
+    for k, w in enumerate(windows_ns):
+        lo = s.first_after(rc, rt - w)
+        cnt = (p - lo + 1).astype(np.float64)
+        res[:, 2 * k] = cnt
+        res[:, 2 * k + 1] = (csum[p] - before[lo]) / cnt
+    out[perm] = res
+    return out
+
+
+def _terminal_block(code, ts, fraud, windows_ns, delay_ns, rows=None) -> np.ndarray:
+    """Terminal counts and fraud risk over (t - d - w, t - d] for the input rows ``rows``."""
+    n = len(code)
+    all_rows = rows is None
+    rows = np.arange(n) if rows is None else rows
+    out = np.empty((len(rows), 2 * len(windows_ns)), dtype=np.float64)
+    if len(rows) == 0:
+        return out
+    s = _Sorted(code, ts, [delay_ns] + [delay_ns + w for w in windows_ns], qmin=ts[rows].min())
+    fcum = np.concatenate(([0], np.cumsum(fraud[s.order].astype(np.int64))))
+    p, perm = _query_order(s, rows, all_rows)
+    rc, rt = s.code_at(p), s.ts_at(p)
+    hi = s.first_after(rc, rt - delay_ns)
+    res = np.empty_like(out)
+    for k, w in enumerate(windows_ns):
+        lo = s.first_after(rc, rt - delay_ns - w)
+        cnt = hi - lo
+        res[:, 2 * k] = cnt
+        res[:, 2 * k + 1] = np.where(cnt > 0, (fcum[hi] - fcum[lo]) / np.maximum(cnt, 1), 0.0)
+    out[perm] = res
+    return out
+
+
+def _labels(df: pd.DataFrame) -> np.ndarray:
+    """int8 per row: 1 fraud, 0 genuine, -1 unknown (no label column / missing value)."""
+    if "label" not in df.columns:
+        return np.full(len(df), -1, dtype=np.int8)
+    lab = pd.to_numeric(df["label"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.where(np.isnan(lab), -1, lab).astype(np.int8)
+
+
+def _require(df: pd.DataFrame, cols, where: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise SchemaError(f"{where}: missing column(s) {missing}; columns present: {list(df.columns)}")
+
+
+class _Log:
+    """Append-only event columns in arrival order with amortized O(batch) append and eviction."""
+
+    def __init__(self, **dtypes):
+        self._cols = {k: np.empty(64, dtype=dt) for k, dt in dtypes.items()}
+        self._start = 0
+        self._end = 0
+        self._ts_sorted = True  # "ts" nondecreasing over the live part
+
+    def __len__(self) -> int:
+        return self._end - self._start
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._cols[name][self._start:self._end]
+
+    def set(self, name: str, idx: np.ndarray, values: np.ndarray) -> None:
+        self._cols[name][self._start + idx] = values
+
+    def append(self, **values) -> None:
+        n = len(values["ts"])
+        if n == 0:
+            return
+        ts_new = values["ts"]
+        if self._ts_sorted:
+            last = self._cols["ts"][self._end - 1] if len(self) else None
+            self._ts_sorted = bool((last is None or ts_new[0] >= last) and np.all(ts_new[1:] >= ts_new[:-1]))
+        cap = len(self._cols["ts"])
+        if self._end + n > cap:
+            live = len(self)
+            new_cap = max(64, 2 * (live + n)) if live + n > cap // 2 else cap
+            for k, a in self._cols.items():
+                b = np.empty(new_cap, dtype=a.dtype)
+                b[:live] = a[self._start:self._end]
+                self._cols[k] = b
+            self._start, self._end = 0, live
+        for k, v in values.items():
+            self._cols[k][self._end:self._end + n] = v
+        self._end += n
+
+    def evict(self, cut: int) -> None:
+        """Drop events with ts <= cut."""
+        ts = self["ts"]
+        if self._ts_sorted:
+            self._start += int(np.searchsorted(ts, cut, side="right"))
+            return
+        keep = ts > cut
+        if keep.all():
+            return
+        live = int(keep.sum())
+        for k, a in self._cols.items():
+            a[:live] = a[self._start:self._end][keep]
+            if a.dtype == object:
+                a[live:] = None
+        self._start, self._end = 0, live
+        t = self["ts"]
+        self._ts_sorted = bool(np.all(t[1:] >= t[:-1]))
+
+    def __getstate__(self):  # pickle only the live part
+        return {"cols": {k: self[k].copy() for k in self._cols}, "ts_sorted": self._ts_sorted}
+
+    def __setstate__(self, st):
+        self._cols = st["cols"]
+        self._start, self._end = 0, len(st["cols"]["ts"])
+        self._ts_sorted = st["ts_sorted"]
+
+
+class BaselineState:
+    """Online state of :class:`BaselineFeatures`: recent events per customer and per terminal.
+
+    Numpy columns in arrival order (picklable). Memory is bounded by the horizon: customer
+    events older than ``latest - max(windows)`` and terminal events older than
+    ``latest - (delay + max(windows))`` are dropped after each update. Entity ids are mapped to
+    integer codes (one dict entry per customer/terminal ever seen).
+    """
+
+    def __init__(self, customer_horizon_ns: int, terminal_horizon_ns: int):
+        self.customer_horizon_ns = int(customer_horizon_ns)
+        self.terminal_horizon_ns = int(terminal_horizon_ns)
+        self.customer_codes: dict = {}
+        self.terminal_codes: dict = {}
+        self.customers = _Log(code=np.int64, ts=np.int64, amount=np.float64)
+        self.terminals = _Log(code=np.int64, ts=np.int64, label=np.int8, tx_id=object)
+        self.latest_ns: int | None = None
+
+    @property
+    def n_events(self) -> tuple[int, int]:
+        """(customer events kept, terminal events kept)."""
+        return len(self.customers), len(self.terminals)
+
+    def add_labels(self, tx_ids, labels) -> int:
+        """Feedback: set the fraud label (0/1) of kept transactions by ``tx_id``.
+
+        Returns how many kept events were updated (labels of transactions already dropped from
+        the horizon can no longer influence any feature and are ignored). A repeated tx_id:
+        the last label wins.
+        """
+        tx = pd.Index(np.asarray(tx_ids, dtype=object).astype(str))
+        lab = np.asarray(labels)
+        if len(lab) != len(tx):
+            raise ConfigError(f"add_labels: {len(tx)} tx_ids but {len(lab)} labels")
+        if len(lab) and not np.isin(lab, (0, 1)).all():
+            bad = lab[~np.isin(lab, (0, 1))][0]
+            raise ConfigError(f"add_labels: label {bad!r} (tx_id {tx[~np.isin(lab, (0, 1))][0]!r}) is not 0 or 1")
+        if len(self.terminals) == 0 or len(tx) == 0:
+            return 0
+        if not tx.is_unique:
+            last = pd.Series(lab, index=tx)
+            last = last[~last.index.duplicated(keep="last")]
+            tx, lab = last.index, last.to_numpy()
+        where = pd.Index(self.terminals["tx_id"]).get_indexer(tx)
+        hit = where >= 0
+        self.terminals.set("label", where[hit], lab[hit].astype(np.int8))
+        return int(hit.sum())
+
+
+def _codes(index: dict, keys) -> np.ndarray:
+    return np.fromiter((index.setdefault(k, len(index)) for k in keys), dtype=np.int64, count=len(keys))
+
+
+class BaselineFeatures(Featurizer):
+    """The Fraud Detection Handbook's 15 baseline features (see the module docstring).
+
+    Parameters
+    ----------
+    delay_days : feedback delay d (days) for the terminal risk windows; must be > 0.
+    windows : window lengths in days for the customer and terminal windows.
+    """
+
+    def __init__(self, delay_days: float = 7, windows=(1, 7, 30)):
+        self.delay_days = delay_days
+        self.windows = windows
+
+    # -- parameters ---------------------------------------------------------------------------
+    def _params(self) -> tuple[list[int], int]:
+        try:
+            windows = [float(w) for w in self.windows]
+            delay = float(self.delay_days)
+        except (TypeError, ValueError):
+            raise ConfigError(f"BaselineFeatures: windows={self.windows!r} / delay_days={self.delay_days!r} "
+                              "must be numbers of days") from None
+        if not windows or any(not np.isfinite(w) or w <= 0 for w in windows):
+            raise ConfigError(f"BaselineFeatures: windows={self.windows!r} must be positive numbers of days")
+        if not np.isfinite(delay) or delay <= 0:
+            raise ConfigError(f"BaselineFeatures: delay_days={self.delay_days!r} must be > 0 "
+                              "(a zero delay would let a transaction see its own label)")
+        return [_days_ns(w) for w in windows], _days_ns(delay)
+
+    def fit(self, df: pd.DataFrame | None = None, y=None) -> "BaselineFeatures":
+        """Nothing is learned; validates the parameters and sets ``feature_names_``."""
+        self._params()
+        self.feature_names_ = feature_names(self.windows)
+        return self
+
+    # -- batch --------------------------------------------------------------------------------
+    def transform(self, df: pd.DataFrame) -> pd.DataFrame:
+        self._check_fitted()
+        _require(df, ("timestamp", "customer_id", "terminal_id", "amount"), "BaselineFeatures.transform")
+        windows_ns, delay_ns = self._params()
+        ts = timestamps_ns(df["timestamp"])
+        amount = df["amount"].to_numpy(dtype=np.float64)
+        ccode = pd.factorize(df["customer_id"], sort=False)[0].astype(np.int64)
+        tcode = pd.factorize(df["terminal_id"], sort=False)[0].astype(np.int64)
+        fraud = _labels(df) == 1
+        return self._assemble(df.index, ts, amount,
+                              _customer_block(ccode, ts, amount, windows_ns),
+                              _terminal_block(tcode, ts, fraud, windows_ns, delay_ns))
+
+    def _assemble(self, index, ts, amount, cust, term) -> pd.DataFrame:
+        weekend, night = _calendar(ts)
+        X = np.empty((len(ts), len(self.feature_names_)), dtype=np.float64)
+        X[:, 0] = amount
+        X[:, 1] = weekend
+        X[:, 2] = night
+        k = cust.shape[1]
+        X[:, 3:3 + k] = cust
+        X[:, 3 + k:] = term
+        return pd.DataFrame(X, index=index, columns=list(self.feature_names_), copy=False)
+
+    # -- online -------------------------------------------------------------------------------
+    def new_state(self) -> BaselineState:
+        windows_ns, delay_ns = self._params()
+        return BaselineState(max(windows_ns), delay_ns + max(windows_ns))
+
+    def update(self, state: BaselineState, rows: pd.DataFrame) -> pd.DataFrame:
+        """Features of ``rows`` (each sees the state plus earlier rows of the batch), then absorb them.
+
+        Rows are expected in time order after the state's events (as the canonical frame and the
+        stream deliver them); a row older than the kept history is placed by its timestamp.
+        """
+        self._check_fitted()
+        _require(rows, ("tx_id", "timestamp", "customer_id", "terminal_id", "amount"), "BaselineFeatures.update")
+        windows_ns, delay_ns = self._params()
+        n = len(rows)
+        ts = timestamps_ns(rows["timestamp"])
+        amount = rows["amount"].to_numpy(dtype=np.float64)
+        if n == 0:
+            return self._assemble(rows.index, ts, amount, np.empty((0, 2 * len(windows_ns))),
+                                  np.empty((0, 2 * len(windows_ns))))
+        labels = _labels(rows)
+        cc = _codes(state.customer_codes, rows["customer_id"].astype(str).tolist())
+        tc = _codes(state.terminal_codes, rows["terminal_id"].astype(str).tolist())
+
+        # each entity type: the kept history of the entities in this batch, then the batch;
+        # entity codes are renumbered 0..k-1 locally so the composite keys stay small
+        nb = np.arange(n)
+        log = state.customers
+        present = np.zeros(len(state.customer_codes), dtype=bool)
+        present[cc] = True
+        local = np.cumsum(present) - 1
+        h = np.flatnonzero(present[log["code"]])
+        cust = _customer_block(local[np.concatenate((log["code"][h], cc))], np.concatenate((log["ts"][h], ts)),
+                               np.concatenate((log["amount"][h], amount)), windows_ns, rows=nb + len(h))
+
+        log = state.terminals
+        present = np.zeros(len(state.terminal_codes), dtype=bool)
+        present[tc] = True
+        local = np.cumsum(present) - 1
+        h = np.flatnonzero(present[log["code"]])
+        fraud = np.concatenate((log["label"][h], labels)) == 1
+        term = _terminal_block(local[np.concatenate((log["code"][h], tc))], np.concatenate((log["ts"][h], ts)),
+                               fraud, windows_ns, delay_ns, rows=nb + len(h))
+
+        self._absorb(state, cc, tc, ts, amount, labels, rows["tx_id"].astype(str).to_numpy(dtype=object))
+        return self._assemble(rows.index, ts, amount, cust, term)
+
+    @staticmethod
+    def _absorb(state: BaselineState, cc, tc, ts, amount, labels, tx_ids) -> None:
+        latest = int(ts.max())
+        state.latest_ns = latest if state.latest_ns is None else max(state.latest_ns, latest)
+        state.customers.append(code=cc, ts=ts, amount=amount)
+        state.customers.evict(state.latest_ns - state.customer_horizon_ns)
+        state.terminals.append(code=tc, ts=ts, label=labels, tx_id=tx_ids)
+        state.terminals.evict(state.latest_ns - state.terminal_horizon_ns)
