@@ -1,0 +1,237 @@
+"""fraud serve / replay / broker / bench stream: the live scoring service (package ``streaming``)."""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+
+import click
+
+
+def kafka_options(f):
+    """--bootstrap and the security / SASL / TLS passthrough options for kafka-python."""
+    opts = [
+        click.option("--bootstrap", required=True, metavar="HOST:PORT[,HOST:PORT]",
+                     help="Kafka bootstrap servers."),
+        click.option("--security-protocol", default=None,
+                     type=click.Choice(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]),
+                     help="kafka-python security_protocol (default PLAINTEXT)."),
+        click.option("--sasl-mechanism", default=None, help="e.g. PLAIN, SCRAM-SHA-256, SCRAM-SHA-512."),
+        click.option("--sasl-username", default=None, envvar="FRAUD_KAFKA_SASL_USERNAME"),
+        click.option("--sasl-password", default=None, envvar="FRAUD_KAFKA_SASL_PASSWORD",
+                     help="Or the environment variable FRAUD_KAFKA_SASL_PASSWORD."),
+        click.option("--ssl-cafile", default=None, type=click.Path(dir_okay=False)),
+        click.option("--ssl-certfile", default=None, type=click.Path(dir_okay=False)),
+        click.option("--ssl-keyfile", default=None, type=click.Path(dir_okay=False)),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return functools.wraps(f)(f)
+
+
+def client_kw(kw: dict) -> dict:
+    """Pop the security options from a command's kwargs into kafka-python client settings."""
+    out = {}
+    for opt, name in (("security_protocol", "security_protocol"), ("sasl_mechanism", "sasl_mechanism"),
+                      ("sasl_username", "sasl_plain_username"), ("sasl_password", "sasl_plain_password"),
+                      ("ssl_cafile", "ssl_cafile"), ("ssl_certfile", "ssl_certfile"),
+                      ("ssl_keyfile", "ssl_keyfile")):
+        v = kw.pop(opt, None)
+        if v is not None:
+            out[name] = v
+    return out
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Structured (key=value) log lines on stderr; kafka-python and MLflow kept quiet."""
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s", force=True)
+    import warnings
+
+    warnings.filterwarnings("ignore", module=r"mlflow(\..*)?$")
+    for n in ("kafka", "mlflow", "alembic", "urllib3"):
+        logging.getLogger(n).setLevel(logging.ERROR if n != "kafka" else logging.CRITICAL)
+
+
+def install_stop_signals(stop) -> None:
+    import signal
+
+    def handler(signum, frame):
+        logging.getLogger("streaming").info("signal=%s received: flushing, checkpointing and committing",
+                                            signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def register(main: click.Group, bench: click.Group) -> None:
+    @main.command()
+    @kafka_options
+    @click.option("--topic", default="transactions", show_default=True)
+    @click.option("--group", default="fraud-scorer", show_default=True, help="Consumer group.")
+    @click.option("--model", "model_uri", default=None, help="Model URI [default: models:/<model_name>@champion].")
+    @click.option("--tracking-uri", default=None, help="MLflow tracking store [default: settings].")
+    @click.option("--alerts-db", default=None, help="Alert store URL [default: settings, sqlite:///alerts.db].")
+    @click.option("--archive", "archive", default=None, type=click.Path(file_okay=False),
+                  help="Parquet archive folder (DIR/date=YYYY-MM-DD/part-*.parquet); input of `fraud retrain`.")
+    @click.option("--state-dir", default="state", show_default=True, type=click.Path(file_okay=False),
+                  help="Checkpoints of the online state (shared by all scorers of the group).")
+    @click.option("--metrics-port", default=None, type=int, help="Serve Prometheus metrics on this port.")
+    @click.option("--reload-interval", default=60.0, show_default=True, type=float,
+                  help="Seconds between checks of the model alias (hot reload).")
+    @click.option("--batch-size", default=500, show_default=True, type=int, help="Max events per micro-batch.")
+    @click.option("--checkpoint-interval", default=5.0, show_default=True, type=float,
+                  help="Seconds between archive flush + checkpoint + commit.")
+    @click.option("--partitions", default=8, show_default=True, type=int,
+                  help="Partitions of the input topic when it is created here.")
+    @click.option("--max-message-bytes", default=256 * 1024, show_default=True, type=int,
+                  help="Larger events go to the dead-letter topic.")
+    @click.option("--scores-topic", default="scores", show_default=True)
+    @click.option("--alerts-topic", default="alerts", show_default=True)
+    @click.option("--dlq-topic", default="transactions.dlq", show_default=True)
+    @click.option("--session-timeout-ms", default=10000, show_default=True, type=int)
+    @click.option("--threads", default=1, show_default=True, type=int,
+                  help="Native threads (OpenMP/BLAS) for scoring; 0 = library default.")
+    @click.option("--broker-wait", default=None, type=float,
+                  help="Give up after this many seconds if the broker is unreachable at start [default: retry forever].")
+    @click.option("--max-events", default=None, type=int, help="Stop after this many events (tests, demos).")
+    @click.option("--log-level", default="INFO", show_default=True)
+    @click.pass_obj
+    def serve(settings, **kw):
+        """Score transaction events from Kafka (consumer group) into topics, the alert store and the archive.
+
+        Stops cleanly on SIGTERM/SIGINT (flush, checkpoint, commit). Several scorers with the same --group
+        and a shared --state-dir split the partitions; state follows a partition through its checkpoint.
+        """
+        import threading
+
+        from streaming.loop import Scorer, ServeConfig
+
+        setup_logging(kw.pop("log_level"))
+        ckw = client_kw(kw)
+        try:
+            from fraud.registry import quiet_mlflow
+
+            quiet_mlflow()
+        except ImportError:  # pragma: no cover
+            pass
+        cfg = ServeConfig(
+            bootstrap=kw["bootstrap"], topic=kw["topic"], group=kw["group"],
+            model_uri=kw["model_uri"] or f"models:/{settings.model_name}@champion",
+            tracking_uri=kw["tracking_uri"] or settings.tracking_uri,
+            alerts_db=kw["alerts_db"] or settings.alerts_db, archive_dir=kw["archive"], state_dir=kw["state_dir"],
+            metrics_port=kw["metrics_port"], reload_interval=kw["reload_interval"], batch_size=kw["batch_size"],
+            checkpoint_interval=kw["checkpoint_interval"], partitions=kw["partitions"],
+            max_message_bytes=kw["max_message_bytes"], scores_topic=kw["scores_topic"] or None,
+            alerts_topic=kw["alerts_topic"] or None, dlq_topic=kw["dlq_topic"],
+            broker_wait_timeout=kw["broker_wait"], client_kw=ckw, threads=kw["threads"] or None,
+            consumer_kw={"session_timeout_ms": kw["session_timeout_ms"],
+                         "heartbeat_interval_ms": max(300, kw["session_timeout_ms"] // 6)},
+        )
+        stop = threading.Event()
+        scorer = Scorer(cfg)
+        scorer.load_model()  # registry unavailable at first start -> RegistryError naming the URI, exit 2
+        install_stop_signals(stop)
+        scorer.run(stop, max_events=kw["max_events"])
+
+    @main.command()
+    @kafka_options
+    @click.option("--data", required=True, type=click.Path(dir_okay=False, exists=True),
+                  help="Transactions file (.csv or .parquet).")
+    @click.option("--columns", default=None, metavar="MAP", help="Column mapping canonical=SOURCE,...")
+    @click.option("--preset", default=None, type=click.Choice(["handbook", "canonical"]))
+    @click.option("--topic", default="transactions", show_default=True)
+    @click.option("--rate", default=None, type=float, help="Events per second.")
+    @click.option("--speedup", default=None, type=float, help="X times real time (by event timestamps).")
+    @click.option("--limit", default=None, type=int, help="Only the first N events (in time order).")
+    @click.option("--partitions", default=8, show_default=True, type=int,
+                  help="Partitions of the topic when it is created here.")
+    @click.option("--no-labels", is_flag=True, help="Do not send label/scenario fields.")
+    def replay(**kw):
+        """Produce a transaction file into a topic in time order, keyed by customer_id (JSON events)."""
+        import threading
+
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from fraud.commands.common import load_or_fail
+        from streaming.broker import ensure_topics, wait_for_broker
+        from streaming.replay import replay as do_replay
+
+        setup_logging("WARNING")
+        ckw = client_kw(kw)
+        df = load_or_fail(kw["data"], kw["columns"], kw["preset"])
+        if kw["limit"] is not None:
+            df = df.iloc[: kw["limit"]]
+        wait_for_broker(kw["bootstrap"], timeout=60, client_kw=ckw)
+        ensure_topics(kw["bootstrap"], {kw["topic"]: kw["partitions"]}, client_kw=ckw)
+        stop = threading.Event()
+        install_stop_signals(stop)
+        with Progress(TextColumn("replay"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TimeRemainingColumn(), transient=True) as prog:
+            task = prog.add_task("replay", total=len(df))
+            res = do_replay(df, kw["bootstrap"], kw["topic"], rate=kw["rate"], speedup=kw["speedup"],
+                            labels=not kw["no_labels"], client_kw=ckw, stop=stop,
+                            progress=lambda i, n: prog.update(task, completed=i))
+        click.echo(f"sent {res['sent']} events to {kw['topic']} in {res['seconds']:.1f}s "
+                   f"({res['rate']:.0f} events/s)")
+
+    @main.command()
+    @click.option("--port", default=9092, show_default=True, type=int)
+    @click.option("--host", default="127.0.0.1", show_default=True)
+    @click.option("--topic", "topics", multiple=True, metavar="NAME:PARTITIONS",
+                  help="Create a topic up front (repeatable), e.g. transactions:8.")
+    def broker(port, host, topics):
+        """Run a local Kafka-compatible broker (Tansu, in-memory) until SIGTERM/SIGINT."""
+        import signal
+        import threading
+
+        from fraud.errors import ConfigError
+        from streaming.broker import LocalBroker, ensure_topics
+
+        setup_logging("WARNING")
+        want = {}
+        for t in topics:
+            name, _, n = t.rpartition(":")
+            if not name or not n.isdigit() or int(n) < 1:
+                raise ConfigError(f"--topic {t!r}: expected NAME:PARTITIONS, e.g. transactions:8")
+            want[name] = int(n)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *a: stop.set())
+        signal.signal(signal.SIGINT, lambda *a: stop.set())
+        b = LocalBroker(port=port, host=host).start()
+        try:
+            if want:
+                ensure_topics(b.bootstrap, want)
+            click.echo(f"bootstrap: {b.bootstrap}", nl=True)
+            sys.stdout.flush()
+            while not stop.wait(0.5):
+                if b.proc is None or b.proc.poll() is not None:
+                    raise click.ClickException(f"broker on {b.bootstrap} exited unexpectedly")
+        finally:
+            b.stop()
+            click.echo("broker stopped", err=True)
+
+    @bench.command("stream")
+    @click.option("--bootstrap", default=None, help="Use this broker instead of starting a local one.")
+    @click.option("--model", "model_uri", default=None, help="Model URI [default: models:/<model_name>@champion].")
+    @click.option("--tracking-uri", default=None)
+    @click.option("--events", default=20000, show_default=True, type=int, help="Events for the rate phase.")
+    @click.option("--partitions", default=4, show_default=True, type=int)
+    @click.option("--load", "offered", default=1000.0, show_default=True, type=float,
+                  help="Offered load (events/s) of the latency phase.")
+    @click.option("--seconds", default=10.0, show_default=True, type=float, help="Length of the latency phase.")
+    @click.option("--batch-size", default=500, show_default=True, type=int)
+    @click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
+    @click.pass_obj
+    def bench_stream(settings, **kw):
+        """Raw kafka-python consume rate vs the scorer's end-to-end rate, and p50/p99 latency at a fixed load."""
+        from streaming.bench import run_stream_bench
+
+        setup_logging("WARNING")
+        res = run_stream_bench(model_uri=kw["model_uri"] or f"models:/{settings.model_name}@champion",
+                               tracking_uri=kw["tracking_uri"] or settings.tracking_uri, bootstrap=kw["bootstrap"],
+                               n_events=kw["events"], partitions=kw["partitions"], offered=kw["offered"],
+                               seconds=kw["seconds"], batch_size=kw["batch_size"], verbose=not kw["as_json"])
+        click.echo(json.dumps(res))

@@ -1,0 +1,179 @@
+"""``fraud bench stream``: raw consume rate vs the scorer's end-to-end rate, and latency at a fixed load.
+
+One run, one broker (a local Tansu unless ``bootstrap`` is given), the same events for both rates:
+
+(a) raw: a kafka-python consumer (manual assignment, no group) reads the topic from the beginning,
+    JSON-decodes each value and counts;
+(b) scorer: a :class:`streaming.loop.Scorer` (all sinks: scores/alerts topics, SQLite alert store,
+    Parquet archive, checkpoints) consumes the same topic in a fresh group.
+Both rates are measured from the first poll that returned data to the last event handled.
+(c) latency: the same scorer keeps running while new events are produced at ``offered`` events/s;
+    latency = time the batch's scores were written (producer flushed, alert store written) minus the
+    event's Kafka timestamp (producer create time).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+
+def _say(verbose, msg):
+    if verbose:
+        import click
+
+        click.echo(msg, err=True)
+
+
+def raw_consume_rate(bootstrap: str, topic: str, n: int, partitions: int, timeout: float = 120.0) -> float:
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                      auto_offset_reset="earliest", max_poll_records=500, fetch_max_wait_ms=20)
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    c.assign(tps)
+    c.seek_to_beginning(*tps)
+    got = 0
+    t_first = None
+    deadline = time.monotonic() + timeout
+    try:
+        while got < n and time.monotonic() < deadline:
+            polled = c.poll(timeout_ms=200)
+            for recs in polled.values():
+                if t_first is None:
+                    t_first = time.perf_counter()
+                for m in recs:
+                    json.loads(m.value)
+                    got += 1
+        t_end = time.perf_counter()
+    finally:
+        c.close()
+    if got < n:
+        raise RuntimeError(f"raw consumer read {got} of {n} events of {topic} within {timeout:.0f}s")
+    return got / (t_end - t_first)
+
+
+def run_stream_bench(model_uri: str, tracking_uri: str | None = None, bootstrap: str | None = None,
+                     n_events: int = 20000, partitions: int = 4, offered: float = 1000.0, seconds: float = 10.0,
+                     batch_size: int = 500, verbose: bool = True, data=None, seed: int = 0) -> dict:
+    from fraud.simulate import simulate
+    from streaming.broker import LocalBroker, ensure_topics
+    from streaming.loop import Scorer, ServeConfig, default_loader
+    from streaming.replay import encode_events, make_producer, replay
+
+    n_lat = int(offered * seconds)
+    if data is None:
+        _say(verbose, "simulating events ...")
+        days = 14
+        data = simulate(customers=2000, terminals=4000, days=days, seed=seed)
+        while len(data) < n_events + n_lat and days < 200:
+            days *= 2
+            data = simulate(customers=2000, terminals=4000, days=days, seed=seed)
+    data = data.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    if len(data) < n_events + n_lat:
+        n_events = max(1, len(data) - n_lat)
+    first, second = data.iloc[:n_events], data.iloc[n_events:n_events + n_lat]
+
+    broker = None
+    if bootstrap is None:
+        broker = LocalBroker().start()
+        bootstrap = broker.bootstrap
+    tag = uuid.uuid4().hex[:8]
+    topic = f"bench-tx-{tag}"
+    tmp = tempfile.TemporaryDirectory(prefix="fraud-bench-")
+    stop = threading.Event()
+    try:
+        _say(verbose, f"broker {bootstrap}; model {model_uri}")
+        bundle = default_loader(model_uri, tracking_uri)
+        ensure_topics(bootstrap, {topic: partitions, f"{topic}.scores": 1, f"{topic}.alerts": 1,
+                                  f"{topic}.dlq": 1})
+        _say(verbose, f"producing {len(first)} events to {topic} ...")
+        replay(first, bootstrap, topic)
+
+        _say(verbose, "(a) raw kafka-python consume (deserialize and count) ...")
+        raw_rate = raw_consume_rate(bootstrap, topic, len(first), partitions)
+        _say(verbose, f"    raw_rate {raw_rate:,.0f} events/s")
+
+        d = Path(tmp.name)
+        cfg = ServeConfig(bootstrap=bootstrap, topic=topic, group=f"bench-{tag}", model_uri=model_uri,
+                          tracking_uri=tracking_uri, alerts_db=f"sqlite:///{d / 'alerts.db'}",
+                          archive_dir=str(d / "archive"), state_dir=str(d / "state"), batch_size=batch_size,
+                          scores_topic=f"{topic}.scores", alerts_topic=f"{topic}.alerts", dlq_topic=f"{topic}.dlq",
+                          create_topics=False, reload_interval=3600, checkpoint_interval=5.0,
+                          consumer_kw={"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000})
+        marks = {"done": None, "lat": []}
+        target = len(first)
+
+        def on_batch(results, lat):
+            if scorer.n_events >= target and marks["done"] is None:
+                marks["done"] = time.perf_counter()
+            if marks["done"] is not None and results is not None and len(lat) and marks.get("measure"):
+                marks["lat"].append(lat)
+                marks.setdefault("batches", []).append((len(lat), time.perf_counter()))
+
+        scorer = Scorer(cfg, on_batch=on_batch)
+        scorer._install(bundle)
+        th = threading.Thread(target=scorer.run, args=(stop,), name="bench-scorer", daemon=True)
+        _say(verbose, "(b) scorer end-to-end on the same events ...")
+        th.start()
+        deadline = time.monotonic() + 600
+        while marks["done"] is None and time.monotonic() < deadline and th.is_alive():
+            time.sleep(0.05)
+        if marks["done"] is None:
+            raise RuntimeError(f"scorer handled {scorer.n_events} of {target} events")
+        elapsed = marks["done"] - scorer.t_first_poll
+        scorer_rate = target / elapsed
+        _say(verbose, f"    scorer_rate {scorer_rate:,.0f} events/s")
+        tm = dict(getattr(scorer.bundle, "timings", {}) or {})
+        if tm:
+            b_s = sum(tm.values())
+            parts = ", ".join(f"{k} {v:.2f}s" for k, v in sorted(tm.items(), key=lambda kv: -kv[1]))
+            _say(verbose, f"    time split: model {b_s:.2f}s of {elapsed:.2f}s ({parts}); the rest is decode, "
+                          f"validation, sinks, Kafka")
+
+        _say(verbose, f"(c) latency at {offered:,.0f} events/s for {seconds:.0f}s ...")
+        marks["measure"] = True
+        prod = make_producer(bootstrap, linger_ms=0)
+        values, keys = encode_events(second)
+        t0 = time.monotonic()
+        for i in range(len(values)):
+            dly = t0 + i / offered - time.monotonic()
+            if dly > 0:
+                time.sleep(dly)
+            prod.send(topic, key=keys[i], value=values[i])
+            if i % 50 == 0:
+                prod.flush()
+        prod.flush()
+        prod.close()
+        target2 = target + len(values)
+        deadline = time.monotonic() + 120
+        while scorer.n_events < target2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        lat = np.concatenate(marks["lat"]) if marks["lat"] else np.array([np.nan])
+        bt = marks.get("batches", [])
+        if len(bt) > 1:
+            sizes = np.array([b[0] for b in bt])
+            gaps = np.diff([b[1] for b in bt])
+            _say(verbose, f"    {len(bt)} batches: mean size {sizes.mean():.0f} events, mean time between batch ends "
+                          f"{1000 * gaps.mean():.0f} ms (p99 {1000 * np.percentile(gaps, 99):.0f} ms)")
+        res = {"raw_rate": round(raw_rate, 1), "scorer_rate": round(scorer_rate, 1),
+               "ratio": round(scorer_rate / raw_rate, 4),
+               "p50_ms": round(float(np.percentile(lat, 50)), 2), "p99_ms": round(float(np.percentile(lat, 99)), 2)}
+        _say(verbose, f"    p50 {res['p50_ms']} ms  p99 {res['p99_ms']} ms over {len(lat)} events "
+                      f"(offered {offered:,.0f}/s; model version {scorer.version}; partitions {partitions}; "
+                      f"batch size {batch_size})")
+        return res
+    finally:
+        stop.set()
+        try:
+            th.join(30)
+        except NameError:
+            pass
+        if broker is not None:
+            broker.stop()
+        tmp.cleanup()

@@ -1,0 +1,118 @@
+"""Checkpoints of the online state, one file per (topic, partition), with the offset they reflect.
+
+A checkpoint is written atomically (temporary file, fsync, rename) after the sinks are flushed and
+before offsets are committed; it is the source of truth on restart and on rebalance: the scorer that
+gets a partition loads its checkpoint and seeks to its offset. ``offset`` is the next offset to read
+(every message below it is reflected in the state and in the sinks).
+
+File: ``STATE_DIR/<topic>-p<partition>.ckpt`` = pickle of a dict
+``{"format": 1, "topic", "partition", "offset", "model_version", "state": bytes, "saved_at"}``
+where ``state`` is ``pickle.dumps(bundle_state)`` (or ``state.snapshot()`` when the state has one).
+Several scorers of one group must share STATE_DIR (a shared volume) for state to follow partitions.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fraud.errors import ConfigError
+
+log = logging.getLogger("streaming.state")
+FORMAT = 1
+
+
+@dataclass
+class Checkpoint:
+    topic: str
+    partition: int
+    offset: int
+    model_version: str | None
+    state: Any
+    saved_at: float
+
+
+def dump_state(state) -> bytes:
+    snap = getattr(state, "snapshot", None)
+    if callable(snap):
+        return b"S" + snap()
+    return b"P" + pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def load_state(blob: bytes, template=None):
+    """Inverse of dump_state. ``template`` (a fresh state) is used for snapshot()-style states."""
+    kind, body = blob[:1], blob[1:]
+    if kind == b"S":
+        if template is None or not callable(getattr(template, "restore", None)):
+            raise ValueError("snapshot-style state needs a fresh state with restore()")
+        out = template.restore(body)
+        return template if out is None else out
+    return pickle.loads(body)
+
+
+def _safe(topic: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", topic)
+
+
+class CheckpointStore:
+    def __init__(self, state_dir: str | os.PathLike, topic: str):
+        self.dir = Path(state_dir)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"--state-dir {str(state_dir)!r}: cannot create: {e}") from e
+        self.topic = topic
+
+    def path(self, partition: int) -> Path:
+        return self.dir / f"{_safe(self.topic)}-p{int(partition):04d}.ckpt"
+
+    def save(self, partition: int, offset: int, state, model_version: str | None) -> Path:
+        payload = {"format": FORMAT, "topic": self.topic, "partition": int(partition), "offset": int(offset),
+                   "model_version": None if model_version is None else str(model_version),
+                   "state": dump_state(state), "saved_at": time.time()}
+        p = self.path(partition)
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+        return p
+
+    def load(self, partition: int, template=None) -> Checkpoint | None:
+        """The partition's checkpoint, or None if absent. A corrupt file is moved aside and logged."""
+        p = self.path(partition)
+        if not p.exists():
+            return None
+        try:
+            with open(p, "rb") as f:
+                d = pickle.load(f)
+            if d.get("format") != FORMAT or d.get("topic") != self.topic:
+                raise ValueError(f"format {d.get('format')!r} topic {d.get('topic')!r}")
+            state = load_state(d["state"], template)
+        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is set aside, never fatal
+            bad = p.with_suffix(f".corrupt-{int(time.time())}")
+            os.replace(p, bad)
+            log.error("checkpoint unreadable path=%s error=%r moved_to=%s: starting partition %d from the "
+                      "committed offset with a fresh state", p, f"{e.__class__.__name__}: {e}", bad, partition)
+            return None
+        return Checkpoint(topic=d["topic"], partition=d["partition"], offset=d["offset"],
+                          model_version=d["model_version"], state=state, saved_at=d["saved_at"])
+
+    def offsets(self) -> dict[int, int]:
+        """partition -> checkpointed offset, for every checkpoint in the directory (cheap: reads headers)."""
+        out = {}
+        for f in sorted(self.dir.glob(f"{_safe(self.topic)}-p*.ckpt")):
+            m = re.search(r"-p(\d+)\.ckpt$", f.name)
+            if m:
+                try:
+                    with open(f, "rb") as fh:
+                        out[int(m.group(1))] = int(pickle.load(fh)["offset"])
+                except Exception:  # noqa: BLE001
+                    continue
+        return out

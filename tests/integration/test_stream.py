@@ -1,0 +1,418 @@
+"""The live scorer against a real broker (Tansu, started here on a free port) and a real trained bundle
+registered in a temporary MLflow store: end to end, dead letters, crash and restart (kill -9), rebalance
+between two scorers, hot reload, and the start-up faults."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraud.errors import BrokerError, RegistryError
+from streaming.broker import LocalBroker, ensure_topics, free_port, wait_for_broker
+from streaming.loop import Scorer, ServeConfig, score_partitions
+from streaming.replay import encode_events, make_producer, replay
+from streaming.sinks import read_archive
+from streaming.state import CheckpointStore
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "fraud-detector"
+
+
+# -- fixtures ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def broker():
+    with LocalBroker() as b:
+        wait_for_broker(b.bootstrap, timeout=30)
+        yield b
+
+
+@pytest.fixture(scope="module")
+def world():
+    from fraud.simulate import simulate
+
+    return simulate(customers=150, terminals=300, days=24, seed=5)
+
+
+@pytest.fixture(scope="module")
+def reg(tmp_path_factory, world):
+    """A bundle trained on the first 14 days, registered as version 1 (champion) in a temporary store."""
+    from fraud import registry
+    from fraud.training import TrainConfig, train
+
+    d = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{d / 'mlflow.db'}"
+    registry.configure(uri)
+    registry.quiet_mlflow()
+    hist = world[world["timestamp"] < world["timestamp"].min() + pd.Timedelta(days=14)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = train(hist, TrainConfig(featurizers=("tabular",), unsupervised=("ecod",), supervised=None,
+                                      alert_budget_per_day=15, warmup_days=3, eval_days=3))
+        version = registry.log_and_register(res.bundle, name=MODEL, artifact_root=str(d / "artifacts"))
+    live = world[world["timestamp"] >= world["timestamp"].min() + pd.Timedelta(days=14)].reset_index(drop=True)
+    return SimpleNamespace(uri=uri, version=version, bundle=res.bundle, live=live, root=d)
+
+
+def _cfg(broker, reg, tmp, topic, **kw) -> ServeConfig:
+    base = dict(bootstrap=broker.bootstrap, topic=topic, group=f"g-{topic}", model_uri=f"models:/{MODEL}@champion",
+                tracking_uri=reg.uri, alerts_db=f"sqlite:///{tmp / 'alerts.db'}", archive_dir=str(tmp / "archive"),
+                state_dir=str(tmp / "state"), scores_topic=f"{topic}.scores", alerts_topic=f"{topic}.alerts",
+                dlq_topic=f"{topic}.dlq", batch_size=200, poll_timeout_ms=50, checkpoint_interval=0.5,
+                reload_interval=0.3, partitions=4,
+                consumer_kw={"session_timeout_ms": 6000, "heartbeat_interval_ms": 500})
+    base.update(kw)
+    return ServeConfig(**base)
+
+
+def _topic(name: str, broker, partitions: int = 4) -> str:
+    t = f"{name}-{uuid.uuid4().hex[:6]}"
+    ensure_topics(broker.bootstrap, {t: partitions, f"{t}.scores": 1, f"{t}.alerts": 1, f"{t}.dlq": 1})
+    return t
+
+
+def _start(cfg, **kw):
+    s = Scorer(cfg, **kw)
+    stop = threading.Event()
+    th = threading.Thread(target=s.run, args=(stop,), daemon=True)
+    th.start()
+    return SimpleNamespace(scorer=s, stop=stop, thread=th)
+
+
+def _halt(h, timeout=30):
+    h.stop.set()
+    h.thread.join(timeout)
+    assert not h.thread.is_alive()
+
+
+def _wait(cond, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _read_topic(bootstrap, topic, partitions=1, timeout=15.0):
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                      auto_offset_reset="earliest")
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    c.assign(tps)
+    c.seek_to_beginning(*tps)
+    out, idle = [], 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and idle < 3:
+        got = c.poll(timeout_ms=300)
+        n = sum(len(v) for v in got.values())
+        idle = idle + 1 if n == 0 else 0
+        for recs in got.values():
+            out.extend(recs)
+    c.close()
+    return out
+
+
+def _archive_ids(path) -> pd.Series:
+    df = read_archive(path)
+    return df["tx_id"] if len(df) else pd.Series([], dtype=str)
+
+
+# -- tests ---------------------------------------------------------------------------------------------
+def test_end_to_end_and_dead_letters(broker, reg, tmp_path):
+    topic = _topic("e2e", broker)
+    good = reg.live.iloc[:600]
+    values, keys = encode_events(good)
+    ok = json.loads(values[0])
+    bad = {
+        "malformed_json": b'{"tx_id": "bad-1", "amount": ',
+        "not_an_object": b"[1, 2, 3]",
+        "missing": json.dumps({k: v for k, v in ok.items() if k != "amount"} | {"tx_id": "bad-3"}).encode(),
+        "wrong_type": json.dumps(ok | {"tx_id": "bad-4", "amount": "twelve"}).encode(),
+        "negative": json.dumps(ok | {"tx_id": "bad-5", "amount": -5.0}).encode(),
+        "non_finite": b'{"tx_id": "bad-6", "timestamp": "2024-01-01T00:00:00Z", "customer_id": "c", '
+                      b'"terminal_id": "t", "amount": Infinity}',
+        "bad_time": json.dumps(ok | {"tx_id": "bad-7", "timestamp": "not-a-date"}).encode(),
+        "oversized": json.dumps(ok | {"tx_id": "bad-8", "pad": "x" * 20000}).encode(),
+    }
+    prod = make_producer(broker.bootstrap)
+    bad_iter = iter(bad.values())
+    for i, (v, k) in enumerate(zip(values, keys)):
+        prod.send(topic, key=k, value=v)
+        if i % 70 == 35:
+            b = next(bad_iter, None)
+            if b is not None:
+                prod.send(topic, key=b"bad", value=b)
+    for b in bad_iter:
+        prod.send(topic, key=b"bad", value=b)
+    prod.flush()
+    prod.close()
+    total = len(values) + len(bad)
+
+    port = free_port()
+    h = _start(_cfg(broker, reg, tmp_path, topic, max_message_bytes=10_000, metrics_port=port))
+    s = h.scorer
+    _wait(lambda: s.n_events >= total, 60, "all events consumed")
+    import httpx
+
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    _halt(h)
+
+    # every good event scored exactly once, in every sink
+    assert s.n_scored == len(good)
+    arch = read_archive(tmp_path / "archive")
+    assert len(arch) == len(good) and arch["tx_id"].is_unique and set(arch["tx_id"]) == set(good["tx_id"])
+    assert {"score", "is_alert", "reasons", "model_version", "kafka_partition", "kafka_offset"} <= set(arch.columns)
+    assert (arch["model_version"] == reg.version).all()
+    from fraud.store import AlertStore
+
+    alerts = AlertStore(f"sqlite:///{tmp_path / 'alerts.db'}").read_alerts()
+    assert set(alerts["tx_id"]) == set(arch.loc[arch["is_alert"], "tx_id"])
+    scores = _read_topic(broker.bootstrap, f"{topic}.scores")
+    assert {json.loads(m.value)["tx_id"] for m in scores} == set(good["tx_id"])
+    alert_msgs = _read_topic(broker.bootstrap, f"{topic}.alerts")
+    assert len(alert_msgs) == int(arch["is_alert"].sum())
+    assert all(m.key.decode() == json.loads(m.value)["customer_id"] for m in alert_msgs)
+
+    # one scoring path: per partition, the stream's scores equal one bundle.score call over that partition
+    for p, g in arch.groupby("kafka_partition"):
+        g = g.sort_values("kafka_offset")
+        rows = good.set_index("tx_id").loc[g["tx_id"]].reset_index()[good.columns]
+        ref = reg.bundle.score(rows, reg.bundle.new_state())
+        np.testing.assert_allclose(g["score"].to_numpy(), ref["score"].to_numpy(), rtol=1e-9, atol=1e-12)
+
+    # dead letters: each kind, original bytes, error and source in headers; counted
+    assert dict(s.dlq.counts) == {"malformed_json": 1, "not_an_object": 1, "oversized": 1, "invalid": 5}
+    dl = _read_topic(broker.bootstrap, f"{topic}.dlq")
+    assert len(dl) == len(bad)
+    by_value = {}
+    for m in dl:
+        h_ = {k: v.decode() for k, v in m.headers}
+        assert h_["source.topic"] == topic and int(h_["source.offset"]) >= 0 and h_["error"]
+        by_value[m.value if "truncated" not in h_ else bad["oversized"]] = h_
+    assert set(by_value) == set(bad.values())
+    assert by_value[bad["oversized"]]["error.kind"] == "oversized"
+    assert int(by_value[bad["oversized"]]["original.size"]) == len(bad["oversized"])
+    assert "negative amount" in by_value[bad["negative"]]["error"]
+    assert "not finite" in by_value[bad["non_finite"]]["error"]
+    assert "not a number" in by_value[bad["wrong_type"]]["error"]
+    assert "'amount'" in by_value[bad["missing"]]["error"]
+    assert "timestamp" in by_value[bad["bad_time"]]["error"]
+    assert by_value[bad["malformed_json"]]["error.kind"] == "malformed_json"
+    # metrics on the HTTP port
+    assert f'fraud_model_version{{version="{reg.version}"}} 1.0' in metrics
+    assert 'fraud_dead_letters_total{kind="invalid"} 5.0' in metrics
+    assert f"fraud_scored_total {float(len(good))}" in metrics
+    assert "fraud_latency_seconds_count" in metrics
+
+
+def test_score_partitions_equals_per_partition_score(reg):
+    rows = reg.live.iloc[:300]
+    parts = [rows.iloc[i::3].reset_index(drop=True) for i in range(3)]
+    b = reg.bundle
+    s1 = [b.new_state() for _ in parts]
+    s2 = [b.new_state() for _ in parts]
+    for lo in (0, 50):
+        chunks = [p.iloc[lo:lo + 50].reset_index(drop=True) for p in parts]
+        fused = score_partitions(b, list(zip(chunks, s1)))
+        for c, st, f in zip(chunks, s2, fused):
+            ref = b.score(c, st)
+            pd.testing.assert_frame_equal(f.reset_index(drop=True), ref.reset_index(drop=True))
+    assert [s.n_scored for s in s1] == [s.n_scored for s in s2] == [100, 100, 100]
+
+
+def test_crash_restart_loses_nothing_and_duplicates_nothing(broker, reg, tmp_path):
+    topic = _topic("crash", broker)
+    data = reg.live.iloc[:1500]
+    env = dict(os.environ, MLFLOW_TRACKING_URI=reg.uri, PYTHONWARNINGS="ignore")
+    cmd = [sys.executable, "-m", "fraud.cli", "serve", "--bootstrap", broker.bootstrap, "--topic", topic,
+           "--group", f"g-{topic}", "--tracking-uri", reg.uri, "--alerts-db", f"sqlite:///{tmp_path / 'alerts.db'}",
+           "--archive", str(tmp_path / "archive"), "--state-dir", str(tmp_path / "state"),
+           "--scores-topic", f"{topic}.scores", "--alerts-topic", f"{topic}.alerts", "--dlq-topic", f"{topic}.dlq",
+           "--checkpoint-interval", "0.3", "--batch-size", "40", "--session-timeout-ms", "6000"]
+    log1 = open(tmp_path / "serve1.log", "wb")
+    p1 = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log1, stderr=subprocess.STDOUT)
+    _wait(lambda: b"partition assigned" in (tmp_path / "serve1.log").read_bytes() or p1.poll() is not None, 90,
+          "the first scorer to join the group")
+    assert p1.poll() is None, (tmp_path / "serve1.log").read_text()[-3000:]
+    stop = threading.Event()
+    th = threading.Thread(target=replay, args=(data, broker.bootstrap, topic), kwargs={"rate": 250, "stop": stop},
+                          daemon=True)
+    th.start()
+    try:
+        _wait(lambda: len(_archive_ids(tmp_path / "archive")) >= 400, 90, "the first scorer to archive events")
+        time.sleep(0.2)  # between two checkpoints (every 0.3 s): batches scored and sunk but not checkpointed
+    finally:
+        p1.send_signal(signal.SIGKILL)  # kill -9 mid-stream: no flush, no checkpoint, no commit
+        p1.wait(10)
+    done_before = len(_archive_ids(tmp_path / "archive"))
+    assert done_before < len(data), "the kill was not mid-stream"
+    from fraud.store import AlertStore
+
+    store = AlertStore(f"sqlite:///{tmp_path / 'alerts.db'}")
+    ck_at_kill = CheckpointStore(tmp_path / "state", topic).offsets()
+    alerts_at_kill = set(store.read_alerts()["tx_id"]) if store.count_alerts() else set()
+    log2 = open(tmp_path / "serve2.log", "wb")
+    p2 = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log2, stderr=subprocess.STDOUT)
+    try:
+        th.join(60)
+        _wait(lambda: len(_archive_ids(tmp_path / "archive")) >= len(data), 90, "the restarted scorer to catch up")
+        time.sleep(1.0)  # anything re-scored twice would show up now
+    finally:
+        p2.send_signal(signal.SIGTERM)
+        rc = p2.wait(30)
+    assert rc == 0, (tmp_path / "serve2.log").read_text()[-3000:]
+    arch = read_archive(tmp_path / "archive")
+    alerts = store.read_alerts()
+    log_text = (tmp_path / "serve2.log").read_text()
+    # events the first scorer had consumed (and whose alerts it had written) after its last checkpoint: the
+    # restarted scorer consumed and scored them again; the idempotent sinks kept one copy
+    pos = arch.set_index("tx_id")[["kafka_partition", "kafka_offset"]]
+    redone = [t for t in alerts_at_kill
+              if pos.loc[t, "kafka_offset"] >= ck_at_kill.get(int(pos.loc[t, "kafka_partition"]), 0)]
+    m = __import__("re").search(r"scorer stopped events=(\d+)", log_text)
+    scored_msgs = [json.loads(x.value)["tx_id"] for x in _read_topic(broker.bootstrap, f"{topic}.scores")]
+    print(f"\ncrash-restart proof: {len(data)} events produced; kill -9 after {done_before} archived; checkpoints at "
+          f"kill {dict(sorted(ck_at_kill.items()))} (= {sum(ck_at_kill.values())} events); restarted scorer consumed "
+          f"{m.group(1) if m else '?'}; alerts in the store at kill {len(alerts_at_kill)}, of which {len(redone)} "
+          f"past the checkpoint (re-scored after restart, not duplicated); final archive rows {len(arch)} "
+          f"(unique {arch['tx_id'].nunique()}, missing {len(set(data['tx_id']) - set(arch['tx_id']))}); "
+          f"alert store rows {len(alerts)} (unique {alerts['tx_id'].nunique()}); scores topic messages "
+          f"{len(scored_msgs)} (unique {len(set(scored_msgs))}: at-least-once, consumers dedupe by tx_id)")
+    assert m and int(m.group(1)) + sum(ck_at_kill.values()) == len(data)
+    assert set(arch["tx_id"]) == set(data["tx_id"])  # 0 missing
+    assert len(arch) == len(data)  # 0 duplicated in the archive
+    assert alerts["tx_id"].is_unique and set(alerts["tx_id"]) == set(arch.loc[arch["is_alert"], "tx_id"])
+    assert "state=restored" in log_text
+    # the final checkpoints cover every event, and each partition's state saw each of its events once
+    ck = CheckpointStore(tmp_path / "state", topic)
+    for p, g in arch.groupby("kafka_partition"):
+        c = ck.load(int(p))
+        assert c.offset == g["kafka_offset"].max() + 1
+        assert c.state.n_scored == len(g)
+
+
+def test_rebalance_between_two_scorers(broker, reg, tmp_path):
+    topic = _topic("rebal", broker)
+    data = reg.live.iloc[:1000]
+    cfg = _cfg(broker, reg, tmp_path, topic)
+    a = _start(cfg)
+    replay(data.iloc[:500], broker.bootstrap, topic)
+    _wait(lambda: a.scorer.n_events >= 500, 60, "scorer A to consume the first half")
+    b = _start(cfg)
+    _wait(lambda: len(b.scorer.states) > 0 and len(a.scorer.states) > 0
+          and len(a.scorer.states) + len(b.scorer.states) == 4, 60, "the partitions to be split")
+    parts_a, parts_b = set(a.scorer.states), set(b.scorer.states)
+    assert parts_a.isdisjoint(parts_b)
+    replay(data.iloc[500:], broker.bootstrap, topic)
+    _wait(lambda: a.scorer.n_scored + b.scorer.n_scored >= len(data), 60, "both scorers to finish")
+    _halt(b)
+    _halt(a)
+    arch = read_archive(tmp_path / "archive")
+    assert len(arch) == len(data) and set(arch["tx_id"]) == set(data["tx_id"])
+    assert b.scorer.n_scored > 0 and a.scorer.n_scored > 500
+    # state followed each partition: its final checkpoint has seen every event of the partition, including
+    # those scored by the other scorer before the handover
+    ck = CheckpointStore(tmp_path / "state", topic)
+    for p, g in arch.groupby("kafka_partition"):
+        assert ck.load(int(p)).state.n_scored == len(g)
+    moved = [p for p in parts_b if (arch["kafka_partition"] == p).any()]
+    assert moved, "no partition changed hands"
+
+
+def test_hot_reload_swaps_between_batches(broker, reg, tmp_path):
+    from fraud import registry
+
+    topic = _topic("reload", broker)
+    data = reg.live.iloc[:600]
+    h = _start(_cfg(broker, reg, tmp_path, topic, reload_interval=0.2))
+    s = h.scorer
+    replay(data.iloc[:300], broker.bootstrap, topic)
+    _wait(lambda: s.n_scored >= 300, 60, "the first half")
+    # a version that cannot be loaded: the current model is kept, the failure counted
+    real = s.resolver
+    s.resolver = lambda name, alias, uri: "999"
+    _wait(lambda: s.metrics.reload_failures._value.get() >= 1, 20, "a failed reload")
+    assert s.version == reg.version
+    s.resolver = real
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        registry.configure(reg.uri)
+        v2 = registry.log_and_register(reg.bundle, name=MODEL, artifact_root=str(reg.root / "artifacts"),
+                                       champion_if_first=False)
+        registry.set_alias(MODEL, "champion", v2)
+    _wait(lambda: s.version == v2, 60, "the swap to the new champion")
+    replay(data.iloc[300:], broker.bootstrap, topic)
+    _wait(lambda: s.n_scored >= 600, 60, "the second half")
+    _halt(h)
+    arch = read_archive(tmp_path / "archive").set_index("tx_id")
+    assert len(arch) == 600 and arch.index.is_unique
+    assert (arch.loc[data["tx_id"].iloc[:300], "model_version"] == reg.version).all()
+    assert (arch.loc[data["tx_id"].iloc[300:], "model_version"] == v2).all()
+    assert s.metrics.reloads._value.get() == 1
+    # the new version's states were rebuilt from the archive: each final checkpoint has absorbed every event
+    # of its partition (first half by warm-up, second half by scoring)
+    ck = CheckpointStore(tmp_path / "state", topic)
+    for p, g in arch.reset_index().groupby("kafka_partition"):
+        c = ck.load(int(p))
+        assert c.model_version == v2 and c.state.n_scored == len(g)
+
+
+def test_registry_unavailable_at_start_names_the_uri(broker, tmp_path):
+    bad = f"sqlite:///{tmp_path / 'missing' / 'dir' / 'mlflow.db'}"
+    cfg = ServeConfig(bootstrap=broker.bootstrap, tracking_uri=bad, state_dir=str(tmp_path / "state"))
+    with pytest.raises(RegistryError) as e:
+        Scorer(cfg).load_model()
+    assert "models:/fraud-detector@champion" in str(e.value) and str(tmp_path / "missing") in str(e.value)
+
+
+def test_broker_unavailable_retries_with_backoff_then_fails(caplog):
+    addr = f"127.0.0.1:{free_port()}"
+    with pytest.raises(BrokerError) as e:
+        wait_for_broker(addr, timeout=1.6, initial=0.2)
+    assert addr in str(e.value)
+    lines = [r.getMessage() for r in caplog.records if "broker unavailable" in r.getMessage()]
+    assert len(lines) >= 2 and "retry_in=0.2s" in lines[0] and "retry_in=0.4s" in lines[1]
+
+
+def test_cli_broker_and_replay(tmp_path, reg):
+    """`fraud broker` prints its bootstrap and stops on SIGTERM; `fraud replay` produces a file in time order,
+    keyed by customer_id."""
+    port = free_port()
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    b = subprocess.Popen([sys.executable, "-m", "fraud.cli", "broker", "--port", str(port), "--topic", "cli-tx:3"],
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = b.stdout.readline().decode().strip()
+        assert line == f"bootstrap: 127.0.0.1:{port}"
+        data = reg.live.iloc[:200]
+        path = tmp_path / "tx.parquet"
+        data.to_parquet(path)
+        r = subprocess.run([sys.executable, "-m", "fraud.cli", "replay", "--data", str(path), "--bootstrap",
+                            f"127.0.0.1:{port}", "--topic", "cli-tx", "--rate", "2000"], cwd=ROOT, env=env,
+                           capture_output=True, timeout=120)
+        assert r.returncode == 0, r.stderr.decode()[-2000:]
+        assert "sent 200 events to cli-tx" in r.stdout.decode()
+        msgs = _read_topic(f"127.0.0.1:{port}", "cli-tx", partitions=3)
+        assert len(msgs) == 200
+        assert all(m.key.decode() == json.loads(m.value)["customer_id"] for m in msgs)
+        for p in {m.partition for m in msgs}:  # time order within each partition
+            ts = [json.loads(m.value)["timestamp"] for m in sorted(msgs, key=lambda m: m.offset) if m.partition == p]
+            assert ts == sorted(ts)
+    finally:
+        b.send_signal(signal.SIGTERM)
+        rc = b.wait(20)
+    assert rc == 0 and b"broker stopped" in b.stderr.read()
