@@ -1,0 +1,131 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fraud.errors import ConfigError, NotFittedError
+from fraud.features.base import assert_replay_equals_transform
+from fraud.features.graph import GraphFeatures
+
+PARAMS = dict(dim=8, proj_dim=4, walk_length=10, walks_per_node=3)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """torch threads spin against each other on the shared 2-core machine; one thread here, restored after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def world():
+    from fraud.simulate import simulate
+
+    return simulate(customers=150, terminals=300, days=40, seed=5)
+
+
+@pytest.fixture(scope="module")
+def fitted(world):
+    hist = world.loc[world["timestamp"] < world["timestamp"].min() + pd.Timedelta(days=25)]
+    torch.set_num_threads(1)
+    return GraphFeatures(**PARAMS).fit(hist)
+
+
+def test_contract(world, tiny_frame):
+    f = GraphFeatures(**PARAMS)
+    with pytest.raises(NotFittedError):
+        f.transform(tiny_frame)
+    with pytest.raises(NotFittedError):
+        f.update(f.new_state(), tiny_frame)
+    assert f.fit(tiny_frame) is f
+    learned = [k for k in vars(f) if k not in f.get_params()]
+    assert learned and all(k.endswith("_") for k in learned)
+    X = f.transform(tiny_frame)
+    assert list(X.columns) == f.feature_names_ and X.index.equals(tiny_frame.index)
+    assert np.isfinite(X.to_numpy()).all()
+    with pytest.raises(ConfigError, match="embedder"):
+        GraphFeatures(embedder="bogus").fit(tiny_frame)
+
+
+def test_replay_equals_transform(world, fitted):
+    assert_replay_equals_transform(fitted, world.iloc[-1500:], batch_sizes=(1, 7, 1000))
+
+
+def test_information_rule(world, fitted):
+    sub = world.iloc[-3000:].reset_index(drop=True)
+    i = 2000
+    t_i = sub.loc[i, "timestamp"]
+    base = fitted.transform(sub)
+    other = sub.copy()
+    recent = other["timestamp"] >= t_i - pd.Timedelta(days=7)
+    other.loc[recent, "label"] = (1 - other.loc[recent, "label"]).astype(np.int8)  # labels not yet known
+    later = other.index > i
+    other.loc[later, "terminal_id"] = other.loc[later, "terminal_id"].iloc[::-1].to_numpy()
+    other.loc[later, "amount"] = 1.0
+    got = fitted.transform(other)
+    np.testing.assert_array_equal(got.iloc[: i + 1].to_numpy(), base.iloc[: i + 1].to_numpy())
+    # and a label that is old enough does count
+    old = sub.copy()
+    cut = t_i - pd.Timedelta(days=7)
+    c = sub.loc[i, "customer_id"]
+    mask = (old["customer_id"] == c) & (old["timestamp"] < cut)
+    assert mask.any()
+    old.loc[mask, "label"] = 1
+    assert fitted.transform(old).loc[i, "g_c_known"] == float(mask.sum())
+
+
+def test_unseen_customer_gets_inductive_embedding(world, fitted):
+    rows = world.iloc[-200:].copy()
+    t_known = [t for t in rows["terminal_id"].unique() if t in fitted.t_index_][:3]
+    ts = rows["timestamp"].max() + pd.to_timedelta([1, 2, 3], unit="s")
+    new = pd.DataFrame({"tx_id": ["n1", "n2", "n3"], "timestamp": ts, "customer_id": ["brand-new"] * 3,
+                        "terminal_id": t_known, "amount": [10.0, 20.0, 30.0], "label": np.zeros(3, np.int8),
+                        "scenario": np.zeros(3, np.int16)})
+    X = fitted.transform(pd.concat([rows, new], ignore_index=True)).iloc[-3:]
+    assert (X["g_c_seen"] == 0).all() and (X["g_t_seen"] == 1).all()
+    cols = [f"g_c{k}" for k in range(fitted.proj_dim)]
+    # third row: mean of the three known terminals' embeddings, projected
+    e = fitted.emb_t_[[fitted.t_index_[t] for t in t_known]].mean(0)
+    expected = (e - fitted.mean_) @ fitted.components_.T
+    np.testing.assert_allclose(X[cols].iloc[2].to_numpy(), expected, atol=1e-9)
+    assert np.abs(X[cols].to_numpy()).sum(1).min() > 0
+
+
+def test_ring_signal_and_save_load(world, fitted, tmp_path):
+    X = fitted.transform(world)
+    s = world["scenario"].to_numpy()
+    assert (s == 4).sum() > 10
+    # mules concentrate on a few colluding terminals: the ring's pairs stand out from genuine ones
+    assert X.loc[s == 4, "g_t_ndist"].mean() > X.loc[s == 0, "g_t_ndist"].mean()
+    p = tmp_path / "g.joblib"
+    fitted.save(p)
+    again = GraphFeatures.load(p)
+    pd.testing.assert_frame_equal(again.transform(world.iloc[:500]), X.iloc[:500])
+
+
+def test_stream_feedback_equals_labelled_rows(world, fitted):
+    sub = world.iloc[-2000:]
+    want = fitted.transform(sub)
+    state = fitted.new_state()
+    a = fitted.update(state, sub.iloc[:1000].assign(label=np.int8(0)))  # scored without labels
+    assert fitted.add_labels(state, sub.iloc[:1000]) == int(sub["label"].iloc[:1000].sum())
+    b = fitted.update(state, sub.iloc[1000:])
+    np.testing.assert_array_equal(a.to_numpy(), want.iloc[:1000].to_numpy())
+    np.testing.assert_array_equal(b.to_numpy(), want.iloc[1000:].to_numpy())
+
+
+def test_gnn_embedder(world):
+    hist = world.loc[world["timestamp"] < world["timestamp"].min() + pd.Timedelta(days=25)]
+    f = GraphFeatures(embedder="gnn", dim=8, proj_dim=4, gnn_epochs=5).fit(hist)
+    X = f.transform(world.iloc[-300:])
+    assert np.isfinite(X.to_numpy()).all() and X["g_cos"].abs().sum() > 0
+
+
+def test_online_columns_subset(world, fitted):
+    f = GraphFeatures(**PARAMS, columns="online").fit(world.iloc[:3000])
+    X = f.transform(world.iloc[-500:])
+    assert "g_cos" in X.columns and "g_c0" not in X.columns and "g_c_core" not in X.columns
+    assert list(X.columns) == f.feature_names_ and set(X.columns) < set(f.all_names_)
+    assert_replay_equals_transform(f, world.iloc[-300:], batch_sizes=(7,))

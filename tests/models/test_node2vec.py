@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """torch's intra-op threads spin against each other on this shared 2-core machine (a 30-epoch GNN fit:
+    1 s with one thread, 75 s with two under load); one thread for these tests, restored after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+from models.node2vec import Node2Vec
+
+
+def _bipartite(n_left=60, n_right=60, deg=4, seed=0):
+    """Random bipartite graph (no triangles), both directions present."""
+    rng = np.random.default_rng(seed)
+    s = np.repeat(np.arange(n_left), deg)
+    d = n_left + rng.integers(0, n_right, len(s))
+    pairs = np.unique(np.stack([s, d], 1), axis=0)
+    ei = np.concatenate([pairs, pairs[:, ::-1]]).T
+    return torch.as_tensor(ei, dtype=torch.long), n_left + n_right
+
+
+def test_walks_follow_edges_only_and_stop_at_dead_ends():
+    ei, n = _bipartite()
+    n_total = n + 1  # one isolated node
+    walks = Node2Vec(walk_length=15, walks_per_node=3, p=0.5, q=2.0, seed=1).random_walks(ei, n_total)
+    edges = set(zip(ei[0].tolist(), ei[1].tolist()))
+    w = walks.numpy()
+    a, b = w[:, :-1].ravel(), w[:, 1:].ravel()
+    ok = (a >= 0) & (b >= 0)
+    assert ok.sum() > 1000
+    assert all((x, y) in edges for x, y in zip(a[ok], b[ok]))
+    iso = w[w[:, 0] == n]
+    assert len(iso) == 3 and (iso[:, 1:] == -1).all()
+
+
+def _return_rate(walks):
+    w = walks.numpy()
+    return float((w[:, 2:] == w[:, :-2]).mean())
+
+
+def test_p_q_bias_matches_theory():
+    ei, n = _bipartite(deg=4, seed=2)
+    deg = np.bincount(ei[0].numpy(), minlength=n)
+    rates = {}
+    for p in (0.25, 4.0):
+        walks = Node2Vec(walk_length=20, walks_per_node=10, p=p, q=1.0, seed=3).random_walks(ei, n)
+        rates[p] = _return_rate(walks)
+        # bipartite: no triangles, so P(return | at node of degree d) = (1/p) / (1/p + (d - 1) / q)
+        cur = walks.numpy()[:, 1:-1].ravel()
+        expected = float(np.mean((1 / p) / (1 / p + (deg[cur] - 1))))
+        assert rates[p] == pytest.approx(expected, abs=0.03)
+    assert rates[0.25] > 3 * rates[4.0]
+
+
+def test_weights_bias_first_order_choice():
+    ei = torch.tensor([[0, 1, 0, 2], [1, 0, 2, 0]])
+    w = torch.tensor([9.0, 9.0, 1.0, 1.0])
+    walks = Node2Vec(walk_length=2, walks_per_node=4000, seed=0).random_walks(ei, 3, edge_weight=w)
+    first = walks[walks[:, 0] == 0, 1].numpy()
+    assert np.mean(first == 1) == pytest.approx(0.9, abs=0.03)
+
+
+def test_same_seed_same_embeddings_and_contract():
+    ei, n = _bipartite(seed=4)
+    m = Node2Vec(dim=8, walk_length=10, walks_per_node=4, seed=7)
+    with pytest.raises(AttributeError):
+        m.embedding_
+    assert m.fit(ei, n) is m
+    a = m.embedding_
+    b = Node2Vec(dim=8, walk_length=10, walks_per_node=4, seed=7).fit(ei, n).embedding_
+    c = Node2Vec(dim=8, walk_length=10, walks_per_node=4, seed=8).fit(ei, n).embedding_
+    assert a.shape == (n, 8)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    learned = [k for k in vars(m) if k not in m.get_params()]
+    assert learned and all(k.endswith("_") for k in learned)
+
+
+def test_torch_backend_embeds_neighbours_closer():
+    # two disconnected cliques: nodes of the same clique end up more similar
+    blocks = [(i, j) for b in (0, 10) for i in range(b, b + 10) for j in range(b, b + 10) if i != j]
+    ei = torch.tensor(blocks).T
+    emb = Node2Vec(dim=8, walk_length=10, walks_per_node=5, epochs=2, backend="torch", seed=0).fit(ei, 20).embedding_
+    e = emb - emb.mean(0)
+    e = e / np.linalg.norm(e, axis=1, keepdims=True)
+    sim = e @ e.T
+    grp = np.arange(20) // 10
+    same = grp[:, None] == grp[None, :]
+    assert sim[same & ~np.eye(20, dtype=bool)].mean() > sim[~same].mean() + 0.2
+
+
+def test_bad_parameters():
+    ei, n = _bipartite()
+    with pytest.raises(ValueError, match="p="):
+        Node2Vec(p=0).fit(ei, n)
+    with pytest.raises(ValueError, match="node ids"):
+        Node2Vec().fit(ei, 5)
