@@ -1,0 +1,180 @@
+"""fraud review clusters|show|serve|report|hash-password, and fraud bench review."""
+from __future__ import annotations
+
+import json
+
+import click
+
+
+def _alerts_db_option(f):
+    return click.option("--alerts-db", "alerts_db", default=None, metavar="URL",
+                        help="Alert store URL (default: FRAUD_ALERTS_DB or sqlite:///alerts.db).")(f)
+
+
+def _window_options(f):
+    f = click.option("--until", default=None, metavar="DATE", help="Only alerts before this time (exclusive).")(f)
+    f = click.option("--since", default=None, metavar="DATE", help="Only alerts at or after this time.")(f)
+    return f
+
+
+def _cluster(ctx, alerts_db, since, until, embedder="deepwalk", seed=0):
+    from fraud.review.clusters import cluster_alerts
+    from fraud.store import AlertStore
+
+    url = alerts_db or ctx.obj.alerts_db
+    store = AlertStore(url)
+    alerts = store.read_alerts()
+    return store, cluster_alerts(alerts, since=since, until=until, embedder=embedder, seed=seed)
+
+
+def register(main: click.Group, bench: click.Group) -> None:
+    @main.group()
+    def review() -> None:
+        """Analyst review of flagged clusters (cluster, show, serve the web app, static report)."""
+
+    @review.command("clusters")
+    @_alerts_db_option
+    @_window_options
+    @click.option("--json", "as_json", is_flag=True, help='Print {"clusters": [...]} (highest risk first).')
+    @click.option("--top", default=20, show_default=True, help="Clusters to list in the table (JSON lists all).")
+    @click.option("--embedder", default="deepwalk", type=click.Choice(["deepwalk", "node2vec"]), show_default=True,
+                  help="Entity embedding used to split large flagged components (node2vec = models.node2vec).")
+    @click.pass_context
+    def clusters_cmd(ctx, alerts_db, since, until, as_json, top, embedder):
+        """Cluster the flagged transactions and rank the clusters by risk."""
+        _, res = _cluster(ctx, alerts_db, since, until, embedder)
+        if as_json:
+            click.echo(json.dumps(res.to_json_dict(), default=str))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        m = res.meta
+        t = Table(title=f"{m['n_clusters']} clusters from {m['n_alerts']} alerts "
+                        f"({m['n_components']} components, {m['n_refined_components']} split by HDBSCAN)")
+        for col in ("#", "cluster", "risk", "alerts", "amount", "cust.", "term.", "max score", "first", "last",
+                    "top reasons", "scenarios"):
+            t.add_column(col, no_wrap=col in ("cluster", "risk", "first", "last", "top reasons"),
+                         overflow="ellipsis", max_width=60 if col == "top reasons" else None)
+        for c in res.clusters[:top]:
+            t.add_row(str(c.rank), c.id, f"{c.risk:.1f}", str(c.n_tx), f"{c.amount_at_risk:.2f}",
+                      str(len(c.customers)), str(len(c.terminals)), f"{c.score_max:.3f}", c.first_seen[:16],
+                      c.last_seen[:16], ", ".join(r for r, _ in c.reasons[:3]),
+                      " ".join(f"{k}:{v}" for k, v in (c.scenario_mix or {}).items()))
+        con = Console()
+        Console(width=max(con.width, 160)).print(t)
+        click.echo(f"risk = {m['risk_formula']}")
+
+    @review.command("show")
+    @click.argument("cluster_id")
+    @_alerts_db_option
+    @_window_options
+    @click.option("--json", "as_json", is_flag=True, help="Print the cluster and its transactions as JSON.")
+    @click.pass_context
+    def show_cmd(ctx, cluster_id, alerts_db, since, until, as_json):
+        """One cluster: summary, transactions and decisions so far."""
+        from fraud.errors import ConfigError
+
+        store, res = _cluster(ctx, alerts_db, since, until)
+        c = res.get(cluster_id)
+        if c is None:
+            raise ConfigError(f"cluster {cluster_id!r} is not among the {len(res.clusters)} clusters of "
+                              f"{alerts_db or ctx.obj.alerts_db} (ids change when new alerts join a cluster; "
+                              f"list them with `fraud review clusters`)")
+        a = res.alerts[res.alerts["cluster_id"] == c.id]
+        d = store.read_decisions()
+        if len(d):
+            d = d[(d["cluster_id"] == c.id) | d["tx_id"].isin(c.tx_ids)]
+        if as_json:
+            out = c.to_dict()
+            out["transactions"] = json.loads(a.drop(columns=["cluster_id"]).to_json(orient="records", date_format="iso"))
+            out["decisions"] = json.loads(d.to_json(orient="records", date_format="iso")) if len(d) else []
+            click.echo(json.dumps(out, default=str))
+            return
+        click.echo(f"cluster {c.id}  rank {c.rank}  risk {c.risk:.2f}")
+        click.echo(f"alerts: {c.n_tx}  amount at risk: {c.amount_at_risk:.2f}  time span: {c.first_seen} .. {c.last_seen}")
+        click.echo(f"score: sum {c.score_sum:.3f} mean {c.score_mean:.3f} min {c.score_min:.3f} "
+                   f"median {c.score_median:.3f} max {c.score_max:.3f}")
+        click.echo(f"customers ({len(c.customers)}): {', '.join(c.customers[:40])}")
+        click.echo(f"terminals ({len(c.terminals)}): {', '.join(c.terminals[:40])}")
+        click.echo(f"shared terminals: {', '.join(c.shared_terminals[:40]) or '-'}")
+        click.echo("reasons: " + ", ".join(f"{r} ({n})" for r, n in c.reasons))
+        if c.scenario_mix:
+            click.echo("scenario mix: " + ", ".join(f"{k}={v}" for k, v in c.scenario_mix.items()))
+        click.echo("transactions:")
+        for r in a.to_dict("records"):
+            click.echo(f"  {r['timestamp']}  {r['tx_id']}  c={r['customer_id']}  t={r['terminal_id']}  "
+                       f"amount={r['amount']:.2f}  score={r['score']:.3f}  {','.join(r['reasons'] or [])}")
+        if len(d):
+            click.echo("decisions:")
+            for r in d.to_dict("records"):
+                click.echo(f"  {r['decided_at']}  {r['decision']}  by {r['analyst']}  tx={r['tx_id']}  {r['note'] or ''}")
+
+    @review.command("serve")
+    @click.option("--port", default=8765, show_default=True, type=int)
+    @click.option("--host", default="127.0.0.1", show_default=True)
+    @_alerts_db_option
+    @_window_options
+    @click.option("--users", "users_file", default=None, type=click.Path(dir_okay=False),
+                  help='JSON users file {"name": "pbkdf2_sha256$..."} (see `fraud review hash-password`).')
+    @click.option("--secure-cookie", is_flag=True, help="Mark the session cookie Secure (behind HTTPS).")
+    @click.pass_context
+    def serve_cmd(ctx, port, host, alerts_db, since, until, users_file, secure_cookie):
+        """The review web app. Log in with FRAUD_REVIEW_TOKEN (any analyst name) or a --users account."""
+        import uvicorn
+
+        from fraud.review.app import create_app, load_users
+
+        users = load_users(users_file) if users_file else None
+        app = create_app(alerts_db or ctx.obj.alerts_db, token=ctx.obj.review_token, users=users, since=since,
+                         until=until, https_only=secure_cookie)
+        click.echo(f"review app on http://{host}:{port}/ (alerts: {alerts_db or ctx.obj.alerts_db})")
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+
+    @review.command("hash-password")
+    @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+    def hash_password_cmd(password):
+        """Print a pbkdf2 hash for a --users file."""
+        from fraud.review.app import hash_password
+
+        click.echo(hash_password(password))
+
+    @review.command("report")
+    @_alerts_db_option
+    @_window_options
+    @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+    @click.option("--top", default=20, show_default=True, help="Clusters listed in the report's table.")
+    @click.option("--detail", default=10, show_default=True, help="Top clusters drawn (subgraph, timeline, map).")
+    @click.pass_context
+    def report_cmd(ctx, alerts_db, since, until, out_dir, top, detail):
+        """A static HTML report (index.html + PNG plots) of the ranked clusters."""
+        from fraud.review.report import write_report
+
+        store, res = _cluster(ctx, alerts_db, since, until)
+        path = write_report(res, out_dir, top=top, decisions=store.read_decisions(), detail=detail)
+        click.echo(f"report written to {path}")
+
+    @bench.command("review")
+    @click.option("--customers", default=2000, show_default=True)
+    @click.option("--terminals", default=4000, show_default=True)
+    @click.option("--days", default=60, show_default=True)
+    @click.option("--seed", default=7, show_default=True)
+    @click.option("--detector", default="auto", type=click.Choice(["auto", "pipeline", "iforest"]), show_default=True,
+                  help="pipeline = fraud.training/fraud.bundle; iforest = IForest over fraud.features.tabular.")
+    @click.option("--alerts-per-day", default=None, type=int, help="Alert budget (default: Settings).")
+    @click.option("--cap-budget", is_flag=True, help="Keep at most --alerts-per-day alerts a day (highest scores).")
+    @click.option("--keep-db", default=None, metavar="URL", help="Write the alerts to this store (kept) instead of a temp one.")
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_context
+    def bench_review(ctx, customers, terminals, days, seed, detector, alerts_per_day, cap_budget, keep_db, as_json):
+        """Simulate, score, store alerts, cluster; print purity and the ring share in the top 10."""
+        from fraud.review.bench import run_bench
+
+        out = run_bench(customers=customers, terminals=terminals, days=days, seed=seed, detector=detector,
+                        alerts_per_day=alerts_per_day or ctx.obj.alert_budget_per_day, settings=ctx.obj,
+                        progress=not as_json, keep_db=keep_db, cap_budget=cap_budget)
+        if as_json:
+            click.echo(json.dumps(out, default=str))
+        else:
+            for k, v in out.items():
+                click.echo(f"{k}: {v}")
