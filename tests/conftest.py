@@ -7,6 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+try:  # one intra-op thread: the suite runs on 2 cores, and torch's thread pool thrashes under contention
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # pragma: no cover
+    pass
+
 ROOT = Path(__file__).resolve().parents[1]
 HANDBOOK = ROOT.parent / "shared" / "data" / "handbook" / "transactions.parquet"
 
