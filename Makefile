@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(BIN)/fraud demo
+	$(BIN)/fraud demo --workdir .demo
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -50,7 +50,7 @@ FEATURIZERS = {
     "sequence": "fraud.features.sequence:SequenceFeatures",
     "behaviour": "fraud.features.behaviour:BehaviourFeatures",
 }
-DEFAULT_FEATURIZERS = ("tabular", "graph", "sequence")
+DEFAULT_FEATURIZERS = ("tabular", "behaviour", "graph", "sequence")
 DEFAULT_UNSUPERVISED = ("iforest", "ecod", "copod", "hbos", "autoencoder")
 DAY = pd.Timedelta(days=1)
 

@@ -18,6 +18,8 @@ so the prequential comparison is indicative; the single split is the exact repro
 """
 from __future__ import annotations
 
+import inspect
+
 import time
 from typing import Callable
 
@@ -48,7 +50,7 @@ BOOK_RESULTS: dict[str, dict[str, tuple[float, float, float]]] = {
 ModelFn = Callable[[pd.DataFrame, pd.DataFrame], np.ndarray]
 MODELS: dict[str, ModelFn] = {}
 #: models run when none are named
-DEFAULT_MODELS = ("logistic_regression", "random_forest")
+DEFAULT_MODELS = ("logistic_regression", "random_forest", "ours", "ours-unsupervised")
 
 
 def register_model(name: str):
@@ -112,7 +114,7 @@ def run(frame: pd.DataFrame, protocol: str = "single", models=None, dates: str =
         raise ConfigError(f"--protocol: {protocol!r} is not one of single, prequential")
     if "label" not in frame.columns:
         raise ConfigError("bench handbook: the data has no label column (map one with --columns label=SOURCE)")
-    names = list(DEFAULT_MODELS if not models else models)
+    names = list([m for m in DEFAULT_MODELS if m in MODELS] if not models else models)
     unknown = [m for m in names if m not in MODELS]
     if unknown:
         raise ConfigError(f"--models: unknown model(s) {unknown}; known: {', '.join(MODELS)}")
@@ -134,7 +136,10 @@ def run(frame: pd.DataFrame, protocol: str = "single", models=None, dates: str =
         for m in names:
             say(f"fold {i + 1}/{len(splits)}: {m} on {len(train):,} train / {len(test):,} test rows")
             t1 = time.perf_counter()
-            scores = np.asarray(MODELS[m](train, test), dtype=float)
+            # models that declare ``history`` get the whole canonical frame (the information rule is theirs
+            # to keep: features from earlier rows, labels older than the delay only)
+            kw = {"history": frame} if "history" in inspect.signature(MODELS[m]).parameters else {}
+            scores = np.asarray(MODELS[m](train, test, **kw), dtype=float)
             if scores.shape != (len(test),):
                 raise ConfigError(f"bench handbook: model {m!r} returned {scores.shape} scores for {len(test)} rows")
             seconds[m] = round(seconds.get(m, 0.0) + time.perf_counter() - t1, 2)

@@ -1,0 +1,339 @@
+"""Behaviour features: amounts relative to the customer's own history, and known-fraud recency.
+
+Grounded in the handbook generator's scenarios (``../shared/data/handbook/README.md``):
+
+* scenario 3 (a compromised card's amounts x5): the amount relative to the customer's own history;
+* scenario 2 (a terminal compromised for 28 days): how many frauds at the terminal are already known
+  (older than the feedback delay), in several windows, and how long ago the last / the first of them was;
+* a card with a known fraud (older than the delay) is likely still compromised.
+
+Features (``d`` = feedback delay, ``L`` = ``amount_window`` days, all windows half-open ``(a, b]``;
+customer windows that end at ``t`` hold the customer's events up to and including the row in time order,
+as in :mod:`fraud.features.tabular`; label windows end at ``t - d``, so only labels of transactions at
+least ``d`` older than the row are read: the information rule)::
+
+    BH_AMOUNT                  the amount itself
+    BH_C_NB_TX_{L}D            customer transactions in (t - L, t]
+    BH_C_AMT_RATIO_{L}D        amount / customer mean amount over (t - L, t]
+    BH_C_AMT_Z_{L}D            (amount - mean) / max(std, 0.1 * mean) over (t - L, t] (0 for a first event)
+    BH_C_AMT_RATIO_LAG{lag}D   amount / customer mean over (t - L, t - lag]: the history before a possible
+                               compromise (falls back to BH_C_AMT_RATIO_{L}D without events there)
+    BH_C_RECENT_RATIO_{r}D     customer mean over (t - r, t] / mean over (t - L, t]: recent deviation
+    BH_C_KNOWN_FRAUD_{Hc}D     customer frauds in (t - d - Hc, t - d]
+    BH_C_DAYS_SINCE_FRAUD      (t - time of the customer's last fraud in (t - d - Hc, t - d]) in days,
+                               d + Hc when there is none
+    BH_T_KNOWN_FRAUD_{w}D      terminal frauds in (t - d - w, t - d] for w in terminal_windows
+    BH_T_DAYS_SINCE_FRAUD      (t - the terminal's last fraud in (t - d - Ht, t - d]) in days, d + Ht if none
+    BH_T_DAYS_SINCE_FIRST_FRAUD  (t - the terminal's first fraud in (t - d - Ht, t - d]) in days, d + Ht if none
+    BH_T_FRAUD_SHARE_SINCE_FIRST share of frauds among the terminal's transactions from that first fraud to
+                               t - d (1.0 for a terminal compromised since then), 0 if none
+    BH_T_LAST_IS_FRAUD         1 when the terminal's last transaction in (t - d - Ht, t - d] is a fraud
+
+Labels: 1 = fraud; 0 or unknown (missing / no ``label`` column) count as not (yet) reported; feedback
+arrives online with ``state.add_labels(tx_ids, labels)``.
+
+Nothing is learned (``fit`` validates parameters). ``transform`` is vectorized (one sort per entity type,
+exact integer window search, shared with :mod:`fraud.features.tabular`); ``update`` runs the same kernel on
+the batch plus the kept history of the entities it touches. The online state keeps the events of the last
+``max(L, d + Hc, d + Ht)`` days only (bounded memory).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from fraud.errors import ConfigError
+from fraud.features.base import Featurizer
+from fraud.features.tabular import (DAY_NS, _codes, _days_ns, _labels, _Log, _query_order, _require, _Sorted,
+                                    _wname, timestamps_ns)
+
+
+def _group_cumsum(values: np.ndarray, scode: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(running sum restarting at each entity run, running sum just before each event)."""
+    csum = pd.Series(values).groupby(scode, sort=False).cumsum().to_numpy()
+    before = np.empty_like(csum)
+    if len(csum):
+        before[0] = 0.0
+        before[1:] = np.where(scode[1:] == scode[:-1], csum[:-1], 0.0)
+    return csum, before
+
+
+def _range_sum(csum, before, lo, hi):
+    """Sum over sorted positions [lo, hi) of one entity run (0 when empty)."""
+    last = np.maximum(hi - 1, 0)
+    return np.where(hi > lo, csum[last] - before[np.minimum(lo, len(csum) - 1)], 0.0)
+
+
+def _customer_block(code, ts, amount, fraud, p_ns: dict, rows) -> np.ndarray:
+    """Customer features (7 columns) for input rows ``rows`` (all other rows are history)."""
+    L, lag, rec, d, hc = p_ns["L"], p_ns["lag"], p_ns["recent"], p_ns["d"], p_ns["hc"]
+    out = np.empty((len(rows), 7), dtype=np.float64)
+    if len(rows) == 0:
+        return out
+    s = _Sorted(code, ts, [L, lag, rec, d, d + hc], qmin=ts[rows].min())
+    scode = code[s.order]
+    samt = amount[s.order]
+    c1, b1 = _group_cumsum(samt, scode)
+    c2, b2 = _group_cumsum(samt * samt, scode)
+    fcum = np.concatenate(([0], np.cumsum(fraud[s.order].astype(np.int64))))
+    idx = np.arange(s.n, dtype=np.int64)
+    lastf = np.maximum.accumulate(np.where(fraud[s.order], idx, -1))
+    # queries in sorted order (cache-friendly searches); results go back to row order through perm
+    p, perm = _query_order(s, rows, all_rows=len(rows) == s.n)
+    rc, rt = s.code_at(p), s.ts_at(p)
+    a = samt[p]
+
+    lo = s.first_after(rc, rt - L)
+    cnt = (p - lo + 1).astype(np.float64)
+    tot = c1[p] - b1[lo]
+    mean = tot / cnt
+    var = np.maximum((c2[p] - b2[lo]) / cnt - mean * mean, 0.0)
+    std = np.maximum(np.sqrt(var), 0.1 * np.abs(mean))
+    ratio = np.where(mean > 0, a / np.where(mean > 0, mean, 1.0), 1.0)
+    z = np.where((cnt > 1) & (std > 0), (a - mean) / np.where(std > 0, std, 1.0), 0.0)
+
+    hi_lag = s.first_after(rc, rt - lag)
+    cnt_lag = (hi_lag - lo).astype(np.float64)
+    mean_lag = _range_sum(c1, b1, lo, hi_lag) / np.maximum(cnt_lag, 1.0)
+    ratio_lag = np.where((cnt_lag > 0) & (mean_lag > 0), a / np.where(mean_lag > 0, mean_lag, 1.0), ratio)
+
+    lo_r = s.first_after(rc, rt - rec)
+    mean_r = (c1[p] - b1[lo_r]) / (p - lo_r + 1)
+    recent = np.where(mean > 0, mean_r / np.where(mean > 0, mean, 1.0), 1.0)
+
+    hi = s.first_after(rc, rt - d)
+    lo_f = s.first_after(rc, rt - d - hc)
+    nf = (fcum[hi] - fcum[lo_f]).astype(np.float64)
+    j = lastf[np.maximum(hi - 1, 0)]
+    has = (hi > lo_f) & (j >= lo_f)
+    since = np.where(has, (rt - s.ts_at(np.maximum(j, 0))) / DAY_NS, (d + hc) / DAY_NS)
+
+    out[perm] = np.column_stack([cnt, ratio, z, ratio_lag, recent, nf, since])
+    return out
+
+
+def _terminal_block(code, ts, fraud, p_ns: dict, rows) -> np.ndarray:
+    """Terminal features (len(windows) + 2 columns) for input rows ``rows``."""
+    d, ht, wins = p_ns["d"], p_ns["ht"], p_ns["tw"]
+    out = np.empty((len(rows), len(wins) + 4), dtype=np.float64)
+    if len(rows) == 0:
+        return out
+    s = _Sorted(code, ts, [d, d + ht] + [d + w for w in wins], qmin=ts[rows].min())
+    sf = fraud[s.order]
+    fcum = np.concatenate(([0], np.cumsum(sf.astype(np.int64))))
+    idx = np.arange(s.n, dtype=np.int64)
+    lastf = np.maximum.accumulate(np.where(sf, idx, -1))
+    nextf = np.minimum.accumulate(np.where(sf, idx, s.n)[::-1])[::-1]
+    nextf = np.concatenate((nextf, [s.n]))
+    p, perm = _query_order(s, rows, all_rows=len(rows) == s.n)
+    rc, rt = s.code_at(p), s.ts_at(p)
+    res = np.empty_like(out)
+    hi = s.first_after(rc, rt - d)
+    for k, w in enumerate(wins):
+        lo = s.first_after(rc, rt - d - w)
+        res[:, k] = fcum[hi] - fcum[lo]
+    lo = s.first_after(rc, rt - d - ht)
+    none = (d + ht) / DAY_NS
+    j = lastf[np.maximum(hi - 1, 0)]
+    has = (hi > lo) & (j >= lo)
+    res[:, len(wins)] = np.where(has, (rt - s.ts_at(np.maximum(j, 0))) / DAY_NS, none)
+    f = nextf[lo]
+    has = f < hi
+    res[:, len(wins) + 1] = np.where(has, (rt - s.ts_at(np.minimum(f, s.n - 1))) / DAY_NS, none)
+    # share of frauds among the terminal's transactions from its first fraud of the window to t - d
+    res[:, len(wins) + 2] = np.where(has, (fcum[hi] - fcum[np.minimum(f, s.n)]) / np.maximum(hi - f, 1), 0.0)
+    # the terminal's last transaction in (t - d - Ht, t - d] is a fraud
+    res[:, len(wins) + 3] = ((hi > lo) & sf[np.maximum(hi - 1, 0)]).astype(np.float64)
+    out[perm] = res
+    return out
+
+
+#: the feature groups BehaviourFeatures(groups=...) can output (columns per group: BehaviourFeatures._group_of)
+GROUPS = ("amount", "customer_fraud", "terminal")
+
+
+class BehaviourState:
+    """Online state of :class:`BehaviourFeatures`: the events of the last ``horizon`` (customer and
+    terminal code, time, amount, label, tx_id), numpy columns in arrival order (picklable)."""
+
+    def __init__(self, horizon_ns: int):
+        self.horizon_ns = int(horizon_ns)
+        self.customer_codes: dict = {}
+        self.terminal_codes: dict = {}
+        self.events = _Log(ccode=np.int64, tcode=np.int64, ts=np.int64, amount=np.float64, label=np.int8,
+                           tx_id=object)
+        self.latest_ns: int | None = None
+
+    @property
+    def n_events(self) -> int:
+        return len(self.events)
+
+    def add_labels(self, tx_ids, labels) -> int:
+        """Feedback: set the label (0/1) of kept events by ``tx_id``; returns how many were updated."""
+        tx = pd.Index(np.asarray(tx_ids, dtype=object).astype(str))
+        lab = np.asarray(labels)
+        if len(lab) != len(tx):
+            raise ConfigError(f"add_labels: {len(tx)} tx_ids but {len(lab)} labels")
+        bad = ~np.isin(lab, (0, 1))
+        if bad.any():
+            raise ConfigError(f"add_labels: label {lab[bad][0]!r} (tx_id {tx[bad][0]!r}) is not 0 or 1")
+        if len(self.events) == 0 or len(tx) == 0:
+            return 0
+        if not tx.is_unique:
+            last = pd.Series(lab, index=tx)
+            last = last[~last.index.duplicated(keep="last")]
+            tx, lab = last.index, last.to_numpy()
+        where = pd.Index(self.events["tx_id"]).get_indexer(tx)
+        hit = where >= 0
+        self.events.set("label", where[hit], lab[hit].astype(np.int8))
+        return int(hit.sum())
+
+
+class BehaviourFeatures(Featurizer):
+    """Customer-relative amounts and known-fraud recency (see the module docstring).
+
+    Parameters
+    ----------
+    delay_days : feedback delay d (days), > 0.
+    amount_window : L, days of customer history for the amount statistics.
+    lag_days : the lagged customer window ends ``lag_days`` before the row (0 < lag < L).
+    recent_days : the recent customer window (0 < recent <= L).
+    customer_label_window : Hc, days (before t - d) in which the customer's known frauds are looked up.
+    terminal_windows : windows (days, before t - d) for the terminal's known-fraud counts.
+    terminal_label_window : Ht, days (before t - d) in which the terminal's last / first fraud is looked up.
+    groups : the feature groups to output, a subset of ``GROUPS``: "amount" (BH_AMOUNT and the customer
+        amount statistics: no labels; the unsupervised set), "customer_fraud" (the customer's known frauds),
+        "terminal" (the terminal's known frauds).
+    """
+
+    def __init__(self, delay_days: float = 7, amount_window: float = 60, lag_days: float = 14,
+                 recent_days: float = 7, customer_label_window: float = 30, terminal_windows=(1, 7, 28),
+                 terminal_label_window: float = 28, groups=GROUPS):
+        self.delay_days = delay_days
+        self.groups = groups
+        self.amount_window = amount_window
+        self.lag_days = lag_days
+        self.recent_days = recent_days
+        self.customer_label_window = customer_label_window
+        self.terminal_windows = terminal_windows
+        self.terminal_label_window = terminal_label_window
+
+    def _params(self) -> dict:
+        names = ("delay_days", "amount_window", "lag_days", "recent_days", "customer_label_window",
+                 "terminal_label_window")
+        vals = {}
+        for n in names:
+            v = getattr(self, n)
+            try:
+                v = float(v)
+            except (TypeError, ValueError):
+                raise ConfigError(f"BehaviourFeatures: {n}={v!r} must be a number of days") from None
+            if not np.isfinite(v) or v <= 0:
+                raise ConfigError(f"BehaviourFeatures: {n}={getattr(self, n)!r} must be a positive number of days")
+            vals[n] = v
+        try:
+            tw = [float(w) for w in self.terminal_windows]
+        except (TypeError, ValueError):
+            raise ConfigError(f"BehaviourFeatures: terminal_windows={self.terminal_windows!r} must be days") from None
+        if not tw or any(not np.isfinite(w) or w <= 0 for w in tw):
+            raise ConfigError(f"BehaviourFeatures: terminal_windows={self.terminal_windows!r} must be positive days")
+        if vals["lag_days"] >= vals["amount_window"]:
+            raise ConfigError(f"BehaviourFeatures: lag_days={self.lag_days!r} must be < amount_window="
+                              f"{self.amount_window!r}")
+        if vals["recent_days"] > vals["amount_window"]:
+            raise ConfigError(f"BehaviourFeatures: recent_days={self.recent_days!r} must be <= amount_window="
+                              f"{self.amount_window!r}")
+        return {"d": _days_ns(vals["delay_days"]), "L": _days_ns(vals["amount_window"]),
+                "lag": _days_ns(vals["lag_days"]), "recent": _days_ns(vals["recent_days"]),
+                "hc": _days_ns(vals["customer_label_window"]), "ht": _days_ns(vals["terminal_label_window"]),
+                "tw": [_days_ns(w) for w in tw]}
+
+    def _group_of(self) -> list[str]:
+        """The group of each column of the full feature list."""
+        return ["amount"] * 6 + ["customer_fraud"] * 2 + ["terminal"] * (len(self.terminal_windows) + 4)
+
+    def _selected(self) -> np.ndarray:
+        groups = (self.groups,) if isinstance(self.groups, str) else tuple(self.groups)
+        bad = [g for g in groups if g not in GROUPS]
+        if bad or not groups:
+            raise ConfigError(f"BehaviourFeatures: groups={self.groups!r} must be a non-empty subset of {GROUPS}")
+        return np.array([g in groups for g in self._group_of()])
+
+    def _names(self) -> list[str]:
+        return [n for n, keep in zip(self._all_names(), self._selected()) if keep]
+
+    def _all_names(self) -> list[str]:
+        L, lag, r = _wname(self.amount_window), _wname(self.lag_days), _wname(self.recent_days)
+        names = ["BH_AMOUNT", f"BH_C_NB_TX_{L}D", f"BH_C_AMT_RATIO_{L}D", f"BH_C_AMT_Z_{L}D",
+                 f"BH_C_AMT_RATIO_LAG{lag}D", f"BH_C_RECENT_RATIO_{r}D", f"BH_C_KNOWN_FRAUD_{_wname(self.customer_label_window)}D",
+                 "BH_C_DAYS_SINCE_FRAUD"]
+        names += [f"BH_T_KNOWN_FRAUD_{_wname(w)}D" for w in self.terminal_windows]
+        return names + ["BH_T_DAYS_SINCE_FRAUD", "BH_T_DAYS_SINCE_FIRST_FRAUD", "BH_T_FRAUD_SHARE_SINCE_FIRST",
+                    "BH_T_LAST_IS_FRAUD"]
+
+    def fit(self, df: pd.DataFrame | None = None, y=None) -> "BehaviourFeatures":
+        """Nothing is learned; validates the parameters and sets ``feature_names_``."""
+        self._params()
+        self._selected()
+        self.feature_names_ = self._names()
+        return self
+
+    def transform(self, df: pd.DataFrame) -> pd.DataFrame:
+        self._check_fitted()
+        _require(df, ("timestamp", "customer_id", "terminal_id", "amount"), "BehaviourFeatures.transform")
+        p = self._params()
+        ts = timestamps_ns(df["timestamp"])
+        amount = df["amount"].to_numpy(dtype=np.float64)
+        fraud = _labels(df) == 1
+        cc = pd.factorize(df["customer_id"], sort=False)[0].astype(np.int64)
+        tc = pd.factorize(df["terminal_id"], sort=False)[0].astype(np.int64)
+        rows = np.arange(len(df))
+        if len(df) == 0:
+            return pd.DataFrame(np.empty((0, len(self.feature_names_))), index=df.index,
+                                columns=list(self.feature_names_))
+        X = np.hstack([amount[:, None], _customer_block(cc, ts, amount, fraud, p, rows),
+                       _terminal_block(tc, ts, fraud, p, rows)])[:, self._selected()]
+        return pd.DataFrame(X, index=df.index, columns=list(self.feature_names_), copy=False)
+
+    # -- online -------------------------------------------------------------------------------
+    def new_state(self) -> BehaviourState:
+        p = self._params()
+        return BehaviourState(max(p["L"], p["d"] + p["hc"], p["d"] + p["ht"], p["d"] + max(p["tw"])))
+
+    def update(self, state: BehaviourState, rows: pd.DataFrame) -> pd.DataFrame:
+        """Features of ``rows`` (each sees the state plus earlier rows of the batch), then absorb them."""
+        self._check_fitted()
+        _require(rows, ("tx_id", "timestamp", "customer_id", "terminal_id", "amount"), "BehaviourFeatures.update")
+        p = self._params()
+        n = len(rows)
+        if n == 0:
+            return pd.DataFrame(np.empty((0, len(self.feature_names_))), index=rows.index,
+                                columns=list(self.feature_names_))
+        ts = timestamps_ns(rows["timestamp"])
+        amount = rows["amount"].to_numpy(dtype=np.float64)
+        labels = _labels(rows)
+        cc = _codes(state.customer_codes, rows["customer_id"].astype(str).tolist())
+        tc = _codes(state.terminal_codes, rows["terminal_id"].astype(str).tolist())
+        log = state.events
+        nb = np.arange(n)
+        blocks = []
+        for codes, all_codes, col in ((cc, state.customer_codes, "ccode"), (tc, state.terminal_codes, "tcode")):
+            present = np.zeros(len(all_codes), dtype=bool)
+            present[codes] = True
+            local = np.cumsum(present) - 1
+            h = np.flatnonzero(present[log[col]])
+            code = local[np.concatenate((log[col][h], codes))]
+            t = np.concatenate((log["ts"][h], ts))
+            fraud = np.concatenate((log["label"][h], labels)) == 1
+            if col == "ccode":
+                a = np.concatenate((log["amount"][h], amount))
+                blocks.append(_customer_block(code, t, a, fraud, p, nb + len(h)))
+            else:
+                blocks.append(_terminal_block(code, t, fraud, p, nb + len(h)))
+        latest = int(ts.max())
+        state.latest_ns = latest if state.latest_ns is None else max(state.latest_ns, latest)
+        log.append(ccode=cc, tcode=tc, ts=ts, amount=amount, label=labels,
+                   tx_id=rows["tx_id"].astype(str).to_numpy(dtype=object))
+        log.evict(state.latest_ns - state.horizon_ns)
+        X = np.hstack([amount[:, None]] + blocks)[:, self._selected()]
+        return pd.DataFrame(X, index=rows.index, columns=list(self.feature_names_), copy=False)

@@ -1,0 +1,170 @@
+"""BehaviourFeatures: hand-computed values, replay == transform, leakage, bounded state, feedback."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraud.errors import ConfigError, NotFittedError, SchemaError
+from fraud.features.base import assert_replay_equals_transform, replay
+from fraud.features.behaviour import GROUPS, BehaviourFeatures
+
+SMALL = dict(delay_days=2, amount_window=5, lag_days=2, recent_days=1, customer_label_window=5,
+             terminal_windows=(3,), terminal_label_window=5)
+
+
+def random_world(n_customers=50, n_terminals=70, days=40, seed=0) -> pd.DataFrame:
+    """Second-resolution timestamps with exact ties and events exactly whole days apart."""
+    rng = np.random.default_rng(seed)
+    n = n_customers * days
+    secs = rng.integers(0, days * 86_400, n)
+    k = n // 10
+    secs[:k] = (secs[:k] // 86_400) * 86_400 + 3_600
+    secs = np.sort(secs)
+    return pd.DataFrame({
+        "tx_id": [f"t{i}" for i in range(n)],
+        "timestamp": pd.Timestamp("2024-03-01", tz="UTC") + pd.to_timedelta(secs, unit="s"),
+        "customer_id": rng.integers(0, n_customers, n).astype(str),
+        "terminal_id": rng.integers(0, n_terminals, n).astype(str),
+        "amount": rng.gamma(2.0, 30.0, n).round(2),
+        "label": (rng.random(n) < 0.08).astype(np.int8),
+    })
+
+
+@pytest.fixture(scope="module")
+def world() -> pd.DataFrame:
+    return random_world()
+
+
+def test_names_and_groups():
+    f = BehaviourFeatures().fit(None)
+    assert f.feature_names_[:3] == ["BH_AMOUNT", "BH_C_NB_TX_60D", "BH_C_AMT_RATIO_60D"]
+    assert "BH_T_DAYS_SINCE_FIRST_FRAUD" in f.feature_names_ and len(set(f.feature_names_)) == len(f.feature_names_)
+    amount_only = BehaviourFeatures(groups=("amount",)).fit(None)
+    assert amount_only.feature_names_ == ["BH_AMOUNT", "BH_C_NB_TX_60D", "BH_C_AMT_RATIO_60D", "BH_C_AMT_Z_60D",
+                                          "BH_C_AMT_RATIO_LAG14D", "BH_C_RECENT_RATIO_7D"]
+    assert set(GROUPS) == {"amount", "customer_fraud", "terminal"}
+
+
+def test_hand_computed_tiny_frame(tiny_frame):
+    # customer A: t0 01-01 10:00 (10), t2 01-02 09:00 (30), t3 01-03 23:30 (40), t5 01-06 13:00 (60, fraud),
+    #             t7 01-10 11:00 (80); customer B: t1 01-01 12:00 (20, fraud), t4 01-05 08:00 (50), t6 01-09 10:00 (70)
+    # terminal X: t0, t1 (fraud), t3, t5 (fraud), t6; terminal Y: t2, t4, t7
+    X = BehaviourFeatures(**SMALL).fit(tiny_frame).transform(tiny_frame)
+    assert list(X.index) == list(tiny_frame.index)
+    # t3 (A, X, 01-03 23:30, 40): 5-day window = t0, t2, t3 (10, 30, 40)
+    mean = 80 / 3
+    std = np.sqrt((100 + 900 + 1600) / 3 - mean ** 2)
+    row = X.loc[3]
+    assert row["BH_AMOUNT"] == 40 and row["BH_C_NB_TX_5D"] == 3
+    assert row["BH_C_AMT_RATIO_5D"] == pytest.approx(40 / mean)
+    assert row["BH_C_AMT_Z_5D"] == pytest.approx((40 - mean) / std)
+    assert row["BH_C_AMT_RATIO_LAG2D"] == pytest.approx(40 / 10)  # (t-5d, t-2d] holds t0 only
+    assert row["BH_C_RECENT_RATIO_1D"] == pytest.approx(40 / mean)  # last day: t3 only
+    assert row["BH_C_KNOWN_FRAUD_5D"] == 0 and row["BH_C_DAYS_SINCE_FRAUD"] == 7  # none: d + Hc
+    # terminal X, labels in (t-5d, t-2d] = (12-29 23:30, 01-01 23:30]: t0 (genuine), t1 (fraud, 01-01 12:00)
+    assert row["BH_T_KNOWN_FRAUD_3D"] == 1
+    assert row["BH_T_DAYS_SINCE_FRAUD"] == pytest.approx(2 + 11.5 / 24)
+    assert row["BH_T_DAYS_SINCE_FIRST_FRAUD"] == pytest.approx(2 + 11.5 / 24)
+    assert row["BH_T_FRAUD_SHARE_SINCE_FIRST"] == 1.0 and row["BH_T_LAST_IS_FRAUD"] == 1.0
+    # t6 (B, X, 01-09 10:00, 70): B's 5-day window = t4 (50), t6; lagged (t-5d, t-2d] = t4
+    row = X.loc[6]
+    assert row["BH_C_AMT_RATIO_5D"] == pytest.approx(70 / 60) and row["BH_C_AMT_RATIO_LAG2D"] == pytest.approx(70 / 50)
+    assert row["BH_C_KNOWN_FRAUD_5D"] == 0  # B's fraud t1 (01-01 12:00) is before t - 2d - 5d
+    # X: (t-5d, t-2d] = (01-04 10:00, 01-07 10:00] holds t5 (fraud, 01-06 13:00); Ht window adds t3 (genuine)
+    assert row["BH_T_KNOWN_FRAUD_3D"] == 1
+    assert row["BH_T_DAYS_SINCE_FRAUD"] == pytest.approx(2 + 21 / 24)
+    assert row["BH_T_DAYS_SINCE_FIRST_FRAUD"] == pytest.approx(2 + 21 / 24)
+    # t7 (A, Y, 01-10 11:00): A's fraud t5 (01-06 13:00) is in (t-7d, t-2d]
+    row = X.loc[7]
+    assert row["BH_C_KNOWN_FRAUD_5D"] == 1 and row["BH_C_DAYS_SINCE_FRAUD"] == pytest.approx(3 + 22 / 24)
+    assert row["BH_T_KNOWN_FRAUD_3D"] == 0 and row["BH_T_DAYS_SINCE_FRAUD"] == 7 and row["BH_T_LAST_IS_FRAUD"] == 0
+    # the first event of a customer: ratio 1, z 0
+    assert X.loc[0, "BH_C_AMT_RATIO_5D"] == 1.0 and X.loc[0, "BH_C_AMT_Z_5D"] == 0.0
+
+
+def test_replay_equals_transform(world):
+    f = BehaviourFeatures(amount_window=20, lag_days=5, customer_label_window=10, terminal_windows=(1, 7),
+                          terminal_label_window=14).fit(world)
+    assert_replay_equals_transform(f, world, batch_sizes=(13, 500))
+    assert_replay_equals_transform(f, world.iloc[:300], batch_sizes=(1,))
+
+
+def test_no_leakage_from_recent_labels_or_later_transactions(world):
+    f = BehaviourFeatures(amount_window=20, lag_days=5, customer_label_window=10, terminal_label_window=14).fit(world)
+    base = f.transform(world)
+    cut = world["timestamp"].iloc[len(world) * 2 // 3]
+    early = (world["timestamp"] <= cut).to_numpy()
+    rng = np.random.default_rng(5)
+
+    flipped = world.copy()
+    recent = (world["timestamp"] > cut - pd.Timedelta(days=7)).to_numpy()
+    flipped.loc[recent, "label"] = (1 - world.loc[recent, "label"]).astype(np.int8)
+    got = f.transform(flipped)
+    np.testing.assert_array_equal(got.to_numpy()[early], base.to_numpy()[early])
+    assert not np.array_equal(got.to_numpy()[~early], base.to_numpy()[~early])  # the flip matters later
+
+    later = world.copy()
+    nl = int((~early).sum())
+    later.loc[~early, "amount"] = rng.gamma(2.0, 50.0, nl)
+    later.loc[~early, "customer_id"] = rng.integers(0, 50, nl).astype(str)
+    later.loc[~early, "terminal_id"] = rng.integers(0, 70, nl).astype(str)
+    later.loc[~early, "label"] = (rng.random(nl) < 0.5).astype(np.int8)
+    extra = later.iloc[-100:].copy()
+    extra["tx_id"] = [f"x{i}" for i in range(100)]
+    later = pd.concat([later, extra], ignore_index=True)
+    got = f.transform(later)
+    np.testing.assert_array_equal(got.to_numpy()[: len(world)][early], base.to_numpy()[early])
+
+
+def test_scenario_signals():
+    """A x5 amount stands out against the customer's own history; a terminal with known frauds is flagged."""
+    df = random_world(n_customers=20, n_terminals=30, days=40, seed=3)
+    df["label"] = np.int8(0)
+    i = len(df) - 1
+    df.loc[i, "amount"] = df.loc[df["customer_id"] == df.loc[i, "customer_id"], "amount"].mean() * 5
+    X = BehaviourFeatures().fit(df).transform(df)
+    others = X["BH_C_AMT_RATIO_LAG14D"].drop(index=i)
+    assert X.loc[i, "BH_C_AMT_RATIO_LAG14D"] > others.quantile(0.99)
+    assert (X["BH_T_KNOWN_FRAUD_28D"] == 0).all()  # no label at all: no terminal signal
+
+
+def test_online_state_is_bounded_picklable_and_takes_feedback(world):
+    f = BehaviourFeatures(amount_window=10, lag_days=3, customer_label_window=5, terminal_windows=(1, 3),
+                          terminal_label_window=5).fit(world)
+    st = f.new_state()
+    replay(f, world, batch_size=400, state=st)
+    horizon = pd.Timedelta(days=12)  # max(10, 2 + 5 ...) with d = 7 -> 7 + 5 = 12
+    kept = world[world["timestamp"] > world["timestamp"].iloc[-1] - horizon]
+    assert st.n_events == len(kept)
+    st2 = pickle.loads(pickle.dumps(st))
+    assert st2.n_events == st.n_events
+
+    # labels arriving later through add_labels give the same features as labels present in the rows
+    n = len(world) * 3 // 4
+    head, tail = world.iloc[:n], world.iloc[n:]
+    s1 = f.new_state()
+    f.update(s1, head.assign(label=np.int8(0)))
+    fraud_ids = head.loc[head["label"] == 1, "tx_id"]
+    assert s1.add_labels(fraud_ids, np.ones(len(fraud_ids), dtype=int)) > 0
+    got = f.update(s1, tail)
+    s2 = f.new_state()
+    f.update(s2, head)
+    np.testing.assert_allclose(got.to_numpy(), f.update(s2, tail).to_numpy())
+    with pytest.raises(ConfigError, match="not 0 or 1"):
+        s1.add_labels(["t1"], [2])
+
+
+def test_errors():
+    with pytest.raises(NotFittedError):
+        BehaviourFeatures().transform(pd.DataFrame())
+    with pytest.raises(ConfigError, match="delay_days"):
+        BehaviourFeatures(delay_days=0).fit(None)
+    with pytest.raises(ConfigError, match="lag_days"):
+        BehaviourFeatures(amount_window=10, lag_days=10).fit(None)
+    with pytest.raises(ConfigError, match="groups"):
+        BehaviourFeatures(groups=("nope",)).fit(None)
+    with pytest.raises(SchemaError, match="amount"):
+        BehaviourFeatures().fit(None).transform(pd.DataFrame({"timestamp": [], "customer_id": [], "terminal_id": []}))
