@@ -12,11 +12,11 @@ from fraud.detectors.ensemble import COMBINES, Ensemble
 from fraud.detectors.fusion import LogisticCombiner, MaxCombiner, MeanCombiner, RankNormalizer, make_combiner
 from fraud.detectors.supervised import SUPERVISED, SupervisedHead, labelled_mask
 from fraud.detectors.threshold import threshold_for_budget, threshold_for_precision
-from fraud.detectors.unsupervised import (UNSUPERVISED, AutoEncoderDetector, FastCOPOD, FastECOD,
+from fraud.detectors.unsupervised import (UNSUPERVISED, AutoEncoderDetector, FastCOPOD, FastECOD, FastIForest,
                                           make_detector)
 
 __all__ = [
-    "Ensemble", "COMBINES", "UNSUPERVISED", "SUPERVISED", "make_detector", "FastECOD", "FastCOPOD",
+    "Ensemble", "COMBINES", "UNSUPERVISED", "SUPERVISED", "make_detector", "FastECOD", "FastCOPOD", "FastIForest",
     "AutoEncoderDetector", "SupervisedHead", "labelled_mask", "RankNormalizer", "MeanCombiner", "MaxCombiner",
     "LogisticCombiner", "make_combiner", "threshold_for_budget", "threshold_for_precision",
 ]

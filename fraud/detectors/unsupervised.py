@@ -4,7 +4,11 @@
 ``decision_scores_`` (training scores) and ``threshold_`` (the ``1 - contamination`` quantile of
 them) after fit; ``__init__`` only stores parameters.
 
-* ``IForest``: PyOD's own class (sklearn's forest; scoring is vectorised).
+* ``FastIForest``: PyOD's ``IForest`` (the same sklearn forest, fitted as usual) scored without
+  sklearn's tree-by-tree joblib loop: at fit the trees are flattened into arrays and every row
+  descends every tree in one numba kernel (numpy fallback). Scores equal PyOD's bit for bit (same
+  float32 comparisons, per-row sums in sklearn's tree order); ~10-20x faster on a 100-row
+  micro-batch, about as fast as sklearn on 10,000 rows.
 * ``FastHBOS``: PyOD's HBOS with its numba scoring kernel replaced by the same computation in numpy
   (identical scores; no numba compile of several seconds in every new process).
 * ``FastECOD`` / ``FastCOPOD``: lookup versions of PyOD's ECOD / COPOD. PyOD recomputes the
@@ -53,15 +57,17 @@ class _ECDFBase(BaseDetector):
     def _counts(self, j: int, col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(#{train <= x}, #{train >= x}) for each x of ``col``, training feature ``j``."""
         u, cum = self.values_[j], self.cumcounts_[j]
-        if len(col) > 256:  # sorted queries search ~2x faster (cache locality); unsort after
+        order = None
+        if len(col) > 256:  # sorted queries search ~3x faster (cache locality); unsort after
             order = np.argsort(col, kind="stable")
-            q = col[order]
-            le, ge = np.empty(len(col), dtype=np.int64), np.empty(len(col), dtype=np.int64)
-            le[order] = cum[np.searchsorted(u, q, side="right")]
-            ge[order] = self.n_train_ - cum[np.searchsorted(u, q, side="left")]
-            return le, ge
-        le = cum[np.searchsorted(u, col, side="right")]
-        ge = self.n_train_ - cum[np.searchsorted(u, col, side="left")]
+            col = col[order]
+        # one search: the "right" position is the "left" one plus 1 where x is a training value
+        # (the values are distinct), so a second searchsorted is not needed
+        left = np.searchsorted(u, col, side="left")
+        right = left + (u[np.minimum(left, len(u) - 1)] == col)
+        le, ge = cum[right], self.n_train_ - cum[left]
+        if order is not None:
+            le[order], ge[order] = le.copy(), ge.copy()
         return le, ge
 
     def _tails_train(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -207,6 +213,147 @@ class FastHBOS(HBOS):
                                      self.tol).sum(axis=1)
 
 
+def _iforest_arrays(forest) -> dict:
+    """Flatten a fitted sklearn ``IsolationForest`` into numpy arrays for vectorised scoring.
+
+    All trees' nodes are concatenated (global node ids). A leaf has ``left == right == itself``,
+    feature 0 and threshold +inf, so that descending from a leaf stays there. ``leaf_value`` is
+    sklearn's per-node path length ``depth + c(n_node_samples) - 1`` (same arithmetic)."""
+    from sklearn.ensemble._iforest import _average_path_length
+
+    feats, thrs, lefts, rights, vals, roots = [], [], [], [], [], []
+    offset, depth = 0, 0
+    sub = forest._max_features != forest.n_features_in_
+    for t, (est, cols) in enumerate(zip(forest.estimators_, forest.estimators_features_)):
+        tr = est.tree_
+        leaf = tr.children_left < 0
+        f = tr.feature.astype(np.int64).copy()
+        if sub:  # tree feature k reads column cols[k] of X
+            f[~leaf] = np.asarray(cols)[f[~leaf]]
+        f[leaf] = 0
+        th = tr.threshold.astype(np.float64).copy()
+        th[leaf] = np.inf
+        ids = np.arange(tr.node_count, dtype=np.int64) + offset
+        le = np.where(leaf, ids, tr.children_left + offset)
+        ri = np.where(leaf, ids, tr.children_right + offset)
+        v = forest._decision_path_lengths[t] + forest._average_path_length_per_tree[t] - 1.0
+        feats.append(f), thrs.append(th), lefts.append(le), rights.append(ri), vals.append(v)
+        roots.append(offset)
+        offset += tr.node_count
+        depth = max(depth, int(tr.max_depth))
+    return {"feature": np.concatenate(feats), "threshold": np.concatenate(thrs),
+            "left": np.concatenate(lefts), "right": np.concatenate(rights),
+            "leaf_value": np.concatenate(vals).astype(np.float64), "roots": np.asarray(roots, dtype=np.int64),
+            "max_depth": depth,
+            "denominator": float(len(forest.estimators_) * _average_path_length([forest._max_samples])[0])}
+
+
+
+def _jit(numba, f):
+    """numba.njit with an on-disk cache where the package folder allows one, else without."""
+    try:
+        return numba.njit(cache=True, nogil=True)(f)
+    except Exception:  # no cache locator (read-only install): compile per process
+        return numba.njit(nogil=True)(f)
+
+
+_KERNEL = []
+
+
+def _iforest_kernel():
+    """The numba tree-descent kernel (compiled once, cached on disk), or None without numba."""
+    if not _KERNEL:
+        try:
+            import numba
+        except ImportError:  # pragma: no cover - numba is a dependency; numpy path below
+            _KERNEL.append(None)
+            return None
+
+        def descend(X, feat, thr, left, right, val, roots, depths):  # pragma: no cover - compiled
+            # tree outer, rows inner: one tree stays in L1 while all rows descend it; each row's
+            # sum still runs over the trees in order (sklearn's rounding)
+            for t in range(roots.shape[0]):
+                r = roots[t]
+                for i in range(X.shape[0]):
+                    k = r
+                    while left[k] != k:
+                        k = left[k] if X[i, feat[k]] <= thr[k] else right[k]
+                    depths[i] += val[k]
+        _KERNEL.append(_jit(numba, descend))
+    return _KERNEL[0]
+
+
+def _iforest_score_samples(arrays: dict, X: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """sklearn's ``IsolationForest.score_samples`` (bit for bit) from the flat arrays, all trees at once.
+
+    X is compared in float32 like sklearn's trees; per-tree path lengths are accumulated tree by tree
+    in sklearn's order (a sequential cumsum), so the sums round identically."""
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    n, d = X.shape
+    feat, thr, left, right = arrays["feature"], arrays["threshold"], arrays["left"], arrays["right"]
+    roots, val = arrays["roots"], arrays["leaf_value"]
+    kernel = _iforest_kernel()
+    if kernel is not None and len(roots):
+        depths = np.zeros(n, dtype=np.float64)
+        # float32 values widened to float64 compare exactly as sklearn's float32-vs-double test
+        kernel(X.astype(np.float64), feat.astype(np.int32), thr, left.astype(np.int32), right.astype(np.int32), val,
+               roots, depths)
+        den = arrays["denominator"]
+        return 2 ** (-np.divide(depths, den, out=np.ones_like(depths), where=den != 0))
+    out = np.empty(n, dtype=np.float64)
+    for s in range(0, n, chunk):
+        xb = X[s:s + chunk]
+        m = len(xb)
+        flat = xb.ravel()
+        base = (np.arange(m, dtype=np.int64) * d)[:, None]
+        node = np.broadcast_to(roots, (m, len(roots))).copy()
+        for _ in range(arrays["max_depth"]):
+            go_left = flat[base + feat[node]] <= thr[node]
+            node = np.where(go_left, left[node], right[node])
+        depths = np.cumsum(val[node], axis=1)[:, -1] if len(roots) else np.zeros(m)
+        den = arrays["denominator"]
+        out[s:s + chunk] = 2 ** (-np.divide(depths, den, out=np.ones_like(depths), where=den != 0))
+    return out
+
+
+class FastIForest(IForest):
+    """PyOD's IForest (sklearn's forest, fitted as usual) scored from flattened tree arrays.
+
+    At fit the fitted trees are flattened into arrays (``_iforest_arrays``); ``decision_function``
+    descends every tree for every row in one compiled loop (numba; a numpy fallback descends all
+    rows x trees level by level) instead of sklearn's tree-by-tree joblib loop. Scores equal PyOD's ``IForest`` (same fitted
+    forest, same float32 comparisons, same summation order). The training scores and sklearn's
+    ``offset_`` are computed with the same fast path."""
+
+    def fit(self, X, y=None):
+        from sklearn.ensemble import IsolationForest
+        from sklearn.utils import check_array
+
+        X = check_array(X)
+        self._set_n_classes(y)
+        self.detector_ = IsolationForest(n_estimators=self.n_estimators, max_samples=self.max_samples,
+                                         contamination="auto", max_features=self.max_features,
+                                         bootstrap=self.bootstrap, n_jobs=self.n_jobs,
+                                         random_state=self.random_state, verbose=self.verbose)
+        self.detector_.fit(X=X, y=None, sample_weight=None)
+        self.arrays_ = _iforest_arrays(self.detector_)
+        train = _iforest_score_samples(self.arrays_, X)
+        # what sklearn does with a numeric contamination (offset_ from the training scores)
+        self.detector_.contamination = self.contamination
+        self.detector_.offset_ = np.percentile(-train, 100.0 * self.contamination)
+        self.decision_scores_ = -(-train - self.detector_.offset_)
+        self._process_decision_scores()
+        return self
+
+    def decision_function(self, X):
+        if not hasattr(self, "arrays_"):
+            raise NotFittedError("FastIForest is not fitted; call fit(X) first")
+        X = _as_matrix(X)
+        if X.shape[1] != self.detector_.n_features_in_:
+            raise ConfigError(f"FastIForest: X has {X.shape[1]} features, fitted on {self.detector_.n_features_in_}")
+        return -(-_iforest_score_samples(self.arrays_, X) - self.detector_.offset_)
+
+
 class AutoEncoderDetector(BaseDetector):
     """Dense autoencoder; score = mean squared reconstruction error of standardised inputs.
 
@@ -279,7 +426,7 @@ def make_detector(name: str, seed: int = 0, contamination: float = 0.1, **params
     if key == "iforest":
         kw = {"n_estimators": 100, "max_samples": 256}
         kw.update(params)
-        return IForest(contamination=contamination, random_state=seed, **kw)
+        return FastIForest(contamination=contamination, random_state=seed, **kw)
     if key == "hbos":
         kw = {"n_bins": 20}
         kw.update(params)

@@ -289,3 +289,66 @@ def test_autoencoder_different_seed_differs(data):
     a = AutoEncoderDetector(seed=0, **FAST_AE).fit(X.iloc[:300])
     b = AutoEncoderDetector(seed=1, **FAST_AE).fit(X.iloc[:300])
     assert not np.array_equal(a.decision_scores_, b.decision_scores_)
+
+
+@pytest.mark.parametrize("kw", [{}, {"max_features": 0.5}, {"bootstrap": True}])
+def test_fast_iforest_matches_pyod(kw):
+    from pyod.models.iforest import IForest
+
+    from fraud.detectors.unsupervised import FastIForest
+
+    rng = np.random.default_rng(6)
+    X, Q = _skewed(2000, rng), _skewed(300, rng) * 1.5
+    Q[0] = X.max(axis=0) * 3
+    a = IForest(contamination=0.05, random_state=0, max_samples=256, **kw).fit(X)
+    b = FastIForest(contamination=0.05, random_state=0, max_samples=256, **kw).fit(X)
+    np.testing.assert_allclose(b.decision_scores_, a.decision_scores_, rtol=0, atol=1e-9)
+    assert b.threshold_ == pytest.approx(a.threshold_, abs=1e-9)
+    assert b.detector_.offset_ == pytest.approx(a.detector_.offset_, abs=1e-12)
+    np.testing.assert_allclose(b.decision_function(Q), a.decision_function(Q), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(b.decision_function(Q[:1]), a.decision_function(Q[:1]), rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(b.predict(Q), a.predict(Q))
+    # the numpy fallback (no numba) gives the same scores
+    from fraud.detectors import unsupervised as U
+
+    saved = U._KERNEL[:]
+    try:
+        U._KERNEL[:] = [None]
+        np.testing.assert_allclose(b.decision_function(Q), a.decision_function(Q), rtol=0, atol=1e-9)
+    finally:
+        U._KERNEL[:] = saved
+
+
+def test_ensemble_uses_fast_iforest():
+    from fraud.detectors.unsupervised import FastIForest
+
+    assert isinstance(make_detector("iforest"), FastIForest)
+
+
+@pytest.mark.parametrize("kind", ["lightgbm", "hgb"])
+def test_path_contributions_sum_to_raw_score_and_track_treeshap(kind, data):
+    from fraud.detectors import supervised as S
+
+    X, y = data
+    A = X.to_numpy()
+    head = SupervisedHead(kind=kind, n_estimators=40, n_jobs=1, seed=0).fit(A, y)
+    top = np.argsort(-head.decision_function(A))[:60]
+    P = head.path_contributions(A[top])
+    assert P.shape == (60, A.shape[1])
+    # efficiency: the credits of a row add up to its raw score minus the trees' root values
+    if kind == "lightgbm":
+        raw = head.model_.predict_proba(A[top], raw_score=True)
+    else:
+        raw = head.model_.decision_function(A[top]) - float(np.ravel(head.model_._baseline_prediction)[0])
+    roots = head._paths["value"][head._paths["roots"]].sum()
+    np.testing.assert_allclose(P.sum(axis=1), raw - roots, rtol=0, atol=1e-4)
+    saved = S._PATH_KERNEL[:]
+    try:  # numpy fallback = numba kernel
+        S._PATH_KERNEL[:] = [None]
+        np.testing.assert_allclose(head.path_contributions(A[top]), P, rtol=0, atol=1e-9)
+    finally:
+        S._PATH_KERNEL[:] = saved
+    if kind == "lightgbm":  # the top feature agrees with TreeSHAP's top-3 on most top-scored rows
+        shap = head.contributions(A[top])
+        ref = np.argsort(-shap, axis=1)[:, :3]
+        assert (np.argmax(P, axis=1)[:, None] == ref).any(axis=1).mean() >= 0.8
