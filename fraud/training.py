@@ -71,6 +71,10 @@ class TrainConfig:
     eval_days: int = 7
     warmup_days: int = 7
     max_supervised_rows: int | None = 400_000  # labelled rows for the head: all frauds + sampled genuine
+    #: days of history (before train-until) replayed through the online path to give the bundle a warm
+    #: initial state (``bundle.initial_state_``): a stream scorer starting without a checkpoint then sees
+    #: customer/terminal windows and sequence states as of the training cutoff, not empty ones. 0 = off.
+    warm_state_days: int = 37
     seed: int = 0
     explain: str = "alerts"
     top_reasons: int = 3
@@ -445,12 +449,30 @@ def train(df: pd.DataFrame, cfg: TrainConfig | None = None, train_from=None, tra
     }
     bundle = ScoringBundle(featurizers, det, thr, feature_names, config=config, explain=cfg.explain,
                            top_reasons=cfg.top_reasons)
+    if cfg.warm_state_days > 0 and len(df):
+        t0 = time.perf_counter()
+        say(f"warm state: replaying the last {cfg.warm_state_days} days of history through the online path")
+        bundle.initial_state_ = warm_state(bundle, df, cfg.warm_state_days)
+        timings["warm_state"] = time.perf_counter() - t0
     params = {**cfg.params(), **{f"window.{k}": str(v) for k, v in w.items()}, "supervised_used": supervised,
               "n_train": int(in_train.sum()), "n_history": int(len(df)), "n_features": len(feature_names),
               "unsupervised_flag": bool(unsupervised)}
     metrics_out = {**{k: v for k, v in metrics.items()}, "threshold": thr,
                    **{f"seconds.{k}": v for k, v in timings.items()}}
     return TrainResult(bundle, metrics_out, params, eval_frame, warns, timings, w)
+
+
+def warm_state(bundle, df: pd.DataFrame, days: float, batch_size: int = 10_000):
+    """The bundle's online state after replaying the last ``days`` days of ``df`` (the training history,
+    labels already limited to those known at train-until) through the featurizers' online path."""
+    ts = df[schema.TIMESTAMP]
+    hist = df.loc[(ts >= ts.iloc[-1] - pd.Timedelta(days=days)).to_numpy()]
+    state = bundle.new_state()
+    for i in range(0, len(hist), batch_size):
+        bundle.features_online(hist.iloc[i:i + batch_size], state)
+    state.last_timestamp = hist[schema.TIMESTAMP].iloc[-1] if len(hist) else None
+    state.extra["warm_until"] = str(state.last_timestamp)
+    return state
 
 
 def embedding_map_files(bundle, df: pd.DataFrame, out_dir, known_before=None) -> list:

@@ -43,10 +43,11 @@ BEHAVIOUR = "fraud.features.behaviour:BehaviourFeatures"
 #: days of history before the training week given to the pipeline (>= the longest feature window)
 HISTORY_DAYS = 60
 #: the supervised model's configuration (fraud.training.TrainConfig fields)
-SUPERVISED_CONFIG = dict(featurizers=("tabular", "behaviour"), unsupervised=("hbos", "ecod"), supervised="lightgbm")
+SUPERVISED_CONFIG = dict(featurizers=("tabular", "behaviour"), unsupervised=("hbos", "ecod"), supervised="lightgbm",
+                         warm_state_days=0)
 #: the unsupervised model's configuration
 UNSUPERVISED_CONFIG = dict(featurizers=("behaviour",), featurizer_params={"behaviour": {"groups": ("amount",)}},
-                           unsupervised=("ecod", "hbos", "iforest"), supervised=None)
+                           unsupervised=("ecod", "hbos", "iforest"), supervised=None, warm_state_days=0)
 
 
 def register_featurizer() -> None:

@@ -33,8 +33,10 @@ def labelled_mask(y) -> np.ndarray:
 
 class SupervisedHead(BaseEstimator):
     def __init__(self, kind: str = "lightgbm", n_estimators: int = 300, learning_rate: float = 0.05,
-                 num_leaves: int = 31, min_child_samples: int = 50, n_jobs: int = 1, seed: int = 0):
+                 num_leaves: int = 31, min_child_samples: int = 50, n_jobs: int = 1, seed: int = 0,
+                 max_bin: int = 1023):
         self.kind = kind
+        self.max_bin = max_bin
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
@@ -50,6 +52,7 @@ class SupervisedHead(BaseEstimator):
                                       num_leaves=self.num_leaves, min_child_samples=self.min_child_samples,
                                       subsample=0.8, subsample_freq=1, colsample_bytree=0.8,
                                       n_jobs=self.n_jobs, random_state=self.seed, deterministic=True,
+                                      max_bin=self.max_bin,
                                       force_row_wise=True, verbose=-1)
         if self.kind == "hgb":
             from sklearn.ensemble import HistGradientBoostingClassifier
