@@ -16,6 +16,16 @@ Protocol (time split that obeys the information rule; ``time_split``):
 
 The detector is ``sklearn.ensemble.HistGradientBoostingClassifier`` with fixed parameters
 (``DETECTOR_PARAMS``), the same for every feature set.
+
+Handbook AP with graph columns (``--preset handbook --last-days 90``, graph columns "online", 14 of
+them): tabular 0.7296, tabular+graph 0.7222. Diagnosis, same split and detector, features computed
+once: dropping any single graph column gives 0.7175-0.7222 (none is the culprit); subsets: the six
+ring columns 0.7245, ring + g_cos 0.7248, without the four known-fraud columns 0.7212, without them and
+with the customer age capped at 28 days 0.7261; tabular plus six columns of pure Gaussian noise 0.7263,
+plus two 0.7280. So the loss is the detector's variance from extra columns the handbook scenarios
+(per-terminal and per-customer frauds, already covered by the tabular windows) give no signal to, at
+the size of the noise-column effect; on the simulated 2,000-customer world the same columns lift
+AP 0.611 -> 0.734 and ring (4) recall at budget 100 0.622 -> 1.000.
 """
 from __future__ import annotations
 

@@ -50,12 +50,19 @@ counters and the first-seen time are one integer per node; pending labels wait a
 Stream feedback: rows scored without a label get it later through ``add_labels(state, rows)``; it is
 used exactly as a label present at scoring time would be (tested).
 
-Speed: the state machine is a Python loop (about 100-300 us per row on the shared 2-core machine:
-347k rows in 73-103 s under load average ~15); a numba version is the next step if it matters.
+Speed: the state machine is one numba kernel (``_kernel_py`` compiled with ``cache=True``; the first
+call in a fresh environment compiles it, a few seconds, later processes load it from ``__pycache__``)
+over the flat arrays of ``GraphState``; per row it costs O(max_customers * overlap_terminals) array
+reads. Only the string -> id mapping (one dict look-up per distinct node of a batch) and the final
+projection are Python/numpy. Handbook data, model fitted on 14 days, 134,380 following rows scored,
+old dict-based loop and this kernel in one run (shared 2-core machine): ``transform`` 54,787 ->
+363,013 rows/s; ``update`` in micro-batches of 10,000: 41,341 -> 361,381 rows/s (28 ms a batch); of
+100: 39,521 -> 140,241 rows/s (0.7 ms a batch). Outputs identical. First call in a fresh environment
+compiles (about 2 s; 0.4 s from the cache).
+``tests/fraud/test_features_graph.py::test_kernel_equals_python_reference`` keeps the
+original dict-based Python loop as the oracle (with tiny memories, so every eviction path runs).
 """
 from __future__ import annotations
-
-from collections import deque
 
 import numpy as np
 import pandas as pd
@@ -64,26 +71,333 @@ from fraud.errors import ConfigError
 from fraud.features.base import Featurizer
 
 _NS_DAY = 86_400 * 1_000_000_000
+_UNSET = np.iinfo(np.int64).min  # first_seen of a node not seen yet
+
+
+def _grow(a: np.ndarray, n: int, fill=0) -> np.ndarray:
+    """``a`` with at least ``n`` rows (capacity doubles), new rows set to ``fill``."""
+    if len(a) >= n:
+        return a
+    cap = max(n, 2 * len(a), 16)
+    out = np.full((cap,) + a.shape[1:], fill, dtype=a.dtype)
+    out[:len(a)] = a
+    return out
 
 
 class GraphState:
-    """Online state of ``GraphFeatures`` (plain picklable containers, bounded per node)."""
+    """Online state of ``GraphFeatures``: flat numpy arrays indexed by internal node ids (picklable).
 
-    def __init__(self):
-        self.cust_terms: dict = {}  # c -> {t: count} in recency order (LRU)
-        self.term_custs: dict = {}  # t -> {c: count} in recency order (LRU)
-        self.pending: deque = deque()  # (time_ns, c, t) of fraud rows whose label is not yet usable
-        self.known_c: dict = {}  # c -> known frauds
-        self.known_t_cust: dict = {}  # t -> set of known-fraud customers seen there (bounded)
-        self.first_seen: dict = {}  # c -> time (ns) of its first transaction seen by this state
+    Customers and terminals get dense ids in order of first appearance (``c_ids`` / ``t_ids``:
+    id -> row). Per customer: its ``max_terminals`` most recent terminals with counts, oldest first
+    (``ct_key``/``ct_cnt``/``ct_len``, an LRU list); per terminal: its ``max_customers`` most recent
+    customers (``tc_*``) and at most ``max_known`` known-fraud customers in order of release
+    (``kt_*``); per customer the number of known frauds and its first-seen time. ``p_*``: fraud rows
+    whose label is not usable yet, in time order (``meta[0]`` head, ``meta[1]`` tail). ``meta[2]``
+    is the stamp of the ``mark`` scratch array used to intersect neighbourhoods.
+    """
+
+    def __init__(self, max_terminals: int = 32, max_customers: int = 64, max_known: int = 64):
+        self.max_terminals, self.max_customers, self.max_known = int(max_terminals), int(max_customers), int(max_known)
+        self.c_ids: dict = {}
+        self.t_ids: dict = {}
+        self.n_c = 0
+        self.n_t = 0
+        self.c_fit = np.zeros(0, np.int64)  # fit-graph index of the customer, -1 when unseen at fit
+        self.t_fit = np.zeros(0, np.int64)
+        self.ct_key = np.zeros((0, self.max_terminals), np.int32)
+        self.ct_cnt = np.zeros((0, self.max_terminals), np.int32)
+        self.ct_len = np.zeros(0, np.int32)
+        self.tc_key = np.zeros((0, self.max_customers), np.int32)
+        self.tc_cnt = np.zeros((0, self.max_customers), np.int32)
+        self.tc_len = np.zeros(0, np.int32)
+        self.kt_key = np.zeros((0, self.max_known), np.int32)
+        self.kt_len = np.zeros(0, np.int32)
+        self.known_c = np.zeros(0, np.int32)
+        self.first_seen = np.zeros(0, np.int64)
+        self.mark = np.zeros(0, np.int64)
+        self.p_ts = np.zeros(0, np.int64)
+        self.p_c = np.zeros(0, np.int32)
+        self.p_t = np.zeros(0, np.int32)
+        self.meta = np.zeros(3, np.int64)
         self.last_time: int | None = None
 
+    # checkpoints carry only the used rows
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        for k in ("c_fit", "ct_key", "ct_cnt", "ct_len", "known_c", "first_seen", "mark"):
+            d[k] = d[k][:self.n_c].copy()
+        for k in ("t_fit", "tc_key", "tc_cnt", "tc_len", "kt_key", "kt_len"):
+            d[k] = d[k][:self.n_t].copy()
+        h, t = int(self.meta[0]), int(self.meta[1])
+        for k in ("p_ts", "p_c", "p_t"):
+            d[k] = d[k][h:t].copy()
+        d["meta"] = np.array([0, t - h, self.meta[2]], np.int64)
+        return d
 
-def _lru_add(d: dict, key, cap: int) -> None:
-    n = d.pop(key, 0)
-    d[key] = n + 1
-    if len(d) > cap:
-        del d[next(iter(d))]
+    def __setstate__(self, d):
+        self.__dict__.update(d)
+
+    def ids(self, values, customers: bool, fit_index: dict) -> np.ndarray:
+        """Internal ids of ``values`` (new ones assigned and the arrays grown)."""
+        codes, uniq = pd.factorize(values if isinstance(values, pd.Series) else np.asarray(values, dtype=object),
+                                   use_na_sentinel=False)  # a missing id is one node 'nan', as astype(str) made it
+        uniq = [u if type(u) is str else str(u) for u in uniq.tolist()]
+        d = self.c_ids if customers else self.t_ids
+        got = [d.get(u, -1) for u in uniq]
+        n = self.n_c if customers else self.n_t
+        new = [j for j, g in enumerate(got) if g < 0]
+        if new:
+            fit = np.empty(len(new), np.int64)
+            for k, j in enumerate(new):
+                d[uniq[j]] = got[j] = n + k
+                fit[k] = fit_index.get(uniq[j], -1)
+            self._reserve(customers, n + len(new))
+            if customers:
+                self.c_fit[n:n + len(new)] = fit
+                self.n_c = n + len(new)
+            else:
+                self.t_fit[n:n + len(new)] = fit
+                self.n_t = n + len(new)
+        return np.asarray(got, dtype=np.int64)[codes] if len(codes) else np.zeros(0, np.int64)
+
+    def _reserve(self, customers: bool, n: int) -> None:
+        if customers:
+            for k in ("ct_key", "ct_cnt", "ct_len", "known_c", "mark"):
+                setattr(self, k, _grow(getattr(self, k), n))
+            self.c_fit = _grow(self.c_fit, n, -1)
+            self.first_seen = _grow(self.first_seen, n, _UNSET)
+        else:
+            for k in ("tc_key", "tc_cnt", "tc_len", "kt_key", "kt_len"):
+                setattr(self, k, _grow(getattr(self, k), n))
+            self.t_fit = _grow(self.t_fit, n, -1)
+
+    def reserve_pending(self, extra: int) -> None:
+        h, t = int(self.meta[0]), int(self.meta[1])
+        if h > 0 and (t + extra > len(self.p_ts) or h > len(self.p_ts) // 2):  # compact
+            for k in ("p_ts", "p_c", "p_t"):
+                a = getattr(self, k)
+                a[:t - h] = a[h:t]
+            self.meta[0], self.meta[1] = 0, t - h
+        need = int(self.meta[1]) + extra
+        for k in ("p_ts", "p_c", "p_t"):
+            setattr(self, k, _grow(getattr(self, k), need))
+
+
+def _kernel_py(cc, tt, ts, lab, c_fit, t_fit, emb_c, emb_t, core_c, core_t, ct_key, ct_cnt, ct_len,
+               tc_key, tc_cnt, tc_len, kt_key, kt_len, known_c, first_seen, p_ts, p_c, p_t, meta, mark,
+               max_overlap, delay, new_ns, unset, S, ec, et):
+    """The per-row state machine (compiled by numba as ``_kernel``); see the module doc for the columns."""
+    n = cc.shape[0]
+    ndim = emb_c.shape[1]
+    maxT = ct_key.shape[1]
+    maxC = tc_key.shape[1]
+    maxK = kt_key.shape[1]
+    for i in range(n):
+        c = cc[i]
+        t = tt[i]
+        now = ts[i]
+        # release labels older than now - delay
+        lim = now - delay
+        while meta[0] < meta[1] and p_ts[meta[0]] < lim:
+            h = meta[0]
+            pc = p_c[h]
+            pt = p_t[h]
+            meta[0] = h + 1
+            known_c[pc] += 1
+            L = kt_len[pt]
+            found = False
+            for j in range(L):
+                if kt_key[pt, j] == pc:
+                    found = True
+                    break
+            if not found:
+                if L < maxK:
+                    kt_key[pt, L] = pc
+                    kt_len[pt] = L + 1
+                else:
+                    for j in range(L - 1):
+                        kt_key[pt, j] = kt_key[pt, j + 1]
+                    kt_key[pt, L - 1] = pc
+        ci = c_fit[c]
+        ti = t_fit[t]
+        Lc = ct_len[c]
+        Lt = tc_len[t]
+        # embeddings (inductive for unseen nodes: mean over known recent neighbours incl. this one)
+        if ci >= 0:
+            for d in range(ndim):
+                ec[i, d] = emb_c[ci, d]
+        else:
+            m = 0
+            for j in range(Lc):
+                x = ct_key[c, j]
+                if x != t and t_fit[x] >= 0:
+                    for d in range(ndim):
+                        ec[i, d] += emb_t[t_fit[x], d]
+                    m += 1
+            if ti >= 0:
+                for d in range(ndim):
+                    ec[i, d] += emb_t[ti, d]
+                m += 1
+            if m > 0:
+                for d in range(ndim):
+                    ec[i, d] /= m
+        if ti >= 0:
+            for d in range(ndim):
+                et[i, d] = emb_t[ti, d]
+        else:
+            m = 0
+            for j in range(Lt):
+                u = tc_key[t, j]
+                if u != c and c_fit[u] >= 0:
+                    for d in range(ndim):
+                        et[i, d] += emb_c[c_fit[u], d]
+                    m += 1
+            if ci >= 0:
+                for d in range(ndim):
+                    et[i, d] += emb_c[ci, d]
+                m += 1
+            if m > 0:
+                for d in range(ndim):
+                    et[i, d] /= m
+        pair = 0
+        tot_c = 0
+        for j in range(Lc):
+            tot_c += ct_cnt[c, j]
+            if ct_key[c, j] == t:
+                pair = ct_cnt[c, j]
+        kc = 0
+        nw = 0
+        young = now - new_ns
+        c_in_tc = False
+        for j in range(Lt):
+            u = tc_key[t, j]
+            if u == c:
+                c_in_tc = True
+            else:
+                if known_c[u] > 0:
+                    kc += 1
+                if first_seen[u] > young:
+                    nw += 1
+        nbr = 0
+        for j in range(Lc):
+            x = ct_key[c, j]
+            if x != t:
+                L = kt_len[x]
+                if L > 1 or (L == 1 and kt_key[x, 0] != c):
+                    nbr += 1
+        best = 0
+        if Lt > 0 and Lc > 0:
+            stamp = meta[2] + 1
+            meta[2] = stamp
+            for j in range(Lt):
+                mark[tc_key[t, j]] = stamp
+            jj = 0
+            for j in range(Lc - 1, -1, -1):  # the most recent terminals first
+                x = ct_key[c, j]
+                if x == t:
+                    continue
+                jj += 1
+                if jj > max_overlap:
+                    break
+                ov = 0
+                c_in_x = False
+                for k in range(tc_len[x]):
+                    u = tc_key[x, k]
+                    if mark[u] == stamp:
+                        ov += 1
+                    if u == c:
+                        c_in_x = True
+                if c_in_tc and c_in_x:
+                    ov -= 1
+                if ov > best:
+                    best = ov
+        ndt = Lt - (1 if c_in_tc else 0)
+        S[i, 0] = 1.0 if ci >= 0 else 0.0
+        S[i, 1] = 1.0 if ti >= 0 else 0.0
+        S[i, 2] = core_c[ci] if ci >= 0 else 0.0
+        S[i, 3] = core_t[ti] if ti >= 0 else 0.0
+        S[i, 4] = pair
+        S[i, 5] = pair / tot_c if tot_c > 0 else 0.0
+        S[i, 6] = Lc
+        S[i, 7] = Lt
+        S[i, 8] = known_c[c]
+        S[i, 9] = kc
+        S[i, 10] = kc / ndt if ndt > 0 else 0.0
+        S[i, 11] = nbr
+        S[i, 12] = best
+        fs = first_seen[c]
+        S[i, 13] = (now - fs) / 86_400_000_000_000.0 if fs != unset else 0.0
+        S[i, 14] = nw
+        S[i, 15] = nw / ndt if ndt > 0 else 0.0
+        if fs == unset:
+            first_seen[c] = now
+        # absorb the row: LRU add t to c's terminals, c to t's customers
+        p = -1
+        for j in range(Lc):
+            if ct_key[c, j] == t:
+                p = j
+                break
+        if p >= 0:
+            cnt = ct_cnt[c, p] + 1
+            for j in range(p, Lc - 1):
+                ct_key[c, j] = ct_key[c, j + 1]
+                ct_cnt[c, j] = ct_cnt[c, j + 1]
+            ct_key[c, Lc - 1] = t
+            ct_cnt[c, Lc - 1] = cnt
+        elif Lc < maxT:
+            ct_key[c, Lc] = t
+            ct_cnt[c, Lc] = 1
+            ct_len[c] = Lc + 1
+        else:
+            for j in range(Lc - 1):
+                ct_key[c, j] = ct_key[c, j + 1]
+                ct_cnt[c, j] = ct_cnt[c, j + 1]
+            ct_key[c, Lc - 1] = t
+            ct_cnt[c, Lc - 1] = 1
+        p = -1
+        for j in range(Lt):
+            if tc_key[t, j] == c:
+                p = j
+                break
+        if p >= 0:
+            cnt = tc_cnt[t, p] + 1
+            for j in range(p, Lt - 1):
+                tc_key[t, j] = tc_key[t, j + 1]
+                tc_cnt[t, j] = tc_cnt[t, j + 1]
+            tc_key[t, Lt - 1] = c
+            tc_cnt[t, Lt - 1] = cnt
+        elif Lt < maxC:
+            tc_key[t, Lt] = c
+            tc_cnt[t, Lt] = 1
+            tc_len[t] = Lt + 1
+        else:
+            for j in range(Lt - 1):
+                tc_key[t, j] = tc_key[t, j + 1]
+                tc_cnt[t, j] = tc_cnt[t, j + 1]
+            tc_key[t, Lt - 1] = c
+            tc_cnt[t, Lt - 1] = 1
+        if lab[i] == 1:
+            k = meta[1]
+            p_ts[k] = now
+            p_c[k] = c
+            p_t[k] = t
+            meta[1] = k + 1
+
+
+def _compiled_kernel():
+    """The numba-compiled kernel (compiled once per process, cached on disk: ``cache=True``)."""
+    global _KERNEL
+    if _KERNEL is None:
+        try:
+            from numba import njit
+        except ModuleNotFoundError:  # pragma: no cover - numba comes with pyod; pure Python still works
+            _KERNEL = _kernel_py
+        else:
+            _KERNEL = njit(cache=True, nogil=True)(_kernel_py)
+    return _KERNEL
+
+
+_KERNEL = None
 
 
 class GraphFeatures(Featurizer):
@@ -176,7 +490,7 @@ class GraphFeatures(Featurizer):
 
     # --------------------------------------------------------------- online
     def new_state(self) -> GraphState:
-        return GraphState()
+        return GraphState(self.max_terminals, self.max_customers, self.max_known)
 
     def transform(self, df: pd.DataFrame) -> pd.DataFrame:
         self._check_fitted()
@@ -185,122 +499,29 @@ class GraphFeatures(Featurizer):
     def update(self, state: GraphState, rows: pd.DataFrame) -> pd.DataFrame:
         self._check_fitted()
         n = len(rows)
-        k = self.proj_dim
-        cust = rows["customer_id"].astype(str).tolist()
-        term = rows["terminal_id"].astype(str).tolist()
-        t_ns = rows["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64).tolist()
-        lab = (rows["label"].to_numpy(dtype=np.int64).tolist() if "label" in rows.columns else [0] * n)
-        delay = int(round(float(self.delay_days) * _NS_DAY))
-        cidx, tidx = self.c_index_, self.t_index_
-        emb_c, emb_t = self.emb_c_, self.emb_t_
-        ndim = emb_c.shape[1]
-        cust_terms, term_custs = state.cust_terms, state.term_custs
-        known_c, known_t_cust, pending = state.known_c, state.known_t_cust, state.pending
-        maxT, maxC, maxK, maxO = self.max_terminals, self.max_customers, self.max_known, self.overlap_terminals
+        if (state.max_terminals, state.max_customers, state.max_known) != (
+                self.max_terminals, self.max_customers, self.max_known):
+            raise ConfigError(f"GraphFeatures.update: the state was made for max_terminals/customers/known="
+                              f"{state.max_terminals}/{state.max_customers}/{state.max_known}, this featurizer has "
+                              f"{self.max_terminals}/{self.max_customers}/{self.max_known}")
+        cc = state.ids(rows["customer_id"], True, self.c_index_)
+        tt = state.ids(rows["terminal_id"], False, self.t_index_)
+        t_ns = np.ascontiguousarray(rows["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64))
+        lab = (np.ascontiguousarray(rows["label"].to_numpy(dtype=np.int64)) if "label" in rows.columns
+               else np.zeros(n, np.int64))
+        state.reserve_pending(int((lab == 1).sum()))
+        ndim = self.emb_c_.shape[1]
         S = np.zeros((n, 16))
-        first_seen = state.first_seen
-        new_ns = int(round(float(self.new_days) * _NS_DAY))
         ec = np.zeros((n, ndim))
         et = np.zeros((n, ndim))
-        empty: dict = {}
-        for i in range(n):
-            c, t, ts = cust[i], term[i], t_ns[i]
-            # release labels older than ts - delay
-            lim = ts - delay
-            while pending and pending[0][0] < lim:
-                _, pc, pt = pending.popleft()
-                known_c[pc] = known_c.get(pc, 0) + 1
-                s = known_t_cust.get(pt)
-                if s is None:
-                    s = known_t_cust[pt] = {}
-                if pc not in s:
-                    s[pc] = 1
-                    if len(s) > maxK:
-                        del s[next(iter(s))]
-            ct = cust_terms.get(c, empty)
-            tc = term_custs.get(t, empty)
-            ci, ti = cidx.get(c), tidx.get(t)
-            # embeddings (inductive for unseen nodes: mean over known recent neighbours incl. this one)
-            if ci is not None:
-                ec[i] = emb_c[ci]
-            else:
-                nb = [tidx[x] for x in ct if x in tidx and x != t]
-                if ti is not None:
-                    nb.append(ti)
-                if nb:
-                    ec[i] = emb_t[nb].mean(0)
-            if ti is not None:
-                et[i] = emb_t[ti]
-            else:
-                nb = [cidx[x] for x in tc if x in cidx and x != c]
-                if ci is not None:
-                    nb.append(ci)
-                if nb:
-                    et[i] = emb_c[nb].mean(0)
-            pair = ct.get(t, 0)
-            tot_c = sum(ct.values()) if ct else 0
-            kc = 0
-            nw = 0
-            young = ts - new_ns
-            for u in tc:
-                if u != c:
-                    if u in known_c:
-                        kc += 1
-                    if first_seen[u] > young:
-                        nw += 1
-            nbr = 0
-            best = 0
-            for x in ct:
-                if x != t:
-                    s = known_t_cust.get(x)
-                    if s and (len(s) > 1 or c not in s):
-                        nbr += 1
-            if tc and ct:
-                tc_keys = tc.keys()
-                c_in_tc = c in tc
-                j = 0
-                for x in reversed(ct.keys()):  # the most recent terminals first
-                    if x == t:
-                        continue
-                    j += 1
-                    if j > maxO:
-                        break
-                    ox = term_custs[x]
-                    ov = len(tc_keys & ox.keys())
-                    if c_in_tc and c in ox:
-                        ov -= 1
-                    if ov > best:
-                        best = ov
-            ndt = len(tc) - (1 if c in tc else 0)
-            S[i, 0] = 1.0 if ci is not None else 0.0
-            S[i, 1] = 1.0 if ti is not None else 0.0
-            S[i, 2] = self.core_c_[ci] if ci is not None else 0.0
-            S[i, 3] = self.core_t_[ti] if ti is not None else 0.0
-            S[i, 4] = pair
-            S[i, 5] = pair / tot_c if tot_c else 0.0
-            S[i, 6] = len(ct)
-            S[i, 7] = len(tc)
-            S[i, 8] = known_c.get(c, 0)
-            S[i, 9] = kc
-            S[i, 10] = kc / ndt if ndt > 0 else 0.0
-            S[i, 11] = nbr
-            S[i, 12] = best
-            fs = first_seen.get(c)
-            S[i, 13] = (ts - fs) / _NS_DAY if fs is not None else 0.0
-            S[i, 14] = nw
-            S[i, 15] = nw / ndt if ndt > 0 else 0.0
-            if fs is None:
-                first_seen[c] = ts
-            # absorb the row
-            if ct is empty:
-                ct = cust_terms[c] = {}
-            _lru_add(ct, t, maxT)
-            if tc is empty:
-                tc = term_custs[t] = {}
-            _lru_add(tc, c, maxC)
-            if lab[i] == 1:
-                pending.append((ts, c, t))
-            state.last_time = ts
+        if n:
+            _compiled_kernel()(
+                cc, tt, t_ns, lab, state.c_fit, state.t_fit, self.emb_c_, self.emb_t_, self.core_c_, self.core_t_,
+                state.ct_key, state.ct_cnt, state.ct_len, state.tc_key, state.tc_cnt, state.tc_len, state.kt_key,
+                state.kt_len, state.known_c, state.first_seen, state.p_ts, state.p_c, state.p_t, state.meta,
+                state.mark, np.int64(self.overlap_terminals), np.int64(round(float(self.delay_days) * _NS_DAY)),
+                np.int64(round(float(self.new_days) * _NS_DAY)), np.int64(_UNSET), S, ec, et)
+            state.last_time = int(t_ns[-1])
         nrm = np.linalg.norm(ec, axis=1) * np.linalg.norm(et, axis=1)
         cos = np.where(nrm > 0, (ec * et).sum(1) / np.where(nrm > 0, nrm, 1.0), 0.0)
         has_c = np.abs(ec).sum(1) > 0
@@ -316,13 +537,25 @@ class GraphFeatures(Featurizer):
         """Feedback for the stream: fraud labels of earlier rows (timestamp, customer_id, terminal_id,
         label) that arrived after those rows were scored. Each becomes usable, as in ``update``, for rows
         more than the delay after its transaction. Returns the number of frauds queued."""
-        import bisect
-
+        self._check_fitted()
         fr = rows.loc[rows["label"].to_numpy() == 1]
-        t_ns = fr["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64).tolist()
-        for ts, c, t in zip(t_ns, fr["customer_id"].astype(str), fr["terminal_id"].astype(str)):
-            bisect.insort(state.pending, (ts, c, t))
-        return len(t_ns)
+        m = len(fr)
+        if not m:
+            return 0
+        ts = fr["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+        pc = state.ids(fr["customer_id"], True, self.c_index_).astype(np.int32)
+        pt = state.ids(fr["terminal_id"], False, self.t_index_).astype(np.int32)
+        state.reserve_pending(0)
+        h, t = int(state.meta[0]), int(state.meta[1])
+        all_ts = np.concatenate([state.p_ts[h:t], ts])
+        order = np.argsort(all_ts, kind="stable")  # queued labels stay in time order, earlier ones first on ties
+        new_ts, new_c, new_t = all_ts[order], np.concatenate([state.p_c[h:t], pc])[order], \
+            np.concatenate([state.p_t[h:t], pt])[order]
+        state.meta[0], state.meta[1] = 0, 0
+        state.reserve_pending(len(order))
+        state.p_ts[:len(order)], state.p_c[:len(order)], state.p_t[:len(order)] = new_ts, new_c, new_t
+        state.meta[1] = len(order)
+        return m
 
     def save(self, path) -> None:
         import joblib

@@ -129,3 +129,85 @@ def test_online_columns_subset(world, fitted):
     assert "g_cos" in X.columns and "g_c0" not in X.columns and "g_c_core" not in X.columns
     assert list(X.columns) == f.feature_names_ and set(X.columns) < set(f.all_names_)
     assert_replay_equals_transform(f, world.iloc[-300:], batch_sizes=(7,))
+
+
+def _reference_features(f, rows):
+    """The original pure-Python state machine (dicts in recency order), kept as the oracle of the numba kernel."""
+    from collections import deque
+
+    day = 86_400 * 10**9
+    cust_terms, term_custs, known_c, known_t_cust, first_seen = {}, {}, {}, {}, {}
+    pending = deque()
+
+    def lru_add(d, key, cap):
+        d[key] = d.pop(key, 0) + 1
+        if len(d) > cap:
+            del d[next(iter(d))]
+
+    cust, term = rows["customer_id"].tolist(), rows["terminal_id"].tolist()
+    t_ns = rows["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64).tolist()
+    lab = rows["label"].tolist()
+    delay, new_ns = int(round(f.delay_days * day)), int(round(f.new_days * day))
+    ec, et, S = np.zeros((len(rows), f.emb_c_.shape[1])), np.zeros((len(rows), f.emb_c_.shape[1])), np.zeros((len(rows), 16))
+    for i, (c, t, ts) in enumerate(zip(cust, term, t_ns)):
+        while pending and pending[0][0] < ts - delay:
+            _, pc, pt = pending.popleft()
+            known_c[pc] = known_c.get(pc, 0) + 1
+            s = known_t_cust.setdefault(pt, {})
+            if pc not in s:
+                s[pc] = 1
+                if len(s) > f.max_known:
+                    del s[next(iter(s))]
+        ct, tc = cust_terms.get(c, {}), term_custs.get(t, {})
+        ci, ti = f.c_index_.get(c), f.t_index_.get(t)
+        nb = [f.t_index_[x] for x in ct if x in f.t_index_ and x != t] + ([ti] if ti is not None else [])
+        ec[i] = f.emb_c_[ci] if ci is not None else (f.emb_t_[nb].mean(0) if nb else 0)
+        nb = [f.c_index_[x] for x in tc if x in f.c_index_ and x != c] + ([ci] if ci is not None else [])
+        et[i] = f.emb_t_[ti] if ti is not None else (f.emb_c_[nb].mean(0) if nb else 0)
+        others = [u for u in tc if u != c]
+        kc = sum(u in known_c for u in others)
+        nw = sum(first_seen[u] > ts - new_ns for u in others)
+        nbr = sum(1 for x in ct if x != t and known_t_cust.get(x) and (len(known_t_cust[x]) > 1 or c not in known_t_cust[x]))
+        recent = [x for x in reversed(ct) if x != t][:f.overlap_terminals] if tc else []
+        best = max([len((set(tc) & set(term_custs[x])) - {c}) for x in recent], default=0)
+        ndt = len(others)
+        fs = first_seen.setdefault(c, ts)
+        S[i] = [ci is not None, ti is not None, f.core_c_[ci] if ci is not None else 0, f.core_t_[ti] if ti is not None else 0,
+                ct.get(t, 0), ct.get(t, 0) / sum(ct.values()) if ct else 0, len(ct), len(tc), known_c.get(c, 0), kc,
+                kc / ndt if ndt else 0, nbr, best, (ts - fs) / day, nw, nw / ndt if ndt else 0]
+        lru_add(cust_terms.setdefault(c, {}), t, f.max_terminals)
+        lru_add(term_custs.setdefault(t, {}), c, f.max_customers)
+        if lab[i] == 1:
+            pending.append((ts, c, t))
+    return ec, et, S
+
+
+def test_kernel_equals_python_reference(world):
+    """Small memories (evictions everywhere): the numba kernel equals the original Python state machine."""
+    hist = world.iloc[:4000]
+    f = GraphFeatures(**PARAMS, max_terminals=4, max_customers=6, max_known=2, overlap_terminals=3,
+                      delay_days=2, new_days=3).fit(hist)
+    rows = world.iloc[2000:9000]
+    ec, et, S = _reference_features(f, rows)
+    X = f.transform(rows)
+    names = f.all_names_[2 * f.proj_dim + 1:]
+    want = np.column_stack([S[:, :15], np.where(S[:, 7] > 0, S[:, 12] / np.maximum(S[:, 7], 1), 0), S[:, 15]])
+    np.testing.assert_allclose(X[names].to_numpy(), want, rtol=1e-12, atol=1e-12)
+    assert (X["g_c_known"] > 0).any() and (X["g_c_nbr_risk"] > 0).any() and (X["g_overlap"] > 0).any()
+    assert (X["g_c_seen"] == 0).any() and (X["g_t_seen"] == 0).any()
+    nrm = np.linalg.norm(ec, axis=1) * np.linalg.norm(et, axis=1)
+    cos = np.where(nrm > 0, (ec * et).sum(1) / np.where(nrm > 0, nrm, 1), 0)
+    np.testing.assert_allclose(X["g_cos"].to_numpy(), cos, atol=1e-9)
+    proj = np.where((np.abs(ec).sum(1) > 0)[:, None], (ec - f.mean_) @ f.components_.T, 0)
+    np.testing.assert_allclose(X[[f"g_c{k}" for k in range(f.proj_dim)]].to_numpy(), proj, atol=1e-9)
+
+
+def test_state_pickles_and_resumes(world, fitted):
+    import pickle
+
+    sub = world.iloc[-1200:]
+    want = fitted.transform(sub)
+    st = fitted.new_state()
+    fitted.update(st, sub.iloc[:700])
+    st = pickle.loads(pickle.dumps(st))  # checkpoint: trimmed arrays, grows again on new nodes
+    np.testing.assert_array_equal(fitted.update(st, sub.iloc[700:]).to_numpy(), want.iloc[700:].to_numpy())
