@@ -123,6 +123,39 @@ class ScoringBundle:
         state.last_timestamp = rows[schema.TIMESTAMP].iloc[-1]
         return out
 
+    def score_many(self, groups) -> list:
+        """Score several micro-batches, each with its own online state: ``groups`` is a sequence of
+        ``(rows, state)`` (e.g. one per Kafka partition). Returns one result frame per group, equal to
+        ``[self.score(rows, state) for rows, state in groups]`` (and absorbs each group into its state), but
+        the detector (and explanation) runs ONCE over all groups' features: its per-call cost dominates small
+        batches, and its per-row scores do not depend on the other rows."""
+        groups = list(groups)
+        if len(groups) == 1:
+            rows, st = groups[0]
+            return [self.score(rows, st)]
+        xs, live = [], []
+        for rows, st in groups:
+            self.check_columns(rows)
+            if len(rows):
+                xs.append(self.features_online(rows, st))
+                live.append((rows, st))
+        if not live:
+            return [self._empty() for _ in groups]
+        all_rows = pd.concat([r for r, _ in live], ignore_index=True) if len(live) > 1 else live[0][0]
+        X = pd.concat(xs, ignore_index=True) if len(xs) > 1 else xs[0]
+        out = self._decide(all_rows, X)
+        res, i = [], 0
+        for rows, st in groups:
+            n = len(rows)
+            if n == 0:
+                res.append(self._empty())
+                continue
+            res.append(out.iloc[i:i + n].reset_index(drop=True))
+            i += n
+            st.n_scored += n
+            st.last_timestamp = rows[schema.TIMESTAMP].iloc[-1]
+        return res
+
     def score_frame(self, df: pd.DataFrame, batch_size: int = 10_000, state: BundleState | None = None,
                     progress=None) -> pd.DataFrame:
         """Replay ``df`` (canonical, time-ordered) through :meth:`score` in micro-batches.

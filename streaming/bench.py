@@ -58,13 +58,17 @@ def raw_consume_rate(bootstrap: str, topic: str, n: int, partitions: int, timeou
     return got / (t_end - t_first)
 
 
-def run_stream_bench(model_uri: str, tracking_uri: str | None = None, bootstrap: str | None = None,
+def run_stream_bench(model_uri, tracking_uri: str | None = None, bootstrap: str | None = None,
                      n_events: int = 20000, partitions: int = 4, offered: float = 1000.0, seconds: float = 10.0,
-                     batch_size: int = 500, verbose: bool = True, data=None, seed: int = 0) -> dict:
+                     batch_size: int = 2000, verbose: bool = True, data=None, seed: int = 0,
+                     linger_ms: int | None = None) -> dict:
+    """``model_uri``: one URI, or several (list): each model is measured in turn against the same broker and
+    events (fresh topic and group each); the result is then the first model's figures plus
+    ``"models": {uri: figures}`` for all of them."""
     from fraud.simulate import simulate
-    from streaming.broker import LocalBroker, ensure_topics
-    from streaming.loop import Scorer, ServeConfig, default_loader
-    from streaming.replay import encode_events, make_producer, replay
+    from streaming.broker import LocalBroker
+
+    uris = [model_uri] if isinstance(model_uri, str) else list(model_uri)
 
     n_lat = int(offered * seconds)
     if data is None:
@@ -83,6 +87,26 @@ def run_stream_bench(model_uri: str, tracking_uri: str | None = None, bootstrap:
     if bootstrap is None:
         broker = LocalBroker().start()
         bootstrap = broker.bootstrap
+    try:
+        out = {}
+        for uri in uris:
+            out[uri] = _bench_one(uri, tracking_uri, bootstrap, first, second, partitions, offered, batch_size,
+                                  verbose, linger_ms)
+    finally:
+        if broker is not None:
+            broker.stop()
+    res = dict(out[uris[0]])
+    if len(uris) > 1:
+        res["models"] = out
+    return res
+
+
+def _bench_one(model_uri, tracking_uri, bootstrap, first, second, partitions, offered, batch_size, verbose,
+               linger_ms) -> dict:
+    from streaming.broker import ensure_topics
+    from streaming.loop import Scorer, ServeConfig, default_loader
+    from streaming.replay import encode_events, make_producer, replay
+
     tag = uuid.uuid4().hex[:8]
     topic = f"bench-tx-{tag}"
     tmp = tempfile.TemporaryDirectory(prefix="fraud-bench-")
@@ -105,7 +129,8 @@ def run_stream_bench(model_uri: str, tracking_uri: str | None = None, bootstrap:
                           archive_dir=str(d / "archive"), state_dir=str(d / "state"), batch_size=batch_size,
                           scores_topic=f"{topic}.scores", alerts_topic=f"{topic}.alerts", dlq_topic=f"{topic}.dlq",
                           create_topics=False, reload_interval=3600, checkpoint_interval=5.0,
-                          consumer_kw={"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000})
+                          consumer_kw={"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
+                          **({} if linger_ms is None else {"linger_ms": linger_ms}))
         marks = {"done": None, "lat": []}
         target = len(first)
 
@@ -136,7 +161,7 @@ def run_stream_bench(model_uri: str, tracking_uri: str | None = None, bootstrap:
             _say(verbose, f"    time split: model {b_s:.2f}s of {elapsed:.2f}s ({parts}); the rest is decode, "
                           f"validation, sinks, Kafka")
 
-        _say(verbose, f"(c) latency at {offered:,.0f} events/s for {seconds:.0f}s ...")
+        _say(verbose, f"(c) latency at {offered:,.0f} events/s for {len(second) / offered:.0f}s ...")
         marks["measure"] = True
         prod = make_producer(bootstrap, linger_ms=0)
         values, keys = encode_events(second)
@@ -154,6 +179,9 @@ def run_stream_bench(model_uri: str, tracking_uri: str | None = None, bootstrap:
         deadline = time.monotonic() + 120
         while scorer.n_events < target2 and time.monotonic() < deadline:
             time.sleep(0.05)
+        # n_events counts a batch when it starts; wait for its latencies too (on_batch runs after the sinks)
+        while sum(len(x) for x in marks["lat"]) < len(values) and time.monotonic() < deadline:
+            time.sleep(0.02)
         lat = np.concatenate(marks["lat"]) if marks["lat"] else np.array([np.nan])
         bt = marks.get("batches", [])
         if len(bt) > 1:
@@ -164,6 +192,7 @@ def run_stream_bench(model_uri: str, tracking_uri: str | None = None, bootstrap:
         res = {"raw_rate": round(raw_rate, 1), "scorer_rate": round(scorer_rate, 1),
                "ratio": round(scorer_rate / raw_rate, 4),
                "p50_ms": round(float(np.percentile(lat, 50)), 2), "p99_ms": round(float(np.percentile(lat, 99)), 2)}
+        res["events_measured"] = int(len(lat))
         _say(verbose, f"    p50 {res['p50_ms']} ms  p99 {res['p99_ms']} ms over {len(lat)} events "
                       f"(offered {offered:,.0f}/s; model version {scorer.version}; partitions {partitions}; "
                       f"batch size {batch_size})")
@@ -174,6 +203,4 @@ def run_stream_bench(model_uri: str, tracking_uri: str | None = None, bootstrap:
             th.join(30)
         except NameError:
             pass
-        if broker is not None:
-            broker.stop()
         tmp.cleanup()

@@ -2,13 +2,16 @@
 
 Loop (one micro-batch at a time)::
 
-    poll -> validate (bad events to the dead-letter topic) -> update state and score (per partition, with the
-    partition's own online state) -> write sinks (scores/alerts topics: sent at once; alert store and archive:
-    buffered) -> [every checkpoint interval: flush the producer, the alert store and the archive -> checkpoint
-    state+offsets -> commit]
+    poll -> validate (bad events to the dead-letter topic; streaming.fastpath: a cheap path for plainly
+    well-formed batches, identical results) -> update state and score (per partition, with the partition's
+    own online state; one detector call for all partitions via ``score_many``) -> write sinks (scores/alerts
+    topics: sent at once, values pre-encoded; alert store and archive: buffered) -> [every checkpoint
+    interval: hand the buffers and serialised states to a writer thread, which flushes the producer, the alert
+    store and the archive, then saves state+offsets; once it is done the scoring thread commits the offsets]
 
-Latency (metric ``fraud_latency_seconds``) = the time the batch's results were handed to the sinks minus the
-event's Kafka timestamp (producer create time); the producer delivers them within its linger time (2 ms).
+Latency (metric ``fraud_latency_seconds``) = the time the batch's results were handed to the producer minus
+the event's Kafka timestamp (producer create time); the producer delivers them within its linger time
+(``linger_ms``, 2 ms). Archive and alert-store writes are off this path (writer thread).
 
 Delivery is at-least-once with idempotent sinks (alert store and archive keyed by tx_id / offsets). The
 state is keyed per partition and checkpointed with the offset it reflects, so on restart or rebalance the
@@ -33,9 +36,10 @@ import pandas as pd
 from fraud.errors import ConfigError, FraudError, RegistryError
 from streaming.broker import ensure_topics, parse_bootstrap, wait_for_broker
 from streaming.dlq import DeadLetterSink
+from streaming.fastpath import validate_events
 from streaming.metrics import Metrics
 from streaming.sinks import AlertStoreSink, ArchiveSink, TopicSink
-from streaming.state import CheckpointStore
+from streaming.state import CheckpointStore, dump_state
 
 log = logging.getLogger("streaming.loop")
 
@@ -52,7 +56,7 @@ class ServeConfig:
     state_dir: str = "state"
     metrics_port: int | None = None
     reload_interval: float = 60.0
-    batch_size: int = 500
+    batch_size: int = 2000  # max events per micro-batch: at low load a poll returns fewer (latency)
     poll_timeout_ms: int = 100
     checkpoint_interval: float = 5.0
     scores_topic: str | None = "scores"
@@ -64,6 +68,8 @@ class ServeConfig:
     auto_offset_reset: str = "earliest"
     broker_wait_timeout: float | None = None  # None = retry forever
     warmup_days: float = 7.0  # on a model swap, new states absorb this many days of archived events
+    linger_ms: int = 2  # producer linger (scores/alerts/dead letters): part of the produce -> score latency
+    background_checkpoint: bool = True  # periodic checkpoints write archive/store/state on a writer thread
     threads: int | None = 1  # native (OpenMP/BLAS) threads for scoring micro-batches; None = library default
     client_kw: dict = field(default_factory=dict)  # security / SASL / TLS passthrough
     consumer_kw: dict = field(default_factory=dict)
@@ -199,6 +205,9 @@ class Scorer:
         self._last_reload_check = time.monotonic()
         self._stop = threading.Event()
         self._pending_start: set[int] = set()
+        self._ck_exec = None  # single writer thread of background checkpoints
+        self._ck_job = None  # (future, {TopicPartition: OffsetAndMetadata}, partitions) of the one in flight
+        self._ck_error: BaseException | None = None  # a background checkpoint failure seen in a callback
         self.t_first_poll: float | None = None
 
     # -- model -------------------------------------------------------------------------------------------
@@ -242,6 +251,7 @@ class Scorer:
         if str(target) == str(self.version):
             return False
         uri = f"models:/{name}/{target}"
+        self._ck_wait(commit=True)  # a failed background checkpoint is a checkpoint failure, not a reload one
         try:
             new = self.loader(uri, self.cfg.tracking_uri)
             warm_up(new)
@@ -324,7 +334,7 @@ class Scorer:
                    heartbeat_interval_ms=1000, client_id=f"fraud-scorer")
         ckw.update(cfg.consumer_kw)
         self.consumer = KafkaConsumer(bootstrap_servers=servers, **cfg.client_kw, **ckw)
-        pkw = dict(linger_ms=20, batch_size=256 * 1024, acks=1, retries=5, max_request_size=max(1048576, cfg.max_message_bytes * 2),
+        pkw = dict(linger_ms=cfg.linger_ms, batch_size=256 * 1024, acks=1, retries=5, max_request_size=max(1048576, cfg.max_message_bytes * 2),
                    client_id="fraud-scorer")
         pkw.update(cfg.producer_kw)
         self.producer = KafkaProducer(bootstrap_servers=servers, **cfg.client_kw, **pkw)
@@ -363,8 +373,10 @@ class Scorer:
         try:
             # runs on kafka-python's IO thread: no blocking consumer call (commit) here; the checkpoint is the
             # source of truth and the next owner seeks to it
+            self._ck_wait(commit=False)
             self.checkpoint(parts, commit=False)
         except Exception as e:  # noqa: BLE001 - never let a failing checkpoint kill the rebalance
+            self._ck_error = e
             log.error("checkpoint on revoke failed partitions=%s error=%r", parts, f"{e.__class__.__name__}: {e}")
         for p in parts:
             self.states.pop(p, None)
@@ -375,6 +387,12 @@ class Scorer:
 
     def _on_assigned(self, assigned) -> None:
         from kafka import TopicPartition
+
+        try:  # a background checkpoint still writing archive files must finish before any are discarded
+            self._ck_wait(commit=False)
+        except Exception as e:  # noqa: BLE001 - raised again on the scoring thread (run loop)
+            log.error("background checkpoint failed error=%r", f"{e.__class__.__name__}: {e}")
+            self._ck_error = e
 
         for tp in sorted(assigned, key=lambda t: t.partition):
             if tp.topic != self.cfg.topic:
@@ -438,11 +456,10 @@ class Scorer:
 
     def process(self, msgs) -> pd.DataFrame:
         """Validate, score and sink one micro-batch of consumed messages. Returns the scored rows."""
-        from fraud.schema import validate_records
-
         t0 = time.perf_counter()
         topic = self.cfg.topic
         if self._pending_start:
+            self._ck_wait(commit=True)
             for m in msgs:
                 if m.partition in self._pending_start:
                     self._pending_start.discard(m.partition)
@@ -456,7 +473,7 @@ class Scorer:
         if good:
             for i, rec in enumerate(good):
                 rec["__row"] = i
-            rep = validate_records(good, source=topic, lines=np.arange(len(good)))
+            rep = validate_events(good, source=topic, lines=np.arange(len(good)))
             if rep.n_rejected:
                 reasons = rep.problems.groupby("line").apply(
                     lambda g: "; ".join(f"field {f!r} value {v!r}: {r}" for f, v, r in
@@ -529,6 +546,7 @@ class Scorer:
         from kafka import TopicPartition
         from kafka.structs import OffsetAndMetadata
 
+        self._ck_wait(commit=commit)
         if self.producer is not None:
             self.producer.flush()
         for s in self.sinks:
@@ -554,6 +572,72 @@ class Scorer:
                             f"{e.__class__.__name__}: {e}")
         if parts:
             log.debug("checkpoint partitions=%s offsets=%s", parts, {p: self.next_offset.get(p) for p in parts})
+
+    def checkpoint_async(self) -> bool:
+        """The periodic checkpoint off the scoring path: on the scoring thread only the buffers are handed over
+        and the dirty states serialised (a consistent snapshot at the batch boundary); a writer thread then
+        flushes the producer, writes the alert store and the archive, and saves the state files, in that
+        order. The offsets are committed by the scoring thread once that job is done (``_ck_wait``): nothing
+        is committed before it is written. At most one job is in flight (returns False, nothing done, while
+        the previous one still runs)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from kafka import TopicPartition
+        from kafka.structs import OffsetAndMetadata
+
+        if self._ck_job is not None:
+            if not self._ck_job[0].done():
+                return False
+            self._ck_wait(commit=True)
+        store_bufs = [(s, s.take()) for s in self.sinks if hasattr(s, "take")]
+        arch_bufs = self.archive.take() if self.archive is not None else []
+        snaps, offsets = [], {}
+        for p in sorted(self.dirty):
+            if p not in self.states or p not in self.next_offset:
+                continue
+            snaps.append((p, self.next_offset[p], dump_state(self.states[p])))
+            offsets[TopicPartition(self.cfg.topic, p)] = OffsetAndMetadata(self.next_offset[p], "", -1)
+        parts = [p for p, _, _ in snaps]
+        self.dirty -= set(parts)
+        version = self.version
+
+        def job():
+            if self.producer is not None:
+                self.producer.flush()  # thread-safe in kafka-python; later sends are not waited for
+            for s, bufs in store_bufs:
+                s.flush(bufs)
+            if self.archive is not None:
+                self.archive.flush(arch_bufs)
+            for p, off, blob in snaps:
+                self.ckpt.save(p, off, None, version, blob=blob)
+
+        if self._ck_exec is None:
+            self._ck_exec = ThreadPoolExecutor(1, thread_name_prefix="fraud-checkpoint")
+        self._ck_job = (self._ck_exec.submit(job), offsets, parts)
+        self._last_ckpt = time.monotonic()
+        return True
+
+    def _ck_wait(self, commit: bool = True) -> None:
+        """Finish the background checkpoint in flight (if any) and commit its offsets (when ``commit``). A
+        failed job re-raises here, on the scoring thread, as a failed synchronous checkpoint would."""
+        job, self._ck_job = self._ck_job, None
+        if job is None:
+            return
+        fut, offsets, parts = job
+        try:
+            fut.result()
+        except Exception:
+            self.dirty |= set(parts) & set(self.states)
+            raise
+        self.metrics.checkpoints.inc()
+        if commit and offsets and self.consumer is not None:
+            try:
+                self.consumer.commit(offsets)
+            except Exception as e:  # noqa: BLE001 - the checkpoint is the source of truth; commit is advisory
+                log.warning("offset commit failed offsets=%s error=%r (checkpoints are saved; a restart resumes "
+                            "from them)", {tp.partition: o.offset for tp, o in offsets.items()},
+                            f"{e.__class__.__name__}: {e}")
+        log.debug("checkpoint partitions=%s offsets=%s", parts, {tp.partition: o.offset for tp, o in offsets.items()})
 
     def _update_lag(self) -> None:
         from kafka import TopicPartition
@@ -596,14 +680,22 @@ class Scorer:
             while not self._stop.is_set():
                 try:
                     polled = self.consumer.poll(timeout_ms=self.cfg.poll_timeout_ms, max_records=self.cfg.batch_size)
+                    if self._ck_error is not None:  # a checkpoint failed inside a rebalance callback
+                        err, self._ck_error = self._ck_error, None
+                        raise err
                     msgs = [m for tp in sorted(polled, key=lambda t: t.partition) for m in polled[tp]]
                     if msgs:
                         if self.t_first_poll is None:
                             self.t_first_poll = time.perf_counter()
                         self.process(msgs)
                     now = time.monotonic()
+                    if self._ck_job is not None and self._ck_job[0].done():
+                        self._ck_wait(commit=True)
                     if self.dirty and now - self._last_ckpt >= self.cfg.checkpoint_interval:
-                        self.checkpoint()
+                        if self.cfg.background_checkpoint:
+                            self.checkpoint_async()
+                        else:
+                            self.checkpoint()
                     if now - last_lag >= 2.0:
                         self._update_lag()
                         last_lag = now
@@ -624,6 +716,11 @@ class Scorer:
         if self.consumer is None:
             return
         try:
+            self._ck_wait(commit=True)
+        except Exception as e:  # noqa: BLE001
+            log.error("background checkpoint failed error=%r (uncommitted events will be re-read on restart)",
+                      f"{e.__class__.__name__}: {e}")
+        try:
             self.checkpoint()
         except Exception as e:  # noqa: BLE001
             log.error("final checkpoint failed error=%r (uncommitted events will be re-read on restart)",
@@ -637,6 +734,9 @@ class Scorer:
         except Exception:  # noqa: BLE001
             pass
         self.metrics.close()
+        if self._ck_exec is not None:
+            self._ck_exec.shutdown(wait=True)
+            self._ck_exec = None
         self.consumer = None
         log.info("scorer stopped events=%d scored=%d alerts=%d dead_letters=%d version=%s", self.n_events,
                  self.n_scored, self.n_alerts, sum(self.dlq.counts.values()) if self.dlq else 0, self.version)

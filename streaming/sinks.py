@@ -29,6 +29,7 @@ import pandas as pd
 from fraud.errors import ConfigError
 
 log = logging.getLogger("streaming.sinks")
+_esc = json.encoder.encode_basestring_ascii  # what json.dumps uses for str (ensure_ascii=True)
 
 RESULT_COLUMNS = ["score", "is_alert", "reasons", "model_version"]
 _PART_RE = re.compile(r"^part-(?P<topic>.+)-p(?P<p>\d+)-o(?P<first>\d+)-(?P<last>\d+)\.parquet$")
@@ -48,35 +49,70 @@ def _json_default(o):
     return str(o)
 
 
+def encode_results(results: pd.DataFrame) -> list[bytes]:
+    """The JSON value of each result row, byte for byte ``json.dumps(rec).encode()`` of
+    ``{"tx_id", "timestamp", "customer_id", "terminal_id", "amount", "score", "is_alert", "reasons",
+    "model_version"}`` (the format consumers of ``scores``/``alerts`` read), built from per-column
+    pre-encoded pieces instead of one dict and one ``json.dumps`` per row."""
+    n = len(results)
+    if n == 0:
+        return []
+
+    def text(col):
+        v = results[col].to_numpy()
+        return [esc(x) if type(x) is str else json.dumps(x, default=_json_default) for x in v]
+
+    def num(col):
+        return [json.dumps(float(x)) for x in results[col].to_numpy(dtype=np.float64)]
+
+    esc = _esc
+    ts = results["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").to_numpy()
+    ts = [esc(x) for x in ts]
+    tx, cu, te, ver = text("tx_id"), text("customer_id"), text("terminal_id"), text("model_version")
+    amt, sc = num("amount"), num("score")
+    al = ["true" if a else "false" for a in results["is_alert"].to_numpy(dtype=bool)]
+    rs = ["[" + ", ".join(esc(str(r)) for r in x) + "]" if x is not None and len(x) else "[]"
+          for x in results["reasons"].to_numpy()]
+    return [(f'{{"tx_id": {tx[i]}, "timestamp": {ts[i]}, "customer_id": {cu[i]}, "terminal_id": {te[i]}, '
+             f'"amount": {amt[i]}, "score": {sc[i]}, "is_alert": {al[i]}, "reasons": {rs[i]}, '
+             f'"model_version": {ver[i]}}}').encode() for i in range(n)]
+
+
 class TopicSink:
     def __init__(self, producer, scores_topic: str | None = "scores", alerts_topic: str | None = "alerts"):
         self.producer = producer
         self.scores_topic = scores_topic
         self.alerts_topic = alerts_topic
+        self._one_part: dict = {}
+
+    def _partition0(self, topic: str):
+        """0 for a one-partition topic (then the default partitioner's choice is 0 too, and naming it skips
+        the partitioner per message); None (default partitioner) otherwise or when unknown."""
+        if topic not in self._one_part:
+            try:
+                parts = self.producer.partitions_for(topic)
+            except Exception:  # noqa: BLE001 - unknown: let the default partitioner decide
+                parts = None
+            self._one_part[topic] = 0 if parts is not None and len(parts) == 1 else None
+        return self._one_part[topic]
 
     def write(self, results: pd.DataFrame) -> None:
         if len(results) == 0:
             return
-        ts = results["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").to_numpy()
+        vals = encode_results(results)
         tx = results["tx_id"].to_numpy()
-        cust = results["customer_id"].to_numpy()
-        term = results["terminal_id"].to_numpy()
-        amt = results["amount"].to_numpy()
-        score = results["score"].to_numpy()
-        alert = results["is_alert"].to_numpy()
-        reasons = results["reasons"].to_numpy()
-        ver = results["model_version"].to_numpy()
         send = self.producer.send
-        for i in range(len(results)):
-            rec = {"tx_id": tx[i], "timestamp": ts[i], "customer_id": cust[i], "terminal_id": term[i],
-                   "amount": float(amt[i]), "score": float(score[i]), "is_alert": bool(alert[i]),
-                   "reasons": [str(r) for r in (reasons[i] if reasons[i] is not None else [])],
-                   "model_version": ver[i]}
-            val = json.dumps(rec, default=_json_default).encode()
-            if self.scores_topic:
-                send(self.scores_topic, key=str(tx[i]).encode(), value=val)
-            if self.alerts_topic and rec["is_alert"]:
-                send(self.alerts_topic, key=str(cust[i]).encode(), value=val)
+        if self.scores_topic:
+            t, part = self.scores_topic, self._partition0(self.scores_topic)
+            for i in range(len(vals)):
+                send(t, key=str(tx[i]).encode(), value=vals[i], partition=part)
+        if self.alerts_topic:
+            idx = np.flatnonzero(results["is_alert"].to_numpy(dtype=bool))
+            if len(idx):
+                cust = results["customer_id"].to_numpy()
+                t, part = self.alerts_topic, self._partition0(self.alerts_topic)
+                for i in idx:
+                    send(t, key=str(cust[i]).encode(), value=vals[i], partition=part)
 
     def flush(self, timeout: float | None = None) -> None:
         self.producer.flush(timeout=timeout)
@@ -97,11 +133,17 @@ class AlertStoreSink:
         if len(alerts):
             self._buf.append(alerts)
 
-    def flush(self) -> None:
-        if self._buf:
-            df = pd.concat(self._buf, ignore_index=True) if len(self._buf) > 1 else self._buf[0]
+    def take(self) -> list:
+        """Hand over the buffered alerts (to be written by ``flush(taken)``, e.g. on a writer thread)."""
+        bufs, self._buf = self._buf, []
+        return bufs
+
+    def flush(self, bufs: list | None = None) -> None:
+        if bufs is None:
+            bufs = self.take()
+        if bufs:
+            df = pd.concat(bufs, ignore_index=True) if len(bufs) > 1 else bufs[0]
             self.inserted += self.store.write_alerts(df)
-            self._buf = []
 
 
 class ArchiveSink:
@@ -130,11 +172,17 @@ class ArchiveSink:
         ps = set(int(p) for p in partitions)
         self._buf = [b[~b["kafka_partition"].isin(ps)] for b in self._buf]
 
-    def flush(self) -> list[Path]:
-        if not self._buf:
+    def take(self) -> list:
+        """Hand over the buffered rows (to be written by ``flush(taken)``, e.g. on a writer thread)."""
+        bufs, self._buf = self._buf, []
+        return bufs
+
+    def flush(self, bufs: list | None = None) -> list[Path]:
+        if bufs is None:
+            bufs = self.take()
+        if not bufs:
             return []
-        df = pd.concat(self._buf, ignore_index=True)
-        self._buf = []
+        df = pd.concat(bufs, ignore_index=True)
         out = []
         day = df["timestamp"].dt.strftime("%Y-%m-%d")
         for (d, p), g in df.groupby([day, df["kafka_partition"]], sort=True):

@@ -71,10 +71,12 @@ class CheckpointStore:
     def path(self, partition: int) -> Path:
         return self.dir / f"{_safe(self.topic)}-p{int(partition):04d}.ckpt"
 
-    def save(self, partition: int, offset: int, state, model_version: str | None) -> Path:
+    def save(self, partition: int, offset: int, state, model_version: str | None, blob: bytes | None = None
+             ) -> Path:
+        """``blob``: the state already serialised by :func:`dump_state` (then ``state`` is not read)."""
         payload = {"format": FORMAT, "topic": self.topic, "partition": int(partition), "offset": int(offset),
                    "model_version": None if model_version is None else str(model_version),
-                   "state": dump_state(state), "saved_at": time.time()}
+                   "state": dump_state(state) if blob is None else blob, "saved_at": time.time()}
         p = self.path(partition)
         tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:

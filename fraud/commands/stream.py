@@ -81,7 +81,9 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--metrics-port", default=None, type=int, help="Serve Prometheus metrics on this port.")
     @click.option("--reload-interval", default=60.0, show_default=True, type=float,
                   help="Seconds between checks of the model alias (hot reload).")
-    @click.option("--batch-size", default=500, show_default=True, type=int, help="Max events per micro-batch.")
+    @click.option("--batch-size", default=2000, show_default=True, type=int,
+                  help="Max events per micro-batch (a poll returns fewer at low load; more amortise the model's "
+                       "per-call cost under backlog).")
     @click.option("--checkpoint-interval", default=5.0, show_default=True, type=float,
                   help="Seconds between archive flush + checkpoint + commit.")
     @click.option("--partitions", default=8, show_default=True, type=int,
@@ -215,14 +217,17 @@ def register(main: click.Group, bench: click.Group) -> None:
 
     @bench.command("stream")
     @click.option("--bootstrap", default=None, help="Use this broker instead of starting a local one.")
-    @click.option("--model", "model_uri", default=None, help="Model URI [default: models:/<model_name>@champion].")
+    @click.option("--model", "model_uri", default=None, multiple=True,
+                  help="Model URI [default: models:/<model_name>@champion]. Repeat to measure several models in one "
+                       "run (same broker and events); the JSON then adds \"models\": {URI: figures}.")
     @click.option("--tracking-uri", default=None)
     @click.option("--events", default=20000, show_default=True, type=int, help="Events for the rate phase.")
     @click.option("--partitions", default=4, show_default=True, type=int)
     @click.option("--load", "offered", default=1000.0, show_default=True, type=float,
                   help="Offered load (events/s) of the latency phase.")
     @click.option("--seconds", default=10.0, show_default=True, type=float, help="Length of the latency phase.")
-    @click.option("--batch-size", default=500, show_default=True, type=int)
+    @click.option("--batch-size", default=2000, show_default=True, type=int)
+    @click.option("--linger-ms", default=None, type=int, help="Scorer producer linger [default: serve's].")
     @click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
     @click.pass_obj
     def bench_stream(settings, **kw):
@@ -230,7 +235,8 @@ def register(main: click.Group, bench: click.Group) -> None:
         from streaming.bench import run_stream_bench
 
         setup_logging("WARNING")
-        res = run_stream_bench(model_uri=kw["model_uri"] or f"models:/{settings.model_name}@champion",
+        res = run_stream_bench(model_uri=list(kw["model_uri"]) or f"models:/{settings.model_name}@champion",
+                               linger_ms=kw["linger_ms"],
                                tracking_uri=kw["tracking_uri"] or settings.tracking_uri, bootstrap=kw["bootstrap"],
                                n_events=kw["events"], partitions=kw["partitions"], offered=kw["offered"],
                                seconds=kw["seconds"], batch_size=kw["batch_size"], verbose=not kw["as_json"])

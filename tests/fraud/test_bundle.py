@@ -103,3 +103,27 @@ def test_empty_rows_and_pickle_roundtrip(bundle, world):
     np.testing.assert_array_equal(b2.score_frame(df)["score"].to_numpy(), bundle.score_frame(df)["score"].to_numpy())
     s = copy.deepcopy(bundle.new_state())
     assert len(s.featurizer_states) == len(bundle.featurizers)
+
+
+def test_score_many_equals_per_group_score(bundle, world):
+    """score_many([(rows, state), ...]) = one score() per group (results and states), with an empty group."""
+    df = world.iloc[:900]
+    cust = df["customer_id"].astype(str)
+    groups = [df[cust.str[-1].isin(list("01234"))], df.iloc[:0], df[~cust.str[-1].isin(list("01234"))]]
+    groups = [g.reset_index(drop=True) for g in groups]
+    s1 = [bundle.new_state() for _ in groups]
+    s2 = [bundle.new_state() for _ in groups]
+    many = bundle.score_many(list(zip(groups, s1)))
+    one = [bundle.score(g, st) for g, st in zip(groups, s2)]
+    assert len(many) == 3 and len(many[1]) == 0
+    for a, b in zip(many, one):
+        assert list(a.columns) == RESULT_COLUMNS
+        assert a["tx_id"].tolist() == b["tx_id"].tolist()
+        np.testing.assert_allclose(a["score"].to_numpy(), b["score"].to_numpy(), rtol=0, atol=1e-12)
+        assert a["is_alert"].tolist() == b["is_alert"].tolist()
+    for x, y in zip(s1, s2):
+        assert x.n_scored == y.n_scored and x.last_timestamp == y.last_timestamp
+    # the states absorbed the same events: the next batch scores the same
+    nxt = world.iloc[900:1000].reset_index(drop=True)
+    np.testing.assert_allclose(bundle.score(nxt, s1[0])["score"].to_numpy(),
+                               bundle.score(nxt, s2[0])["score"].to_numpy(), rtol=0, atol=1e-12)

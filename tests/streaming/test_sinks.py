@@ -52,3 +52,27 @@ def test_discard_from_removes_uncheckpointed_files(tmp_path):
     df = read_archive(tmp_path)
     assert sorted(df.loc[df.kafka_partition == 0, "kafka_offset"]) == [0, 1, 2, 3]
     assert [f[3] for f in a.files(0)] == [3]
+
+
+def test_encode_results_is_byte_identical_to_json_dumps():
+    import json
+
+    from streaming.sinks import _json_default, encode_results
+
+    r = _results(0, range(6))
+    r["tx_id"] = ["a", 'q"uote', "ünï", "tab\tx", "7", "z"]
+    r["amount"] = [0.1, 1e-7, 123456789.125, 0.0, 3.0, 1 / 3]
+    r["score"] = np.array([0.0, 1.0, 0.5, 1 / 7, 2 / 3, 0.999999])
+    r["is_alert"] = [False, True, False, True, True, False]
+    r["reasons"] = [[], ["amount_z", "tx_7d"], None, ["x\"y"], ["é"], []]
+    ts = r["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").to_numpy()
+    want = []
+    for i in range(len(r)):
+        rec = {"tx_id": r["tx_id"][i], "timestamp": ts[i], "customer_id": r["customer_id"][i],
+               "terminal_id": r["terminal_id"][i], "amount": float(r["amount"][i]), "score": float(r["score"][i]),
+               "is_alert": bool(r["is_alert"][i]),
+               "reasons": [str(x) for x in (r["reasons"][i] if r["reasons"][i] is not None else [])],
+               "model_version": r["model_version"][i]}
+        want.append(json.dumps(rec, default=_json_default).encode())
+    assert encode_results(r) == want
+    assert encode_results(r.iloc[:0]) == []
