@@ -28,6 +28,8 @@ labels.
 """
 from __future__ import annotations
 
+import copy
+
 import time
 from dataclasses import dataclass, field
 
@@ -77,7 +79,15 @@ class ScoringBundle:
         return list(self.schema)
 
     def new_state(self) -> BundleState:
+        """An empty state (scores safely: every featurizer starts from nothing)."""
         return BundleState([f.new_state() for f in self.featurizers])
+
+    def warm_state(self) -> BundleState:
+        """The state as of the training cutoff (``initial_state_``: training replayed its last weeks of history
+        through the online path), copied; an empty state when the bundle has none. A stream scorer starting a
+        partition without a checkpoint uses it, so customer windows and sequences are not empty on day one."""
+        init = getattr(self, "initial_state_", None)
+        return copy.deepcopy(init) if init is not None else self.new_state()
 
     def check_columns(self, rows: pd.DataFrame, source: str = "rows") -> None:
         missing = [c for c in self.required_columns if c not in rows.columns]

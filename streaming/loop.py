@@ -112,6 +112,11 @@ def default_resolver(name: str, alias: str, tracking_uri: str | None) -> str:
         return str(registry.resolve_alias(name, alias))
 
 
+
+def _warm_or_new(bundle):
+    """The bundle's training-cutoff state when it has one (``warm_state``), else an empty state."""
+    return bundle.warm_state() if hasattr(bundle, "warm_state") else bundle.new_state()
+
 def score_partitions(bundle, groups: list) -> list:
     """Score several partitions' micro-batches, each with its own online state: ``groups`` is a list of
     (canonical rows, state); returns one result frame per group, as ``bundle.score(rows, state)`` would.
@@ -279,7 +284,7 @@ class Scorer:
         """New states of ``bundle`` for partitions ``upto`` ({partition: offset or None}), each having absorbed
         the partition's archived events below that offset from the last ``warmup_days`` (features only:
         nothing is scored or written). Without an archive the states are fresh."""
-        out = {p: bundle.new_state() for p in upto}
+        out = {p: _warm_or_new(bundle) for p in upto}
         if self.archive is None or self.cfg.warmup_days <= 0:
             return out
         t0 = time.perf_counter()
@@ -295,6 +300,9 @@ class Scorer:
                 continue
             df = df.sort_values("kafka_offset", kind="stable")
             df = df[df["timestamp"] >= df["timestamp"].max() - pd.Timedelta(days=self.cfg.warmup_days)]
+            warm_until = out[p].last_timestamp if hasattr(out[p], "last_timestamp") else None
+            if warm_until is not None:  # the bundle's warm state already reflects events up to its cutoff
+                df = df[df["timestamp"] > warm_until]
             drop = [c for c in ("kafka_partition", "kafka_offset", "score", "is_alert", "reasons", "model_version")
                     if c in df.columns]
             rows = df.drop(columns=drop).reset_index(drop=True)
@@ -412,8 +420,9 @@ class Scorer:
             else:
                 # no checkpoint: start where the group's committed offset (or auto_offset_reset) says; the
                 # offset is known at the first message (no blocking consumer call on the IO thread here)
-                self.states[p] = self.bundle.new_state()
-                how = "fresh (no checkpoint)"
+                self.states[p] = _warm_or_new(self.bundle)
+                how = ("warm (the model's training-cutoff state; no checkpoint)"
+                       if getattr(self.bundle, "initial_state_", None) is not None else "fresh (no checkpoint)")
                 start = None
                 self._pending_start.add(p)
             if start is not None:
@@ -520,7 +529,7 @@ class Scorer:
         for p, g in rows.groupby("kafka_partition", sort=True):
             p = int(p)
             if p not in self.states:  # should not happen (assigned first); a fresh state is always safe
-                self.states[p] = self.bundle.new_state()
+                self.states[p] = _warm_or_new(self.bundle)
             groups.append((g.reset_index(drop=True), self.states[p]))
         canon = [(g.drop(columns=["kafka_partition", "kafka_offset"]), st) for g, st in groups]
         results = score_partitions(self.bundle, canon)

@@ -174,3 +174,26 @@ def test_read_archive_drops_score_columns_and_duplicates(tiny_frame, tmp_path):
     assert got["label"].tolist() == tiny_frame["label"].tolist()
     with pytest.raises(ConfigError, match="date=YYYY-MM-DD"):
         read_archive(tmp_path / f"date={day.iloc[0]}")
+
+
+def test_warm_state_is_the_online_replay_of_recent_history(world):
+    """The bundle's initial state equals replaying the last warm_state_days of (label-limited) history, and
+    scoring the days after train-until from it differs from an empty state (windows are not empty)."""
+    until = world["timestamp"].iloc[int(len(world) * 0.8)].ceil("D")
+    hist, later = world[world["timestamp"] < until], world[world["timestamp"] >= until].head(300)
+    res = train(hist, TrainConfig(**{**LIGHT, "warm_state_days": 10}), train_until=until)
+    b = res.bundle
+    assert b.initial_state_.last_timestamp == hist["timestamp"].iloc[-1]
+    warm = b.score(later, b.warm_state())
+    # the same from an empty state after replaying the last 10 days of history (labels hidden as training did)
+    from fraud.training import hide_recent_labels
+
+    known = hide_recent_labels(hist, pd.Timestamp(res.windows["labels_known_before"]))
+    st = b.new_state()
+    tail = known[known["timestamp"] >= known["timestamp"].iloc[-1] - pd.Timedelta(days=10)]
+    for i in range(0, len(tail), 10_000):
+        b.features_online(tail.iloc[i:i + 10_000], st)
+    np.testing.assert_allclose(warm["score"], b.score(later, st)["score"], atol=1e-9)
+    cold = b.score(later, b.new_state())
+    assert not np.allclose(warm["score"], cold["score"])
+    assert b.warm_state() is not b.warm_state()  # a copy each time: partitions never share state
