@@ -3,7 +3,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from click.testing import CliRunner
 
 from fraud.bench import ablation
@@ -11,12 +10,6 @@ from fraud.bench.ablation import recall_at_budget, run_ablation, time_split
 from fraud.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_recall_at_budget_by_hand():

@@ -1,7 +1,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from fraud.errors import ConfigError, NotFittedError
 from fraud.features.base import assert_replay_equals_transform
@@ -10,13 +9,6 @@ from fraud.features.graph import GraphFeatures
 PARAMS = dict(dim=8, proj_dim=4, walk_length=10, walks_per_node=3)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """torch threads spin against each other on the shared 2-core machine; one thread here, restored after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +21,6 @@ def world():
 @pytest.fixture(scope="module")
 def fitted(world):
     hist = world.loc[world["timestamp"] < world["timestamp"].min() + pd.Timedelta(days=25)]
-    torch.set_num_threads(1)
     return GraphFeatures(**PARAMS).fit(hist)
 
 

@@ -4,14 +4,6 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """torch's intra-op threads spin against each other on this shared 2-core machine (a 30-epoch GNN fit:
-    1 s with one thread, 75 s with two under load); one thread for these tests, restored after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 from fraud.graph import build_graph
 from models.gnn import HeteroSAGE
