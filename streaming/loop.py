@@ -549,6 +549,18 @@ class Scorer:
         return out
 
     # -- checkpoint and commit ---------------------------------------------------------------------------
+    def _commit(self, offsets: dict) -> None:
+        """Commit offsets whose sinks are flushed and states checkpointed (advisory: the checkpoint is the source
+        of truth, so a failed commit is logged, not raised)."""
+        if not offsets or self.consumer is None:
+            return
+        try:
+            self.consumer.commit(offsets)
+        except Exception as e:  # noqa: BLE001 - the checkpoint is the source of truth; commit is advisory
+            log.warning("offset commit failed offsets=%s error=%r (checkpoints are saved; a restart resumes "
+                        "from them)", {tp.partition: o.offset for tp, o in offsets.items()},
+                        f"{e.__class__.__name__}: {e}")
+
     def checkpoint(self, partitions=None, commit: bool = True) -> None:
         """Flush the archive, save the states of ``partitions`` (default: all dirty) with their offsets,
         then commit those offsets to Kafka."""
@@ -572,13 +584,8 @@ class Scorer:
             self.dirty.discard(p)
         self.metrics.checkpoints.inc()
         self._last_ckpt = time.monotonic()
-        if commit and offsets and self.consumer is not None:
-            try:
-                self.consumer.commit(offsets)
-            except Exception as e:  # noqa: BLE001 - the checkpoint is the source of truth; commit is advisory
-                log.warning("offset commit failed offsets=%s error=%r (checkpoints are saved; a restart resumes "
-                            "from them)", {tp.partition: o.offset for tp, o in offsets.items()},
-                            f"{e.__class__.__name__}: {e}")
+        if commit:
+            self._commit(offsets)
         if parts:
             log.debug("checkpoint partitions=%s offsets=%s", parts, {p: self.next_offset.get(p) for p in parts})
 
@@ -639,13 +646,8 @@ class Scorer:
             self.dirty |= set(parts) & set(self.states)
             raise
         self.metrics.checkpoints.inc()
-        if commit and offsets and self.consumer is not None:
-            try:
-                self.consumer.commit(offsets)
-            except Exception as e:  # noqa: BLE001 - the checkpoint is the source of truth; commit is advisory
-                log.warning("offset commit failed offsets=%s error=%r (checkpoints are saved; a restart resumes "
-                            "from them)", {tp.partition: o.offset for tp, o in offsets.items()},
-                            f"{e.__class__.__name__}: {e}")
+        if commit:
+            self._commit(offsets)
         log.debug("checkpoint partitions=%s offsets=%s", parts, {tp.partition: o.offset for tp, o in offsets.items()})
 
     def _update_lag(self) -> None:

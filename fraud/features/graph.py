@@ -183,14 +183,42 @@ class GraphState:
             setattr(self, k, _grow(getattr(self, k), need))
 
 
+def _lru_add_py(keys, cnts, lens, row, item):
+    """Move ``item`` to the most recent end of ``row``'s bounded neighbour list (count + 1), or append it with
+    count 1, evicting the least recent entry when the list is full (capacity = ``keys.shape[1]``)."""
+    n = lens[row]
+    p = -1
+    for j in range(n):
+        if keys[row, j] == item:
+            p = j
+            break
+    if p >= 0:
+        cnt = cnts[row, p] + 1
+        start = p
+    elif n < keys.shape[1]:
+        keys[row, n] = item
+        cnts[row, n] = 1
+        lens[row] = n + 1
+        return
+    else:
+        cnt = 1
+        start = 0
+    for j in range(start, n - 1):
+        keys[row, j] = keys[row, j + 1]
+        cnts[row, j] = cnts[row, j + 1]
+    keys[row, n - 1] = item
+    cnts[row, n - 1] = cnt
+
+
+_lru_add = _lru_add_py  # replaced by its numba-compiled form when the kernel is compiled
+
+
 def _kernel_py(cc, tt, ts, lab, c_fit, t_fit, emb_c, emb_t, core_c, core_t, ct_key, ct_cnt, ct_len,
                tc_key, tc_cnt, tc_len, kt_key, kt_len, known_c, first_seen, p_ts, p_c, p_t, meta, mark,
                max_overlap, delay, new_ns, unset, S, ec, et):
     """The per-row state machine (compiled by numba as ``_kernel``); see the module doc for the columns."""
     n = cc.shape[0]
     ndim = emb_c.shape[1]
-    maxT = ct_key.shape[1]
-    maxC = tc_key.shape[1]
     maxK = kt_key.shape[1]
     for i in range(n):
         c = cc[i]
@@ -332,50 +360,8 @@ def _kernel_py(cc, tt, ts, lab, c_fit, t_fit, emb_c, emb_t, core_c, core_t, ct_k
         if fs == unset:
             first_seen[c] = now
         # absorb the row: LRU add t to c's terminals, c to t's customers
-        p = -1
-        for j in range(Lc):
-            if ct_key[c, j] == t:
-                p = j
-                break
-        if p >= 0:
-            cnt = ct_cnt[c, p] + 1
-            for j in range(p, Lc - 1):
-                ct_key[c, j] = ct_key[c, j + 1]
-                ct_cnt[c, j] = ct_cnt[c, j + 1]
-            ct_key[c, Lc - 1] = t
-            ct_cnt[c, Lc - 1] = cnt
-        elif Lc < maxT:
-            ct_key[c, Lc] = t
-            ct_cnt[c, Lc] = 1
-            ct_len[c] = Lc + 1
-        else:
-            for j in range(Lc - 1):
-                ct_key[c, j] = ct_key[c, j + 1]
-                ct_cnt[c, j] = ct_cnt[c, j + 1]
-            ct_key[c, Lc - 1] = t
-            ct_cnt[c, Lc - 1] = 1
-        p = -1
-        for j in range(Lt):
-            if tc_key[t, j] == c:
-                p = j
-                break
-        if p >= 0:
-            cnt = tc_cnt[t, p] + 1
-            for j in range(p, Lt - 1):
-                tc_key[t, j] = tc_key[t, j + 1]
-                tc_cnt[t, j] = tc_cnt[t, j + 1]
-            tc_key[t, Lt - 1] = c
-            tc_cnt[t, Lt - 1] = cnt
-        elif Lt < maxC:
-            tc_key[t, Lt] = c
-            tc_cnt[t, Lt] = 1
-            tc_len[t] = Lt + 1
-        else:
-            for j in range(Lt - 1):
-                tc_key[t, j] = tc_key[t, j + 1]
-                tc_cnt[t, j] = tc_cnt[t, j + 1]
-            tc_key[t, Lt - 1] = c
-            tc_cnt[t, Lt - 1] = 1
+        _lru_add(ct_key, ct_cnt, ct_len, c, t)
+        _lru_add(tc_key, tc_cnt, tc_len, t, c)
         if lab[i] == 1:
             k = meta[1]
             p_ts[k] = now
@@ -386,13 +372,14 @@ def _kernel_py(cc, tt, ts, lab, c_fit, t_fit, emb_c, emb_t, core_c, core_t, ct_k
 
 def _compiled_kernel():
     """The numba-compiled kernel (compiled once per process, cached on disk: ``cache=True``)."""
-    global _KERNEL
+    global _KERNEL, _lru_add
     if _KERNEL is None:
         try:
             from numba import njit
         except ModuleNotFoundError:  # pragma: no cover - numba comes with pyod; pure Python still works
             _KERNEL = _kernel_py
         else:
+            _lru_add = njit(cache=True, nogil=True)(_lru_add_py)
             _KERNEL = njit(cache=True, nogil=True)(_kernel_py)
     return _KERNEL
 
