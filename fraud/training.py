@@ -574,14 +574,13 @@ def read_archive(path) -> pd.DataFrame:
     root = Path(path)
     if not root.is_dir():
         raise ConfigError(f"--archive: folder {str(root)!r} does not exist")
-    files = sorted(root.glob("date=*/*.parquet"))
-    if not files:
+    from fraud.io import read_parquet_parts
+
+    parts = read_parquet_parts(root)
+    if not parts:
         raise ConfigError(f"--archive: no DIR/date=YYYY-MM-DD/*.parquet files under {str(root)!r}")
     drop = {"score", "is_alert", "reasons", "model_version", "scored_at", "date"}
-    frames = []
-    for f in files:
-        part = pd.read_parquet(f)
-        frames.append(part[[c for c in part.columns if c not in drop]])
+    frames = [part[[c for c in part.columns if c not in drop]] for part in parts]
     raw = pd.concat(frames, ignore_index=True)
     raw = raw[[c for c in raw.columns if not str(c).startswith("kafka_")]]
     if "tx_id" in raw:

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from fraud.errors import ConfigError
+from fraud.io import read_parquet_parts
 
 log = logging.getLogger("streaming.sinks")
 _esc = json.encoder.encode_basestring_ascii  # what json.dumps uses for str (ensure_ascii=True)
@@ -238,8 +239,8 @@ class ArchiveSink:
 
 def read_archive(root: str | os.PathLike) -> pd.DataFrame:
     """Every archived event (hidden temporary files excluded), sorted by time."""
-    files = sorted(Path(root).glob("date=*/part-*.parquet"))
-    if not files:
+    frames = read_parquet_parts(root, "date=*/part-*.parquet")
+    if not frames:
         return pd.DataFrame()
-    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    df = pd.concat(frames, ignore_index=True)
     return df.sort_values(["timestamp", "tx_id"], kind="stable").reset_index(drop=True)
