@@ -1,6 +1,7 @@
 """fraud train | score | retrain | evaluate, and fraud bench train | score | load."""
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import warnings
@@ -9,6 +10,19 @@ import click
 
 from fraud.commands.common import data_options
 
+
+
+@contextlib.contextmanager
+def _echo_training_warnings():
+    """Run a training step; print its FraudTrainingWarnings (e.g. the unsupervised fallback) on stderr after it."""
+    from fraud.training import FraudTrainingWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FraudTrainingWarning)
+        yield
+    for w in caught:
+        if issubclass(w.category, FraudTrainingWarning):
+            click.echo(f"warning: {w.message}", err=True)
 
 def _cpu_s() -> float:
     """CPU seconds (user + system) of this process, all threads: a load-independent companion of wall time
@@ -170,7 +184,7 @@ def register(main: click.Group, bench: click.Group) -> None:
         The evaluation window is [train-until - delay - eval-days, train-until - delay): the supervised
         head never learns from its labels. The first registered version gets the alias 'champion'.
         """
-        from fraud.training import FraudTrainingWarning, to_utc
+        from fraud.training import to_utc
         from fraud.training import train as do_train
 
         _quiet()
@@ -182,13 +196,9 @@ def register(main: click.Group, bench: click.Group) -> None:
         say(f"reading {data}")
         df = _read(data, columns, preset, until=until, console=console)
         labels = None if unsupervised else _labels(labels_path, None)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", FraudTrainingWarning)
+        with _echo_training_warnings():
             res = do_train(df, cfg, train_from=train_from, train_until=until, labels=labels,
                            unsupervised=unsupervised, progress=say)
-        for w in caught:
-            if issubclass(w.category, FraudTrainingWarning):
-                click.echo(f"warning: {w.message}", err=True)
         say(f"evaluation window {res.windows['eval_from']} .. {res.windows['eval_until']}: {_fmt_metrics(res.metrics)}")
         version = None
         if not no_register:
@@ -274,7 +284,7 @@ def register(main: click.Group, bench: click.Group) -> None:
         its CP@100 is not worse. Decision, both metric sets and the reason become MLflow tags.
         """
         from fraud import registry
-        from fraud.training import FraudTrainingWarning, read_archive
+        from fraud.training import read_archive
         from fraud.training import retrain_flow
 
         registry.quiet_mlflow()
@@ -287,15 +297,11 @@ def register(main: click.Group, bench: click.Group) -> None:
         say(f"reading {data or archive}")
         df = _read(data, columns, preset) if data else read_archive(archive)
         labels = _labels(labels_path, alerts_db)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", FraudTrainingWarning)
+        with _echo_training_warnings():
             out = retrain_flow(settings, df, cfg, name=name, labels=labels, ap_margin=ap_margin,
                                window_days=window_days, progress=say,
                                log=lambda res, tags: _log_training(settings, res, name, console, extra_tags=tags,
                                                                    run_name="retrain-challenger", df=df))
-        for w in caught:
-            if issubclass(w.category, FraudTrainingWarning):
-                click.echo(f"warning: {w.message}", err=True)
         if as_json:
             click.echo(json.dumps(out, default=str))
         else:

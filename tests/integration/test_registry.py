@@ -171,3 +171,17 @@ def test_evaluate_command(store, champion, small_world, tmp_path):
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["version"] == registry.resolve_alias(NAME, "champion")
     assert 0 <= out["metrics"]["ap"] <= 1 and out["metrics"]["n_fraud"] > 0
+
+
+def test_train_command_without_fraud_labels_falls_back_with_a_warning(world, tmp_path):
+    """No labelled fraud -> the CLI trains unsupervised and says so on stderr (nothing registered here)."""
+    from fraud.cli import main
+
+    p = tmp_path / "nofraud.parquet"
+    world.assign(label=np.int8(0)).to_parquet(p)
+    r = CliRunner().invoke(main, ["train", "--data", str(p), "--features", "tabular", "--detectors", "hbos",
+                                  "--no-register", "--json"])
+    assert r.exit_code == 0, r.output
+    assert "warning:" in r.stderr and "unsupervised" in r.stderr.lower()
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["version"] is None and any("unsupervised" in w.lower() for w in out["warnings"])
