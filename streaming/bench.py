@@ -8,8 +8,14 @@ One run, one broker (a local Tansu unless ``bootstrap`` is given), the same even
     Parquet archive, checkpoints) consumes the same topic in a fresh group.
 Both rates are measured from the first poll that returned data to the last event handled.
 (c) latency: the same scorer keeps running while new events are produced at ``offered`` events/s;
-    latency = time the batch's scores were written (producer flushed, alert store written) minus the
-    event's Kafka timestamp (producer create time).
+    latency = time the batch's scores were handed to the producer (``scores`` topic; the producer sends
+    within its linger) minus the event's Kafka timestamp (producer create time).
+
+Events: a simulated world (``customers``, ``terminals``, ``seed``) whose traffic starts at the newest model's
+training cutoff (``config["train_until"]``), so the stream continues the time line of the model's warm
+state. (Events dated before the state's last event look anomalous to every time-window feature: at the
+earlier default start, 2018-04-01, ~98% of events alerted and the explanation cost dominated.) For the
+model's own world, pass the ``customers``/``terminals``/``seed`` it was simulated with, or ``data``.
 """
 from __future__ import annotations
 
@@ -61,24 +67,42 @@ def raw_consume_rate(bootstrap: str, topic: str, n: int, partitions: int, timeou
 def run_stream_bench(model_uri, tracking_uri: str | None = None, bootstrap: str | None = None,
                      n_events: int = 20000, partitions: int = 4, offered: float = 1000.0, seconds: float = 10.0,
                      batch_size: int = 2000, verbose: bool = True, data=None, seed: int = 0,
-                     linger_ms: int | None = None) -> dict:
+                     linger_ms: int | None = None, customers: int = 2000, terminals: int = 4000,
+                     **serve_kw) -> dict:
     """``model_uri``: one URI, or several (list): each model is measured in turn against the same broker and
     events (fresh topic and group each); the result is then the first model's figures plus
-    ``"models": {uri: figures}`` for all of them."""
+    ``"models": {uri: figures}`` for all of them. ``data``: the events (canonical frame; those after the
+    newest model's training cutoff when there are enough of them), default simulated (module doc).
+    ``serve_kw``: other :class:`streaming.loop.ServeConfig` fields for the scorer."""
+    import pandas as pd
+
     from fraud.simulate import simulate
     from streaming.broker import LocalBroker
+    from streaming.loop import default_loader
 
     uris = [model_uri] if isinstance(model_uri, str) else list(model_uri)
+    bundles = {uri: default_loader(uri, tracking_uri) for uri in uris}
+    cutoffs = [pd.Timestamp(b.config["train_until"]) for b in bundles.values()
+               if getattr(b, "config", {}).get("train_until")]
+    cutoff = max(cutoffs) if cutoffs else None
 
     n_lat = int(offered * seconds)
     if data is None:
-        _say(verbose, "simulating events ...")
+        start = cutoff.tz_convert("UTC").strftime("%Y-%m-%d") if cutoff is not None else "2018-04-01"
+        _say(verbose, f"simulating events of a world of {customers} customers, {terminals} terminals from {start} ...")
         days = 14
-        data = simulate(customers=2000, terminals=4000, days=days, seed=seed)
-        while len(data) < n_events + n_lat and days < 200:
-            days *= 2
-            data = simulate(customers=2000, terminals=4000, days=days, seed=seed)
+        while True:
+            data = simulate(customers=customers, terminals=terminals, days=days, seed=seed, start=start)
+            if len(data) >= n_events + n_lat or days >= 400:
+                break
+            days = int(days * 1.5 * (n_events + n_lat) / max(len(data), 1)) + 1
     data = data.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    if cutoff is not None:
+        after = data[data["timestamp"] >= cutoff]
+        if len(after) >= n_events + n_lat:
+            data = after.reset_index(drop=True)
+        else:
+            _say(verbose, f"note: only {len(after)} events after the models' training cutoff {cutoff}: using all")
     if len(data) < n_events + n_lat:
         n_events = max(1, len(data) - n_lat)
     first, second = data.iloc[:n_events], data.iloc[n_events:n_events + n_lat]
@@ -91,7 +115,7 @@ def run_stream_bench(model_uri, tracking_uri: str | None = None, bootstrap: str 
         out = {}
         for uri in uris:
             out[uri] = _bench_one(uri, tracking_uri, bootstrap, first, second, partitions, offered, batch_size,
-                                  verbose, linger_ms)
+                                  verbose, linger_ms, bundles[uri], serve_kw)
     finally:
         if broker is not None:
             broker.stop()
@@ -102,9 +126,9 @@ def run_stream_bench(model_uri, tracking_uri: str | None = None, bootstrap: str 
 
 
 def _bench_one(model_uri, tracking_uri, bootstrap, first, second, partitions, offered, batch_size, verbose,
-               linger_ms) -> dict:
+               linger_ms, bundle, serve_kw) -> dict:
     from streaming.broker import ensure_topics
-    from streaming.loop import Scorer, ServeConfig, default_loader
+    from streaming.loop import Scorer, ServeConfig
     from streaming.replay import encode_events, make_producer, replay
 
     tag = uuid.uuid4().hex[:8]
@@ -113,7 +137,6 @@ def _bench_one(model_uri, tracking_uri, bootstrap, first, second, partitions, of
     stop = threading.Event()
     try:
         _say(verbose, f"broker {bootstrap}; model {model_uri}")
-        bundle = default_loader(model_uri, tracking_uri)
         ensure_topics(bootstrap, {topic: partitions, f"{topic}.scores": 1, f"{topic}.alerts": 1,
                                   f"{topic}.dlq": 1})
         _say(verbose, f"producing {len(first)} events to {topic} ...")
@@ -130,7 +153,7 @@ def _bench_one(model_uri, tracking_uri, bootstrap, first, second, partitions, of
                           scores_topic=f"{topic}.scores", alerts_topic=f"{topic}.alerts", dlq_topic=f"{topic}.dlq",
                           create_topics=False, reload_interval=3600, checkpoint_interval=5.0,
                           consumer_kw={"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
-                          **({} if linger_ms is None else {"linger_ms": linger_ms}))
+                          **({} if linger_ms is None else {"linger_ms": linger_ms}), **serve_kw)
         marks = {"done": None, "lat": []}
         target = len(first)
 

@@ -6,8 +6,9 @@ Loop (one micro-batch at a time)::
     well-formed batches, identical results) -> update state and score (per partition, with the partition's
     own online state; one detector call for all partitions via ``score_many``) -> write sinks (scores/alerts
     topics: sent at once, values pre-encoded; alert store and archive: buffered) -> [every checkpoint
-    interval: hand the buffers and serialised states to a writer thread, which flushes the producer, the alert
-    store and the archive, then saves state+offsets; once it is done the scoring thread commits the offsets]
+    interval: hand the buffers and the planned checkpoints (light: nothing serialised) to a writer thread, which
+    flushes the producer, the alert store and the archive, then saves state+offsets; once it is done the scoring
+    thread commits the offsets]
 
 Latency (metric ``fraud_latency_seconds``) = the time the batch's results were handed to the producer minus
 the event's Kafka timestamp (producer create time); the producer delivers them within its linger time
@@ -15,7 +16,17 @@ the event's Kafka timestamp (producer create time); the producer delivers them w
 
 Delivery is at-least-once with idempotent sinks (alert store and archive keyed by tx_id / offsets). The
 state is keyed per partition and checkpointed with the offset it reflects, so on restart or rebalance the
-scorer that gets a partition loads its checkpoint and seeks to that offset. The model is swapped between
+scorer that gets a partition loads its checkpoint and seeks to that offset.
+
+Checkpoints are light when there is an archive (``snapshot_events`` > 0): the state is *base + log*. The base is
+the model's own starting state (``warm_state``: nothing stored) or a state serialised once every
+``snapshot_events`` events of the partition (a base file); the log is the partition's archived events since the
+base, which the checkpoint job has flushed before it writes the checkpoint. So a periodic checkpoint serialises
+nothing on the scoring thread (a warm state of ~17 MB took ~40-100 ms per partition to pickle); a restore replays
+at most ``snapshot_events`` archived events per partition through the bundle's online features
+(:meth:`Scorer.restore_light`). A partition revoked with events since its last checkpoint is checkpointed in full
+(the next owner may not read this scorer's archive); after a model swap the next checkpoint takes new bases.
+Scorers of one group share STATE_DIR and, for light checkpoints, the archive (its path is in the checkpoint). The model is swapped between
 batches when the registry alias moves (polled every ``reload_interval`` seconds).
 
 Nothing here depends on a particular broker: ``client_kw`` (security_protocol, sasl_*, ssl_*) passes through
@@ -36,10 +47,10 @@ import pandas as pd
 from fraud.errors import ConfigError, FraudError, RegistryError
 from streaming.broker import ensure_topics, parse_bootstrap, wait_for_broker
 from streaming.dlq import DeadLetterSink
-from streaming.fastpath import validate_events
+from streaming.fastpath import plain_frame, validate_events
 from streaming.metrics import Metrics
-from streaming.sinks import AlertStoreSink, ArchiveSink, TopicSink
-from streaming.state import CheckpointStore, dump_state
+from streaming.sinks import AlertStoreSink, ArchiveSink, TopicSink, TrackedProducer
+from streaming.state import CheckpointStore, dump_state, load_state
 
 log = logging.getLogger("streaming.loop")
 
@@ -70,6 +81,11 @@ class ServeConfig:
     warmup_days: float = 7.0  # on a model swap, new states absorb this many days of archived events
     linger_ms: int = 2  # producer linger (scores/alerts/dead letters): part of the produce -> score latency
     background_checkpoint: bool = True  # periodic checkpoints write archive/store/state on a writer thread
+    # light checkpoints (with an archive): a checkpoint names the partition's base state + offset, and the archive
+    # holds the events since (nothing serialised on the scoring thread). A new base (the state serialised in full)
+    # is taken once a partition absorbed this many events since its base: it bounds the replay on restore.
+    # 0 = every checkpoint serialises the full state.
+    snapshot_events: int = 100_000
     threads: int | None = 1  # native (OpenMP/BLAS) threads for scoring micro-batches; None = library default
     client_kw: dict = field(default_factory=dict)  # security / SASL / TLS passthrough
     consumer_kw: dict = field(default_factory=dict)
@@ -81,6 +97,8 @@ class ServeConfig:
             raise ConfigError(f"--batch-size {self.batch_size!r}: must be > 0")
         if self.reload_interval <= 0:
             raise ConfigError(f"--reload-interval {self.reload_interval!r}: must be > 0")
+        if self.snapshot_events < 0:
+            raise ConfigError(f"--snapshot-events {self.snapshot_events!r}: must be >= 0")
 
 
 def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
@@ -155,6 +173,42 @@ def score_partitions(bundle, groups: list) -> list:
     return res
 
 
+def archive_rows(root, topic: str, partition: int, lo: int | None = None, hi: int | None = None) -> pd.DataFrame:
+    """The archived events of ``partition`` with ``lo <= kafka_offset < hi`` (bounds optional), in offset order,
+    with the archive's columns (canonical + kafka_* + results)."""
+    files = [f for f, _, first, last in ArchiveSink(root, topic).files(partition)
+             if (hi is None or first < hi) and (lo is None or last >= lo)]
+    if not files:
+        return pd.DataFrame()
+    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    keep = np.ones(len(df), dtype=bool)
+    if lo is not None:
+        keep &= df["kafka_offset"].to_numpy() >= lo
+    if hi is not None:
+        keep &= df["kafka_offset"].to_numpy() < hi
+    return df[keep].sort_values("kafka_offset", kind="stable").reset_index(drop=True)
+
+
+def absorb(bundle, st, df: pd.DataFrame, chunk: int = 5000) -> int:
+    """Absorb archived events ``df`` (offset order) into ``st`` through the online path, as scoring them did
+    (features only: nothing is scored or written). Returns the number of events absorbed."""
+    if not len(df):
+        return 0
+    drop = [c for c in ("kafka_partition", "kafka_offset", "score", "is_alert", "reasons", "model_version")
+            if c in df.columns]
+    rows = df.drop(columns=drop).reset_index(drop=True)
+    rows["timestamp"] = rows["timestamp"].astype("datetime64[ns, UTC]")
+    for i in range(0, len(rows), chunk):
+        part = rows.iloc[i:i + chunk].sort_values("timestamp", kind="stable").reset_index(drop=True)
+        if hasattr(bundle, "features_online") and hasattr(st, "n_scored"):
+            bundle.features_online(part, st)
+            st.n_scored += len(part)
+            st.last_timestamp = part["timestamp"].iloc[-1]
+        else:
+            bundle.score(part, st)
+    return len(rows)
+
+
 def warm_up(bundle) -> float:
     """Score two synthetic events on a throwaway state, so one-time costs (numba JIT compilation in some
     detectors, lazy imports) are paid at load time, not on the first live batch. Returns seconds taken."""
@@ -194,6 +248,9 @@ class Scorer:
         self.bundle = None
         self.version: str | None = None
         self.states: dict[int, object] = {}
+        # light checkpoints: per partition, the base its state grew from ({"kind": "fresh"|"file", "file",
+        # "offset", "n_scored", "archive"}), or None when the state has no reproducible base (a full one is due)
+        self.bases: dict[int, dict | None] = {}
         self.next_offset: dict[int, int] = {}
         self.dirty: set[int] = set()
         self.consumer = None
@@ -273,6 +330,7 @@ class Scorer:
         # the archived events of the last ``warmup_days`` of each partition (fresh when there is no archive).
         old = self.version
         self.states = new_states
+        self.bases = {p: None for p in new_states}  # rebuilt states: the next checkpoint serialises them in full
         self.dirty |= set(new_states)
         self._install(new, warm=False)
         self.metrics.reloads.inc()
@@ -290,33 +348,14 @@ class Scorer:
         t0 = time.perf_counter()
         n = 0
         for p, off in upto.items():
-            files = [f for f, _, first, _ in self.archive.files(p) if off is None or first < off]
-            if not files:
-                continue
-            df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-            if off is not None:
-                df = df[df["kafka_offset"] < off]
+            df = archive_rows(self.archive.root, self.cfg.topic, p, hi=off)
             if not len(df):
                 continue
-            df = df.sort_values("kafka_offset", kind="stable")
             df = df[df["timestamp"] >= df["timestamp"].max() - pd.Timedelta(days=self.cfg.warmup_days)]
             warm_until = out[p].last_timestamp if hasattr(out[p], "last_timestamp") else None
             if warm_until is not None:  # the bundle's warm state already reflects events up to its cutoff
                 df = df[df["timestamp"] > warm_until]
-            drop = [c for c in ("kafka_partition", "kafka_offset", "score", "is_alert", "reasons", "model_version")
-                    if c in df.columns]
-            rows = df.drop(columns=drop).reset_index(drop=True)
-            rows["timestamp"] = rows["timestamp"].astype("datetime64[ns, UTC]")
-            st = out[p]
-            for i in range(0, len(rows), 5000):
-                chunk = rows.iloc[i:i + 5000]
-                if hasattr(bundle, "features_online") and hasattr(st, "n_scored"):
-                    bundle.features_online(chunk, st)
-                    st.n_scored += len(chunk)
-                    st.last_timestamp = chunk["timestamp"].iloc[-1]
-                else:
-                    bundle.score(chunk, st)
-            n += len(rows)
+            n += absorb(bundle, out[p], df)
         log.info("state warm-up from archive partitions=%s events=%d days=%s seconds=%.2f", sorted(upto), n,
                  self.cfg.warmup_days, time.perf_counter() - t0)
         return out
@@ -345,7 +384,7 @@ class Scorer:
         pkw = dict(linger_ms=cfg.linger_ms, batch_size=256 * 1024, acks=1, retries=5, max_request_size=max(1048576, cfg.max_message_bytes * 2),
                    client_id="fraud-scorer")
         pkw.update(cfg.producer_kw)
-        self.producer = KafkaProducer(bootstrap_servers=servers, **cfg.client_kw, **pkw)
+        self.producer = TrackedProducer(KafkaProducer(bootstrap_servers=servers, **cfg.client_kw, **pkw))
         self.dlq = DeadLetterSink(self.producer, cfg.dlq_topic, max_bytes=cfg.max_message_bytes,
                                   metrics=self.metrics)
         self.sinks = []
@@ -382,12 +421,15 @@ class Scorer:
             # runs on kafka-python's IO thread: no blocking consumer call (commit) here; the checkpoint is the
             # source of truth and the next owner seeks to it
             self._ck_wait(commit=False)
-            self.checkpoint(parts, commit=False)
+            # partitions with events since their last checkpoint: full checkpoints (the next owner may not see
+            # this scorer's archive); the others' checkpoints are up to date
+            self.checkpoint(sorted(set(parts) & self.dirty), commit=False, full=True)
         except Exception as e:  # noqa: BLE001 - never let a failing checkpoint kill the rebalance
             self._ck_error = e
             log.error("checkpoint on revoke failed partitions=%s error=%r", parts, f"{e.__class__.__name__}: {e}")
         for p in parts:
             self.states.pop(p, None)
+            self.bases.pop(p, None)
             self.next_offset.pop(p, None)
             self.dirty.discard(p)
         self.metrics.assigned.set(len(self.states))
@@ -408,11 +450,31 @@ class Scorer:
             p = tp.partition
             ck = self.ckpt.load(p, template=self.bundle.new_state())
             if ck is not None:
-                if ck.model_version == self.version:
+                if ck.model_version == self.version and ck.base is None:
                     self.states[p] = ck.state
+                    self.bases[p] = None
+                    if self._light():  # the restored full state becomes the base of the next light checkpoints
+                        name = self.ckpt.save_base(p, ck.offset, ck.blob, self.version, ck.state.n_scored)
+                        self.ckpt.prune_bases(p, name)
+                        self.bases[p] = {"kind": "file", "file": name, "offset": ck.offset,
+                                         "n_scored": ck.state.n_scored, "archive": self._archive_root()}
                     how = "restored"
+                elif ck.model_version == self.version:
+                    try:
+                        self.states[p], n = self.restore_light(p, ck)
+                        own = ck.base.get("archive") == self._archive_root()
+                        self.bases[p] = dict(ck.base) if own and self._light() else None
+                        how = (f"restored (base {ck.base['kind']} at offset {ck.base['offset']} + {n} archived "
+                               f"events)")
+                    except Exception as e:  # noqa: BLE001 - an unreadable base or archive is never fatal
+                        log.error("checkpoint restore failed partition=%d error=%r: rebuilding the state from the "
+                                  "archive's last %s days", p, f"{e.__class__.__name__}: {e}", self.cfg.warmup_days)
+                        self.states[p] = self.warm_states(self.bundle, {p: ck.offset})[p]
+                        self.bases[p] = None
+                        how = "rebuilt from the archive (light checkpoint unreadable)"
                 else:
                     self.states[p] = self.warm_states(self.bundle, {p: ck.offset})[p]
+                    self.bases[p] = None
                     how = (f"rebuilt from the archive (checkpoint was model {ck.model_version}, now "
                            f"{self.version})")
                 self.consumer.seek(TopicPartition(self.cfg.topic, p), ck.offset)
@@ -421,6 +483,9 @@ class Scorer:
                 # no checkpoint: start where the group's committed offset (or auto_offset_reset) says; the
                 # offset is known at the first message (no blocking consumer call on the IO thread here)
                 self.states[p] = _warm_or_new(self.bundle)
+                # the base is the model's own starting state; its offset is that of the first message
+                self.bases[p] = {"kind": "fresh", "file": None, "offset": None,
+                                 "n_scored": getattr(self.states[p], "n_scored", 0), "archive": self._archive_root()}
                 how = ("warm (the model's training-cutoff state; no checkpoint)"
                        if getattr(self.bundle, "initial_state_", None) is not None else "fresh (no checkpoint)")
                 start = None
@@ -472,6 +537,9 @@ class Scorer:
             for m in msgs:
                 if m.partition in self._pending_start:
                     self._pending_start.discard(m.partition)
+                    b = self.bases.get(m.partition)
+                    if b is not None and b["offset"] is None:
+                        b["offset"] = m.offset
                     if self.archive is not None:
                         self.archive.discard_from(m.partition, m.offset)
         self.n_events += len(msgs)
@@ -480,25 +548,32 @@ class Scorer:
         good, meta = self._decode(msgs)
         results = None
         if good:
-            for i, rec in enumerate(good):
-                rec["__row"] = i
-            rep = validate_events(good, source=topic, lines=np.arange(len(good)))
-            if rep.n_rejected:
-                reasons = rep.problems.groupby("line").apply(
-                    lambda g: "; ".join(f"field {f!r} value {v!r}: {r}" for f, v, r in
-                                        zip(g["field"], g["value"], g["reason"])), include_groups=False)
-                for line in rep.rejects["_line"].to_numpy():
-                    m = meta[int(line)]
-                    self.dlq.send(m.value, m.key, "invalid",
-                                  f"{topic}[{m.partition}]@{m.offset}: {reasons.get(line, 'invalid')}",
-                                  topic, m.partition, m.offset)
-            rows = rep.valid
+            plain = plain_frame(good)  # the common case: a plainly valid batch, built directly
+            if plain is not None:
+                rows, order = plain
+                ms = [meta[i] for i in order]
+            else:
+                for i, rec in enumerate(good):
+                    rec["__row"] = i
+                rep = validate_events(good, source=topic, lines=np.arange(len(good)))
+                if rep.n_rejected:
+                    reasons = rep.problems.groupby("line").apply(
+                        lambda g: "; ".join(f"field {f!r} value {v!r}: {r}" for f, v, r in
+                                            zip(g["field"], g["value"], g["reason"])), include_groups=False)
+                    for line in rep.rejects["_line"].to_numpy():
+                        m = meta[int(line)]
+                        self.dlq.send(m.value, m.key, "invalid",
+                                      f"{topic}[{m.partition}]@{m.offset}: {reasons.get(line, 'invalid')}",
+                                      topic, m.partition, m.offset)
+                rows = rep.valid
+                ms = [meta[int(i)] for i in rows.pop("__row").to_numpy()] if len(rows) else []
             if len(rows):
-                ms = [meta[int(i)] for i in rows.pop("__row").to_numpy()]
-                rows["kafka_partition"] = np.fromiter((m.partition for m in ms), dtype=np.int32, count=len(ms))
-                rows["kafka_offset"] = np.fromiter((m.offset for m in ms), dtype=np.int64, count=len(ms))
+                part = np.fromiter((m.partition for m in ms), dtype=np.int32, count=len(ms))
+                offs = np.fromiter((m.offset for m in ms), dtype=np.int64, count=len(ms))
                 sent_ms = np.fromiter((m.timestamp for m in ms), dtype=np.float64, count=len(ms))
-                results = self._score(rows)
+                results, order = self._score(rows, part, offs)
+                if order is not None:
+                    sent_ms = sent_ms[order]
                 for s in self.sinks:
                     s.write(results)
                 if self.archive is not None:
@@ -524,29 +599,47 @@ class Scorer:
             self.on_batch(results, lat)
         return results if results is not None else pd.DataFrame()
 
-    def _score(self, rows: pd.DataFrame) -> pd.DataFrame:
+    def _score(self, rows: pd.DataFrame, part: np.ndarray, offs: np.ndarray) -> tuple:
+        """Score valid canonical ``rows`` (time order) read from partitions ``part`` at offsets ``offs``, each
+        partition with its own state. Returns (results, order): results grouped by partition (time order
+        within each), the canonical columns plus kafka_partition, kafka_offset, score, is_alert, reasons,
+        model_version, built in one go (pandas column inserts cost ~1 ms each under the pandas 3 string
+        index); ``order`` maps result rows to ``rows`` (None: same order)."""
+        n = len(rows)
+        order = None
+        if n > 1 and (part[1:] != part[0]).any():
+            order = np.argsort(part, kind="stable")
+            rows = rows.take(order)
+            part, offs = part[order], offs[order]
+        rows = rows.reset_index(drop=True)
+        cuts = np.flatnonzero(part[1:] != part[:-1]) + 1
+        bounds = list(zip([0, *cuts.tolist()], [*cuts.tolist(), n]))
         groups = []
-        for p, g in rows.groupby("kafka_partition", sort=True):
-            p = int(p)
+        for a, b in bounds:
+            p = int(part[a])
             if p not in self.states:  # should not happen (assigned first); a fresh state is always safe
                 self.states[p] = _warm_or_new(self.bundle)
-            groups.append((g.reset_index(drop=True), self.states[p]))
-        canon = [(g.drop(columns=["kafka_partition", "kafka_offset"]), st) for g, st in groups]
-        results = score_partitions(self.bundle, canon)
-        outs = []
-        for (g, _), res in zip(groups, results):
-            if len(res) != len(g) or not np.array_equal(res["tx_id"].astype(str).to_numpy(),
-                                                        g["tx_id"].astype(str).to_numpy()):
-                raise FraudError(f"model version {self.version}: score() returned {len(res)} rows that do not "
-                                 f"match the {len(g)} events of {self.cfg.topic}[{g['kafka_partition'].iloc[0]}]")
-            g["score"] = res["score"].to_numpy()
-            g["is_alert"] = res["is_alert"].to_numpy()
-            g["reasons"] = res["reasons"].to_numpy()
-            outs.append(g)
-        out = pd.concat(outs, ignore_index=True) if len(outs) > 1 else outs[0]
-        out["model_version"] = self.version
-        out["is_alert"] = out["is_alert"].astype(bool)
-        return out
+                self.bases[p] = None
+            groups.append((rows if len(bounds) == 1 else rows.iloc[a:b].reset_index(drop=True), self.states[p]))
+        results = score_partitions(self.bundle, groups)
+        for (a, b), res in zip(bounds, results):
+            if len(res) != b - a:
+                raise FraudError(f"model version {self.version}: score() returned {len(res)} rows for the "
+                                 f"{b - a} events of {self.cfg.topic}[{int(part[a])}]")
+        res = results[0] if len(results) == 1 else pd.concat(results, ignore_index=True)
+        got_tx = res["tx_id"].to_numpy()
+        want_tx = rows["tx_id"].to_numpy()
+        if not np.array_equal(got_tx, want_tx) and not np.array_equal(got_tx.astype(str), want_tx.astype(str)):
+            raise FraudError(f"model version {self.version}: score() returned tx_ids that do not match the events "
+                             f"of {self.cfg.topic} (partitions {sorted(set(part.tolist()))})")
+        cols = {c: rows[c].array for c in rows.columns}
+        cols["kafka_partition"] = part.astype(np.int32, copy=False)
+        cols["kafka_offset"] = offs.astype(np.int64, copy=False)
+        cols["score"] = res["score"].to_numpy()
+        cols["is_alert"] = res["is_alert"].to_numpy().astype(bool)
+        cols["reasons"] = res["reasons"].to_numpy()
+        cols["model_version"] = pd.array([self.version] * n, dtype="str")
+        return pd.DataFrame(cols, copy=False), order
 
     # -- checkpoint and commit ---------------------------------------------------------------------------
     def _commit(self, offsets: dict) -> None:
@@ -561,41 +654,131 @@ class Scorer:
                         "from them)", {tp.partition: o.offset for tp, o in offsets.items()},
                         f"{e.__class__.__name__}: {e}")
 
-    def checkpoint(self, partitions=None, commit: bool = True) -> None:
-        """Flush the archive, save the states of ``partitions`` (default: all dirty) with their offsets,
-        then commit those offsets to Kafka."""
+    def _light(self) -> bool:
+        return self.archive is not None and self.cfg.snapshot_events > 0
+
+    def _archive_root(self) -> str | None:
+        return str(self.archive.root.resolve()) if self.archive is not None else None
+
+    def restore_light(self, partition: int, ck) -> tuple:
+        """The state of a light checkpoint ``ck``: its base state, then the partition's archived events from the
+        base offset up to the checkpoint's offset absorbed through the online path. Returns (state, events
+        replayed). Raises when the base cannot be read."""
+        b = ck.base
+        if b["kind"] == "fresh":
+            st = _warm_or_new(self.bundle)
+        else:
+            d = self.ckpt.load_base(b["file"])
+            st = load_state(d["state"], self.bundle.new_state())
+        root = b.get("archive") or self._archive_root()
+        t0 = time.perf_counter()
+        df = archive_rows(root, self.cfg.topic, partition, lo=b["offset"], hi=ck.offset) if root else pd.DataFrame()
+        n = absorb(self.bundle, st, df)
+        got = getattr(st, "n_scored", None)
+        if ck.n_scored is not None and got is not None and got != ck.n_scored:
+            log.error("checkpoint restore partition=%d: the archive %s holds %d events at offsets [%d, %d) but the "
+                      "checkpointed state had absorbed %d since its base (archive files removed?): the state is "
+                      "rebuilt from the events found", partition, root, n, b["offset"], ck.offset,
+                      ck.n_scored - b["n_scored"])
+        log.info("checkpoint restore partition=%d base=%s base_offset=%s replayed=%d seconds=%.2f", partition,
+                 b["kind"], b["offset"], n, time.perf_counter() - t0)
+        return st, n
+
+    def _plan(self, parts, full: bool = False, max_compact: int | None = None) -> list:
+        """On the scoring thread: what to save for each partition. Items ``(p, offset, kind, data)``:
+        ``("light", base)``: nothing serialised (the base + the archive make the state); ``("compact", (blob,
+        n_scored))``: the state serialised as a new base; ``("full", blob)``: a full checkpoint (no archive,
+        ``full=True``, or a state without ``n_scored``). At most ``max_compact`` partitions whose base is merely
+        old (``snapshot_events``) are compacted at once (spreads the serialisation cost over checkpoints)."""
+        items, n_compact = [], 0
+        for p in parts:
+            if p not in self.states or p not in self.next_offset:
+                continue
+            off, st = self.next_offset[p], self.states[p]
+            n = getattr(st, "n_scored", None)
+            b = self.bases.get(p)
+            if full or not self._light() or not isinstance(n, (int, np.integer)):
+                items.append((p, off, "full", dump_state(st)))
+            elif b is None or b["offset"] is None:
+                items.append((p, off, "compact", (dump_state(st), int(n))))
+            elif n - b["n_scored"] >= self.cfg.snapshot_events and (max_compact is None or n_compact < max_compact):
+                n_compact += 1
+                items.append((p, off, "compact", (dump_state(st), int(n))))
+            else:
+                items.append((p, off, "light", (dict(b), int(n))))
+        for p, off, kind, data in items:  # the bases the next checkpoints build on
+            if kind == "compact":
+                self.bases[p] = {"kind": "file", "file": self.ckpt.base_path(p, off).name, "offset": off,
+                                 "n_scored": data[1], "archive": self._archive_root()}
+        return items
+
+    def _save(self, items, version) -> None:
+        """Write planned checkpoints (after the sinks they reflect are flushed)."""
+        for p, off, kind, data in items:
+            if kind == "full":
+                self.ckpt.save(p, off, None, version, blob=data)
+            elif kind == "light":
+                base, n = data
+                self.ckpt.save(p, off, None, version, base=base, n_scored=n)
+            else:
+                blob, n = data
+                name = self.ckpt.save_base(p, off, blob, version, n)
+                self.ckpt.save(p, off, None, version, n_scored=n,
+                               base={"kind": "file", "file": name, "offset": off, "n_scored": n,
+                                     "archive": self._archive_root()})
+                self.ckpt.prune_bases(p, name)
+
+    def _failed(self, items) -> None:
+        """A checkpoint job failed: its partitions are dirty again; a base it was writing may not exist."""
+        for p, _, kind, _ in items:
+            if p in self.states:
+                self.dirty.add(p)
+                if kind == "compact":
+                    self.bases[p] = None
+
+    def checkpoint(self, partitions=None, commit: bool = True, full: bool = False) -> None:
+        """Flush the sinks and the archive, save the states of ``partitions`` (default: all dirty) with their
+        offsets (light checkpoints where possible; ``full``: the states serialised in full), then commit those
+        offsets to Kafka."""
         from kafka import TopicPartition
         from kafka.structs import OffsetAndMetadata
 
         self._ck_wait(commit=commit)
         if self.producer is not None:
+            sent = self.producer.take()
             self.producer.flush()
+            TrackedProducer.check(sent)  # a record not delivered: raise, commit nothing
         for s in self.sinks:
             s.flush()
         if self.archive is not None:
             self.archive.flush()
         parts = sorted(self.dirty if partitions is None else set(partitions) & (self.dirty | set(self.states)))
+        items = self._plan(parts, full=full)
+        try:
+            self._save(items, self.version)
+        except Exception:
+            self._failed(items)
+            raise
         offsets = {}
-        for p in parts:
-            if p not in self.states or p not in self.next_offset:
-                continue
-            self.ckpt.save(p, self.next_offset[p], self.states[p], self.version)
-            offsets[TopicPartition(self.cfg.topic, p)] = OffsetAndMetadata(self.next_offset[p], "", -1)
+        for p, off, _, _ in items:
+            offsets[TopicPartition(self.cfg.topic, p)] = OffsetAndMetadata(off, "", -1)
             self.dirty.discard(p)
         self.metrics.checkpoints.inc()
         self._last_ckpt = time.monotonic()
         if commit:
             self._commit(offsets)
         if parts:
-            log.debug("checkpoint partitions=%s offsets=%s", parts, {p: self.next_offset.get(p) for p in parts})
+            log.debug("checkpoint partitions=%s offsets=%s kinds=%s", parts,
+                      {p: self.next_offset.get(p) for p in parts}, {p: k for p, _, k, _ in items})
 
     def checkpoint_async(self) -> bool:
         """The periodic checkpoint off the scoring path: on the scoring thread only the buffers are handed over
-        and the dirty states serialised (a consistent snapshot at the batch boundary); a writer thread then
-        flushes the producer, writes the alert store and the archive, and saves the state files, in that
-        order. The offsets are committed by the scoring thread once that job is done (``_ck_wait``): nothing
-        is committed before it is written. At most one job is in flight (returns False, nothing done, while
-        the previous one still runs)."""
+        and the checkpoints planned at the batch boundary (light ones serialise nothing; a state is serialised
+        only for a new base, at most one partition per checkpoint unless a base is missing); a writer thread
+        then flushes the producer, writes the alert store and the archive, and saves the checkpoint files, in
+        that order. The offsets are committed by the scoring thread once that job is done (``_ck_wait``):
+        nothing is committed before it is written. At most one job is in flight (returns False, nothing done,
+        while the previous one still runs)."""
         from concurrent.futures import ThreadPoolExecutor
 
         from kafka import TopicPartition
@@ -605,31 +788,27 @@ class Scorer:
             if not self._ck_job[0].done():
                 return False
             self._ck_wait(commit=True)
+        sent = self.producer.take() if self.producer is not None else []
         store_bufs = [(s, s.take()) for s in self.sinks if hasattr(s, "take")]
         arch_bufs = self.archive.take() if self.archive is not None else []
-        snaps, offsets = [], {}
-        for p in sorted(self.dirty):
-            if p not in self.states or p not in self.next_offset:
-                continue
-            snaps.append((p, self.next_offset[p], dump_state(self.states[p])))
-            offsets[TopicPartition(self.cfg.topic, p)] = OffsetAndMetadata(self.next_offset[p], "", -1)
-        parts = [p for p, _, _ in snaps]
-        self.dirty -= set(parts)
+        items = self._plan(sorted(self.dirty), max_compact=1)
+        offsets = {TopicPartition(self.cfg.topic, p): OffsetAndMetadata(off, "", -1) for p, off, _, _ in items}
+        self.dirty -= {p for p, _, _, _ in items}
         version = self.version
 
         def job():
             if self.producer is not None:
                 self.producer.flush()  # thread-safe in kafka-python; later sends are not waited for
+                TrackedProducer.check(sent)  # a record not delivered: the job fails, its offsets are not committed
             for s, bufs in store_bufs:
                 s.flush(bufs)
             if self.archive is not None:
                 self.archive.flush(arch_bufs)
-            for p, off, blob in snaps:
-                self.ckpt.save(p, off, None, version, blob=blob)
+            self._save(items, version)
 
         if self._ck_exec is None:
             self._ck_exec = ThreadPoolExecutor(1, thread_name_prefix="fraud-checkpoint")
-        self._ck_job = (self._ck_exec.submit(job), offsets, parts)
+        self._ck_job = (self._ck_exec.submit(job), offsets, items)
         self._last_ckpt = time.monotonic()
         return True
 
@@ -639,16 +818,17 @@ class Scorer:
         job, self._ck_job = self._ck_job, None
         if job is None:
             return
-        fut, offsets, parts = job
+        fut, offsets, items = job
         try:
             fut.result()
         except Exception:
-            self.dirty |= set(parts) & set(self.states)
+            self._failed(items)
             raise
         self.metrics.checkpoints.inc()
         if commit:
             self._commit(offsets)
-        log.debug("checkpoint partitions=%s offsets=%s", parts, {tp.partition: o.offset for tp, o in offsets.items()})
+        log.debug("checkpoint partitions=%s offsets=%s", [p for p, _, _, _ in items],
+                  {tp.partition: o.offset for tp, o in offsets.items()})
 
     def _update_lag(self) -> None:
         from kafka import TopicPartition

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fraud.errors import ConfigError
+from fraud.errors import BrokerError, ConfigError
 from fraud.io import read_parquet_parts
 
 log = logging.getLogger("streaming.sinks")
@@ -69,7 +69,13 @@ def encode_results(results: pd.DataFrame) -> list[bytes]:
     esc = _esc
     ts = results["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").to_numpy()
     ts = [esc(x) for x in ts]
-    tx, cu, te, ver = text("tx_id"), text("customer_id"), text("terminal_id"), text("model_version")
+    tx, cu, te = text("tx_id"), text("customer_id"), text("terminal_id")
+    mv = results["model_version"].to_numpy()
+    if len(set(mv.tolist())) == 1:  # one model version per batch: encode it once
+        v0 = mv[0]
+        ver = [esc(v0) if type(v0) is str else json.dumps(v0, default=_json_default)] * n
+    else:
+        ver = text("model_version")
     amt, sc = num("amount"), num("score")
     al = ["true" if a else "false" for a in results["is_alert"].to_numpy(dtype=bool)]
     rs = ["[" + ", ".join(esc(str(r)) for r in x) + "]" if x is not None and len(x) else "[]"
@@ -77,6 +83,47 @@ def encode_results(results: pd.DataFrame) -> list[bytes]:
     return [(f'{{"tx_id": {tx[i]}, "timestamp": {ts[i]}, "customer_id": {cu[i]}, "terminal_id": {te[i]}, '
              f'"amount": {amt[i]}, "score": {sc[i]}, "is_alert": {al[i]}, "reasons": {rs[i]}, '
              f'"model_version": {ver[i]}}}').encode() for i in range(n)]
+
+
+class TrackedProducer:
+    """The scorer's one producer, with delivery checked: kafka-python's ``flush`` returns even when records
+    failed (their futures hold the error), so every send's future is kept until the checkpoint that covers it.
+    ``take()`` (on the scoring thread, at the batch boundary) hands over the futures sent so far; after
+    ``flush()``, ``check(taken)`` raises :class:`BrokerError` naming the topic, the count and the first error
+    if any record was not delivered, so the offsets of that checkpoint are never committed (the events are
+    consumed again after a restart: at-least-once, the sinks are idempotent by tx_id)."""
+
+    def __init__(self, producer):
+        self.producer = producer
+        self._pending: list = []
+
+    def send(self, topic, **kw):
+        fut = self.producer.send(topic, **kw)
+        self._pending.append(fut)
+        return fut
+
+    def partitions_for(self, topic):
+        return self.producer.partitions_for(topic)
+
+    def take(self) -> list:
+        taken, self._pending = self._pending, []
+        return taken
+
+    @staticmethod
+    def check(taken) -> None:
+        failed = [f for f in taken if not f.is_done or f.failed()]
+        if failed:
+            f = failed[0]
+            err = f.exception if f.is_done else "not completed by flush"
+            topic = getattr(getattr(f, "_produce_future", None), "topic_partition", None)
+            raise BrokerError(f"{len(failed)} of {len(taken)} records sent since the last checkpoint were not "
+                              f"delivered (first: {err!r}, {topic or 'topic unknown'}); offsets not committed")
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.producer.flush(timeout=timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        self.producer.close(timeout=timeout)
 
 
 class TopicSink:
@@ -130,9 +177,9 @@ class AlertStoreSink:
         self._buf: list[pd.DataFrame] = []
 
     def write(self, results: pd.DataFrame) -> None:
-        alerts = results[results["is_alert"].astype(bool)]
-        if len(alerts):
-            self._buf.append(alerts)
+        idx = np.flatnonzero(results["is_alert"].to_numpy(dtype=bool))
+        if len(idx):
+            self._buf.append(results.take(idx))
 
     def take(self) -> list:
         """Hand over the buffered alerts (to be written by ``flush(taken)``, e.g. on a writer thread)."""

@@ -86,6 +86,10 @@ def register(main: click.Group, bench: click.Group) -> None:
                        "per-call cost under backlog).")
     @click.option("--checkpoint-interval", default=5.0, show_default=True, type=float,
                   help="Seconds between archive flush + checkpoint + commit.")
+    @click.option("--snapshot-events", default=100_000, show_default=True, type=int,
+                  help="With --archive, checkpoints are light (base state + the archived events since); a "
+                       "partition's state is serialised as a new base after this many events (bounds the replay "
+                       "on restart). 0 = serialise the full state at every checkpoint.")
     @click.option("--partitions", default=8, show_default=True, type=int,
                   help="Partitions of the input topic when it is created here.")
     @click.option("--max-message-bytes", default=256 * 1024, show_default=True, type=int,
@@ -126,6 +130,7 @@ def register(main: click.Group, bench: click.Group) -> None:
             alerts_db=kw["alerts_db"] or settings.alerts_db, archive_dir=kw["archive"], state_dir=kw["state_dir"],
             metrics_port=kw["metrics_port"], reload_interval=kw["reload_interval"], batch_size=kw["batch_size"],
             checkpoint_interval=kw["checkpoint_interval"], partitions=kw["partitions"],
+            snapshot_events=kw["snapshot_events"],
             max_message_bytes=kw["max_message_bytes"], scores_topic=kw["scores_topic"] or None,
             alerts_topic=kw["alerts_topic"] or None, dlq_topic=kw["dlq_topic"],
             broker_wait_timeout=kw["broker_wait"], client_kw=ckw, threads=kw["threads"] or None,
@@ -228,6 +233,14 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--seconds", default=10.0, show_default=True, type=float, help="Length of the latency phase.")
     @click.option("--batch-size", default=2000, show_default=True, type=int)
     @click.option("--linger-ms", default=None, type=int, help="Scorer producer linger [default: serve's].")
+    @click.option("--data", default=None, type=click.Path(dir_okay=False, exists=True),
+                  help="Events file (canonical .parquet/.csv) instead of a simulated world; the events after "
+                       "the model's training cutoff are used when there are enough.")
+    @click.option("--customers", default=2000, show_default=True, type=int,
+                  help="Simulated world: customers (its traffic starts at the model's training cutoff).")
+    @click.option("--terminals", default=4000, show_default=True, type=int, help="Simulated world: terminals.")
+    @click.option("--seed", default=0, show_default=True, type=int, help="Simulated world: seed.")
+    @click.option("--snapshot-events", default=None, type=int, help="Scorer --snapshot-events [default: serve's].")
     @click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
     @click.pass_obj
     def bench_stream(settings, **kw):
@@ -235,7 +248,14 @@ def register(main: click.Group, bench: click.Group) -> None:
         from streaming.bench import run_stream_bench
 
         setup_logging("WARNING")
-        res = run_stream_bench(model_uri=list(kw["model_uri"]) or f"models:/{settings.model_name}@champion",
+        data = None
+        if kw["data"]:
+            from fraud.io import load_transactions
+
+            data = load_transactions(kw["data"])
+        extra = {} if kw["snapshot_events"] is None else {"snapshot_events": kw["snapshot_events"]}
+        res = run_stream_bench(data=data, customers=kw["customers"], terminals=kw["terminals"], seed=kw["seed"],
+                               **extra,model_uri=list(kw["model_uri"]) or f"models:/{settings.model_name}@champion",
                                linger_ms=kw["linger_ms"],
                                tracking_uri=kw["tracking_uri"] or settings.tracking_uri, bootstrap=kw["bootstrap"],
                                n_events=kw["events"], partitions=kw["partitions"], offered=kw["offered"],

@@ -97,6 +97,18 @@ def _halt(h, timeout=30):
     assert not h.thread.is_alive()
 
 
+def _restored(state_dir, topic, partition, bundle):
+    """(checkpoint, state) of a partition as a scorer restores it: a light checkpoint's state is its base plus
+    the partition's archived events replayed (the archive recorded in the checkpoint)."""
+    c = CheckpointStore(state_dir, topic).load(partition)
+    if c.base is None:
+        return c, c.state
+    s = Scorer(ServeConfig(bootstrap="localhost:9", topic=topic, state_dir=str(state_dir)))
+    s.bundle = bundle
+    st, _ = s.restore_light(partition, c)
+    return c, st
+
+
 def _wait(cond, timeout=60.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -163,12 +175,15 @@ def test_end_to_end_and_dead_letters(broker, reg, tmp_path):
     total = len(values) + len(bad)
 
     port = free_port()
-    h = _start(_cfg(broker, reg, tmp_path, topic, max_message_bytes=10_000, metrics_port=port))
+    # snapshot_events=60: light checkpoints, with new bases (serialised states) taken along the way
+    h = _start(_cfg(broker, reg, tmp_path, topic, max_message_bytes=10_000, metrics_port=port, snapshot_events=60))
     s = h.scorer
     _wait(lambda: s.n_events >= total, 60, "all events consumed")
     import httpx
 
     metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    kept, revoke = {}, s._on_revoked
+    s._on_revoked = lambda revoked: (kept.update(s.states), revoke(revoked))  # the live states, at the end
     _halt(h)
 
     # every good event scored exactly once, in every sink
@@ -186,6 +201,20 @@ def test_end_to_end_and_dead_letters(broker, reg, tmp_path):
     alert_msgs = _read_topic(broker.bootstrap, f"{topic}.alerts")
     assert len(alert_msgs) == int(arch["is_alert"].sum())
     assert all(m.key.decode() == json.loads(m.value)["customer_id"] for m in alert_msgs)
+    # light checkpoints: a restored state (base file + archived events replayed) scores as the live one did
+    nxt = reg.live.iloc[600:700].reset_index(drop=True)
+    kinds = set()
+    for p, g in arch.groupby("kafka_partition"):
+        c, st = _restored(tmp_path / "state", topic, int(p), reg.bundle)
+        assert c.base is not None and c.state is None and c.offset == g["kafka_offset"].max() + 1
+        kinds.add(c.base["kind"])
+        live = kept[int(p)]
+        assert st.n_scored == live.n_scored == c.n_scored == len(g)
+        np.testing.assert_allclose(reg.bundle.score(nxt, st)["score"], reg.bundle.score(nxt, live)["score"],
+                                   rtol=1e-6, atol=1e-9)
+    assert "file" in kinds
+    bases = sorted(p.name for p in (tmp_path / "state").glob("*.base-o*.ckpt"))
+    assert len(bases) == len({b.split(".base-")[0] for b in bases})  # one base file per partition (old ones pruned)
 
     # one scoring path: per partition, the stream's scores equal one bundle.score call over that partition
     for p, g in arch.groupby("kafka_partition"):
@@ -298,11 +327,10 @@ def test_crash_restart_loses_nothing_and_duplicates_nothing(broker, reg, tmp_pat
     assert alerts["tx_id"].is_unique and set(alerts["tx_id"]) == set(arch.loc[arch["is_alert"], "tx_id"])
     assert "state=restored" in log_text
     # the final checkpoints cover every event, and each partition's state saw each of its events once
-    ck = CheckpointStore(tmp_path / "state", topic)
     for p, g in arch.groupby("kafka_partition"):
-        c = ck.load(int(p))
+        c, st = _restored(tmp_path / "state", topic, int(p), reg.bundle)
         assert c.offset == g["kafka_offset"].max() + 1
-        assert c.state.n_scored == len(g)
+        assert st.n_scored == len(g)
 
 
 def test_rebalance_between_two_scorers(broker, reg, tmp_path):
@@ -326,9 +354,9 @@ def test_rebalance_between_two_scorers(broker, reg, tmp_path):
     assert b.scorer.n_scored > 0 and a.scorer.n_scored > 500
     # state followed each partition: its final checkpoint has seen every event of the partition, including
     # those scored by the other scorer before the handover
-    ck = CheckpointStore(tmp_path / "state", topic)
     for p, g in arch.groupby("kafka_partition"):
-        assert ck.load(int(p)).state.n_scored == len(g)
+        c, st = _restored(tmp_path / "state", topic, int(p), reg.bundle)
+        assert st.n_scored == len(g)
     moved = [p for p in parts_b if (arch["kafka_partition"] == p).any()]
     assert moved, "no partition changed hands"
 
@@ -365,10 +393,9 @@ def test_hot_reload_swaps_between_batches(broker, reg, tmp_path):
     assert s.metrics.reloads._value.get() == 1
     # the new version's states were rebuilt from the archive: each final checkpoint has absorbed every event
     # of its partition (first half by warm-up, second half by scoring)
-    ck = CheckpointStore(tmp_path / "state", topic)
     for p, g in arch.reset_index().groupby("kafka_partition"):
-        c = ck.load(int(p))
-        assert c.model_version == v2 and c.state.n_scored == len(g)
+        c, st = _restored(tmp_path / "state", topic, int(p), reg.bundle)
+        assert c.model_version == v2 and st.n_scored == len(g)
 
 
 def test_registry_unavailable_at_start_names_the_uri(broker, tmp_path):
@@ -416,3 +443,33 @@ def test_cli_broker_and_replay(tmp_path, reg):
         b.send_signal(signal.SIGTERM)
         rc = b.wait(20)
     assert rc == 0 and b"broker stopped" in b.stderr.read()
+
+
+def test_undelivered_records_fail_the_checkpoint():
+    """kafka-python's flush returns even when records failed; the scorer's producer keeps each send's future
+    and the checkpoint's check raises (so nothing is committed) when one was not delivered: here the broker
+    goes away before the second batch and its delivery times out."""
+    from kafka import KafkaProducer
+
+    from streaming.sinks import TrackedProducer
+
+    with LocalBroker() as b:
+        wait_for_broker(b.bootstrap, timeout=30)
+        topic = _topic("deliv", b, partitions=1)
+        prod = TrackedProducer(KafkaProducer(bootstrap_servers=b.bootstrap, request_timeout_ms=1000,
+                                             delivery_timeout_ms=2000, retries=1, linger_ms=0))
+        try:
+            prod.send(topic, key=b"a", value=b"x" * 100)
+            taken = prod.take()
+            prod.flush()
+            TrackedProducer.check(taken)  # delivered: no error
+            assert len(taken) == 1 and taken[0].succeeded() and prod.take() == []
+            b.stop()
+            prod.send(topic, key=b"b", value=b"y" * 100)
+            prod.send(topic, key=b"c", value=b"z" * 100)
+            taken = prod.take()
+            prod.flush(timeout=30)
+            with pytest.raises(BrokerError, match=r"2 of 2 records .* not delivered"):
+                TrackedProducer.check(taken)
+        finally:
+            prod.close(timeout=1)

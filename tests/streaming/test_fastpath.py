@@ -74,3 +74,15 @@ def test_missing_field_and_duplicate_identical(tiny_frame):
     recs[7]["tx_id"] = recs[2]["tx_id"]
     _same(recs)
     _same([])
+
+
+def test_plain_frame_gives_the_reference_frame_and_the_row_order(tiny_frame):
+    from streaming.fastpath import plain_frame
+
+    recs = _events(tiny_frame, 30)
+    shuffled = [recs[i] for i in np.random.default_rng(3).permutation(len(recs))]
+    valid, order = plain_frame(copy.deepcopy(shuffled))
+    pd.testing.assert_frame_equal(valid, validate_records(copy.deepcopy(shuffled), source="t").valid)
+    # row i of the frame is record order[i] (the scorer maps rows back to Kafka messages with it)
+    assert list(valid["tx_id"]) == [shuffled[i]["tx_id"] for i in order]
+    assert plain_frame([dict(recs[0], amount=-1.0)]) is None  # not plainly valid: use the reference

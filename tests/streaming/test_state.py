@@ -49,3 +49,33 @@ def test_corrupt_checkpoint_is_set_aside(tmp_path, caplog):
     # a checkpoint of another topic in the same file name is refused too
     st.path(4).write_bytes(pickle.dumps({"format": 1, "topic": "other", "state": b"P" + pickle.dumps(1)}))
     assert st.load(4) is None
+
+
+def test_light_checkpoint_and_base_files(tmp_path):
+    st = CheckpointStore(tmp_path, "transactions")
+    old = st.save_base(1, 10, b"P" + pickle.dumps({"n": 10}), "3", 10)
+    name = st.save_base(1, 50, b"P" + pickle.dumps({"n": 50}), "3", 50)
+    assert name == st.base_path(1, 50).name and st.load_base(name)["n_scored"] == 50
+    base = {"kind": "file", "file": name, "offset": 50, "n_scored": 50, "archive": "/x/archive"}
+    st.save(1, 80, None, "3", base=base, n_scored=75)
+    ck = st.load(1)
+    assert ck.state is None and ck.blob is None and ck.base == base and ck.n_scored == 75 and ck.offset == 80
+    assert st.offsets() == {1: 80}  # base files are not checkpoints
+    assert st.prune_bases(1, keep=name) == 1
+    assert not (tmp_path / old).exists() and (tmp_path / name).exists()
+    # a full checkpoint keeps its serialised state as stored (it becomes the base of the next light ones)
+    st.save(2, 7, {"n": 7}, "3")
+    full = st.load(2)
+    assert full.base is None and full.state == {"n": 7} and pickle.loads(full.blob[1:]) == {"n": 7}
+
+
+def test_light_checkpoint_with_missing_base_is_set_aside(tmp_path, caplog):
+    st = CheckpointStore(tmp_path, "transactions")
+    st.save(0, 9, None, "1", base={"kind": "file", "file": "gone.ckpt", "offset": 3, "n_scored": 3,
+                                   "archive": None}, n_scored=6)
+    assert st.load(0) is None
+    assert "base file 'gone.ckpt' is missing" in caplog.text
+    # a "fresh" base (the model's starting state) needs no file
+    st.save(0, 9, None, "1", base={"kind": "fresh", "file": None, "offset": 0, "n_scored": 0, "archive": None},
+            n_scored=9)
+    assert st.load(0).base["kind"] == "fresh"
