@@ -79,19 +79,18 @@ class SequenceState:
 
     def slot_of(self, keys, prior: np.ndarray) -> np.ndarray:
         """Slots for ``keys`` (new customers get a slot initialised from the population prior)."""
-        out = np.empty(len(keys), np.int64)
         slots = self.slots
-        new = []
-        for i, k in enumerate(keys):
-            s = slots.get(k)
-            if s is None:
-                s = len(slots)
-                slots[k] = s
-                new.append(s)
-            out[i] = s
-        if new:
+        got = list(map(slots.get, keys))  # C-level lookups; new customers (rare) get slots in order
+        if None in got:
+            for i, s in enumerate(got):
+                if s is None:
+                    k = keys[i]
+                    s = slots.get(k)
+                    if s is None:
+                        s = slots[k] = len(slots)
+                    got[i] = s
             self._grow(len(slots), prior)
-        return out
+        return np.array(got, dtype=np.int64)
 
     def _grow(self, n: int, prior: np.ndarray) -> None:
         old = len(self.h)
@@ -291,13 +290,16 @@ class SequenceEncoder:
         novel = np.isnan(last_visit)
         since = np.where(novel, 0.0, np.log1p(np.maximum(ts - np.where(novel, 0.0, last_visit), 0.0)))
         # distinct buckets before this event: state + novel events earlier in the batch
-        nov_cum = _cum_within(order, slots, novel.astype(np.float64))
+        # (one grouped cumulative sum for the three running quantities: column-wise it is the same sum)
+        kn = known.astype(np.float64)
+        cum = _cum_within(order, slots, np.column_stack([novel.astype(np.float64), kn,
+                                                         term_vec.astype(np.float64) * kn[:, None]]))
+        nov_cum = cum[:, 0]
         n_distinct = state.n_distinct[slots] + (nov_cum - novel)
         # running mean of descriptors before this event ("far")
-        kn = known.astype(np.float64)
-        vsum = _cum_within(order, slots, term_vec.astype(np.float64) * kn[:, None]) - term_vec * kn[:, None]
+        vsum = cum[:, 2:] - term_vec * kn[:, None]
         vsum = vsum + state.term_sum[slots]
-        kcount = _cum_within(order, slots, kn) - kn + state.n_known[slots]
+        kcount = cum[:, 1] - kn + state.n_known[slots]
         mean = vsum / np.maximum(kcount, 1.0)[:, None]
         dist = np.sqrt(((term_vec - mean) ** 2).sum(1))
         dist = np.where((kcount > 0) & (known > 0), dist, 0.0)

@@ -8,11 +8,14 @@ Formats (stable; the review UI and the alert store show them as they are):
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
 def _fmt(v: float) -> str:
-    if not np.isfinite(v):
+    v = float(v)
+    if not math.isfinite(v):
         return str(v)
     a = abs(v)
     if a != 0 and (a >= 1e5 or a < 1e-3):
@@ -34,13 +37,31 @@ class FeatureProfile:
         return self
 
     def feature_reason(self, j: int, value: float) -> str:
-        name = self.names_[j]
-        if value > self.p99_[j]:
-            return f"feature:{name} high ({_fmt(value)} vs p99 {_fmt(self.p99_[j])})"
-        if value < self.p1_[j]:
-            return f"feature:{name} low ({_fmt(value)} vs p1 {_fmt(self.p1_[j])})"
-        word = "high" if value >= self.p50_[j] else "low"
-        return f"feature:{name} {word} ({_fmt(value)} vs p50 {_fmt(self.p50_[j])})"
+        return self._reason(int(j), float(value), *self._lists())
+
+    def _lists(self):
+        """The names and quantiles as Python lists (cached): formatting then never touches numpy scalars."""
+        c = self.__dict__.get("_cache")
+        if c is None or len(c[0]) != len(self.names_):
+            c = self._cache = (list(self.names_), np.asarray(self.p1_, dtype=np.float64).tolist(),
+                               np.asarray(self.p50_, dtype=np.float64).tolist(),
+                               np.asarray(self.p99_, dtype=np.float64).tolist())
+        return c
+
+    @staticmethod
+    def _reason(j: int, value: float, names, p1, p50, p99) -> str:
+        name = names[j]
+        if value > p99[j]:
+            return f"feature:{name} high ({_fmt(value)} vs p99 {_fmt(p99[j])})"
+        if value < p1[j]:
+            return f"feature:{name} low ({_fmt(value)} vs p1 {_fmt(p1[j])})"
+        word = "high" if value >= p50[j] else "low"
+        return f"feature:{name} {word} ({_fmt(value)} vs p50 {_fmt(p50[j])})"
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d.pop("_cache", None)
+        return d
 
 
 def top_k(M: np.ndarray, k: int) -> np.ndarray:
@@ -59,14 +80,19 @@ def build_reasons(profile: FeatureProfile, X: np.ndarray, feat_contrib: np.ndarr
     """One list of reason strings per row: ``top`` features by ``feat_contrib`` (only positive
     contributions), then the ``top_detectors`` detectors with the highest normalised scores."""
     fi = top_k(feat_contrib, top)
-    fpos = np.take_along_axis(feat_contrib, fi, axis=1) > 0
+    fpos = (np.take_along_axis(feat_contrib, fi, axis=1) > 0).tolist()
+    fval = np.take_along_axis(np.asarray(X, dtype=np.float64), fi, axis=1).tolist()
     di = top_k(det_scores, top_detectors) if len(det_names) else np.empty((len(X), 0), dtype=np.int64)
+    dval = np.take_along_axis(np.asarray(det_scores, dtype=np.float64), di, axis=1).tolist()
+    fi_l, di_l = fi.tolist(), di.tolist()
+    lists = profile._lists()
+    reason = profile._reason
     out: list[list[str]] = []
     for r in range(len(X)):
-        reasons = [profile.feature_reason(j, X[r, j]) for j, ok in zip(fi[r], fpos[r]) if ok]
-        if not reasons and fi.shape[1]:  # nothing stands out: still name the most unusual feature
-            j = fi[r, 0]
-            reasons.append(profile.feature_reason(j, X[r, j]))
-        reasons.extend(f"detector:{det_names[d]} {det_scores[r, d]:.2f}" for d in di[r])
+        js, vs, ok = fi_l[r], fval[r], fpos[r]
+        reasons = [reason(j, v, *lists) for j, v, o in zip(js, vs, ok) if o]
+        if not reasons and js:  # nothing stands out: still name the most unusual feature
+            reasons.append(reason(js[0], vs[0], *lists))
+        reasons.extend(f"detector:{det_names[d]} {v:.2f}" for d, v in zip(di_l[r], dval[r]))
         out.append(reasons)
     return out

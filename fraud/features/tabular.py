@@ -61,6 +61,10 @@ def _days_ns(days) -> int:
 
 def timestamps_ns(s: pd.Series) -> np.ndarray:
     """Timestamps as int64 nanoseconds since the epoch, UTC (naive values are taken as UTC)."""
+    dt = getattr(s, "dtype", None)
+    if isinstance(dt, pd.DatetimeTZDtype):  # the canonical column: no DatetimeIndex round trip (~90 us a call)
+        arr = s.array
+        return np.asarray((arr if dt.unit == "ns" else arr.as_unit("ns")).asi8, dtype=np.int64)
     idx = pd.DatetimeIndex(s)
     idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
     return np.asarray(idx.as_unit("ns").asi8, dtype=np.int64)
@@ -148,6 +152,45 @@ def _query_order(s: "_Sorted", rows: np.ndarray, all_rows: bool) -> tuple[np.nda
     return p[perm], perm
 
 
+def _kahan_group_cumsum(code, values, out):  # pragma: no cover - compiled
+    """Running sums restarting at each change of ``code`` (runs of equal codes), Kahan-compensated exactly as
+    pandas' ``groupby(...).cumsum()`` computes them (so the figures are bit-identical to it)."""
+    acc = 0.0
+    comp = 0.0
+    for i in range(values.shape[0]):
+        if i == 0 or code[i] != code[i - 1]:
+            acc = 0.0
+            comp = 0.0
+        y = values[i] - comp
+        t = acc + y
+        comp = (t - acc) - y
+        acc = t
+        out[i] = t
+
+
+_CUMSUM = []
+
+
+def _group_cumsum(code: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per-run cumulative sums of ``values`` (``code`` sorted, so each entity is one run): a numba kernel
+    (~0.3 ms less per micro-batch than pandas' groupby machinery), pandas' groupby cumsum without numba."""
+    if not _CUMSUM:
+        try:
+            import numba
+
+            try:
+                _CUMSUM.append(numba.njit(cache=True, nogil=True)(_kahan_group_cumsum))
+            except Exception:  # no cache locator (read-only install)
+                _CUMSUM.append(numba.njit(nogil=True)(_kahan_group_cumsum))
+        except ImportError:  # pragma: no cover
+            _CUMSUM.append(None)
+    if _CUMSUM[0] is None or len(values) == 0:
+        return pd.Series(values).groupby(code, sort=False).cumsum().to_numpy()
+    out = np.empty(len(values), dtype=np.float64)
+    _CUMSUM[0](np.ascontiguousarray(code), np.ascontiguousarray(values, dtype=np.float64), out)
+    return out
+
+
 def _customer_block(code, ts, amount, windows_ns, rows=None) -> np.ndarray:
     """Customer counts and mean amounts, shape (len(rows), 2 * len(windows)), for the input rows
     ``rows`` (default: all, in input order); the other rows act as history."""
@@ -161,7 +204,7 @@ def _customer_block(code, ts, amount, windows_ns, rows=None) -> np.ndarray:
     # running sums restart at each customer, so a customer's figures never depend on the
     # rounding of other customers' amounts (the leakage test compares exactly)
     scode = code[s.order]
-    csum = pd.Series(amount[s.order]).groupby(scode, sort=False).cumsum().to_numpy()
+    csum = _group_cumsum(scode, amount[s.order])
     before = np.empty_like(csum)  # running sum just before each event, 0 at a customer's first
     before[0] = 0.0
     before[1:] = np.where(scode[1:] == scode[:-1], csum[:-1], 0.0)
@@ -204,7 +247,10 @@ def _labels(df: pd.DataFrame) -> np.ndarray:
     """int8 per row: 1 fraud, 0 genuine, -1 unknown (no label column / missing value)."""
     if "label" not in df.columns:
         return np.full(len(df), -1, dtype=np.int8)
-    lab = pd.to_numeric(df["label"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    col = df["label"]
+    if col.dtype.kind in "iu" and isinstance(col.dtype, np.dtype):  # plain integers (the canonical int8)
+        return col.to_numpy().astype(np.int8, copy=False)
+    lab = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     return np.where(np.isnan(lab), -1, lab).astype(np.int8)
 
 
@@ -329,8 +375,31 @@ class BaselineState:
         return int(hit.sum())
 
 
+def _str_list(col: pd.Series) -> list:
+    """The values of an id column as a list of str (no astype copy when the column already holds strings)."""
+    return col.tolist() if isinstance(col.dtype, pd.StringDtype) else col.astype(str).tolist()
+
+
+def _column_index(f) -> pd.Index:
+    """``feature_names_`` as a cached pd.Index: a DataFrame built with a list of names costs ~120 us more."""
+    ci = f.__dict__.get("_columns_index")
+    if ci is None or list(ci) != list(f.feature_names_):
+        ci = f.__dict__["_columns_index"] = pd.Index(list(f.feature_names_))
+    return ci
+
+
 def _codes(index: dict, keys) -> np.ndarray:
-    return np.fromiter((index.setdefault(k, len(index)) for k in keys), dtype=np.int64, count=len(keys))
+    """Integer code per key (new keys get the next codes, in order of first appearance)."""
+    got = list(map(index.get, keys))  # C-level lookups: ~3x faster than a generator of setdefault calls
+    if None in got:
+        for i, g in enumerate(got):
+            if g is None:
+                k = keys[i]
+                g = index.get(k)
+                if g is None:
+                    g = index[k] = len(index)
+                got[i] = g
+    return np.array(got, dtype=np.int64)
 
 
 class BaselineFeatures(Featurizer):
@@ -390,7 +459,7 @@ class BaselineFeatures(Featurizer):
         k = cust.shape[1]
         X[:, 3:3 + k] = cust
         X[:, 3 + k:] = term
-        return pd.DataFrame(X, index=index, columns=list(self.feature_names_), copy=False)
+        return pd.DataFrame(X, index=index, columns=_column_index(self), copy=False)
 
     # -- online -------------------------------------------------------------------------------
     def new_state(self) -> BaselineState:
@@ -413,8 +482,8 @@ class BaselineFeatures(Featurizer):
             return self._assemble(rows.index, ts, amount, np.empty((0, 2 * len(windows_ns))),
                                   np.empty((0, 2 * len(windows_ns))))
         labels = _labels(rows)
-        cc = _codes(state.customer_codes, rows["customer_id"].astype(str).tolist())
-        tc = _codes(state.terminal_codes, rows["terminal_id"].astype(str).tolist())
+        cc = _codes(state.customer_codes, _str_list(rows["customer_id"]))
+        tc = _codes(state.terminal_codes, _str_list(rows["terminal_id"]))
 
         # each entity type: the kept history of the entities in this batch, then the batch;
         # entity codes are renumbered 0..k-1 locally so the composite keys stay small
@@ -436,7 +505,9 @@ class BaselineFeatures(Featurizer):
         term = _terminal_block(local[np.concatenate((log["code"][h], tc))], np.concatenate((log["ts"][h], ts)),
                                fraud, windows_ns, delay_ns, rows=nb + len(h))
 
-        self._absorb(state, cc, tc, ts, amount, labels, rows["tx_id"].astype(str).to_numpy(dtype=object))
+        tx = rows["tx_id"]
+        self._absorb(state, cc, tc, ts, amount, labels,
+                     (tx if isinstance(tx.dtype, pd.StringDtype) else tx.astype(str)).to_numpy(dtype=object))
         return self._assemble(rows.index, ts, amount, cust, term)
 
     @staticmethod

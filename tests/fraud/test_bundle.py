@@ -127,3 +127,32 @@ def test_score_many_equals_per_group_score(bundle, world):
     nxt = world.iloc[900:1000].reset_index(drop=True)
     np.testing.assert_allclose(bundle.score(nxt, s1[0])["score"].to_numpy(),
                                bundle.score(nxt, s2[0])["score"].to_numpy(), rtol=0, atol=1e-12)
+
+
+def test_matrix_scoring_path_equals_the_frame_path(bundle, world):
+    """score() hands the detector a float matrix; the public frame path (features_online -> _decide with a
+    DataFrame, as the stream's fallback does) gives the same results, reasons included, and the same state."""
+    df = world.iloc[:3000].reset_index(drop=True)
+    bundle.explain = "all"
+    try:
+        s1, s2 = bundle.new_state(), bundle.new_state()
+        a = bundle.score(df, s1)
+        X = bundle.features_online(df, s2)
+        assert list(X.columns) == bundle.feature_names and X.index.equals(df.index)
+        b = bundle._decide(df, X)
+        assert list(a.columns) == list(b.columns) == RESULT_COLUMNS
+        assert a["tx_id"].tolist() == b["tx_id"].tolist() == df["tx_id"].astype(str).tolist()
+        np.testing.assert_array_equal(a["score"].to_numpy(), b["score"].to_numpy())
+        assert a["reasons"].tolist() == b["reasons"].tolist() and all(len(r) for r in a["reasons"])
+        np.testing.assert_array_equal(bundle.scores(X), a["score"].to_numpy())
+        nxt = world.iloc[3000:3200].reset_index(drop=True)
+        np.testing.assert_array_equal(bundle.score(nxt, s1)["score"].to_numpy(),
+                                      bundle.score(nxt, s2)["score"].to_numpy())
+    finally:
+        bundle.explain = "alerts"
+    out = bundle.score(world.iloc[3200:4200], s1)  # explain="alerts": non-alerts get an empty list
+    assert all(isinstance(r, list) and (len(r) > 0) == al for r, al in zip(out["reasons"], out["is_alert"]))
+    # caches derived at scoring time are not pickled (a bundle pickled before them loads the same way)
+    assert "_colmap" in vars(bundle) and "_plain_input" in vars(bundle)
+    b2 = pickle.loads(pickle.dumps(bundle))
+    assert "_colmap" not in vars(b2) and "_plain_input" not in vars(b2)

@@ -149,3 +149,18 @@ def test_without_embedding_columns(data, fitted):
     assert not any(c.startswith("seq_emb_") for c in Y.columns)
     pd.testing.assert_frame_equal(Y, X[[c for c in X.columns if not c.startswith("seq_emb_")]])
     assert_replay_equals_transform(g, df.iloc[:200], batch_sizes=(1, 50))
+
+
+def test_cached_terminal_hashes_equal_crc32(data, fitted):
+    """Terminal hashes looked up from the fit-time cache equal the CRC32 computed per row, unseen terminals
+    included; the canonical-timestamp shortcut equals the general conversion."""
+    from fraud.features import sequence as S
+
+    df, _ = data
+    terms = df["terminal_id"].tolist()[:200] + ["never-seen-1", "never-seen-2"] * 20
+    idx = fitted.term_index_.get_indexer(np.asarray(terms, dtype=object))
+    assert (idx < 0).sum() == 40 and (idx >= 0).sum() > 0
+    np.testing.assert_array_equal(fitted._hashes(terms, idx), S._hash(terms))
+    for unit in ("ns", "us"):
+        ts = df["timestamp"].astype(f"datetime64[{unit}, UTC]")
+        np.testing.assert_array_equal(S._seconds(ts), pd.DatetimeIndex(ts).as_unit("ns").asi8 / 1e9)

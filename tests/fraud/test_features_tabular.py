@@ -248,3 +248,28 @@ def test_errors(tiny_frame):
         BaselineFeatures().fit(tiny_frame).transform(tiny_frame.drop(columns="terminal_id"))
     f = BaselineFeatures().fit(tiny_frame)
     assert f.update(f.new_state(), tiny_frame.iloc[:0]).shape == (0, 15)
+
+
+def test_fast_paths_equal_the_general_ones(monkeypatch):
+    """The per-call shortcuts (numba group cumsum, tz-aware timestamps, integer labels, string ids) give the
+    same values as the general pandas paths they bypass."""
+    rng = np.random.default_rng(3)
+    code = np.sort(rng.integers(0, 300, 20_000))
+    v = rng.lognormal(3, 2, len(code))
+    ref = pd.Series(v).groupby(code, sort=False).cumsum().to_numpy()
+    np.testing.assert_array_equal(tabular._group_cumsum(code, v), ref)  # bit-identical (Kahan, like pandas)
+    monkeypatch.setattr(tabular, "_CUMSUM", [None])
+    np.testing.assert_array_equal(tabular._group_cumsum(code, v), ref)
+    monkeypatch.undo()
+    for unit in ("ns", "us", "s"):
+        ts = pd.Series(pd.to_datetime(rng.integers(0, 2 * 10**9, 50), unit="s", utc=True)).astype(
+            f"datetime64[{unit}, UTC]")
+        np.testing.assert_array_equal(tabular.timestamps_ns(ts), pd.DatetimeIndex(ts).as_unit("ns").asi8)
+    naive = pd.Series(pd.to_datetime(["2024-01-01 03:00"]))
+    assert tabular.timestamps_ns(naive)[0] == pd.Timestamp("2024-01-01 03:00", tz="UTC").value
+    lab = pd.DataFrame({"label": np.array([0, 1, 1, 0], np.int8)})
+    assert tabular._labels(lab).tolist() == [0, 1, 1, 0] and tabular._labels(lab).dtype == np.int8
+    lab = pd.DataFrame({"label": [0.0, np.nan, 1.0, None]})
+    assert tabular._labels(lab).tolist() == [0, -1, 1, -1]
+    assert tabular._str_list(pd.Series(["a", "b"])) == ["a", "b"]
+    assert tabular._str_list(pd.Series([1, 22])) == ["1", "22"]
