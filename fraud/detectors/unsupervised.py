@@ -24,6 +24,13 @@ them) after fit; ``__init__`` only stores parameters.
   batch and micro-batch scoring agree. The only other difference: the skewness sign per feature
   is taken from the training data (PyOD takes it from training + query rows; the sign flips only
   for a feature whose skewness is ~0). Training scores (``decision_scores_``) equal PyOD's.
+
+  Two options beyond PyOD (defaults = PyOD's methods): ``tail="right"`` / ``"left"`` counts one tail only
+  (e.g. only large amounts are suspicious, a tiny one is not), and ``aggregate="max"`` scores a row by its
+  most outlying feature instead of the sum over features (one extreme signal ranks first; ties beyond the
+  training range are broken by a small multiple of the sum). On the handbook data the unsupervised model
+  ``fraud.bench.ours`` measured AP 0.279 with ``tail="right", aggregate="max"`` on three amount features,
+  0.234 with the sum, 0.257 for the mean of ECOD, HBOS and IForest ranks over the whole amount group.
 * ``AutoEncoderDetector``: a small dense autoencoder (``models.autoencoder``), trained with torch,
   scored by a numpy forward pass; score = mean squared reconstruction error of standardised inputs.
 """
@@ -45,13 +52,42 @@ def _as_matrix(X) -> np.ndarray:
     return a
 
 
-class _ECDFBase(BaseDetector):
-    """Shared fit/lookup machinery for FastECOD and FastCOPOD."""
+#: ``tail`` values of FastECOD / FastCOPOD and ``aggregate`` values
+TAILS = ("auto", "right", "left")
+AGGREGATES = ("sum", "max")
+#: weight of the sum in the ``max`` aggregate (breaks ties among rows at the same maximum)
+MAX_TIE_WEIGHT = 1e-3
 
-    def __init__(self, contamination: float = 0.1, max_rows: int | None = None, seed: int = 0):
+
+class _ECDFBase(BaseDetector):
+    """Shared fit/lookup machinery for FastECOD and FastCOPOD.
+
+    ``tail``: which per-feature tail counts: "auto" (the method's own rule: ECOD/COPOD use both tails
+    and the skewness), "right" (large values only: -log P(X >= x)), "left" (small values only).
+    ``aggregate``: how per-feature outlyingness becomes a row score: "sum" (ECOD/COPOD: the product of
+    tail probabilities) or "max" (the most extreme single feature ranks first; ties, e.g. several
+    rows beyond every training value, are broken by ``MAX_TIE_WEIGHT`` x the sum).
+    """
+
+    def __init__(self, contamination: float = 0.1, max_rows: int | None = None, seed: int = 0, tail: str = "auto",
+                 aggregate: str = "sum"):
         super().__init__(contamination=contamination)
         self.max_rows = max_rows
         self.seed = seed
+        self.tail = tail
+        self.aggregate = aggregate
+
+    def _outlyingness(self, U_l: np.ndarray, U_r: np.ndarray) -> np.ndarray:
+        if self.tail == "right":
+            return U_r
+        if self.tail == "left":
+            return U_l
+        return self._combine(U_l, U_r)
+
+    def _aggregate(self, O: np.ndarray) -> np.ndarray:
+        if self.aggregate == "max":
+            return O.max(axis=1) + MAX_TIE_WEIGHT * O.sum(axis=1)
+        return O.sum(axis=1)
 
     # -- tail probabilities -------------------------------------------------------------------
     def _counts(self, j: int, col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,9 +137,14 @@ class _ECDFBase(BaseDetector):
         """Per-row, per-feature outlyingness (the summands of the score), for explanations."""
         self._check()
         U_l, U_r = self._tails(_as_matrix(X))
-        return self._combine(U_l, U_r)
+        return self._outlyingness(U_l, U_r)
 
     def fit(self, X, y=None):
+        if self.tail not in TAILS:
+            raise ConfigError(f"{type(self).__name__}: tail={self.tail!r} must be one of {', '.join(TAILS)}")
+        if self.aggregate not in AGGREGATES:
+            raise ConfigError(f"{type(self).__name__}: aggregate={self.aggregate!r} must be one of "
+                              f"{', '.join(AGGREGATES)}")
         X = _as_matrix(X)
         if self.max_rows is not None and len(X) > self.max_rows:
             rng = np.random.default_rng(self.seed)
@@ -122,7 +163,7 @@ class _ECDFBase(BaseDetector):
             self.cumcounts_.append(np.concatenate(([0], np.cumsum(c))).astype(np.int64))
         self.skew_sign_ = np.sign(np.nan_to_num(_skew(X, axis=0)))
         U_l, U_r = self._tails_train(X)
-        self.decision_scores_ = self._combine(U_l, U_r).sum(axis=1)
+        self.decision_scores_ = self._aggregate(self._outlyingness(U_l, U_r))
         self._process_decision_scores()
         return self
 
@@ -140,7 +181,7 @@ class _ECDFBase(BaseDetector):
         return self._tails(X)
 
     def score_from_tails(self, U_l: np.ndarray, U_r: np.ndarray) -> np.ndarray:
-        return self._combine(U_l, U_r).sum(axis=1)
+        return self._aggregate(self._outlyingness(U_l, U_r))
 
     def decision_function(self, X):
         return self.score_from_tails(*self.tails(X))

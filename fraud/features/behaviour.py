@@ -19,6 +19,8 @@ least ``d`` older than the row are read: the information rule)::
     BH_C_AMT_RATIO_LAG{lag}D   amount / customer mean over (t - L, t - lag]: the history before a possible
                                compromise (falls back to BH_C_AMT_RATIO_{L}D without events there)
     BH_C_RECENT_RATIO_{r}D     customer mean over (t - r, t] / mean over (t - L, t]: recent deviation
+    BH_C_NB_UNUSUAL_{r}D       the customer's transactions in (t - r, t] (the row included) whose amount was
+                               unusual for the card: BH_C_AMT_RATIO_LAG (at that transaction) > normal_ratio
     BH_C_KNOWN_FRAUD_{Hc}D     customer frauds in (t - d - Hc, t - d]
     BH_C_DAYS_SINCE_FRAUD      (t - time of the customer's last fraud in (t - d - Hc, t - d]) in days,
                                d + Hc when there is none
@@ -28,6 +30,12 @@ least ``d`` older than the row are read: the information rule)::
     BH_T_FRAUD_SHARE_SINCE_FIRST share of frauds among the terminal's transactions from that first fraud to
                                t - d (1.0 for a terminal compromised since then), 0 if none
     BH_T_LAST_IS_FRAUD         1 when the terminal's last transaction in (t - d - Ht, t - d] is a fraud
+    BH_T_KNOWN_NORMAL_FRAUD_{Ht}D  the terminal's frauds in (t - d - Ht, t - d] whose amount looked normal for
+                               their card (lagged ratio <= normal_ratio): frauds the amount does not explain,
+                               as at a compromised terminal (a stolen card's inflated amounts do not count)
+    BH_T_FRAUD_STREAK          the run of frauds ending with the terminal's last transaction in (t - d - Ht, t - d]
+    BH_T_GENUINE_AFTER_FRAUD   the terminal's transactions in (t - d - Ht, t - d] after its last fraud there (all
+                               of them when there is none): a compromised terminal has none
 
 Labels: 1 = fraud; 0 or unknown (missing / no ``label`` column) count as not (yet) reported; feedback
 arrives online with ``state.add_labels(tx_ids, labels)``.
@@ -35,7 +43,8 @@ arrives online with ``state.add_labels(tx_ids, labels)``.
 Nothing is learned (``fit`` validates parameters). ``transform`` is vectorized (one sort per entity type,
 exact integer window search, shared with :mod:`fraud.features.tabular`); ``update`` runs the same kernel on
 the batch plus the kept history of the entities it touches. The online state keeps the events of the last
-``max(L, d + Hc, d + Ht)`` days only (bounded memory).
+``max(L, d + Hc, d + Ht)`` days only (bounded memory), with each event's "unusual amount" flag computed when
+it arrived (label-free; equal to the one ``transform`` computes).
 """
 from __future__ import annotations
 
@@ -64,10 +73,18 @@ def _range_sum(csum, before, lo, hi):
     return np.where(hi > lo, csum[last] - before[np.minimum(lo, len(csum) - 1)], 0.0)
 
 
-def _customer_block(code, ts, amount, fraud, p_ns: dict, rows) -> np.ndarray:
-    """Customer features (7 columns) for input rows ``rows`` (all other rows are history)."""
+#: columns of the customer block (BH_C_*), in order
+N_CUSTOMER = 8
+
+
+def _customer_block(code, ts, amount, fraud, p_ns: dict, rows, normal=None) -> np.ndarray:
+    """Customer features (N_CUSTOMER columns) for input rows ``rows`` (all other rows are history).
+
+    ``normal``: per input row, whether its amount looked normal for its customer (lagged amount ratio
+    <= ``normal_ratio``); only the history rows' values are read (the query rows' are computed here);
+    None when every row is a query row."""
     L, lag, rec, d, hc = p_ns["L"], p_ns["lag"], p_ns["recent"], p_ns["d"], p_ns["hc"]
-    out = np.empty((len(rows), 7), dtype=np.float64)
+    out = np.empty((len(rows), N_CUSTOMER), dtype=np.float64)
     if len(rows) == 0:
         return out
     s = _Sorted(code, ts, [L, lag, rec, d, d + hc], qmin=ts[rows].min())
@@ -100,6 +117,11 @@ def _customer_block(code, ts, amount, fraud, p_ns: dict, rows) -> np.ndarray:
     lo_r = s.first_after(rc, rt - rec)
     mean_r = (c1[p] - b1[lo_r]) / (p - lo_r + 1)
     recent = np.where(mean > 0, mean_r / np.where(mean > 0, mean, 1.0), 1.0)
+    # the customer's unusual amounts (lagged ratio above normal_ratio) in (t - recent, t], the row included
+    unusual = np.zeros(s.n, dtype=bool) if normal is None else ~np.asarray(normal, dtype=bool)[s.order]
+    unusual[p] = ratio_lag > p_ns["normal_ratio"]
+    ucum = np.concatenate(([0], np.cumsum(unusual.astype(np.int64))))
+    n_unusual = (ucum[p + 1] - ucum[lo_r]).astype(np.float64)
 
     hi = s.first_after(rc, rt - d)
     lo_f = s.first_after(rc, rt - d - hc)
@@ -108,21 +130,30 @@ def _customer_block(code, ts, amount, fraud, p_ns: dict, rows) -> np.ndarray:
     has = (hi > lo_f) & (j >= lo_f)
     since = np.where(has, (rt - s.ts_at(np.maximum(j, 0))) / DAY_NS, (d + hc) / DAY_NS)
 
-    out[perm] = np.column_stack([cnt, ratio, z, ratio_lag, recent, nf, since])
+    out[perm] = np.column_stack([cnt, ratio, z, ratio_lag, recent, n_unusual, nf, since])
     return out
 
 
-def _terminal_block(code, ts, fraud, p_ns: dict, rows) -> np.ndarray:
-    """Terminal features (len(windows) + 2 columns) for input rows ``rows``."""
+#: terminal columns after the known-fraud counts (one per terminal window)
+N_TERMINAL_EXTRA = 7
+
+
+def _terminal_block(code, ts, fraud, normal, p_ns: dict, rows) -> np.ndarray:
+    """Terminal features (len(windows) + N_TERMINAL_EXTRA columns) for input rows ``rows``.
+
+    ``normal``: per event, True when its amount looked normal for its customer (the lagged amount ratio
+    at most ``normal_ratio``: computed from the customer's earlier transactions, no label)."""
     d, ht, wins = p_ns["d"], p_ns["ht"], p_ns["tw"]
-    out = np.empty((len(rows), len(wins) + 4), dtype=np.float64)
+    out = np.empty((len(rows), len(wins) + N_TERMINAL_EXTRA), dtype=np.float64)
     if len(rows) == 0:
         return out
     s = _Sorted(code, ts, [d, d + ht] + [d + w for w in wins], qmin=ts[rows].min())
     sf = fraud[s.order]
     fcum = np.concatenate(([0], np.cumsum(sf.astype(np.int64))))
+    ncum = np.concatenate(([0], np.cumsum((sf & normal[s.order]).astype(np.int64))))
     idx = np.arange(s.n, dtype=np.int64)
     lastf = np.maximum.accumulate(np.where(sf, idx, -1))
+    lastg = np.maximum.accumulate(np.where(sf, -1, idx))
     nextf = np.minimum.accumulate(np.where(sf, idx, s.n)[::-1])[::-1]
     nextf = np.concatenate((nextf, [s.n]))
     p, perm = _query_order(s, rows, all_rows=len(rows) == s.n)
@@ -144,6 +175,13 @@ def _terminal_block(code, ts, fraud, p_ns: dict, rows) -> np.ndarray:
     res[:, len(wins) + 2] = np.where(has, (fcum[hi] - fcum[np.minimum(f, s.n)]) / np.maximum(hi - f, 1), 0.0)
     # the terminal's last transaction in (t - d - Ht, t - d] is a fraud
     res[:, len(wins) + 3] = ((hi > lo) & sf[np.maximum(hi - 1, 0)]).astype(np.float64)
+    # known frauds whose amount looked normal for their card (not explained by the amount: the terminal)
+    res[:, len(wins) + 4] = ncum[hi] - ncum[lo]
+    # the run of frauds that ends with the terminal's last known transaction, and the known genuine
+    # transactions after its last known fraud (a compromised terminal: a long run, none after)
+    last = np.maximum(hi - 1, 0)
+    res[:, len(wins) + 5] = np.where(hi > lo, (hi - 1) - np.maximum(lastg[last], lo - 1), 0)
+    res[:, len(wins) + 6] = np.where(hi > lo, (hi - 1) - np.maximum(lastf[last], lo - 1), 0)
     out[perm] = res
     return out
 
@@ -161,7 +199,7 @@ class BehaviourState:
         self.customer_codes: dict = {}
         self.terminal_codes: dict = {}
         self.events = _Log(ccode=np.int64, tcode=np.int64, ts=np.int64, amount=np.float64, label=np.int8,
-                           tx_id=object)
+                           normal=np.bool_, tx_id=object)
         self.latest_ns: int | None = None
 
     @property
@@ -201,15 +239,20 @@ class BehaviourFeatures(Featurizer):
     customer_label_window : Hc, days (before t - d) in which the customer's known frauds are looked up.
     terminal_windows : windows (days, before t - d) for the terminal's known-fraud counts.
     terminal_label_window : Ht, days (before t - d) in which the terminal's last / first fraud is looked up.
+    normal_ratio : a transaction's amount "looked normal" for its card when its lagged amount ratio
+        (BH_C_AMT_RATIO_LAG) is at most this; the terminal's known frauds that looked normal are counted.
     groups : the feature groups to output, a subset of ``GROUPS``: "amount" (BH_AMOUNT and the customer
         amount statistics: no labels; the unsupervised set), "customer_fraud" (the customer's known frauds),
         "terminal" (the terminal's known frauds).
+    columns : optional subset of the groups' feature names to output (in the module's order); None = all.
     """
 
     def __init__(self, delay_days: float = 7, amount_window: float = 60, lag_days: float = 14,
                  recent_days: float = 7, customer_label_window: float = 30, terminal_windows=(1, 7, 28),
-                 terminal_label_window: float = 28, groups=GROUPS):
+                 terminal_label_window: float = 28, normal_ratio: float = 2.0, groups=GROUPS, columns=None):
         self.delay_days = delay_days
+        self.columns = columns
+        self.normal_ratio = normal_ratio
         self.groups = groups
         self.amount_window = amount_window
         self.lag_days = lag_days
@@ -220,16 +263,17 @@ class BehaviourFeatures(Featurizer):
 
     def _params(self) -> dict:
         names = ("delay_days", "amount_window", "lag_days", "recent_days", "customer_label_window",
-                 "terminal_label_window")
+                 "terminal_label_window", "normal_ratio")
         vals = {}
         for n in names:
-            v = getattr(self, n)
+            v = getattr(self, n, 2.0 if n == "normal_ratio" else None)  # pickles older than normal_ratio: its default
+            unit = "" if n == "normal_ratio" else " of days"
             try:
                 v = float(v)
             except (TypeError, ValueError):
-                raise ConfigError(f"BehaviourFeatures: {n}={v!r} must be a number of days") from None
+                raise ConfigError(f"BehaviourFeatures: {n}={v!r} must be a number{unit}") from None
             if not np.isfinite(v) or v <= 0:
-                raise ConfigError(f"BehaviourFeatures: {n}={getattr(self, n)!r} must be a positive number of days")
+                raise ConfigError(f"BehaviourFeatures: {n}={getattr(self, n)!r} must be a positive number{unit}")
             vals[n] = v
         try:
             tw = [float(w) for w in self.terminal_windows]
@@ -246,18 +290,28 @@ class BehaviourFeatures(Featurizer):
         return {"d": _days_ns(vals["delay_days"]), "L": _days_ns(vals["amount_window"]),
                 "lag": _days_ns(vals["lag_days"]), "recent": _days_ns(vals["recent_days"]),
                 "hc": _days_ns(vals["customer_label_window"]), "ht": _days_ns(vals["terminal_label_window"]),
-                "tw": [_days_ns(w) for w in tw]}
+                "tw": [_days_ns(w) for w in tw], "normal_ratio": vals["normal_ratio"]}
 
     def _group_of(self) -> list[str]:
         """The group of each column of the full feature list."""
-        return ["amount"] * 6 + ["customer_fraud"] * 2 + ["terminal"] * (len(self.terminal_windows) + 4)
+        return ["amount"] * 7 + ["customer_fraud"] * 2 + ["terminal"] * (len(self.terminal_windows) + N_TERMINAL_EXTRA)
 
     def _selected(self) -> np.ndarray:
         groups = (self.groups,) if isinstance(self.groups, str) else tuple(self.groups)
         bad = [g for g in groups if g not in GROUPS]
         if bad or not groups:
             raise ConfigError(f"BehaviourFeatures: groups={self.groups!r} must be a non-empty subset of {GROUPS}")
-        return np.array([g in groups for g in self._group_of()])
+        keep = np.array([g in groups for g in self._group_of()])
+        columns = getattr(self, "columns", None)  # absent in featurizers pickled before the parameter existed
+        if columns is not None:
+            cols = [columns] if isinstance(columns, str) else list(columns)
+            names = self._all_names()
+            unknown = [c for c in cols if c not in [n for n, k in zip(names, keep) if k]]
+            if unknown or not cols:
+                raise ConfigError(f"BehaviourFeatures: columns={self.columns!r}: {unknown or 'none'} not among the "
+                                  f"features of groups {groups}: {[n for n, k in zip(names, keep) if k]}")
+            keep &= np.isin(names, cols)
+        return keep
 
     def _names(self) -> list[str]:
         return [n for n, keep in zip(self._all_names(), self._selected()) if keep]
@@ -265,11 +319,13 @@ class BehaviourFeatures(Featurizer):
     def _all_names(self) -> list[str]:
         L, lag, r = _wname(self.amount_window), _wname(self.lag_days), _wname(self.recent_days)
         names = ["BH_AMOUNT", f"BH_C_NB_TX_{L}D", f"BH_C_AMT_RATIO_{L}D", f"BH_C_AMT_Z_{L}D",
-                 f"BH_C_AMT_RATIO_LAG{lag}D", f"BH_C_RECENT_RATIO_{r}D", f"BH_C_KNOWN_FRAUD_{_wname(self.customer_label_window)}D",
+                 f"BH_C_AMT_RATIO_LAG{lag}D", f"BH_C_RECENT_RATIO_{r}D",
+                 f"BH_C_NB_UNUSUAL_{r}D", f"BH_C_KNOWN_FRAUD_{_wname(self.customer_label_window)}D",
                  "BH_C_DAYS_SINCE_FRAUD"]
         names += [f"BH_T_KNOWN_FRAUD_{_wname(w)}D" for w in self.terminal_windows]
         return names + ["BH_T_DAYS_SINCE_FRAUD", "BH_T_DAYS_SINCE_FIRST_FRAUD", "BH_T_FRAUD_SHARE_SINCE_FIRST",
-                    "BH_T_LAST_IS_FRAUD"]
+                        "BH_T_LAST_IS_FRAUD", f"BH_T_KNOWN_NORMAL_FRAUD_{_wname(self.terminal_label_window)}D",
+                        "BH_T_FRAUD_STREAK", "BH_T_GENUINE_AFTER_FRAUD"]
 
     def fit(self, df: pd.DataFrame | None = None, y=None) -> "BehaviourFeatures":
         """Nothing is learned; validates the parameters and sets ``feature_names_``."""
@@ -291,8 +347,9 @@ class BehaviourFeatures(Featurizer):
         if len(df) == 0:
             return pd.DataFrame(np.empty((0, len(self.feature_names_))), index=df.index,
                                 columns=list(self.feature_names_))
-        X = np.hstack([amount[:, None], _customer_block(cc, ts, amount, fraud, p, rows),
-                       _terminal_block(tc, ts, fraud, p, rows)])[:, self._selected()]
+        cust = _customer_block(cc, ts, amount, fraud, p, rows)
+        normal = cust[:, 3] <= p["normal_ratio"]
+        X = np.hstack([amount[:, None], cust, _terminal_block(tc, ts, fraud, normal, p, rows)])[:, self._selected()]
         return pd.DataFrame(X, index=df.index, columns=list(self.feature_names_), copy=False)
 
     # -- online -------------------------------------------------------------------------------
@@ -315,6 +372,8 @@ class BehaviourFeatures(Featurizer):
         cc = _codes(state.customer_codes, rows["customer_id"].astype(str).tolist())
         tc = _codes(state.terminal_codes, rows["terminal_id"].astype(str).tolist())
         log = state.events
+        if "normal" not in log._cols:  # a state pickled before the column existed: its events count as normal
+            log._cols["normal"] = np.ones(len(log._cols["ts"]), dtype=np.bool_)
         nb = np.arange(n)
         blocks = []
         for codes, all_codes, col in ((cc, state.customer_codes, "ccode"), (tc, state.terminal_codes, "tcode")):
@@ -327,12 +386,15 @@ class BehaviourFeatures(Featurizer):
             fraud = np.concatenate((log["label"][h], labels)) == 1
             if col == "ccode":
                 a = np.concatenate((log["amount"][h], amount))
-                blocks.append(_customer_block(code, t, a, fraud, p, nb + len(h)))
+                hist_normal = np.concatenate((log["normal"][h], np.ones(n, dtype=bool)))
+                blocks.append(_customer_block(code, t, a, fraud, p, nb + len(h), normal=hist_normal))
+                normal = blocks[-1][:, 3] <= p["normal_ratio"]
             else:
-                blocks.append(_terminal_block(code, t, fraud, p, nb + len(h)))
+                blocks.append(_terminal_block(code, t, fraud, np.concatenate((log["normal"][h], normal)), p,
+                                              nb + len(h)))
         latest = int(ts.max())
         state.latest_ns = latest if state.latest_ns is None else max(state.latest_ns, latest)
-        log.append(ccode=cc, tcode=tc, ts=ts, amount=amount, label=labels,
+        log.append(ccode=cc, tcode=tc, ts=ts, amount=amount, label=labels, normal=normal,
                    tx_id=rows["tx_id"].astype(str).to_numpy(dtype=object))
         log.evict(state.latest_ns - state.horizon_ns)
         X = np.hstack([amount[:, None]] + blocks)[:, self._selected()]

@@ -45,6 +45,8 @@ def _make(name):
     if name == "ensemble-sup":
         return Ensemble(supervised="lightgbm", supervised_params={"n_estimators": 30, "n_jobs": 1},
                         detector_params={"autoencoder": FAST_AE}, seed=0)
+    if name == "ecod-max-right":
+        return make_detector("ecod", seed=0, tail="right", aggregate="max")
     return make_detector(name, seed=0)
 
 
@@ -55,7 +57,8 @@ def _fit(name, X, y):
     return _make(name).fit(X, y) if name in SUPERVISED_LIKE else _make(name).fit(X)
 
 
-ALL = ["iforest", "ecod", "copod", "hbos", "autoencoder", "lightgbm", "hgb", "ensemble-unsup", "ensemble-sup"]
+ALL = ["iforest", "ecod", "ecod-max-right", "copod", "hbos", "autoencoder", "lightgbm", "hgb", "ensemble-unsup",
+       "ensemble-sup"]
 
 
 @pytest.fixture(scope="module")
@@ -352,3 +355,31 @@ def test_path_contributions_sum_to_raw_score_and_track_treeshap(kind, data):
         shap = head.contributions(A[top])
         ref = np.argsort(-shap, axis=1)[:, :3]
         assert (np.argmax(P, axis=1)[:, None] == ref).any(axis=1).mean() >= 0.8
+
+
+def test_ecdf_tail_and_max_aggregate():
+    """tail="right" ignores small values; aggregate="max" ranks one extreme feature above several moderate ones."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(0.0, 1.0, (2000, 3))
+    Q = np.array([[0.0, 0.0, 0.0],     # typical
+                  [-6.0, 0.0, 0.0],    # extreme on the left only
+                  [2.0, 2.0, 2.0],     # moderately high everywhere
+                  [6.0, 0.0, 0.0],     # one extreme high value
+                  [9.0, 0.0, 0.0]])    # beyond it (ties beyond the training range broken by the sum)
+    both = FastECOD().fit(X).decision_function(Q)
+    right = FastECOD(tail="right").fit(X)
+    r = right.decision_function(Q)
+    assert both[1] > both[0] and r[1] < r[2]  # the left extreme counts for ECOD, not for the right tail
+    n = len(X)
+    # the right tail of one feature: -log((#{train >= x} + 1) / (n + 1))
+    np.testing.assert_allclose(right.feature_outlyingness(Q)[3, 0], -np.log(1.0 / (n + 1)))
+    m = FastECOD(tail="right", aggregate="max").fit(X)
+    s = m.decision_function(Q)
+    assert s[3] > s[2] and r[3] < r[2]  # max: one extreme value first; sum: the moderate-everywhere row first
+    assert s[4] >= s[3]
+    O = m.feature_outlyingness(Q)
+    np.testing.assert_allclose(s, O.max(axis=1) + 1e-3 * O.sum(axis=1))
+    with pytest.raises(Exception, match="tail"):
+        FastECOD(tail="up").fit(X)
+    with pytest.raises(Exception, match="aggregate"):
+        FastECOD(aggregate="mean").fit(X)

@@ -44,7 +44,7 @@ def test_names_and_groups():
     assert "BH_T_DAYS_SINCE_FIRST_FRAUD" in f.feature_names_ and len(set(f.feature_names_)) == len(f.feature_names_)
     amount_only = BehaviourFeatures(groups=("amount",)).fit(None)
     assert amount_only.feature_names_ == ["BH_AMOUNT", "BH_C_NB_TX_60D", "BH_C_AMT_RATIO_60D", "BH_C_AMT_Z_60D",
-                                          "BH_C_AMT_RATIO_LAG14D", "BH_C_RECENT_RATIO_7D"]
+                                          "BH_C_AMT_RATIO_LAG14D", "BH_C_RECENT_RATIO_7D", "BH_C_NB_UNUSUAL_7D"]
     assert set(GROUPS) == {"amount", "customer_fraud", "terminal"}
 
 
@@ -85,6 +85,49 @@ def test_hand_computed_tiny_frame(tiny_frame):
     assert X.loc[0, "BH_C_AMT_RATIO_5D"] == 1.0 and X.loc[0, "BH_C_AMT_Z_5D"] == 0.0
 
 
+def test_hand_computed_unusual_amounts_and_terminal_runs(tiny_frame):
+    """Unusual amounts (lagged ratio > normal_ratio = 2), the terminal's known frauds on normal-looking amounts,
+    its run of known frauds and the known genuine transactions after its last known fraud."""
+    X = BehaviourFeatures(**SMALL).fit(tiny_frame).transform(tiny_frame)
+    # t3 (A, 40): lagged mean over (t-5d, t-2d] = t0 (10): ratio 4 -> unusual; the last day holds t3 only
+    assert X.loc[3, "BH_C_NB_UNUSUAL_1D"] == 1
+    # t2 (A, 30): no lagged history -> the 5-day ratio 30 / 20 = 1.5; last day: t0 (first event, normal) and t2
+    assert X.loc[2, "BH_C_NB_UNUSUAL_1D"] == 0
+    # t3 (terminal X): known (12-29 23:30, 01-01 23:30] = t0 (genuine), t1 (fraud, B's first event: ratio 1, normal)
+    row = X.loc[3]
+    assert row["BH_T_KNOWN_NORMAL_FRAUD_5D"] == 1 and row["BH_T_FRAUD_STREAK"] == 1
+    assert row["BH_T_GENUINE_AFTER_FRAUD"] == 0
+    # t5 (X, 01-06 13:00): known (12-30 13:00, 01-04 13:00] = t0, t1 (fraud), t3 (genuine): the run is broken
+    row = X.loc[5]
+    assert row["BH_T_KNOWN_NORMAL_FRAUD_5D"] == 1 and row["BH_T_FRAUD_STREAK"] == 0
+    assert row["BH_T_GENUINE_AFTER_FRAUD"] == 1
+    # t6 (X, 01-09 10:00): known (01-02 10:00, 01-07 10:00] = t3 (genuine), t5 (fraud: A's 60 vs lagged mean
+    # (30 + 40) / 2 = 35, ratio 1.71 <= 2, normal)
+    row = X.loc[6]
+    assert row["BH_T_KNOWN_NORMAL_FRAUD_5D"] == 1 and row["BH_T_FRAUD_STREAK"] == 1
+    assert row["BH_T_GENUINE_AFTER_FRAUD"] == 0
+    # a lower normal_ratio makes t5's amount unusual: it is no longer a normal-looking known fraud at t6
+    X2 = BehaviourFeatures(**SMALL, normal_ratio=1.5).fit(tiny_frame).transform(tiny_frame)
+    assert X2.loc[6, "BH_T_KNOWN_NORMAL_FRAUD_5D"] == 0 and X2.loc[6, "BH_T_FRAUD_STREAK"] == 1
+    # t7 (Y, 01-10 11:00): known at Y in (01-03 11:00, 01-08 11:00] = t4 (genuine), no fraud: all known count
+    row = X.loc[7]
+    assert row["BH_T_KNOWN_NORMAL_FRAUD_5D"] == 0 and row["BH_T_FRAUD_STREAK"] == 0
+    assert row["BH_T_GENUINE_AFTER_FRAUD"] == 1
+
+
+def test_columns_selection():
+    cols = ("BH_AMOUNT", "BH_C_AMT_RATIO_LAG14D")
+    f = BehaviourFeatures(groups=("amount",), columns=cols).fit(None)
+    assert f.feature_names_ == list(cols)
+    df = random_world(n_customers=10, n_terminals=10, days=10, seed=1)
+    full = BehaviourFeatures().fit(df).transform(df)
+    got = f.transform(df)
+    np.testing.assert_array_equal(got.to_numpy(), full[list(cols)].to_numpy())
+    np.testing.assert_array_equal(replay(f, df, batch_size=50).to_numpy(), got.to_numpy())
+    with pytest.raises(ConfigError, match="BH_T_FRAUD_STREAK"):
+        BehaviourFeatures(groups=("amount",), columns=("BH_T_FRAUD_STREAK",)).fit(None)
+
+
 def test_replay_equals_transform(world):
     f = BehaviourFeatures(amount_window=20, lag_days=5, customer_label_window=10, terminal_windows=(1, 7),
                           terminal_label_window=14).fit(world)
@@ -94,6 +137,8 @@ def test_replay_equals_transform(world):
 
 def test_no_leakage_from_recent_labels_or_later_transactions(world):
     f = BehaviourFeatures(amount_window=20, lag_days=5, customer_label_window=10, terminal_label_window=14).fit(world)
+    new = ["BH_C_NB_UNUSUAL_7D", "BH_T_KNOWN_NORMAL_FRAUD_14D", "BH_T_FRAUD_STREAK", "BH_T_GENUINE_AFTER_FRAUD"]
+    assert set(new) <= set(f.feature_names_)  # every feature, the label-run ones included, is checked below
     base = f.transform(world)
     cut = world["timestamp"].iloc[len(world) * 2 // 3]
     early = (world["timestamp"] <= cut).to_numpy()
@@ -105,6 +150,8 @@ def test_no_leakage_from_recent_labels_or_later_transactions(world):
     got = f.transform(flipped)
     np.testing.assert_array_equal(got.to_numpy()[early], base.to_numpy()[early])
     assert not np.array_equal(got.to_numpy()[~early], base.to_numpy()[~early])  # the flip matters later
+    for c in new[1:]:  # ... to each label-based terminal feature
+        assert not np.array_equal(got[c].to_numpy()[~early], base[c].to_numpy()[~early]), c
 
     later = world.copy()
     nl = int((~early).sum())
@@ -164,7 +211,28 @@ def test_errors():
         BehaviourFeatures(delay_days=0).fit(None)
     with pytest.raises(ConfigError, match="lag_days"):
         BehaviourFeatures(amount_window=10, lag_days=10).fit(None)
+    with pytest.raises(ConfigError, match="normal_ratio"):
+        BehaviourFeatures(normal_ratio=0).fit(None)
     with pytest.raises(ConfigError, match="groups"):
         BehaviourFeatures(groups=("nope",)).fit(None)
     with pytest.raises(SchemaError, match="amount"):
         BehaviourFeatures().fit(None).transform(pd.DataFrame({"timestamp": [], "customer_id": [], "terminal_id": []}))
+
+
+def test_featurizer_and_state_pickled_before_the_new_columns_still_score(world):
+    """A featurizer / state pickled before normal_ratio, columns and the per-event flags existed keeps working
+    (defaults: normal_ratio 2, all columns; its kept events count as normal-looking)."""
+    f = BehaviourFeatures(amount_window=20, lag_days=5).fit(world)
+    head, tail = world.iloc[:1500], world.iloc[1500:1700]
+    st = f.new_state()
+    f.update(st, head)
+    expected = f.update(pickle.loads(pickle.dumps(st)), tail)
+    old = pickle.loads(pickle.dumps(f))
+    del old.__dict__["normal_ratio"], old.__dict__["columns"]
+    old_state = pickle.loads(pickle.dumps(st))
+    for col in ("normal",):
+        del old_state.events._cols[col]
+    got = old.update(old_state, tail)
+    assert list(got.columns) == list(expected.columns)
+    same = [c for c in got.columns if c not in ("BH_C_NB_UNUSUAL_7D", "BH_T_KNOWN_NORMAL_FRAUD_28D")]
+    np.testing.assert_allclose(got[same].to_numpy(), expected[same].to_numpy())
