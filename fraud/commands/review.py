@@ -17,14 +17,15 @@ def _window_options(f):
     return f
 
 
-def _cluster(ctx, alerts_db, since, until, embedder="deepwalk", seed=0):
+def _cluster(ctx, alerts_db, since, until, embedder="deepwalk", seed=0, refine="hdbscan", risk="collusion"):
     from fraud.review.clusters import cluster_alerts
     from fraud.store import AlertStore
 
     url = alerts_db or ctx.obj.alerts_db
     store = AlertStore(url)
     alerts = store.read_alerts()
-    return store, cluster_alerts(alerts, since=since, until=until, embedder=embedder, seed=seed)
+    return store, cluster_alerts(alerts, since=since, until=until, embedder=embedder, seed=seed, refine=refine,
+                                 risk=risk)
 
 
 def register(main: click.Group, bench: click.Group) -> None:
@@ -38,11 +39,15 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help='Print {"clusters": [...]} (highest risk first).')
     @click.option("--top", default=20, show_default=True, help="Clusters to list in the table (JSON lists all).")
     @click.option("--embedder", default="deepwalk", type=click.Choice(["deepwalk", "node2vec"]), show_default=True,
-                  help="Entity embedding used to split large flagged components (node2vec = models.node2vec).")
+                  help="Entity embedding (the map; and the split with --refine hdbscan; node2vec = models.node2vec).")
+    @click.option("--refine", default="hdbscan", type=click.Choice(["louvain", "hdbscan"]), show_default=True,
+                  help="How large flagged components are split: Louvain communities or HDBSCAN over the embedding.")
+    @click.option("--risk", default="collusion", type=click.Choice(["collusion", "score"]), show_default=True,
+                  help="Ranking formula (score = sum of raw scores; see fraud.review.clusters).")
     @click.pass_context
-    def clusters_cmd(ctx, alerts_db, since, until, as_json, top, embedder):
+    def clusters_cmd(ctx, alerts_db, since, until, as_json, top, embedder, refine, risk):
         """Cluster the flagged transactions and rank the clusters by risk."""
-        _, res = _cluster(ctx, alerts_db, since, until, embedder)
+        _, res = _cluster(ctx, alerts_db, since, until, embedder, refine=refine, risk=risk)
         if as_json:
             click.echo(json.dumps(res.to_json_dict(), default=str))
             return
@@ -51,7 +56,7 @@ def register(main: click.Group, bench: click.Group) -> None:
 
         m = res.meta
         t = Table(title=f"{m['n_clusters']} clusters from {m['n_alerts']} alerts "
-                        f"({m['n_components']} components, {m['n_refined_components']} split by HDBSCAN)")
+                        f"({m['n_components']} components, {m['n_refined_components']} split by {m['refine']})")
         for col in ("#", "cluster", "risk", "alerts", "amount", "cust.", "term.", "max score", "first", "last",
                     "top reasons", "scenarios"):
             t.add_column(col, no_wrap=col in ("cluster", "risk", "first", "last", "top reasons"),
@@ -158,23 +163,74 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--customers", default=2000, show_default=True)
     @click.option("--terminals", default=4000, show_default=True)
     @click.option("--days", default=60, show_default=True)
-    @click.option("--seed", default=7, show_default=True)
+    @click.option("--seed", default=7, show_default=True, help="One seed (ignored when --seeds is given).")
+    @click.option("--seeds", default=None, metavar="S1,S2,...",
+                  help="Several seeds: a table per seed plus the mean and the worst of each figure.")
     @click.option("--detector", default="auto", type=click.Choice(["auto", "pipeline", "iforest"]), show_default=True,
                   help="pipeline = fraud.training/fraud.bundle; iforest = IForest over fraud.features.tabular.")
     @click.option("--alerts-per-day", default=None, type=int, help="Alert budget (default: Settings).")
-    @click.option("--cap-budget", is_flag=True, help="Keep at most --alerts-per-day alerts a day (highest scores).")
+    @click.option("--cap-budget/--no-cap-budget", default=True, show_default=True,
+                  help="Keep at most --alerts-per-day alerts a day (highest scores), as analysts receive them.")
+    @click.option("--refine", default="hdbscan", type=click.Choice(["louvain", "hdbscan"]), show_default=True,
+                  help="How large flagged components are split.")
+    @click.option("--resolution", default=None, type=float, help="Louvain resolution (default: cluster_alerts').")
+    @click.option("--risk", default="collusion", type=click.Choice(["collusion", "score"]), show_default=True,
+                  help="Cluster ranking formula (score = the first one).")
+    @click.option("--cache", "cache_dir", default=None, type=click.Path(file_okay=False),
+                  help="Keep each seed's scored alerts here and reuse them (compare clustering options cheaply).")
     @click.option("--keep-db", default=None, metavar="URL", help="Write the alerts to this store (kept) instead of a temp one.")
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_context
-    def bench_review(ctx, customers, terminals, days, seed, detector, alerts_per_day, cap_budget, keep_db, as_json):
-        """Simulate, score, store alerts, cluster; print purity and the ring share in the top 10."""
-        from fraud.review.bench import run_bench
+    def bench_review(ctx, customers, terminals, days, seed, seeds, detector, alerts_per_day, cap_budget, refine,
+                     resolution, risk, cache_dir, keep_db, as_json):
+        """Simulate, score, store alerts, cluster; purity and the ring share in the top 10 clusters."""
+        from fraud.errors import ConfigError
+        from fraud.review.bench import run_bench, run_bench_seeds
 
-        out = run_bench(customers=customers, terminals=terminals, days=days, seed=seed, detector=detector,
-                        alerts_per_day=alerts_per_day or ctx.obj.alert_budget_per_day, settings=ctx.obj,
-                        progress=not as_json, keep_db=keep_db, cap_budget=cap_budget)
+        cluster_kw = {"refine": refine, "risk": risk}
+        if resolution is not None:
+            cluster_kw["resolution"] = resolution
+        kw = dict(customers=customers, terminals=terminals, days=days, detector=detector,
+                  alerts_per_day=alerts_per_day or ctx.obj.alert_budget_per_day, settings=ctx.obj,
+                  progress=not as_json, keep_db=keep_db, cap_budget=cap_budget, cache_dir=cache_dir,
+                  cluster_kw=cluster_kw)
+        if seeds is None:
+            out = run_bench(seed=seed, **kw)
+            if as_json:
+                click.echo(json.dumps(out, default=str))
+            else:
+                for k, v in out.items():
+                    click.echo(f"{k}: {v}")
+            return
+        try:
+            seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(f"--seeds {seeds!r}: not a comma-separated list of integers") from None
+        if keep_db and len(seed_list) > 1:
+            raise ConfigError(f"--keep-db {keep_db!r}: one store cannot hold several seeds' worlds; use --seed")
+        out = run_bench_seeds(seed_list, **kw)
         if as_json:
             click.echo(json.dumps(out, default=str))
-        else:
-            for k, v in out.items():
-                click.echo(f"{k}: {v}")
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        cols = [("seed", lambda r: r["world"]["seed"]), ("ring tx", lambda r: r["world"]["test_ring_transactions"]),
+                ("ring alerted", lambda r: r["ring_alerts"]), ("recall", lambda r: r["ring_recall_of_detector"]),
+                ("ring in top 10", lambda r: r["ring_in_top_k"]),
+                ("share (alerted)", lambda r: r["ring_share_top_k"]),
+                ("share (all ring)", lambda r: r["ring_share_top_k_of_all"]), ("purity", lambda r: r["purity"]),
+                ("top-10 load", lambda r: r["top_k_load"]), ("lift", lambda r: r["top_k_lift"]),
+                ("alerts", lambda r: r["alerts"]), ("clusters", lambda r: r["n_clusters"])]
+        t = Table(title=f"bench review: {refine} refinement, {risk} risk, "
+                        f"{'capped' if cap_budget else 'uncapped'} budget {kw['alerts_per_day']}/day")
+        for name, _ in cols:
+            t.add_column(name, justify="right")
+        for r in out["runs"]:
+            t.add_row(*[str(f(r)) for _, f in cols])
+        sm = out["summary"]
+        for stat in ("mean", "min"):
+            t.add_row(stat, "", "", str(sm["ring_recall_of_detector"][stat]), "", str(sm["ring_share_top_k"][stat]),
+                      str(sm["ring_share_top_k_of_all"][stat]), str(sm["purity"][stat]), str(sm["top_k_load"][stat]),
+                      str(sm["top_k_lift"][stat]), "", "")
+        Console(width=200).print(t)

@@ -8,14 +8,19 @@ cluster them, and measure against the simulation's ground truth:
 
 * purity: alerts in their cluster's majority scenario (0 = false alarm) / all alerts;
 * ring share: scenario-4 (fraud ring) alerts inside the 10 highest-risk clusters / all
-  scenario-4 alerts; also the detector's ring recall (ring alerts / ring transactions in the
-  test window), which bounds what review can find.
+  scenario-4 alerts (clustering and ranking quality, independent of the detector), and the same
+  count / every ring transaction of the test window (what the fraud team sees, detector recall
+  included); the detector's ring recall (ring alerts / ring transactions) separately;
+* top-10 load: the share of all alerts inside those 10 clusters, and the lift = ring share /
+  load (1 = no better than picking alerts at random): a ring share is only worth its load.
+
+The analysts' budget is applied by default (``cap_budget``): at most ``alerts_per_day`` alerts a
+day, the highest scores first, as analysts would receive them when the model's threshold lets more
+through on a drifting test window. ``run_bench_seeds`` runs several seeds (mean and worst);
+``cache_dir`` keeps each seed's scored alerts so clustering options are compared on the same alerts.
 
 Detectors: ``pipeline`` = ``fraud.training.train`` (the registered model's code path: tabular,
 graph and sequence features, PyOD ensemble, supervised head) and ``ScoringBundle.score_batch``;
-With ``cap_budget`` the alerts kept are at most ``alerts_per_day`` a day (highest scores first),
-as analysts would receive them when the model's threshold lets more through.
-
 ``iforest`` = PyOD IForest over ``fraud.features.tabular.BaselineFeatures`` (threshold from the
 same budget); ``auto`` = pipeline, or iforest when the pipeline cannot be imported.
 """
@@ -71,24 +76,25 @@ def _iforest_scores(world: pd.DataFrame, train_until: pd.Timestamp, alerts_per_d
     return out, {"detector": "iforest(tabular)", "threshold": thr}
 
 
-def run_bench(customers: int = 2000, terminals: int = 4000, days: int = 60, seed: int = 7, detector: str = "auto",
-              alerts_per_day: int = 100, test_days: int = 30, settings=None, progress: bool = True,
-              top_k: int = 10, keep_db: str | None = None, cap_budget: bool = False) -> dict:
-    from fraud.review.clusters import cluster_alerts, quality
+def _scored_test_window(customers, terminals, days, seed, detector, alerts_per_day, test_days, say, cache_dir):
+    """Simulate and score one world; returns (model alerts of the test window, facts, info, timings).
+    With ``cache_dir`` the result is stored there (Parquet + JSON, keyed by every argument) and
+    reused, so that clustering variants are compared on the very same alerts."""
+    import json
+
     from fraud.simulate import simulate
-    from fraud.store import AlertStore
 
-    if days <= test_days + 14:
-        raise ConfigError(f"--days {days}: must exceed the {test_days}-day test window by at least 14 days")
-    t_all = time.perf_counter()
+    key = f"c{customers}_t{terminals}_d{days}_s{seed}_{detector}_b{alerts_per_day}_w{test_days}"
+    if cache_dir is not None:
+        path = Path(cache_dir)
+        pq, js = path / f"{key}.parquet", path / f"{key}.json"
+        if pq.exists() and js.exists():
+            say(f"seed {seed}: scored alerts from the cache {pq}")
+            meta = json.loads(js.read_text())
+            alerts = pd.read_parquet(pq)
+            alerts["reasons"] = alerts["reasons"].map(lambda r: [str(x) for x in r] if r is not None else [])
+            return alerts, meta["facts"], meta["info"], {"simulate": 0.0, "train_and_score": 0.0}
     timings = {}
-
-    def say(msg):
-        if progress:
-            from rich.console import Console
-
-            Console(stderr=True).log(msg)
-
     t0 = time.perf_counter()
     say(f"simulating {customers} customers, {terminals} terminals, {days} days (seed {seed})")
     world = simulate(customers=customers, terminals=terminals, days=days, seed=seed)
@@ -114,40 +120,94 @@ def run_bench(customers: int = 2000, terminals: int = 4000, days: int = 60, seed
 
     test = (world["timestamp"] >= train_until).to_numpy()
     flagged = test & scored["is_alert"].to_numpy(dtype=bool)
-    n_model_alerts = int(flagged.sum())
-    if cap_budget:
-        # the analysts' budget: at most alerts_per_day alerts a day, the highest scores first
-        cand = pd.DataFrame({"day": world["timestamp"].dt.floor("D"), "score": scored["score"].to_numpy()})[flagged]
-        keep = cand.sort_values("score", ascending=False, kind="stable").groupby("day").head(alerts_per_day).index
-        flagged = np.zeros(len(world), dtype=bool)
-        flagged[keep.to_numpy()] = True
     alerts = world.loc[flagged, ["tx_id", "timestamp", "customer_id", "terminal_id", "amount", "scenario"]].copy()
     alerts["score"] = scored["score"].to_numpy()[flagged]
-    alerts["reasons"] = list(scored["reasons"].to_numpy()[flagged])
+    alerts["reasons"] = [[str(x) for x in r] for r in scored["reasons"].to_numpy()[flagged]]
+    alerts = alerts.reset_index(drop=True)
+    facts = {"transactions": int(len(world)), "test_transactions": int(test.sum()),
+             "test_frauds": int(((world["label"] == 1).to_numpy() & test).sum()),
+             "test_ring_transactions": int(((world["scenario"] == 4).to_numpy() & test).sum())}
+    info = json.loads(json.dumps(info, default=float))
+    if cache_dir is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        alerts.to_parquet(pq, index=False)
+        js.write_text(json.dumps({"facts": facts, "info": info}))
+    return alerts, facts, info, timings
+
+
+def run_bench(customers: int = 2000, terminals: int = 4000, days: int = 60, seed: int = 7, detector: str = "auto",
+              alerts_per_day: int = 100, test_days: int = 30, settings=None, progress: bool = True,
+              top_k: int = 10, keep_db: str | None = None, cap_budget: bool = True, cache_dir: str | None = None,
+              cluster_kw: dict | None = None) -> dict:
+    """One seed: simulate, score, store the alerts (at most ``alerts_per_day`` a day when
+    ``cap_budget``), cluster them (``cluster_kw`` go to ``cluster_alerts``) and measure."""
+    from fraud.review.clusters import cluster_alerts, quality
+    from fraud.store import AlertStore
+
+    if days <= test_days + 14:
+        raise ConfigError(f"--days {days}: must exceed the {test_days}-day test window by at least 14 days")
+    t_all = time.perf_counter()
+
+    def say(msg):
+        if progress:
+            from rich.console import Console
+
+            Console(stderr=True).log(msg)
+
+    model_alerts, facts, info, timings = _scored_test_window(customers, terminals, days, seed, detector,
+                                                             alerts_per_day, test_days, say, cache_dir)
+    alerts = model_alerts
+    if cap_budget and len(alerts):
+        # the analysts' budget: at most alerts_per_day alerts a day, the highest scores first
+        day = alerts["timestamp"].dt.floor("D")
+        keep = alerts.assign(_day=day).sort_values("score", ascending=False, kind="stable") \
+            .groupby("_day").head(alerts_per_day).index
+        alerts = alerts.loc[sorted(keep)]
     tmp = tempfile.TemporaryDirectory(prefix="review_bench_")
     url = keep_db or f"sqlite:///{Path(tmp.name) / 'alerts.db'}"
     store = AlertStore(url)
     store.write_alerts(alerts.reset_index(drop=True), model_version=info["detector"])
 
     t0 = time.perf_counter()
-    say(f"clustering {len(alerts)} alerts")
-    res = cluster_alerts(store.read_alerts(), seed=seed)
+    say(f"seed {seed}: clustering {len(alerts)} alerts")
+    res = cluster_alerts(store.read_alerts(), seed=seed, **(cluster_kw or {}))
     timings["cluster"] = time.perf_counter() - t0
-    q = quality(res, top_k=top_k)
-    ring_test = int(((world["scenario"] == 4).to_numpy() & test).sum())
-    fraud_test = int(((world["label"] == 1).to_numpy() & test).sum())
+    ring_test = facts["test_ring_transactions"]
+    q = quality(res, top_k=top_k, ring_total=ring_test)
     out = {
-        "world": {"customers": customers, "terminals": terminals, "days": days, "seed": seed,
-                  "transactions": int(len(world)), "test_days": test_days,
-                  "test_transactions": int(test.sum()), "test_frauds": fraud_test, "test_ring_transactions": ring_test},
+        "world": {"customers": customers, "terminals": terminals, "days": days, "seed": seed, "test_days": test_days,
+                  **facts},
         **info,
-        "model_alerts": n_model_alerts, "cap_budget": cap_budget,
+        "model_alerts": int(len(model_alerts)), "cap_budget": cap_budget,
         "alerts": int(len(alerts)), "alerts_per_day": alerts_per_day,
         "alert_precision": round(float((alerts["scenario"] > 0).mean()), 4) if len(alerts) else None,
         "ring_recall_of_detector": round(q["ring_alerts"] / ring_test, 4) if ring_test else None,
         **{k: v for k, v in q.items() if k not in ("n_alerts",)},
-        "cluster_meta": {k: res.meta[k] for k in ("n_entities", "n_components", "n_refined_components", "embedder")},
+        "cluster_meta": {k: res.meta.get(k) for k in ("n_entities", "n_components", "n_refined_components", "refine",
+                                                       "resolution", "embedder", "risk")},
         "seconds": {k: round(v, 1) for k, v in {**timings, "total": time.perf_counter() - t_all}.items()},
     }
     tmp.cleanup()
     return out
+
+
+SUMMARY_KEYS = ("ring_share_top_k", "ring_share_top_k_of_all", "ring_recall_of_detector", "purity", "top_k_load",
+                "top_k_lift")
+
+
+def run_bench_seeds(seeds, progress: bool = True, **kw) -> dict:
+    """``run_bench`` for each seed; ``summary`` holds the mean and the worst (min) of each figure
+    over the seeds where it is defined (a seed whose test window has no ring alert has no share)."""
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ConfigError("--seeds: give at least one seed")
+    runs = []
+    for s in seeds:
+        runs.append(run_bench(seed=s, progress=progress, **kw))
+    summary = {}
+    for k in SUMMARY_KEYS:
+        vals = [r[k] for r in runs if r.get(k) is not None]
+        summary[k] = {"mean": round(float(np.mean(vals)), 4) if vals else None,
+                      "min": round(float(np.min(vals)), 4) if vals else None, "n": len(vals)}
+    summary["seeds"] = seeds
+    return {"runs": runs, "summary": summary}

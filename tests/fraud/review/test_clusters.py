@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from fraud.errors import ConfigError
-from fraud.review.clusters import cluster_alerts, cluster_id_for, flagged_graph, quality, risk_of
+from fraud.review.clusters import cluster_alerts, cluster_id_for, collusion_risk, flagged_graph, quality, risk_of
 
 from .helpers import hand_built_alerts
 
@@ -46,14 +46,25 @@ def test_ranking_and_summary(result):
     assert [c.rank for c in result.clusters] == list(range(1, len(result.clusters) + 1))
     top = result.clusters[0]
     assert top.dominant_scenario == 4                  # the ring outranks the star and the one-offs
+    all_pct = result.alerts["score"].rank(pct=True)
     a = result.alerts[result.alerts["cluster_id"] == top.id]
-    assert top.risk == pytest.approx(risk_of(a["score"], a["amount"], a["customer_id"].nunique()), rel=1e-6)
+    assert top.risk == pytest.approx(collusion_risk(a["customer_id"], a["terminal_id"], all_pct[a.index], a["amount"]),
+                                     rel=1e-6)
+    assert len(top.colluding_customers) == 8           # every mule used all three ring terminals
     assert top.amount_at_risk == pytest.approx(a["amount"].sum())
     assert top.score_max == pytest.approx(a["score"].max()) and top.score_min == pytest.approx(a["score"].min())
     assert top.first_seen == a["timestamp"].min().isoformat()
     assert top.reasons[0][0] in ("graph_density", "shared_terminal") and top.reasons[0][1] == 48
     singles = [c for c in result.clusters if c.n_tx == 1]
     assert len(singles) == 5 and all(c.scenario_mix == {"1": 1} for c in singles)
+
+
+def test_score_risk_is_still_available():
+    r = cluster_alerts(hand_built_alerts(), seed=0, risk="score", map_coords=False)
+    assert r.meta["risk"] == "score" and "score_i" in r.meta["risk_formula"]
+    for c in r.clusters:
+        a = r.alerts[r.alerts["cluster_id"] == c.id]
+        assert c.risk == pytest.approx(risk_of(a["score"], a["amount"], a["customer_id"].nunique()), rel=1e-6)
 
 
 def test_risk_formula_by_hand():

@@ -1,0 +1,71 @@
+"""fraud bench review over several seeds (small worlds, the IForest detector), with the score cache."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from fraud.cli import main
+from fraud.errors import ConfigError
+from fraud.review.bench import SUMMARY_KEYS, run_bench_seeds
+
+SMALL = dict(customers=150, terminals=300, days=48, test_days=30, detector="iforest", alerts_per_day=10)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("review_bench_cache")
+
+
+@pytest.fixture(scope="module")
+def two_seeds(cache):
+    return run_bench_seeds([1, 2], progress=False, cache_dir=str(cache), **SMALL)
+
+
+def test_per_seed_figures_and_summary(two_seeds):
+    runs, sm = two_seeds["runs"], two_seeds["summary"]
+    assert [r["world"]["seed"] for r in runs] == [1, 2] == sm["seeds"]
+    for r in runs:
+        assert r["cap_budget"] is True and r["alerts"] <= 10 * 30 < r["model_alerts"]
+        ring_tx, ring_alerted, in_top = r["world"]["test_ring_transactions"], r["ring_alerts"], r["ring_in_top_k"]
+        assert 0 <= in_top <= ring_alerted <= ring_tx and ring_tx > 0
+        assert r["ring_recall_of_detector"] == pytest.approx(ring_alerted / ring_tx, abs=1e-4)
+        assert r["ring_share_top_k_of_all"] == pytest.approx(in_top / ring_tx, abs=1e-4)
+        if ring_alerted:
+            assert r["ring_share_top_k"] == pytest.approx(in_top / ring_alerted, abs=1e-4)
+        assert 0 < r["top_k_load"] <= 1 and r["top_k_alerts"] == round(r["top_k_load"] * r["alerts"])
+        assert r["cluster_meta"]["risk"] == "collusion" and r["cluster_meta"]["refine"] == "hdbscan"
+    for k in SUMMARY_KEYS:
+        vals = [r[k] for r in runs if r[k] is not None]
+        assert sm[k]["n"] == len(vals)
+        if vals:
+            assert sm[k]["mean"] == pytest.approx(np.mean(vals), abs=1e-4) and sm[k]["min"] == min(vals)
+
+
+def test_cache_reuses_the_scored_alerts_and_the_cli_compares_options(two_seeds, cache):
+    assert len(list(cache.glob("*.parquet"))) == 2 and len(list(cache.glob("*.json"))) == 2
+    args = ["bench", "review", "--seeds", "1,2", "--customers", "150", "--terminals", "300", "--days", "48",
+            "--detector", "iforest", "--alerts-per-day", "10", "--cache", str(cache), "--json"]
+    r = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    again = json.loads(r.output)
+    for a, b in zip(again["runs"], two_seeds["runs"]):
+        assert a["seconds"]["train_and_score"] == 0.0           # read back from the cache
+        for k in ("alerts", "model_alerts", "ring_alerts", "ring_in_top_k", "purity", "top_k_load", "world"):
+            assert a[k] == b[k]
+    old = CliRunner().invoke(main, args + ["--risk", "score", "--refine", "louvain", "--no-cap-budget"])
+    assert old.exit_code == 0, old.output
+    o = json.loads(old.output)["runs"][0]
+    assert o["cluster_meta"]["risk"] == "score" and o["cluster_meta"]["refine"] == "louvain"
+    assert o["cap_budget"] is False and o["alerts"] == o["model_alerts"] == two_seeds["runs"][0]["model_alerts"]
+    table = CliRunner().invoke(main, args[:-1])
+    assert table.exit_code == 0 and "share (alerted)" in table.output and "mean" in table.output
+
+
+def test_bad_seed_lists_are_refused():
+    with pytest.raises(ConfigError, match="--seeds"):
+        run_bench_seeds([], progress=False, **SMALL)
+    r = CliRunner().invoke(main, ["bench", "review", "--seeds", "1,x"])
+    assert r.exit_code != 0 and isinstance(r.exception, ConfigError) and "'1,x'" in str(r.exception)
