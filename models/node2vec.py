@@ -1,50 +1,283 @@
-"""Node2Vec: second-order biased random walks vectorized in torch, skip-gram with negative sampling.
+"""Node2Vec: second-order biased random walks and skip-gram with negative sampling, both in numba.
 
 PyG's ``Node2Vec`` needs ``pyg-lib`` for its walks, which is not installable here, so the walks
-are done here: all walkers advance one step at a time as tensors over a CSR adjacency.
+are done here (``_walks_kernel``): one loop per walk over a CSR adjacency, walks in parallel threads,
+each walk with its own random stream (splitmix64 of the seed and the walk number), so the walks are the
+same for a seed whatever the thread count.
 
 Walks (Grover & Leskovec 2016). From ``cur`` having come from ``prev``, the unnormalized
 probability of moving to a neighbour ``x`` of ``cur`` is ``w(cur, x) * alpha`` with
 ``alpha = 1/p`` if ``x == prev``, ``1`` if ``x`` is a neighbour of ``prev``, ``1/q`` otherwise.
-Sampling is by rejection, vectorized: every pending walker draws a neighbour proportionally
-to the edge weight (``searchsorted`` on per-row cumulative weights), then accepts it with
-probability ``alpha / max(1/p, 1, 1/q)``; "is ``x`` a neighbour of ``prev``" is one
-``searchsorted`` on the sorted edge keys ``src * n + dst``. Walkers still rejected after
-``max_tries`` rounds keep their last draw (a negligible bias, counted in ``n_forced_``).
-A walk that reaches a node without edges stops there (padded with -1, trimmed before training).
+Sampling is by rejection: a neighbour is drawn proportionally to the edge weight (binary search on
+per-row cumulative weights; unweighted: a uniform slot), then accepted with probability
+``alpha / max(1/p, 1, 1/q)``; "is ``x`` a neighbour of ``prev``" is a binary search in ``prev``'s sorted
+row. A walk still rejected after ``max_tries`` rounds keeps its last draw (a negligible bias, counted in
+``n_forced_``). A walk that reaches a node without edges stops there (padded with -1, trimmed before
+training).
 
-Skip-gram choice, measured on the same walks (``fraud bench node2vec --compare-sgns``: handbook
-graph, 90-day window before 2018-08-01 minus the last 14 days, 14,976 nodes, 4 walks of 20 per
-node, dim 32, window 5, 5 negatives, 1 epoch; quality = AUC of cosine scores, customer-terminal
-pairs first seen in the 14 held-out days vs random pairs; 2-core machine shared by ~8 jobs,
-load average ~17, so times are inflated several-fold, but both ran in the same command):
+Skip-gram (``backend="numba"``, default; ``_sgns_range``): word2vec's skip-gram with negative sampling,
+as gensim's ``sg=1, hs=0, sample=0``: per position a window reduced uniformly to 1..``context_size``,
+``negative`` negatives from unigram^0.75 (Walker's alias table), learning rate decaying linearly from
+``lr`` to ``lr * 1e-4``, sigmoid from a table. ``workers=1`` (default) runs one thread and is
+deterministic for a seed (bit-identical embeddings; tested); ``workers=k`` splits the walks into k
+chunks trained in parallel threads on shared vectors without locks (Hogwild), which is not
+bit-reproducible. ``backend="gensim"`` (gensim ``Word2Vec``, same parameters) and ``backend="torch"``
+(a sparse-Adam SGNS) are kept for comparison.
 
-==================  ========  =================
-backend             time (s)  held-out link AUC
-==================  ========  =================
-gensim Word2Vec        44.6    0.885
-torch SGNS (Adam)     240.7    0.994
-==================  ========  =================
+Why this skip-gram (``fraud bench node2vec --data handbook --compare-nodes 15000``): the walks were already
+~50x faster than the PyPI package's, but gensim's Word2Vec (over 90% of our time, and common to both
+sides) capped the end-to-end ratio at ~5.5x. Measured on the same walks of the handbook 90-day graph
+(14,975 nodes, 10 walks of 20 per node, dim 32, window 5, 5 negatives, 1 epoch), one thread, in one
+process on the shared 2-core machine: gensim 10.4 s, numba 1.8 s, held-out link AUC 0.9952 vs 0.9950
+(seed-to-seed spread of the numba AUC +-0.0001). A first numba version with word2vec's large
+negative table (2^20 slots, 4 MB) took 5-6 s CPU when the machine was loaded: the random reads of the
+table missed the shared cache; the alias table (8 bytes a node, 120 KB here) brought it to ~2 s at the
+same AUC. Hogwild over 2 threads did not help on this machine shared by other jobs (3.1 s vs 1.8 s
+wall); it is offered, not the default. The torch backend was 5x slower than gensim (and the numba
+walks replaced the torch ones: 0.6 s vs 2.7 s for the 150,000 walks above, one thread).
 
-gensim is the default (``backend="gensim"``) because it is 5.4x faster and the speed budget
-(a 15,000-node graph embedded in <= 60 s on this machine) is only reachable with it; the torch
-model (``backend="torch"``) embeds better on this held-out link test and is the choice when time
-allows (more gensim epochs were not measured). With ``workers=1`` (default) gensim is deterministic
-for a seed; the torch model is deterministic for a seed on one thread.
-
-Against the PyPI ``node2vec`` package (``fraud bench node2vec --compare-nodes N``): both run the same
-walks (10 per node, length 20, p = q = 1, unweighted) and the same gensim ``Word2Vec`` (dim 32, window 5,
-5 negatives, 1 epoch, ``sample=0``, ``workers=1``, ``sg=1``), so only the walk stage differs. On the whole
-handbook 90-day graph (14,978 nodes, 292,591 edges), one run at load average ~3 on the shared 2-core
-machine: PyPI transition probabilities + walks 68.0 s vs ours 1.0 s (x67), end to end 78.0 s vs 14.1 s
-(x5.5); a run at load ~10: 349 s vs 14.4 s (x24), 435 s vs 146 s (x3.0). gensim's skip-gram (over 90%
-of our time) is common to both, so it bounds the end-to-end ratio. On a 5,051-node subgraph it was
-5-6x. An end-to-end x20 would need a skip-gram about 20x faster than gensim at equal quality; not done.
+Comparison with the PyPI ``node2vec`` package (networkx-based): see ``fraud.commands.bench_graph``
+(``fraud bench node2vec ... --json``: same parameters on both sides, then each side's defaults, with
+wall and CPU seconds and the held-out link AUC of every configuration; figures in its module doc).
 """
 from __future__ import annotations
 
+import contextlib
+
+import numba
 import numpy as np
 import torch
+
+# --------------------------------------------------------------------- numba kernels
+_MAX_EXP = 6.0
+_EXP_N = 1024
+_SIGMOID = (1.0 / (1.0 + np.exp(-((np.arange(_EXP_N + 1) / _EXP_N) * 2 - 1) * _MAX_EXP))).astype(np.float32)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _sgns_range(tokens, offsets, s_lo, s_hi, syn0, syn1, aprob, alias, window, negative, lr0, done, total, seed,
+                neu1e):
+    """Skip-gram with negative sampling over sentences ``s_lo..s_hi-1`` of the flat corpus (word2vec's
+    scheme, as gensim's ``sg=1, hs=0``): for each position a window reduced uniformly to ``1..window``;
+    each context word's input vector ``syn0`` learns to predict the centre word against ``negative``
+    draws from unigram^0.75 (Walker's alias table ``aprob``/``alias``: exact, 8 bytes a node, so it stays in
+    cache where word2vec's 10^8-slot table would not) through the output vectors ``syn1``; the
+    learning rate decays linearly from ``lr0`` (to ``lr0 * 1e-4``) as ``done`` goes to ``total`` tokens;
+    sigmoid from a 1,025-entry table on [-6, 6], saturated outside. Random numbers: the word2vec linear
+    congruential generator from ``seed``. Returns the tokens done."""
+    dim = syn0.shape[1]
+    rng = np.uint64(seed)
+    mul = np.uint64(25214903917)
+    inc = np.uint64(11)
+    sh = np.uint64(16)
+    nn = np.uint64(aprob.shape[0])
+    m24 = np.uint64(0xFFFFFF)
+    s24 = np.uint64(24)
+    s40 = np.uint64(40)
+    inv24 = np.float32(1.0 / 16777216.0)
+    uwin = np.uint64(window)
+    m16 = np.uint64(0xFFFF)
+    min_lr = lr0 * 1e-4
+    scale = _EXP_N / (2.0 * _MAX_EXP)
+    for s in range(s_lo, s_hi):
+        a = offsets[s]
+        b = offsets[s + 1]
+        lr = lr0 * (1.0 - done / total)
+        if lr < min_lr:
+            lr = min_lr
+        lr32 = np.float32(lr)
+        for i in range(a, b):
+            w = tokens[i]
+            rng = rng * mul + inc
+            red = np.int64((((rng >> sh) & m16) * uwin) >> sh)  # uniform in 0..window-1
+            lo = max(i - window + red, a)
+            hi = min(i + window + 1 - red, b)
+            for j in range(lo, hi):
+                if j == i:
+                    continue
+                l1 = syn0[tokens[j]]
+                neu1e[:] = 0.0
+                for d in range(negative + 1):
+                    if d == 0:
+                        target = w
+                        label = np.float32(1.0)
+                    else:
+                        rng = rng * mul + inc
+                        slot = np.int64(((rng >> s40) * nn) >> s24)  # top 24 bits: a uniform slot
+                        if np.float32((rng >> sh) & m24) * inv24 < aprob[slot]:  # next 24 bits: accept
+                            target = slot
+                        else:
+                            target = alias[slot]
+                        if target == w:
+                            continue
+                        label = np.float32(0.0)
+                    r = syn1[target]
+                    f = np.float32(0.0)
+                    for k in range(dim):
+                        f += l1[k] * r[k]
+                    if f >= _MAX_EXP:
+                        sig = np.float32(1.0)
+                    elif f <= -_MAX_EXP:
+                        sig = np.float32(0.0)
+                    else:
+                        sig = _SIGMOID[int((f + _MAX_EXP) * scale)]
+                    g = (label - sig) * lr32
+                    for k in range(dim):
+                        rk = r[k]
+                        neu1e[k] += g * rk
+                        r[k] = rk + g * l1[k]
+                for k in range(dim):
+                    l1[k] += neu1e[k]
+        done += b - a
+    return done
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True, parallel=True)
+def _sgns_hogwild(tokens, offsets, bounds, syn0, syn1, aprob, alias, window, negative, lr0, dones, totals, seeds):
+    """One pass of every chunk ``bounds[c]..bounds[c+1]`` of sentences, the chunks in parallel threads
+    sharing ``syn0``/``syn1`` without locks (Hogwild); each chunk decays its learning rate by its own
+    progress (``dones[c]`` of ``totals[c]``)."""
+    for c in numba.prange(len(bounds) - 1):
+        neu1e = np.zeros(syn0.shape[1], np.float32)
+        dones[c] = _sgns_range(tokens, offsets, bounds[c], bounds[c + 1], syn0, syn1, aprob, alias, window,
+                               negative, lr0, dones[c], totals[c], seeds[c], neu1e)
+
+
+@numba.njit(cache=True, nogil=True)
+def _alias_table(prob):
+    """Walker's alias table (Vose's construction) of the distribution ``prob`` (sums to 1): draw a slot k
+    uniformly, keep it with probability ``aprob[k]``, else take ``alias[k]``."""
+    n = prob.shape[0]
+    scaled = prob * n
+    aprob = np.ones(n, np.float32)
+    alias = np.arange(n).astype(np.int32)
+    small = np.empty(n, np.int64)
+    large = np.empty(n, np.int64)
+    ns = 0
+    nl = 0
+    for i in range(n):
+        if scaled[i] < 1.0:
+            small[ns] = i
+            ns += 1
+        else:
+            large[nl] = i
+            nl += 1
+    while ns > 0 and nl > 0:
+        ns -= 1
+        sm = small[ns]
+        lg = large[nl - 1]
+        aprob[sm] = scaled[sm]
+        alias[sm] = lg
+        scaled[lg] = (scaled[lg] + scaled[sm]) - 1.0
+        if scaled[lg] < 1.0:
+            nl -= 1
+            small[ns] = lg
+            ns += 1
+    return aprob, alias  # leftovers (rounding) keep probability 1 on themselves
+
+
+@numba.njit(cache=True, nogil=True)
+def _splitmix(x):
+    x = x + _GOLDEN
+    z = x
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x, z ^ (z >> np.uint64(31))
+
+
+@numba.njit(cache=True, nogil=True)
+def _uniform(state):
+    """(new state, uniform float in [0, 1))."""
+    state, z = _splitmix(state)
+    return state, np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _draw(u, node, rowptr, cumw):
+    """The neighbour slot of ``node`` chosen with probability proportional to the edge weight (u in [0, 1);
+    ``cumw`` empty: all weights equal)."""
+    a = rowptr[node]
+    b = rowptr[node + 1]
+    if cumw.shape[0] == 0:  # unweighted: a uniform slot
+        return min(a + np.int64(u * (b - a)), b - 1)
+    base = cumw[a - 1] if a > 0 else 0.0
+    x = base + u * (cumw[b - 1] - base)
+    lo, hi = a, b - 1
+    while lo < hi:  # first slot with cumw > x
+        mid = (lo + hi) >> 1
+        if cumw[mid] > x:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@numba.njit(cache=True, nogil=True)
+def _is_neighbour(a, x, rowptr, dst):
+    lo, hi = rowptr[a], rowptr[a + 1]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if dst[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < rowptr[a + 1] and dst[lo] == x
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _walks_kernel(starts, rowptr, dst, cumw, walks, inv_p, inv_q, max_tries, seed, forced):
+    """Every walk ``k`` from ``starts[k]`` into ``walks[k]`` (pre-filled with -1), its own random stream
+    (splitmix64 of ``seed`` and ``k``, so the result does not depend on the thread count); second-order
+    bias by rejection: a weighted draw ``x`` from ``cur`` (having come from ``prev``) is accepted with
+    probability ``alpha / max(1/p, 1, 1/q)``, ``alpha = 1/p`` (x == prev), 1 (x adjacent to prev), 1/q
+    (else); after ``max_tries`` rejections the last draw is kept (counted in ``forced[k]``)."""
+    amax = max(inv_p, 1.0, inv_q)
+    L = walks.shape[1]
+    for k in numba.prange(starts.shape[0]):
+        st = (np.uint64(seed) * _GOLDEN) ^ (np.uint64(k) * np.uint64(0xD1B54A32D192ED03))
+        cur = starts[k]
+        walks[k, 0] = cur
+        prev = -1
+        for step in range(1, L):
+            if rowptr[cur + 1] == rowptr[cur]:
+                break
+            if step == 1:
+                st, u = _uniform(st)
+                nxt = dst[_draw(u, cur, rowptr, cumw)]
+            else:
+                nxt = -1
+                for attempt in range(max_tries):
+                    st, u = _uniform(st)
+                    nxt = dst[_draw(u, cur, rowptr, cumw)]
+                    if nxt == prev:
+                        alpha = inv_p
+                    elif _is_neighbour(prev, nxt, rowptr, dst):
+                        alpha = 1.0
+                    else:
+                        alpha = inv_q
+                    st, u = _uniform(st)
+                    if u * amax < alpha:
+                        break
+                    if attempt == max_tries - 1:
+                        forced[k] += 1
+            walks[k, step] = nxt
+            prev = cur
+            cur = nxt
+
+
+@contextlib.contextmanager
+def _threads(n):
+    """numba's thread count set to ``n`` (at most the pool size) for the block."""
+    prev = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(prev)
+
+
+_BACKENDS = ("numba", "gensim", "torch")
 
 
 class Node2Vec:
@@ -58,7 +291,7 @@ class Node2Vec:
 
     def __init__(self, dim: int = 32, walk_length: int = 20, walks_per_node: int = 10, context_size: int = 5,
                  p: float = 1.0, q: float = 1.0, epochs: int = 1, negative: int = 5, seed: int = 0,
-                 backend: str = "gensim", workers: int = 1, max_tries: int = 20, keep_walks: bool = False,
+                 backend: str = "numba", workers: int = 1, max_tries: int = 20, keep_walks: bool = False,
                  symmetric: bool = True, lr: float = 0.025):
         self.dim = dim
         self.walk_length = walk_length
@@ -107,58 +340,23 @@ class Node2Vec:
         cumw = torch.cumsum(w, 0)
         return key, dst, deg, rowptr, cumw
 
-    def _sample(self, nodes, deg, rowptr, cumw, dst, gen):
-        """One weighted neighbour per node (all must have deg > 0)."""
-        start, end = rowptr[nodes], rowptr[nodes + 1]
-        base = torch.where(start > 0, cumw[(start - 1).clamp(min=0)], torch.zeros_like(cumw[start]))
-        total = cumw[end - 1] - base
-        u = base + torch.rand(len(nodes), generator=gen, dtype=torch.float64) * total
-        pos = torch.searchsorted(cumw, u, right=True)
-        pos = torch.minimum(torch.maximum(pos, start), end - 1)
-        return dst[pos]
-
     def random_walks(self, edge_index, num_nodes: int, edge_weight=None, start_nodes=None) -> torch.Tensor:
-        """Walks [n_walks, walk_length] (LongTensor, -1 after a dead end). Deterministic per seed."""
+        """Walks [n_walks, walk_length] (LongTensor, -1 after a dead end). Deterministic per seed, whatever
+        the number of threads (each walk has its own random stream)."""
         key, dst, deg, rowptr, cumw = self._csr(edge_index, num_nodes, edge_weight)
-        gen = torch.Generator().manual_seed(int(self.seed))
         if start_nodes is None:
-            start_nodes = torch.arange(num_nodes).repeat(self.walks_per_node)
-        start_nodes = torch.as_tensor(start_nodes, dtype=torch.long)
-        L = int(self.walk_length)
-        walks = torch.full((len(start_nodes), L), -1, dtype=torch.long)
-        walks[:, 0] = start_nodes
-        inv_p, inv_q = 1.0 / float(self.p), 1.0 / float(self.q)
-        amax = max(inv_p, 1.0, inv_q)
-        forced = 0
-        for step in range(1, L):
-            cur = walks[:, step - 1]
-            alive = torch.nonzero((cur >= 0) & (deg[cur.clamp(min=0)] > 0)).flatten()
-            if len(alive) == 0:
-                break
-            if step == 1:
-                walks[alive, 1] = self._sample(cur[alive], deg, rowptr, cumw, dst, gen)
-                continue
-            pending = alive
-            for attempt in range(self.max_tries):
-                c = walks[pending, step - 1]
-                prev = walks[pending, step - 2]
-                cand = self._sample(c, deg, rowptr, cumw, dst, gen)
-                k = prev * num_nodes + cand
-                pos = torch.searchsorted(key, k).clamp(max=len(key) - 1)
-                is_nb = key[pos] == k
-                alpha = torch.where(cand == prev, torch.full_like(k, 0, dtype=torch.float64) + inv_p,
-                                    torch.where(is_nb, torch.ones(len(k), dtype=torch.float64),
-                                                torch.full((len(k),), inv_q, dtype=torch.float64)))
-                acc = torch.rand(len(k), generator=gen, dtype=torch.float64) * amax < alpha
-                if attempt == self.max_tries - 1:
-                    forced += int((~acc).sum())
-                    acc[:] = True
-                walks[pending[acc], step] = cand[acc]
-                pending = pending[~acc]
-                if len(pending) == 0:
-                    break
-        self.n_forced_ = forced
-        return walks
+            start_nodes = np.tile(np.arange(num_nodes, dtype=np.int64), int(self.walks_per_node))
+        starts = np.ascontiguousarray(torch.as_tensor(start_nodes, dtype=torch.long).numpy(), dtype=np.int64)
+        walks = np.full((len(starts), int(self.walk_length)), -1, dtype=np.int64)
+        forced = np.zeros(len(starts), np.int64)
+        if len(starts) and self.walk_length > 0:
+            cw = cumw.numpy() if edge_weight is not None else np.zeros(0, np.float64)
+            with _threads(self.workers):
+                _walks_kernel(starts, rowptr.numpy(), dst.numpy().astype(np.int32), cw, walks, 1.0 / float(self.p),
+                              1.0 / float(self.q), int(self.max_tries), np.uint64(int(self.seed) & (2 ** 64 - 1)),
+                              forced)
+        self.n_forced_ = int(forced.sum())
+        return torch.from_numpy(walks)
 
     # -------------------------------------------------------------- skip-gram
     def _train_gensim(self, walks: torch.Tensor, num_nodes: int) -> np.ndarray:
@@ -171,6 +369,47 @@ class Node2Vec:
         emb = np.zeros((num_nodes, self.dim), dtype=np.float32)
         keys = np.asarray(model.wv.index_to_key, dtype=np.int64)
         emb[keys] = model.wv.vectors
+        return emb
+
+    def _train_numba(self, walks: torch.Tensor, num_nodes: int) -> np.ndarray:
+        """Skip-gram with negative sampling in numba (``_sgns_range``): one thread (``workers=1``, deterministic
+        for a seed) or Hogwild over ``workers`` threads (lock-free shared updates: not bit-reproducible)."""
+        w = walks.numpy() if isinstance(walks, torch.Tensor) else np.asarray(walks)
+        lens = (w >= 0).sum(1)  # -1 only pads the tail of a walk
+        keep = lens >= 2
+        w, lens = w[keep], lens[keep]
+        tokens = np.ascontiguousarray(w[w >= 0], dtype=np.int32)  # row-major: walk after walk
+        offsets = np.zeros(len(lens) + 1, np.int64)
+        offsets[1:] = np.cumsum(lens)
+        emb = np.zeros((num_nodes, self.dim), np.float32)
+        if len(tokens) == 0:
+            return emb
+        counts = np.bincount(tokens, minlength=num_nodes).astype(np.float64) ** 0.75
+        aprob, alias = _alias_table(counts / counts.sum())
+        ss = np.random.SeedSequence(int(self.seed))
+        rng = np.random.default_rng(ss)
+        syn0 = ((rng.random((num_nodes, self.dim), dtype=np.float32) - np.float32(0.5)) / np.float32(self.dim))
+        syn1 = np.zeros((num_nodes, self.dim), np.float32)
+        nw = max(1, min(int(self.workers), len(lens)))
+        # chunks of about equal tokens, one per thread
+        bounds = np.searchsorted(offsets, np.linspace(0, offsets[-1], nw + 1)).astype(np.int64)
+        bounds[0], bounds[-1] = 0, len(lens)
+        chunk_tokens = (offsets[bounds[1:]] - offsets[bounds[:-1]]).astype(np.float64)
+        totals = np.maximum(chunk_tokens * self.epochs, 1.0)
+        dones = np.zeros(nw, np.float64)
+        neu1e = np.zeros(self.dim, np.float32)
+        win, neg, lr = int(self.context_size), int(self.negative), float(self.lr)
+        for ep in range(int(self.epochs)):
+            seeds = ss.spawn(1)[0].generate_state(nw, np.uint64)
+            if nw == 1:
+                dones[0] = _sgns_range(tokens, offsets, 0, len(lens), syn0, syn1, aprob, alias, win, neg, lr,
+                                       dones[0], totals[0], seeds[0], neu1e)
+            else:
+                with _threads(nw):
+                    _sgns_hogwild(tokens, offsets, bounds, syn0, syn1, aprob, alias, win, neg, lr, dones, totals,
+                                  seeds)
+        seen = np.bincount(tokens, minlength=num_nodes) > 0
+        emb[seen] = syn0[seen]
         return emb
 
     def _train_torch(self, walks: torch.Tensor, num_nodes: int) -> np.ndarray:
@@ -210,14 +449,16 @@ class Node2Vec:
     def fit(self, edge_index, num_nodes: int, edge_weight=None) -> "Node2Vec":
         import time
 
-        if self.backend not in ("gensim", "torch"):
-            raise ValueError(f"Node2Vec: backend={self.backend!r} must be 'gensim' or 'torch'")
+        if self.backend not in _BACKENDS:
+            raise ValueError(f"Node2Vec: backend={self.backend!r} must be one of {', '.join(_BACKENDS)}")
+        if int(self.workers) < 1:
+            raise ValueError(f"Node2Vec: workers={self.workers!r} must be >= 1")
         if self.p <= 0 or self.q <= 0:
             raise ValueError(f"Node2Vec: p={self.p!r} and q={self.q!r} must be > 0")
         t0 = time.perf_counter()
         walks = self.random_walks(edge_index, int(num_nodes), edge_weight)
         t1 = time.perf_counter()
-        emb = self._train_gensim(walks, int(num_nodes)) if self.backend == "gensim" else self._train_torch(walks, int(num_nodes))
+        emb = getattr(self, "_train_" + self.backend)(walks, int(num_nodes))
         t2 = time.perf_counter()
         self.embedding_ = emb
         self.num_nodes_ = int(num_nodes)

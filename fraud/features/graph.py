@@ -22,14 +22,17 @@ g_c_core, g_t_core      k-core number of the node in the fit graph (0 when unsee
 g_pair_prior            prior transactions of this pair in the customer's recent-terminal memory
 g_pair_share            g_pair_prior / prior transactions of the customer in that memory
 g_c_ndist, g_t_ndist    distinct recent terminals of c / distinct recent customers of t
-g_c_known               frauds of c whose label is known (transaction older than ts - delay)
-g_t_known_cust          recent customers of t (other than c) with a known fraud anywhere
+g_c_known               frauds of c whose label is known (transaction older than ts - delay) and recent
+                        (transaction within ``known_days`` before ts - delay; None: ever)
+g_t_known_cust          recent customers of t (other than c) with a known recent fraud anywhere
 g_t_known_cust_share    the same divided by g_t_ndist
-g_c_nbr_risk            recent terminals of c (other than t) where a known-fraud customer transacted
+g_c_nbr_risk            recent terminals of c (other than t) where a known recent fraud happened (by
+                        another customer, or by c and someone else)
 g_overlap               ring signal: max over c's ``overlap_terminals`` most recent other terminals t'
                         of |recent customers of t and of t', other than c| (dense blocks)
 g_overlap_share         g_overlap / g_t_ndist
-g_c_age_days            days since the customer's first transaction seen by the state (0 for the first)
+g_c_age_days            days since the customer's first transaction seen by the state (0 for the first),
+                        capped at ``age_cap_days`` (None: no cap)
 g_t_new_cust(_share)    recent customers of t (other than c) first seen less than ``new_days`` ago
                         (mule rings recruit new accounts), and that divided by g_t_ndist
 ======================  ===========================================================================
@@ -41,11 +44,20 @@ already reflect their own later structure (a ring fully formed in the graph) whi
 ring that starts after the cutoff see none: a train/test mismatch. On the 2,000-customer world the
 frozen columns cost ring recall (see ``fraud.bench.ablation``; figures in the issue's closing note).
 
+Stationarity (``known_days``, ``age_cap_days``): the state starts empty at the first row it sees, so
+an uncapped count of known frauds or an uncapped age grows with the time since that start: on the
+handbook (last 90 days) the mean ``g_c_known`` of legitimate rows went 0.93 (training rows) -> 1.66
+(test rows), ``g_t_known_cust`` 8.0 -> 14.1, ``g_c_age_days`` 47 -> 79, so test rows looked like the
+training frauds and the head lost AP. A fraud label now counts for ``known_days`` (28) after it becomes
+usable, and the age saturates at ``age_cap_days`` (28, above ``new_days``: young accounts still stand
+out). Figures in ``fraud.bench.ablation``.
+
 Information rule: the state absorbs a row only after computing its features; a fraud label is
 released into the state only when its transaction is older than ``ts - delay_days`` of the
 row being scored. Memory is bounded: a customer remembers its ``max_terminals`` most recent
 terminals (LRU with counts), a terminal its ``max_customers`` most recent customers; known-fraud
-counters and the first-seen time are one integer per node; pending labels wait at most the delay.
+counters and the first-seen time are one integer per node; a fraud label stays queued for the delay plus
+``known_days`` (it is released into the counters after the delay and expired from them after the window).
 
 Stream feedback: rows scored without a label get it later through ``add_labels(state, rows)``; it is
 used exactly as a label present at scoring time would be (tested).
@@ -91,9 +103,10 @@ class GraphState:
     id -> row). Per customer: its ``max_terminals`` most recent terminals with counts, oldest first
     (``ct_key``/``ct_cnt``/``ct_len``, an LRU list); per terminal: its ``max_customers`` most recent
     customers (``tc_*``) and at most ``max_known`` known-fraud customers in order of release
-    (``kt_*``); per customer the number of known frauds and its first-seen time. ``p_*``: fraud rows
-    whose label is not usable yet, in time order (``meta[0]`` head, ``meta[1]`` tail). ``meta[2]``
-    is the stamp of the ``mark`` scratch array used to intersect neighbourhoods.
+    (``kt_*``, with the number of their known frauds there); per customer the number of known frauds
+    and its first-seen time. ``p_*``: fraud rows in time order: ``[meta[3], meta[0])`` released (usable,
+    not yet expired), ``[meta[0], meta[1])`` not usable yet. ``meta[2]`` is the stamp of the ``mark``
+    scratch array used to intersect neighbourhoods.
     """
 
     def __init__(self, max_terminals: int = 32, max_customers: int = 64, max_known: int = 64):
@@ -111,6 +124,7 @@ class GraphState:
         self.tc_cnt = np.zeros((0, self.max_customers), np.int32)
         self.tc_len = np.zeros(0, np.int32)
         self.kt_key = np.zeros((0, self.max_known), np.int32)
+        self.kt_cnt = np.zeros((0, self.max_known), np.int32)
         self.kt_len = np.zeros(0, np.int32)
         self.known_c = np.zeros(0, np.int32)
         self.first_seen = np.zeros(0, np.int64)
@@ -118,7 +132,7 @@ class GraphState:
         self.p_ts = np.zeros(0, np.int64)
         self.p_c = np.zeros(0, np.int32)
         self.p_t = np.zeros(0, np.int32)
-        self.meta = np.zeros(3, np.int64)
+        self.meta = np.zeros(4, np.int64)
         self.last_time: int | None = None
 
     # checkpoints carry only the used rows
@@ -126,16 +140,20 @@ class GraphState:
         d = dict(self.__dict__)
         for k in ("c_fit", "ct_key", "ct_cnt", "ct_len", "known_c", "first_seen", "mark"):
             d[k] = d[k][:self.n_c].copy()
-        for k in ("t_fit", "tc_key", "tc_cnt", "tc_len", "kt_key", "kt_len"):
+        for k in ("t_fit", "tc_key", "tc_cnt", "tc_len", "kt_key", "kt_cnt", "kt_len"):
             d[k] = d[k][:self.n_t].copy()
-        h, t = int(self.meta[0]), int(self.meta[1])
+        e, h, t = int(self.meta[3]), int(self.meta[0]), int(self.meta[1])
         for k in ("p_ts", "p_c", "p_t"):
-            d[k] = d[k][h:t].copy()
-        d["meta"] = np.array([0, t - h, self.meta[2]], np.int64)
+            d[k] = d[k][e:t].copy()
+        d["meta"] = np.array([h - e, t - e, self.meta[2], 0], np.int64)
         return d
 
     def __setstate__(self, d):
         self.__dict__.update(d)
+        if len(self.meta) == 3:  # a checkpoint from before the known-fraud window: nothing released is kept
+            self.meta = np.r_[self.meta, self.meta[0]].astype(np.int64)
+        if "kt_cnt" not in d:
+            self.kt_cnt = (self.kt_key >= 0).astype(np.int32)
 
     def ids(self, values, customers: bool, fit_index: dict) -> np.ndarray:
         """Internal ids of ``values`` (new ones assigned and the arrays grown)."""
@@ -167,17 +185,17 @@ class GraphState:
             self.c_fit = _grow(self.c_fit, n, -1)
             self.first_seen = _grow(self.first_seen, n, _UNSET)
         else:
-            for k in ("tc_key", "tc_cnt", "tc_len", "kt_key", "kt_len"):
+            for k in ("tc_key", "tc_cnt", "tc_len", "kt_key", "kt_cnt", "kt_len"):
                 setattr(self, k, _grow(getattr(self, k), n))
             self.t_fit = _grow(self.t_fit, n, -1)
 
     def reserve_pending(self, extra: int) -> None:
-        h, t = int(self.meta[0]), int(self.meta[1])
-        if h > 0 and (t + extra > len(self.p_ts) or h > len(self.p_ts) // 2):  # compact
+        e, h, t = int(self.meta[3]), int(self.meta[0]), int(self.meta[1])
+        if e > 0 and (t + extra > len(self.p_ts) or e > len(self.p_ts) // 2):  # compact
             for k in ("p_ts", "p_c", "p_t"):
                 a = getattr(self, k)
-                a[:t - h] = a[h:t]
-            self.meta[0], self.meta[1] = 0, t - h
+                a[:t - e] = a[e:t]
+            self.meta[3], self.meta[0], self.meta[1] = 0, h - e, t - e
         need = int(self.meta[1]) + extra
         for k in ("p_ts", "p_c", "p_t"):
             setattr(self, k, _grow(getattr(self, k), need))
@@ -214,8 +232,8 @@ _lru_add = _lru_add_py  # replaced by its numba-compiled form when the kernel is
 
 
 def _kernel_py(cc, tt, ts, lab, c_fit, t_fit, emb_c, emb_t, core_c, core_t, ct_key, ct_cnt, ct_len,
-               tc_key, tc_cnt, tc_len, kt_key, kt_len, known_c, first_seen, p_ts, p_c, p_t, meta, mark,
-               max_overlap, delay, new_ns, unset, S, ec, et):
+               tc_key, tc_cnt, tc_len, kt_key, kt_cnt, kt_len, known_c, first_seen, p_ts, p_c, p_t, meta, mark,
+               max_overlap, delay, new_ns, unset, known_ns, age_cap, S, ec, et):
     """The per-row state machine (compiled by numba as ``_kernel``); see the module doc for the columns."""
     n = cc.shape[0]
     ndim = emb_c.shape[1]
@@ -236,16 +254,38 @@ def _kernel_py(cc, tt, ts, lab, c_fit, t_fit, emb_c, emb_t, core_c, core_t, ct_k
             found = False
             for j in range(L):
                 if kt_key[pt, j] == pc:
+                    kt_cnt[pt, j] += 1
                     found = True
                     break
             if not found:
                 if L < maxK:
                     kt_key[pt, L] = pc
+                    kt_cnt[pt, L] = 1
                     kt_len[pt] = L + 1
                 else:
                     for j in range(L - 1):
                         kt_key[pt, j] = kt_key[pt, j + 1]
+                        kt_cnt[pt, j] = kt_cnt[pt, j + 1]
                     kt_key[pt, L - 1] = pc
+                    kt_cnt[pt, L - 1] = 1
+        # expire released labels older than now - delay - known window (known_ns < 0: never)
+        lim2 = lim - known_ns
+        while known_ns >= 0 and meta[3] < meta[0] and p_ts[meta[3]] < lim2:
+            e = meta[3]
+            pc = p_c[e]
+            pt = p_t[e]
+            meta[3] = e + 1
+            known_c[pc] -= 1
+            L = kt_len[pt]
+            for j in range(L):
+                if kt_key[pt, j] == pc:
+                    kt_cnt[pt, j] -= 1
+                    if kt_cnt[pt, j] == 0:  # drop, keeping the release order of the others
+                        for jj in range(j, L - 1):
+                            kt_key[pt, jj] = kt_key[pt, jj + 1]
+                            kt_cnt[pt, jj] = kt_cnt[pt, jj + 1]
+                        kt_len[pt] = L - 1
+                    break
         ci = c_fit[c]
         ti = t_fit[t]
         Lc = ct_len[c]
@@ -354,7 +394,8 @@ def _kernel_py(cc, tt, ts, lab, c_fit, t_fit, emb_c, emb_t, core_c, core_t, ct_k
         S[i, 11] = nbr
         S[i, 12] = best
         fs = first_seen[c]
-        S[i, 13] = (now - fs) / 86_400_000_000_000.0 if fs != unset else 0.0
+        age = (now - fs) / 86_400_000_000_000.0 if fs != unset else 0.0
+        S[i, 13] = age if age_cap < 0 or age < age_cap else age_cap
         S[i, 14] = nw
         S[i, 15] = nw / ndt if ndt > 0 else 0.0
         if fs == unset:
@@ -392,7 +433,7 @@ class GraphFeatures(Featurizer):
                  walk_length: int = 20, walks_per_node: int = 10, p: float = 1.0, q: float = 1.0,
                  gnn_epochs: int = 60, delay_days: float = 7.0, max_terminals: int = 32,
                  max_customers: int = 64, max_known: int = 64, overlap_terminals: int = 8, new_days: float = 14.0, columns: str = "all",
-                 seed: int = 0):
+                 seed: int = 0, known_days: float | None = 28.0, age_cap_days: float | None = 28.0):
         self.embedder = embedder
         self.dim = dim
         self.proj_dim = proj_dim
@@ -410,6 +451,8 @@ class GraphFeatures(Featurizer):
         self.new_days = new_days
         self.columns = columns
         self.seed = seed
+        self.known_days = known_days
+        self.age_cap_days = age_cap_days
 
     # ------------------------------------------------------------------ fit
     def fit(self, df: pd.DataFrame, y=None) -> "GraphFeatures":
@@ -498,6 +541,8 @@ class GraphFeatures(Featurizer):
                else np.zeros(n, np.int64))
         state.reserve_pending(int((lab == 1).sum()))
         ndim = self.emb_c_.shape[1]
+        # featurizers saved before these parameters existed keep their behaviour (no window, no cap)
+        known, cap = getattr(self, "known_days", None), getattr(self, "age_cap_days", None)
         S = np.zeros((n, 16))
         ec = np.zeros((n, ndim))
         et = np.zeros((n, ndim))
@@ -505,9 +550,11 @@ class GraphFeatures(Featurizer):
             _compiled_kernel()(
                 cc, tt, t_ns, lab, state.c_fit, state.t_fit, self.emb_c_, self.emb_t_, self.core_c_, self.core_t_,
                 state.ct_key, state.ct_cnt, state.ct_len, state.tc_key, state.tc_cnt, state.tc_len, state.kt_key,
-                state.kt_len, state.known_c, state.first_seen, state.p_ts, state.p_c, state.p_t, state.meta,
-                state.mark, np.int64(self.overlap_terminals), np.int64(round(float(self.delay_days) * _NS_DAY)),
-                np.int64(round(float(self.new_days) * _NS_DAY)), np.int64(_UNSET), S, ec, et)
+                state.kt_cnt, state.kt_len, state.known_c, state.first_seen, state.p_ts, state.p_c, state.p_t,
+                state.meta, state.mark, np.int64(self.overlap_terminals),
+                np.int64(round(float(self.delay_days) * _NS_DAY)), np.int64(round(float(self.new_days) * _NS_DAY)),
+                np.int64(_UNSET), np.int64(-1 if known is None else round(float(known) * _NS_DAY)),
+                np.float64(-1.0 if cap is None else float(cap)), S, ec, et)
             state.last_time = int(t_ns[-1])
         nrm = np.linalg.norm(ec, axis=1) * np.linalg.norm(et, axis=1)
         cos = np.where(nrm > 0, (ec * et).sum(1) / np.where(nrm > 0, nrm, 1.0), 0.0)
@@ -532,16 +579,15 @@ class GraphFeatures(Featurizer):
         ts = fr["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
         pc = state.ids(fr["customer_id"], True, self.c_index_).astype(np.int32)
         pt = state.ids(fr["terminal_id"], False, self.t_index_).astype(np.int32)
-        state.reserve_pending(0)
         h, t = int(state.meta[0]), int(state.meta[1])
         all_ts = np.concatenate([state.p_ts[h:t], ts])
         order = np.argsort(all_ts, kind="stable")  # queued labels stay in time order, earlier ones first on ties
         new_ts, new_c, new_t = all_ts[order], np.concatenate([state.p_c[h:t], pc])[order], \
             np.concatenate([state.p_t[h:t], pt])[order]
-        state.meta[0], state.meta[1] = 0, 0
-        state.reserve_pending(len(order))
-        state.p_ts[:len(order)], state.p_c[:len(order)], state.p_t[:len(order)] = new_ts, new_c, new_t
-        state.meta[1] = len(order)
+        state.reserve_pending(m)  # may compact: the released labels [meta[3], meta[0]) stay as they are
+        h = int(state.meta[0])
+        state.p_ts[h:h + len(order)], state.p_c[h:h + len(order)], state.p_t[h:h + len(order)] = new_ts, new_c, new_t
+        state.meta[1] = h + len(order)
         return m
 
     def save(self, path) -> None:

@@ -70,3 +70,21 @@ def test_missing_featurizer_is_skipped_with_a_note(world_path, monkeypatch):
     assert set(res["feature_sets"]) == {"tabular"}
     with pytest.raises(ConfigError, match="unknown feature set"):
         run_ablation(df, sets=["bogus"])
+
+
+def test_cli_node2vec_compares_with_pypi_package(world_path):
+    """Both configurations (same parameters, each side's defaults) with times and held-out link AUCs."""
+    from fraud.cli import main
+
+    res = CliRunner().invoke(main, ["bench", "node2vec", "--data", str(world_path), "--preset", "canonical",
+                                    "--compare-nodes", "300", "--window-days", "30", "--holdout-days", "7", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout[res.stdout.index("{"):])
+    c = out["compare"]
+    assert c["heldout_pairs"] > 0 and c["nodes"] >= 300
+    names = [r["name"] for r in c["same"]["runs"]]
+    assert names[0].startswith("ours") and names[-1].startswith("PyPI") and len(c["defaults"]["runs"]) == 2
+    for r in c["same"]["runs"] + c["defaults"]["runs"]:
+        assert r["wall_s"] > 0 and 0.5 < r["link_auc"] <= 1
+    assert c["same"]["runs"][-1]["params"]["dimensions"] == 32 == c["same"]["runs"][0]["params"]["dim"]
+    assert c["defaults"]["runs"][1]["params"]["dimensions"] == 128  # the package's own default

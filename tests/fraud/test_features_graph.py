@@ -128,7 +128,7 @@ def _reference_features(f, rows):
 
     day = 86_400 * 10**9
     cust_terms, term_custs, known_c, known_t_cust, first_seen = {}, {}, {}, {}, {}
-    pending = deque()
+    pending, released = deque(), deque()
 
     def lru_add(d, key, cap):
         d[key] = d.pop(key, 0) + 1
@@ -139,16 +139,27 @@ def _reference_features(f, rows):
     t_ns = rows["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64).tolist()
     lab = rows["label"].tolist()
     delay, new_ns = int(round(f.delay_days * day)), int(round(f.new_days * day))
+    known_ns = None if f.known_days is None else int(round(f.known_days * day))
     ec, et, S = np.zeros((len(rows), f.emb_c_.shape[1])), np.zeros((len(rows), f.emb_c_.shape[1])), np.zeros((len(rows), 16))
     for i, (c, t, ts) in enumerate(zip(cust, term, t_ns)):
         while pending and pending[0][0] < ts - delay:
-            _, pc, pt = pending.popleft()
+            released.append(pending.popleft())
+            _, pc, pt = released[-1]
             known_c[pc] = known_c.get(pc, 0) + 1
             s = known_t_cust.setdefault(pt, {})
-            if pc not in s:
-                s[pc] = 1
-                if len(s) > f.max_known:
-                    del s[next(iter(s))]
+            s[pc] = s.get(pc, 0) + 1  # a count per known-fraud customer, in order of first release
+            if len(s) > f.max_known:
+                del s[next(iter(s))]
+        while known_ns is not None and released and released[0][0] < ts - delay - known_ns:
+            _, pc, pt = released.popleft()  # expired: older than the known-fraud window
+            known_c[pc] -= 1
+            if not known_c[pc]:
+                del known_c[pc]
+            s = known_t_cust.get(pt, {})
+            if pc in s:
+                s[pc] -= 1
+                if not s[pc]:
+                    del s[pc]
         ct, tc = cust_terms.get(c, {}), term_custs.get(t, {})
         ci, ti = f.c_index_.get(c), f.t_index_.get(t)
         nb = [f.t_index_[x] for x in ct if x in f.t_index_ and x != t] + ([ti] if ti is not None else [])
@@ -165,7 +176,7 @@ def _reference_features(f, rows):
         fs = first_seen.setdefault(c, ts)
         S[i] = [ci is not None, ti is not None, f.core_c_[ci] if ci is not None else 0, f.core_t_[ti] if ti is not None else 0,
                 ct.get(t, 0), ct.get(t, 0) / sum(ct.values()) if ct else 0, len(ct), len(tc), known_c.get(c, 0), kc,
-                kc / ndt if ndt else 0, nbr, best, (ts - fs) / day, nw, nw / ndt if ndt else 0]
+                kc / ndt if ndt else 0, nbr, best, min((ts - fs) / day, f.age_cap_days), nw, nw / ndt if ndt else 0]
         lru_add(cust_terms.setdefault(c, {}), t, f.max_terminals)
         lru_add(term_custs.setdefault(t, {}), c, f.max_customers)
         if lab[i] == 1:
@@ -177,7 +188,7 @@ def test_kernel_equals_python_reference(world):
     """Small memories (evictions everywhere): the numba kernel equals the original Python state machine."""
     hist = world.iloc[:4000]
     f = GraphFeatures(**PARAMS, max_terminals=4, max_customers=6, max_known=2, overlap_terminals=3,
-                      delay_days=2, new_days=3).fit(hist)
+                      delay_days=2, new_days=3, known_days=4, age_cap_days=5).fit(hist)
     rows = world.iloc[2000:9000]
     ec, et, S = _reference_features(f, rows)
     X = f.transform(rows)
@@ -202,3 +213,28 @@ def test_state_pickles_and_resumes(world, fitted):
     fitted.update(st, sub.iloc[:700])
     st = pickle.loads(pickle.dumps(st))  # checkpoint: trimmed arrays, grows again on new nodes
     np.testing.assert_array_equal(fitted.update(st, sub.iloc[700:]).to_numpy(), want.iloc[700:].to_numpy())
+
+
+def test_known_fraud_window_and_age_cap(world):
+    """A fraud label counts from delay after its transaction until delay + known_days; the age saturates."""
+    f = GraphFeatures(**PARAMS, delay_days=7, known_days=10, age_cap_days=20).fit(world.iloc[:3000])
+    t0 = pd.Timestamp("2030-01-01", tz="UTC")
+    days = [0, 1, 6, 9, 18, 30]  # rows of customer A at terminal T (fraud at day 0) and of B at T
+    rows = pd.DataFrame({
+        "tx_id": [f"x{i}" for i in range(2 * len(days))],
+        "timestamp": [t0 + pd.Timedelta(days=d, hours=h) for d in days for h in (0, 1)],
+        "customer_id": ["A", "B"] * len(days), "terminal_id": ["T"] * (2 * len(days)),
+        "amount": 1.0, "label": np.array([1] + [0] * (2 * len(days) - 1), np.int8),
+        "scenario": np.zeros(2 * len(days), np.int16)})
+    X = f.transform(rows)
+    a, b = X.iloc[0::2], X.iloc[1::2]
+    # A's fraud (day 0) is usable after day 7 and counts until day 17
+    assert a["g_c_known"].tolist() == [0, 0, 0, 1, 0, 0]
+    assert b["g_t_known_cust"].tolist() == [0, 0, 0, 1, 0, 0]
+    assert a["g_c_age_days"].tolist() == [0, 1, 6, 9, 18, 20]
+    # without the window the label counts for ever (the old behaviour)
+    old = GraphFeatures(**PARAMS, delay_days=7, known_days=None, age_cap_days=None).fit(world.iloc[:3000])
+    Xo = old.transform(rows)
+    assert Xo.iloc[0::2]["g_c_known"].tolist() == [0, 0, 0, 1, 1, 1]
+    assert Xo.iloc[0::2]["g_c_age_days"].tolist() == [0, 1, 6, 9, 18, 30]
+    assert_replay_equals_transform(f, rows, batch_sizes=(1, 5))

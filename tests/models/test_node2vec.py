@@ -2,8 +2,6 @@ import numpy as np
 import pytest
 import torch
 
-
-
 from models.node2vec import Node2Vec
 
 
@@ -74,17 +72,52 @@ def test_same_seed_same_embeddings_and_contract():
     assert learned and all(k.endswith("_") for k in learned)
 
 
-def test_torch_backend_embeds_neighbours_closer():
-    # two disconnected cliques: nodes of the same clique end up more similar
+@pytest.mark.parametrize("backend,workers", [("numba", 1), ("numba", 2), ("gensim", 1), ("torch", 1)])
+def test_backends_embed_neighbours_closer(backend, workers):
+    # two disconnected cliques: nodes of the same clique end up more similar (numba with 2 threads: Hogwild)
     blocks = [(i, j) for b in (0, 10) for i in range(b, b + 10) for j in range(b, b + 10) if i != j]
     ei = torch.tensor(blocks).T
-    emb = Node2Vec(dim=8, walk_length=10, walks_per_node=5, epochs=2, backend="torch", seed=0).fit(ei, 20).embedding_
+    emb = Node2Vec(dim=8, walk_length=10, walks_per_node=20, epochs=2, backend=backend, workers=workers,
+                   seed=0).fit(ei, 20).embedding_
     e = emb - emb.mean(0)
     e = e / np.linalg.norm(e, axis=1, keepdims=True)
     sim = e @ e.T
     grp = np.arange(20) // 10
     same = grp[:, None] == grp[None, :]
-    assert sim[same & ~np.eye(20, dtype=bool)].mean() > sim[~same].mean() + 0.2
+    assert sim[same & ~np.eye(20, dtype=bool)].mean() > sim[~same].mean() + 0.5
+
+
+def test_walks_do_not_depend_on_threads_and_unweighted_is_uniform():
+    ei, n = _bipartite(seed=5)
+    a = Node2Vec(walk_length=12, walks_per_node=3, p=0.5, q=2.0, seed=3, workers=1).random_walks(ei, n)
+    b = Node2Vec(walk_length=12, walks_per_node=3, p=0.5, q=2.0, seed=3, workers=2).random_walks(ei, n)
+    torch.testing.assert_close(a, b)
+    # one centre with 4 leaves, unweighted: each leaf is the first step a quarter of the time
+    star = torch.tensor([[0, 0, 0, 0, 1, 2, 3, 4], [1, 2, 3, 4, 0, 0, 0, 0]])
+    first = Node2Vec(walk_length=2, walks_per_node=8000, seed=1).random_walks(star, 5)
+    first = first[first[:, 0] == 0, 1].numpy()
+    assert np.bincount(first, minlength=5)[1:] / len(first) == pytest.approx([0.25] * 4, abs=0.02)
+
+
+def test_alias_table_is_exact_and_negatives_follow_unigram_075():
+    from models.node2vec import _alias_table
+
+    p = np.random.default_rng(0).random(40) ** 3
+    p /= p.sum()
+    aprob, alias = _alias_table(p)
+    q = aprob.astype(np.float64) / len(p)
+    np.add.at(q, alias, (1 - aprob) / len(p))
+    np.testing.assert_allclose(q, p, atol=1e-6)
+
+
+def test_numba_one_thread_is_deterministic_hogwild_is_close():
+    ei, n = _bipartite(seed=6)
+    kw = dict(dim=8, walk_length=10, walks_per_node=6, seed=2)
+    a = Node2Vec(**kw).fit(ei, n).embedding_
+    np.testing.assert_array_equal(a, Node2Vec(**kw).fit(ei, n).embedding_)
+    h = Node2Vec(**kw, workers=2).fit(ei, n).embedding_  # lock-free: not bit-reproducible, same scale
+    assert h.shape == a.shape and np.isfinite(h).all()
+    assert np.linalg.norm(h, axis=1).mean() == pytest.approx(np.linalg.norm(a, axis=1).mean(), rel=0.3)
 
 
 def test_bad_parameters():
@@ -93,3 +126,7 @@ def test_bad_parameters():
         Node2Vec(p=0).fit(ei, n)
     with pytest.raises(ValueError, match="node ids"):
         Node2Vec().fit(ei, 5)
+    with pytest.raises(ValueError, match="backend="):
+        Node2Vec(backend="word2vec").fit(ei, n)
+    with pytest.raises(ValueError, match="workers="):
+        Node2Vec(workers=0).fit(ei, n)
