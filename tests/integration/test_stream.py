@@ -179,12 +179,16 @@ def test_end_to_end_and_dead_letters(broker, reg, tmp_path):
     h = _start(_cfg(broker, reg, tmp_path, topic, max_message_bytes=10_000, metrics_port=port, snapshot_events=60))
     s = h.scorer
     _wait(lambda: s.n_events >= total, 60, "all events consumed")
+    import gc
+
+    assert gc.get_freeze_count() > 0  # the running scorer froze its start-up heap (ServeConfig.gc_freeze)
     import httpx
 
     metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     kept, revoke = {}, s._on_revoked
     s._on_revoked = lambda revoked: (kept.update(s.states), revoke(revoked))  # the live states, at the end
     _halt(h)
+    assert gc.get_freeze_count() == 0  # and close() gave it back to the collector
 
     # every good event scored exactly once, in every sink
     assert s.n_scored == len(good)
