@@ -69,6 +69,10 @@ class _ECDFBase(BaseDetector):
     rows beyond every training value, are broken by ``MAX_TIE_WEIGHT`` x the sum).
     """
 
+    #: defaults for detectors pickled before these parameters existed (their behaviour was "auto" / "sum")
+    tail = "auto"
+    aggregate = "sum"
+
     def __init__(self, contamination: float = 0.1, max_rows: int | None = None, seed: int = 0, tail: str = "auto",
                  aggregate: str = "sum"):
         super().__init__(contamination=contamination)

@@ -51,7 +51,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fraud.errors import ConfigError
+from fraud.errors import ConfigError, ModelError
 from fraud.features.base import Featurizer
 from fraud.features.tabular import (DAY_NS, _codes, _days_ns, _labels, _Log, _query_order, _require, _Sorted,
                                     _wname, timestamps_ns)
@@ -327,6 +327,17 @@ class BehaviourFeatures(Featurizer):
                         "BH_T_LAST_IS_FRAUD", f"BH_T_KNOWN_NORMAL_FRAUD_{_wname(self.terminal_label_window)}D",
                         "BH_T_FRAUD_STREAK", "BH_T_GENUINE_AFTER_FRAUD"]
 
+    def _out_index(self) -> np.ndarray:
+        """Positions of ``feature_names_`` among all computed columns: a featurizer pickled by an earlier version
+        (fewer columns, no ``columns`` parameter) keeps outputting exactly the columns its bundle was trained on."""
+        names = self._all_names()
+        pos = {n: i for i, n in enumerate(names)}
+        missing = [n for n in self.feature_names_ if n not in pos]
+        if missing:
+            raise ModelError(f"BehaviourFeatures: fitted columns {missing} are not computed by this version "
+                             f"(computed: {names}); retrain the bundle")
+        return np.array([pos[n] for n in self.feature_names_], dtype=np.intp)
+
     def fit(self, df: pd.DataFrame | None = None, y=None) -> "BehaviourFeatures":
         """Nothing is learned; validates the parameters and sets ``feature_names_``."""
         self._params()
@@ -349,7 +360,7 @@ class BehaviourFeatures(Featurizer):
                                 columns=list(self.feature_names_))
         cust = _customer_block(cc, ts, amount, fraud, p, rows)
         normal = cust[:, 3] <= p["normal_ratio"]
-        X = np.hstack([amount[:, None], cust, _terminal_block(tc, ts, fraud, normal, p, rows)])[:, self._selected()]
+        X = np.hstack([amount[:, None], cust, _terminal_block(tc, ts, fraud, normal, p, rows)])[:, self._out_index()]
         return pd.DataFrame(X, index=df.index, columns=list(self.feature_names_), copy=False)
 
     # -- online -------------------------------------------------------------------------------
@@ -397,5 +408,5 @@ class BehaviourFeatures(Featurizer):
         log.append(ccode=cc, tcode=tc, ts=ts, amount=amount, label=labels, normal=normal,
                    tx_id=rows["tx_id"].astype(str).to_numpy(dtype=object))
         log.evict(state.latest_ns - state.horizon_ns)
-        X = np.hstack([amount[:, None]] + blocks)[:, self._selected()]
+        X = np.hstack([amount[:, None]] + blocks)[:, self._out_index()]
         return pd.DataFrame(X, index=rows.index, columns=list(self.feature_names_), copy=False)
