@@ -25,6 +25,27 @@ def test_alerts_are_idempotent_by_tx_id(tmp_path):
     assert got["reasons"].iloc[0] == ["feature:amount high"] and got["model_version"].iloc[0] == "3"
 
 
+def test_alert_rows_keep_their_values_naive_times_are_utc_and_a_racing_writer_is_ignored(tmp_path):
+    s = AlertStore(f"sqlite:///{tmp_path}/a.db")
+    df = alerts_frame(["a", "b"]).assign(timestamp=pd.to_datetime(["2024-01-01 10:00", "2024-01-01 11:30"]),
+                                         scenario=[4.0, float("nan")], model_version=["7", None],
+                                         reasons=['["x"]', ("y", "z")])
+    assert s.write_alerts(df, model_version="9") == 2
+    got = s.read_alerts().set_index("tx_id")
+    assert got.loc["a", "timestamp"] == pd.Timestamp("2024-01-01 10:00", tz="UTC")
+    assert got.loc["a", "scenario"] == 4 and pd.isna(got.loc["b", "scenario"])
+    assert got.loc["a", "model_version"] == "7" and got.loc["b", "model_version"] == "9"
+    assert got.loc["a", "reasons"] == ["x"] and got.loc["b", "reasons"] == ["y", "z"]
+    # another scorer stored "c" between our check and our insert: the insert skips it instead of failing
+    row = {"tx_id": "c", "timestamp": pd.Timestamp("2024-01-02", tz="UTC").to_pydatetime(), "customer_id": "c",
+           "terminal_id": "t", "amount": 1.0, "score": 0.5, "reasons": "[]", "model_version": None, "scenario": None,
+           "created_at": pd.Timestamp("2024-01-02", tz="UTC").to_pydatetime()}
+    with s.engine.begin() as conn:
+        conn.execute(s._insert_ignoring_duplicates(), [row])
+        conn.execute(s._insert_ignoring_duplicates(), [row, {**row, "tx_id": "d"}])
+    assert s.count_alerts() == 4
+
+
 def test_decisions_become_labels_latest_wins(tmp_path):
     s = AlertStore(f"sqlite:///{tmp_path}/a.db")
     s.add_decision("fraud", "ann", ["1", "2"], cluster_id="k1", note="ring")
