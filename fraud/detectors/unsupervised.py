@@ -10,11 +10,14 @@ them) after fit; ``__init__`` only stores parameters.
   float32 comparisons, per-row sums in sklearn's tree order); ~10-20x faster on a 100-row
   micro-batch, about as fast as sklearn on 10,000 rows.
 * ``FastHBOS``: PyOD's HBOS with its numba scoring kernel replaced by the same computation in numpy
-  (identical scores; no numba compile of several seconds in every new process).
+  (identical scores), and scored with one small numba kernel over all rows and features (cached on
+  disk, so no compile in every new process; same bits as the numpy path, which remains without numba).
 * ``FastECOD`` / ``FastCOPOD``: lookup versions of PyOD's ECOD / COPOD. PyOD recomputes the
   empirical CDFs over the whole training set on every ``decision_function`` call (it concatenates
   the training matrix with the query rows and re-sorts everything). Here the sorted training
-  values of each feature are kept at fit, and a query is scored with ``np.searchsorted``.
+  values of each feature are kept at fit, and a query is scored by binary search: one numba kernel
+  over all rows and features (flat arrays and -log tables derived lazily from the fitted state, so
+  old pickles score too), or per-feature ``np.searchsorted`` without numba; both give the same bits.
 
   Semantics: each query row is scored *as if it alone were appended to the training set*, which is
   exactly what PyOD computes when called with one row at a time:
@@ -121,8 +124,47 @@ class _ECDFBase(BaseDetector):
             U_r[:, j] = ge / n
         return -np.log(U_l), -np.log(U_r)
 
+    def _lookup(self) -> tuple:
+        """Flat arrays for the numba tails kernel, derived from the fitted ``values_`` / ``cumcounts_``
+        (built on first use, not pickled, so detectors pickled before the kernel existed score too):
+        the concatenated sorted values, their per-feature offsets and, per feature, the -log tail
+        tables indexed by the searched position (-log((cum[k] + 1) / (n + 1)) and
+        -log((n - cum[k] + 1) / (n + 1)), computed with the numpy path's arithmetic, so bit-identical)."""
+        cache = self.__dict__.get("_lookup_cache")
+        if cache is not None and cache[0] is self.values_ and cache[1] is self.cumcounts_:
+            return cache[2]
+        n = float(self.n_train_)
+        sizes = np.array([len(u) for u in self.values_], dtype=np.int64)
+        off = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        vals = np.ascontiguousarray(np.concatenate(self.values_), dtype=np.float64)
+        cums = np.concatenate(self.cumcounts_)  # feature j: len(values_[j]) + 1 entries at off[j] + j
+        tl = -np.log((cums + 1.0) / (n + 1.0))
+        tr = -np.log(((self.n_train_ - cums) + 1.0) / (n + 1.0))
+        arrays = (vals, off, np.ascontiguousarray(tl), np.ascontiguousarray(tr))
+        self.__dict__["_lookup_cache"] = (self.values_, self.cumcounts_, arrays)
+        return arrays
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        if "_lookup_cache" in state:
+            state = dict(state)
+            del state["_lookup_cache"]
+        return state
+
     def _tails(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """-log ECDF of query rows, each as if appended alone to the training set."""
+        kernel = _ecdf_kernel()
+        if kernel is not None and X.shape[1] == len(self.values_) and X.shape[1]:
+            vals, off, tl, tr = self._lookup()
+            X = np.ascontiguousarray(X, dtype=np.float64)
+            U_l = np.empty_like(X)
+            U_r = np.empty_like(X)
+            kernel(X, vals, off, tl, tr, U_l, U_r)
+            return U_l, U_r
+        return self._tails_numpy(X)
+
+    def _tails_numpy(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``_tails`` without numba: per-feature ``np.searchsorted`` (the reference the kernel equals)."""
         n = float(self.n_train_)
         U_l = np.empty_like(X)
         U_r = np.empty_like(X)
@@ -209,6 +251,63 @@ class FastCOPOD(_ECDFBase):
         return np.maximum(U_skew, (U_l + U_r) / 2)
 
 
+_ECDF_KERNEL = []
+
+
+def _ecdf_kernel():
+    """The numba ECOD/COPOD tails kernel (compiled once, cached on disk), or None without numba."""
+    if not _ECDF_KERNEL:
+        try:
+            import numba
+        except ImportError:  # pragma: no cover - numba is a dependency; numpy path
+            _ECDF_KERNEL.append(None)
+            return None
+
+        def tails(X, vals, off, tl, tr, U_l, U_r):  # pragma: no cover - compiled
+            # per (row, feature): np.searchsorted(u, x, "left") (NaN sorts last, as in numpy), then
+            # "right" = left + 1 where x is a training value (the values are distinct), then the
+            # precomputed -log tables: left tail at the "right" position, right tail at "left".
+            # Feature outer (its values stay in cache); the search is branchless with a step count
+            # that depends only on the number of values, so L rows bisect in lockstep and their
+            # cache misses overlap (~2x faster than one row at a time on 10,000 rows, ~4x on 100)
+            n, d = X.shape
+            L = 32
+            base = np.empty(L, dtype=np.int64)
+            xs = np.empty(L, dtype=np.float64)
+            for j in range(d):
+                a = off[j]
+                m = off[j + 1] - a
+                t = a + j
+                for s in range(0, n, L):
+                    w = min(s + L, n) - s
+                    for q in range(w):
+                        x = X[s + q, j]
+                        xs[q] = np.inf if x != x else x
+                        base[q] = a
+                    k = m
+                    while k > 1:
+                        half = k >> 1
+                        for q in range(w):
+                            b = base[q]
+                            base[q] = b + half if vals[b + half] < xs[q] else b
+                        k -= half
+                    for q in range(w):
+                        x = X[s + q, j]
+                        lo = 0
+                        if m > 0:
+                            b = base[q]
+                            lo = b - a + (1 if vals[b] < xs[q] else 0)
+                        if x != x:
+                            lo = m
+                        right = lo
+                        if lo < m and vals[a + lo] == x:
+                            right = lo + 1
+                        U_l[s + q, j] = tl[t + right]
+                        U_r[s + q, j] = tr[t + lo]
+        _ECDF_KERNEL.append(_jit(numba, tails))
+    return _ECDF_KERNEL[0]
+
+
 def _hbos_feature_scores(X: np.ndarray, edges: np.ndarray, hist: np.ndarray, n_bins: int, alpha: float,
                          tol: float) -> np.ndarray:
     """Vectorised equivalent of PyOD's numba ``_calculate_outlier_scores`` (same values)."""
@@ -224,6 +323,49 @@ def _hbos_feature_scores(X: np.ndarray, edges: np.ndarray, hist: np.ndarray, n_b
         mid = s[np.clip(idx - 1, 0, n_bins - 1)]
         out[:, i] = np.where(idx == 0, low, np.where(idx == n_bins + 1, high, mid))
     return out
+
+
+_HBOS_KERNEL = []
+
+
+def _hbos_kernel():
+    """numba version of ``_hbos_feature_scores`` (compiled once, cached on disk), or None without numba."""
+    if not _HBOS_KERNEL:
+        try:
+            import numba
+        except ImportError:  # pragma: no cover - numba is a dependency; numpy path
+            _HBOS_KERNEL.append(None)
+            return None
+
+        def scores(X, edges, S, smin, n_bins, tol, out):  # pragma: no cover - compiled
+            # the numpy path's arithmetic per (row, feature): digitize(right=True) = searchsorted
+            # "left" over the bin edges (NaN last), the same tolerance tests outside the edges
+            n, d = X.shape
+            for i in range(n):
+                for j in range(d):
+                    x = X[i, j]
+                    if x != x:
+                        idx = n_bins + 1
+                    else:
+                        lo = 0
+                        hi = n_bins + 1
+                        while lo < hi:
+                            mid = (lo + hi) >> 1
+                            if edges[mid, j] < x:
+                                lo = mid + 1
+                            else:
+                                hi = mid
+                        idx = lo
+                    if idx == 0:
+                        v = S[0, j] if edges[0, j] - x <= (edges[1, j] - edges[0, j]) * tol else smin[j]
+                    elif idx == n_bins + 1:
+                        v = S[n_bins - 1, j] if x - edges[n_bins, j] <= (edges[n_bins, j] - edges[n_bins - 1, j]) * tol \
+                            else smin[j]
+                    else:
+                        v = S[idx - 1, j]
+                    out[i, j] = v
+        _HBOS_KERNEL.append(_jit(numba, scores))
+    return _HBOS_KERNEL[0]
 
 
 class FastHBOS(HBOS):
@@ -254,8 +396,35 @@ class FastHBOS(HBOS):
         if not hasattr(self, "hist_"):
             raise NotFittedError("FastHBOS is not fitted; call fit(X) first")
         X = _as_matrix(X)
-        return -_hbos_feature_scores(X, self.bin_edges_, self.hist_, int(self.n_bins), self.alpha,
-                                     self.tol).sum(axis=1)
+        kernel = _hbos_kernel()
+        n_bins = int(self.n_bins)
+        if kernel is None or X.shape[1] != self.hist_.shape[1] or n_bins < 1:
+            return -_hbos_feature_scores(X, self.bin_edges_, self.hist_, n_bins, self.alpha, self.tol).sum(axis=1)
+        S, smin = self._log_hist()
+        out = np.empty((X.shape[0], X.shape[1]), dtype=np.float64)
+        kernel(np.ascontiguousarray(X), np.ascontiguousarray(self.bin_edges_, dtype=np.float64), S, smin, n_bins,
+               float(self.tol), out)
+        return -out.sum(axis=1)
+
+    def _log_hist(self) -> tuple[np.ndarray, np.ndarray]:
+        """log2(hist + alpha) per bin and feature and its per-feature minimum, as the numpy path computes
+        them (column by column); derived from the fitted histograms on first use, never pickled."""
+        cache = self.__dict__.get("_log_hist_cache")
+        if cache is not None and cache[0] is self.hist_:
+            return cache[1]
+        S = np.empty(self.hist_.shape, dtype=np.float64)
+        for i in range(self.hist_.shape[1]):
+            S[:, i] = np.log2(self.hist_[:, i] + self.alpha)
+        arrays = (S, S.min(axis=0) if S.size else np.zeros(S.shape[1]))
+        self.__dict__["_log_hist_cache"] = (self.hist_, arrays)
+        return arrays
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        if "_log_hist_cache" in state:
+            state = dict(state)
+            del state["_log_hist_cache"]
+        return state
 
 
 def _iforest_arrays(forest) -> dict:

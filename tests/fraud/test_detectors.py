@@ -383,3 +383,66 @@ def test_ecdf_tail_and_max_aggregate():
         FastECOD(tail="up").fit(X)
     with pytest.raises(Exception, match="aggregate"):
         FastECOD(aggregate="mean").fit(X)
+
+
+@pytest.mark.filterwarnings("ignore:Precision loss:RuntimeWarning")  # the constant feature
+def test_ecdf_tails_kernel_is_bit_identical_to_numpy_path():
+    """The numba tails kernel equals the per-feature searchsorted path bit for bit: ties (integer
+    features), a constant feature, values beyond the training range, +-inf, NaN, -0.0, tiny batches;
+    tail/aggregate options and a pickle (no cached lookup arrays inside) score the same."""
+    from fraud.detectors.unsupervised import _ecdf_kernel
+
+    assert _ecdf_kernel() is not None  # numba is a dependency: the fast path must be the one tested
+    rng = np.random.default_rng(3)
+    n = 700
+    Xt = np.column_stack([rng.integers(0, 12, n).astype(float), rng.normal(size=n).round(1), rng.lognormal(size=n),
+                          np.ones(n), rng.normal(size=n)])
+    Q = np.column_stack([rng.integers(-3, 16, 400).astype(float), rng.normal(scale=3, size=400).round(1),
+                         rng.lognormal(size=400) * 3, rng.integers(0, 3, 400).astype(float), rng.normal(size=400)])
+    Q[rng.random(Q.shape) < 0.05] = np.nan
+    Q[0] = np.inf
+    Q[1] = -np.inf
+    Q[2] = -0.0
+    Q[3] = Xt[5]  # exact training values
+    for cls in (FastECOD, FastCOPOD):
+        for kw in ({}, {"tail": "right", "aggregate": "max"}, {"tail": "left"}):
+            det = cls(**kw).fit(Xt)
+            for rows in (Q, Q[:1], Q[:37], Q[:0]):
+                fast, ref = det._tails(rows), det._tails_numpy(rows)
+                for a, b in zip(fast, ref):
+                    assert a.shape == b.shape and a.flags.c_contiguous
+                    assert np.array_equal(a.view(np.int64), b.view(np.int64))
+            scores = det.decision_function(Q)
+            restored = pickle.loads(pickle.dumps(det))
+            assert "_lookup_cache" not in restored.__dict__
+            assert np.array_equal(restored.decision_function(Q), scores, equal_nan=True)
+            assert np.array_equal(det.feature_outlyingness(Q[:50]),
+                                  det._outlyingness(*det._tails_numpy(Q[:50])), equal_nan=True)
+
+
+@pytest.mark.filterwarnings("ignore:Precision loss:RuntimeWarning")
+def test_hbos_kernel_is_bit_identical_to_numpy_path():
+    """FastHBOS's numba scoring equals the numpy feature scores bit for bit: values on the bin edges, beyond
+    them (inside and outside the tolerance), +-inf, NaN, a constant feature; a pickle scores the same."""
+    from fraud.detectors.unsupervised import _hbos_feature_scores, _hbos_kernel
+
+    assert _hbos_kernel() is not None
+    rng = np.random.default_rng(4)
+    Xt = np.column_stack([rng.lognormal(size=600), rng.integers(0, 5, 600).astype(float), np.ones(600),
+                          rng.normal(size=600)])
+    det = FastHBOS(n_bins=10).fit(Xt)
+    Q = np.column_stack([rng.lognormal(size=300) * 2 - 0.5, rng.integers(-2, 8, 300).astype(float),
+                         rng.integers(0, 3, 300).astype(float), rng.normal(scale=2, size=300)])
+    Q[:11] = det.bin_edges_
+    Q[11:22] = det.bin_edges_ + (det.bin_edges_[1] - det.bin_edges_[0]) * det.tol * 0.5
+    Q[22:33] = det.bin_edges_ - (det.bin_edges_[1] - det.bin_edges_[0]) * det.tol * 0.5
+    Q[rng.random(Q.shape) < 0.05] = np.nan
+    Q[40] = np.inf
+    Q[41] = -np.inf
+    for rows in (Q, Q[:1], Q[:0]):
+        ref = -_hbos_feature_scores(rows, det.bin_edges_, det.hist_, 10, det.alpha, det.tol).sum(axis=1)
+        got = det.decision_function(rows)
+        assert np.array_equal(got.view(np.int64), ref.view(np.int64))
+    restored = pickle.loads(pickle.dumps(det))
+    assert "_log_hist_cache" not in restored.__dict__
+    assert np.array_equal(restored.decision_function(Q), det.decision_function(Q))
