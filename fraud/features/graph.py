@@ -19,9 +19,11 @@ g_t0..g_t{k-1}          terminal embedding projection (unseen: mean of its recen
 g_cos                   cosine similarity of the two (full) embeddings: customer-terminal affinity
 g_c_seen, g_t_seen      1 when the node was in the fit graph
 g_c_core, g_t_core      k-core number of the node in the fit graph (0 when unseen)
-g_pair_prior            prior transactions of this pair in the customer's recent-terminal memory
+g_pair_prior            prior transactions of this pair in the customer's recent-terminal memory (since the
+                        pair was last idle for ``nbr_days``)
 g_pair_share            g_pair_prior / prior transactions of the customer in that memory
-g_c_ndist, g_t_ndist    distinct recent terminals of c / distinct recent customers of t
+g_c_ndist, g_t_ndist    distinct recent terminals of c / distinct recent customers of t (recent: in the
+                        bounded memory and last seen within ``nbr_days``)
 g_c_known               frauds of c whose label is known (transaction older than ts - delay) and recent
                         (transaction within ``known_days`` before ts - delay; None: ever)
 g_t_known_cust          recent customers of t (other than c) with a known recent fraud anywhere
@@ -52,10 +54,27 @@ training frauds and the head lost AP. A fraud label now counts for ``known_days`
 usable, and the age saturates at ``age_cap_days`` (28, above ``new_days``: young accounts still stand
 out). Figures in ``fraud.bench.ablation``.
 
+Neighbour window (``nbr_days``, off by default: None): the neighbour lists also filled up from the empty start (a terminal's
+list of recent customers only grows until it is full), so ``g_t_ndist`` (mean over legitimate rows 24 ->
+29 from training to test period on the handbook), ``g_pair_prior`` and ``g_overlap`` drifted the same way.
+Each list entry now carries its last-seen time; entries last seen more than ``nbr_days`` before the row
+are ignored by every structural column (``g_pair_*``, ``g_*_ndist``, ``g_t_known_cust*``,
+``g_c_nbr_risk``, ``g_overlap*``, ``g_t_new_cust*``; not by the inductive embedding), and a stale pair
+that is used again restarts its count at 1. ``nbr_days=None``: no window (the old behaviour, also that of
+featurizers pickled before the parameter existed). Measured with ``nbr_days=28`` it did not close the
+handbook gap (``fraud.bench.ablation``: -0.0012 / -0.0010 AP on detector seeds 0 / 1), so it is off.
+
+Default columns (``drop_columns``, default ``("g_t_ndist", "g_overlap")``): these two are left out of
+``feature_names_`` (they are still computed: ``g_overlap_share`` and the ``*_share`` columns use them).
+``g_overlap`` adds nothing on the simulated world (ring recall unchanged without it) and both drift on the
+handbook; without them tabular+graph AP >= tabular on detector seeds 0 / 1 / 2 (figures in
+``fraud.bench.ablation``). ``drop_columns=()`` gives every column. Featurizers pickled before keep the
+columns they were fitted with (``feature_names_``).
+
 Information rule: the state absorbs a row only after computing its features; a fraud label is
 released into the state only when its transaction is older than ``ts - delay_days`` of the
 row being scored. Memory is bounded: a customer remembers its ``max_terminals`` most recent
-terminals (LRU with counts), a terminal its ``max_customers`` most recent customers; known-fraud
+terminals (LRU with counts and last-seen times), a terminal its ``max_customers`` most recent customers; known-fraud
 counters and the first-seen time are one integer per node; a fraud label stays queued for the delay plus
 ``known_days`` (it is released into the counters after the delay and expired from them after the window).
 
@@ -120,9 +139,11 @@ class GraphState:
         self.ct_key = np.zeros((0, self.max_terminals), np.int32)
         self.ct_cnt = np.zeros((0, self.max_terminals), np.int32)
         self.ct_len = np.zeros(0, np.int32)
+        self.ct_ts = np.zeros((0, self.max_terminals), np.int64)  # last-seen time of each entry
         self.tc_key = np.zeros((0, self.max_customers), np.int32)
         self.tc_cnt = np.zeros((0, self.max_customers), np.int32)
         self.tc_len = np.zeros(0, np.int32)
+        self.tc_ts = np.zeros((0, self.max_customers), np.int64)
         self.kt_key = np.zeros((0, self.max_known), np.int32)
         self.kt_cnt = np.zeros((0, self.max_known), np.int32)
         self.kt_len = np.zeros(0, np.int32)
@@ -138,9 +159,9 @@ class GraphState:
     # checkpoints carry only the used rows
     def __getstate__(self):
         d = dict(self.__dict__)
-        for k in ("c_fit", "ct_key", "ct_cnt", "ct_len", "known_c", "first_seen", "mark"):
+        for k in ("c_fit", "ct_key", "ct_cnt", "ct_ts", "ct_len", "known_c", "first_seen", "mark"):
             d[k] = d[k][:self.n_c].copy()
-        for k in ("t_fit", "tc_key", "tc_cnt", "tc_len", "kt_key", "kt_cnt", "kt_len"):
+        for k in ("t_fit", "tc_key", "tc_cnt", "tc_ts", "tc_len", "kt_key", "kt_cnt", "kt_len"):
             d[k] = d[k][:self.n_t].copy()
         e, h, t = int(self.meta[3]), int(self.meta[0]), int(self.meta[1])
         for k in ("p_ts", "p_c", "p_t"):
@@ -154,6 +175,9 @@ class GraphState:
             self.meta = np.r_[self.meta, self.meta[0]].astype(np.int64)
         if "kt_cnt" not in d:
             self.kt_cnt = (self.kt_key >= 0).astype(np.int32)
+        if "ct_ts" not in d:  # a checkpoint from before the neighbour window: its featurizer has none
+            self.ct_ts = np.zeros(self.ct_key.shape, np.int64)
+            self.tc_ts = np.zeros(self.tc_key.shape, np.int64)
 
     def ids(self, values, customers: bool, fit_index: dict) -> np.ndarray:
         """Internal ids of ``values`` (new ones assigned and the arrays grown)."""
@@ -180,12 +204,12 @@ class GraphState:
 
     def _reserve(self, customers: bool, n: int) -> None:
         if customers:
-            for k in ("ct_key", "ct_cnt", "ct_len", "known_c", "mark"):
+            for k in ("ct_key", "ct_cnt", "ct_ts", "ct_len", "known_c", "mark"):
                 setattr(self, k, _grow(getattr(self, k), n))
             self.c_fit = _grow(self.c_fit, n, -1)
             self.first_seen = _grow(self.first_seen, n, _UNSET)
         else:
-            for k in ("tc_key", "tc_cnt", "tc_len", "kt_key", "kt_cnt", "kt_len"):
+            for k in ("tc_key", "tc_cnt", "tc_ts", "tc_len", "kt_key", "kt_cnt", "kt_len"):
                 setattr(self, k, _grow(getattr(self, k), n))
             self.t_fit = _grow(self.t_fit, n, -1)
 
@@ -201,9 +225,11 @@ class GraphState:
             setattr(self, k, _grow(getattr(self, k), need))
 
 
-def _lru_add_py(keys, cnts, lens, row, item):
-    """Move ``item`` to the most recent end of ``row``'s bounded neighbour list (count + 1), or append it with
-    count 1, evicting the least recent entry when the list is full (capacity = ``keys.shape[1]``)."""
+def _lru_add_py(keys, cnts, tss, lens, row, item, now, lim):
+    """Move ``item`` to the most recent end of ``row``'s bounded neighbour list (count + 1; count 1 again
+    when its entry was last seen before ``lim``: stale, outside the neighbour window), or append it with
+    count 1, evicting the least recent entry when the list is full (capacity = ``keys.shape[1]``).
+    The entry's last-seen time becomes ``now``."""
     n = lens[row]
     p = -1
     for j in range(n):
@@ -211,11 +237,12 @@ def _lru_add_py(keys, cnts, lens, row, item):
             p = j
             break
     if p >= 0:
-        cnt = cnts[row, p] + 1
+        cnt = cnts[row, p] + 1 if tss[row, p] >= lim else 1
         start = p
     elif n < keys.shape[1]:
         keys[row, n] = item
         cnts[row, n] = 1
+        tss[row, n] = now
         lens[row] = n + 1
         return
     else:
@@ -224,16 +251,28 @@ def _lru_add_py(keys, cnts, lens, row, item):
     for j in range(start, n - 1):
         keys[row, j] = keys[row, j + 1]
         cnts[row, j] = cnts[row, j + 1]
+        tss[row, j] = tss[row, j + 1]
     keys[row, n - 1] = item
     cnts[row, n - 1] = cnt
+    tss[row, n - 1] = now
 
 
+def _fresh_start_py(tss, row, n, lim):
+    """First index of ``row``'s neighbour list last seen at or after ``lim`` (entries are in recency order,
+    so the stale ones are a prefix)."""
+    j = 0
+    while j < n and tss[row, j] < lim:
+        j += 1
+    return j
+
+
+_fresh_start = _fresh_start_py
 _lru_add = _lru_add_py  # replaced by its numba-compiled form when the kernel is compiled
 
 
-def _kernel_py(cc, tt, ts, lab, c_fit, t_fit, emb_c, emb_t, core_c, core_t, ct_key, ct_cnt, ct_len,
-               tc_key, tc_cnt, tc_len, kt_key, kt_cnt, kt_len, known_c, first_seen, p_ts, p_c, p_t, meta, mark,
-               max_overlap, delay, new_ns, unset, known_ns, age_cap, S, ec, et):
+def _kernel_py(cc, tt, ts, lab, c_fit, t_fit, emb_c, emb_t, core_c, core_t, ct_key, ct_cnt, ct_ts, ct_len,
+               tc_key, tc_cnt, tc_ts, tc_len, kt_key, kt_cnt, kt_len, known_c, first_seen, p_ts, p_c, p_t, meta, mark,
+               max_overlap, delay, new_ns, unset, known_ns, age_cap, nbr_ns, S, ec, et):
     """The per-row state machine (compiled by numba as ``_kernel``); see the module doc for the columns."""
     n = cc.shape[0]
     ndim = emb_c.shape[1]
@@ -327,9 +366,13 @@ def _kernel_py(cc, tt, ts, lab, c_fit, t_fit, emb_c, emb_t, core_c, core_t, ct_k
             if m > 0:
                 for d in range(ndim):
                     et[i, d] /= m
+        # neighbour window (nbr_ns < 0: none): entries last seen before now - nbr_ns do not count below
+        nlim = now - nbr_ns if nbr_ns >= 0 else unset
+        sc = _fresh_start(ct_ts, c, Lc, nlim)
+        st = _fresh_start(tc_ts, t, Lt, nlim)
         pair = 0
         tot_c = 0
-        for j in range(Lc):
+        for j in range(sc, Lc):
             tot_c += ct_cnt[c, j]
             if ct_key[c, j] == t:
                 pair = ct_cnt[c, j]
@@ -337,7 +380,7 @@ def _kernel_py(cc, tt, ts, lab, c_fit, t_fit, emb_c, emb_t, core_c, core_t, ct_k
         nw = 0
         young = now - new_ns
         c_in_tc = False
-        for j in range(Lt):
+        for j in range(st, Lt):
             u = tc_key[t, j]
             if u == c:
                 c_in_tc = True
@@ -347,20 +390,20 @@ def _kernel_py(cc, tt, ts, lab, c_fit, t_fit, emb_c, emb_t, core_c, core_t, ct_k
                 if first_seen[u] > young:
                     nw += 1
         nbr = 0
-        for j in range(Lc):
+        for j in range(sc, Lc):
             x = ct_key[c, j]
             if x != t:
                 L = kt_len[x]
                 if L > 1 or (L == 1 and kt_key[x, 0] != c):
                     nbr += 1
         best = 0
-        if Lt > 0 and Lc > 0:
+        if Lt > st and Lc > sc:
             stamp = meta[2] + 1
             meta[2] = stamp
-            for j in range(Lt):
+            for j in range(st, Lt):
                 mark[tc_key[t, j]] = stamp
             jj = 0
-            for j in range(Lc - 1, -1, -1):  # the most recent terminals first
+            for j in range(Lc - 1, sc - 1, -1):  # the most recent terminals first
                 x = ct_key[c, j]
                 if x == t:
                     continue
@@ -369,7 +412,7 @@ def _kernel_py(cc, tt, ts, lab, c_fit, t_fit, emb_c, emb_t, core_c, core_t, ct_k
                     break
                 ov = 0
                 c_in_x = False
-                for k in range(tc_len[x]):
+                for k in range(_fresh_start(tc_ts, x, tc_len[x], nlim), tc_len[x]):
                     u = tc_key[x, k]
                     if mark[u] == stamp:
                         ov += 1
@@ -379,15 +422,15 @@ def _kernel_py(cc, tt, ts, lab, c_fit, t_fit, emb_c, emb_t, core_c, core_t, ct_k
                     ov -= 1
                 if ov > best:
                     best = ov
-        ndt = Lt - (1 if c_in_tc else 0)
+        ndt = Lt - st - (1 if c_in_tc else 0)
         S[i, 0] = 1.0 if ci >= 0 else 0.0
         S[i, 1] = 1.0 if ti >= 0 else 0.0
         S[i, 2] = core_c[ci] if ci >= 0 else 0.0
         S[i, 3] = core_t[ti] if ti >= 0 else 0.0
         S[i, 4] = pair
         S[i, 5] = pair / tot_c if tot_c > 0 else 0.0
-        S[i, 6] = Lc
-        S[i, 7] = Lt
+        S[i, 6] = Lc - sc
+        S[i, 7] = Lt - st
         S[i, 8] = known_c[c]
         S[i, 9] = kc
         S[i, 10] = kc / ndt if ndt > 0 else 0.0
@@ -401,8 +444,8 @@ def _kernel_py(cc, tt, ts, lab, c_fit, t_fit, emb_c, emb_t, core_c, core_t, ct_k
         if fs == unset:
             first_seen[c] = now
         # absorb the row: LRU add t to c's terminals, c to t's customers
-        _lru_add(ct_key, ct_cnt, ct_len, c, t)
-        _lru_add(tc_key, tc_cnt, tc_len, t, c)
+        _lru_add(ct_key, ct_cnt, ct_ts, ct_len, c, t, now, nlim)
+        _lru_add(tc_key, tc_cnt, tc_ts, tc_len, t, c, now, nlim)
         if lab[i] == 1:
             k = meta[1]
             p_ts[k] = now
@@ -413,7 +456,7 @@ def _kernel_py(cc, tt, ts, lab, c_fit, t_fit, emb_c, emb_t, core_c, core_t, ct_k
 
 def _compiled_kernel():
     """The numba-compiled kernel (compiled once per process, cached on disk: ``cache=True``)."""
-    global _KERNEL, _lru_add
+    global _KERNEL, _lru_add, _fresh_start
     if _KERNEL is None:
         try:
             from numba import njit
@@ -421,6 +464,7 @@ def _compiled_kernel():
             _KERNEL = _kernel_py
         else:
             _lru_add = njit(cache=True, nogil=True)(_lru_add_py)
+            _fresh_start = njit(cache=True, nogil=True)(_fresh_start_py)
             _KERNEL = njit(cache=True, nogil=True)(_kernel_py)
     return _KERNEL
 
@@ -433,7 +477,8 @@ class GraphFeatures(Featurizer):
                  walk_length: int = 20, walks_per_node: int = 10, p: float = 1.0, q: float = 1.0,
                  gnn_epochs: int = 60, delay_days: float = 7.0, max_terminals: int = 32,
                  max_customers: int = 64, max_known: int = 64, overlap_terminals: int = 8, new_days: float = 14.0, columns: str = "all",
-                 seed: int = 0, known_days: float | None = 28.0, age_cap_days: float | None = 28.0):
+                 seed: int = 0, known_days: float | None = 28.0, age_cap_days: float | None = 28.0,
+                 nbr_days: float | None = None, drop_columns: tuple = ("g_t_ndist", "g_overlap")):
         self.embedder = embedder
         self.dim = dim
         self.proj_dim = proj_dim
@@ -453,6 +498,8 @@ class GraphFeatures(Featurizer):
         self.seed = seed
         self.known_days = known_days
         self.age_cap_days = age_cap_days
+        self.nbr_days = nbr_days
+        self.drop_columns = drop_columns
 
     # ------------------------------------------------------------------ fit
     def fit(self, df: pd.DataFrame, y=None) -> "GraphFeatures":
@@ -503,7 +550,11 @@ class GraphFeatures(Featurizer):
                                   "g_t_known_cust_share", "g_c_nbr_risk", "g_overlap", "g_c_age_days",
                                   "g_t_new_cust", "g_overlap_share", "g_t_new_cust_share"])
         static = set(self.all_names_[:2 * self.proj_dim]) | {"g_c_seen", "g_t_seen", "g_c_core", "g_t_core"}
-        self.feature_names_ = [c for c in self.all_names_ if self.columns == "all" or c not in static]
+        drop = set(getattr(self, "drop_columns", ()) or ())
+        if drop - set(self.all_names_):
+            raise ConfigError(f"GraphFeatures: drop_columns={sorted(drop - set(self.all_names_))} are not graph columns "
+                              f"({', '.join(self.all_names_)})")
+        self.feature_names_ = [c for c in self.all_names_ if (self.columns == "all" or c not in static) and c not in drop]
         return self
 
     @staticmethod
@@ -543,18 +594,21 @@ class GraphFeatures(Featurizer):
         ndim = self.emb_c_.shape[1]
         # featurizers saved before these parameters existed keep their behaviour (no window, no cap)
         known, cap = getattr(self, "known_days", None), getattr(self, "age_cap_days", None)
+        nbr = getattr(self, "nbr_days", None)
         S = np.zeros((n, 16))
         ec = np.zeros((n, ndim))
         et = np.zeros((n, ndim))
         if n:
             _compiled_kernel()(
                 cc, tt, t_ns, lab, state.c_fit, state.t_fit, self.emb_c_, self.emb_t_, self.core_c_, self.core_t_,
-                state.ct_key, state.ct_cnt, state.ct_len, state.tc_key, state.tc_cnt, state.tc_len, state.kt_key,
+                state.ct_key, state.ct_cnt, state.ct_ts, state.ct_len, state.tc_key, state.tc_cnt, state.tc_ts,
+                state.tc_len, state.kt_key,
                 state.kt_cnt, state.kt_len, state.known_c, state.first_seen, state.p_ts, state.p_c, state.p_t,
                 state.meta, state.mark, np.int64(self.overlap_terminals),
                 np.int64(round(float(self.delay_days) * _NS_DAY)), np.int64(round(float(self.new_days) * _NS_DAY)),
                 np.int64(_UNSET), np.int64(-1 if known is None else round(float(known) * _NS_DAY)),
-                np.float64(-1.0 if cap is None else float(cap)), S, ec, et)
+                np.float64(-1.0 if cap is None else float(cap)),
+                np.int64(-1 if nbr is None else round(float(nbr) * _NS_DAY)), S, ec, et)
             state.last_time = int(t_ns[-1])
         nrm = np.linalg.norm(ec, axis=1) * np.linalg.norm(et, axis=1)
         cos = np.where(nrm > 0, (ec * et).sum(1) / np.where(nrm > 0, nrm, 1.0), 0.0)
@@ -565,7 +619,7 @@ class GraphFeatures(Featurizer):
         ov_share = np.where(S[:, 7] > 0, S[:, 12] / np.maximum(S[:, 7], 1), 0.0)
         out = np.column_stack([pc, pt, cos, S[:, :15], ov_share, S[:, 15]])
         out = pd.DataFrame(out, index=rows.index, columns=self.all_names_)
-        return out if self.columns == "all" else out[self.feature_names_]
+        return out if self.feature_names_ == self.all_names_ else out[self.feature_names_]
 
     def add_labels(self, state: GraphState, rows: pd.DataFrame) -> int:
         """Feedback for the stream: fraud labels of earlier rows (timestamp, customer_id, terminal_id,

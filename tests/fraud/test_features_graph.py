@@ -6,7 +6,7 @@ from fraud.errors import ConfigError, NotFittedError
 from fraud.features.base import assert_replay_equals_transform
 from fraud.features.graph import GraphFeatures
 
-PARAMS = dict(dim=8, proj_dim=4, walk_length=10, walks_per_node=3)
+PARAMS = dict(dim=8, proj_dim=4, walk_length=10, walks_per_node=3, drop_columns=())  # every column
 
 
 
@@ -120,6 +120,14 @@ def test_online_columns_subset(world, fitted):
     assert "g_cos" in X.columns and "g_c0" not in X.columns and "g_c_core" not in X.columns
     assert list(X.columns) == f.feature_names_ and set(X.columns) < set(f.all_names_)
     assert_replay_equals_transform(f, world.iloc[-300:], batch_sizes=(7,))
+    g = GraphFeatures(**{**PARAMS, "drop_columns": ("g_overlap",)}, columns="online").fit(world.iloc[:3000])
+    Y = g.transform(world.iloc[-500:])
+    assert list(Y.columns) == [c for c in X.columns if c != "g_overlap"] and "g_overlap_share" in Y.columns
+    # the default leaves out g_t_ndist and g_overlap (no AP gain on the handbook; see fraud.bench.ablation)
+    d = GraphFeatures(dim=8, proj_dim=4, walk_length=10, walks_per_node=3, columns="online").fit(world.iloc[:3000])
+    assert d.feature_names_ == [c for c in f.feature_names_ if c not in ("g_t_ndist", "g_overlap")]
+    with pytest.raises(ConfigError, match="g_bogus"):
+        GraphFeatures(**{**PARAMS, "drop_columns": ("g_bogus",)}).fit(world.iloc[:3000])
 
 
 def _reference_features(f, rows):
@@ -130,16 +138,21 @@ def _reference_features(f, rows):
     cust_terms, term_custs, known_c, known_t_cust, first_seen = {}, {}, {}, {}, {}
     pending, released = deque(), deque()
 
-    def lru_add(d, key, cap):
-        d[key] = d.pop(key, 0) + 1
+    def lru_add(d, key, cap, ts, lim):
+        n, last = d.pop(key, (0, ts))
+        d[key] = (n + 1 if last >= lim else 1, ts)  # a stale entry (outside the neighbour window) restarts
         if len(d) > cap:
             del d[next(iter(d))]
+
+    def fresh(d, lim):  # the entries last seen inside the neighbour window: key -> count
+        return {k: n for k, (n, last) in d.items() if last >= lim}
 
     cust, term = rows["customer_id"].tolist(), rows["terminal_id"].tolist()
     t_ns = rows["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64).tolist()
     lab = rows["label"].tolist()
     delay, new_ns = int(round(f.delay_days * day)), int(round(f.new_days * day))
     known_ns = None if f.known_days is None else int(round(f.known_days * day))
+    nbr_ns = None if f.nbr_days is None else int(round(f.nbr_days * day))
     ec, et, S = np.zeros((len(rows), f.emb_c_.shape[1])), np.zeros((len(rows), f.emb_c_.shape[1])), np.zeros((len(rows), 16))
     for i, (c, t, ts) in enumerate(zip(cust, term, t_ns)):
         while pending and pending[0][0] < ts - delay:
@@ -160,25 +173,27 @@ def _reference_features(f, rows):
                 s[pc] -= 1
                 if not s[pc]:
                     del s[pc]
-        ct, tc = cust_terms.get(c, {}), term_custs.get(t, {})
+        ct_all, tc_all = cust_terms.get(c, {}), term_custs.get(t, {})
+        lim = -2**63 if nbr_ns is None else ts - nbr_ns
+        ct, tc = fresh(ct_all, lim), fresh(tc_all, lim)
         ci, ti = f.c_index_.get(c), f.t_index_.get(t)
-        nb = [f.t_index_[x] for x in ct if x in f.t_index_ and x != t] + ([ti] if ti is not None else [])
+        nb = [f.t_index_[x] for x in ct_all if x in f.t_index_ and x != t] + ([ti] if ti is not None else [])
         ec[i] = f.emb_c_[ci] if ci is not None else (f.emb_t_[nb].mean(0) if nb else 0)
-        nb = [f.c_index_[x] for x in tc if x in f.c_index_ and x != c] + ([ci] if ci is not None else [])
+        nb = [f.c_index_[x] for x in tc_all if x in f.c_index_ and x != c] + ([ci] if ci is not None else [])
         et[i] = f.emb_t_[ti] if ti is not None else (f.emb_c_[nb].mean(0) if nb else 0)
         others = [u for u in tc if u != c]
         kc = sum(u in known_c for u in others)
         nw = sum(first_seen[u] > ts - new_ns for u in others)
         nbr = sum(1 for x in ct if x != t and known_t_cust.get(x) and (len(known_t_cust[x]) > 1 or c not in known_t_cust[x]))
         recent = [x for x in reversed(ct) if x != t][:f.overlap_terminals] if tc else []
-        best = max([len((set(tc) & set(term_custs[x])) - {c}) for x in recent], default=0)
+        best = max([len((set(tc) & set(fresh(term_custs[x], lim))) - {c}) for x in recent], default=0)
         ndt = len(others)
         fs = first_seen.setdefault(c, ts)
         S[i] = [ci is not None, ti is not None, f.core_c_[ci] if ci is not None else 0, f.core_t_[ti] if ti is not None else 0,
                 ct.get(t, 0), ct.get(t, 0) / sum(ct.values()) if ct else 0, len(ct), len(tc), known_c.get(c, 0), kc,
                 kc / ndt if ndt else 0, nbr, best, min((ts - fs) / day, f.age_cap_days), nw, nw / ndt if ndt else 0]
-        lru_add(cust_terms.setdefault(c, {}), t, f.max_terminals)
-        lru_add(term_custs.setdefault(t, {}), c, f.max_customers)
+        lru_add(cust_terms.setdefault(c, {}), t, f.max_terminals, ts, lim)
+        lru_add(term_custs.setdefault(t, {}), c, f.max_customers, ts, lim)
         if lab[i] == 1:
             pending.append((ts, c, t))
     return ec, et, S
@@ -188,7 +203,7 @@ def test_kernel_equals_python_reference(world):
     """Small memories (evictions everywhere): the numba kernel equals the original Python state machine."""
     hist = world.iloc[:4000]
     f = GraphFeatures(**PARAMS, max_terminals=4, max_customers=6, max_known=2, overlap_terminals=3,
-                      delay_days=2, new_days=3, known_days=4, age_cap_days=5).fit(hist)
+                      delay_days=2, new_days=3, known_days=4, age_cap_days=5, nbr_days=2).fit(hist)
     rows = world.iloc[2000:9000]
     ec, et, S = _reference_features(f, rows)
     X = f.transform(rows)
@@ -238,3 +253,38 @@ def test_known_fraud_window_and_age_cap(world):
     assert Xo.iloc[0::2]["g_c_known"].tolist() == [0, 0, 0, 1, 1, 1]
     assert Xo.iloc[0::2]["g_c_age_days"].tolist() == [0, 1, 6, 9, 18, 30]
     assert_replay_equals_transform(f, rows, batch_sizes=(1, 5))
+
+
+def test_neighbour_window(world):
+    """Neighbour-list entries last seen more than nbr_days ago stop counting; a stale pair restarts at 1."""
+    f = GraphFeatures(**PARAMS, nbr_days=10).fit(world.iloc[:3000])
+    old = GraphFeatures(**PARAMS, nbr_days=None).fit(world.iloc[:3000])
+    t0 = pd.Timestamp("2030-01-01", tz="UTC")
+    spec = [(0, "A", "T"), (1, "A", "T"), (2, "B", "T"), (2.5, "A", "U"), (30, "A", "T"), (31, "A", "T"),
+            (31.5, "C", "T")]
+    rows = pd.DataFrame({
+        "tx_id": [f"x{i}" for i in range(len(spec))],
+        "timestamp": [t0 + pd.Timedelta(days=d) for d, _, _ in spec],
+        "customer_id": [c for _, c, _ in spec], "terminal_id": [t for _, _, t in spec], "amount": 1.0,
+        "label": np.zeros(len(spec), np.int8), "scenario": np.zeros(len(spec), np.int16)})
+    X, Xo = f.transform(rows), old.transform(rows)
+    assert X["g_pair_prior"].tolist() == [0, 1, 0, 0, 0, 1, 0]  # day 30: A-T last seen 29 days ago
+    assert Xo["g_pair_prior"].tolist() == [0, 1, 0, 0, 2, 3, 0]
+    assert X["g_t_ndist"].tolist() == [0, 1, 1, 0, 0, 1, 1]  # day 30: A and B at T are stale
+    assert Xo["g_t_ndist"].tolist() == [0, 1, 1, 0, 2, 2, 2]
+    assert X["g_c_ndist"].iloc[4] == 0 and Xo["g_c_ndist"].iloc[4] == 2
+    assert_replay_equals_transform(f, rows, batch_sizes=(1, 3))
+    # a featurizer pickled before nbr_days existed (no attribute) keeps the old behaviour, also from an old
+    # checkpoint (a state without the last-seen arrays)
+    from fraud.features.graph import GraphState
+
+    del f.__dict__["nbr_days"]
+    cols = ["g_pair_prior", "g_pair_share", "g_c_ndist", "g_t_ndist", "g_overlap"]
+    pd.testing.assert_frame_equal(f.transform(rows)[cols], Xo[cols])
+    st = f.new_state()
+    f.update(st, rows.iloc[:4])
+    d = st.__getstate__()
+    del d["ct_ts"], d["tc_ts"]
+    st2 = GraphState.__new__(GraphState)
+    st2.__setstate__(d)
+    pd.testing.assert_frame_equal(f.update(st2, rows.iloc[4:])[cols], Xo[cols].iloc[4:])
