@@ -28,6 +28,7 @@ import re
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from fraud.detectors._jit import compiled
 from fraud.errors import ConfigError, ModelError, NotFittedError
 
 SUPERVISED = ("lightgbm", "hgb")
@@ -270,14 +271,6 @@ def _child_np(x: np.ndarray, k: np.ndarray, arrays: dict) -> np.ndarray:
             res[m] = (iv[m] >= 0) & np.isin(iv[m], cats[lo[node]:hi[node]])
         go_left[ci] = res
     return np.where(go_left, left[k], right[k])
-
-
-def _jit(numba, f, **kw):
-    """numba.njit with an on-disk cache where the package folder allows one, else without."""
-    try:
-        return numba.njit(cache=True, nogil=True, **kw)(f)
-    except Exception:  # no cache locator (read-only install): compile per process
-        return numba.njit(nogil=True, **kw)(f)
 
 
 # Numba kernels (compiled on first use, cached on disk). Each split is LightGBM's Tree::Decision over the
@@ -543,23 +536,12 @@ _QS_KERNEL = []
 _QS_PATH_KERNEL = []
 
 
-def _compile(target: list, f):
-    if not target:
-        try:
-            import numba
-        except ImportError:  # pragma: no cover
-            target.append(None)
-            return None
-        target.append(_jit(numba, f))
-    return target[0]
-
-
 def _path_kernel():
-    return _compile(_PATH_KERNEL, _attribute)
+    return compiled(_PATH_KERNEL, _attribute)
 
 
 def _predict_kernel():
-    return _compile(_PREDICT_KERNEL, _predict_packed)
+    return compiled(_PREDICT_KERNEL, _predict_packed)
 
 
 def _tree_args(arrays: dict) -> tuple:
@@ -582,7 +564,7 @@ def predict_raw(arrays: dict, X: np.ndarray) -> np.ndarray:
             Xq = X[ok] if bad.any() else X
             if len(Xq):
                 oq = np.empty(len(Xq), dtype=np.float64)
-                _compile(_QS_KERNEL, _predict_qs)(Xq, *qs, _DEBRUIJN, arrays["init"], oq, min(64, len(Xq)))
+                compiled(_QS_KERNEL, _predict_qs)(Xq, *qs, _DEBRUIJN, arrays["init"], oq, min(64, len(Xq)))
                 out[ok] = oq
             if not bad.any():
                 return out
@@ -638,7 +620,7 @@ def path_contributions(arrays: dict, X: np.ndarray) -> np.ndarray:
                 Xq = X if len(ok) == len(X) else np.ascontiguousarray(X[ok])
                 oq = out if len(ok) == len(X) else np.zeros(Xq.shape, dtype=np.float64)
                 foff, qthr, qtree, qmask, leaf_off, _ = qs
-                _compile(_QS_PATH_KERNEL, _attribute_qs)(Xq, foff, qthr, qtree, qmask, leaf_off, _DEBRUIJN,
+                compiled(_QS_PATH_KERNEL, _attribute_qs)(Xq, foff, qthr, qtree, qmask, leaf_off, _DEBRUIJN,
                                                          *arrays["qs_paths"], oq, min(64, len(Xq)))
                 if len(ok) == len(X):
                     return out

@@ -45,6 +45,7 @@ from pyod.models.hbos import HBOS
 from pyod.models.iforest import IForest
 from scipy.stats import skew as _skew
 
+from fraud.detectors._jit import compiled
 from fraud.errors import ConfigError, NotFittedError
 
 
@@ -254,58 +255,52 @@ class FastCOPOD(_ECDFBase):
 _ECDF_KERNEL = []
 
 
+def _ecdf_tails(X, vals, off, tl, tr, U_l, U_r):  # pragma: no cover - compiled
+    # per (row, feature): np.searchsorted(u, x, "left") (NaN sorts last, as in numpy), then
+    # "right" = left + 1 where x is a training value (the values are distinct), then the
+    # precomputed -log tables: left tail at the "right" position, right tail at "left".
+    # Feature outer (its values stay in cache); the search is branchless with a step count
+    # that depends only on the number of values, so L rows bisect in lockstep and their
+    # cache misses overlap (~2x faster than one row at a time on 10,000 rows, ~4x on 100)
+    n, d = X.shape
+    L = 32
+    base = np.empty(L, dtype=np.int64)
+    xs = np.empty(L, dtype=np.float64)
+    for j in range(d):
+        a = off[j]
+        m = off[j + 1] - a
+        t = a + j
+        for s in range(0, n, L):
+            w = min(s + L, n) - s
+            for q in range(w):
+                x = X[s + q, j]
+                xs[q] = np.inf if x != x else x
+                base[q] = a
+            k = m
+            while k > 1:
+                half = k >> 1
+                for q in range(w):
+                    b = base[q]
+                    base[q] = b + half if vals[b + half] < xs[q] else b
+                k -= half
+            for q in range(w):
+                x = X[s + q, j]
+                lo = 0
+                if m > 0:
+                    b = base[q]
+                    lo = b - a + (1 if vals[b] < xs[q] else 0)
+                if x != x:
+                    lo = m
+                right = lo
+                if lo < m and vals[a + lo] == x:
+                    right = lo + 1
+                U_l[s + q, j] = tl[t + right]
+                U_r[s + q, j] = tr[t + lo]
+
+
 def _ecdf_kernel():
     """The numba ECOD/COPOD tails kernel (compiled once, cached on disk), or None without numba."""
-    if not _ECDF_KERNEL:
-        try:
-            import numba
-        except ImportError:  # pragma: no cover - numba is a dependency; numpy path
-            _ECDF_KERNEL.append(None)
-            return None
-
-        def tails(X, vals, off, tl, tr, U_l, U_r):  # pragma: no cover - compiled
-            # per (row, feature): np.searchsorted(u, x, "left") (NaN sorts last, as in numpy), then
-            # "right" = left + 1 where x is a training value (the values are distinct), then the
-            # precomputed -log tables: left tail at the "right" position, right tail at "left".
-            # Feature outer (its values stay in cache); the search is branchless with a step count
-            # that depends only on the number of values, so L rows bisect in lockstep and their
-            # cache misses overlap (~2x faster than one row at a time on 10,000 rows, ~4x on 100)
-            n, d = X.shape
-            L = 32
-            base = np.empty(L, dtype=np.int64)
-            xs = np.empty(L, dtype=np.float64)
-            for j in range(d):
-                a = off[j]
-                m = off[j + 1] - a
-                t = a + j
-                for s in range(0, n, L):
-                    w = min(s + L, n) - s
-                    for q in range(w):
-                        x = X[s + q, j]
-                        xs[q] = np.inf if x != x else x
-                        base[q] = a
-                    k = m
-                    while k > 1:
-                        half = k >> 1
-                        for q in range(w):
-                            b = base[q]
-                            base[q] = b + half if vals[b + half] < xs[q] else b
-                        k -= half
-                    for q in range(w):
-                        x = X[s + q, j]
-                        lo = 0
-                        if m > 0:
-                            b = base[q]
-                            lo = b - a + (1 if vals[b] < xs[q] else 0)
-                        if x != x:
-                            lo = m
-                        right = lo
-                        if lo < m and vals[a + lo] == x:
-                            right = lo + 1
-                        U_l[s + q, j] = tl[t + right]
-                        U_r[s + q, j] = tr[t + lo]
-        _ECDF_KERNEL.append(_jit(numba, tails))
-    return _ECDF_KERNEL[0]
+    return compiled(_ECDF_KERNEL, _ecdf_tails)
 
 
 def _hbos_feature_scores(X: np.ndarray, edges: np.ndarray, hist: np.ndarray, n_bins: int, alpha: float,
@@ -328,51 +323,45 @@ def _hbos_feature_scores(X: np.ndarray, edges: np.ndarray, hist: np.ndarray, n_b
 _HBOS_KERNEL = []
 
 
+def _hbos_scores(X, edges, S, smin, n_bins, tol, out):  # pragma: no cover - compiled
+    # the numpy path's arithmetic per (row, feature): digitize(right=True) = searchsorted
+    # "left" over the bin edges (NaN last), the same tolerance tests outside the edges
+    n, d = X.shape
+    for i in range(n):
+        for j in range(d):
+            x = X[i, j]
+            if x != x:
+                idx = n_bins + 1
+            else:
+                lo = 0
+                hi = n_bins + 1
+                while lo < hi:
+                    mid = (lo + hi) >> 1
+                    if edges[mid, j] < x:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                idx = lo
+            if idx == 0:
+                v = S[0, j] if edges[0, j] - x <= (edges[1, j] - edges[0, j]) * tol else smin[j]
+            elif idx == n_bins + 1:
+                v = S[n_bins - 1, j] if x - edges[n_bins, j] <= (edges[n_bins, j] - edges[n_bins - 1, j]) * tol \
+                    else smin[j]
+            else:
+                v = S[idx - 1, j]
+            out[i, j] = v
+
+
 def _hbos_kernel():
     """numba version of ``_hbos_feature_scores`` (compiled once, cached on disk), or None without numba."""
-    if not _HBOS_KERNEL:
-        try:
-            import numba
-        except ImportError:  # pragma: no cover - numba is a dependency; numpy path
-            _HBOS_KERNEL.append(None)
-            return None
-
-        def scores(X, edges, S, smin, n_bins, tol, out):  # pragma: no cover - compiled
-            # the numpy path's arithmetic per (row, feature): digitize(right=True) = searchsorted
-            # "left" over the bin edges (NaN last), the same tolerance tests outside the edges
-            n, d = X.shape
-            for i in range(n):
-                for j in range(d):
-                    x = X[i, j]
-                    if x != x:
-                        idx = n_bins + 1
-                    else:
-                        lo = 0
-                        hi = n_bins + 1
-                        while lo < hi:
-                            mid = (lo + hi) >> 1
-                            if edges[mid, j] < x:
-                                lo = mid + 1
-                            else:
-                                hi = mid
-                        idx = lo
-                    if idx == 0:
-                        v = S[0, j] if edges[0, j] - x <= (edges[1, j] - edges[0, j]) * tol else smin[j]
-                    elif idx == n_bins + 1:
-                        v = S[n_bins - 1, j] if x - edges[n_bins, j] <= (edges[n_bins, j] - edges[n_bins - 1, j]) * tol \
-                            else smin[j]
-                    else:
-                        v = S[idx - 1, j]
-                    out[i, j] = v
-        _HBOS_KERNEL.append(_jit(numba, scores))
-    return _HBOS_KERNEL[0]
+    return compiled(_HBOS_KERNEL, _hbos_scores)
 
 
 class FastHBOS(HBOS):
-    """PyOD's HBOS (fixed number of bins) scored with numpy instead of a numba kernel.
+    """PyOD's HBOS (fixed number of bins) scored by this module's kernel instead of PyOD's.
 
-    Same histograms and the same scores as ``pyod.models.hbos.HBOS``; avoids the numba
-    compilation (several seconds in every new process: the CLI, each scorer start)."""
+    Same histograms and the same scores as ``pyod.models.hbos.HBOS``; the kernel is cached on disk, so no
+    numba compilation in every new process (the CLI, each scorer start); numpy without numba."""
 
     def fit(self, X, y=None):
         if isinstance(self.n_bins, str):
@@ -462,39 +451,24 @@ def _iforest_arrays(forest) -> dict:
             "denominator": float(len(forest.estimators_) * _average_path_length([forest._max_samples])[0])}
 
 
-
-def _jit(numba, f):
-    """numba.njit with an on-disk cache where the package folder allows one, else without."""
-    try:
-        return numba.njit(cache=True, nogil=True)(f)
-    except Exception:  # no cache locator (read-only install): compile per process
-        return numba.njit(nogil=True)(f)
-
-
 _KERNEL = []
+
+
+def _iforest_descend(X, feat, thr, left, right, val, roots, depths):  # pragma: no cover - compiled
+    # tree outer, rows inner: one tree stays in L1 while all rows descend it; each row's
+    # sum still runs over the trees in order (sklearn's rounding)
+    for t in range(roots.shape[0]):
+        r = roots[t]
+        for i in range(X.shape[0]):
+            k = r
+            while left[k] != k:
+                k = left[k] if X[i, feat[k]] <= thr[k] else right[k]
+            depths[i] += val[k]
 
 
 def _iforest_kernel():
     """The numba tree-descent kernel (compiled once, cached on disk), or None without numba."""
-    if not _KERNEL:
-        try:
-            import numba
-        except ImportError:  # pragma: no cover - numba is a dependency; numpy path below
-            _KERNEL.append(None)
-            return None
-
-        def descend(X, feat, thr, left, right, val, roots, depths):  # pragma: no cover - compiled
-            # tree outer, rows inner: one tree stays in L1 while all rows descend it; each row's
-            # sum still runs over the trees in order (sklearn's rounding)
-            for t in range(roots.shape[0]):
-                r = roots[t]
-                for i in range(X.shape[0]):
-                    k = r
-                    while left[k] != k:
-                        k = left[k] if X[i, feat[k]] <= thr[k] else right[k]
-                    depths[i] += val[k]
-        _KERNEL.append(_jit(numba, descend))
-    return _KERNEL[0]
+    return compiled(_KERNEL, _iforest_descend)
 
 
 def _iforest_score_samples(arrays: dict, X: np.ndarray, chunk: int = 8192) -> np.ndarray:
