@@ -38,6 +38,33 @@ def small_world() -> pd.DataFrame:
     return simulate(customers=400, terminals=800, days=60, seed=11)
 
 
+def _random_world(n_customers: int, n_terminals: int, days: int, seed: int = 0, per_customer_day: int = 1,
+                  fraud_rate: float = 0.05) -> pd.DataFrame:
+    """Uniform random canonical events with second-resolution timestamps, many exact ties and events exactly
+    whole days apart (the window-boundary cases of the featurizers), random labels."""
+    rng = np.random.default_rng(seed)
+    n = n_customers * days * per_customer_day
+    secs = rng.integers(0, days * 86_400, n)
+    k = n // 10
+    secs[:k] = (secs[:k] // 86_400) * 86_400 + 3_600  # many events exactly whole days apart
+    secs = np.sort(secs)
+    return pd.DataFrame({
+        "tx_id": [f"t{i}" for i in range(n)],
+        "timestamp": pd.Timestamp("2024-03-01", tz="UTC") + pd.to_timedelta(secs, unit="s"),
+        "customer_id": rng.integers(0, n_customers, n).astype(str),
+        "terminal_id": rng.integers(0, n_terminals, n).astype(str),
+        "amount": rng.gamma(2.0, 30.0, n).round(2),
+        "label": (rng.random(n) < fraud_rate).astype(np.int8),
+    })
+
+
+@pytest.fixture(scope="session")
+def random_world():
+    """The generator of random worlds for featurizer tests: ``random_world(n_customers, n_terminals, days, seed=0,
+    per_customer_day=1, fraud_rate=0.05)``."""
+    return _random_world
+
+
 @pytest.fixture()
 def tiny_frame() -> pd.DataFrame:
     """A hand-built canonical frame: 2 customers, 2 terminals, 8 transactions over 10 days."""

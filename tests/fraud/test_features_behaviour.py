@@ -15,27 +15,9 @@ SMALL = dict(delay_days=2, amount_window=5, lag_days=2, recent_days=1, customer_
              terminal_windows=(3,), terminal_label_window=5)
 
 
-def random_world(n_customers=50, n_terminals=70, days=40, seed=0) -> pd.DataFrame:
-    """Second-resolution timestamps with exact ties and events exactly whole days apart."""
-    rng = np.random.default_rng(seed)
-    n = n_customers * days
-    secs = rng.integers(0, days * 86_400, n)
-    k = n // 10
-    secs[:k] = (secs[:k] // 86_400) * 86_400 + 3_600
-    secs = np.sort(secs)
-    return pd.DataFrame({
-        "tx_id": [f"t{i}" for i in range(n)],
-        "timestamp": pd.Timestamp("2024-03-01", tz="UTC") + pd.to_timedelta(secs, unit="s"),
-        "customer_id": rng.integers(0, n_customers, n).astype(str),
-        "terminal_id": rng.integers(0, n_terminals, n).astype(str),
-        "amount": rng.gamma(2.0, 30.0, n).round(2),
-        "label": (rng.random(n) < 0.08).astype(np.int8),
-    })
-
-
 @pytest.fixture(scope="module")
-def world() -> pd.DataFrame:
-    return random_world()
+def world(random_world) -> pd.DataFrame:
+    return random_world(50, 70, 40, fraud_rate=0.08)
 
 
 def test_names_and_groups():
@@ -115,11 +97,11 @@ def test_hand_computed_unusual_amounts_and_terminal_runs(tiny_frame):
     assert row["BH_T_GENUINE_AFTER_FRAUD"] == 1
 
 
-def test_columns_selection():
+def test_columns_selection(random_world):
     cols = ("BH_AMOUNT", "BH_C_AMT_RATIO_LAG14D")
     f = BehaviourFeatures(groups=("amount",), columns=cols).fit(None)
     assert f.feature_names_ == list(cols)
-    df = random_world(n_customers=10, n_terminals=10, days=10, seed=1)
+    df = random_world(10, 10, 10, seed=1, fraud_rate=0.08)
     full = BehaviourFeatures().fit(df).transform(df)
     got = f.transform(df)
     np.testing.assert_array_equal(got.to_numpy(), full[list(cols)].to_numpy())
@@ -166,9 +148,9 @@ def test_no_leakage_from_recent_labels_or_later_transactions(world):
     np.testing.assert_array_equal(got.to_numpy()[: len(world)][early], base.to_numpy()[early])
 
 
-def test_scenario_signals():
+def test_scenario_signals(random_world):
     """A x5 amount stands out against the customer's own history; a terminal with known frauds is flagged."""
-    df = random_world(n_customers=20, n_terminals=30, days=40, seed=3)
+    df = random_world(20, 30, 40, seed=3, fraud_rate=0.08)
     df["label"] = np.int8(0)
     i = len(df) - 1
     df.loc[i, "amount"] = df.loc[df["customer_id"] == df.loc[i, "customer_id"], "amount"].mean() * 5

@@ -13,27 +13,9 @@ from fraud.features.base import assert_replay_equals_transform, replay
 from fraud.features.tabular import BaselineFeatures, feature_names
 
 
-def random_world(n_customers=120, n_terminals=160, days=45, seed=0) -> pd.DataFrame:
-    """Second-resolution timestamps with many exact ties and exact-day boundaries."""
-    rng = np.random.default_rng(seed)
-    n = n_customers * days * 2
-    secs = rng.integers(0, days * 86_400, n)
-    k = n // 10
-    secs[:k] = (secs[:k] // 86_400) * 86_400 + 3_600  # many events exactly whole days apart
-    secs = np.sort(secs)
-    return pd.DataFrame({
-        "tx_id": [f"t{i}" for i in range(n)],
-        "timestamp": pd.Timestamp("2024-03-01", tz="UTC") + pd.to_timedelta(secs, unit="s"),
-        "customer_id": rng.integers(0, n_customers, n).astype(str),
-        "terminal_id": rng.integers(0, n_terminals, n).astype(str),
-        "amount": rng.gamma(2.0, 30.0, n).round(2),
-        "label": (rng.random(n) < 0.05).astype(np.int8),
-    })
-
-
 @pytest.fixture(scope="module")
-def world() -> pd.DataFrame:
-    return random_world()
+def world(random_world) -> pd.DataFrame:
+    return random_world(120, 160, 45, per_customer_day=2)
 
 
 def book_reference(df: pd.DataFrame, windows=(1, 7, 30), delay=7) -> pd.DataFrame:
