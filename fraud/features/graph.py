@@ -266,6 +266,32 @@ def _fresh_start_py(tss, row, n, lim):
     return j
 
 
+def _embed_py(out, i, own, own_emb, keys, row, n, this, other_fit, other_emb):
+    """Row ``i`` of ``out``: the node's fitted embedding (``own`` >= 0), else (inductive, an unseen node) the mean
+    of the fitted embeddings of its ``n`` recent neighbours ``keys[row, :n]`` and of this event's counterpart
+    ``this`` (counted once); zeros when none of them is known."""
+    ndim = out.shape[1]
+    if own >= 0:
+        for d in range(ndim):
+            out[i, d] = own_emb[own, d]
+        return
+    m = 0
+    for j in range(n):
+        x = keys[row, j]
+        if x != this and other_fit[x] >= 0:
+            for d in range(ndim):
+                out[i, d] += other_emb[other_fit[x], d]
+            m += 1
+    if other_fit[this] >= 0:
+        for d in range(ndim):
+            out[i, d] += other_emb[other_fit[this], d]
+        m += 1
+    if m > 0:
+        for d in range(ndim):
+            out[i, d] /= m
+
+
+_embed = _embed_py
 _fresh_start = _fresh_start_py
 _lru_add = _lru_add_py  # replaced by its numba-compiled form when the kernel is compiled
 
@@ -275,7 +301,6 @@ def _kernel_py(cc, tt, ts, lab, c_fit, t_fit, emb_c, emb_t, core_c, core_t, ct_k
                max_overlap, delay, new_ns, unset, known_ns, age_cap, nbr_ns, S, ec, et):
     """The per-row state machine (compiled by numba as ``_kernel``); see the module doc for the columns."""
     n = cc.shape[0]
-    ndim = emb_c.shape[1]
     maxK = kt_key.shape[1]
     for i in range(n):
         c = cc[i]
@@ -330,42 +355,8 @@ def _kernel_py(cc, tt, ts, lab, c_fit, t_fit, emb_c, emb_t, core_c, core_t, ct_k
         Lc = ct_len[c]
         Lt = tc_len[t]
         # embeddings (inductive for unseen nodes: mean over known recent neighbours incl. this one)
-        if ci >= 0:
-            for d in range(ndim):
-                ec[i, d] = emb_c[ci, d]
-        else:
-            m = 0
-            for j in range(Lc):
-                x = ct_key[c, j]
-                if x != t and t_fit[x] >= 0:
-                    for d in range(ndim):
-                        ec[i, d] += emb_t[t_fit[x], d]
-                    m += 1
-            if ti >= 0:
-                for d in range(ndim):
-                    ec[i, d] += emb_t[ti, d]
-                m += 1
-            if m > 0:
-                for d in range(ndim):
-                    ec[i, d] /= m
-        if ti >= 0:
-            for d in range(ndim):
-                et[i, d] = emb_t[ti, d]
-        else:
-            m = 0
-            for j in range(Lt):
-                u = tc_key[t, j]
-                if u != c and c_fit[u] >= 0:
-                    for d in range(ndim):
-                        et[i, d] += emb_c[c_fit[u], d]
-                    m += 1
-            if ci >= 0:
-                for d in range(ndim):
-                    et[i, d] += emb_c[ci, d]
-                m += 1
-            if m > 0:
-                for d in range(ndim):
-                    et[i, d] /= m
+        _embed(ec, i, ci, emb_c, ct_key, c, Lc, t, t_fit, emb_t)
+        _embed(et, i, ti, emb_t, tc_key, t, Lt, c, c_fit, emb_c)
         # neighbour window (nbr_ns < 0: none): entries last seen before now - nbr_ns do not count below
         nlim = now - nbr_ns if nbr_ns >= 0 else unset
         sc = _fresh_start(ct_ts, c, Lc, nlim)
@@ -456,7 +447,7 @@ def _kernel_py(cc, tt, ts, lab, c_fit, t_fit, emb_c, emb_t, core_c, core_t, ct_k
 
 def _compiled_kernel():
     """The numba-compiled kernel (compiled once per process, cached on disk: ``cache=True``)."""
-    global _KERNEL, _lru_add, _fresh_start
+    global _KERNEL, _lru_add, _fresh_start, _embed
     if _KERNEL is None:
         try:
             from numba import njit
@@ -465,6 +456,7 @@ def _compiled_kernel():
         else:
             _lru_add = njit(cache=True, nogil=True)(_lru_add_py)
             _fresh_start = njit(cache=True, nogil=True)(_fresh_start_py)
+            _embed = njit(cache=True, nogil=True)(_embed_py)
             _KERNEL = njit(cache=True, nogil=True)(_kernel_py)
     return _KERNEL
 
