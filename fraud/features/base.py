@@ -15,6 +15,9 @@ Two ways to compute, one answer:
   absorbs ``rows`` into ``state``. Memory per customer/terminal is bounded. The stream scorer and
   ``fraud score`` replay use this path. A test per featurizer proves that replaying ``df`` in
   micro-batches through ``update`` equals ``transform(df)``.
+* ``update_many([(state, rows), ...])``: several independent states at once (a stream scorer keeps one
+  state per Kafka partition), equal to one ``update`` per pair with the results stacked. Featurizers whose
+  per-call cost dominates small micro-batches compute all pairs in one pass.
 
 Learned attributes end in ``_``; ``__init__`` only stores parameters (scikit-learn contract).
 States are plain picklable objects (they travel in checkpoints).
@@ -49,6 +52,13 @@ class Featurizer(BaseEstimator, ABC):
     @abstractmethod
     def update(self, state, rows: pd.DataFrame) -> pd.DataFrame:
         """Features for ``rows`` given ``state``; then absorb ``rows`` into ``state``."""
+
+    def update_many(self, pairs) -> pd.DataFrame:
+        """``update`` for each ``(state, rows)`` of ``pairs`` (independent states, e.g. one per Kafka partition),
+        the results stacked in order, index 0..n-1. This default calls ``update`` per pair."""
+        parts = [self.update(st, rows) for st, rows in pairs]
+        out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
+        return out
 
     def fit_transform(self, df: pd.DataFrame, y=None) -> pd.DataFrame:
         return self.fit(df, y).transform(df)

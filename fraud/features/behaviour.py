@@ -53,13 +53,15 @@ import pandas as pd
 
 from fraud.errors import ConfigError, ModelError
 from fraud.features.base import Featurizer
-from fraud.features.tabular import (DAY_NS, _codes, _days_ns, _labels, _Log, _query_order, _require, _Sorted,
-                                    _wname, timestamps_ns)
+from fraud.features.tabular import DAY_NS, _codes, _days_ns
+from fraud.features.tabular import _group_cumsum as _run_cumsum
+from fraud.features.tabular import _labels, _Log, _query_order, _require, _Sorted, _stacked, _wname, timestamps_ns
 
 
 def _group_cumsum(values: np.ndarray, scode: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(running sum restarting at each entity run, running sum just before each event)."""
-    csum = pd.Series(values).groupby(scode, sort=False).cumsum().to_numpy()
+    """(running sum restarting at each entity run, running sum just before each event); the sums are pandas'
+    groupby cumsum, bit for bit (the tabular module's compiled kernel)."""
+    csum = _run_cumsum(scode, values)
     before = np.empty_like(csum)
     if len(csum):
         before[0] = 0.0
@@ -370,43 +372,48 @@ class BehaviourFeatures(Featurizer):
 
     def update(self, state: BehaviourState, rows: pd.DataFrame) -> pd.DataFrame:
         """Features of ``rows`` (each sees the state plus earlier rows of the batch), then absorb them."""
+        out = self.update_many([(state, rows)])
+        out.index = rows.index
+        return out
+
+    def update_many(self, pairs) -> pd.DataFrame:
+        """``update`` for several independent states in one pass (tabular's ``_stacked``: each state's entities
+        get their own codes), one customer block and one terminal block for all of them."""
         self._check_fitted()
-        _require(rows, ("tx_id", "timestamp", "customer_id", "terminal_id", "amount"), "BehaviourFeatures.update")
         p = self._params()
-        n = len(rows)
-        if n == 0:
-            return pd.DataFrame(np.empty((0, len(self.feature_names_))), index=rows.index,
-                                columns=list(self.feature_names_))
-        ts = timestamps_ns(rows["timestamp"])
-        amount = rows["amount"].to_numpy(dtype=np.float64)
-        labels = _labels(rows)
-        cc = _codes(state.customer_codes, rows["customer_id"].astype(str).tolist())
-        tc = _codes(state.terminal_codes, rows["terminal_id"].astype(str).tolist())
-        log = state.events
-        if "normal" not in log._cols:  # a state pickled before the column existed: its events count as normal
-            log._cols["normal"] = np.ones(len(log._cols["ts"]), dtype=np.bool_)
-        nb = np.arange(n)
-        blocks = []
-        for codes, all_codes, col in ((cc, state.customer_codes, "ccode"), (tc, state.terminal_codes, "tcode")):
-            present = np.zeros(len(all_codes), dtype=bool)
-            present[codes] = True
-            local = np.cumsum(present) - 1
-            h = np.flatnonzero(present[log[col]])
-            code = local[np.concatenate((log[col][h], codes))]
-            t = np.concatenate((log["ts"][h], ts))
-            fraud = np.concatenate((log["label"][h], labels)) == 1
-            if col == "ccode":
-                a = np.concatenate((log["amount"][h], amount))
-                hist_normal = np.concatenate((log["normal"][h], np.ones(n, dtype=bool)))
-                blocks.append(_customer_block(code, t, a, fraud, p, nb + len(h), normal=hist_normal))
-                normal = blocks[-1][:, 3] <= p["normal_ratio"]
-            else:
-                blocks.append(_terminal_block(code, t, fraud, np.concatenate((log["normal"][h], normal)), p,
-                                              nb + len(h)))
-        latest = int(ts.max())
-        state.latest_ns = latest if state.latest_ns is None else max(state.latest_ns, latest)
-        log.append(ccode=cc, tcode=tc, ts=ts, amount=amount, label=labels, normal=normal,
-                   tx_id=rows["tx_id"].astype(str).to_numpy(dtype=object))
-        log.evict(state.latest_ns - state.horizon_ns)
-        X = np.hstack([amount[:, None]] + blocks)[:, self._out_index()]
-        return pd.DataFrame(X, index=rows.index, columns=list(self.feature_names_), copy=False)
+        batches = []
+        for state, rows in pairs:
+            _require(rows, ("tx_id", "timestamp", "customer_id", "terminal_id", "amount"),
+                     "BehaviourFeatures.update")
+            n = len(rows)
+            if n == 0:
+                continue
+            log = state.events
+            if "normal" not in log._cols:  # a state pickled before the column existed: its events count as normal
+                log._cols["normal"] = np.ones(len(log._cols["ts"]), dtype=np.bool_)
+            batches.append((state, rows, timestamps_ns(rows["timestamp"]), rows["amount"].to_numpy(dtype=np.float64),
+                            _labels(rows), _codes(state.customer_codes, rows["customer_id"].astype(str).tolist()),
+                            _codes(state.terminal_codes, rows["terminal_id"].astype(str).tolist())))
+        if not batches:
+            return pd.DataFrame(np.empty((0, len(self.feature_names_))), columns=list(self.feature_names_))
+        ones = [np.ones(len(b[2]), dtype=bool) for b in batches]
+        code, t, v, q = _stacked([(st.customer_codes, st.events, cc, ts,
+                                   {"amount": amount, "label": labels, "normal": one})
+                                  for (st, _, ts, amount, labels, cc, _), one in zip(batches, ones)], "ccode")
+        cust = _customer_block(code, t, v["amount"], v["label"] == 1, p, q, normal=v["normal"])
+        normal = cust[:, 3] <= p["normal_ratio"]
+        cuts = np.cumsum([len(b[2]) for b in batches])[:-1]
+        normals = np.split(normal, cuts)
+        code, t, v, q = _stacked([(st.terminal_codes, st.events, tc, ts, {"label": labels, "normal": nb})
+                                  for (st, _, ts, _, labels, _, tc), nb in zip(batches, normals)], "tcode")
+        term = _terminal_block(code, t, v["label"] == 1, v["normal"], p, q)
+        for (state, rows, ts, amount, labels, cc, tc), nb in zip(batches, normals):
+            latest = int(ts.max())
+            state.latest_ns = latest if state.latest_ns is None else max(state.latest_ns, latest)
+            log = state.events
+            log.append(ccode=cc, tcode=tc, ts=ts, amount=amount, label=labels, normal=nb,
+                       tx_id=rows["tx_id"].astype(str).to_numpy(dtype=object))
+            log.evict(state.latest_ns - state.horizon_ns)
+        amount = np.concatenate([b[3] for b in batches])
+        X = np.hstack([amount[:, None], cust, term])[:, self._out_index()]
+        return pd.DataFrame(X, columns=list(self.feature_names_), copy=False)

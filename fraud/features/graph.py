@@ -610,8 +610,10 @@ class GraphFeatures(Featurizer):
         pt = np.where(has_t[:, None], (et - self.mean_) @ self.components_.T, 0.0)
         ov_share = np.where(S[:, 7] > 0, S[:, 12] / np.maximum(S[:, 7], 1), 0.0)
         out = np.column_stack([pc, pt, cos, S[:, :15], ov_share, S[:, 15]])
-        out = pd.DataFrame(out, index=rows.index, columns=self.all_names_)
-        return out if self.feature_names_ == self.all_names_ else out[self.feature_names_]
+        if self.feature_names_ != self.all_names_:  # the kept columns, selected in numpy (a frame's take: ~0.7 ms)
+            pos = {c: i for i, c in enumerate(self.all_names_)}
+            out = out[:, [pos[c] for c in self.feature_names_]]
+        return pd.DataFrame(out, index=rows.index, columns=list(self.feature_names_), copy=False)
 
     def add_labels(self, state: GraphState, rows: pd.DataFrame) -> int:
         """Feedback for the stream: fraud labels of earlier rows (timestamp, customer_id, terminal_id,

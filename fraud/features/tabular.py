@@ -402,6 +402,31 @@ def _codes(index: dict, keys) -> np.ndarray:
     return np.array(got, dtype=np.int64)
 
 
+def _stacked(items, code_col: str = "code") -> tuple:
+    """The online blocks' input over several independent states: for each item ``(entity_codes, log, codes,
+    ts, {column: batch values})`` (a state's code dict and event log, and its batch's entity codes, times and
+    values), the log's kept events of the batch's entities (``log[code_col]``), then the batch. Entity codes are
+    renumbered 0..k-1 per state (the composite keys stay small) and offset past the previous states', so the
+    states never mix. Returns (codes, times, {column: values}, positions of the batch rows)."""
+    codes, times, rows = [], [], []
+    vals: dict = {}
+    off = pos = 0
+    for entity_codes, log, cc, ts, cols in items:
+        present = np.zeros(len(entity_codes), dtype=bool)
+        present[cc] = True
+        local = np.cumsum(present) - 1
+        h = np.flatnonzero(present[log[code_col]])
+        codes += [local[log[code_col][h]] + off, local[cc] + off]
+        times += [log["ts"][h], ts]
+        for col, v in cols.items():
+            vals.setdefault(col, []).extend([log[col][h], v])
+        rows.append(np.arange(pos + len(h), pos + len(h) + len(cc)))
+        off += int(local[-1]) + 1 if len(local) else 0
+        pos += len(h) + len(cc)
+    return (np.concatenate(codes), np.concatenate(times), {c: np.concatenate(v) for c, v in vals.items()},
+            np.concatenate(rows))
+
+
 class BaselineFeatures(Featurizer):
     """The Fraud Detection Handbook's 15 baseline features (see the module docstring).
 
@@ -472,43 +497,45 @@ class BaselineFeatures(Featurizer):
         Rows are expected in time order after the state's events (as the canonical frame and the
         stream deliver them); a row older than the kept history is placed by its timestamp.
         """
+        out = self.update_many([(state, rows)])
+        out.index = rows.index
+        return out
+
+    def update_many(self, pairs) -> pd.DataFrame:
+        """``update`` for several independent states in one pass: each state's entities get their own codes
+        (offset past the previous states'), so one customer block and one terminal block serve them all."""
         self._check_fitted()
-        _require(rows, ("tx_id", "timestamp", "customer_id", "terminal_id", "amount"), "BaselineFeatures.update")
         windows_ns, delay_ns = self._params()
-        n = len(rows)
-        ts = timestamps_ns(rows["timestamp"])
-        amount = rows["amount"].to_numpy(dtype=np.float64)
-        if n == 0:
-            return self._assemble(rows.index, ts, amount, np.empty((0, 2 * len(windows_ns))),
-                                  np.empty((0, 2 * len(windows_ns))))
-        labels = _labels(rows)
-        cc = _codes(state.customer_codes, _str_list(rows["customer_id"]))
-        tc = _codes(state.terminal_codes, _str_list(rows["terminal_id"]))
-
-        # each entity type: the kept history of the entities in this batch, then the batch;
-        # entity codes are renumbered 0..k-1 locally so the composite keys stay small
-        nb = np.arange(n)
-        log = state.customers
-        present = np.zeros(len(state.customer_codes), dtype=bool)
-        present[cc] = True
-        local = np.cumsum(present) - 1
-        h = np.flatnonzero(present[log["code"]])
-        cust = _customer_block(local[np.concatenate((log["code"][h], cc))], np.concatenate((log["ts"][h], ts)),
-                               np.concatenate((log["amount"][h], amount)), windows_ns, rows=nb + len(h))
-
-        log = state.terminals
-        present = np.zeros(len(state.terminal_codes), dtype=bool)
-        present[tc] = True
-        local = np.cumsum(present) - 1
-        h = np.flatnonzero(present[log["code"]])
-        fraud = np.concatenate((log["label"][h], labels)) == 1
-        term = _terminal_block(local[np.concatenate((log["code"][h], tc))], np.concatenate((log["ts"][h], ts)),
-                               fraud, windows_ns, delay_ns, rows=nb + len(h))
-
-        tx = rows["tx_id"]
-        self._absorb(state, cc, tc, ts, amount, labels,
-                     (tx if isinstance(tx.dtype, pd.StringDtype) else tx.astype(str)).to_numpy(dtype=object))
-        return self._assemble(rows.index, ts, amount, cust, term)
+        nw = 2 * len(windows_ns)
+        batches = []
+        for state, rows in pairs:
+            _require(rows, ("tx_id", "timestamp", "customer_id", "terminal_id", "amount"),
+                     "BaselineFeatures.update")
+            ts = timestamps_ns(rows["timestamp"])
+            amount = rows["amount"].to_numpy(dtype=np.float64)
+            if len(rows) == 0:
+                batches.append((state, rows, ts, amount, None, None, None))
+                continue
+            batches.append((state, rows, ts, amount, _labels(rows),
+                            _codes(state.customer_codes, _str_list(rows["customer_id"])),
+                            _codes(state.terminal_codes, _str_list(rows["terminal_id"]))))
+        live = [b for b in batches if b[4] is not None]
+        ts_all = np.concatenate([b[2] for b in batches]) if batches else np.empty(0, np.int64)
+        amount_all = np.concatenate([b[3] for b in batches]) if batches else np.empty(0)
+        if live:
+            code, t, v, q = _stacked([(st.customer_codes, st.customers, cc, ts, {"amount": amount})
+                                      for st, _, ts, amount, _, cc, _ in live])
+            cust = _customer_block(code, t, v["amount"], windows_ns, rows=q)
+            code, t, v, q = _stacked([(st.terminal_codes, st.terminals, tc, ts, {"label": labels})
+                                      for st, _, ts, _, labels, _, tc in live])
+            term = _terminal_block(code, t, v["label"] == 1, windows_ns, delay_ns, rows=q)
+        else:
+            cust = term = np.empty((0, nw))
+        for state, rows, ts, amount, labels, cc, tc in live:
+            tx = rows["tx_id"]
+            self._absorb(state, cc, tc, ts, amount, labels,
+                         (tx if isinstance(tx.dtype, pd.StringDtype) else tx.astype(str)).to_numpy(dtype=object))
+        return self._assemble(pd.RangeIndex(len(ts_all)), ts_all, amount_all, cust, term)
 
     @staticmethod
     def _absorb(state: BaselineState, cc, tc, ts, amount, labels, tx_ids) -> None:
