@@ -477,6 +477,39 @@ class SequenceEncoder:
             np.fmax.at(state.term_last, (slots, extra["bucket"]), ts)  # rows are in time order
         return feats
 
+    #: the per-customer (slot) arrays of a SequenceState
+    SLOT_ARRAYS = ("h", "last_ts", "n_events", "n_distinct", "term_last", "term_sum", "n_known")
+
+    def process_many(self, states, batches) -> list:
+        """``process`` (with commit) for several independent states at once, e.g. one per Kafka partition:
+        ``batches[i]`` = the ``(keys, ts, term_hash, term_vec, known, amount)`` of ``states[i]``. The slots the
+        batches touch are gathered into one temporary state, processed in one pass and written back: every
+        quantity is per customer, so this equals one ``process`` per state (up to float32 rounding of the
+        batched GRU/head products). Returns one feature array per state."""
+        if len(states) == 1:
+            return [self.process(states[0], *batches[0])]
+        self._check()
+        prior = self.net_.h0.detach().numpy()
+        touched, local, off = [], [], 0
+        for st, b in zip(states, batches):
+            u, inv = np.unique(st.slot_of(b[0], prior), return_inverse=True)
+            touched.append(u)
+            local.append(inv.reshape(-1) + off)
+            off += len(u)
+        st0 = states[0]
+        tmp = SequenceState(st0.hidden, st0.novelty_buckets, st0.term_dim, slots={i: i for i in range(off)},
+                            **{a: np.concatenate([getattr(st, a)[u] for st, u in zip(states, touched)])
+                               for a in self.SLOT_ARRAYS})
+        cols = list(zip(*batches))
+        feats = self.process(tmp, np.concatenate(local).tolist(), *[np.concatenate([np.asarray(x) for x in c])
+                                                                      for c in cols[1:]])
+        i = 0
+        for st, u in zip(states, touched):
+            for a in self.SLOT_ARRAYS:
+                getattr(st, a)[u] = getattr(tmp, a)[i:i + len(u)]
+            i += len(u)
+        return np.split(feats, np.cumsum([len(b[1]) for b in batches])[:-1])
+
     # ---------------- single event fast path (numpy; same arithmetic as process)
     def _np(self):
         c = getattr(self, "_np_cache", None)

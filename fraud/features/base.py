@@ -57,8 +57,9 @@ class Featurizer(BaseEstimator, ABC):
         """``update`` for each ``(state, rows)`` of ``pairs`` (independent states, e.g. one per Kafka partition),
         the results stacked in order, index 0..n-1. This default calls ``update`` per pair."""
         parts = [self.update(st, rows) for st, rows in pairs]
-        out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
-        return out
+        if not parts:
+            return pd.DataFrame(np.empty((0, len(self.feature_names_))), columns=list(self.feature_names_))
+        return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
 
     def fit_transform(self, df: pd.DataFrame, y=None) -> pd.DataFrame:
         return self.fit(df, y).transform(df)

@@ -214,6 +214,16 @@ class SequenceFeatures(Featurizer):
         feats = self.encoder_.process(state, *self._events(rows))
         return self._frame(feats, rows.index)
 
+    def update_many(self, pairs) -> pd.DataFrame:
+        """``update`` for several independent states in one encoder pass (``SequenceEncoder.process_many``)."""
+        self._check_fitted()
+        live = [(st, rows) for st, rows in pairs if len(rows)]
+        if len(live) <= 1:
+            return super().update_many(live or pairs)
+        pairs = live
+        feats = self.encoder_.process_many([st for st, _ in pairs], [self._events(rows) for _, rows in pairs])
+        return self._frame(np.concatenate(feats), pd.RangeIndex(sum(len(r) for _, r in pairs)))
+
     def score_rows(self, state, rows: pd.DataFrame) -> pd.DataFrame:
         """Features of ``rows`` given ``state`` without absorbing them (River's score_one)."""
         self._check_fitted()
