@@ -236,10 +236,12 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--data", default=None, type=click.Path(dir_okay=False, exists=True),
                   help="Events file (canonical .parquet/.csv) instead of a simulated world; the events after "
                        "the model's training cutoff are used when there are enough.")
-    @click.option("--customers", default=2000, show_default=True, type=int,
-                  help="Simulated world: customers (its traffic starts at the model's training cutoff).")
-    @click.option("--terminals", default=4000, show_default=True, type=int, help="Simulated world: terminals.")
-    @click.option("--seed", default=0, show_default=True, type=int, help="Simulated world: seed.")
+    @click.option("--customers", default=1500, show_default=True, type=int,
+                  help="Simulated world: customers (its traffic starts at the model's training cutoff). The "
+                       "defaults are `fraud demo`'s world, the default model's: the stream then continues the "
+                       "world the model learned (another world alerts far more: its customers are strangers).")
+    @click.option("--terminals", default=3000, show_default=True, type=int, help="Simulated world: terminals.")
+    @click.option("--seed", default=7, show_default=True, type=int, help="Simulated world: seed.")
     @click.option("--snapshot-events", default=None, type=int, help="Scorer --snapshot-events [default: serve's].")
     @click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
     @click.pass_obj
