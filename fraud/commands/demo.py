@@ -86,7 +86,9 @@ def register(main: click.Group, bench: click.Group) -> None:
         alerts_db = f"sqlite:///{wd / 'stream' / 'alerts.db'}"
         truth = df.set_index("tx_id")
         step("6/6 analyst review: clusters of flagged activity")
-        fraud("review", "clusters", "--alerts-db", alerts_db, "--top", 5, check=False)
+        # the scorer's archive (every scored event) is the context that links a ring's alert groups
+        fraud("review", "clusters", "--alerts-db", alerts_db, "--archive", wd / "stream" / "archive", "--top", 5,
+              check=False)
         from fraud.store import AlertStore
 
         alerts = AlertStore(alerts_db).read_alerts()

@@ -17,15 +17,25 @@ def _window_options(f):
     return f
 
 
-def _cluster(ctx, alerts_db, since, until, embedder="deepwalk", seed=0, refine="hdbscan", risk="collusion"):
-    from fraud.review.clusters import cluster_alerts
+def _context_options(f):
+    f = click.option("--context", "context_path", default=None, type=click.Path(dir_okay=False, exists=True),
+                     help="Transactions file (CSV/Parquet, e.g. `fraud score` output) used as context to link alerts.")(f)
+    f = click.option("--archive", "archive", default=None, type=click.Path(file_okay=False, exists=True),
+                     help="The stream scorer's archive folder (date=*/...parquet): context to link alerts.")(f)
+    return f
+
+
+def _cluster(ctx, alerts_db, since, until, embedder="deepwalk", seed=0, refine="hdbscan", risk="collusion",
+             archive=None, context_path=None):
+    from fraud.review.clusters import cluster_alerts, read_context
     from fraud.store import AlertStore
 
     url = alerts_db or ctx.obj.alerts_db
     store = AlertStore(url)
     alerts = store.read_alerts()
+    context = read_context(archive, context_path)
     return store, cluster_alerts(alerts, since=since, until=until, embedder=embedder, seed=seed, refine=refine,
-                                 risk=risk)
+                                 risk=risk, context=context)
 
 
 def register(main: click.Group, bench: click.Group) -> None:
@@ -44,10 +54,15 @@ def register(main: click.Group, bench: click.Group) -> None:
                   help="How large flagged components are split: Louvain communities or HDBSCAN over the embedding.")
     @click.option("--risk", default="collusion", type=click.Choice(["collusion", "score"]), show_default=True,
                   help="Ranking formula (score = sum of raw scores; see fraud.review.clusters).")
+    @_context_options
     @click.pass_context
-    def clusters_cmd(ctx, alerts_db, since, until, as_json, top, embedder, refine, risk):
-        """Cluster the flagged transactions and rank the clusters by risk."""
-        _, res = _cluster(ctx, alerts_db, since, until, embedder, refine=refine, risk=risk)
+    def clusters_cmd(ctx, alerts_db, since, until, as_json, top, embedder, refine, risk, archive, context_path):
+        """Cluster the flagged transactions and rank the clusters by risk.
+
+        With --archive/--context, the alerted customers' other transactions link alert groups
+        (co-visited terminals with a surge of distinct customers) and count colluding customers."""
+        _, res = _cluster(ctx, alerts_db, since, until, embedder, refine=refine, risk=risk, archive=archive,
+                          context_path=context_path)
         if as_json:
             click.echo(json.dumps(res.to_json_dict(), default=str))
             return
@@ -56,7 +71,8 @@ def register(main: click.Group, bench: click.Group) -> None:
 
         m = res.meta
         t = Table(title=f"{m['n_clusters']} clusters from {m['n_alerts']} alerts "
-                        f"({m['n_components']} components, {m['n_refined_components']} split by {m['refine']})")
+                        f"({m['n_components']} components, {m['n_refined_components']} split by {m['refine']}"
+                        + (f"; {m['context_links']} context links" if m.get("context") else "") + ")")
         for col in ("#", "cluster", "risk", "alerts", "amount", "cust.", "term.", "max score", "first", "last",
                     "top reasons", "scenarios"):
             t.add_column(col, no_wrap=col in ("cluster", "risk", "first", "last", "top reasons"),
@@ -75,12 +91,14 @@ def register(main: click.Group, bench: click.Group) -> None:
     @_alerts_db_option
     @_window_options
     @click.option("--json", "as_json", is_flag=True, help="Print the cluster and its transactions as JSON.")
+    @_context_options
     @click.pass_context
-    def show_cmd(ctx, cluster_id, alerts_db, since, until, as_json):
-        """One cluster: summary, transactions and decisions so far."""
+    def show_cmd(ctx, cluster_id, alerts_db, since, until, as_json, archive, context_path):
+        """One cluster: summary, transactions and decisions so far (pass the same --archive/--context
+        as to `fraud review clusters`: context changes the clusters and so their ids)."""
         from fraud.errors import ConfigError
 
-        store, res = _cluster(ctx, alerts_db, since, until)
+        store, res = _cluster(ctx, alerts_db, since, until, archive=archive, context_path=context_path)
         c = res.get(cluster_id)
         if c is None:
             raise ConfigError(f"cluster {cluster_id!r} is not among the {len(res.clusters)} clusters of "
@@ -103,6 +121,10 @@ def register(main: click.Group, bench: click.Group) -> None:
         click.echo(f"customers ({len(c.customers)}): {', '.join(c.customers[:40])}")
         click.echo(f"terminals ({len(c.terminals)}): {', '.join(c.terminals[:40])}")
         click.echo(f"shared terminals: {', '.join(c.shared_terminals[:40]) or '-'}")
+        if res.meta.get("context"):
+            click.echo(f"surging terminals: {', '.join(c.surging_terminals[:40]) or '-'}  "
+                       f"context transactions at its terminals: {c.context_tx}  "
+                       f"alert groups linked by context: {c.context_groups}")
         click.echo("reasons: " + ", ".join(f"{r} ({n})" for r, n in c.reasons))
         if c.scenario_mix:
             click.echo("scenario mix: " + ", ".join(f"{k}={v}" for k, v in c.scenario_mix.items()))
@@ -123,16 +145,20 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--users", "users_file", default=None, type=click.Path(dir_okay=False),
                   help='JSON users file {"name": "pbkdf2_sha256$..."} (see `fraud review hash-password`).')
     @click.option("--secure-cookie", is_flag=True, help="Mark the session cookie Secure (behind HTTPS).")
+    @_context_options
     @click.pass_context
-    def serve_cmd(ctx, port, host, alerts_db, since, until, users_file, secure_cookie):
+    def serve_cmd(ctx, port, host, alerts_db, since, until, users_file, secure_cookie, archive, context_path):
         """The review web app. Log in with FRAUD_REVIEW_TOKEN (any analyst name) or a --users account."""
         import uvicorn
 
         from fraud.review.app import create_app, load_users
+        from fraud.review.clusters import read_context
 
         users = load_users(users_file) if users_file else None
+        context = read_context(archive, context_path)     # read once at start
         app = create_app(alerts_db or ctx.obj.alerts_db, token=ctx.obj.review_token, users=users, since=since,
-                         until=until, https_only=secure_cookie)
+                         until=until, https_only=secure_cookie,
+                         cluster_kwargs=None if context is None else {"context": context})
         click.echo(f"review app on http://{host}:{port}/ (alerts: {alerts_db or ctx.obj.alerts_db})")
         uvicorn.run(app, host=host, port=port, log_level="warning")
 
@@ -150,12 +176,13 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
     @click.option("--top", default=20, show_default=True, help="Clusters listed in the report's table.")
     @click.option("--detail", default=10, show_default=True, help="Top clusters drawn (subgraph, timeline, map).")
+    @_context_options
     @click.pass_context
-    def report_cmd(ctx, alerts_db, since, until, out_dir, top, detail):
+    def report_cmd(ctx, alerts_db, since, until, out_dir, top, detail, archive, context_path):
         """A static HTML report (index.html + PNG plots) of the ranked clusters."""
         from fraud.review.report import write_report
 
-        store, res = _cluster(ctx, alerts_db, since, until)
+        store, res = _cluster(ctx, alerts_db, since, until, archive=archive, context_path=context_path)
         path = write_report(res, out_dir, top=top, decisions=store.read_decisions(), detail=detail)
         click.echo(f"report written to {path}")
 
@@ -179,10 +206,14 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--cache", "cache_dir", default=None, type=click.Path(file_okay=False),
                   help="Keep each seed's scored alerts here and reuse them (compare clustering options cheaply).")
     @click.option("--keep-db", default=None, metavar="URL", help="Write the alerts to this store (kept) instead of a temp one.")
+    @click.option("--context/--no-context", "use_context", default=True, show_default=True,
+                  help="Give the clustering the test window's transactions as context (what the scorer's archive "
+                       "holds, as `fraud review ... --archive DIR` reads it) and report the figures with and "
+                       "without it.")
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_context
     def bench_review(ctx, customers, terminals, days, seed, seeds, detector, alerts_per_day, cap_budget, refine,
-                     resolution, risk, cache_dir, keep_db, as_json):
+                     resolution, risk, cache_dir, keep_db, use_context, as_json):
         """Simulate, score, store alerts, cluster; purity and the ring share in the top 10 clusters."""
         from fraud.errors import ConfigError
         from fraud.review.bench import run_bench, run_bench_seeds
@@ -193,7 +224,7 @@ def register(main: click.Group, bench: click.Group) -> None:
         kw = dict(customers=customers, terminals=terminals, days=days, detector=detector,
                   alerts_per_day=alerts_per_day or ctx.obj.alert_budget_per_day, settings=ctx.obj,
                   progress=not as_json, keep_db=keep_db, cap_budget=cap_budget, cache_dir=cache_dir,
-                  cluster_kw=cluster_kw)
+                  cluster_kw=cluster_kw, context=use_context)
         if seeds is None:
             out = run_bench(seed=seed, **kw)
             if as_json:
@@ -222,7 +253,11 @@ def register(main: click.Group, bench: click.Group) -> None:
                 ("share (all ring)", lambda r: r["ring_share_top_k_of_all"]), ("purity", lambda r: r["purity"]),
                 ("top-10 load", lambda r: r["top_k_load"]), ("lift", lambda r: r["top_k_lift"]),
                 ("alerts", lambda r: r["alerts"]), ("clusters", lambda r: r["n_clusters"])]
-        t = Table(title=f"bench review: {refine} refinement, {risk} risk, "
+        if use_context:
+            cols[4:4] = [("share no ctx", lambda r: r["without_context"]["ring_share_top_k"]),
+                         ("purity no ctx", lambda r: r["without_context"]["purity"]),
+                         ("load no ctx", lambda r: r["without_context"]["top_k_load"])]
+        t = Table(title=f"bench review: {refine} refinement, {risk} risk, {'with' if use_context else 'no'} context, "
                         f"{'capped' if cap_budget else 'uncapped'} budget {kw['alerts_per_day']}/day")
         for name, _ in cols:
             t.add_column(name, justify="right")
@@ -230,7 +265,11 @@ def register(main: click.Group, bench: click.Group) -> None:
             t.add_row(*[str(f(r)) for _, f in cols])
         sm = out["summary"]
         for stat in ("mean", "min"):
-            t.add_row(stat, "", "", str(sm["ring_recall_of_detector"][stat]), "", str(sm["ring_share_top_k"][stat]),
-                      str(sm["ring_share_top_k_of_all"][stat]), str(sm["purity"][stat]), str(sm["top_k_load"][stat]),
-                      str(sm["top_k_lift"][stat]), "", "")
+            extra = []
+            if use_context:
+                wc = sm["without_context"]
+                extra = [str(wc["ring_share_top_k"][stat]), str(wc["purity"][stat]), str(wc["top_k_load"][stat])]
+            t.add_row(stat, "", "", str(sm["ring_recall_of_detector"][stat]), *extra, "",
+                      str(sm["ring_share_top_k"][stat]), str(sm["ring_share_top_k_of_all"][stat]),
+                      str(sm["purity"][stat]), str(sm["top_k_load"][stat]), str(sm["top_k_lift"][stat]), "", "")
         Console(width=200).print(t)

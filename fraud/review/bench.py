@@ -19,6 +19,10 @@ day, the highest scores first, as analysts would receive them when the model's t
 through on a drifting test window. ``run_bench_seeds`` runs several seeds (mean and worst);
 ``cache_dir`` keeps each seed's scored alerts so clustering options are compared on the same alerts.
 
+``context=True`` passes the test window's transactions of the simulated world (all of them, alerted
+or not: what the stream scorer's archive holds) to ``cluster_alerts(context=...)``, and also
+clusters the same alerts without it, so each run reports both (``without_context``).
+
 Detectors: ``pipeline`` = ``fraud.training.train`` (the registered model's code path: tabular,
 graph and sequence features, PyOD ensemble, supervised head) and ``ScoringBundle.score_batch``;
 ``iforest`` = PyOD IForest over ``fraud.features.tabular.BaselineFeatures`` (threshold from the
@@ -135,12 +139,26 @@ def _scored_test_window(customers, terminals, days, seed, detector, alerts_per_d
     return alerts, facts, info, timings
 
 
+def _test_window_context(customers, terminals, days, seed, test_days) -> pd.DataFrame:
+    """The test window's transactions of the simulated world (canonical columns, no ground
+    truth): the context an archive would hold. ``simulate`` is deterministic, so this is the very
+    world whose alerts were scored (and cached)."""
+    from fraud.simulate import simulate
+
+    world = simulate(customers=customers, terminals=terminals, days=days, seed=seed)
+    start = world["timestamp"].min().floor("D")
+    test = world["timestamp"] >= start + pd.Timedelta(days=days - test_days)
+    return world.loc[test, ["tx_id", "timestamp", "customer_id", "terminal_id", "amount"]].reset_index(drop=True)
+
+
 def run_bench(customers: int = 2000, terminals: int = 4000, days: int = 60, seed: int = 7, detector: str = "auto",
               alerts_per_day: int = 100, test_days: int = 30, settings=None, progress: bool = True,
               top_k: int = 10, keep_db: str | None = None, cap_budget: bool = True, cache_dir: str | None = None,
-              cluster_kw: dict | None = None) -> dict:
+              cluster_kw: dict | None = None, context: bool = False) -> dict:
     """One seed: simulate, score, store the alerts (at most ``alerts_per_day`` a day when
-    ``cap_budget``), cluster them (``cluster_kw`` go to ``cluster_alerts``) and measure."""
+    ``cap_budget``), cluster them (``cluster_kw`` go to ``cluster_alerts``) and measure. With
+    ``context`` the clustering gets the test window's transactions as context, and the figures
+    without context are reported too under ``without_context``."""
     from fraud.review.clusters import cluster_alerts, quality
     from fraud.store import AlertStore
 
@@ -168,11 +186,23 @@ def run_bench(customers: int = 2000, terminals: int = 4000, days: int = 60, seed
     store = AlertStore(url)
     store.write_alerts(alerts.reset_index(drop=True), model_version=info["detector"])
 
-    t0 = time.perf_counter()
-    say(f"seed {seed}: clustering {len(alerts)} alerts")
-    res = cluster_alerts(store.read_alerts(), seed=seed, **(cluster_kw or {}))
-    timings["cluster"] = time.perf_counter() - t0
+    stored = store.read_alerts()
     ring_test = facts["test_ring_transactions"]
+    without = None
+    ctx = None
+    if context:
+        ctx = _test_window_context(customers, terminals, days, seed, test_days)
+        t0 = time.perf_counter()
+        say(f"seed {seed}: clustering {len(alerts)} alerts without context")
+        base = cluster_alerts(stored, seed=seed, map_coords=False, **(cluster_kw or {}))
+        timings["cluster_without_context"] = time.perf_counter() - t0
+        qb = quality(base, top_k=top_k, ring_total=ring_test)
+        without = {k: qb.get(k) for k in ("ring_in_top_k", "ring_share_top_k", "ring_share_top_k_of_all", "purity",
+                                          "top_k_load", "top_k_lift", "n_clusters", "top_k_dominant")}
+    t0 = time.perf_counter()
+    say(f"seed {seed}: clustering {len(alerts)} alerts" + (f" with {len(ctx)} context transactions" if context else ""))
+    res = cluster_alerts(stored, seed=seed, context=ctx, **(cluster_kw or {}))
+    timings["cluster"] = time.perf_counter() - t0
     q = quality(res, top_k=top_k, ring_total=ring_test)
     out = {
         "world": {"customers": customers, "terminals": terminals, "days": days, "seed": seed, "test_days": test_days,
@@ -184,7 +214,9 @@ def run_bench(customers: int = 2000, terminals: int = 4000, days: int = 60, seed
         "ring_recall_of_detector": round(q["ring_alerts"] / ring_test, 4) if ring_test else None,
         **{k: v for k, v in q.items() if k not in ("n_alerts",)},
         "cluster_meta": {k: res.meta.get(k) for k in ("n_entities", "n_components", "n_refined_components", "refine",
-                                                       "resolution", "embedder", "risk")},
+                                                       "resolution", "embedder", "risk", "context",
+                                                       "context_links")},
+        "context": bool(context), "without_context": without,
         "seconds": {k: round(v, 1) for k, v in {**timings, "total": time.perf_counter() - t_all}.items()},
     }
     tmp.cleanup()
@@ -205,9 +237,17 @@ def run_bench_seeds(seeds, progress: bool = True, **kw) -> dict:
     for s in seeds:
         runs.append(run_bench(seed=s, progress=progress, **kw))
     summary = {}
+
+    def stat(vals):
+        return {"mean": round(float(np.mean(vals)), 4) if vals else None,
+                "min": round(float(np.min(vals)), 4) if vals else None, "n": len(vals)}
+
     for k in SUMMARY_KEYS:
-        vals = [r[k] for r in runs if r.get(k) is not None]
-        summary[k] = {"mean": round(float(np.mean(vals)), 4) if vals else None,
-                      "min": round(float(np.min(vals)), 4) if vals else None, "n": len(vals)}
+        summary[k] = stat([r[k] for r in runs if r.get(k) is not None])
+    if runs and all(r.get("without_context") for r in runs):
+        summary["without_context"] = {k: stat([r["without_context"][k] for r in runs
+                                               if r["without_context"].get(k) is not None])
+                                      for k in ("ring_share_top_k", "ring_share_top_k_of_all", "purity", "top_k_load",
+                                                "top_k_lift")}
     summary["seeds"] = seeds
     return {"runs": runs, "summary": summary}

@@ -53,8 +53,12 @@ def test_cache_reuses_the_scored_alerts_and_the_cli_compares_options(two_seeds, 
     again = json.loads(r.output)
     for a, b in zip(again["runs"], two_seeds["runs"]):
         assert a["seconds"]["train_and_score"] == 0.0           # read back from the cache
-        for k in ("alerts", "model_alerts", "ring_alerts", "ring_in_top_k", "purity", "top_k_load", "world"):
+        for k in ("alerts", "model_alerts", "ring_alerts", "world"):
             assert a[k] == b[k]
+        # the CLI clusters with context by default and reports the context-free figures beside them
+        assert a["context"] is True and b["context"] is False
+        for k in ("ring_in_top_k", "purity", "top_k_load"):
+            assert a["without_context"][k] == b[k]
     old = CliRunner().invoke(main, args + ["--risk", "score", "--refine", "louvain", "--no-cap-budget"])
     assert old.exit_code == 0, old.output
     o = json.loads(old.output)["runs"][0]
@@ -69,3 +73,23 @@ def test_bad_seed_lists_are_refused():
         run_bench_seeds([], progress=False, **SMALL)
     r = CliRunner().invoke(main, ["bench", "review", "--seeds", "1,x"])
     assert r.exit_code != 0 and isinstance(r.exception, ConfigError) and "'1,x'" in str(r.exception)
+
+
+def test_context_reports_both_on_the_same_cached_alerts(two_seeds, cache):
+    out = run_bench_seeds([1, 2], progress=False, cache_dir=str(cache), context=True, **SMALL)
+    for with_ctx, plain in zip(out["runs"], two_seeds["runs"]):
+        assert with_ctx["seconds"]["train_and_score"] == 0.0 and with_ctx["alerts"] == plain["alerts"]
+        assert with_ctx["context"] is True and with_ctx["cluster_meta"]["context"] is True
+        wc = with_ctx["without_context"]
+        # "without context" is exactly the plain run
+        for k in ("ring_in_top_k", "ring_share_top_k", "purity", "top_k_load", "n_clusters"):
+            assert wc[k] == plain[k]
+        assert 0 < with_ctx["top_k_load"] <= 1 and with_ctx["ring_alerts"] == plain["ring_alerts"]
+    assert plain["context"] is False and plain["without_context"] is None
+    sm = out["summary"]["without_context"]
+    assert sm["purity"]["mean"] == two_seeds["summary"]["purity"]["mean"]
+    args = ["bench", "review", "--seeds", "1,2", "--customers", "150", "--terminals", "300", "--days", "48",
+            "--detector", "iforest", "--alerts-per-day", "10", "--cache", str(cache), "--context"]
+    table = CliRunner().invoke(main, args)
+    assert table.exit_code == 0, table.output
+    assert "share no ctx" in table.output and "with context" in table.output
