@@ -73,12 +73,14 @@ def raw_consume_rate(bootstrap: str, topic: str, n: int, partitions: int, timeou
     return got / (t_end - t_first)
 
 
-def offer_load(bootstrap: str, topic: str, values: list, keys: list, offered: float) -> None:
-    """Produce ``values`` (keyed) to ``topic`` at ``offered`` events/s, each event sent at once (linger 0,
-    a flush every 50 events): the latency phase's load generator (:func:`start_load` runs it in its own process)."""
+def offer_load(bootstrap: str, topic: str, values: list, keys: list, offered: float, linger_ms: float = 0) -> None:
+    """Produce ``values`` (keyed) to ``topic`` at ``offered`` events/s: the latency phase's load generator
+    (:func:`start_load` runs it in its own process). ``linger_ms`` 0: each event is sent at once (a flush every
+    50 events); > 0: the producer batches what arrives within that time (its latency is part of the measured
+    produce -> score latency: event timestamps are the producer's create times)."""
     from streaming.replay import make_producer
 
-    prod = make_producer(bootstrap, linger_ms=0, client_id="fraud-bench-load")
+    prod = make_producer(bootstrap, linger_ms=linger_ms, client_id="fraud-bench-load")
     t0 = time.monotonic()
     try:
         for i in range(len(values)):
@@ -86,14 +88,15 @@ def offer_load(bootstrap: str, topic: str, values: list, keys: list, offered: fl
             if dly > 0:
                 time.sleep(dly)
             prod.send(topic, key=keys[i], value=values[i])
-            if i % 50 == 0:
+            if not linger_ms and i % 50 == 0:
                 prod.flush()
         prod.flush()
     finally:
         prod.close(timeout=10)
 
 
-def start_load(bootstrap: str, topic: str, values: list, keys: list, offered: float) -> subprocess.Popen:
+def start_load(bootstrap: str, topic: str, values: list, keys: list, offered: float,
+               linger_ms: float = 0) -> subprocess.Popen:
     """:func:`offer_load` in a child Python process (the arguments go through its stdin): the offered load comes
     from outside the scorer's process, as in production (a producer loop beside the scorer competes with it for
     the GIL: measured, its sender thread alone took ~0.6 of a core)."""
@@ -102,7 +105,7 @@ def start_load(bootstrap: str, topic: str, values: list, keys: list, offered: fl
     proc = subprocess.Popen([sys.executable, "-c", "import pickle, sys; from streaming.bench import offer_load; "
                              "offer_load(*pickle.load(sys.stdin.buffer))"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    proc.stdin.write(pickle.dumps((bootstrap, topic, values, keys, offered)))
+    proc.stdin.write(pickle.dumps((bootstrap, topic, values, keys, offered, linger_ms)))
     proc.stdin.close()
     proc.stdin = None  # communicate() must not flush a closed pipe
     return proc
@@ -112,6 +115,7 @@ def run_stream_bench(model_uri, tracking_uri: str | None = None, bootstrap: str 
                      n_events: int = 20000, partitions: int = 4, offered: float = 1000.0, seconds: float = 10.0,
                      batch_size: int = 2000, verbose: bool = True, data=None, seed: int = 7,
                      linger_ms: int | None = None, customers: int = 1500, terminals: int = 3000,
+                     load_linger_ms: float = 0,
                      **serve_kw) -> dict:
     """``model_uri``: one URI, or several (list): each model is measured in turn against the same broker and
     events (fresh topic and group each); the result is then the first model's figures plus
@@ -159,7 +163,7 @@ def run_stream_bench(model_uri, tracking_uri: str | None = None, bootstrap: str 
         out = {}
         for uri in uris:
             out[uri] = _bench_one(uri, tracking_uri, bootstrap, first, second, partitions, offered, batch_size,
-                                  verbose, linger_ms, bundles[uri], serve_kw)
+                                  verbose, linger_ms, bundles[uri], serve_kw, load_linger_ms)
     finally:
         if broker is not None:
             broker.stop()
@@ -170,7 +174,7 @@ def run_stream_bench(model_uri, tracking_uri: str | None = None, bootstrap: str 
 
 
 def _bench_one(model_uri, tracking_uri, bootstrap, first, second, partitions, offered, batch_size, verbose,
-               linger_ms, bundle, serve_kw) -> dict:
+               linger_ms, bundle, serve_kw, load_linger_ms: float = 0) -> dict:
     from streaming.broker import ensure_topics
     from streaming.loop import Scorer, ServeConfig
     from streaming.replay import encode_events, replay
@@ -233,7 +237,7 @@ def _bench_one(model_uri, tracking_uri, bootstrap, first, second, partitions, of
         _say(verbose, f"(c) latency at {offered:,.0f} events/s for {len(second) / offered:.0f}s ...")
         marks["measure"] = True
         values, keys = encode_events(second)
-        gen = start_load(bootstrap, topic, values, keys, offered)
+        gen = start_load(bootstrap, topic, values, keys, offered, load_linger_ms)
         try:
             out, err = gen.communicate(timeout=len(values) / offered + 120)
         except subprocess.TimeoutExpired:

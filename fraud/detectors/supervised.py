@@ -28,7 +28,7 @@ import re
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from fraud.detectors._jit import compiled
+from fraud._jit import compiled
 from fraud.errors import ConfigError, ModelError, NotFittedError
 
 SUPERVISED = ("lightgbm", "hgb")

@@ -45,7 +45,7 @@ from pyod.models.hbos import HBOS
 from pyod.models.iforest import IForest
 from scipy.stats import skew as _skew
 
-from fraud.detectors._jit import compiled
+from fraud._jit import compiled
 from fraud.errors import ConfigError, NotFittedError
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from fraud._jit import compiled
 from fraud.errors import ConfigError, SchemaError
 from fraud.features.base import Featurizer
 
@@ -174,20 +175,11 @@ _CUMSUM = []
 def _group_cumsum(code: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Per-run cumulative sums of ``values`` (``code`` sorted, so each entity is one run): a numba kernel
     (~0.3 ms less per micro-batch than pandas' groupby machinery), pandas' groupby cumsum without numba."""
-    if not _CUMSUM:
-        try:
-            import numba
-
-            try:
-                _CUMSUM.append(numba.njit(cache=True, nogil=True)(_kahan_group_cumsum))
-            except Exception:  # no cache locator (read-only install)
-                _CUMSUM.append(numba.njit(nogil=True)(_kahan_group_cumsum))
-        except ImportError:  # pragma: no cover
-            _CUMSUM.append(None)
-    if _CUMSUM[0] is None or len(values) == 0:
+    f = compiled(_CUMSUM, _kahan_group_cumsum)
+    if f is None or len(values) == 0:
         return pd.Series(values).groupby(code, sort=False).cumsum().to_numpy()
     out = np.empty(len(values), dtype=np.float64)
-    _CUMSUM[0](np.ascontiguousarray(code), np.ascontiguousarray(values, dtype=np.float64), out)
+    f(np.ascontiguousarray(code), np.ascontiguousarray(values, dtype=np.float64), out)
     return out
 
 
@@ -402,6 +394,28 @@ def _codes(index: dict, keys) -> np.ndarray:
     return np.array(got, dtype=np.int64)
 
 
+def _present_positions_kernel(codes, present, out):  # pragma: no cover - compiled
+    k = 0
+    for i in range(codes.shape[0]):
+        if present[codes[i]]:
+            out[k] = i
+            k += 1
+    return k
+
+
+_PRESENT = []
+
+
+def _present_positions(codes: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """``np.flatnonzero(present[codes])`` in one compiled pass (the online blocks run it over a state's whole
+    event log once per state and micro-batch: ~2x faster than the gather and the scan); numpy without numba."""
+    f = compiled(_PRESENT, _present_positions_kernel)
+    if f is None or not len(codes):
+        return np.flatnonzero(present[codes])
+    out = np.empty(len(codes), dtype=np.int64)
+    return out[:f(np.ascontiguousarray(codes, dtype=np.int64), present, out)].copy()
+
+
 def _stacked(items, code_col: str = "code") -> tuple:
     """The online blocks' input over several independent states: for each item ``(entity_codes, log, codes,
     ts, {column: batch values})`` (a state's code dict and event log, and its batch's entity codes, times and
@@ -415,7 +429,7 @@ def _stacked(items, code_col: str = "code") -> tuple:
         present = np.zeros(len(entity_codes), dtype=bool)
         present[cc] = True
         local = np.cumsum(present) - 1
-        h = np.flatnonzero(present[log[code_col]])
+        h = _present_positions(log[code_col], present)
         codes += [local[log[code_col][h]] + off, local[cc] + off]
         times += [log["ts"][h], ts]
         for col, v in cols.items():
