@@ -2,7 +2,7 @@
 import gc
 import weakref
 
-from streaming.loop import freeze_heap
+from streaming.loop import freeze_heap, thaw_heap
 
 
 class _Node:
@@ -11,6 +11,7 @@ class _Node:
 
 def test_freeze_heap_collects_cycles_first_then_freezes():
     gc.unfreeze()
+    before = gc.get_threshold()
     try:
         a, b = _Node(), _Node()
         a.other, b.other = b, a  # a reference cycle: only the cyclic collector frees it
@@ -20,6 +21,7 @@ def test_freeze_heap_collects_cycles_first_then_freezes():
         alive = weakref.ref(kept)
         del a, b
         n = freeze_heap()
+        assert gc.get_threshold() == (*before[:2], 100)  # full collections 10x rarer while serving
         assert dead() is None  # collected before the freeze, not frozen forever
         assert alive() is kept
         assert n == gc.get_freeze_count() > 0
@@ -41,5 +43,5 @@ def test_freeze_heap_collects_cycles_first_then_freezes():
         freeze_heap()
         assert dead_old() is None
     finally:
-        gc.unfreeze()
-    assert gc.get_freeze_count() == 0
+        thaw_heap()
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
