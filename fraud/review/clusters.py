@@ -206,7 +206,8 @@ def cluster_id_for(tx_ids) -> str:
 
 RISKS = {
     "collusion": "sum over customer-terminal pairs of max(pct(score_i) * log10(10 + amount_i)) "
-                 "* (1 + log2(n_customers)) * (1 + log2(1 + n_colluding))",
+                 "* (1 + log2(n_customers)) * (1 + log2(1 + n_colluding)) * (1 + log2(1 + n_surging)) "
+                 "[n_surging: shared terminals with a customer surge in the context; 0 without context]",
     "score": "sum(score_i * log10(10 + amount_i)) * (1 + log2(n_customers))",
 }
 
