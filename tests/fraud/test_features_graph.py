@@ -292,25 +292,12 @@ def test_neighbour_window(world):
 
 def test_update_many_equals_per_state_updates(world, fitted):
     """Several independent states (the stream's partitions) in one call = one update per state."""
-    import copy
+    from fraud.features.base import assert_update_many_equals_updates
 
-    part = world["customer_id"].astype(int).to_numpy() % 3
     cut = int(len(world) * 0.7)
-    states = [fitted.new_state() for _ in range(3)]
-    for k in range(3):
-        fitted.update(states[k], world.iloc[:cut][part[:cut] == k].reset_index(drop=True))
-    ref = copy.deepcopy(states)
-    live = world.iloc[cut:cut + 600]
-    for lo in range(0, len(live), 53):
-        b = live.iloc[lo:lo + 53]
-        p = part[cut + lo:cut + lo + len(b)]
-        groups = [b[p == k].reset_index(drop=True) for k in range(3)]
-        if lo == 0:
-            groups[0] = groups[0].iloc[:0]
-        many = fitted.update_many(list(zip(states, groups)))
-        one = pd.concat([fitted.update(st, g) for st, g in zip(ref, groups)], ignore_index=True)
-        assert list(many.columns) == list(one.columns) and many.index.equals(pd.RangeIndex(len(one)))
-        np.testing.assert_allclose(many.to_numpy(), one.to_numpy(), rtol=1e-12, atol=1e-12)
+    states, ref = assert_update_many_equals_updates(fitted, world.iloc[:cut], world.iloc[cut:cut + 600],
+                                                    world["customer_id"].astype(int).to_numpy() % 3, batch=53,
+                                                    atol=1e-12)
     tail = world.iloc[-40:].reset_index(drop=True)
     for a, b in zip(states, ref):
         np.testing.assert_array_equal(fitted.update(a, tail).to_numpy(), fitted.update(b, tail).to_numpy())

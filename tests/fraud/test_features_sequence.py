@@ -169,25 +169,12 @@ def test_cached_terminal_hashes_equal_crc32(data, fitted):
 def test_update_many_equals_per_state_updates(data, fitted):
     """Several independent states in one encoder pass (the stream's partitions) = one update per state, and the
     states end up the same (the GRU/head products are batched: equal to float32 rounding)."""
-    import copy
+    from fraud.features.base import assert_update_many_equals_updates
 
     df, hist = data
-    part = df["customer_id"].str[1:].astype(int).to_numpy() % 3
-    states = [fitted.new_state() for _ in range(3)]
-    for k in range(3):
-        fitted.update(states[k], hist[part[:len(hist)] == k].reset_index(drop=True))
-    ref = copy.deepcopy(states)
-    live = df.iloc[len(hist):]
-    for lo in range(0, len(live), 41):
-        b = live.iloc[lo:lo + 41]
-        p = part[len(hist) + lo:len(hist) + lo + len(b)]
-        groups = [b[p == k].reset_index(drop=True) for k in range(3)]
-        if lo == 0:
-            groups[2] = groups[2].iloc[:0]
-        many = fitted.update_many(list(zip(states, groups)))
-        one = pd.concat([fitted.update(st, g) for st, g in zip(ref, groups)], ignore_index=True)
-        assert list(many.columns) == list(one.columns) and many.index.equals(pd.RangeIndex(len(one)))
-        np.testing.assert_allclose(many.to_numpy(), one.to_numpy(), rtol=1e-5, atol=1e-5)
+    states, ref = assert_update_many_equals_updates(fitted, hist, df.iloc[len(hist):],
+                                                    df["customer_id"].str[1:].astype(int).to_numpy() % 3,
+                                                    batch=41, atol=1e-5)
     for a, b in zip(states, ref):
         assert a.slots == b.slots
         for name in type(fitted.encoder_).SLOT_ARRAYS:
