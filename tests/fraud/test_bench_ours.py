@@ -37,6 +37,17 @@ def test_bench_runs_ours_models(world):
     assert res["models"]["ours"]["ap"] > res["models"]["logistic_regression"]["ap"]  # beats the book's baseline
 
 
+def test_supervised_config_is_a_valid_training_config():
+    """The bench's configuration builds the product's detector: the head with HEAD_PARAMS over both featurizers."""
+    from fraud.training import TrainConfig, make_detector, make_featurizer
+
+    cfg = TrainConfig(**ours.SUPERVISED_CONFIG)
+    det = make_detector(cfg, supervised=True)
+    assert det.supervised == "lightgbm" and det.supervised_params == ours.HEAD_PARAMS
+    beh = make_featurizer("behaviour", cfg).fit(None)
+    assert {"BH_C_MAX_PRIOR_RATIO_14D", "BH_T_KNOWN_PLAIN_FRAUD_28D"} <= set(beh.feature_names_)
+
+
 #: a lighter supervised head for the rule checks (the rule does not depend on the model's size)
 LIGHT = dict(ensemble_params={"supervised_params": {"n_estimators": 40}})
 

@@ -26,7 +26,9 @@ def test_names_and_groups():
     assert "BH_T_DAYS_SINCE_FIRST_FRAUD" in f.feature_names_ and len(set(f.feature_names_)) == len(f.feature_names_)
     amount_only = BehaviourFeatures(groups=("amount",)).fit(None)
     assert amount_only.feature_names_ == ["BH_AMOUNT", "BH_C_NB_TX_60D", "BH_C_AMT_RATIO_60D", "BH_C_AMT_Z_60D",
-                                          "BH_C_AMT_RATIO_LAG14D", "BH_C_RECENT_RATIO_7D", "BH_C_NB_UNUSUAL_7D"]
+                                          "BH_C_AMT_RATIO_LAG14D", "BH_C_RECENT_RATIO_7D", "BH_C_NB_UNUSUAL_7D",
+                                          "BH_C_MAX_PRIOR_RATIO_14D"]
+    assert f.feature_names_[-1] == "BH_T_KNOWN_PLAIN_FRAUD_28D"
     assert set(GROUPS) == {"amount", "customer_fraud", "terminal"}
 
 
@@ -97,6 +99,29 @@ def test_hand_computed_unusual_amounts_and_terminal_runs(tiny_frame):
     assert row["BH_T_GENUINE_AFTER_FRAUD"] == 1
 
 
+def test_hand_computed_card_max_prior_ratio_and_plain_terminal_frauds(tiny_frame):
+    """BH_C_MAX_PRIOR_RATIO (the card's largest earlier lagged ratio in (t - c, t)) and the terminal's known frauds
+    that neither their amount nor their card's earlier amounts explain (BH_T_KNOWN_PLAIN_FRAUD)."""
+    X = BehaviourFeatures(**SMALL, card_window=3).fit(tiny_frame).transform(tiny_frame)
+    # lagged ratios: A: t0 1 (first event), t2 1.5 (no lagged history: 5-day ratio 30 / 20), t3 4.0, t5 60 / 35,
+    # t7 80 / 60; B: t1 1, t4 50 / 20 = 2.5, t6 70 / 50
+    m = X["BH_C_MAX_PRIOR_RATIO_3D"]
+    assert m[0] == 0 and m[1] == 0  # no earlier transaction
+    assert m[2] == 1.0  # A's t0 in (12-30 09:00, 01-02 09:00)
+    assert m[3] == 1.5  # t0, t2
+    assert m[5] == 4.0  # (01-03 13:00, 01-06 13:00): t3
+    assert m[7] == 0 and m[4] == 0 and m[6] == 0  # nothing in the last 3 days
+    # t3 (X): known (12-29 23:30, 01-01 23:30] = t0, t1 (fraud, ratio 1, no earlier transaction: plain)
+    assert X.loc[3, "BH_T_KNOWN_PLAIN_FRAUD_5D"] == 1
+    # t6 (X): known = t3, t5 (fraud with a normal amount, 60 / 35, but its card showed a x4 amount just before)
+    assert X.loc[6, "BH_T_KNOWN_NORMAL_FRAUD_5D"] == 1 and X.loc[6, "BH_T_KNOWN_PLAIN_FRAUD_5D"] == 0
+    X2 = BehaviourFeatures(**SMALL, card_window=3, card_ratio=5).fit(tiny_frame).transform(tiny_frame)
+    assert X2.loc[6, "BH_T_KNOWN_PLAIN_FRAUD_5D"] == 1
+    # the replay gives the same values, one row at a time (the per-event ratio and flag kept in the state)
+    f = BehaviourFeatures(**SMALL, card_window=3).fit(tiny_frame)
+    np.testing.assert_array_equal(replay(f, tiny_frame, batch_size=1).to_numpy(), X.to_numpy())
+
+
 def test_columns_selection(random_world):
     cols = ("BH_AMOUNT", "BH_C_AMT_RATIO_LAG14D")
     f = BehaviourFeatures(groups=("amount",), columns=cols).fit(None)
@@ -115,11 +140,17 @@ def test_replay_equals_transform(world):
                           terminal_label_window=14).fit(world)
     assert_replay_equals_transform(f, world, batch_sizes=(13, 500))
     assert_replay_equals_transform(f, world.iloc[:300], batch_sizes=(1,))
+    # a card window longer than the amount window: the state keeps the events it needs
+    f = BehaviourFeatures(delay_days=1, amount_window=4, lag_days=2, recent_days=2, card_window=9,
+                          customer_label_window=3, terminal_label_window=3, terminal_windows=(2,)).fit(world)
+    assert f.new_state().horizon_ns == 9 * 86_400 * 10**9
+    assert_replay_equals_transform(f, world, batch_sizes=(97,))
 
 
 def test_no_leakage_from_recent_labels_or_later_transactions(world):
     f = BehaviourFeatures(amount_window=20, lag_days=5, customer_label_window=10, terminal_label_window=14).fit(world)
-    new = ["BH_C_NB_UNUSUAL_7D", "BH_T_KNOWN_NORMAL_FRAUD_14D", "BH_T_FRAUD_STREAK", "BH_T_GENUINE_AFTER_FRAUD"]
+    new = ["BH_C_NB_UNUSUAL_7D", "BH_C_MAX_PRIOR_RATIO_14D", "BH_T_KNOWN_NORMAL_FRAUD_14D", "BH_T_FRAUD_STREAK",
+           "BH_T_GENUINE_AFTER_FRAUD", "BH_T_KNOWN_PLAIN_FRAUD_14D"]
     assert set(new) <= set(f.feature_names_)  # every feature, the label-run ones included, is checked below
     base = f.transform(world)
     cut = world["timestamp"].iloc[len(world) * 2 // 3]
@@ -132,7 +163,7 @@ def test_no_leakage_from_recent_labels_or_later_transactions(world):
     got = f.transform(flipped)
     np.testing.assert_array_equal(got.to_numpy()[early], base.to_numpy()[early])
     assert not np.array_equal(got.to_numpy()[~early], base.to_numpy()[~early])  # the flip matters later
-    for c in new[1:]:  # ... to each label-based terminal feature
+    for c in new[2:]:  # ... to each label-based terminal feature
         assert not np.array_equal(got[c].to_numpy()[~early], base[c].to_numpy()[~early]), c
 
     later = world.copy()
@@ -162,7 +193,7 @@ def test_scenario_signals(random_world):
 
 def test_online_state_is_bounded_picklable_and_takes_feedback(world):
     f = BehaviourFeatures(amount_window=10, lag_days=3, customer_label_window=5, terminal_windows=(1, 3),
-                          terminal_label_window=5).fit(world)
+                          terminal_label_window=5, card_window=9).fit(world)
     st = f.new_state()
     replay(f, world, batch_size=400, state=st)
     horizon = pd.Timedelta(days=12)  # max(10, 2 + 5 ...) with d = 7 -> 7 + 5 = 12
@@ -195,6 +226,10 @@ def test_errors():
         BehaviourFeatures(amount_window=10, lag_days=10).fit(None)
     with pytest.raises(ConfigError, match="normal_ratio"):
         BehaviourFeatures(normal_ratio=0).fit(None)
+    with pytest.raises(ConfigError, match="card_window"):
+        BehaviourFeatures(card_window=-1).fit(None)
+    with pytest.raises(ConfigError, match="card_ratio"):
+        BehaviourFeatures(card_ratio="x").fit(None)
     with pytest.raises(ConfigError, match="groups"):
         BehaviourFeatures(groups=("nope",)).fit(None)
     with pytest.raises(SchemaError, match="amount"):
@@ -210,11 +245,21 @@ def test_featurizer_and_state_pickled_before_the_new_columns_still_score(world):
     f.update(st, head)
     expected = f.update(pickle.loads(pickle.dumps(st)), tail)
     old = pickle.loads(pickle.dumps(f))
-    del old.__dict__["normal_ratio"], old.__dict__["columns"]
+    del old.__dict__["normal_ratio"], old.__dict__["columns"], old.__dict__["card_window"], old.__dict__["card_ratio"]
     old_state = pickle.loads(pickle.dumps(st))
-    for col in ("normal",):
+    for col in ("normal", "rlag", "plain"):
         del old_state.events._cols[col]
     got = old.update(old_state, tail)
     assert list(got.columns) == list(expected.columns)
-    same = [c for c in got.columns if c not in ("BH_C_NB_UNUSUAL_7D", "BH_T_KNOWN_NORMAL_FRAUD_28D")]
+    flagged = ("BH_C_NB_UNUSUAL_7D", "BH_T_KNOWN_NORMAL_FRAUD_28D", "BH_C_MAX_PRIOR_RATIO_14D",
+               "BH_T_KNOWN_PLAIN_FRAUD_28D")
+    same = [c for c in got.columns if c not in flagged]
     np.testing.assert_allclose(got[same].to_numpy(), expected[same].to_numpy())
+    # a featurizer fitted before the two new columns existed keeps its columns (no new ones appear)
+    older = pickle.loads(pickle.dumps(f))
+    del older.__dict__["card_window"], older.__dict__["card_ratio"]
+    older.feature_names_ = [c for c in f.feature_names_ if c not in ("BH_C_MAX_PRIOR_RATIO_14D",
+                                                                      "BH_T_KNOWN_PLAIN_FRAUD_28D")]
+    out = older.transform(tail)
+    assert list(out.columns) == older.feature_names_
+    np.testing.assert_array_equal(out.to_numpy(), f.transform(tail)[older.feature_names_].to_numpy())
