@@ -275,7 +275,6 @@ class SequenceEncoder:
     def _inputs(self, state: SequenceState, slots, ts, term_hash, term_vec, known, amount, scal=None):
         """Input vectors of a batch of events given ``state`` (earlier rows in the batch count)."""
         scal = self.scalers_ if scal is None else scal
-        n = len(slots)
         B = self.novelty_buckets
         prev, order = _group_prev(slots)
         has_prev = prev >= 0

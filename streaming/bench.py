@@ -241,7 +241,7 @@ def _bench_one(model_uri, tracking_uri, bootstrap, first, second, partitions, of
         values, keys = encode_events(second)
         gen = start_load(bootstrap, topic, values, keys, offered, load_linger_ms)
         try:
-            out, err = gen.communicate(timeout=len(values) / offered + 120)
+            _, err = gen.communicate(timeout=len(values) / offered + 120)
         except subprocess.TimeoutExpired:
             gen.kill()
             raise RuntimeError(f"the load generator (a producer at {offered:,.0f} events/s) did not finish") from None

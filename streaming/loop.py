@@ -424,7 +424,7 @@ class Scorer:
         servers = parse_bootstrap(cfg.bootstrap)
         ckw = dict(group_id=cfg.group, enable_auto_commit=False, auto_offset_reset=cfg.auto_offset_reset,
                    max_poll_records=cfg.batch_size, fetch_max_wait_ms=20, session_timeout_ms=10000,
-                   heartbeat_interval_ms=1000, client_id=f"fraud-scorer")
+                   heartbeat_interval_ms=1000, client_id="fraud-scorer")
         ckw.update(cfg.consumer_kw)
         self.consumer = KafkaConsumer(bootstrap_servers=servers, **cfg.client_kw, **ckw)
         pkw = dict(linger_ms=cfg.linger_ms, batch_size=256 * 1024, acks=1, retries=5, max_request_size=max(1048576, cfg.max_message_bytes * 2),

@@ -61,7 +61,6 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from fraud.bench import handbook
 from fraud.bench.handbook import register_model
 from fraud.errors import ConfigError
 
