@@ -617,13 +617,13 @@ class Scorer:
                 part = np.fromiter((m.partition for m in ms), dtype=np.int32, count=len(ms))
                 offs = np.fromiter((m.offset for m in ms), dtype=np.int64, count=len(ms))
                 sent_ms = np.fromiter((m.timestamp for m in ms), dtype=np.float64, count=len(ms))
-                results, order = self._score(rows, part, offs)
+                results, order, cols = self._score(rows, part, offs)
                 if order is not None:
                     sent_ms = sent_ms[order]
                 for s in self.sinks:
-                    s.write(results)
+                    s.write(results, columns=cols)
                 if self.archive is not None:
-                    self.archive.write(results)
+                    self.archive.write(results, columns=cols)
         # the producer (scores, alerts, dead letters) sends in the background (linger 2 ms); it is flushed before
         # each checkpoint, never after it: nothing is committed before it is on the broker
         for m in msgs:
@@ -647,10 +647,11 @@ class Scorer:
 
     def _score(self, rows: pd.DataFrame, part: np.ndarray, offs: np.ndarray) -> tuple:
         """Score valid canonical ``rows`` (time order) read from partitions ``part`` at offsets ``offs``, each
-        partition with its own state. Returns (results, order): results grouped by partition (time order
+        partition with its own state. Returns (results, order, columns): results grouped by partition (time order
         within each), the canonical columns plus kafka_partition, kafka_offset, score, is_alert, reasons,
         model_version, built in one go (pandas column inserts cost ~1 ms each under the pandas 3 string
-        index); ``order`` maps result rows to ``rows`` (None: same order)."""
+        index); ``order`` maps result rows to ``rows`` (None: same order); ``columns``: the results' columns as the dict of arrays
+        they were built from (the buffering sinks keep it)."""
         n = len(rows)
         order = None
         if n > 1 and (part[1:] != part[0]).any():
@@ -685,7 +686,7 @@ class Scorer:
         cols["is_alert"] = res["is_alert"].to_numpy().astype(bool)
         cols["reasons"] = res["reasons"].to_numpy()
         cols["model_version"] = pd.array([self.version] * n, dtype="str")
-        return pd.DataFrame(cols, copy=False), order
+        return pd.DataFrame(cols, copy=False), order, cols
 
     # -- checkpoint and commit ---------------------------------------------------------------------------
     def _commit(self, offsets: dict, sync: bool = True) -> None:
