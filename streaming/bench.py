@@ -7,6 +7,9 @@ One run, one broker (a local Tansu unless ``bootstrap`` is given), the same even
 (b) scorer: a :class:`streaming.loop.Scorer` (all sinks: scores/alerts topics, SQLite alert store,
     Parquet archive, checkpoints) consumes the same topic in a fresh group.
 Both rates are measured from the first poll that returned data to the last event handled.
+(a') pass-through (``passthrough_rate``/``passthrough_ratio`` in the result): a consumer that decodes every event
+    and sends it back unchanged to another topic with the scorer's producer settings (:func:`passthrough_rate`):
+    the ceiling of any scorer writing one ``scores`` record per event with kafka-python here, model excluded.
 (c) latency: the same scorer keeps running while new events are produced at ``offered`` events/s by a load
     generator in another process (:func:`offer_load`; its producer lingers ``load_linger_ms``, 5 ms, as
     ``fraud replay``'s does: sending each event in its own request cost the generator ~40% and the broker ~60%
@@ -72,6 +75,43 @@ def raw_consume_rate(bootstrap: str, topic: str, n: int, partitions: int, timeou
         c.close()
     if got < n:
         raise RuntimeError(f"raw consumer read {got} of {n} events of {topic} within {timeout:.0f}s")
+    return got / (t_end - t_first)
+
+
+def passthrough_rate(bootstrap: str, topic: str, out_topic: str, n: int, partitions: int,
+                     linger_ms: int = 2, timeout: float = 120.0) -> float:
+    """The ceiling of any scorer that writes one record per event with kafka-python: consume as
+    :func:`raw_consume_rate` does, JSON-decode each value, send it back unchanged (key: its tx_id) to
+    ``out_topic`` with the scorer's producer settings, flush at the end. No model, no validation, no other
+    sink. Measured from the first poll that returned data to the end of the flush."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                      auto_offset_reset="earliest", max_poll_records=2000, fetch_max_wait_ms=20)
+    prod = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms, batch_size=256 * 1024, acks=1)
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    c.assign(tps)
+    c.seek_to_beginning(*tps)
+    got = 0
+    t_first = None
+    deadline = time.monotonic() + timeout
+    try:
+        while got < n and time.monotonic() < deadline:
+            polled = c.poll(timeout_ms=200)
+            for recs in polled.values():
+                if t_first is None:
+                    t_first = time.perf_counter()
+                for m in recs:
+                    rec = json.loads(m.value)
+                    prod.send(out_topic, key=str(rec.get("tx_id")).encode(), value=m.value, partition=0)
+                    got += 1
+        prod.flush()
+        t_end = time.perf_counter()
+    finally:
+        c.close()
+        prod.close()
+    if got < n:
+        raise RuntimeError(f"pass-through consumer read {got} of {n} events of {topic} within {timeout:.0f}s")
     return got / (t_end - t_first)
 
 
@@ -188,13 +228,17 @@ def _bench_one(model_uri, tracking_uri, bootstrap, first, second, partitions, of
     try:
         _say(verbose, f"broker {bootstrap}; model {model_uri}")
         ensure_topics(bootstrap, {topic: partitions, f"{topic}.scores": 1, f"{topic}.alerts": 1,
-                                  f"{topic}.dlq": 1})
+                                  f"{topic}.dlq": 1, f"{topic}.passthrough": 1})
         _say(verbose, f"producing {len(first)} events to {topic} ...")
         replay(first, bootstrap, topic)
 
         _say(verbose, "(a) raw kafka-python consume (deserialize and count) ...")
         raw_rate = raw_consume_rate(bootstrap, topic, len(first), partitions)
         _say(verbose, f"    raw_rate {raw_rate:,.0f} events/s")
+        _say(verbose, "    pass-through: consume, decode and send every event back (the producer's share) ...")
+        pass_rate = passthrough_rate(bootstrap, topic, f"{topic}.passthrough", len(first), partitions,
+                                     linger_ms=linger_ms if linger_ms is not None else 2)
+        _say(verbose, f"    passthrough_rate {pass_rate:,.0f} events/s ({pass_rate / raw_rate:.2f} of raw)")
 
         d = Path(tmp.name)
         kw = dict(bootstrap=bootstrap, topic=topic, group=f"bench-{tag}", model_uri=model_uri,
@@ -266,6 +310,9 @@ def _bench_one(model_uri, tracking_uri, bootstrap, first, second, partitions, of
                "ratio": round(scorer_rate / raw_rate, 4),
                "p50_ms": round(float(np.percentile(lat, 50)), 2), "p99_ms": round(float(np.percentile(lat, 99)), 2)}
         res["events_measured"] = int(len(lat))
+        # what a scorer that did nothing but write one record per event would reach (kafka-python's producer)
+        res["passthrough_rate"] = round(pass_rate, 1)
+        res["passthrough_ratio"] = round(pass_rate / raw_rate, 4)
         # the alert share drives the explanation and alert-sink costs: a world unlike the model's alerts far more
         res["alert_rate"] = round(scorer.n_alerts / max(scorer.n_scored, 1), 4)
         _say(verbose, f"    p50 {res['p50_ms']} ms  p99 {res['p99_ms']} ms over {len(lat)} events "

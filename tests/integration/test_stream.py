@@ -477,3 +477,18 @@ def test_undelivered_records_fail_the_checkpoint():
                 TrackedProducer.check(taken)
         finally:
             prod.close(timeout=1)
+
+
+def test_bench_stream_measures_rates_and_latency(broker, reg):
+    """``fraud bench stream`` end to end on a small scale: the raw, pass-through and scorer rates of the same
+    events, and the latency of every event offered in the latency phase."""
+    from streaming.bench import run_stream_bench
+
+    res = run_stream_bench(f"models:/{MODEL}@champion", tracking_uri=reg.uri, bootstrap=broker.bootstrap,
+                           data=reg.live, n_events=400, offered=200.0, seconds=1.0, verbose=False)
+    assert res["events_measured"] == 200
+    assert res["raw_rate"] > 0 and res["scorer_rate"] > 0 and res["passthrough_rate"] > 0
+    assert res["ratio"] == pytest.approx(res["scorer_rate"] / res["raw_rate"], rel=1e-3)
+    assert res["passthrough_ratio"] == pytest.approx(res["passthrough_rate"] / res["raw_rate"], rel=1e-3)
+    assert 0 < res["p50_ms"] <= res["p99_ms"] < 60_000
+    assert 0 <= res["alert_rate"] <= 1
