@@ -32,7 +32,10 @@ batches when the registry alias moves (polled every ``reload_interval`` seconds)
 Tail latency: once started (model, consumer, sinks loaded) and after each model swap, the scorer freezes the
 Python heap (``freeze_heap``, ``ServeConfig.gc_freeze``): full garbage collections otherwise traverse the ~0.55 M
 objects of torch/pandas/sklearn/mlflow/SQLAlchemy and the model, ~0.3-0.7 s each on this machine, on the scoring
-thread. The micro-batch policy needs no tuning for latency: a poll returns at once with what was fetched (the
+thread. The writer thread shares the GIL with the scoring thread: whatever it does in Python stretches the
+batches scored meanwhile (with the archive and alert store buffering DataFrames, each checkpoint's ~50 ms of
+pandas concatenation stretched ~5 batches 2-3x: bench stream p99 60-69 ms); the buffering sinks keep each batch's
+column arrays instead (``streaming.sinks.concat_columns``: p99 35-41 ms). The micro-batch policy needs no tuning for latency: a poll returns at once with what was fetched (the
 next fetch is in flight while a batch is scored; measured: the newest event of a batch is ~10 ms old when the
 poll returns), so a batch is what arrived during the previous cycle.
 
