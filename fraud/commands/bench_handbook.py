@@ -51,6 +51,7 @@ def register(main: click.Group, bench: click.Group) -> None:
         from rich.console import Console
         from rich.table import Table
 
+        import fraud.bench.oracle  # noqa: F401  registers the ceilings ("oracle", "oracle-unsupervised")
         import fraud.bench.ours  # noqa: F401  registers our pipeline's models ("ours", "ours-unsupervised")
         from fraud.bench.handbook import MODELS, run, table_rows
         from fraud.commands.common import load_or_fail
