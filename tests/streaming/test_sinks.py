@@ -152,3 +152,14 @@ def test_alert_store_sink_buffers_alert_rows_only(tmp_path):
     got = store.read_alerts().sort_values("tx_id")
     assert got["tx_id"].tolist() == ["p0-1", "p0-3", "p1-0"]
     assert sink.inserted == 3
+
+
+def test_archive_drop_partitions_forgets_their_buffered_rows(tmp_path):
+    a = ArchiveSink(tmp_path, "transactions")
+    mixed = pd.concat([_results(0, range(3)), _results(1, range(2))], ignore_index=True)
+    a.write(mixed)
+    a.write(_results(1, range(2, 4)))
+    a.drop_partitions([1])
+    assert a.pending == 3
+    a.flush()
+    assert sorted(read_archive(tmp_path)["tx_id"]) == ["p0-0", "p0-1", "p0-2"]
