@@ -146,19 +146,25 @@ def register(main: click.Group, bench: click.Group) -> None:
                   help='JSON users file {"name": "pbkdf2_sha256$..."} (see `fraud review hash-password`).')
     @click.option("--secure-cookie", is_flag=True, help="Mark the session cookie Secure (behind HTTPS).")
     @_context_options
+    @click.option("--context-refresh", default=30.0, show_default=True, type=float,
+                  help="Seconds between looks for new archive files / a changed --context file.")
     @click.pass_context
-    def serve_cmd(ctx, port, host, alerts_db, since, until, users_file, secure_cookie, archive, context_path):
-        """The review web app. Log in with FRAUD_REVIEW_TOKEN (any analyst name) or a --users account."""
+    def serve_cmd(ctx, port, host, alerts_db, since, until, users_file, secure_cookie, archive, context_path,
+                  context_refresh):
+        """The review web app. Log in with FRAUD_REVIEW_TOKEN (any analyst name) or a --users account.
+        With --archive, the scorer's new archive files join the context as they are written."""
         import uvicorn
 
         from fraud.review.app import create_app, load_users
-        from fraud.review.clusters import read_context
+        from fraud.review.clusters import ContextSource
 
         users = load_users(users_file) if users_file else None
-        context = read_context(archive, context_path)     # read once at start
+        source = None
+        if archive is not None or context_path is not None:
+            source = ContextSource(archive, context_path, refresh_s=context_refresh)
+            source.get()  # read now: a bad archive or file fails at start, with its message
         app = create_app(alerts_db or ctx.obj.alerts_db, token=ctx.obj.review_token, users=users, since=since,
-                         until=until, https_only=secure_cookie,
-                         cluster_kwargs=None if context is None else {"context": context})
+                         until=until, https_only=secure_cookie, context_source=source)
         click.echo(f"review app on http://{host}:{port}/ (alerts: {alerts_db or ctx.obj.alerts_db})")
         uvicorn.run(app, host=host, port=port, log_level="warning")
 

@@ -77,20 +77,27 @@ def load_users(path) -> dict:
 
 # -- cluster cache ------------------------------------------------------------------------------
 class ClusterCache:
-    """Clusters of the store's alerts, recomputed when the number of alerts changes."""
+    """Clusters of the store's alerts, recomputed when the number of alerts changes or, with a
+    ``context_source`` (:class:`fraud.review.clusters.ContextSource`: the scorer's archive as it grows), when
+    the context does."""
 
-    def __init__(self, store: AlertStore, since=None, until=None, **cluster_kwargs):
+    def __init__(self, store: AlertStore, since=None, until=None, context_source=None, **cluster_kwargs):
         self.store, self.since, self.until, self.kw = store, since, until, cluster_kwargs
+        self.context_source = context_source
         self._lock = threading.Lock()
         self._key = None
         self._result: ClusterResult | None = None
 
     def get(self) -> ClusterResult:
         with self._lock:
-            key = self.store.count_alerts()
+            kw = dict(self.kw)
+            ctx_version = None
+            if self.context_source is not None:
+                ctx_version, kw["context"] = self.context_source.get()
+            key = (self.store.count_alerts(), ctx_version)
             if self._result is None or key != self._key:
                 alerts = self.store.read_alerts()
-                self._result = cluster_alerts(alerts, since=self.since, until=self.until, **self.kw)
+                self._result = cluster_alerts(alerts, since=self.since, until=self.until, **kw)
                 self._key = key
             return self._result
 
@@ -106,9 +113,10 @@ def _templates():
 
 def create_app(store, token: str | None = None, users: dict | None = None, secret_key: str | None = None,
                since=None, until=None, https_only: bool = False, session_hours: float = 8.0,
-               cluster_kwargs: dict | None = None):
+               cluster_kwargs: dict | None = None, context_source=None):
     """The review app. ``store``: an AlertStore or a database URL. ``token``: the shared review
-    token; ``users``: name -> pbkdf2 hash. At least one is required."""
+    token; ``users``: name -> pbkdf2 hash. At least one is required. ``context_source``: a
+    :class:`fraud.review.clusters.ContextSource` (context kept current while the app runs)."""
     from fastapi import FastAPI
     from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
     from starlette.middleware.sessions import SessionMiddleware
@@ -118,7 +126,7 @@ def create_app(store, token: str | None = None, users: dict | None = None, secre
     if token is not None and len(token) < 8:
         raise ConfigError("FRAUD_REVIEW_TOKEN: too short (use at least 8 characters, e.g. `openssl rand -hex 16`)")
     store = store if isinstance(store, AlertStore) else AlertStore(store)
-    cache = ClusterCache(store, since=since, until=until, **(cluster_kwargs or {}))
+    cache = ClusterCache(store, since=since, until=until, context_source=context_source, **(cluster_kwargs or {}))
     env = _templates()
     users = dict(users or {})
 

@@ -339,19 +339,92 @@ def read_context(archive=None, path=None) -> pd.DataFrame | None:
         from fraud.io import load_transactions
 
         frames.append((f"--context {str(path)!r}", load_transactions(path)))
+    return _context_frame(frames)
+
+
+_CONTEXT_COLUMNS = ["tx_id", "timestamp", "customer_id", "terminal_id", "amount"]
+
+
+def _context_part(where: str, f: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in CONTEXT_REQUIRED if c not in f.columns]
+    if missing:
+        raise ConfigError(f"{where}: lacks column(s) {missing}; present: {list(f.columns)}")
+    return f[[c for c in _CONTEXT_COLUMNS if c in f.columns]]
+
+
+def _context_frame(frames) -> pd.DataFrame | None:
+    """``(where, frame)`` pairs -> the context frame (context columns, one row per tx_id, the last wins)."""
     if not frames:
         return None
-    cols = ["tx_id", "timestamp", "customer_id", "terminal_id", "amount"]
-    out = []
-    for where, f in frames:
-        missing = [c for c in CONTEXT_REQUIRED if c not in f.columns]
-        if missing:
-            raise ConfigError(f"{where}: lacks column(s) {missing}; present: {list(f.columns)}")
-        out.append(f[[c for c in cols if c in f.columns]])
-    ctx = pd.concat(out, ignore_index=True)
+    ctx = pd.concat([_context_part(where, f) for where, f in frames], ignore_index=True)
     if "tx_id" in ctx.columns:
         ctx = ctx.drop_duplicates("tx_id", keep="last")
     return ctx.reset_index(drop=True)
+
+
+class ContextSource:
+    """The context of a long-running review app, kept current: the archive's files are read as they appear
+    (each file once: the scorer writes a file under a temporary name and renames it when complete, and never
+    changes it after; a file it removes on restart is dropped here too) and the context file again when its
+    size or modification time changes. Looked at no more often than every ``refresh_s`` seconds.
+
+    ``get()`` -> ``(version, context)``; the version changes whenever the context did (the app's cluster cache
+    keys on it). Same frame as :func:`read_context` over the same files."""
+
+    def __init__(self, archive=None, path=None, refresh_s: float = 30.0):
+        from pathlib import Path
+
+        if archive is not None and not Path(archive).is_dir():
+            raise ConfigError(f"--archive: {str(archive)!r} is not a folder")
+        if not refresh_s >= 0:
+            raise ConfigError(f"--context-refresh {refresh_s!r}: must be >= 0 seconds")
+        self.archive, self.path, self.refresh_s = archive, path, float(refresh_s)
+        self._files: dict = {}
+        self._path_sig = None
+        self._path_frame = None
+        self._checked: float | None = None
+        self._version = 0
+        self._ctx: pd.DataFrame | None = None
+
+    def get(self) -> tuple[int, pd.DataFrame | None]:
+        import time
+        from pathlib import Path
+
+        now = time.monotonic()
+        if self._checked is not None and now - self._checked < self.refresh_s:
+            return self._version, self._ctx
+        self._checked = now
+        changed = self._version == 0
+        if self.archive is not None:
+            names = sorted(str(f) for f in Path(self.archive).glob("date=*/*.parquet") if not f.name.startswith("."))
+            for gone in set(self._files) - set(names):
+                del self._files[gone]
+                changed = True
+            for f in names:
+                if f not in self._files:
+                    try:
+                        self._files[f] = _context_part(f"--archive {str(self.archive)!r}", pd.read_parquet(f))
+                    except FileNotFoundError:  # removed by a restarting scorer between listing and reading
+                        continue
+                    changed = True
+            if not self._files and self.path is None and self._version == 0:
+                raise ConfigError(f"--archive: {str(self.archive)!r} holds no date=*/*.parquet files")
+        if self.path is not None:
+            from fraud.io import load_transactions
+
+            st = Path(self.path).stat()
+            sig = (st.st_size, st.st_mtime_ns)
+            if sig != self._path_sig:
+                self._path_frame = _context_part(f"--context {str(self.path)!r}", load_transactions(self.path))
+                self._path_sig = sig
+                changed = True
+        if changed:
+            frames = [(f, self._files[f]) for f in sorted(self._files)]
+            if self._path_frame is not None:
+                frames.append((str(self.path), self._path_frame))
+            self._ctx = _context_frame(frames)
+            self._version += 1
+        return self._version, self._ctx
 
 
 def _seen_terminals(a: pd.DataFrame, visits: pd.DataFrame | None) -> dict:

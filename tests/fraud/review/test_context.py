@@ -212,3 +212,110 @@ def test_app_cluster_page_shows_the_context(tmp_path, world):
     assert top.context_groups == 3
     html = client.get(f"/cluster/{top.id}").text
     assert "surging terminals: R0, R1, R2" in html and "3 alert group(s) linked" in html
+
+
+def _write_archive_day(root, part: pd.DataFrame, name: str):
+    day = part["timestamp"].iloc[0].strftime("%Y-%m-%d")
+    folder = root / f"date={day}"
+    folder.mkdir(parents=True, exist_ok=True)
+    part.to_parquet(folder / name, index=False)
+    return folder / name
+
+
+def test_context_source_follows_a_growing_archive(tmp_path, world):
+    """The review app's context: new archive files join it (each read once), removed ones leave it, a changed
+    context file is read again, and the app's clusters follow; nothing is re-read within refresh_s."""
+    from fraud.review.app import ClusterCache
+    from fraud.review.clusters import ContextSource
+
+    alerts, ctx = world
+    root = tmp_path / "archive"
+    ctx = ctx.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    first, rest = ctx.iloc[:40], ctx.iloc[40:]
+    _write_archive_day(root, first, "part-x-p0000-o000-039.parquet")
+    src = ContextSource(root, refresh_s=0)
+    v1, c1 = src.get()
+    pd.testing.assert_frame_equal(c1, read_context(archive=root))
+    assert len(c1) == 40 and src.get()[0] == v1                       # nothing new: same version
+    (root / "date=2099-01-01").mkdir()
+    (root / "date=2099-01-01" / ".part-x-p0000-o1-2.parquet.tmp").write_bytes(b"half")  # being written: ignored
+    store = AlertStore(f"sqlite:///{tmp_path / 'alerts.db'}")
+    store.write_alerts(alerts)
+    cache = ClusterCache(store, context_source=src)
+    before = cache.get()
+    assert cache.get() is before
+    assert before.clusters[0].customers != [f"M{i}" for i in range(9)]  # the ring's context is not there yet
+    days = rest["timestamp"].dt.strftime("%Y-%m-%d")
+    for i, (_, part) in enumerate(rest.groupby(days)):
+        _write_archive_day(root, part.reset_index(drop=True), f"part-x-p0001-o{i:03d}-{i:03d}.parquet")
+    v2, c2 = src.get()
+    assert v2 != v1 and len(c2) == len(ctx)
+    pd.testing.assert_frame_equal(c2, read_context(archive=root))
+    after = cache.get()
+    assert after is not before and after.clusters[0].customers == [f"M{i}" for i in range(9)]
+    # a file removed (a restarting scorer discards what it had not checkpointed) leaves the context
+    (root / f"date={first['timestamp'].iloc[0]:%Y-%m-%d}" / "part-x-p0000-o000-039.parquet").unlink()
+    v3, c3 = src.get()
+    assert v3 != v2 and len(c3) == len(ctx) - 40
+    # a context file is read again when it changes; nothing is looked at within refresh_s
+    path = tmp_path / "ctx.parquet"
+    first.to_parquet(path, index=False)
+    slow = ContextSource(path=path, refresh_s=3600)
+    assert len(slow.get()[1]) == 40
+    ctx.to_parquet(path, index=False)
+    assert len(slow.get()[1]) == 40
+    slow.refresh_s = 0
+    assert len(slow.get()[1]) == len(ctx)
+    with pytest.raises(ConfigError, match="context-refresh"):
+        ContextSource(path=path, refresh_s=-1)
+
+
+def test_review_serve_picks_up_new_archive_files(tmp_path, world):
+    """`fraud review serve --archive` as a process: archive files written while it runs reach its clusters."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    alerts, ctx = world
+    url = f"sqlite:///{tmp_path / 'alerts.db'}"
+    AlertStore(url).write_alerts(alerts)
+    root = tmp_path / "archive"
+    ctx = ctx.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    _write_archive_day(root, ctx.iloc[:40], "part-x-p0000-o000-039.parquet")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = "serve-test-token-123"
+    env = {**os.environ, "FRAUD_REVIEW_TOKEN": token}
+    proc = subprocess.Popen([sys.executable, "-m", "fraud.cli", "review", "serve", "--port", str(port), "--alerts-db",
+                             url, "--archive", str(root), "--context-refresh", "0"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def top_customers():
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/clusters",
+                                     headers={"Authorization": f"Bearer {token}", "X-Analyst": "t"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())["clusters"][0]["customers"]
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                before = top_customers()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"review serve did not start: {proc.stdout.read().decode()[-2000:]}")
+                time.sleep(0.2)
+        ring = [f"M{i}" for i in range(9)]
+        assert before != ring
+        rest = ctx.iloc[40:]
+        for i, (_, part) in enumerate(rest.groupby(rest["timestamp"].dt.strftime("%Y-%m-%d"))):
+            _write_archive_day(root, part.reset_index(drop=True), f"part-x-p0001-o{i:03d}-{i:03d}.parquet")
+        assert top_customers() == ring
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
