@@ -637,8 +637,7 @@ class Scorer:
         lat = np.empty(0)
         if results is not None:
             lat = time.time() * 1000.0 - sent_ms
-            for x in lat:
-                self.metrics.latency.observe(max(x, 0.0) / 1000.0)
+            self.metrics.latency.observe_many(np.maximum(lat, 0.0) / 1000.0)
             n_alert = int(results["is_alert"].sum())
             self.n_scored += len(results)
             self.n_alerts += n_alert

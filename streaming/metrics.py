@@ -1,11 +1,56 @@
 """Prometheus metrics of the scorer (own registry per scorer, so several can live in one process)."""
 from __future__ import annotations
 
+import threading
 import time
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import HistogramMetricFamily
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class BulkHistogram:
+    """A Prometheus histogram that takes a micro-batch of observations in one call (``observe_many``: one
+    numpy bucket search; prometheus_client's ``Histogram.observe`` per event cost ~2 us each, ~4% of the
+    scorer's time at full rate). Exposed through the custom-collector API with the same text as a
+    ``Histogram`` (``_bucket{le=...}``, ``_count``, ``_sum``)."""
+
+    def __init__(self, name: str, documentation: str, buckets=LATENCY_BUCKETS, registry=None):
+        self.name, self.documentation = name, documentation
+        self.bounds = np.asarray(sorted(float(b) for b in buckets), dtype=np.float64)
+        self._counts = np.zeros(len(self.bounds) + 1, dtype=np.int64)  # the last one: above every bound
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        if registry is not None:
+            registry.register(self)
+
+    def observe(self, value: float) -> None:
+        self.observe_many(np.asarray([value], dtype=np.float64))
+
+    def observe_many(self, values) -> None:
+        v = np.asarray(values, dtype=np.float64)
+        if not len(v):
+            return
+        idx = np.searchsorted(self.bounds, v, side="left")  # first bound >= value (le semantics)
+        add = np.bincount(idx, minlength=len(self._counts))
+        with self._lock:
+            self._counts += add
+            self._sum += float(v.sum())
+
+    def snapshot(self) -> tuple[np.ndarray, float]:
+        with self._lock:
+            return self._counts.copy(), self._sum
+
+    def collect(self):
+        counts, total = self.snapshot()
+        cum = np.cumsum(counts)
+        buckets = [(repr(float(b)), int(c)) for b, c in zip(self.bounds, cum[:-1])] + [("+Inf", int(cum[-1]))]
+        yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=total)
+
+    def describe(self):
+        return [HistogramMetricFamily(self.name, self.documentation)]
 
 
 class Metrics:
@@ -20,8 +65,8 @@ class Metrics:
                                   registry=r)
         self.lag = Gauge("fraud_consumer_lag", "Consumer lag (high watermark - position)", ["partition"],
                          registry=r)
-        self.latency = Histogram("fraud_latency_seconds", "Produce-to-score-written latency", registry=r,
-                                 buckets=LATENCY_BUCKETS)
+        self.latency = BulkHistogram("fraud_latency_seconds", "Produce-to-score-written latency", registry=r,
+                                     buckets=LATENCY_BUCKETS)
         self.batch_seconds = Histogram("fraud_batch_seconds", "Processing time per micro-batch", registry=r,
                                        buckets=LATENCY_BUCKETS)
         self.model_version = Gauge("fraud_model_version", "Loaded model version (value 1 on the current one)",

@@ -65,7 +65,11 @@ def encode_results(results: pd.DataFrame) -> list[bytes]:
         return [esc(x) if type(x) is str else json.dumps(x, default=_json_default) for x in v]
 
     def num(col):
-        return [json.dumps(float(x)) for x in results[col].to_numpy(dtype=np.float64)]
+        # json.dumps of a finite float is its repr (what the encoder calls), ~5x cheaper than the call
+        v = results[col].to_numpy(dtype=np.float64)
+        if np.isfinite(v).all():
+            return list(map(float.__repr__, v.tolist()))
+        return [json.dumps(float(x)) for x in v]
 
     esc = _esc
     ts = results["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").to_numpy()
