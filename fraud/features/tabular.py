@@ -106,9 +106,19 @@ class _Sorted:
         self.span = tmax // u - self.base + 1
         n_codes = int(code.max()) + 1
         self.by_span = n_codes * self.span < _SPAN_LIMIT
+        small = code.astype(np.uint16) if n_codes <= 2**16 else code  # uint16: radix sort
+        by_code = None
         if self.n > 1 and np.all(ts[1:] >= ts[:-1]):  # time-ordered input: a stable sort by entity suffices
-            small = code.astype(np.uint16) if n_codes <= 2**16 else code  # uint16: radix sort
-            self.order = np.argsort(small, kind="stable")
+            by_code = np.argsort(small, kind="stable")
+        elif self.n > 1:
+            # each entity's events already in time order (several states' logs and batches stacked, each in time
+            # order, entity codes disjoint): the stable sort by entity is the (entity, time, input) order too
+            o = np.argsort(small, kind="stable")
+            c, t = code[o], ts[o]
+            if np.all((t[1:] >= t[:-1]) | (c[1:] != c[:-1])):
+                by_code = o
+        if by_code is not None:
+            self.order = by_code
         elif self.by_span:
             self.order = np.argsort(code * np.int64(self.span) + (ts // u - np.int64(self.base)), kind="stable")
         else:
