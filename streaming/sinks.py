@@ -222,11 +222,18 @@ class AlertStoreSink:
         bufs, self._buf = self._buf, []
         return bufs
 
-    def flush(self, bufs: list | None = None) -> None:
+    def flush(self, bufs: list | None = None, gate=None) -> None:
+        """Write the buffered (or the ``take``-n) alerts; ``gate``: called before each step (the scorer's writer
+        thread waits there for the scoring thread to be idle)."""
         if bufs is None:
             bufs = self.take()
         if bufs:
-            self.inserted += self.store.write_alerts(concat_columns(bufs))
+            if gate is not None:
+                gate()
+            df = concat_columns(bufs)
+            if gate is not None:
+                gate()
+            self.inserted += self.store.write_alerts(df)
 
 
 class ArchiveSink:
@@ -266,16 +273,20 @@ class ArchiveSink:
         bufs, self._buf = self._buf, []
         return bufs
 
-    def flush(self, bufs: list | None = None) -> list[Path]:
+    def flush(self, bufs: list | None = None, gate=None) -> list[Path]:
+        """Write the buffered (or the ``take``-n) rows, one file per (day, partition); ``gate``: called before
+        each step (concatenation, Arrow conversion, each file)."""
         if bufs is None:
             bufs = self.take()
         if not bufs:
             return []
+        gate = gate or (lambda: None)
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         # one frame, one Arrow conversion, groups by numpy, one take + write per file: the files are those of
         # ``g.reset_index(drop=True).to_parquet(tmp, index=False)`` per (day, partition) group sorted by offset
+        gate()
         df = concat_columns(bufs)
         ts = df["timestamp"]
         if ts.dt.tz is not None:
@@ -286,6 +297,7 @@ class ArchiveSink:
         order = np.lexsort((offs, part, day))  # stable: by day, partition, offset
         key_day, key_part = day[order], part[order]
         cuts = np.flatnonzero((key_day[1:] != key_day[:-1]) | (key_part[1:] != key_part[:-1])) + 1
+        gate()
         with warnings.catch_warnings():  # as pandas' to_parquet does: pyarrow reads Series.values (deprecated)
             warnings.filterwarnings("ignore", message=r"Series\.values returning")
             table = pa.Table.from_pandas(df, preserve_index=False)
@@ -298,6 +310,7 @@ class ArchiveSink:
             folder.mkdir(parents=True, exist_ok=True)
             name = f"part-{self.topic}-p{p:04d}-o{first:012d}-{last:012d}.parquet"
             tmp = folder / f".{name}.tmp"
+            gate()
             pq.write_table(table.take(pa.array(idx)), tmp, compression="snappy")
             os.replace(tmp, folder / name)
             out.append(folder / name)

@@ -163,3 +163,22 @@ def test_archive_drop_partitions_forgets_their_buffered_rows(tmp_path):
     assert a.pending == 3
     a.flush()
     assert sorted(read_archive(tmp_path)["tx_id"]) == ["p0-0", "p0-1", "p0-2"]
+
+
+def test_flush_steps_wait_at_the_gate(tmp_path):
+    """The writer thread's gate is called before each step: concatenation, Arrow conversion, every file."""
+    calls = []
+    a = ArchiveSink(tmp_path, "transactions")
+    a.write(_results(0, range(3)))
+    a.write(_results(1, range(2), day="2024-01-02"))
+    files = a.flush(gate=lambda: calls.append("archive"))
+    assert len(files) == 2 and calls == ["archive"] * 4
+    from fraud.store import AlertStore
+    from streaming.sinks import AlertStoreSink
+
+    sink = AlertStoreSink(AlertStore(f"sqlite:///{tmp_path / 'a.db'}"))
+    r = _results(0, range(2))
+    r["is_alert"] = [True, False]
+    sink.write(r)
+    sink.flush(gate=lambda: calls.append("store"))
+    assert calls.count("store") == 2 and sink.inserted == 1

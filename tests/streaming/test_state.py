@@ -79,3 +79,25 @@ def test_light_checkpoint_with_missing_base_is_set_aside(tmp_path, caplog):
     st.save(0, 9, None, "1", base={"kind": "fresh", "file": None, "offset": 0, "n_scored": 0, "archive": None},
             n_scored=9)
     assert st.load(0).base["kind"] == "fresh"
+
+
+def test_writer_gate_opens_while_the_scorer_polls():
+    import threading
+    import time
+
+    from streaming.loop import Scorer, ServeConfig
+
+    s = Scorer(ServeConfig(bootstrap="127.0.0.1:1", writer_gate_ms=300))
+    t0 = time.perf_counter()
+    s._writer_gate()  # the scorer is not polling: the gate waits writer_gate_ms, no longer
+    waited = time.perf_counter() - t0
+    assert 0.25 <= waited < 2.0
+    threading.Timer(0.05, s._polling.set).start()
+    t0 = time.perf_counter()
+    s._writer_gate()  # opens as soon as the scorer enters poll
+    assert time.perf_counter() - t0 < 0.25
+    s._polling.clear()
+    s.cfg.writer_gate_ms = 0
+    t0 = time.perf_counter()
+    s._writer_gate()  # no gate
+    assert time.perf_counter() - t0 < 0.05
