@@ -320,7 +320,8 @@ class Scorer:
         self._stop = threading.Event()
         self._pending_start: set[int] = set()
         self._ck_exec = None  # single writer thread of background checkpoints
-        self._polling = threading.Event()  # set while the scoring thread waits in poll (the writer's gate)
+        # set while the scoring thread waits (in poll, or for the checkpoint job): the writer's gate
+        self._polling = threading.Event()
         self._ck_job = None  # (future, {TopicPartition: OffsetAndMetadata}, partitions) of the one in flight
         self._ck_error: BaseException | None = None  # a background checkpoint failure seen in a callback
         self.t_first_poll: float | None = None
@@ -884,7 +885,7 @@ class Scorer:
 
     def _writer_gate(self) -> None:
         """Called by the writer thread before each step of a checkpoint job: waits until the scoring thread is in
-        poll (at most ``writer_gate_ms``). A step then takes the GIL while the scorer waits for the broker, and
+        poll or waits for this job (at most ``writer_gate_ms``). A step then takes the GIL while the scorer waits for the broker, and
         delays at most the next batch's start, instead of the two threads alternating on the GIL in 5 ms slices
         through a whole job, stretching every batch scored meanwhile ~2x."""
         ms = self.cfg.writer_gate_ms
@@ -899,11 +900,16 @@ class Scorer:
         if job is None:
             return
         fut, offsets, items = job
+        was_open = self._polling.is_set()  # (inside poll when a rebalance callback checkpoints)
+        self._polling.set()  # the scoring thread waits here: the writer's gate is open (else each step times out)
         try:
             fut.result()
         except Exception:
             self._failed(items)
             raise
+        finally:
+            if not was_open:
+                self._polling.clear()
         self.metrics.checkpoints.inc()
         if commit:
             self._commit(offsets, sync=sync)

@@ -101,3 +101,24 @@ def test_writer_gate_opens_while_the_scorer_polls():
     t0 = time.perf_counter()
     s._writer_gate()  # no gate
     assert time.perf_counter() - t0 < 0.05
+
+
+def test_waiting_for_the_checkpoint_job_opens_the_writer_gate():
+    """The scoring thread waiting for a job (e.g. before its first batch) must not wait out every gated step."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from streaming.loop import Scorer, ServeConfig
+
+    s = Scorer(ServeConfig(bootstrap="127.0.0.1:1", writer_gate_ms=500))
+
+    def job():
+        for _ in range(6):  # six gated steps: 3 s if the gate stayed shut
+            s._writer_gate()
+
+    with ThreadPoolExecutor(1) as ex:
+        s._ck_job = (ex.submit(job), {}, [])
+        t0 = time.perf_counter()
+        s._ck_wait(commit=False)
+        assert time.perf_counter() - t0 < 1.5
+    assert not s._polling.is_set()  # closed again once the scoring thread goes back to work
