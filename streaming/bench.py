@@ -50,11 +50,14 @@ def _say(verbose, msg):
         click.echo(msg, err=True)
 
 
-def raw_consume_rate(bootstrap: str, topic: str, n: int, partitions: int, timeout: float = 120.0) -> float:
+def _consume_rate(bootstrap: str, topic: str, n: int, partitions: int, on_record, *, max_poll_records: int = 500,
+                  on_end=None, timeout: float = 120.0, what: str = "raw consumer") -> float:
+    """Events/s of a manually assigned consumer reading ``n`` events of ``topic`` from the beginning and calling
+    ``on_record`` on each (then ``on_end``), from the first poll that returned data to the end."""
     from kafka import KafkaConsumer, TopicPartition
 
     c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                      auto_offset_reset="earliest", max_poll_records=500, fetch_max_wait_ms=20)
+                      auto_offset_reset="earliest", max_poll_records=max_poll_records, fetch_max_wait_ms=20)
     tps = [TopicPartition(topic, p) for p in range(partitions)]
     c.assign(tps)
     c.seek_to_beginning(*tps)
@@ -68,14 +71,21 @@ def raw_consume_rate(bootstrap: str, topic: str, n: int, partitions: int, timeou
                 if t_first is None:
                     t_first = time.perf_counter()
                 for m in recs:
-                    json.loads(m.value)
+                    on_record(m)
                     got += 1
+        if on_end is not None:
+            on_end()
         t_end = time.perf_counter()
     finally:
         c.close()
     if got < n:
-        raise RuntimeError(f"raw consumer read {got} of {n} events of {topic} within {timeout:.0f}s")
+        raise RuntimeError(f"{what} read {got} of {n} events of {topic} within {timeout:.0f}s")
     return got / (t_end - t_first)
+
+
+def raw_consume_rate(bootstrap: str, topic: str, n: int, partitions: int, timeout: float = 120.0) -> float:
+    """The raw kafka-python consume rate: JSON-decode each value and count."""
+    return _consume_rate(bootstrap, topic, n, partitions, lambda m: json.loads(m.value), timeout=timeout)
 
 
 def passthrough_rate(bootstrap: str, topic: str, out_topic: str, n: int, partitions: int,
@@ -84,35 +94,19 @@ def passthrough_rate(bootstrap: str, topic: str, out_topic: str, n: int, partiti
     :func:`raw_consume_rate` does, JSON-decode each value, send it back unchanged (key: its tx_id) to
     ``out_topic`` with the scorer's producer settings, flush at the end. No model, no validation, no other
     sink. Measured from the first poll that returned data to the end of the flush."""
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka import KafkaProducer
 
-    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                      auto_offset_reset="earliest", max_poll_records=2000, fetch_max_wait_ms=20)
     prod = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms, batch_size=256 * 1024, acks=1)
-    tps = [TopicPartition(topic, p) for p in range(partitions)]
-    c.assign(tps)
-    c.seek_to_beginning(*tps)
-    got = 0
-    t_first = None
-    deadline = time.monotonic() + timeout
+
+    def send(m):
+        rec = json.loads(m.value)
+        prod.send(out_topic, key=str(rec.get("tx_id")).encode(), value=m.value, partition=0)
+
     try:
-        while got < n and time.monotonic() < deadline:
-            polled = c.poll(timeout_ms=200)
-            for recs in polled.values():
-                if t_first is None:
-                    t_first = time.perf_counter()
-                for m in recs:
-                    rec = json.loads(m.value)
-                    prod.send(out_topic, key=str(rec.get("tx_id")).encode(), value=m.value, partition=0)
-                    got += 1
-        prod.flush()
-        t_end = time.perf_counter()
+        return _consume_rate(bootstrap, topic, n, partitions, send, max_poll_records=2000, on_end=prod.flush,
+                             timeout=timeout, what="pass-through consumer")
     finally:
-        c.close()
         prod.close()
-    if got < n:
-        raise RuntimeError(f"pass-through consumer read {got} of {n} events of {topic} within {timeout:.0f}s")
-    return got / (t_end - t_first)
 
 
 def offer_load(bootstrap: str, topic: str, values: list, keys: list, offered: float, linger_ms: float = 0) -> None:
