@@ -37,9 +37,9 @@ batches scored meanwhile (with the archive and alert store buffering DataFrames,
 pandas concatenation stretched ~5 batches 2-3x: bench stream p99 60-69 ms); the buffering sinks keep each batch's
 column arrays instead (``streaming.sinks.concat_columns``: p99 35-45 ms), and the writer takes each step of its
 job while the scoring thread waits in poll (``writer_gate_ms``): batches scored during a checkpoint 20-25 ms ->
-12-14 ms against 9-10 ms otherwise, p99 33-38 ms. The micro-batch policy needs no tuning for latency: a poll returns at once with what was fetched (the
-next fetch is in flight while a batch is scored; measured: the newest event of a batch is ~10 ms old when the
-poll returns), so a batch is what arrived during the previous cycle.
+12-14 ms against 9-10 ms otherwise, p99 33-43 ms. The micro-batch policy needs no tuning for latency: a poll
+returns at once with what was fetched (the next fetch is in flight while a batch is scored; measured: the newest
+event of a batch is ~10 ms old when the poll returns), so a batch is what arrived during the previous cycle.
 
 Nothing here depends on a particular broker: ``client_kw`` (security_protocol, sasl_*, ssl_*) passes through
 to kafka-python.
@@ -660,8 +660,8 @@ class Scorer:
         partition with its own state. Returns (results, order, columns): results grouped by partition (time order
         within each), the canonical columns plus kafka_partition, kafka_offset, score, is_alert, reasons,
         model_version, built in one go (pandas column inserts cost ~1 ms each under the pandas 3 string
-        index); ``order`` maps result rows to ``rows`` (None: same order); ``columns``: the results' columns as the dict of arrays
-        they were built from (the buffering sinks keep it)."""
+        index); ``order`` maps result rows to ``rows`` (None: same order); ``columns``: the results' columns as
+        the dict of arrays they were built from (the buffering sinks keep it)."""
         n = len(rows)
         order = None
         if n > 1 and (part[1:] != part[0]).any():
@@ -885,9 +885,9 @@ class Scorer:
 
     def _writer_gate(self) -> None:
         """Called by the writer thread before each step of a checkpoint job: waits until the scoring thread is in
-        poll or waits for this job (at most ``writer_gate_ms``). A step then takes the GIL while the scorer waits for the broker, and
-        delays at most the next batch's start, instead of the two threads alternating on the GIL in 5 ms slices
-        through a whole job, stretching every batch scored meanwhile ~2x."""
+        poll or waits for this job (at most ``writer_gate_ms``). A step then takes the GIL while the scorer waits
+        for the broker, and delays at most the next batch's start, instead of the two threads alternating on the
+        GIL in 5 ms slices through a whole job, stretching every batch scored meanwhile ~2x."""
         ms = self.cfg.writer_gate_ms
         if ms and ms > 0:
             self._polling.wait(ms / 1000.0)

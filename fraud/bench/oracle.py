@@ -24,13 +24,14 @@ terminal has a known compromise), every other transaction after them in one tie.
 label at all): scenarios 1 and 3 first, every other transaction in one tie. A tie is the expected value of what a
 scorer can do with transactions that carry no evidence (a random order; any better order of them is luck): AUC
 is then exactly 1 - u/2 (u: the share of frauds without evidence) and AP its tie value; CP@100 fills the rest of
-each day's top 100 in the metric's tie order (card order, no information). Why they bound every model: a fraud without evidence has the feature
-distribution of a genuine transaction (the generator changed nothing a model can see), so any model ranks it
-against genuine transactions like a genuine one, AUC ~0.5 (measured for ``ours``: 0.48-0.52 per fold), while the
-oracle ranks every fraud with evidence above everything else.
+each day's top 100 in the metric's tie order (card order, no information).
 
-They are *expected* ceilings: on one fold a model can pass them by luck on the frauds without evidence, a few
-dozen per fold. Measured (prequential, 4 folds): on the fold testing 2018-08-08..14, ``ours`` AUC 0.902 against
+Why they bound every model: a fraud without evidence has the feature distribution of a genuine transaction (the
+generator changed nothing a model can see), so any model ranks it against genuine transactions like a genuine
+one, AUC 0.5 in expectation, while the oracle ranks every fraud with evidence above everything else.
+
+They are *expected* ceilings: on one fold a model can pass them by luck on the frauds without evidence (83-107
+per fold). Measured (prequential, 4 folds): on the fold testing 2018-08-08..14, ``ours`` AUC 0.902 against
 the oracle's 0.892, its 83 frauds without evidence ranked at AUC 0.556 against genuine transactions (1.7 standard
 errors above chance; 0.509 on the fold testing 2018-08-29..09-04). Over the 4 folds: ``ours`` AUC 0.883, AP 0.751,
 CP@100 0.312 against the oracle's 0.886, 0.774, 0.312; without labels AP 0.279 against 0.314.
