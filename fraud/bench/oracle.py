@@ -31,9 +31,9 @@ generator changed nothing a model can see), so any model ranks it against genuin
 one, AUC 0.5 in expectation, while the oracle ranks every fraud with evidence above everything else.
 
 ``oracle-unsupervised`` is generous: it also ranks first the scenario-3 frauds whose x5 fell on a low draw of the
-card's amount (measured on the 4 test weeks: a quarter of them are below 2.5-3.5x the card's mean of the 60 days
-before the 14 before it, a tenth below 1.1-2.4x, where genuine transactions of other cards also are), so the
-label-free ceiling is lower still.
+card's amount (measured on the 4 test weeks, per fold: a quarter of them are below 2.5-3.5x the card's mean
+amount over (t - 60 d, t - 14 d], a tenth below 1.1-2.4x, where genuine transactions also are), so the label-free
+ceiling is lower still.
 
 They are *expected* ceilings: on one fold a model can pass them by luck on the frauds without evidence (83-107
 per fold). Measured (prequential, 4 folds): on the fold testing 2018-08-08..14, ``ours`` AUC 0.902 against
