@@ -235,7 +235,7 @@ def _bench_one(model_uri, tracking_uri, bootstrap, first, second, partitions, of
         _say(verbose, f"    raw_rate {raw_rate:,.0f} events/s")
         _say(verbose, "    pass-through: consume, decode and send every event back (the producer's share) ...")
         pass_rate = passthrough_rate(bootstrap, topic, f"{topic}.passthrough", len(first), partitions,
-                                     linger_ms=linger_ms if linger_ms is not None else 2)
+                                     linger_ms=linger_ms if linger_ms is not None else ServeConfig.linger_ms)
         _say(verbose, f"    passthrough_rate {pass_rate:,.0f} events/s ({pass_rate / raw_rate:.2f} of raw)")
 
         d = Path(tmp.name)

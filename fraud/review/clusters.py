@@ -322,24 +322,10 @@ def read_context(archive=None, path=None) -> pd.DataFrame | None:
     """Context transactions for ``cluster_alerts(context=...)``: the stream scorer's archive
     folder (``archive``: day-partitioned Parquet, ``streaming.sinks.ArchiveSink``) and/or a
     transaction file (``path``: CSV or Parquet, read and validated by ``fraud.io``, e.g. the output
-    of ``fraud score``). None when neither is given."""
-    from pathlib import Path
-
-    frames = []
-    if archive is not None:
-        from fraud.io import read_parquet_parts
-
-        if not Path(archive).is_dir():
-            raise ConfigError(f"--archive: {str(archive)!r} is not a folder")
-        parts = read_parquet_parts(archive)
-        if not parts:
-            raise ConfigError(f"--archive: {str(archive)!r} holds no date=*/*.parquet files")
-        frames.extend((f"--archive {str(archive)!r}", f) for f in parts)
-    if path is not None:
-        from fraud.io import load_transactions
-
-        frames.append((f"--context {str(path)!r}", load_transactions(path)))
-    return _context_frame(frames)
+    of ``fraud score``). None when neither is given. (One read of a :class:`ContextSource`.)"""
+    if archive is None and path is None:
+        return None
+    return ContextSource(archive, path, refresh_s=0).get()[1]
 
 
 _CONTEXT_COLUMNS = ["tx_id", "timestamp", "customer_id", "terminal_id", "amount"]
@@ -407,7 +393,7 @@ class ContextSource:
                     except FileNotFoundError:  # removed by a restarting scorer between listing and reading
                         continue
                     changed = True
-            if not self._files and self.path is None and self._version == 0:
+            if not self._files and self._version == 0:
                 raise ConfigError(f"--archive: {str(self.archive)!r} holds no date=*/*.parquet files")
         if self.path is not None:
             from fraud.io import load_transactions
