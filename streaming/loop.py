@@ -54,13 +54,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import crc32c
 import numpy as np
 import pandas as pd
 
 from fraud.errors import ConfigError, FraudError, RegistryError
 from streaming.broker import ensure_topics, parse_bootstrap, wait_for_broker
+from streaming.checkpoint import Item, Job, run_job
 from streaming.dlq import DeadLetterSink
-from streaming.fastpath import plain_frame, validate_events
+from streaming.decode import EventRules, Letter, decode, to_frame
+from streaming.dedup import CONFLICT, NEW, REPLAY, SeenIds
 from streaming.metrics import Metrics
 from streaming.sinks import AlertStoreSink, ArchiveSink, TopicSink, TrackedProducer
 from streaming.state import CheckpointStore, dump_state, load_state
@@ -79,6 +82,7 @@ class ServeConfig:
     archive_dir: str | None = None
     state_dir: str = "state"
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     reload_interval: float = 60.0
     batch_size: int = 2000  # max events per micro-batch: at low load a poll returns fewer (latency)
     poll_timeout_ms: int = 100
@@ -87,6 +91,11 @@ class ServeConfig:
     alerts_topic: str | None = "alerts"
     dlq_topic: str = "transactions.dlq"
     max_message_bytes: int = 256 * 1024
+    max_event_age_days: float = 3650.0  # older events (against the broker's time) are dead-lettered
+    max_event_lead_hours: float = 24.0  # so are events this far ahead of it (a broken clock moves the state's)
+    dedup_days: float = 7.0  # a tx_id scored within this many days (event time) is not scored again
+    dedup_max_ids: int = 500_000  # remembered tx_ids per partition (bounded memory; oldest forgotten first)
+    max_pending_rows: int = 2_000_000  # archive rows failed checkpoints may leave unwritten before input pauses
     partitions: int = 8  # used only when the input topic is created here
     create_topics: bool = True
     auto_offset_reset: str = "earliest"
@@ -121,6 +130,16 @@ class ServeConfig:
             raise ConfigError(f"--reload-interval {self.reload_interval!r}: must be > 0")
         if self.snapshot_events < 0:
             raise ConfigError(f"--snapshot-events {self.snapshot_events!r}: must be >= 0")
+        if self.dedup_max_ids <= 0:
+            raise ConfigError(f"--dedup-max-ids {self.dedup_max_ids!r}: must be > 0")
+        if self.max_event_age_days <= 0 or self.max_event_lead_hours < 0:
+            raise ConfigError(f"--max-event-age-days {self.max_event_age_days!r} / --max-event-lead-hours "
+                              f"{self.max_event_lead_hours!r}: must be > 0 / >= 0")
+
+    @property
+    def rules(self) -> EventRules:
+        return EventRules(max_bytes=self.max_message_bytes, max_age_days=self.max_event_age_days,
+                          max_lead_hours=self.max_event_lead_hours)
 
 
 def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
@@ -181,6 +200,10 @@ def thaw_heap() -> None:
     gc.unfreeze()
     if "threshold" in _GC_BEFORE:
         gc.set_threshold(*_GC_BEFORE.pop("threshold"))
+
+
+def _crc(value) -> int:
+    return crc32c.crc32c(value or b"")
 
 
 def _warm_or_new(bundle):
@@ -305,6 +328,10 @@ class Scorer:
         self.bases: dict[int, dict | None] = {}
         self.next_offset: dict[int, int] = {}
         self.dirty: set[int] = set()
+        self.seen: dict[int, SeenIds] = {}  # per partition: the tx_ids scored (replays are not scored again)
+        self.last_record: dict[int, object] = {}  # per partition: the last message consumed (checkpointed)
+        self._verify: dict[int, tuple] = {}  # restored partitions: (offset, timestamp, crc) their log must hold
+        self._carry: Job | None = None  # what a failed checkpoint job left to write
         self.consumer = None
         self.producer = None
         self.sinks: list = []
@@ -322,8 +349,8 @@ class Scorer:
         self._ck_exec = None  # single writer thread of background checkpoints
         # set while the scoring thread waits (in poll, or for the checkpoint job): the writer's gate
         self._polling = threading.Event()
-        self._ck_job = None  # (future, {TopicPartition: OffsetAndMetadata}, partitions) of the one in flight
-        self._ck_error: BaseException | None = None  # a background checkpoint failure seen in a callback
+        self._ck_job = None  # (future, Job) of the checkpoint job in flight
+        self._last_lag = 0.0
         self.t_first_poll: float | None = None
 
     # -- model -------------------------------------------------------------------------------------------
@@ -482,12 +509,13 @@ class Scorer:
             # this scorer's archive); the others' checkpoints are up to date
             self.checkpoint(sorted(set(parts) & self.dirty), commit=False, full=True)
         except Exception as e:  # noqa: BLE001 - never let a failing checkpoint kill the rebalance
-            self._ck_error = e
-            log.error("checkpoint on revoke failed partitions=%s error=%r", parts, f"{e.__class__.__name__}: {e}")
+            log.error("checkpoint on revoke failed partitions=%s error=%r: their next owner reads them again from "
+                      "their last checkpoint", parts, f"{e.__class__.__name__}: {e}")
+            if self._carry is not None:
+                self._carry.drop_partitions(parts)
         for p in parts:
-            self.states.pop(p, None)
-            self.bases.pop(p, None)
-            self.next_offset.pop(p, None)
+            for d in (self.states, self.bases, self.next_offset, self.seen, self.last_record, self._verify):
+                d.pop(p, None)
             self.dirty.discard(p)
         self.metrics.assigned.set(len(self.states))
         log.info("partitions revoked %s", parts)
@@ -497,9 +525,8 @@ class Scorer:
 
         try:  # a background checkpoint still writing archive files must finish before any are discarded
             self._ck_wait(commit=False)
-        except Exception as e:  # noqa: BLE001 - raised again on the scoring thread (run loop)
+        except Exception as e:  # noqa: BLE001 - its writes are kept for the next checkpoint
             log.error("background checkpoint failed error=%r", f"{e.__class__.__name__}: {e}")
-            self._ck_error = e
 
         for tp in sorted(assigned, key=lambda t: t.partition):
             if tp.topic != self.cfg.topic:
@@ -534,8 +561,15 @@ class Scorer:
                     self.bases[p] = None
                     how = (f"rebuilt from the archive (checkpoint was model {ck.model_version}, now "
                            f"{self.version})")
-                self.consumer.seek(TopicPartition(self.cfg.topic, p), ck.offset)
+                self.seen[p] = SeenIds(self.cfg.dedup_days, self.cfg.dedup_max_ids).restore(ck.extras)
                 start = ck.offset
+                last = ck.extras.get("last_record")
+                if last is not None and len(last) == 3 and int(last[0]) == ck.offset - 1:
+                    # read the last consumed record again: it shows the log is still the one checkpointed
+                    self._verify[p] = tuple(int(v) for v in last)
+                    self.consumer.seek(TopicPartition(self.cfg.topic, p), ck.offset - 1)
+                else:
+                    self.consumer.seek(TopicPartition(self.cfg.topic, p), ck.offset)
             else:
                 # no checkpoint: start where the group's committed offset (or auto_offset_reset) says; the
                 # offset is known at the first message (no blocking consumer call on the IO thread here)
@@ -550,102 +584,142 @@ class Scorer:
             if start is not None:
                 self.next_offset[p] = start
                 self._pending_start.discard(p)
-                if self.archive is not None:
+                if self.archive is not None and p not in self._verify:  # else once the log is verified
                     self.archive.discard_from(p, start)
             log.info("partition assigned partition=%d offset=%s state=%s", p, start, how)
         self.metrics.assigned.set(len(self.states))
 
-    # -- one batch ---------------------------------------------------------------------------------------
-    def _decode(self, msgs):
-        """Split consumed messages into good records (with partition/offset/ts) and dead letters."""
-        good, meta = [], []
-        topic = self.cfg.topic
+    # -- where each partition's log stands --------------------------------------------------------------
+    def _start_partitions(self, msgs) -> None:
+        """Partitions assigned without a checkpoint start at their first message: its offset is the base's."""
+        self._ck_wait(commit=True)
         for m in msgs:
-            v = m.value
-            if v is None:
-                self.dlq.send(v, m.key, "malformed_json", f"{topic}[{m.partition}]@{m.offset}: empty message",
-                              topic, m.partition, m.offset)
-                continue
-            if len(v) > self.cfg.max_message_bytes:
-                self.dlq.send(v, m.key, "oversized", f"{topic}[{m.partition}]@{m.offset}: message of {len(v)} "
-                              f"bytes exceeds the limit of {self.cfg.max_message_bytes} bytes",
-                              topic, m.partition, m.offset)
-                continue
-            try:
-                rec = json.loads(v)
-            except (ValueError, UnicodeDecodeError) as e:
-                self.dlq.send(v, m.key, "malformed_json", f"{topic}[{m.partition}]@{m.offset}: malformed JSON: {e}",
-                              topic, m.partition, m.offset)
-                continue
-            if not isinstance(rec, dict):
-                self.dlq.send(v, m.key, "not_an_object", f"{topic}[{m.partition}]@{m.offset}: JSON value is a "
-                              f"{type(rec).__name__}, not an object", topic, m.partition, m.offset)
-                continue
-            good.append(rec)
-            meta.append(m)
-        return good, meta
+            if m.partition in self._pending_start:
+                self._pending_start.discard(m.partition)
+                b = self.bases.get(m.partition)
+                if b is not None and b["offset"] is None:
+                    b["offset"] = m.offset
+                if self.archive is not None:
+                    self.archive.discard_from(m.partition, m.offset)
+
+    def _check_positions(self, msgs) -> list:
+        """Drop or re-read what a partition's log no longer matches. A partition restored from a checkpoint was
+        sought to its last consumed record: the record is still there (same offset, time and CRC) -> dropped, the
+        events after it are new; else the log was replaced (a broker that came back empty) or truncated ->
+        :meth:`_log_reset`. A partition whose messages go back below the position reached is reset too."""
+        if not msgs:
+            return msgs
+        first: dict[int, object] = {}
+        for m in msgs:
+            first.setdefault(m.partition, m)
+        drop: set[int] = set()
+        skip_first: set[int] = set()
+        for p, m in first.items():
+            want = self._verify.pop(p, None)
+            if want is not None:
+                if m.offset == want[0] and (m.timestamp, _crc(m.value)) == (want[1], want[2]):
+                    skip_first.add(p)
+                    if self.archive is not None:
+                        self.archive.discard_from(p, m.offset + 1)
+                    continue
+                if m.offset > want[0]:  # the record is gone (retention) but the log goes on after it
+                    log.warning("partition %d: the last consumed record (offset %d) is no longer in the log; "
+                                "resuming at offset %d", p, want[0], m.offset)
+                    continue
+                self._log_reset(p, f"the record at offset {want[0]} this scorer had consumed last is not in the "
+                                   f"log (found offset {m.offset} with other content)")
+                drop.add(p)
+            elif p in self.next_offset and m.offset < self.next_offset[p]:
+                self._log_reset(p, f"offset {m.offset} was read after offset {self.next_offset[p] - 1}")
+                drop.add(p)
+        if not drop and not skip_first:
+            return msgs
+        return [m for m in msgs if m.partition not in drop and not (m.partition in skip_first
+                                                                      and m is first[m.partition])]
+
+    def _log_reset(self, p: int, why: str) -> None:
+        """Partition ``p``'s log is not the one this scorer read (replaced or truncated): count it, keep what was
+        archived from the old log under its own name, and read the new log from its start. The online state
+        keeps what it learnt; the next checkpoint serialises it in full."""
+        from kafka import TopicPartition
+
+        self.metrics.offset_resets.labels(partition=str(p)).inc()
+        log.warning("log reset partition=%d: %s; reading the partition again from its start (the broker's log was "
+                    "replaced or truncated: events that were only in the old log are in the archive)", p, why)
+        self._ck_wait(commit=False)
+        if self.archive is not None:
+            self.archive.flush()
+            self.archive.retire(p)
+        self.bases[p] = None
+        self.next_offset.pop(p, None)
+        self.last_record.pop(p, None)
+        self.dirty.add(p)
+        self.consumer.seek_to_beginning(TopicPartition(self.cfg.topic, p))
+
+    # -- one batch ---------------------------------------------------------------------------------------
+    def _dead_letter(self, letter: Letter) -> None:
+        m, topic = letter.msg, self.cfg.topic
+        self.dlq.send(m.value, m.key, letter.kind, f"{topic}[{m.partition}]@{m.offset}: {letter.reason}", topic,
+                      m.partition, m.offset)
+
+    def _seen(self, p: int) -> SeenIds:
+        if p not in self.seen:
+            self.seen[p] = SeenIds(self.cfg.dedup_days, self.cfg.dedup_max_ids)
+        return self.seen[p]
+
+    def _dedup(self, d) -> tuple[list[int], list[Letter]]:
+        """Indices of the events of ``d`` not scored before (the first of a poll's copies counts); a tx_id already
+        scored with other content is a conflict (dead letter); with the same content, a replay (skipped)."""
+        keep, letters, batch = [], [], {}
+        for i, m in enumerate(d.msgs):
+            k, c = d.key[i], d.content[i]
+            got = batch.get(k)
+            verdict = self._seen(m.partition).check(k, c) if got is None else (REPLAY if got == c else CONFLICT)
+            if verdict == NEW:
+                batch[k] = c
+                keep.append(i)
+            elif verdict == CONFLICT:
+                letters.append(Letter(m, "conflict", f"tx_id {d.tx[i]!r} was already scored with other content "
+                                                     f"(timestamp, ids, amount, label or attributes differ)"))
+            else:
+                self.metrics.replays.inc()
+        return keep, letters
+
+    def _remember(self, d) -> None:
+        """Add scored events (arrival order) to their partitions' memories of scored tx_ids."""
+        by_part: dict[int, list[int]] = {}
+        for i, m in enumerate(d.msgs):
+            by_part.setdefault(m.partition, []).append(i)
+        for p, idx in by_part.items():
+            self._seen(p).add([d.key[i] for i in idx], [d.content[i] for i in idx], [d.ts[i] for i in idx])
 
     def process(self, msgs) -> pd.DataFrame:
-        """Validate, score and sink one micro-batch of consumed messages. Returns the scored rows."""
+        """Decode, score and sink one micro-batch of consumed messages. Returns the scored rows. A bad event
+        goes to the dead-letter topic with its reason; nothing in one event stops the batch."""
         t0 = time.perf_counter()
-        topic = self.cfg.topic
         if self._pending_start:
-            self._ck_wait(commit=True)
-            for m in msgs:
-                if m.partition in self._pending_start:
-                    self._pending_start.discard(m.partition)
-                    b = self.bases.get(m.partition)
-                    if b is not None and b["offset"] is None:
-                        b["offset"] = m.offset
-                    if self.archive is not None:
-                        self.archive.discard_from(m.partition, m.offset)
+            self._start_partitions(msgs)
+        msgs = self._check_positions(msgs)
         self.n_events += len(msgs)
         self.metrics.events.inc(len(msgs))
         self.metrics.tick_rate(len(msgs))
-        good, meta = self._decode(msgs)
-        results = None
-        if good:
-            plain = plain_frame(good)  # the common case: a plainly valid batch, built directly
-            if plain is not None:
-                rows, order = plain
-                ms = [meta[i] for i in order]
-            else:
-                for i, rec in enumerate(good):
-                    rec["__row"] = i
-                rep = validate_events(good, source=topic, lines=np.arange(len(good)))
-                if rep.n_rejected:
-                    reasons = rep.problems.groupby("line").apply(
-                        lambda g: "; ".join(f"field {f!r} value {v!r}: {r}" for f, v, r in
-                                            zip(g["field"], g["value"], g["reason"])), include_groups=False)
-                    for line in rep.rejects["_line"].to_numpy():
-                        m = meta[int(line)]
-                        self.dlq.send(m.value, m.key, "invalid",
-                                      f"{topic}[{m.partition}]@{m.offset}: {reasons.get(line, 'invalid')}",
-                                      topic, m.partition, m.offset)
-                rows = rep.valid
-                ms = [meta[int(i)] for i in rows.pop("__row").to_numpy()] if len(rows) else []
-            if len(rows):
-                part = np.fromiter((m.partition for m in ms), dtype=np.int32, count=len(ms))
-                offs = np.fromiter((m.offset for m in ms), dtype=np.int64, count=len(ms))
-                sent_ms = np.fromiter((m.timestamp for m in ms), dtype=np.float64, count=len(ms))
-                results, order, cols = self._score(rows, part, offs)
-                if order is not None:
-                    sent_ms = sent_ms[order]
-                for s in self.sinks:
-                    s.write(results, columns=cols)
-                if self.archive is not None:
-                    self.archive.write(results, columns=cols)
+        good, letters = decode(msgs, self.cfg.rules)
+        keep, conflicts = self._dedup(good)
+        results, lat = None, np.empty(0)
+        if keep:
+            d = good.take(keep)
+            results, lat = self._score_and_sink(d, letters)
+        for letter in letters + conflicts:
+            self._dead_letter(letter)
         # the producer (scores, alerts, dead letters) sends in the background (linger 2 ms); it is flushed before
         # each checkpoint, never after it: nothing is committed before it is on the broker
         for m in msgs:
             if m.offset + 1 > self.next_offset.get(m.partition, -1):
                 self.next_offset[m.partition] = m.offset + 1
+            self.last_record[m.partition] = m
             self.dirty.add(m.partition)
         self.metrics.batch_seconds.observe(time.perf_counter() - t0)
-        lat = np.empty(0)
         if results is not None:
-            lat = time.time() * 1000.0 - sent_ms
-            self.metrics.latency.observe_many(np.maximum(lat, 0.0) / 1000.0)
             n_alert = int(results["is_alert"].sum())
             self.n_scored += len(results)
             self.n_alerts += n_alert
@@ -654,6 +728,33 @@ class Scorer:
         if self.on_batch is not None:
             self.on_batch(results, lat)
         return results if results is not None else pd.DataFrame()
+
+    def _score_and_sink(self, d, letters: list) -> tuple:
+        """Score the new events ``d`` and hand them to the sinks. Returns (results, latencies in ms). When the
+        model fails on the batch, its events go to the dead-letter topic (``letters``) with the error: the scorer
+        goes on, and they can be replayed from there."""
+        rows, order = to_frame(d)
+        ms = [d.msgs[i] for i in order]
+        part = np.fromiter((m.partition for m in ms), dtype=np.int32, count=len(ms))
+        offs = np.fromiter((m.offset for m in ms), dtype=np.int64, count=len(ms))
+        sent_ms = np.fromiter((m.timestamp for m in ms), dtype=np.float64, count=len(ms))
+        try:
+            results, order2, cols = self._score(rows, part, offs)
+        except Exception as e:  # noqa: BLE001 - a model failure must not stop the stream
+            log.exception("scoring failed on a batch of %d events (model %s): dead-lettered", len(ms), self.version)
+            letters.extend(Letter(m, "scoring_error", f"model {self.version}: {e.__class__.__name__}: "
+                                                      f"{str(e)[:300]}") for m in ms)
+            return None, np.empty(0)
+        if order2 is not None:
+            sent_ms = sent_ms[order2]
+        for s in self.sinks:
+            s.write(results, columns=cols)
+        if self.archive is not None:
+            self.archive.write(results, columns=cols)
+        self._remember(d)
+        lat = time.time() * 1000.0 - sent_ms
+        self.metrics.latency.observe_many(np.maximum(lat, 0.0) / 1000.0)
+        return results, lat
 
     def _score(self, rows: pd.DataFrame, part: np.ndarray, offs: np.ndarray) -> tuple:
         """Score valid canonical ``rows`` (time order) read from partitions ``part`` at offsets ``offs``, each
@@ -752,12 +853,11 @@ class Scorer:
                  b["kind"], b["offset"], n, time.perf_counter() - t0)
         return st, n
 
-    def _plan(self, parts, full: bool = False, max_compact: int | None = None) -> list:
-        """On the scoring thread: what to save for each partition. Items ``(p, offset, kind, data)``:
-        ``("light", base)``: nothing serialised (the base + the archive make the state); ``("compact", (blob,
-        n_scored))``: the state serialised as a new base; ``("full", blob)``: a full checkpoint (no archive,
-        ``full=True``, or a state without ``n_scored``). At most ``max_compact`` partitions whose base is merely
-        old (``snapshot_events``) are compacted at once (spreads the serialisation cost over checkpoints)."""
+    def _plan(self, parts, full: bool = False, max_compact: int | None = None) -> list[Item]:
+        """On the scoring thread: what to save for each partition (see :class:`streaming.checkpoint.Item`). A
+        state is serialised for a full checkpoint (no archive, ``full=True``, or a state without ``n_scored``)
+        or a new base ("compact": no base yet, or ``snapshot_events`` absorbed since; at most ``max_compact``
+        of the latter at once, spreading the cost over checkpoints); otherwise the checkpoint is light."""
         items, n_compact = [], 0
         for p in parts:
             if p not in self.states or p not in self.next_offset:
@@ -765,121 +865,109 @@ class Scorer:
             off, st = self.next_offset[p], self.states[p]
             n = getattr(st, "n_scored", None)
             b = self.bases.get(p)
+            extras = self._extras(p)
             if full or not self._light() or not isinstance(n, (int, np.integer)):
-                items.append((p, off, "full", dump_state(st)))
-            elif b is None or b["offset"] is None:
-                items.append((p, off, "compact", (dump_state(st), int(n))))
-            elif n - b["n_scored"] >= self.cfg.snapshot_events and (max_compact is None or n_compact < max_compact):
-                n_compact += 1
-                items.append((p, off, "compact", (dump_state(st), int(n))))
-            else:
-                items.append((p, off, "light", (dict(b), int(n))))
-        for p, off, kind, data in items:  # the bases the next checkpoints build on
-            if kind == "compact":
+                items.append(Item(p, off, "full", blob=dump_state(st), extras=extras))
+            elif b is None or b["offset"] is None or (n - b["n_scored"] >= self.cfg.snapshot_events and (
+                    max_compact is None or n_compact < max_compact)):
+                n_compact += b is not None and b["offset"] is not None
+                items.append(Item(p, off, "compact", blob=dump_state(st), n_scored=int(n), extras=extras))
                 self.bases[p] = {"kind": "file", "file": self.ckpt.base_path(p, off).name, "offset": off,
-                                 "n_scored": data[1], "archive": self._archive_root()}
+                                 "n_scored": int(n), "archive": self._archive_root()}
+            else:
+                items.append(Item(p, off, "light", base=dict(b), n_scored=int(n), extras=extras))
         return items
 
-    def _save(self, items, version) -> None:
-        """Write planned checkpoints (after the sinks they reflect are flushed)."""
-        for p, off, kind, data in items:
-            if kind == "full":
-                self.ckpt.save(p, off, None, version, blob=data)
-            elif kind == "light":
-                base, n = data
-                self.ckpt.save(p, off, None, version, base=base, n_scored=n)
-            else:
-                blob, n = data
-                name = self.ckpt.save_base(p, off, blob, version, n)
-                self.ckpt.save(p, off, None, version, n_scored=n,
-                               base={"kind": "file", "file": name, "offset": off, "n_scored": n,
-                                     "archive": self._archive_root()})
-                self.ckpt.prune_bases(p, name)
+    def _extras(self, p: int) -> dict:
+        """Arrays saved with partition ``p``'s checkpoint: its scored tx_ids and its last record consumed."""
+        out = self._seen(p).to_arrays()
+        m = self.last_record.get(p)
+        if m is not None:
+            out["last_record"] = np.array([m.offset, m.timestamp, _crc(m.value)], dtype=np.int64)
+        return out
 
-    def _failed(self, items) -> None:
-        """A checkpoint job failed: its partitions are dirty again; a base it was writing may not exist."""
-        for p, _, kind, _ in items:
-            if p in self.states:
-                self.dirty.add(p)
-                if kind == "compact":
-                    self.bases[p] = None
+    def _save(self, items: list[Item], version) -> None:
+        """Write planned checkpoints (after the sinks they reflect are flushed)."""
+        for it in items:
+            if it.kind == "full":
+                self.ckpt.save(it.partition, it.offset, None, version, blob=it.blob, extras=it.extras)
+            elif it.kind == "light":
+                self.ckpt.save(it.partition, it.offset, None, version, base=it.base, n_scored=it.n_scored,
+                               extras=it.extras)
+            else:
+                name = self.ckpt.save_base(it.partition, it.offset, it.blob, version, it.n_scored)
+                self.ckpt.save(it.partition, it.offset, None, version, n_scored=it.n_scored, extras=it.extras,
+                               base={"kind": "file", "file": name, "offset": it.offset, "n_scored": it.n_scored,
+                                     "archive": self._archive_root()})
+                self.ckpt.prune_bases(it.partition, name)
+
+    def _take_job(self, parts, full: bool = False, max_compact: int | None = None) -> Job:
+        """On the scoring thread, at a batch boundary: the records sent and the sinks' buffers so far, the planned
+        checkpoints of ``parts``, after whatever a failed job left to write."""
+        job = Job(sent=self.producer.take() if self.producer is not None else [],
+                  stores=[(s, s.take()) for s in self.sinks if hasattr(s, "take")],
+                  archive=[self.archive.take()] if self.archive is not None else [],
+                  items=self._plan(parts, full=full, max_compact=max_compact), version=self.version)
+        job, self._carry = job.after(self._carry), None
+        self.dirty -= {it.partition for it in job.items}
+        return job
+
+    def _run_job(self, job: Job, gate=None) -> None:
+        run_job(job, self.producer, self.archive, self._save, gate)
+
+    def _done(self, job: Job, error: BaseException | None, commit: bool, sync: bool = True) -> None:
+        """After a job: commit its offsets, or, when it failed, keep what it did not write for the next job and
+        mark its partitions dirty again (a base it was writing may not exist)."""
+        if error is not None:
+            self._carry = job.carry() if self._carry is None else self._carry.after(job.carry())
+            for it in job.items:
+                if it.partition in self.states:
+                    self.dirty.add(it.partition)
+                    if it.kind == "compact":
+                        self.bases[it.partition] = None
+            self.metrics.checkpoint_failures.inc()
+            return
+        self.metrics.checkpoints.inc()
+        if commit:
+            self._commit(self._offsets(job.items), sync=sync)
+        log.debug("checkpoint partitions=%s", {it.partition: (it.offset, it.kind) for it in job.items})
+
+    def _offsets(self, items: list[Item]) -> dict:
+        from kafka import TopicPartition
+        from kafka.structs import OffsetAndMetadata
+
+        return {TopicPartition(self.cfg.topic, it.partition): OffsetAndMetadata(it.offset, "", -1) for it in items}
 
     def checkpoint(self, partitions=None, commit: bool = True, full: bool = False) -> None:
-        """Flush the sinks and the archive, save the states of ``partitions`` (default: all dirty) with their
-        offsets (light checkpoints where possible; ``full``: the states serialised in full), then commit those
-        offsets to Kafka."""
-        from kafka import TopicPartition
-        from kafka.structs import OffsetAndMetadata
-
+        """Synchronously: flush the sinks and the archive, save the states of ``partitions`` (default: all dirty)
+        with their offsets (light checkpoints where possible; ``full``: serialised in full), then commit those
+        offsets. Raises when it fails (its writes are kept for the next checkpoint)."""
         self._ck_wait(commit=commit)
-        if self.producer is not None:
-            sent = self.producer.take()
-            self.producer.flush()
-            TrackedProducer.check(sent)  # a record not delivered: raise, commit nothing
-        for s in self.sinks:
-            s.flush()
-        if self.archive is not None:
-            self.archive.flush()
         parts = sorted(self.dirty if partitions is None else set(partitions) & (self.dirty | set(self.states)))
-        items = self._plan(parts, full=full)
+        job = self._take_job(parts, full=full)
         try:
-            self._save(items, self.version)
-        except Exception:
-            self._failed(items)
+            self._run_job(job)
+        except Exception as e:
+            self._done(job, e, commit)
             raise
-        offsets = {}
-        for p, off, _, _ in items:
-            offsets[TopicPartition(self.cfg.topic, p)] = OffsetAndMetadata(off, "", -1)
-            self.dirty.discard(p)
-        self.metrics.checkpoints.inc()
+        self._done(job, None, commit)
         self._last_ckpt = time.monotonic()
-        if commit:
-            self._commit(offsets)
-        if parts:
-            log.debug("checkpoint partitions=%s offsets=%s kinds=%s", parts,
-                      {p: self.next_offset.get(p) for p in parts}, {p: k for p, _, k, _ in items})
 
     def checkpoint_async(self) -> bool:
-        """The periodic checkpoint off the scoring path: on the scoring thread only the buffers are handed over
-        and the checkpoints planned at the batch boundary (light ones serialise nothing; a state is serialised
-        only for a new base, at most one partition per checkpoint unless a base is missing); a writer thread
-        then flushes the producer, writes the alert store and the archive, and saves the checkpoint files, in
-        that order. The offsets are committed by the scoring thread once that job is done (``_ck_wait``):
-        nothing is committed before it is written. At most one job is in flight (returns False, nothing done,
-        while the previous one still runs)."""
+        """The periodic checkpoint off the scoring path: the job is built here (light checkpoints serialise
+        nothing; a state is serialised only for a new base, at most one partition per checkpoint unless a base is
+        missing) and written by the writer thread; its offsets are committed by the scoring thread once it is
+        done (``_ck_wait``). At most one job is in flight (returns False, nothing done, while one runs)."""
         from concurrent.futures import ThreadPoolExecutor
-
-        from kafka import TopicPartition
-        from kafka.structs import OffsetAndMetadata
 
         if self._ck_job is not None:
             if not self._ck_job[0].done():
                 return False
             self._ck_wait(commit=True, sync=False)
-        sent = self.producer.take() if self.producer is not None else []
-        store_bufs = [(s, s.take()) for s in self.sinks if hasattr(s, "take")]
-        arch_bufs = self.archive.take() if self.archive is not None else []
-        items = self._plan(sorted(self.dirty), max_compact=1)
-        offsets = {TopicPartition(self.cfg.topic, p): OffsetAndMetadata(off, "", -1) for p, off, _, _ in items}
-        self.dirty -= {p for p, _, _, _ in items}
-        version = self.version
-
-        gate = self._writer_gate
-
-        def job():
-            if self.producer is not None:
-                self.producer.flush()  # thread-safe in kafka-python; later sends are not waited for
-                TrackedProducer.check(sent)  # a record not delivered: the job fails, its offsets are not committed
-            for s, bufs in store_bufs:
-                s.flush(bufs, gate=gate)
-            if self.archive is not None:
-                self.archive.flush(arch_bufs, gate=gate)
-            gate()
-            self._save(items, version)
-
+        job = self._take_job(sorted(self.dirty), max_compact=1)
         if self._ck_exec is None:
             self._ck_exec = ThreadPoolExecutor(1, thread_name_prefix="fraud-checkpoint")
-        self._ck_job = (self._ck_exec.submit(job), offsets, items)
+        self._ck_job = (self._ck_exec.submit(self._run_job, job, self._writer_gate), job)
         self._last_ckpt = time.monotonic()
         return True
 
@@ -895,38 +983,40 @@ class Scorer:
     def _ck_wait(self, commit: bool = True, sync: bool = True) -> None:
         """Finish the background checkpoint in flight (if any) and commit its offsets (when ``commit``; ``sync``
         as in :meth:`_commit`). A failed job re-raises here, on the scoring thread, as a failed synchronous
-        checkpoint would."""
-        job, self._ck_job = self._ck_job, None
-        if job is None:
+        checkpoint would (its writes are kept for the next checkpoint)."""
+        pending, self._ck_job = self._ck_job, None
+        if pending is None:
             return
-        fut, offsets, items = job
+        fut, job = pending
         was_open = self._polling.is_set()  # (inside poll when a rebalance callback checkpoints)
         self._polling.set()  # the scoring thread waits here: the writer's gate is open (else each step times out)
         try:
             fut.result()
-        except Exception:
-            self._failed(items)
+        except Exception as e:
+            self._done(job, e, commit)
             raise
         finally:
             if not was_open:
                 self._polling.clear()
-        self.metrics.checkpoints.inc()
-        if commit:
-            self._commit(offsets, sync=sync)
-        log.debug("checkpoint partitions=%s offsets=%s", [p for p, _, _, _ in items],
-                  {tp.partition: o.offset for tp, o in offsets.items()})
+        self._done(job, None, commit, sync=sync)
 
     def _update_lag(self) -> None:
+        """Lag per partition = the broker's high watermark - the next offset to read, not clamped: a negative lag
+        means the log ends below the position reached (it shrank: a broker that came back empty), logged."""
         from kafka import TopicPartition
 
         for p in list(self.states):
-            tp = TopicPartition(self.cfg.topic, p)
             try:
-                hw = self.consumer.highwater(tp)
+                hw = self.consumer.highwater(TopicPartition(self.cfg.topic, p))
             except Exception:  # noqa: BLE001
                 hw = None
             if hw is not None and p in self.next_offset:
-                self.metrics.lag.labels(partition=str(p)).set(max(0, hw - self.next_offset[p]))
+                lag = hw - self.next_offset[p]
+                self.metrics.lag.labels(partition=str(p)).set(lag)
+                if lag < 0:
+                    log.warning("partition %d: the log ends at offset %d, below the position %d reached: it shrank "
+                                "(broker restarted empty?); the scorer reads it again from its start", p, hw,
+                                self.next_offset[p])
 
     # -- main loop ---------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -934,8 +1024,6 @@ class Scorer:
 
     def run(self, stop: threading.Event | None = None, max_events: int | None = None) -> None:
         """Serve until ``stop`` is set (or ``max_events`` were consumed). Flushes and commits before return."""
-        from kafka.errors import KafkaError
-
         if stop is not None:
             self._stop = stop
         if self.cfg.threads is not None:
@@ -947,8 +1035,8 @@ class Scorer:
         if self.bundle is None:
             self.load_model()
         if self.cfg.metrics_port is not None:
-            self.metrics.serve(self.cfg.metrics_port)
-            log.info("metrics on http://0.0.0.0:%d/metrics", self.cfg.metrics_port)
+            self.metrics.serve(self.cfg.metrics_port, addr=self.cfg.metrics_host)
+            log.info("metrics on http://%s:%d/metrics", self.cfg.metrics_host, self.cfg.metrics_port)
         if self.consumer is None:
             self.connect()
         if self.cfg.gc_freeze:
@@ -956,47 +1044,90 @@ class Scorer:
             n = freeze_heap()
             log.info("gc heap frozen objects=%d seconds=%.2f", n, time.perf_counter() - t0)
         backoff = 0.5
-        last_lag = 0.0
         try:
             while not self._stop.is_set():
                 try:
-                    self._polling.set()
-                    try:
-                        polled = self.consumer.poll(timeout_ms=self.cfg.poll_timeout_ms,
-                                                    max_records=self.cfg.batch_size)
-                    finally:
-                        self._polling.clear()
-                    if self._ck_error is not None:  # a checkpoint failed inside a rebalance callback
-                        err, self._ck_error = self._ck_error, None
-                        raise err
-                    msgs = [m for tp in sorted(polled, key=lambda t: t.partition) for m in polled[tp]]
-                    if msgs:
-                        if self.t_first_poll is None:
-                            self.t_first_poll = time.perf_counter()
-                        self.process(msgs)
-                    now = time.monotonic()
-                    if self._ck_job is not None and self._ck_job[0].done():
-                        self._ck_wait(commit=True, sync=False)
-                    if self.dirty and now - self._last_ckpt >= self.cfg.checkpoint_interval:
-                        if self.cfg.background_checkpoint:
-                            self.checkpoint_async()
-                        else:
-                            self.checkpoint()
-                    if now - last_lag >= 2.0:
-                        self._update_lag()
-                        last_lag = now
-                    self.maybe_reload()
+                    self._cycle()
                     backoff = 0.5
-                except KafkaError as e:
-                    # broker lost mid-run: nothing consumed since the last checkpoint is committed; retry
-                    log.warning("broker error error=%r retry_in=%.1fs (resuming; uncommitted events will be "
-                                "re-read)", f"{e.__class__.__name__}: {e}", backoff)
-                    self._stop.wait(backoff)
+                except Exception as e:  # noqa: BLE001 - the scorer never stops on an error: it waits and goes on
+                    self._recover(e, backoff)
                     backoff = min(10.0, backoff * 2)
                 if max_events is not None and self.n_events >= max_events:
                     break
         finally:
             self.close()
+
+    def _cycle(self) -> None:
+        """One poll, its batch, and what is due: a checkpoint, the lag, a model reload check."""
+        self._throttle()
+        self._polling.set()
+        try:
+            polled = self.consumer.poll(timeout_ms=self.cfg.poll_timeout_ms, max_records=self.cfg.batch_size)
+        finally:
+            self._polling.clear()
+        msgs = [m for tp in sorted(polled, key=lambda t: t.partition) for m in polled[tp]]
+        if msgs:
+            if self.t_first_poll is None:
+                self.t_first_poll = time.perf_counter()
+            try:
+                self.process(msgs)
+            except Exception:
+                self._rewind(msgs)
+                raise
+        now = time.monotonic()
+        if self._ck_job is not None and self._ck_job[0].done():
+            self._checkpoint_step(lambda: self._ck_wait(commit=True, sync=False))
+        if self.dirty and now - self._last_ckpt >= self.cfg.checkpoint_interval:
+            self._checkpoint_step(self.checkpoint_async if self.cfg.background_checkpoint else self.checkpoint)
+        if now - self._last_lag >= 2.0:
+            self._update_lag()
+            self._last_lag = now
+        self.maybe_reload()
+
+    def _checkpoint_step(self, step) -> None:
+        """Run a checkpoint step; a failure is logged and counted, and its writes retried by the next one."""
+        try:
+            step()
+        except Exception as e:  # noqa: BLE001
+            self._last_ckpt = time.monotonic()
+            log.error("checkpoint failed error=%r: nothing of it is committed; its writes are retried by the next "
+                      "checkpoint (%d archive rows waiting)", f"{e.__class__.__name__}: {e}",
+                      self._carry.rows() if self._carry is not None else 0)
+
+    def _throttle(self) -> None:
+        """While failed checkpoints have left more than ``max_pending_rows`` archive rows unwritten, pause the
+        input partitions (poll goes on: the group keeps its members) until a checkpoint writes them."""
+        backlog = self._carry is not None and self._carry.rows() > self.cfg.max_pending_rows
+        paused = bool(self.consumer.paused())
+        if backlog and not paused:
+            log.warning("pausing consumption: %d archive rows wait for a checkpoint that succeeds",
+                        self._carry.rows())
+            self.consumer.pause(*self.consumer.assignment())
+        elif paused and not backlog:
+            self.consumer.resume(*self.consumer.paused())
+
+    def _rewind(self, msgs) -> None:
+        """A batch failed part-way: seek its partitions back to its first offsets, so its events are read again
+        (at-least-once) rather than skipped by the next commit."""
+        from kafka import TopicPartition
+
+        first: dict[int, int] = {}
+        for m in msgs:
+            first[m.partition] = min(first.get(m.partition, m.offset), m.offset)
+        for p, off in first.items():
+            if p in self.states:
+                self.consumer.seek(TopicPartition(self.cfg.topic, p), off)
+
+    def _recover(self, e: BaseException, backoff: float) -> None:
+        from kafka.errors import KafkaError
+
+        if isinstance(e, KafkaError):
+            log.warning("broker error error=%r retry_in=%.1fs (resuming; uncommitted events will be re-read)",
+                        f"{e.__class__.__name__}: {e}", backoff)
+        else:
+            log.exception("error in the scoring loop error=%r retry_in=%.1fs (the batch is read again)",
+                          f"{e.__class__.__name__}: {e}", backoff)
+        self._stop.wait(backoff)
 
     def close(self) -> None:
         if self.consumer is None:

@@ -65,7 +65,8 @@ class Metrics:
                                     registry=r)
         self.events_per_s = Gauge("fraud_events_per_second", "Events consumed per second (last interval)",
                                   registry=r)
-        self.lag = Gauge("fraud_consumer_lag", "Consumer lag (high watermark - position)", ["partition"],
+        self.lag = Gauge("fraud_consumer_lag", "Consumer lag (high watermark - position; negative when the log "
+                         "ended below the position: it shrank)", ["partition"],
                          registry=r)
         self.latency = BulkHistogram("fraud_latency_seconds", "Produce-to-score-written latency", registry=r,
                                      buckets=LATENCY_BUCKETS)
@@ -79,6 +80,13 @@ class Metrics:
         self.reload_failures = Counter("fraud_model_reload_failures", "Failed model loads (current kept)",
                                        registry=r)
         self.checkpoints = Counter("fraud_checkpoints", "Checkpoints written (all partitions)", registry=r)
+        self.checkpoint_failures = Counter("fraud_checkpoint_failures", "Checkpoints that failed (their writes are "
+                                           "retried by the next one; offsets not committed)", registry=r)
+        self.replays = Counter("fraud_replayed_events", "Events skipped: their tx_id was already scored with the "
+                               "same content", registry=r)
+        self.offset_resets = Counter("fraud_offset_resets", "Partitions whose log no longer held the position this "
+                                     "scorer had reached (log replaced or truncated); read again from its start",
+                                     ["partition"], registry=r)
         self._rate_t = time.monotonic()
         self._rate_n = 0
         self._server = None
@@ -94,7 +102,7 @@ class Metrics:
             self.events_per_s.set(self._rate_n / (now - self._rate_t))
             self._rate_t, self._rate_n = now, 0
 
-    def serve(self, port: int, addr: str = "0.0.0.0"):
+    def serve(self, port: int, addr: str = "127.0.0.1"):
         self._server = start_http_server(port, addr=addr, registry=self.registry)
         return self._server
 

@@ -51,6 +51,11 @@ class Checkpoint:
     base: dict | None = None  # light checkpoint: the base state and offset (state is None)
     n_scored: int | None = None  # events the state has absorbed (light checkpoints; None when unknown)
     blob: bytes | None = None  # the serialised state of a full checkpoint, as stored
+    extras: dict = None  # named arrays saved beside the state
+
+    def __post_init__(self):
+        if self.extras is None:
+            self.extras = {}
 
 
 def dump_state(state) -> bytes:
@@ -100,7 +105,7 @@ class CheckpointStore:
         return p
 
     def save(self, partition: int, offset: int, state, model_version: str | None, blob: bytes | None = None,
-             base: dict | None = None, n_scored: int | None = None) -> Path:
+             base: dict | None = None, n_scored: int | None = None, extras: dict | None = None) -> Path:
         """Full checkpoint (``state``, or ``blob``: the state already serialised by :func:`dump_state`), or,
         with ``base``, a light one (nothing serialised: see the module doc)."""
         if base is not None:
@@ -110,7 +115,7 @@ class CheckpointStore:
         payload = {"format": FORMAT, "topic": self.topic, "partition": int(partition), "offset": int(offset),
                    "model_version": None if model_version is None else str(model_version),
                    "state": data, "saved_at": time.time(), "base": None if base is None else dict(base),
-                   "n_scored": None if n_scored is None else int(n_scored)}
+                   "n_scored": None if n_scored is None else int(n_scored), "extras": dict(extras or {})}
         return self._write(self.path(partition), payload)
 
     def save_base(self, partition: int, offset: int, blob: bytes, model_version: str | None, n_scored: int) -> str:
@@ -164,7 +169,7 @@ class CheckpointStore:
         return Checkpoint(topic=d["topic"], partition=d["partition"], offset=d["offset"],
                           model_version=d["model_version"], state=state, saved_at=d["saved_at"],
                           base=d.get("base"), n_scored=d.get("n_scored"),
-                          blob=d["state"] if d.get("base") is None else None)
+                          blob=d["state"] if d.get("base") is None else None, extras=d.get("extras") or {})
 
     def offsets(self) -> dict[int, int]:
         """partition -> checkpointed offset, for every checkpoint in the directory (cheap: reads headers)."""

@@ -79,6 +79,16 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--state-dir", default="state", show_default=True, type=click.Path(file_okay=False),
                   help="Checkpoints of the online state (shared by all scorers of the group).")
     @click.option("--metrics-port", default=None, type=int, help="Serve Prometheus metrics on this port.")
+    @click.option("--metrics-host", default="127.0.0.1", show_default=True,
+                  help="Address the metrics endpoint binds (0.0.0.0: every interface, e.g. in a container).")
+    @click.option("--max-event-age-days", default=3650.0, show_default=True, type=float,
+                  help="Events whose timestamp is older than this (against the broker's time) are dead-lettered.")
+    @click.option("--max-event-lead-hours", default=24.0, show_default=True, type=float,
+                  help="Events whose timestamp is this far ahead of the broker's time are dead-lettered.")
+    @click.option("--dedup-days", default=7.0, show_default=True, type=float,
+                  help="A tx_id scored within this many days (event time) is not scored again.")
+    @click.option("--dedup-max-ids", default=500_000, show_default=True, type=int,
+                  help="At most this many remembered tx_ids per partition (oldest forgotten first).")
     @click.option("--reload-interval", default=60.0, show_default=True, type=float,
                   help="Seconds between checks of the model alias (hot reload).")
     @click.option("--batch-size", default=2000, show_default=True, type=int,
@@ -128,7 +138,9 @@ def register(main: click.Group, bench: click.Group) -> None:
             model_uri=kw["model_uri"] or f"models:/{settings.model_name}@champion",
             tracking_uri=kw["tracking_uri"] or settings.tracking_uri,
             alerts_db=kw["alerts_db"] or settings.alerts_db, archive_dir=kw["archive"], state_dir=kw["state_dir"],
-            metrics_port=kw["metrics_port"], reload_interval=kw["reload_interval"], batch_size=kw["batch_size"],
+            metrics_port=kw["metrics_port"], metrics_host=kw["metrics_host"],
+            max_event_age_days=kw["max_event_age_days"], max_event_lead_hours=kw["max_event_lead_hours"],
+            dedup_days=kw["dedup_days"], dedup_max_ids=kw["dedup_max_ids"], reload_interval=kw["reload_interval"], batch_size=kw["batch_size"],
             checkpoint_interval=kw["checkpoint_interval"], partitions=kw["partitions"],
             snapshot_events=kw["snapshot_events"],
             max_message_bytes=kw["max_message_bytes"], scores_topic=kw["scores_topic"] or None,

@@ -467,7 +467,7 @@ def test_undelivered_records_fail_the_checkpoint():
             taken = prod.take()
             prod.flush()
             TrackedProducer.check(taken)  # delivered: no error
-            assert len(taken) == 1 and taken[0].succeeded() and prod.take() == []
+            assert len(taken) == 1 and taken[0].future.succeeded() and prod.take() == []
             b.stop()
             prod.send(topic, key=b"b", value=b"y" * 100)
             prod.send(topic, key=b"c", value=b"z" * 100)

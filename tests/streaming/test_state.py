@@ -108,6 +108,7 @@ def test_waiting_for_the_checkpoint_job_opens_the_writer_gate():
     import time
     from concurrent.futures import ThreadPoolExecutor
 
+    from streaming.checkpoint import Job
     from streaming.loop import Scorer, ServeConfig
 
     s = Scorer(ServeConfig(bootstrap="127.0.0.1:1", writer_gate_ms=500))
@@ -117,7 +118,7 @@ def test_waiting_for_the_checkpoint_job_opens_the_writer_gate():
             s._writer_gate()
 
     with ThreadPoolExecutor(1) as ex:
-        s._ck_job = (ex.submit(job), {}, [])
+        s._ck_job = (ex.submit(job), Job())
         t0 = time.perf_counter()
         s._ck_wait(commit=False)
         assert time.perf_counter() - t0 < 1.5

@@ -1,0 +1,254 @@
+"""Stream events -> canonical rows, one event at a time, strictly.
+
+Each consumed message becomes a good event or a dead letter with its reason. Whether an event is valid never
+depends on the other events of its poll, and no exception from one event escapes (an unforeseen failure is a
+dead letter of kind ``decode_error``). Types are strict: ids are non-empty strings (or integers), ``amount`` a
+finite non-negative JSON number (never a bool or a text), ``timestamp`` an ISO-8601 text inside a window
+around the message's broker time (``EventRules``). Fields other than the canonical ones are kept together as
+one JSON text, column ``attributes``, so an attribute whose type changes between events cannot break a sink.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+
+from fraud import schema
+
+ATTRIBUTES = "attributes"
+MAX_ID_CHARS = 128  # the alert store's id columns
+UNKNOWN = -1  # label / scenario of an event that has none ("not reported"; featurizers count only label 1)
+
+_Z_RE = re.compile(r"^(\d{4})-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_CANON = frozenset(schema.CANONICAL)
+_DAY_NS = 86_400 * 10**9
+_US = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class EventRules:
+    """What a stream event must satisfy beyond its fields' types: its size, and how far its timestamp may lie
+    from the broker's time of the message (older than ``max_age_days`` or more than ``max_lead_hours`` ahead:
+    a typo or a broken clock that would move the online state's clock)."""
+
+    max_bytes: int = 256 * 1024
+    max_age_days: float = 3650.0
+    max_lead_hours: float = 24.0
+
+
+class Reject(Exception):
+    """One event is bad: ``kind`` (the dead letter's error.kind) and a reason naming the field and value."""
+
+    def __init__(self, kind: str, reason: str):
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+@dataclass
+class Letter:
+    msg: object
+    kind: str
+    reason: str
+
+
+@dataclass
+class Decoded:
+    """The good events of a poll, column by column, in arrival order."""
+
+    msgs: list = field(default_factory=list)
+    tx: list = field(default_factory=list)
+    ts: list = field(default_factory=list)  # int ns (UTC)
+    cust: list = field(default_factory=list)
+    term: list = field(default_factory=list)
+    amount: list = field(default_factory=list)
+    label: list = field(default_factory=list)
+    scenario: list = field(default_factory=list)
+    attrs: list = field(default_factory=list)  # JSON text or None
+    key: list = field(default_factory=list)  # 64-bit hash of tx_id
+    content: list = field(default_factory=list)  # 64-bit hash of everything else
+
+    def __len__(self) -> int:
+        return len(self.tx)
+
+    def take(self, idx) -> "Decoded":
+        return Decoded(**{k: [v[i] for i in idx] for k, v in self.__dict__.items()})
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a number")
+
+
+def _h64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
+                          "little", signed=True)
+
+
+def _id(rec: dict, name: str) -> str:
+    v = rec.get(name)
+    if type(v) is int:
+        v = str(v)
+    elif type(v) is not str:
+        raise Reject("invalid", f"field {name!r} value {v!r}: an id must be a text or an integer, not "
+                                f"{'null' if v is None else type(v).__name__}")
+    v = v.strip()
+    if not v:
+        raise Reject("invalid", f"field {name!r} value {rec.get(name)!r}: empty id")
+    if len(v) > MAX_ID_CHARS:
+        raise Reject("invalid", f"field {name!r} value {v[:40]!r}...: id longer than {MAX_ID_CHARS} characters")
+    return v
+
+
+def _amount(v) -> float:
+    if type(v) not in (int, float):
+        raise Reject("invalid", f"field 'amount' value {v!r}: must be a JSON number, not "
+                                f"{'null' if v is None else type(v).__name__}")
+    try:
+        a = float(v)
+    except OverflowError:
+        raise Reject("invalid", f"field 'amount' value {str(v)[:40]}...: too large") from None
+    if not math.isfinite(a):
+        raise Reject("invalid", f"field 'amount' value {v!r}: not finite")
+    if a < 0:
+        raise Reject("invalid", f"field 'amount' value {v!r}: negative amount")
+    return a
+
+
+def _small_int(rec: dict, name: str, allowed) -> int:
+    v = rec.get(name)
+    if v is None:
+        return UNKNOWN
+    if type(v) is not int or v not in allowed:
+        raise Reject("invalid", f"field {name!r} value {v!r}: must be one of {allowed.start}..{allowed.stop - 1}")
+    return v
+
+
+def _timestamp_ns(v) -> int:
+    """ISO-8601 text -> int ns since 1970 (UTC; a text without offset is UTC). Python int: any year."""
+    if type(v) is not str:
+        raise Reject("invalid", f"field 'timestamp' value {v!r}: must be an ISO-8601 text, not "
+                                f"{'null' if v is None else type(v).__name__}")
+    m = _Z_RE.match(v)
+    if m is not None and 1700 <= int(m.group(1)) <= 2200:
+        try:
+            return int(np.datetime64(v[:-1], "ns").astype(np.int64))
+        except ValueError:
+            pass  # e.g. month 13: the general parser names the problem
+    try:
+        dt = datetime.fromisoformat(v.strip())
+    except ValueError as e:
+        raise Reject("invalid", f"field 'timestamp' value {v[:60]!r}: not an ISO-8601 time ({e})") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return (dt - _EPOCH) // _US * 1000
+
+
+def _attributes(rec: dict) -> str | None:
+    extra = {k: v for k, v in rec.items() if k not in _CANON}
+    if not extra:
+        return None
+    return json.dumps(extra, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _check_window(ts: int, msg, rules: EventRules) -> None:
+    broker_ms = msg.timestamp if isinstance(msg.timestamp, int) and msg.timestamp > 0 else time.time() * 1000
+    ref = int(broker_ms) * 10**6
+    if ts < ref - int(rules.max_age_days * _DAY_NS):
+        raise Reject("out_of_window", f"field 'timestamp' value {_fmt(ts)}: more than {rules.max_age_days:g} days "
+                                      f"older than the broker time {_fmt(ref)}")
+    if ts > ref + int(rules.max_lead_hours * 3600 * 10**9):
+        raise Reject("out_of_window", f"field 'timestamp' value {_fmt(ts)}: more than {rules.max_lead_hours:g} "
+                                      f"hours ahead of the broker time {_fmt(ref)}")
+
+
+def _fmt(ns: int) -> str:
+    try:
+        return (_EPOCH + timedelta(microseconds=ns // 1000)).isoformat()
+    except OverflowError:
+        return f"{ns} ns since 1970"
+
+
+def decode_one(value, msg, rules: EventRules) -> tuple:
+    """One message's value -> (tx, ts_ns, customer, terminal, amount, label, scenario, attributes); raises
+    :class:`Reject`."""
+    if not value:
+        raise Reject("malformed_json", "empty message")
+    if len(value) > rules.max_bytes:
+        raise Reject("oversized", f"message of {len(value)} bytes exceeds the limit of {rules.max_bytes} bytes")
+    try:
+        rec = json.loads(value, parse_constant=_reject_constant)
+    except RecursionError:
+        raise Reject("malformed_json", "JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise Reject("malformed_json", f"malformed JSON: {str(e)[:200]}") from None
+    if not isinstance(rec, dict):
+        raise Reject("not_an_object", f"JSON value is a {type(rec).__name__}, not an object")
+    missing = [c for c in schema.REQUIRED if c not in rec]
+    if missing:
+        raise Reject("invalid", f"missing field(s) {', '.join(map(repr, missing))}")
+    ts = _timestamp_ns(rec[schema.TIMESTAMP])
+    _check_window(ts, msg, rules)
+    return (_id(rec, schema.TX_ID), ts, _id(rec, schema.CUSTOMER_ID), _id(rec, schema.TERMINAL_ID),
+            _amount(rec[schema.AMOUNT]), _small_int(rec, schema.LABEL, range(0, 2)),
+            _small_int(rec, schema.SCENARIO, range(0, 32768)), _attributes(rec))
+
+
+def decode(msgs, rules: EventRules) -> tuple[Decoded, list[Letter]]:
+    """Every message of a poll -> the good events (arrival order) and the dead letters."""
+    good, letters = Decoded(), []
+    for m in msgs:
+        try:
+            tx, ts, cu, te, am, lab, sc, at = decode_one(m.value, m, rules)
+        except Reject as e:
+            letters.append(Letter(m, e.kind, e.reason))
+            continue
+        except Exception as e:  # noqa: BLE001 - one event must never stop the scorer
+            letters.append(Letter(m, "decode_error", f"{e.__class__.__name__}: {str(e)[:300]}"))
+            continue
+        good.msgs.append(m)
+        good.tx.append(tx)
+        good.ts.append(ts)
+        good.cust.append(cu)
+        good.term.append(te)
+        good.amount.append(am)
+        good.label.append(lab)
+        good.scenario.append(sc)
+        good.attrs.append(at)
+        good.key.append(_h64(tx))
+        good.content.append(_h64(f"{ts}|{cu}|{te}|{am!r}|{lab}|{sc}|{at}"))
+    return good, letters
+
+
+def to_frame(d: Decoded, has_label: bool | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """Canonical rows of ``d`` sorted by time (stable) and ``order``, the index in ``d`` of each row. ``label``
+    and ``scenario`` columns are there when an event has one (the others: -1, unknown); ``attributes`` when
+    an event has extra fields."""
+    n = len(d)
+    ts = np.array(d.ts, dtype=np.int64)
+    order = np.arange(n)
+    if n > 1 and not (ts[1:] >= ts[:-1]).all():
+        order = np.argsort(ts, kind="stable")
+        d = d.take(order)
+        ts = ts[order]
+    cols = {
+        schema.TX_ID: pd.array(d.tx, dtype="str"),
+        schema.TIMESTAMP: pd.DatetimeIndex(ts.view("datetime64[ns]")).tz_localize("UTC"),
+        schema.CUSTOMER_ID: pd.array(d.cust, dtype="str"),
+        schema.TERMINAL_ID: pd.array(d.term, dtype="str"),
+        schema.AMOUNT: np.array(d.amount, dtype=np.float64),
+    }
+    if any(v != UNKNOWN for v in d.label):
+        cols[schema.LABEL] = np.array(d.label, dtype=np.int8)
+    if any(v != UNKNOWN for v in d.scenario):
+        cols[schema.SCENARIO] = np.array(d.scenario, dtype=np.int16)
+    if any(a is not None for a in d.attrs):
+        cols[ATTRIBUTES] = pd.array(d.attrs, dtype="str")
+    return pd.DataFrame(cols), order
