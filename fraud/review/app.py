@@ -127,7 +127,7 @@ class Gate:
     """Who a request comes from: Bearer tokens, session cookies, sign-in and sign-out, throttled."""
 
     def __init__(self, store: AlertStore, token, users, secret, session_hours, throttle: Throttle, https_only):
-        if not token and users is None:
+        if not token and not users:
             raise ConfigError("review app: no authentication configured; pass --users FILE "
                               "(`fraud review add-analyst NAME --users FILE`) or set FRAUD_REVIEW_TOKEN")
         if token and users is not None:
@@ -160,12 +160,16 @@ class Gate:
         """(who or None, an error response for a bad Bearer token or None); remembers who."""
         h = request.headers.get("authorization", "")
         if h.lower().startswith("bearer "):
-            found, wait = self.check_token(request, h[7:].strip())
+            token = h[7:].strip()
+            found, wait = self.check_token(request, token)
+            claimed = SHARED_ANALYST if self.shared_mode else split_token(token)[0]
             if wait:
                 from fastapi.responses import JSONResponse
 
+                log_sign_in(request, claimed, f"bearer throttled retry-after={wait}")
                 return None, JSONResponse({"detail": too_many(wait)}, status_code=429, headers={"Retry-After": str(wait)})
             if not found:
+                log_sign_in(request, claimed, "bearer failed")
                 return None, unauthorized()
             request.state.who = Who(found[0])
             return request.state.who, None

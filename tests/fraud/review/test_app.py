@@ -261,6 +261,7 @@ def test_access_log_records_requests_and_sign_ins(app, caplog):
     login(c)
     c.get("/api/clusters")
     c.post("/logout", data={"csrf": csrf_of(c.get("/").text)})
+    c.get("/api/clusters", headers={"Authorization": "Bearer bob:wrong"})
     lines = [r.getMessage() for r in caplog.records if r.name == "fraud.review.access"]
     assert any(re.fullmatch(r"\S+Z 10\.9\.9\.9 - GET /login 200", x) for x in lines), lines
     assert any(x.endswith("10.9.9.9 alice sign-in failed") for x in lines)
@@ -268,6 +269,7 @@ def test_access_log_records_requests_and_sign_ins(app, caplog):
     assert any(x.endswith("10.9.9.9 alice GET /api/clusters 200") for x in lines)
     assert any(x.endswith("10.9.9.9 alice sign-in logout") for x in lines)
     assert any(x.endswith("10.9.9.9 - POST /login 401") for x in lines)
+    assert any(x.endswith("10.9.9.9 bob sign-in bearer failed") for x in lines)
     assert not any("alice-secret" in x for x in lines)
 
 
