@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from datetime import datetime, timedelta, timezone
 
 import itsdangerous
 import pytest
@@ -347,3 +348,18 @@ def test_password_hashes():
     h = hash_password("pw-123456", iterations=1000)
     assert check_password("pw-123456", h) and not check_password("pw-1234567", h)
     assert not check_password("x", "garbage")
+
+
+def test_sessions_expire(store):
+    app = create_app(store, users=users_of(ALICE), session_hours=1)
+    c = TestClient(app)
+    assert login(c).status_code == 303
+    r = login(c)
+    assert "max-age=3600" in r.headers["set-cookie"].lower()
+    assert c.get("/").status_code == 200
+    with store.engine.begin() as conn:                         # an hour later
+        conn.execute(sa.text("update review_sessions set expires_at = :t"),
+                     {"t": datetime.now(timezone.utc) - timedelta(seconds=1)})
+    assert c.get("/", follow_redirects=False).status_code == 303
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("select count(*) from review_sessions")).scalar_one() == 1   # the rest go at the next sign-in
