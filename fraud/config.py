@@ -28,7 +28,8 @@ class Settings:
     artifact_root: str = field(default_factory=default_artifact_root)
     model_name: str = "fraud-detector"
     alerts_db: str = "sqlite:///alerts.db"
-    review_token: str | None = None
+    review_token: str | None = field(default=None, repr=False)
+    review_secret: str | None = field(default=None, repr=False)   # signs review sessions (FRAUD_REVIEW_SECRET)
     seed: int = 0
 
     def __post_init__(self):
@@ -49,6 +50,8 @@ class Settings:
             kw["alerts_db"] = env["FRAUD_ALERTS_DB"]
         if env.get("FRAUD_REVIEW_TOKEN"):
             kw["review_token"] = env["FRAUD_REVIEW_TOKEN"]
+        if env.get("FRAUD_REVIEW_SECRET"):
+            kw["review_secret"] = env["FRAUD_REVIEW_SECRET"]
         for name, key, conv in (
             ("feedback_delay_days", "FRAUD_FEEDBACK_DELAY_DAYS", int),
             ("alert_budget_per_day", "FRAUD_ALERT_BUDGET", int),

@@ -1,4 +1,4 @@
-"""fraud review clusters|show|serve|report|hash-password, and fraud bench review."""
+"""fraud review clusters|show|serve|report|add-analyst|remove-analyst|hash-password, and fraud bench review."""
 from __future__ import annotations
 
 import json
@@ -36,6 +36,18 @@ def _cluster(ctx, alerts_db, since, until, embedder="deepwalk", seed=0, refine="
     context = read_context(archive, context_path)
     return store, cluster_alerts(alerts, since=since, until=until, embedder=embedder, seed=seed, refine=refine,
                                  risk=risk, context=context)
+
+
+def _log_access(path: str | None) -> None:
+    """Send the review app's access log (logger ``fraud.review.access``) to ``path`` or stderr."""
+    import logging
+
+    log = logging.getLogger("fraud.review.access")
+    handler = logging.FileHandler(path) if path else logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 def register(main: click.Group, bench: click.Group) -> None:
@@ -143,36 +155,80 @@ def register(main: click.Group, bench: click.Group) -> None:
     @_alerts_db_option
     @_window_options
     @click.option("--users", "users_file", default=None, type=click.Path(dir_okay=False),
-                  help='JSON users file {"name": "pbkdf2_sha256$..."} (see `fraud review hash-password`).')
+                  help="Users file of the analysts' token hashes (`fraud review add-analyst`); re-read when it changes.")
     @click.option("--secure-cookie", is_flag=True, help="Mark the session cookie Secure (behind HTTPS).")
+    @click.option("--session-hours", default=12.0, show_default=True, type=float, help="A session's lifetime.")
+    @click.option("--login-limit", default=5, show_default=True, type=int,
+                  help="Wrong sign-ins allowed per address and per analyst in --login-window; then a lockout "
+                       "that doubles each time (at most an hour).")
+    @click.option("--login-window", default=60.0, show_default=True, type=float, help="Seconds (and first lockout).")
+    @click.option("--access-log", "access_log", default=None, type=click.Path(dir_okay=False),
+                  help="Append the access log (a line per request and sign-in event) here (default: stderr).")
     @_context_options
     @click.option("--context-refresh", default=30.0, show_default=True, type=float,
                   help="Seconds between looks for new archive files / a changed --context file.")
     @click.pass_context
-    def serve_cmd(ctx, port, host, alerts_db, since, until, users_file, secure_cookie, archive, context_path,
-                  context_refresh):
-        """The review web app. Log in with FRAUD_REVIEW_TOKEN (any analyst name) or a --users account.
+    def serve_cmd(ctx, port, host, alerts_db, since, until, users_file, secure_cookie, session_hours, login_limit,
+                  login_window, access_log, archive, context_path, context_refresh):
+        """The review web app. Each analyst signs in with their own token from --users FILE
+        (`fraud review add-analyst`); FRAUD_REVIEW_TOKEN alone is a shared-token mode for local use.
+        FRAUD_REVIEW_SECRET signs sessions (default: a random secret kept in the alert store).
         With --archive, the scorer's new archive files join the context as they are written."""
         import uvicorn
 
-        from fraud.review.app import create_app, load_users
+        from fraud.errors import ConfigError
+        from fraud.review.app import create_app
+        from fraud.review.auth import Throttle, load_users
         from fraud.review.clusters import ContextSource
 
-        users = load_users(users_file) if users_file else None
+        if users_file:
+            load_users(users_file)  # a missing or bad file fails at start, with its message
+        if ctx.obj.review_token and users_file:
+            raise ConfigError(f"FRAUD_REVIEW_TOKEN and --users {users_file!r}: give one; with a users file each "
+                              f"analyst signs in with their own token (unset FRAUD_REVIEW_TOKEN)")
         source = None
         if archive is not None or context_path is not None:
             source = ContextSource(archive, context_path, refresh_s=context_refresh)
             source.get()  # read now: a bad archive or file fails at start, with its message
-        app = create_app(alerts_db or ctx.obj.alerts_db, token=ctx.obj.review_token, users=users, since=since,
-                         until=until, https_only=secure_cookie, context_source=source)
+        app = create_app(alerts_db or ctx.obj.alerts_db, token=None if users_file else ctx.obj.review_token,
+                         users=users_file, secret=ctx.obj.review_secret, since=since, until=until,
+                         https_only=secure_cookie, session_hours=session_hours,
+                         throttle=Throttle(limit=login_limit, window=login_window), context_source=source)
+        _log_access(access_log)
+        if not users_file:
+            click.echo("shared-token mode (local use): decisions are recorded as 'shared-token'; "
+                       "give each analyst a token with `fraud review add-analyst NAME --users FILE`")
         click.echo(f"review app on http://{host}:{port}/ (alerts: {alerts_db or ctx.obj.alerts_db})")
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+    @review.command("add-analyst")
+    @click.argument("name")
+    @click.option("--users", "users_file", required=True, type=click.Path(dir_okay=False),
+                  help="The users file (created if absent).")
+    def add_analyst_cmd(name, users_file):
+        """Add an analyst, or rotate their token: prints the new token once (only its hash is kept).
+        A running app sees the change at once: the old token and its sessions stop working."""
+        from fraud.review.auth import add_analyst
+
+        token = add_analyst(users_file, name)
+        click.echo(token)
+        click.echo(f"(the token of {name!r}; shown once, give it to them privately)", err=True)
+
+    @review.command("remove-analyst")
+    @click.argument("name")
+    @click.option("--users", "users_file", required=True, type=click.Path(dir_okay=False, exists=True))
+    def remove_analyst_cmd(name, users_file):
+        """Remove an analyst: their token and sessions stop working."""
+        from fraud.review.auth import remove_analyst
+
+        remove_analyst(users_file, name)
+        click.echo(f"removed {name!r} from {users_file}")
 
     @review.command("hash-password")
     @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
     def hash_password_cmd(password):
-        """Print a pbkdf2 hash for a --users file."""
-        from fraud.review.app import hash_password
+        """Print a pbkdf2 hash of a chosen password for a --users file (sign in with NAME:PASSWORD)."""
+        from fraud.review.auth import hash_password
 
         click.echo(hash_password(password))
 

@@ -2,34 +2,39 @@
 
 Security
 --------
-* Every page, image, JSON endpoint and action requires authentication. A browser logs in at
-  ``/login`` with the review token (plus an analyst name) or with a configured user's password;
-  the login sets a signed session cookie (Starlette ``SessionMiddleware``: itsdangerous-signed,
-  HttpOnly, SameSite=Lax, optionally Secure). Scripts may instead send ``Authorization: Bearer
-  <token>`` (and ``X-Analyst: name`` for decisions). Unauthenticated page reads are redirected
-  to the login page (303); unauthenticated images, JSON and POSTs get 401.
-* Every POST made with the session cookie must carry the session's CSRF token (hidden form
-  field ``csrf``), compared in constant time; otherwise 403. Bearer requests carry no cookie and
-  need no CSRF token.
-* Templates autoescape every value (an id containing HTML renders as text); ``next`` redirects
-  only go to local paths.
-* The token and users are passed in by the caller (the CLI reads ``FRAUD_REVIEW_TOKEN``); the app
-  never reads the environment. The app refuses to start with neither.
+* Every page, image, JSON endpoint and action requires authentication (:mod:`fraud.review.auth`).
+  Each analyst holds a token ``NAME:SECRET`` from the users file (``fraud review add-analyst``); the
+  analyst of every request and decision is the token's holder, never a typed name or ``X-Analyst``.
+  A browser signs in at ``/login``: the server opens a server-side session and the cookie carries
+  only its random id (HttpOnly, SameSite=Strict, optionally Secure). Scripts send ``Authorization:
+  Bearer NAME:SECRET``. Unauthenticated page reads are redirected to the login page (303);
+  unauthenticated images, JSON and POSTs get 401; too many wrong tokens get 429 with Retry-After.
+* The shared-token mode (``FRAUD_REVIEW_TOKEN``, no users file) is for local use: one account,
+  recorded as ``shared-token``.
+* Every POST made with the session cookie must carry the session's CSRF token (hidden form field
+  ``csrf``, an HMAC of the session id) and, when the browser says where it comes from, come from
+  this origin; otherwise 403. Bearer requests carry no cookie and need no CSRF token.
+* Templates autoescape every value; ``next`` redirects only go to local paths.
+* One line per request and per sign-in event goes to the ``fraud.review.access`` logger.
+* The token, users and server secret are passed in by the caller (the CLI reads the environment);
+  the app never reads the environment. The app refuses to start with no authentication.
 """
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
-import secrets
+import logging
 import threading
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pandas as pd
 from fastapi import Request  # module level: route annotations are resolved here (postponed annotations)
 
 from fraud.errors import ConfigError
+from fraud.review.auth import (SHARED_ANALYST, Authenticator, Sessions, Throttle, Users, check_password,  # noqa: F401
+                               hash_password, load_users, server_secret, split_token)
 from fraud.review.clusters import SCENARIO_NAMES, ClusterResult, cluster_alerts
 from fraud.store import AlertStore
 
@@ -37,42 +42,6 @@ HERE = Path(__file__).resolve().parent
 MAX_TX_ROWS = 500  # transactions listed on a cluster page (cluster-wide actions still cover all)
 SORT_KEYS = {"risk": "risk", "rank": "rank", "tx": "n_tx", "amount": "amount_at_risk", "customers": "customers",
              "terminals": "terminals", "score": "score_max", "first": "first_seen", "last": "last_seen"}
-
-
-# -- users ------------------------------------------------------------------------------------
-def hash_password(password: str, salt: bytes | None = None, iterations: int = 200_000) -> str:
-    """``pbkdf2_sha256$ITER$SALT$HASH`` (base64), for a users file."""
-    salt = salt or secrets.token_bytes(16)
-    dk = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
-    return f"pbkdf2_sha256${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(dk).decode()}"
-
-
-def check_password(password: str, stored: str) -> bool:
-    try:
-        algo, it, salt, digest = stored.split("$")
-        if algo != "pbkdf2_sha256":
-            return False
-        dk = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), base64.b64decode(salt), int(it))
-        return hmac.compare_digest(dk, base64.b64decode(digest))
-    except (ValueError, TypeError):
-        return False
-
-
-def load_users(path) -> dict:
-    """A users file: JSON object ``{"name": "pbkdf2_sha256$..."}`` (see ``hash_password``)."""
-    import json
-
-    p = Path(path)
-    try:
-        users = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"--users {str(p)!r}: cannot read a JSON users file ({e})") from None
-    if not isinstance(users, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in users.items()):
-        raise ConfigError(f"--users {str(p)!r}: expected a JSON object name -> password hash")
-    bad = [k for k, v in users.items() if not v.startswith("pbkdf2_sha256$")]
-    if bad:
-        raise ConfigError(f"--users {str(p)!r}: user(s) {bad} lack a pbkdf2_sha256 hash (use `fraud review hash-password`)")
-    return users
 
 
 # -- cluster cache ------------------------------------------------------------------------------
@@ -102,6 +71,152 @@ class ClusterCache:
             return self._result
 
 
+# -- authentication -----------------------------------------------------------------------------
+COOKIE = "fraud_review"
+ACCESS_LOG = logging.getLogger("fraud.review.access")
+
+
+@dataclass(frozen=True)
+class Who:
+    """The authenticated analyst of a request; ``sid``: its session id (None: a Bearer request)."""
+    analyst: str
+    sid: str | None = None
+
+
+def who_of(request: Request) -> Who | None:
+    return getattr(request.state, "who", None)
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "-"
+
+
+def _stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def log_sign_in(request: Request, name: str | None, event: str) -> None:
+    ACCESS_LOG.info("%s %s %s sign-in %s", _stamp(), client_address(request), name or "-", event)
+
+
+async def _access_log(request: Request, call_next):
+    status = 500
+    try:
+        response = await call_next(request)
+        status = response.status_code
+        return response
+    finally:
+        who = who_of(request)
+        ACCESS_LOG.info("%s %s %s %s %s %s", _stamp(), client_address(request), who.analyst if who else "-",
+                        request.method, request.url.path, status)
+
+
+def unauthorized():
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"detail": "authentication required"}, status_code=401,
+                        headers={"WWW-Authenticate": 'Bearer realm="fraud-review"'})
+
+
+def too_many(wait: int) -> str:
+    return (f"Too many wrong sign-ins from this address or for this analyst. Try again in {wait} seconds "
+            f"(ask an administrator if you have lost your token).")
+
+
+class Gate:
+    """Who a request comes from: Bearer tokens, session cookies, sign-in and sign-out, throttled."""
+
+    def __init__(self, store: AlertStore, token, users, secret, session_hours, throttle: Throttle, https_only):
+        if not token and not users:
+            raise ConfigError("review app: no authentication configured; pass --users FILE "
+                              "(`fraud review add-analyst NAME --users FILE`) or set FRAUD_REVIEW_TOKEN")
+        if token and users is not None:
+            raise ConfigError("FRAUD_REVIEW_TOKEN and --users: give one; with a users file each analyst "
+                              "signs in with their own token (unset FRAUD_REVIEW_TOKEN)")
+        if token is not None and len(token) < 8:
+            raise ConfigError("FRAUD_REVIEW_TOKEN: too short (use at least 8 characters, e.g. `openssl rand -hex 16`)")
+        self.shared_mode = bool(token)
+        key = server_secret(store.engine, secret)
+        self.auth = Authenticator(key, Users(users), shared_token=token or None)
+        self.sessions = Sessions(store.engine, key, session_hours)
+        self.throttle, self.https_only = throttle, https_only
+
+    def _keys(self, request: Request, token: str) -> list[str]:
+        name = SHARED_ANALYST if self.shared_mode else split_token(token)[0]
+        return [f"addr:{client_address(request)}"] + ([f"name:{name}"] if name else [])
+
+    def check_token(self, request: Request, token: str) -> tuple[tuple[str, str] | None, int]:
+        """((analyst, credential) or None, seconds to wait when throttled)."""
+        keys = self._keys(request, token)
+        wait = self.throttle.retry_after(keys)
+        if wait:
+            return None, wait
+        found = self.auth.verify(token)
+        if not found:
+            self.throttle.fail(keys)
+        return found, 0
+
+    def authenticate(self, request: Request) -> tuple[Who | None, object]:
+        """(who or None, an error response for a bad Bearer token or None); remembers who."""
+        h = request.headers.get("authorization", "")
+        if h.lower().startswith("bearer "):
+            token = h[7:].strip()
+            found, wait = self.check_token(request, token)
+            claimed = SHARED_ANALYST if self.shared_mode else split_token(token)[0]
+            if wait:
+                from fastapi.responses import JSONResponse
+
+                log_sign_in(request, claimed, f"bearer throttled retry-after={wait}")
+                return None, JSONResponse({"detail": too_many(wait)}, status_code=429, headers={"Retry-After": str(wait)})
+            if not found:
+                log_sign_in(request, claimed, "bearer failed")
+                return None, unauthorized()
+            request.state.who = Who(found[0])
+            return request.state.who, None
+        sess = self.sessions.get(request.cookies.get(COOKIE))
+        if sess is None:
+            return None, None
+        current = self.auth.credential(sess.analyst)
+        if current is None or not hmac.compare_digest(current, sess.credential):
+            self.sessions.close(sess.sid)                   # token rotated or analyst removed
+            return None, None
+        request.state.who = Who(sess.analyst, sess.sid)
+        return request.state.who, None
+
+    def sign_in(self, request: Request, token: str) -> tuple[str | None, int]:
+        """(a new session id or None, seconds to wait when throttled); logs the event."""
+        claimed = SHARED_ANALYST if self.shared_mode else split_token(token)[0]
+        found, wait = self.check_token(request, token)
+        if wait:
+            log_sign_in(request, claimed, f"throttled retry-after={wait}")
+            return None, wait
+        if not found:
+            log_sign_in(request, claimed, "failed")
+            return None, 0
+        self.throttle.succeed([f"addr:{client_address(request)}"])
+        log_sign_in(request, found[0], "ok")
+        return self.sessions.open(*found), 0
+
+    def sign_out(self, request: Request, who: Who) -> None:
+        if who.sid:
+            self.sessions.close(who.sid)
+        log_sign_in(request, who.analyst, "logout")
+
+    def same_origin(self, request: Request) -> bool:
+        """False when the browser says the request comes from another origin (Origin, Sec-Fetch-Site)."""
+        origin = request.headers.get("origin")
+        if origin and origin != "null":
+            return urlsplit(origin).netloc.lower() == request.headers.get("host", "").lower()
+        if origin == "null":
+            return False
+        return request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
+
+    def csrf_ok(self, request: Request, who: Who, sent: str) -> bool:
+        good = self.sessions.csrf(who.sid)
+        return bool(sent) and hmac.compare_digest(sent.encode(), good.encode()) and self.same_origin(request)
+
+
+
 def _templates():
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -111,135 +226,110 @@ def _templates():
     return env
 
 
-def create_app(store, token: str | None = None, users: dict | None = None, secret_key: str | None = None,
-               since=None, until=None, https_only: bool = False, session_hours: float = 8.0,
-               cluster_kwargs: dict | None = None, context_source=None):
-    """The review app. ``store``: an AlertStore or a database URL. ``token``: the shared review
-    token; ``users``: name -> pbkdf2 hash. At least one is required. ``context_source``: a
-    :class:`fraud.review.clusters.ContextSource` (context kept current while the app runs)."""
+def create_app(store, token: str | None = None, users=None, secret: str | bytes | None = None,
+               since=None, until=None, https_only: bool = False, session_hours: float = 12.0,
+               throttle: Throttle | None = None, cluster_kwargs: dict | None = None, context_source=None):
+    """The review app. ``store``: an AlertStore or a database URL. ``users``: the users file (path,
+    re-read when it changes) or a dict name -> token hash; ``token``: the shared token (local use;
+    not with ``users``). ``secret``: the server secret (default: the one kept in the store).
+    ``throttle``: wrong sign-ins allowed (default 5 a minute per address and per name, then backoff).
+    ``context_source``: a :class:`fraud.review.clusters.ContextSource` (context kept current)."""
     from fastapi import FastAPI
     from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-    from starlette.middleware.sessions import SessionMiddleware
 
-    if not token and not users:
-        raise ConfigError("review app: no authentication configured; set FRAUD_REVIEW_TOKEN or pass --users FILE")
-    if token is not None and len(token) < 8:
-        raise ConfigError("FRAUD_REVIEW_TOKEN: too short (use at least 8 characters, e.g. `openssl rand -hex 16`)")
     store = store if isinstance(store, AlertStore) else AlertStore(store)
+    gate = Gate(store, token, users, secret, session_hours, throttle or Throttle(), https_only)
     cache = ClusterCache(store, since=since, until=until, context_source=context_source, **(cluster_kwargs or {}))
     env = _templates()
-    users = dict(users or {})
 
     app = FastAPI(title="fraud review", docs_url=None, redoc_url=None, openapi_url=None)
-    if not secret_key:
-        # derived from the token: sessions survive a restart and die when the token is rotated;
-        # with users only, a random key (everyone logs in again after a restart)
-        secret_key = (hashlib.sha256(b"fraud-review-session\0" + token.encode()).hexdigest() if token
-                      else secrets.token_hex(32))
-    app.add_middleware(SessionMiddleware, secret_key=secret_key, session_cookie="fraud_review",
-                       max_age=int(timedelta(hours=session_hours).total_seconds()), same_site="lax",
-                       https_only=https_only)
+    app.middleware("http")(_access_log)
     app.state.store = store
     app.state.cache = cache
+    app.state.gate = gate
 
     # -- helpers ------------------------------------------------------------------------------
-    def csrf_token(request: Request) -> str:
-        tok = request.session.get("csrf")
-        if not tok:
-            tok = secrets.token_urlsafe(32)
-            request.session["csrf"] = tok
-        return tok
-
-    def bearer_analyst(request: Request) -> str | None:
-        h = request.headers.get("authorization", "")
-        if token and h.lower().startswith("bearer "):
-            if hmac.compare_digest(h[7:].strip().encode(), token.encode()):
-                return (request.headers.get("x-analyst") or "api").strip()[:128] or "api"
-        return None
-
-    def analyst_of(request: Request) -> tuple[str | None, bool]:
-        """(analyst, via_bearer)."""
-        b = bearer_analyst(request)
-        if b:
-            return b, True
-        return request.session.get("analyst"), False
-
-    def render(request: Request, name: str, http_status: int = 200, **ctx) -> HTMLResponse:
-        ctx.setdefault("analyst", request.session.get("analyst"))
-        ctx["csrf"] = csrf_token(request)
+    def render(request: Request, name: str, http_status: int = 200, headers: dict | None = None,
+               **ctx) -> HTMLResponse:
+        who = who_of(request)
+        ctx.setdefault("analyst", who.analyst if who and who.sid else None)
+        ctx["csrf"] = gate.sessions.csrf(who.sid) if who and who.sid else ""
         html = env.get_template(name).render(**ctx)
         return HTMLResponse(html, status_code=http_status, headers={
             "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'",
-            "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Cache-Control": "no-store"})
+            "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Cache-Control": "no-store",
+            **(headers or {})})
 
     def need_page(request: Request):
-        analyst, _ = analyst_of(request)
-        if analyst:
+        who, err = gate.authenticate(request)
+        if err:
+            return err
+        if who:
             return None
         nxt = request.url.path + (("?" + request.url.query) if request.url.query else "")
         from urllib.parse import quote
 
         return RedirectResponse(f"/login?next={quote(nxt, safe='')}", status_code=303)
 
-    def unauthorized():
-        return JSONResponse({"detail": "authentication required"}, status_code=401,
-                            headers={"WWW-Authenticate": 'Bearer realm="fraud-review"'})
+    def need_auth(request: Request):
+        who, err = gate.authenticate(request)
+        return err or (None if who else unauthorized())
 
     async def check_post(request: Request):
-        """(analyst, form) or an error response."""
-        analyst, via_bearer = analyst_of(request)
-        if not analyst:
-            return None, unauthorized()
+        """(who, form) or an error response."""
+        who, err = gate.authenticate(request)
+        if err or not who:
+            return None, err or unauthorized()
         form = await request.form()
-        if not via_bearer:
-            sent = str(form.get("csrf", ""))
-            good = request.session.get("csrf", "")
-            if not sent or not good or not hmac.compare_digest(sent.encode(), good.encode()):
-                return None, JSONResponse({"detail": "CSRF token missing or wrong"}, status_code=403)
-        return (analyst, form), None
+        if who.sid and not gate.csrf_ok(request, who, str(form.get("csrf", ""))):
+            return None, JSONResponse({"detail": "CSRF token missing or wrong, or the form came from another site; "
+                                                 "reload the page and try again"}, status_code=403)
+        return (who, form), None
 
     def safe_next(nxt: str | None) -> str:
         if nxt and nxt.startswith("/") and not nxt.startswith("//") and "\\" not in nxt:
             return nxt
         return "/"
 
+    def login_form(request: Request, nxt: str, error: str | None = None, http_status: int = 200,
+                   headers: dict | None = None):
+        return render(request, "login.html", http_status=http_status, headers=headers, next=nxt, error=error,
+                      shared_mode=gate.shared_mode)
+
     # -- login ----------------------------------------------------------------------------------
     @app.get("/login", response_class=HTMLResponse)
     def login_page(request: Request, next: str = "/"):
-        return render(request, "login.html", next=safe_next(next), error=None, token_mode=bool(token),
-                      users_mode=bool(users))
+        gate.authenticate(request)
+        return login_form(request, safe_next(next))
 
     @app.post("/login")
     async def login(request: Request):
         form = await request.form()
         nxt = safe_next(str(form.get("next", "/")))
-        sent = str(form.get("csrf", ""))
-        good = request.session.get("csrf", "")
-        if not sent or not good or not hmac.compare_digest(sent.encode(), good.encode()):
-            return render(request, "login.html", http_status=403, next=nxt, error="Session expired; please try again.",
-                          token_mode=bool(token), users_mode=bool(users))
-        name = str(form.get("analyst", "")).strip()[:128]
-        secret = str(form.get("secret", ""))
-        ok = False
-        if name and name in users:
-            ok = check_password(secret, users[name])
-        elif name and token:
-            ok = hmac.compare_digest(secret.encode(), token.encode())
-        if not ok:
-            return render(request, "login.html", http_status=401, next=nxt, error="Wrong name or token/password.",
-                          token_mode=bool(token), users_mode=bool(users))
-        request.session.clear()
-        request.session["analyst"] = name
-        request.session["csrf"] = secrets.token_urlsafe(32)
-        return RedirectResponse(nxt, status_code=303)
+        if not gate.same_origin(request):
+            return login_form(request, nxt, "This sign-in form came from another site; open the review app and "
+                                             "sign in there.", 403)
+        sid, wait = gate.sign_in(request, str(form.get("secret", "")).strip())
+        if wait:
+            return login_form(request, nxt, too_many(wait), 429, {"Retry-After": str(wait)})
+        if not sid:
+            return login_form(request, nxt, "Wrong token. Paste the whole token you were given "
+                                            "(it starts with your name and a colon).", 401)
+        r = RedirectResponse(nxt, status_code=303)
+        r.set_cookie(COOKIE, sid, max_age=int(session_hours * 3600), path="/", httponly=True, samesite="strict",
+                     secure=https_only)
+        return r
 
     @app.post("/logout")
     async def logout(request: Request):
         res, err = await check_post(request)
         if err:
             return err
-        request.session.clear()
-        return RedirectResponse("/login", status_code=303)
+        gate.sign_out(request, res[0])
+        r = RedirectResponse("/login", status_code=303)
+        r.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict", secure=https_only)
+        return r
+
 
     # -- pages ----------------------------------------------------------------------------------
     def decision_table(result: ClusterResult) -> tuple[dict, dict]:
@@ -312,9 +402,9 @@ def create_app(store, token: str | None = None, users: dict | None = None, secre
         return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     def image(request: Request, cluster_id: str, kind: str):
-        analyst, _ = analyst_of(request)
-        if not analyst:
-            return unauthorized()
+        err = need_auth(request)
+        if err:
+            return err
         from fraud.review import plots
 
         result = cache.get()
@@ -338,9 +428,9 @@ def create_app(store, token: str | None = None, users: dict | None = None, secre
 
     @app.get("/api/clusters")
     def api_clusters(request: Request):
-        analyst, _ = analyst_of(request)
-        if not analyst:
-            return unauthorized()
+        err = need_auth(request)
+        if err:
+            return err
         return cache.get().to_json_dict()
 
     @app.post("/cluster/{cluster_id}/decision")
@@ -350,7 +440,8 @@ def create_app(store, token: str | None = None, users: dict | None = None, secre
         res, err = await check_post(request)
         if err:
             return err
-        analyst, form = res
+        who, form = res
+        analyst = who.analyst
         result = cache.get()
         c = result.get(cluster_id)
         if c is None:
@@ -372,7 +463,7 @@ def create_app(store, token: str | None = None, users: dict | None = None, secre
         else:
             tx_ids = [] if decision == "note" else list(c.tx_ids)
         n = store.add_decision(decision, analyst=analyst, tx_ids=tx_ids, cluster_id=c.id, note=note)
-        if "text/html" in request.headers.get("accept", "") and not analyst_of(request)[1]:
+        if "text/html" in request.headers.get("accept", "") and who.sid:
             return RedirectResponse(f"/cluster/{c.id}?done={decision}", status_code=303)
         return {"cluster_id": c.id, "decision": decision, "rows": n, "analyst": analyst}
 

@@ -1,7 +1,7 @@
 """The review app in a real browser: headless Chromium (Debian's package) driven by Playwright.
 
-Logs in, opens the highest-risk cluster, confirms it as fraud and checks that the labels reached
-the alert store. Skips with a reason when /usr/bin/chromium or Playwright is absent
+Logs in with an analyst's token, opens the highest-risk cluster, confirms it as fraud, logs out, and
+checks that the labels reached the alert store under the token's holder. Skips with a reason when /usr/bin/chromium or Playwright is absent
 (``.ci/run`` installs Chromium)."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
-TOKEN = "browser-test-token-123"
+TOKEN = "carol:browser-test-token-123"
 ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 SHOTS = Path(os.environ.get("FRAUD_REVIEW_SHOTS", "/tmp"))
@@ -42,11 +42,13 @@ def server(tmp_path):
     import uvicorn
 
     from fraud.review.app import create_app
+    from fraud.review.auth import hash_password
     from fraud.store import AlertStore
 
     store = AlertStore(f"sqlite:///{tmp_path / 'alerts.db'}")
     store.write_alerts(_helpers().hand_built_alerts())
-    app = create_app(store, token=TOKEN, secret_key="browser-test-secret-key-0123456789")
+    name, secret = TOKEN.split(":", 1)
+    app = create_app(store, users={name: hash_password(secret, iterations=1000)})
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     th = threading.Thread(target=srv.run, daemon=True)
@@ -77,8 +79,7 @@ def test_login_open_confirm_reaches_store(server):
             page.goto(base + "/")
             assert "/login" in page.url                      # unauthenticated: sent to the login page
             page.screenshot(path=str(SHOTS / "review_login.png"))
-            page.fill("#analyst", "carol")
-            page.fill("#secret", TOKEN)
+            page.fill("#secret", TOKEN)                  # the token names its holder: no name field
             page.click("#login")
             page.wait_for_selector("#clusters")
             page.screenshot(path=str(SHOTS / "review_list.png"), full_page=True)
@@ -94,10 +95,15 @@ def test_login_open_confirm_reaches_store(server):
             for i in range(3):                             # subgraph, timeline, embedding map all drawn
                 assert imgs.nth(i).evaluate("i => i.complete && i.naturalWidth > 0")
             page.screenshot(path=str(SHOTS / "review_cluster.png"), full_page=True)
+            assert page.inner_text(".who b") == "carol"
             page.click("#confirm-fraud")
             page.wait_for_selector("#flash")
             assert "fraud" in page.inner_text("#flash")
             page.screenshot(path=str(SHOTS / "review_confirmed.png"))
+            page.click("header form button")              # log out: the session is gone
+            page.wait_for_selector("#secret")
+            page.goto(base + "/")
+            assert "/login" in page.url
         finally:
             browser.close()
     labels = store.labels()

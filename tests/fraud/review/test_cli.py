@@ -72,3 +72,42 @@ def test_report_writes_html_and_pngs(db, tmp_path):
 def test_serve_refuses_to_start_without_authentication(db):
     r = run(["review", "serve", "--alerts-db", db, "--port", "1"], env={"FRAUD_REVIEW_TOKEN": ""})
     assert isinstance(r.exception, ConfigError) and "FRAUD_REVIEW_TOKEN" in str(r.exception)
+
+
+def test_serve_refuses_a_shared_token_with_a_users_file(db, tmp_path):
+    users = tmp_path / "users.json"
+    assert run(["review", "add-analyst", "alice", "--users", str(users)]).exit_code == 0
+    r = run(["review", "serve", "--alerts-db", db, "--port", "1", "--users", str(users)],
+            env={"FRAUD_REVIEW_TOKEN": "shared-token-123"})
+    assert isinstance(r.exception, ConfigError) and "give one" in str(r.exception)
+    r = run(["review", "serve", "--alerts-db", db, "--port", "1", "--users", str(tmp_path / "absent.json")])
+    assert isinstance(r.exception, ConfigError) and "absent.json" in str(r.exception)
+
+
+def test_add_rotate_remove_analyst(tmp_path):
+    from fraud.review.auth import check_password, load_users
+
+    users = tmp_path / "users.json"
+    r = CliRunner().invoke(main, ["review", "add-analyst", "alice", "--users", str(users)])
+    assert r.exit_code == 0, r.output
+    token = r.stdout.strip().splitlines()[0]
+    name, secret = token.split(":", 1)
+    assert name == "alice" and len(secret) >= 32
+    stored = load_users(users)["alice"]
+    assert secret not in users.read_text() and check_password(secret, stored)
+    assert users.stat().st_mode & 0o077 == 0                   # readable by its owner only
+    rotated = run(["review", "add-analyst", "alice", "--users", str(users)]).output.strip().splitlines()[0]
+    assert rotated != token and not check_password(secret, load_users(users)["alice"])
+    bad = run(["review", "add-analyst", "eve:x", "--users", str(users)])
+    assert isinstance(bad.exception, ConfigError) and "'eve:x'" in str(bad.exception)
+    assert run(["review", "remove-analyst", "alice", "--users", str(users)]).exit_code == 0
+    assert load_users(users) == {}
+    missing = run(["review", "remove-analyst", "alice", "--users", str(users)])
+    assert isinstance(missing.exception, ConfigError) and "'alice'" in str(missing.exception)
+
+
+def test_review_secret_is_read_by_the_cli_settings_only():
+    from fraud.config import Settings
+
+    s = Settings.from_env({"FRAUD_REVIEW_SECRET": "s" * 32, "FRAUD_REVIEW_TOKEN": "t" * 16})
+    assert s.review_secret == "s" * 32 and "s" * 32 not in repr(s) and "t" * 16 not in repr(s)
