@@ -11,13 +11,14 @@ decisions  analyst decisions: ``fraud`` (confirm), ``legit`` (dismiss) or ``note
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timezone
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from fraud.errors import ConfigError, FraudError
 
@@ -62,12 +63,15 @@ def _utcnow() -> datetime:
 class AlertStore:
     """Thin, idempotent access to the alert store."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, busy_seconds: float = 60.0, lock_wait: float = 5.0):
         if not url or "://" not in url:
             raise ConfigError(f"--alerts-db: {url!r} is not a database URL (e.g. sqlite:///alerts.db)")
         self.url = url
+        self.busy_seconds = busy_seconds
+        # SQLite: wait up to lock_wait s for another connection's lock before "database is locked" (then retried)
+        kw = {"connect_args": {"timeout": lock_wait}} if url.startswith("sqlite") else {}
         try:
-            self.engine = sa.create_engine(url, future=True)
+            self.engine = sa.create_engine(url, future=True, **kw)
             metadata.create_all(self.engine)
         except SQLAlchemyError as e:
             raise FraudError(f"alert store {url!r} is unreachable: {e.__class__.__name__}: {e}") from e
@@ -96,6 +100,9 @@ class AlertStore:
                                                      df["amount"].to_numpy(dtype=float).tolist(),
                                                      df["score"].to_numpy(dtype=float).tolist(),
                                                      reasons, versions, scen)]
+        return self._retry_busy(lambda: self._insert_new(recs), f"writing {len(recs)} alert(s)")
+
+    def _insert_new(self, recs: list[dict]) -> int:
         with self.engine.begin() as conn:
             ids = [r["tx_id"] for r in recs]
             existing = set()
@@ -112,6 +119,23 @@ class AlertStore:
             if new:
                 conn.execute(self._insert_ignoring_duplicates(), new)
         return len(new)
+
+    def _retry_busy(self, write, what: str):
+        """Run ``write()``, again with backoff (0.1 s doubling to 2 s) while the database answers "locked" or
+        "busy" (another connection holds a lock), for at most ``busy_seconds``; then raise a FraudError naming
+        the store. Each try already waits SQLite's busy timeout."""
+        deadline = time.monotonic() + self.busy_seconds
+        pause = 0.1
+        while True:
+            try:
+                return write()
+            except OperationalError as e:
+                text = str(e).lower()
+                if ("locked" not in text and "busy" not in text) or time.monotonic() + pause > deadline:
+                    raise FraudError(f"alert store {self.url!r}: {what} failed: {e.__class__.__name__}: "
+                                     f"{str(e)[:300]}") from e
+                time.sleep(pause)
+                pause = min(2.0, pause * 2)
 
     def _insert_ignoring_duplicates(self):
         """INSERT that skips a tx_id another writer stored since our check (two scorers during a rebalance):

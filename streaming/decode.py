@@ -84,7 +84,7 @@ class Decoded:
 
 
 def _reject_constant(name: str):
-    raise ValueError(f"{name} is not a number")
+    raise ValueError(f"{name} is not JSON (not finite)")
 
 
 def _h64(text: str) -> int:

@@ -7,7 +7,10 @@ headers (all values UTF-8 bytes):
 header         value
 ============== ===========================================================================
 error          the reason, e.g. ``transactions[2]@17: field 'amount' value '-5': negative amount``
-error.kind     ``malformed_json`` | ``not_an_object`` | ``oversized`` | ``invalid``
+error.kind     ``malformed_json`` | ``not_an_object`` | ``oversized`` | ``invalid`` (a field's type or value) |
+               ``out_of_window`` (timestamp too old or ahead of the broker time) | ``conflict`` (tx_id
+               already scored with other content) | ``decode_error`` | ``scoring_error`` (the model failed
+               on the event's batch: replay it from here once fixed)
 source.topic   topic of the original message
 source.partition, source.offset   where it was read
 original.size  size in bytes of the original value
@@ -21,7 +24,8 @@ from collections import Counter
 
 log = logging.getLogger("streaming.dlq")
 
-KINDS = ("malformed_json", "not_an_object", "oversized", "invalid")
+KINDS = ("malformed_json", "not_an_object", "oversized", "invalid", "out_of_window", "conflict", "decode_error",
+         "scoring_error")
 
 
 class DeadLetterSink:

@@ -351,6 +351,7 @@ class Scorer:
         self._polling = threading.Event()
         self._ck_job = None  # (future, Job) of the checkpoint job in flight
         self._last_lag = 0.0
+        self._topic_id = None  # the input topic's id (kafka-python's metadata): a new one means it was recreated
         self.t_first_poll: float | None = None
 
     # -- model -------------------------------------------------------------------------------------------
@@ -636,6 +637,26 @@ class Scorer:
             return msgs
         return [m for m in msgs if m.partition not in drop and not (m.partition in skip_first
                                                                       and m is first[m.partition])]
+
+    def _watch_log(self) -> None:
+        """Each cycle (in-memory lookups): the input topic recreated (its topic id changed: a broker that came back
+        empty, or a topic deleted and created again) or a partition's log ending below the position reached means
+        the log is not the one read so far -> :meth:`_log_reset`."""
+        from kafka import TopicPartition
+
+        topic = self.cfg.topic
+        cluster = getattr(getattr(self.consumer, "_client", None), "cluster", None)  # kafka-python's metadata
+        tid = cluster.topic_id(topic) if cluster is not None and hasattr(cluster, "topic_id") else None
+        if tid is not None:
+            if self._topic_id is not None and tid != self._topic_id:
+                for p in sorted(self.next_offset):
+                    self._log_reset(p, f"topic {topic!r} was created again (its id changed from {self._topic_id} to "
+                                       f"{tid})")
+            self._topic_id = tid
+        for p, pos in list(self.next_offset.items()):
+            hw = self.consumer.highwater(TopicPartition(topic, p))
+            if hw is not None and hw < pos:
+                self._log_reset(p, f"the log ends at offset {hw}, below the position {pos} reached (it shrank)")
 
     def _log_reset(self, p: int, why: str) -> None:
         """Partition ``p``'s log is not the one this scorer read (replaced or truncated): count it, keep what was
@@ -1002,7 +1023,7 @@ class Scorer:
 
     def _update_lag(self) -> None:
         """Lag per partition = the broker's high watermark - the next offset to read, not clamped: a negative lag
-        means the log ends below the position reached (it shrank: a broker that came back empty), logged."""
+        means the log ends below the position reached (it shrank: see :meth:`_watch_log`)."""
         from kafka import TopicPartition
 
         for p in list(self.states):
@@ -1013,10 +1034,6 @@ class Scorer:
             if hw is not None and p in self.next_offset:
                 lag = hw - self.next_offset[p]
                 self.metrics.lag.labels(partition=str(p)).set(lag)
-                if lag < 0:
-                    log.warning("partition %d: the log ends at offset %d, below the position %d reached: it shrank "
-                                "(broker restarted empty?); the scorer reads it again from its start", p, hw,
-                                self.next_offset[p])
 
     # -- main loop ---------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -1074,6 +1091,7 @@ class Scorer:
             except Exception:
                 self._rewind(msgs)
                 raise
+        self._watch_log()
         now = time.monotonic()
         if self._ck_job is not None and self._ck_job[0].done():
             self._checkpoint_step(lambda: self._ck_wait(commit=True, sync=False))

@@ -63,3 +63,43 @@ def test_bad_inputs_name_the_value(tmp_path):
     s = AlertStore(f"sqlite:///{tmp_path}/a.db")
     with pytest.raises(ConfigError, match="'maybe'"):
         s.add_decision("maybe", "ann", ["1"])
+
+
+def _hold_lock(path, seconds):
+    """Another connection holds SQLite's write lock for ``seconds`` (as a long report or a second writer would)."""
+    import sqlite3
+    import threading
+
+    con = sqlite3.connect(path, check_same_thread=False)
+    con.execute("BEGIN EXCLUSIVE")
+    t = threading.Timer(seconds, lambda: (con.rollback(), con.close()))
+    t.start()
+    return t
+
+
+def _alerts(n=3):
+    return pd.DataFrame({"tx_id": [f"a{i}" for i in range(n)], "timestamp": pd.Timestamp("2024-01-01", tz="UTC"),
+                         "customer_id": "C", "terminal_id": "T", "amount": 1.0, "score": 0.9,
+                         "reasons": [["r"]] * n, "model_version": "1"})
+
+
+def test_a_locked_store_is_retried_with_backoff_until_the_lock_goes(tmp_path):
+    import time
+
+    store = AlertStore(f"sqlite:///{tmp_path / 'a.db'}", busy_seconds=10, lock_wait=0.2)
+    t = _hold_lock(tmp_path / "a.db", 1.5)
+    t0 = time.monotonic()
+    assert store.write_alerts(_alerts()) == 3
+    assert time.monotonic() - t0 >= 1.0
+    t.join()
+
+
+def test_a_store_locked_past_the_budget_fails_naming_the_store(tmp_path):
+    from fraud.errors import FraudError
+
+    store = AlertStore(f"sqlite:///{tmp_path / 'a.db'}", busy_seconds=0.5, lock_wait=0.1)
+    t = _hold_lock(tmp_path / "a.db", 2.0)
+    with pytest.raises(FraudError, match=r"a\.db.*writing 3 alert\(s\) failed.*locked"):
+        store.write_alerts(_alerts())
+    t.join()
+    assert store.write_alerts(_alerts()) == 3  # nothing half-written: all three go in once the lock is gone

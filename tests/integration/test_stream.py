@@ -228,7 +228,8 @@ def test_end_to_end_and_dead_letters(broker, reg, tmp_path):
         np.testing.assert_allclose(g["score"].to_numpy(), ref["score"].to_numpy(), rtol=1e-9, atol=1e-12)
 
     # dead letters: each kind, original bytes, error and source in headers; counted
-    assert dict(s.dlq.counts) == {"malformed_json": 1, "not_an_object": 1, "oversized": 1, "invalid": 5}
+    # (the JSON literal Infinity is not JSON: malformed)
+    assert dict(s.dlq.counts) == {"malformed_json": 2, "not_an_object": 1, "oversized": 1, "invalid": 4}
     dl = _read_topic(broker.bootstrap, f"{topic}.dlq")
     assert len(dl) == len(bad)
     by_value = {}
@@ -241,13 +242,13 @@ def test_end_to_end_and_dead_letters(broker, reg, tmp_path):
     assert int(by_value[bad["oversized"]]["original.size"]) == len(bad["oversized"])
     assert "negative amount" in by_value[bad["negative"]]["error"]
     assert "not finite" in by_value[bad["non_finite"]]["error"]
-    assert "not a number" in by_value[bad["wrong_type"]]["error"]
+    assert "must be a JSON number" in by_value[bad["wrong_type"]]["error"]
     assert "'amount'" in by_value[bad["missing"]]["error"]
     assert "timestamp" in by_value[bad["bad_time"]]["error"]
     assert by_value[bad["malformed_json"]]["error.kind"] == "malformed_json"
     # metrics on the HTTP port
     assert f'fraud_model_version{{version="{reg.version}"}} 1.0' in metrics
-    assert 'fraud_dead_letters_total{kind="invalid"} 5.0' in metrics
+    assert 'fraud_dead_letters_total{kind="invalid"} 4.0' in metrics
     assert f"fraud_scored_total {float(len(good))}" in metrics
     assert "fraud_latency_seconds_count" in metrics
 
@@ -492,3 +493,156 @@ def test_bench_stream_measures_rates_and_latency(broker, reg):
     assert res["passthrough_ratio"] == pytest.approx(res["passthrough_rate"] / res["raw_rate"], rel=1e-3)
     assert 0 < res["p50_ms"] <= res["p99_ms"] < 60_000
     assert 0 <= res["alert_rate"] <= 1
+
+
+# -- issue 13: poison events, replays, a failing sink, a replaced log ----------------------------------------
+def _events(df, **changes) -> list[dict]:
+    values, _ = encode_events(df)
+    return [json.loads(v) | changes for v in values]
+
+
+def _send(bootstrap, topic, records) -> None:
+    """Produce ``records`` (dicts, or bytes sent as they are) keyed by customer."""
+    prod = make_producer(bootstrap)
+    for r in records:
+        if isinstance(r, dict):
+            prod.send(topic, key=str(r.get("customer_id", "x")).encode(), value=json.dumps(r).encode())
+        else:
+            prod.send(topic, key=b"bad", value=r)
+    prod.flush()
+    prod.close()
+
+
+def _replayed_scores(arch, bundle):
+    """Each partition's archived events scored again from the model's starting state, in offset order: what
+    the scorer's scores must be if nothing but these events reached the state."""
+    out = []
+    for _, g in arch.groupby("kafka_partition"):
+        g = g.sort_values("kafka_offset")
+        rows = g.drop(columns=["score", "is_alert", "reasons", "model_version", "kafka_partition",
+                               "kafka_offset"]).reset_index(drop=True)
+        out.append(pd.DataFrame({"tx_id": g["tx_id"].to_numpy(),
+                                 "ref": bundle.score(rows, bundle.warm_state())["score"].to_numpy()}))
+    return pd.concat(out).set_index("tx_id")["ref"]
+
+
+def test_poison_events_replays_and_conflicts_never_stop_the_scorer(broker, reg, tmp_path):
+    topic = _topic("poison", broker)
+    good = _events(reg.live.iloc[:240])
+    for i, v in enumerate(({"web": 1}, "pos", [1, "x"], None)):  # an attribute whose type changes: valid
+        good[10 + i]["channel"] = v
+    for r in good[40:60]:  # no label/scenario next to labelled events: valid
+        r.pop("label", None)
+        r.pop("scenario", None)
+    ok = good[0]
+    poison = [json.dumps(ok | {"tx_id": "p1", "timestamp": "9999-12-31T00:00:00Z"}).encode(),
+              json.dumps(ok | {"tx_id": "p2", "timestamp": "0001-01-01T00:00:00Z"}).encode(),
+              json.dumps(ok | {"tx_id": "p3", "timestamp": "2200-01-01T00:00:00Z"}).encode(),
+              b"[" * 100_000,
+              json.dumps(ok | {"tx_id": "p5"}).replace(f'"amount": {json.dumps(ok["amount"])}',
+                                                        '"amount": 1' + "0" * 400).encode(),
+              json.dumps(ok | {"tx_id": "p6", "amount": True}).encode(),
+              json.dumps(ok | {"tx_id": "p7", "customer_id": {"id": 1}}).encode()]
+    mixed = []
+    for i, r in enumerate(good[:120]):
+        mixed.append(r)
+        if i % 15 == 7 and poison:
+            mixed.append(poison.pop())
+    _send(broker.bootstrap, topic, mixed + poison)
+    h = _start(_cfg(broker, reg, tmp_path, topic, max_message_bytes=256 * 1024))
+    s = h.scorer
+    try:
+        _wait(lambda: s.n_scored >= 120, 90, "the first 120 events")
+        # later polls: exact replays (skipped), same ids with other content (conflicts), and the rest
+        replays = good[:20]
+        conflicts = [r | {"amount": r["amount"] + 1.0} for r in good[20:25]]
+        _send(broker.bootstrap, topic, replays + conflicts + good[120:])
+        _wait(lambda: s.n_scored >= len(good) and sum(s.dlq.counts.values()) >= 12, 90, "every event")
+        time.sleep(1.0)
+        assert h.thread.is_alive()
+    finally:
+        _halt(h)
+    arch = read_archive(tmp_path / "archive")
+    assert s.n_scored == len(good) and len(arch) == len(good) and arch["tx_id"].is_unique
+    assert dict(s.dlq.counts) == {"out_of_window": 3, "malformed_json": 1, "invalid": 3, "conflict": 5}
+    assert s.metrics.replays._value.get() == 20
+    assert arch.set_index("tx_id").loc[[good[10 + i]["tx_id"] for i in range(3)], "attributes"].tolist() == [
+        '{"channel":{"web":1}}', '{"channel":"pos"}', '{"channel":[1,"x"]}']
+    # no poison event reached a state: every score equals a replay of the scored events alone
+    ref = _replayed_scores(arch, reg.bundle)
+    np.testing.assert_allclose(arch.set_index("tx_id")["score"], ref.loc[arch["tx_id"]].to_numpy(), rtol=1e-9,
+                               atol=1e-12)
+    dl = _read_topic(broker.bootstrap, f"{topic}.dlq")
+    kinds = [dict(m.headers)["error.kind"].decode() for m in dl]
+    assert sorted(kinds) == sorted(["out_of_window"] * 3 + ["malformed_json"] + ["invalid"] * 3 + ["conflict"] * 5)
+    assert all(dict(m.headers)["error"] for m in dl)
+
+
+def test_a_failing_archive_write_loses_nothing_and_duplicates_nothing(broker, reg, tmp_path):
+    """The archive's day folders are blocked (a file where a folder must go) for a while: checkpoints fail,
+    their buffers are kept and written once the folder can be made; nothing is committed past them."""
+    topic = _topic("sinkfail", broker)
+    data = reg.live.iloc[:600]
+    days = sorted({str(d) for d in data["timestamp"].dt.strftime("%Y-%m-%d")})
+    (tmp_path / "archive").mkdir()
+    for d in days:
+        (tmp_path / "archive" / f"date={d}").write_text("not a folder")
+    h = _start(_cfg(broker, reg, tmp_path, topic))
+    s = h.scorer
+    try:
+        th = threading.Thread(target=replay, args=(data, broker.bootstrap, topic), kwargs={"rate": 300},
+                              daemon=True)
+        th.start()
+        _wait(lambda: s.metrics.checkpoint_failures._value.get() >= 2 and s.n_scored >= 200, 90,
+              "failed checkpoints while scoring")
+        assert CheckpointStore(tmp_path / "state", topic).offsets() == {}  # nothing checkpointed past them
+        for d in days:
+            (tmp_path / "archive" / f"date={d}").unlink()
+        th.join(60)
+        _wait(lambda: s.n_scored >= len(data) and len(_archive_ids(tmp_path / "archive")) >= len(data), 90,
+              "the archive to catch up")
+    finally:
+        _halt(h)
+    arch = read_archive(tmp_path / "archive")
+    from fraud.store import AlertStore
+
+    alerts = AlertStore(f"sqlite:///{tmp_path / 'alerts.db'}").read_alerts()
+    assert len(arch) == len(data) and set(arch["tx_id"]) == set(data["tx_id"])  # 0 lost, 0 duplicated
+    assert alerts["tx_id"].is_unique and set(alerts["tx_id"]) == set(arch.loc[arch["is_alert"], "tx_id"])
+    offs = CheckpointStore(tmp_path / "state", topic).offsets()
+    assert sum(offs.values()) == len(data)
+
+
+def test_a_broker_that_comes_back_empty_is_detected_and_its_new_log_read_from_the_start(reg, tmp_path):
+    """Tansu keeps its log in memory: restarted, it comes back empty and offsets start again at 0. The scorer
+    sees that the record it consumed last is gone, counts a reset, keeps the old archive and scores every new
+    event (a consumer that kept its position would skip the new log's first events)."""
+    port = free_port()
+    b1 = LocalBroker(port=port).start()
+    try:
+        wait_for_broker(b1.bootstrap, timeout=30)
+        topic = _topic("reset", b1, partitions=2)
+        first, second = reg.live.iloc[:150], reg.live.iloc[150:300]
+        _send(b1.bootstrap, topic, _events(first))
+        h = _start(_cfg(b1, reg, tmp_path, topic, partitions=2))
+        s = h.scorer
+        _wait(lambda: s.n_scored >= len(first) and not s.dirty, 90, "the first log to be scored and checkpointed")
+        b1.stop()
+        b2 = LocalBroker(port=port).start()
+        try:
+            wait_for_broker(b2.bootstrap, timeout=30)
+            ensure_topics(b2.bootstrap, {topic: 2, f"{topic}.scores": 1, f"{topic}.alerts": 1, f"{topic}.dlq": 1})
+            time.sleep(1.0)
+            _send(b2.bootstrap, topic, _events(second))
+            _wait(lambda: s.n_scored >= len(first) + len(second), 120, "the new log to be scored")
+            time.sleep(1.0)
+        finally:
+            _halt(h)
+            b2.stop()
+    finally:
+        b1.stop()
+    arch = read_archive(tmp_path / "archive")
+    assert set(arch["tx_id"]) == set(first["tx_id"]) | set(second["tx_id"]) and arch["tx_id"].is_unique
+    resets = sum(m.samples[0].value for m in s.metrics.offset_resets.collect() for _ in [0] if m.samples)
+    assert resets >= 1
+    assert list((tmp_path / "archive").glob("date=*/part-*~1-p*.parquet"))  # the old log's files, kept

@@ -62,7 +62,7 @@ def test_plain_events_give_the_canonical_frame(tiny_frame):
     (good(timestamp="yesterday"), "invalid", "not an ISO-8601 time"),
     (good(timestamp=1706700000), "invalid", "must be an ISO-8601 text"),
     ("[" * 100000, "malformed_json", "nested too deeply"),
-    ('{"tx_id": "t", "amount": NaN}', "malformed_json", "NaN is not a number"),
+    ('{"tx_id": "t", "amount": NaN}', "malformed_json", "NaN is not JSON (not finite)"),
     (json.dumps(good()).replace("12.5", "1" + "0" * 400), "invalid", "too large"),
     (json.dumps(good()).replace("12.5", "1e400"), "invalid", "not finite"),
     (good(amount=True), "invalid", "not bool"),
