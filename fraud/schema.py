@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -312,6 +312,28 @@ def validate_frame(
         rejects=rejects.reset_index(drop=True),
         line_kind=line_kind,
     )
+
+
+def reject_rows(report: ValidationReport, rows: pd.DataFrame, lines, texts, reasons) -> ValidationReport:
+    """``report`` plus rows rejected whole before any field check (CSV rows with the wrong number of fields)."""
+    lines = np.asarray(lines, dtype=np.int64)
+    found = pd.DataFrame({"source": report.source, "line": lines, "field": "(row)",
+                          "value": [_show(t) for t in texts], "reason": list(reasons)})
+    rej = rows.reset_index(drop=True)
+    rej.insert(0, "_line", lines)
+    rej["_reason"] = list(reasons)
+    return replace(
+        report,
+        n_rows=report.n_rows + len(lines),
+        problems=_concat_by(report.problems, found, "line"),
+        rejects=_concat_by(report.rejects, rej, "_line"),
+    )
+
+
+def _concat_by(a: pd.DataFrame, b: pd.DataFrame, key: str) -> pd.DataFrame:
+    parts = [x for x in (a, b) if len(x)]
+    out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else (parts[0] if parts else a)
+    return out.sort_values(key, kind="stable").reset_index(drop=True)
 
 
 def validate_records(records: list[dict], source: str = "<records>", lines=None) -> ValidationReport:
