@@ -264,14 +264,15 @@ def _check_timestamp_type(df: pd.DataFrame, path: Path, source_col: str) -> None
 def _timestamp_like(s: pd.Series) -> bool:
     if pd.api.types.is_bool_dtype(s.dtype):
         return False
-    if (pd.api.types.is_datetime64_any_dtype(s.dtype) or pd.api.types.is_numeric_dtype(s.dtype)
-            or pd.api.types.is_string_dtype(s.dtype) and s.dtype != object or isinstance(s.dtype, pd.CategoricalDtype)):
+    if pd.api.types.is_datetime64_any_dtype(s.dtype) or pd.api.types.is_numeric_dtype(s.dtype):
+        return True
+    if isinstance(s.dtype, pd.CategoricalDtype) or (pd.api.types.is_string_dtype(s.dtype) and s.dtype != object):
         return True
     sample = s.dropna().head(1000)
     return all(isinstance(v, (str, dt.date)) for v in sample)
 
 
-def _with_ragged(report: schema.ValidationReport, ragged: _Ragged, header: list, mapping, preset) -> schema.ValidationReport:
+def _with_ragged(report: schema.ValidationReport, ragged: _Ragged, header: list, mapping, preset):
     """Add the ragged rows to the report: their first fields under the header's columns, line and reason."""
     fields = [(next(csv.reader([t]), []) + [""] * len(header))[: len(header)] for t in ragged.texts]
     rows = _apply_mapping(pd.DataFrame(fields, columns=header, dtype=object), mapping, report.source, preset)
