@@ -2,7 +2,9 @@
 
 ``read_transactions`` is the one entry point every command uses: it maps source column
 names to canonical ones, validates every row (``fraud.schema``), optionally writes the
-bad rows to a rejects file, and returns the report. Nothing is silently dropped.
+bad rows to a rejects file, and returns the report. Nothing is silently dropped: a CSV row
+with the wrong number of fields is a bad row too; a file that cannot be read at all is one
+InputError naming the file, the line or byte where known, and what to do.
 """
 from __future__ import annotations
 
