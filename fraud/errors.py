@@ -15,7 +15,11 @@ class ConfigError(FraudError):
 
 
 class SchemaError(FraudError):
-    """Input lacks a required column, or a column mapping names a column that is absent."""
+    """Input lacks a required column, a column mapping names an absent column, or a column has an unusable type."""
+
+
+class InputError(FraudError):
+    """An input file cannot be read at all: missing, a directory, empty, not UTF-8, not the format its name says."""
 
 
 class ValidationError(FraudError):

@@ -23,7 +23,9 @@ and reason, and the bad rows can be written to a rejects file.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+import re
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -144,19 +146,74 @@ def _ids(s: pd.Series) -> pd.Series:
     return s.astype(str).str.strip()
 
 
+#: datetime64[ns] bounds; TS_RANGE names the whole days inside them
+TS_MIN = pd.Timestamp.min.tz_localize("UTC")
+TS_MAX = pd.Timestamp.max.tz_localize("UTC")
+TS_RANGE = "1677-09-22..2262-04-11"
+#: largest amount a float64 holds exactly (2**53); larger ones lose digits
+AMOUNT_MAX = float(2**53)
+_YEAR = re.compile(r"^\s*([+-]?\d{4,})-")
+
+
 def parse_timestamps(s: pd.Series) -> pd.Series:
-    """Parse to UTC; naive values are taken as UTC; unparseable values become NaT."""
+    """Parse to UTC; naive values are taken as UTC; unparseable or out-of-range values become NaT."""
+    return _parse_timestamps(s)[0]
+
+
+def _parse_timestamps(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """(timestamps as datetime64[ns, UTC], mask of values outside the datetime64[ns] range)."""
     if isinstance(s.dtype, pd.DatetimeTZDtype):
-        return s.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
-    if pd.api.types.is_datetime64_any_dtype(s.dtype):
-        return s.dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
-    if pd.api.types.is_numeric_dtype(s.dtype):  # epoch seconds
-        return pd.to_datetime(s, unit="s", utc=True, errors="coerce").astype("datetime64[ns, UTC]")
+        out = s.dt.tz_convert("UTC")
+    elif pd.api.types.is_datetime64_any_dtype(s.dtype):
+        out = s.dt.tz_localize("UTC")
+    elif pd.api.types.is_numeric_dtype(s.dtype):  # epoch seconds
+        secs = s.to_numpy(dtype=np.float64, na_value=np.nan)
+        oob = np.isfinite(secs) & ((secs < TS_MIN.value / 1e9) | (secs > TS_MAX.value / 1e9))
+        out = pd.to_datetime(pd.Series(np.where(oob, np.nan, secs), index=s.index), unit="s", utc=True,
+                             errors="coerce")
+        return out.astype("datetime64[ns, UTC]"), oob
+    else:
+        try:
+            out = pd.to_datetime(s, utc=True, errors="coerce", format="ISO8601")
+        except (ValueError, TypeError):
+            out = pd.to_datetime(s, utc=True, errors="coerce", format="mixed")
+    oob = np.array(out.notna() & ((out < TS_MIN) | (out > TS_MAX)), dtype=bool)
+    if not pd.api.types.is_datetime64_any_dtype(s.dtype):
+        oob |= _year_out_of_range(s, out.isna().to_numpy(dtype=bool))
+    return out.where(~oob).astype("datetime64[ns, UTC]"), oob
+
+
+def _year_out_of_range(s: pd.Series, nat: np.ndarray) -> np.ndarray:
+    """Of the unparsed text values, those whose year is outside TS_RANGE (pandas < 3 parses them as NaT)."""
+    out = np.zeros(len(s), dtype=bool)
+    for i in np.flatnonzero(nat):
+        m = _YEAR.match(str(s.iat[i]))
+        out[i] = bool(m) and not 1677 <= int(m.group(1)) <= 2262
+    return out
+
+
+def _amounts(raw: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(float64 amounts, not-a-number mask, missing mask, literal inf/nan mask); never raises."""
+    n = len(raw)
+    if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
+        a = raw.to_numpy(dtype=np.float64, na_value=np.nan)
+        return a, np.zeros(n, dtype=bool), np.zeros(n, dtype=bool), ~np.isfinite(a)
     try:
-        out = pd.to_datetime(s, utc=True, errors="coerce", format="ISO8601")
-    except (ValueError, TypeError):
-        out = pd.to_datetime(s, utc=True, errors="coerce", format="mixed")
-    return out.astype("datetime64[ns, UTC]")
+        num = pd.to_numeric(raw, errors="coerce")
+    except OverflowError:  # a Python int beyond float64 (parsed JSON): infinite, reported as too large
+        num = pd.to_numeric(raw.map(_clip_int), errors="coerce")
+    a = num.to_numpy(dtype=np.float64, na_value=np.nan)
+    missing = _is_blank(raw)
+    literal = raw.astype(str).str.strip().str.lower().str.lstrip("+-").isin(["nan", "inf", "infinity"])
+    literal = literal.to_numpy(dtype=bool, na_value=False)
+    nonnum = np.isnan(a) & ~missing & ~literal
+    return a, nonnum, missing, literal
+
+
+def _clip_int(v):
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > 2**1023:
+        return math.inf if v > 0 else -math.inf
+    return v
 
 
 def check_columns(columns: Iterable[str], source: str) -> None:
@@ -204,30 +261,27 @@ def validate_frame(
     p.add(dup, TX_ID, out[TX_ID].to_numpy(), "duplicate tx_id")
     bad |= dup
 
-    ts = parse_timestamps(df[TIMESTAMP])
-    bad_ts = ts.isna().to_numpy()
+    ts, oob = _parse_timestamps(df[TIMESTAMP])
+    bad_ts = ts.isna().to_numpy() & ~oob
     p.add(bad_ts, TIMESTAMP, df[TIMESTAMP].to_numpy(), "unparseable or missing timestamp")
-    bad |= bad_ts
+    p.add(oob, TIMESTAMP, df[TIMESTAMP].to_numpy(), f"timestamp outside the supported range {TS_RANGE}")
+    bad |= bad_ts | oob
     out[TIMESTAMP] = ts
 
     raw_amt = df[AMOUNT]
-    if pd.api.types.is_numeric_dtype(raw_amt.dtype) and not pd.api.types.is_bool_dtype(raw_amt.dtype):
-        a = raw_amt.to_numpy(dtype=np.float64, na_value=np.nan)
-        nonnum = np.zeros(n, dtype=bool)
-        missing_amt = np.zeros(n, dtype=bool)
-    else:
-        a = pd.to_numeric(raw_amt, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        missing_amt = _is_blank(raw_amt)
-        nan_text = raw_amt.astype(str).str.strip().str.lower().isin(["nan", "+nan", "-nan"]).to_numpy(
-            dtype=bool, na_value=False)
-        nonnum = np.isnan(a) & ~missing_amt & ~nan_text
+    a, nonnum, missing_amt, nan_text = _amounts(raw_amt)
     nonfinite = ~np.isfinite(a) & ~nonnum & ~missing_amt
+    overflow = nonfinite & ~nan_text
+    nonfinite &= nan_text
+    too_big = np.isfinite(a) & (np.abs(a) > AMOUNT_MAX)
     negative = np.isfinite(a) & (a < 0)
     p.add(nonnum, AMOUNT, raw_amt.to_numpy(), "not a number")
     p.add(missing_amt, AMOUNT, raw_amt.to_numpy(), "missing amount")
     p.add(nonfinite, AMOUNT, raw_amt.to_numpy(), "not finite")
+    p.add(overflow, AMOUNT, raw_amt.to_numpy(), "not finite: too large for a 64-bit float")
+    p.add(too_big, AMOUNT, raw_amt.to_numpy(), f"too large: above {AMOUNT_MAX:.0f}, not exact as a 64-bit float")
     p.add(negative, AMOUNT, raw_amt.to_numpy(), "negative amount")
-    bad |= nonnum | missing_amt | nonfinite | negative
+    bad |= nonnum | missing_amt | nonfinite | overflow | too_big | negative
     out[AMOUNT] = a
 
     if LABEL in df.columns:
@@ -258,6 +312,28 @@ def validate_frame(
         rejects=rejects.reset_index(drop=True),
         line_kind=line_kind,
     )
+
+
+def reject_rows(report: ValidationReport, rows: pd.DataFrame, lines, texts, reasons) -> ValidationReport:
+    """``report`` plus rows rejected whole before any field check (CSV rows with the wrong number of fields)."""
+    lines = np.asarray(lines, dtype=np.int64)
+    found = pd.DataFrame({"source": report.source, "line": lines, "field": "(row)",
+                          "value": [_show(t) for t in texts], "reason": list(reasons)})
+    rej = rows.reset_index(drop=True)
+    rej.insert(0, "_line", lines)
+    rej["_reason"] = list(reasons)
+    return replace(
+        report,
+        n_rows=report.n_rows + len(lines),
+        problems=_concat_by(report.problems, found, "line"),
+        rejects=_concat_by(report.rejects, rej, "_line"),
+    )
+
+
+def _concat_by(a: pd.DataFrame, b: pd.DataFrame, key: str) -> pd.DataFrame:
+    parts = [x for x in (a, b) if len(x)]
+    out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else (parts[0] if parts else a)
+    return out.sort_values(key, kind="stable").reset_index(drop=True)
 
 
 def validate_records(records: list[dict], source: str = "<records>", lines=None) -> ValidationReport:
