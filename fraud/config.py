@@ -30,6 +30,7 @@ class Settings:
     alerts_db: str = "sqlite:///alerts.db"
     review_token: str | None = None
     seed: int = 0
+    bundle_key: str | None = field(default=None, repr=False)  # FRAUD_BUNDLE_KEY: HMAC key of registered bundles
 
     def __post_init__(self):
         if self.feedback_delay_days < 0:
@@ -49,6 +50,8 @@ class Settings:
             kw["alerts_db"] = env["FRAUD_ALERTS_DB"]
         if env.get("FRAUD_REVIEW_TOKEN"):
             kw["review_token"] = env["FRAUD_REVIEW_TOKEN"]
+        if env.get("FRAUD_BUNDLE_KEY"):
+            kw["bundle_key"] = env["FRAUD_BUNDLE_KEY"]
         for name, key, conv in (
             ("feedback_delay_days", "FRAUD_FEEDBACK_DELAY_DAYS", int),
             ("alert_budget_per_day", "FRAUD_ALERT_BUDGET", int),
