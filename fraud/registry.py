@@ -123,7 +123,8 @@ _REREGISTER = "re-register the model with `fraud train` / `fraud retrain` (the r
 def _check_digest(model_uri: str, what: str, expected: str | None, actual: str, kind: str = "sha256") -> None:
     if not expected:
         raise RegistryError(f"model {model_uri!r}: no registered {kind} of {what} (registered by an earlier version "
-                            f"or without it): not loaded; expected: none recorded, actual {kind} {actual}; {_REREGISTER}")
+                            f"or without it): not loaded; expected: none recorded, actual {kind} {actual}; "
+                            f"{_REREGISTER}")
     if not hmac.compare_digest(str(expected), actual):
         raise RegistryError(f"model {model_uri!r}: {what} {kind} {actual} does not match the registered {expected} "
                             f"(the artifact changed after registration): not loaded; {_REREGISTER}")

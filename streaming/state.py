@@ -144,8 +144,8 @@ class CheckpointStore:
 
     def _check_base_name(self, name, partition: int | None = None) -> str:
         part = r"\d{4}" if partition is None else f"{int(partition):04d}"
-        if not isinstance(name, str) or not re.fullmatch(rf"{re.escape(_safe(self.topic))}-p{part}\.base-o\d{{12}}\.ckpt",
-                                                         name):
+        pattern = rf"{re.escape(_safe(self.topic))}-p{part}\.base-o\d{{12}}\.ckpt"
+        if not isinstance(name, str) or not re.fullmatch(pattern, name):
             raise StateError(f"base file name {name!r} is not a base file of topic {self.topic!r}"
                              + ("" if partition is None else f" partition {partition}"))
         return name
