@@ -89,7 +89,21 @@ class BundleState:
     featurizer_states: list
     n_scored: int = 0
     last_timestamp: pd.Timestamp | None = None
-    extra: dict = field(default_factory=dict)  # free room for the caller (e.g. consumer offsets)
+    extra: dict = field(default_factory=dict)  # free room for the caller (JSON values, e.g. consumer offsets)
+
+    def to_arrays(self) -> tuple[dict, dict, list]:
+        """Checkpoint form (:mod:`fraud.safestate`): the featurizer states are the children."""
+        ts = self.last_timestamp
+        last = None if ts is None else {"ns": int(ts.value), "unit": ts.unit,
+                                        "tz": None if ts.tz is None else str(ts.tz)}
+        return {"n_scored": int(self.n_scored), "last_timestamp": last, "extra": dict(self.extra)}, {}, \
+            list(self.featurizer_states)
+
+    @classmethod
+    def from_arrays(cls, meta: dict, arrays: dict, children: list) -> "BundleState":
+        last = meta["last_timestamp"]
+        ts = None if last is None else pd.Timestamp(int(last["ns"]), unit="ns", tz=last["tz"]).as_unit(last["unit"])
+        return cls(list(children), int(meta["n_scored"]), ts, dict(meta["extra"]))
 
 
 class ScoringBundle:

@@ -31,6 +31,7 @@ class Settings:
     review_token: str | None = field(default=None, repr=False)
     review_secret: str | None = field(default=None, repr=False)   # signs review sessions (FRAUD_REVIEW_SECRET)
     seed: int = 0
+    bundle_key: str | None = field(default=None, repr=False)  # FRAUD_BUNDLE_KEY: HMAC key of registered bundles
 
     def __post_init__(self):
         if self.feedback_delay_days < 0:
@@ -52,6 +53,8 @@ class Settings:
             kw["review_token"] = env["FRAUD_REVIEW_TOKEN"]
         if env.get("FRAUD_REVIEW_SECRET"):
             kw["review_secret"] = env["FRAUD_REVIEW_SECRET"]
+        if env.get("FRAUD_BUNDLE_KEY"):
+            kw["bundle_key"] = env["FRAUD_BUNDLE_KEY"]
         for name, key, conv in (
             ("feedback_delay_days", "FRAUD_FEEDBACK_DELAY_DAYS", int),
             ("alert_budget_per_day", "FRAUD_ALERT_BUDGET", int),

@@ -38,6 +38,11 @@ class NotFittedError(ModelError, AttributeError):
     """An estimator was used before ``fit``."""
 
 
+class StateError(FraudError, ValueError):
+    """A saved online state (a checkpoint) cannot be read back: not of the current format, malformed, or naming a
+    state class outside the allowlist."""
+
+
 class RegistryError(FraudError):
     """The MLflow tracking store / model registry is unreachable or lacks a model."""
 

@@ -12,6 +12,15 @@ The whole :class:`fraud.bundle.ScoringBundle` is ONE MLflow pyfunc model version
   to see. Returns DataFrame[tx_id, score, is_alert, reasons] for the valid rows, in time order; invalid
   rows raise :class:`fraud.errors.ValidationError` listing them.
 
+Verified before load: ``bundle.pkl`` is a pickle (unpickling runs code it names), and the artifact store may be a
+folder others can write, so at registration its SHA-256 (and, with a key, ``FRAUD_BUNDLE_KEY``, its HMAC-SHA256) is
+recorded as tags of the model version and of the run (the tracking database is the trusted side), with the
+SHA-256 of MLflow's ``python_model.pkl``. ``load_bundle`` reads the file, compares the digests with the tags and
+unpickles only those verified bytes; a mismatch or a missing tag raises :class:`fraud.errors.RegistryError`
+(re-register with ``fraud train`` / ``fraud retrain``). A local model folder (no registry) loads only when its
+``artifacts/bundle.pkl.hmac`` verifies with the key, or with ``trust_local=True`` (CLI ``--trust-local``) for a
+folder the user built.
+
 Loading (``load_bundle``) reads ``bundle.pkl`` directly from the model's artifacts instead of going
 through ``mlflow.pyfunc.load_model`` (which also checks requirements and imports through the pyfunc
 flavour): measured by ``fraud bench load`` / the registry test.
@@ -22,6 +31,8 @@ An unreachable store raises :class:`fraud.errors.RegistryError` naming the URI.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import pickle
 import re
@@ -36,9 +47,15 @@ from fraud.errors import RegistryError
 
 CHAMPION = "champion"
 BUNDLE_ARTIFACT = "bundle.pkl"
+HMAC_ARTIFACT = "bundle.pkl.hmac"  # a local folder's proof: hex HMAC-SHA256 of bundle.pkl with the key
+PYFUNC_FILE = "python_model.pkl"  # MLflow's pickle of the pyfunc wrapper (unpickled by mlflow.pyfunc.load_model)
+TAG_SHA256 = "bundle_sha256"
+TAG_HMAC = "bundle_hmac_sha256"
+TAG_PYFUNC_SHA256 = "pyfunc_sha256"
 DEFAULT_EXPERIMENT = "fraud-detector"
 
 _state = {"tracking_uri": None, "registry_uri": None}
+_VERIFIED: set = set()  # SHA-256 of bundles load_bundle verified and is loading via pyfunc right now
 
 
 # -- pyfunc wrapper --------------------------------------------------------------------------------
@@ -61,8 +78,16 @@ class BundleModel(_PythonModel):
         self.bundle = bundle
 
     def load_context(self, context):
-        with open(context.artifacts["bundle"], "rb") as fh:
-            self.bundle = pickle.load(fh)
+        """Unpickles the bundle only when its SHA-256 is one that ``load_bundle`` just verified against the
+        registry (held in this process's memory, never read from the model folder); refuses otherwise."""
+        path = Path(context.artifacts["bundle"])
+        data = path.read_bytes()
+        actual = _sha256(data)
+        if actual not in _VERIFIED:
+            raise RegistryError(f"bundle {str(path)!r} (sha256 {actual}) was not verified against the registry: "
+                                "load the model with fraud.registry.load_bundle(uri, via='pyfunc'), which checks its "
+                                "digest before MLflow loads it")
+        self.bundle = pickle.loads(data)
 
     def predict(self, context, model_input, params=None):
         import pandas as pd
@@ -80,6 +105,76 @@ class BundleModel(_PythonModel):
 
 
 _hint_warning.__exit__(None, None, None)
+
+
+# -- verification ----------------------------------------------------------------------------------
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def bundle_hmac(data: bytes, key: str | bytes) -> str:
+    """Hex HMAC-SHA256 of ``data`` with ``key`` (``FRAUD_BUNDLE_KEY``)."""
+    return hmac.new(key.encode("utf-8") if isinstance(key, str) else key, data, hashlib.sha256).hexdigest()
+
+
+_REREGISTER = "re-register the model with `fraud train` / `fraud retrain` (the registry then records its digest)"
+
+
+def _check_digest(model_uri: str, what: str, expected: str | None, actual: str, kind: str = "sha256") -> None:
+    if not expected:
+        raise RegistryError(f"model {model_uri!r}: no registered {kind} of {what} (registered by an earlier version "
+                            f"or without it): not loaded; expected: none recorded, actual {kind} {actual}; "
+                            f"{_REREGISTER}")
+    if not hmac.compare_digest(str(expected), actual):
+        raise RegistryError(f"model {model_uri!r}: {what} {kind} {actual} does not match the registered {expected} "
+                            f"(the artifact changed after registration): not loaded; {_REREGISTER}")
+
+
+def _verified_bundle_bytes(model_uri: str, d: Path, tags: dict | None, key, trust_local: bool) -> bytes:
+    """The bytes of ``d/artifacts/bundle.pkl`` once verified: against the registry ``tags`` (a registered model or
+    run), else against the folder's HMAC file with ``key``, else only with ``trust_local``."""
+    pkl = d / "artifacts" / BUNDLE_ARTIFACT
+    if not pkl.exists():
+        raise RegistryError(f"model {model_uri!r} has no {BUNDLE_ARTIFACT} artifact (not a fraud bundle)")
+    data = pkl.read_bytes()
+    if tags is not None:
+        _check_digest(model_uri, BUNDLE_ARTIFACT, tags.get(TAG_SHA256), _sha256(data))
+        if key:
+            _check_digest(model_uri, BUNDLE_ARTIFACT, tags.get(TAG_HMAC), bundle_hmac(data, key),
+                          "HMAC-SHA256 (FRAUD_BUNDLE_KEY)")
+        return data
+    mac = d / "artifacts" / HMAC_ARTIFACT
+    if key and mac.exists():
+        _check_digest(model_uri, BUNDLE_ARTIFACT, mac.read_text().strip(), bundle_hmac(data, key),
+                      "HMAC-SHA256 (FRAUD_BUNDLE_KEY)")
+        return data
+    if trust_local:
+        return data
+    raise RegistryError(f"model folder {model_uri!r} is not in the registry and its {BUNDLE_ARTIFACT} cannot be "
+                        f"verified ({'no ' + HMAC_ARTIFACT + ' in it' if key else 'no FRAUD_BUNDLE_KEY given'}): "
+                        "not loaded; load it from the registry (models:/NAME@ALIAS), set FRAUD_BUNDLE_KEY to the key "
+                        "it was registered with, or pass --trust-local (trust_local=True) for a folder you built")
+
+
+def _check_pyfunc_file(model_uri: str, d: Path, tags: dict | None, trust_local: bool) -> None:
+    """Refuse to let MLflow unpickle an unverified ``python_model.pkl`` (via="pyfunc"); a local folder only with
+    ``trust_local``."""
+    f = d / PYFUNC_FILE
+    if tags is None:
+        if not trust_local:
+            raise RegistryError(f"model folder {model_uri!r}: via='pyfunc' unpickles {PYFUNC_FILE}, which only the "
+                                "registry can vouch for: load it via='artifact', or pass trust_local=True")
+        return
+    _check_digest(model_uri, PYFUNC_FILE, tags.get(TAG_PYFUNC_SHA256), _sha256(f.read_bytes()))
+
+
+def _trusted_tags(name, version, run_id) -> dict | None:
+    """The digests the tracking database holds for a model version or a run (None: neither, a local folder)."""
+    if name is not None:
+        return dict(_wrap(f"reading models:/{name}/{version}", _client().get_model_version, name, version).tags)
+    if run_id is not None:
+        return dict(_wrap(f"reading run {run_id}", _client().get_run, run_id).data.tags)
+    return None
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -195,14 +290,15 @@ def _pip_requirements() -> list[str]:
 def log_and_register(bundle, name: str = "fraud-detector", metrics: dict | None = None, params: dict | None = None,
                      artifacts: dict | None = None, tags: dict | None = None, experiment: str | None = None,
                      artifact_root: str | None = None, champion_if_first: bool = True, run_name: str | None = None,
-                     figures: dict | None = None) -> str:
+                     figures: dict | None = None, key: str | bytes | None = None) -> str:
     """Log a training run (params, metrics, files) and register ``bundle`` as ONE pyfunc model version.
 
     ``artifacts``: {destination "folder/file.ext" in the run: local file path} (the file keeps its own
     name; the key's folder part is where it goes) logged to the run; ``figures``:
     {file name: matplotlib figure}. The first version of ``name`` gets alias ``champion``.
     Returns the registered version string; the bundle's ``version`` is set to it and the run id is in
-    ``bundle.config["run_id"]``.
+    ``bundle.config["run_id"]``. The SHA-256 of ``bundle.pkl`` (and its HMAC-SHA256 with ``key``, when given) and
+    of MLflow's ``python_model.pkl`` become tags of the version and the run (what ``load_bundle`` verifies).
     """
     import mlflow
 
@@ -227,17 +323,27 @@ def log_and_register(bundle, name: str = "fraud-detector", metrics: dict | None 
             bundle.config["run_id"] = run.info.run_id
             with tempfile.TemporaryDirectory() as tmp:
                 pkl = Path(tmp) / BUNDLE_ARTIFACT
-                with open(pkl, "wb") as fh:
-                    pickle.dump(bundle, fh, protocol=5)
+                data = pickle.dumps(bundle, protocol=5)
+                pkl.write_bytes(data)
+                digests = {TAG_SHA256: _sha256(data)}
+                arts = {"bundle": str(pkl)}
+                if key:
+                    digests[TAG_HMAC] = bundle_hmac(data, key)
+                    (Path(tmp) / HMAC_ARTIFACT).write_text(digests[TAG_HMAC] + "\n")
+                    arts["bundle_hmac"] = str(Path(tmp) / HMAC_ARTIFACT)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     info = mlflow.pyfunc.log_model(
-                        name="model", python_model=BundleModel(), artifacts={"bundle": str(pkl)},
+                        name="model", python_model=BundleModel(), artifacts=arts,
                         pip_requirements=_pip_requirements(), registered_model_name=name,
                         await_registration_for=60,
                     )
+                pyf = Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri, dst_path=tmp + "/m"))
+                digests[TAG_PYFUNC_SHA256] = _sha256((pyf / PYFUNC_FILE).read_bytes())
+            mlflow.set_tags(digests)
             version = str(info.registered_model_version)
-            mv_tags = {"run_id": run.info.run_id, **{mlflow_key(k): str(v) for k, v in (tags or {}).items()}}
+            mv_tags = {"run_id": run.info.run_id, **{mlflow_key(k): str(v) for k, v in (tags or {}).items()},
+                       **digests}
             for k, v in mv_tags.items():
                 client.set_model_version_tag(name, version, k, v)
             if champion_if_first:
@@ -282,16 +388,14 @@ def parse_model_uri(model_uri: str) -> tuple[str | None, str | None, str | None]
     return m.group("name"), m.group("alias"), m.group("version")
 
 
-def _local_model_dir(model_uri: str) -> Path:
-    import mlflow
-
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
-
-
-def load_bundle(model_uri: str, tracking_uri: str | None = None, via: str = "artifact"):
+def load_bundle(model_uri: str, tracking_uri: str | None = None, via: str = "artifact",
+                key: str | bytes | None = None, trust_local: bool = False):
     """Load the ScoringBundle of ``model_uri`` (``models:/NAME@alias``, ``models:/NAME/VERSION``,
     ``runs:/RUN_ID/model`` or a local model folder). Sets ``bundle.version`` (registry version or None).
 
+    Nothing is unpickled before it is verified (module doc): a registered version or run against the SHA-256 its
+    tags record (and the HMAC-SHA256 with ``key``, ``FRAUD_BUNDLE_KEY``, when given); a local folder against its
+    ``artifacts/bundle.pkl.hmac`` with ``key``, or not at all with ``trust_local=True`` (a folder you built).
     ``via="artifact"`` (default, faster) unpickles ``artifacts/bundle.pkl`` from the model folder;
     ``via="pyfunc"`` goes through ``mlflow.pyfunc.load_model`` and unwraps the python model.
     """
@@ -304,25 +408,35 @@ def load_bundle(model_uri: str, tracking_uri: str | None = None, via: str = "art
         raise RegistryError(f"model URI {model_uri!r} is not of the form models:/NAME@ALIAS or models:/NAME/VERSION")
     if name is not None:
         model_uri = f"models:/{name}/{version}"
-        _wrap(f"looking up {model_uri!r}", _client().get_model_version, name, version)
+    run = re.match(r"^runs:/([^/]+)/", model_uri)
+    tags = _trusted_tags(name, version, run.group(1) if run else None)
 
     def go():
-        if via == "pyfunc":
+        with tempfile.TemporaryDirectory() as tmp:
+            d = Path(model_uri) if Path(model_uri).is_dir() else Path(mlflow_download(model_uri, tmp))
+            data = _verified_bundle_bytes(model_uri, d, tags, key, trust_local)
+            if via != "pyfunc":
+                return pickle.loads(data)
             import mlflow.pyfunc
 
-            b = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().bundle
-        else:
-            d = Path(model_uri) if Path(model_uri).is_dir() else _local_model_dir(model_uri)
-            pkl = d / "artifacts" / BUNDLE_ARTIFACT
-            if not pkl.exists():
-                raise RegistryError(f"model {model_uri!r} has no {BUNDLE_ARTIFACT} artifact (not a fraud bundle)")
-            with open(pkl, "rb") as fh:
-                b = pickle.load(fh)
-        return b
+            _check_pyfunc_file(model_uri, d, tags, trust_local)
+            digest = _sha256(data)
+            _VERIFIED.add(digest)
+            try:
+                return mlflow.pyfunc.load_model(str(d)).unwrap_python_model().bundle
+            finally:
+                _VERIFIED.discard(digest)
 
     b = _wrap(f"loading model {model_uri!r}", go)
     b.version = version
     return b
+
+
+def mlflow_download(model_uri: str, dst: str) -> str:
+    """A private local copy of the model folder ``model_uri``."""
+    import mlflow
+
+    return mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=dst)
 
 
 def resolve_alias(name: str, alias: str = CHAMPION) -> str:

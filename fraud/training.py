@@ -615,7 +615,7 @@ def retrain_flow(settings, df: pd.DataFrame, cfg: TrainConfig, name: str, labels
     except RegistryError:
         say(f"no models:/{name}@{registry.CHAMPION} yet: the challenger becomes champion")
     if champ_version is not None:
-        champion = registry.load_bundle(f"models:/{name}/{champ_version}")
+        champion = registry.load_bundle(f"models:/{name}/{champ_version}", key=settings.bundle_key)
     df = apply_labels(df, labels)
     if len(df) == 0:
         raise ConfigError("retrain: no transactions")
@@ -652,7 +652,8 @@ def retrain_flow(settings, df: pd.DataFrame, cfg: TrainConfig, name: str, labels
     res.metrics.update({f"gate.champion.{k}": v for k, v in ch.items() if k in ("ap", "auc", "cp@100")})
     if log is None:
         version = registry.log_and_register(res.bundle, name=name, metrics=res.metrics, params=res.params, tags=tags,
-                                            artifact_root=settings.artifact_root, run_name="retrain-challenger")
+                                            artifact_root=settings.artifact_root, run_name="retrain-challenger",
+                                            key=settings.bundle_key)
     else:
         version = log(res, tags)
     if promote and champion is not None:

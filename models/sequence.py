@@ -77,6 +77,37 @@ class SequenceState:
     def __len__(self) -> int:
         return len(self.slots)
 
+    #: the per-slot arrays, with their dtypes
+    ARRAYS = {"h": np.float32, "last_ts": np.float64, "n_events": np.int64, "n_distinct": np.int64,
+              "term_last": np.float64, "term_sum": np.float64, "n_known": np.int64}
+
+    def to_arrays(self) -> tuple[dict, dict, list]:
+        """Checkpoint form (``fraud.safestate``): sizes, the slot keys (str) and values, the slot arrays."""
+        arrays = {k: getattr(self, k) for k in self.ARRAYS}
+        arrays["slots.keys"] = list(self.slots.keys())
+        arrays["slots.values"] = np.fromiter(self.slots.values(), dtype=np.int64, count=len(self.slots))
+        return {"hidden": int(self.hidden), "novelty_buckets": int(self.novelty_buckets),
+                "term_dim": int(self.term_dim)}, arrays, []
+
+    @classmethod
+    def from_arrays(cls, meta: dict, arrays: dict, children: list) -> "SequenceState":
+        keys, values = arrays["slots.keys"], arrays["slots.values"]
+        if len(keys) != len(values):
+            raise ValueError(f"SequenceState slots: {len(keys)} keys but {len(values)} values")
+        st = cls(int(meta["hidden"]), int(meta["novelty_buckets"]), int(meta["term_dim"]),
+                 slots=dict(zip(keys, values.tolist())))
+        cols = {"h": st.hidden, "term_last": st.novelty_buckets, "term_sum": st.term_dim}
+        n = len(arrays["h"])
+        if len(values) and (values.min() < 0 or values.max() >= n):
+            raise ValueError(f"SequenceState slots: values outside the {n} rows")
+        for k, dt in cls.ARRAYS.items():
+            a = arrays[k]
+            shape = (n, cols[k]) if k in cols else (n,)
+            if a.dtype != np.dtype(dt) or a.shape != shape:
+                raise ValueError(f"SequenceState.{k}: {a.dtype} {a.shape}, expected {np.dtype(dt)} {shape}")
+            setattr(st, k, a)
+        return st
+
     def slot_of(self, keys, prior: np.ndarray) -> np.ndarray:
         """Slots for ``keys`` (new customers get a slot initialised from the population prior)."""
         slots = self.slots

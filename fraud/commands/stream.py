@@ -66,6 +66,17 @@ def install_stop_signals(stop) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def _bundle_loader(key: str | None):
+    """The scorer's model loader: ``fraud.registry.load_bundle`` verifying with ``FRAUD_BUNDLE_KEY`` too."""
+
+    def load(uri: str, tracking_uri: str | None):
+        from fraud.registry import load_bundle
+
+        return load_bundle(uri, tracking_uri=tracking_uri, key=key)
+
+    return load
+
+
 def register(main: click.Group, bench: click.Group) -> None:
     @main.command()
     @kafka_options
@@ -150,7 +161,7 @@ def register(main: click.Group, bench: click.Group) -> None:
                          "heartbeat_interval_ms": max(300, kw["session_timeout_ms"] // 6)},
         )
         stop = threading.Event()
-        scorer = Scorer(cfg)
+        scorer = Scorer(cfg, loader=_bundle_loader(settings.bundle_key))
         scorer.load_model()  # registry unavailable at first start -> RegistryError naming the URI, exit 2
         install_stop_signals(stop)
         scorer.run(stop, max_events=kw["max_events"])

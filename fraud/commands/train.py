@@ -148,7 +148,7 @@ def _log_training(settings, result, name, console, extra_tags=None, champion_if_
         version = registry.log_and_register(
             result.bundle, name=name, metrics=result.metrics, params=result.params, tags=tags, figures=figs,
             artifacts={k: v for k, v in arts.items()}, artifact_root=settings.artifact_root,
-            champion_if_first=champion_if_first, run_name=run_name)
+            champion_if_first=champion_if_first, run_name=run_name, key=settings.bundle_key)
     import matplotlib.pyplot as plt
 
     for f in figs.values():
@@ -220,7 +220,10 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output .parquet (or .csv).")
     @click.option("--alerts-db", default=None, help="Also write alerts to this alert store (SQL URL).")
     @click.option("--batch-size", default=10_000, show_default=True, type=int, help="Micro-batch size of the replay.")
-    def score(data, columns, preset, rejects, model_uri, out, alerts_db, batch_size):
+    @click.option("--trust-local", is_flag=True,
+                  help="--model is a local model folder you built yourself: load its bundle.pkl unverified "
+                       "(registered models are always verified against the registry).")
+    def score(data, columns, preset, rejects, model_uri, out, alerts_db, batch_size, trust_local):
         """Score a file as a replay in time order through the registered bundle."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -231,7 +234,8 @@ def register(main: click.Group, bench: click.Group) -> None:
         registry.quiet_mlflow()
         console = _console()
         model_uri = model_uri or f"models:/{settings.model_name}@champion"
-        bundle = registry.load_bundle(model_uri, tracking_uri=settings.tracking_uri)
+        bundle = registry.load_bundle(model_uri, tracking_uri=settings.tracking_uri, key=settings.bundle_key,
+                                      trust_local=trust_local)
         df = _read(data, columns, preset, rejects=rejects)
         bundle.check_columns(df, source=str(data))
         t0 = time.perf_counter()
@@ -330,7 +334,7 @@ def register(main: click.Group, bench: click.Group) -> None:
 
         registry.quiet_mlflow()
         model_uri = model_uri or f"models:/{settings.model_name}@champion"
-        bundle = registry.load_bundle(model_uri, tracking_uri=settings.tracking_uri)
+        bundle = registry.load_bundle(model_uri, tracking_uri=settings.tracking_uri, key=settings.bundle_key)
         df = _read(data, columns, preset)
         if "label" not in df:
             raise click.UsageError(f"{data}: no 'label' column: nothing to evaluate against")
@@ -438,7 +442,7 @@ def register(main: click.Group, bench: click.Group) -> None:
             from fraud import registry
 
             registry.quiet_mlflow()
-            bundle = registry.load_bundle(model_uri, tracking_uri=settings.tracking_uri)
+            bundle = registry.load_bundle(model_uri, tracking_uri=settings.tracking_uri, key=settings.bundle_key)
             test = df
         else:
             from fraud.training import train as do_train

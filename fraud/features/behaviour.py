@@ -66,6 +66,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from fraud import safestate
 from fraud.errors import ConfigError, ModelError
 from fraud.features.base import Featurizer
 from fraud.features.tabular import DAY_NS, _codes, _days_ns
@@ -253,9 +254,31 @@ class BehaviourState:
         self.horizon_ns = int(horizon_ns)
         self.customer_codes: dict = {}
         self.terminal_codes: dict = {}
-        self.events = _Log(ccode=np.int64, tcode=np.int64, ts=np.int64, amount=np.float64, label=np.int8,
-                           normal=np.bool_, rlag=np.float64, plain=np.bool_, tx_id=object)
+        self.events = _Log(**self.COLUMNS)
         self.latest_ns: int | None = None
+
+    COLUMNS = {"ccode": np.int64, "tcode": np.int64, "ts": np.int64, "amount": np.float64, "label": np.int8,
+               "normal": np.bool_, "rlag": np.float64, "plain": np.bool_, "tx_id": object}
+
+    def to_arrays(self) -> tuple[dict, dict, list]:
+        """Checkpoint form (:mod:`fraud.safestate`)."""
+        arrays = self.events.to_arrays("events.")
+        arrays["customer_codes.keys"], arrays["customer_codes.values"] = safestate.str_dict(self.customer_codes)
+        arrays["terminal_codes.keys"], arrays["terminal_codes.values"] = safestate.str_dict(self.terminal_codes)
+        return {"horizon_ns": self.horizon_ns, "latest_ns": self.latest_ns, "events_sorted": self.events._ts_sorted}, \
+            arrays, []
+
+    @classmethod
+    def from_arrays(cls, meta: dict, arrays: dict, children: list) -> "BehaviourState":
+        st = cls(meta["horizon_ns"])
+        st.latest_ns = None if meta["latest_ns"] is None else int(meta["latest_ns"])
+        st.customer_codes = safestate.dict_from(arrays["customer_codes.keys"], arrays["customer_codes.values"],
+                                                "customer_codes")
+        st.terminal_codes = safestate.dict_from(arrays["terminal_codes.keys"], arrays["terminal_codes.values"],
+                                                "terminal_codes")
+        st.events = _Log.from_arrays({k: v for k, v in arrays.items() if k.startswith("events.")}, "events.",
+                                     cls.COLUMNS, meta["events_sorted"])
+        return st
 
     @property
     def n_events(self) -> int:

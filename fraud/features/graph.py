@@ -98,6 +98,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from fraud import safestate
 from fraud.errors import ConfigError
 from fraud.features.base import Featurizer
 
@@ -178,6 +179,34 @@ class GraphState:
         if "ct_ts" not in d:  # a checkpoint from before the neighbour window: its featurizer has none
             self.ct_ts = np.zeros(self.ct_key.shape, np.int64)
             self.tc_ts = np.zeros(self.tc_key.shape, np.int64)
+
+    #: the arrays of a checkpoint (trimmed to the used rows by ``__getstate__``) and its scalars
+    ARRAYS = ("c_fit", "t_fit", "ct_key", "ct_cnt", "ct_len", "ct_ts", "tc_key", "tc_cnt", "tc_len", "tc_ts", "kt_key",
+              "kt_cnt", "kt_len", "known_c", "first_seen", "mark", "p_ts", "p_c", "p_t", "meta")
+    SCALARS = ("max_terminals", "max_customers", "max_known", "n_c", "n_t", "last_time")
+
+    def to_arrays(self) -> tuple[dict, dict, list]:
+        """Checkpoint form (:mod:`fraud.safestate`): what ``__getstate__`` keeps, as arrays."""
+        d = self.__getstate__()
+        arrays = {k: d[k] for k in self.ARRAYS}
+        arrays["c_ids.keys"], arrays["c_ids.values"] = safestate.str_dict(self.c_ids)
+        arrays["t_ids.keys"], arrays["t_ids.values"] = safestate.str_dict(self.t_ids)
+        return {k: (None if d[k] is None else int(d[k])) for k in self.SCALARS}, arrays, []
+
+    @classmethod
+    def from_arrays(cls, meta: dict, arrays: dict, children: list) -> "GraphState":
+        fresh = cls(meta["max_terminals"], meta["max_customers"], meta["max_known"])
+        d = {k: (None if meta[k] is None else int(meta[k])) for k in cls.SCALARS}
+        for k in cls.ARRAYS:
+            a, like = arrays[k], getattr(fresh, k)
+            if a.dtype != like.dtype or a.shape[1:] != like.shape[1:]:
+                raise ValueError(f"GraphState.{k}: {a.dtype} {a.shape}, expected {like.dtype} (n,){like.shape[1:]}")
+            d[k] = a
+        d["c_ids"] = safestate.dict_from(arrays["c_ids.keys"], arrays["c_ids.values"], "c_ids")
+        d["t_ids"] = safestate.dict_from(arrays["t_ids.keys"], arrays["t_ids.values"], "t_ids")
+        st = cls.__new__(cls)
+        st.__setstate__(d)
+        return st
 
     def ids(self, values, customers: bool, fit_index: dict) -> np.ndarray:
         """Internal ids of ``values`` (new ones assigned and the arrays grown)."""

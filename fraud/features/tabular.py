@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from fraud import safestate
 from fraud._jit import compiled
 from fraud.errors import ConfigError, SchemaError
 from fraud.features.base import Featurizer
@@ -327,6 +328,27 @@ class _Log:
         self._start, self._end = 0, len(st["cols"]["ts"])
         self._ts_sorted = st["ts_sorted"]
 
+    def to_arrays(self, prefix: str) -> dict:
+        """Checkpoint form of the live part (:mod:`fraud.safestate`): ``prefix + column`` -> array, or -> list of
+        str for an object column."""
+        return {prefix + k: (self[k].tolist() if a.dtype == object else self[k].copy()) for k, a in self._cols.items()}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, prefix: str, dtypes: dict, ts_sorted: bool) -> "_Log":
+        """Inverse of :meth:`to_arrays`; the columns must be ``dtypes`` (name -> dtype), of one length."""
+        cols = {}
+        for k, dt in dtypes.items():
+            v = arrays[prefix + k]
+            a = np.array(v, dtype=object) if np.dtype(dt) == object else v
+            if a.dtype != np.dtype(dt) or a.ndim != 1 or len(a) != len(arrays[prefix + "ts"]):
+                raise ValueError(f"log column {prefix + k!r}: {a.dtype} {a.shape}, expected {np.dtype(dt)} 1-d")
+            cols[k] = a
+        if set(k for k in arrays if k.startswith(prefix)) != {prefix + k for k in dtypes}:
+            raise ValueError(f"log {prefix!r}: columns {sorted(arrays)}, expected {sorted(dtypes)}")
+        log = cls.__new__(cls)
+        log.__setstate__({"cols": cols, "ts_sorted": bool(ts_sorted)})
+        return log
+
 
 class BaselineState:
     """Online state of :class:`BaselineFeatures`: recent events per customer and per terminal.
@@ -342,9 +364,37 @@ class BaselineState:
         self.terminal_horizon_ns = int(terminal_horizon_ns)
         self.customer_codes: dict = {}
         self.terminal_codes: dict = {}
-        self.customers = _Log(code=np.int64, ts=np.int64, amount=np.float64)
-        self.terminals = _Log(code=np.int64, ts=np.int64, label=np.int8, tx_id=object)
+        self.customers = _Log(**self.CUSTOMER_COLUMNS)
+        self.terminals = _Log(**self.TERMINAL_COLUMNS)
         self.latest_ns: int | None = None
+
+    CUSTOMER_COLUMNS = {"code": np.int64, "ts": np.int64, "amount": np.float64}
+    TERMINAL_COLUMNS = {"code": np.int64, "ts": np.int64, "label": np.int8, "tx_id": object}
+
+    def to_arrays(self) -> tuple[dict, dict, list]:
+        """Checkpoint form (:mod:`fraud.safestate`)."""
+        arrays = {**self.customers.to_arrays("customers."), **self.terminals.to_arrays("terminals.")}
+        arrays["customer_codes.keys"], arrays["customer_codes.values"] = safestate.str_dict(self.customer_codes)
+        arrays["terminal_codes.keys"], arrays["terminal_codes.values"] = safestate.str_dict(self.terminal_codes)
+        meta = {"customer_horizon_ns": self.customer_horizon_ns, "terminal_horizon_ns": self.terminal_horizon_ns,
+                "latest_ns": self.latest_ns, "customers_sorted": self.customers._ts_sorted,
+                "terminals_sorted": self.terminals._ts_sorted}
+        return meta, arrays, []
+
+    @classmethod
+    def from_arrays(cls, meta: dict, arrays: dict, children: list) -> "BaselineState":
+        st = cls(meta["customer_horizon_ns"], meta["terminal_horizon_ns"])
+        st.latest_ns = None if meta["latest_ns"] is None else int(meta["latest_ns"])
+        st.customer_codes = safestate.dict_from(arrays["customer_codes.keys"], arrays["customer_codes.values"],
+                                                "customer_codes")
+        st.terminal_codes = safestate.dict_from(arrays["terminal_codes.keys"], arrays["terminal_codes.values"],
+                                                "terminal_codes")
+        logs = {k: v for k, v in arrays.items() if not k.endswith(("_codes.keys", "_codes.values"))}
+        st.customers = _Log.from_arrays({k: v for k, v in logs.items() if k.startswith("customers.")}, "customers.",
+                                        cls.CUSTOMER_COLUMNS, meta["customers_sorted"])
+        st.terminals = _Log.from_arrays({k: v for k, v in logs.items() if k.startswith("terminals.")}, "terminals.",
+                                        cls.TERMINAL_COLUMNS, meta["terminals_sorted"])
+        return st
 
     @property
     def n_events(self) -> tuple[int, int]:

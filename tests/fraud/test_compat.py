@@ -1,25 +1,34 @@
-"""A bundle registered by an earlier version keeps scoring, with the same scores, after a code upgrade (a scorer
-restarts or hot-reloads the champion with new code). The fixture was pickled by commit 0d3a33d (before the
-behaviour featurizer gained columns and FastECOD gained ``tail``/``aggregate``): tabular + behaviour features,
-ECOD + HBOS, no head; with the rows it scored and their scores then."""
+"""A bundle pickled by an earlier version, outside the registry's record, is refused: nothing is unpickled before
+it is verified. The fixture (``bundle_0d3a33d.pkl``, pickled by commit 0d3a33d: a bundle, the rows it scored and
+their scores) stands for such a file, placed as a local model folder's ``artifacts/bundle.pkl``."""
 from __future__ import annotations
 
 import pickle
 from pathlib import Path
 
-import numpy as np
+import pytest
+
+from fraud import registry
+from fraud.errors import RegistryError
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "bundle_0d3a33d.pkl"
 
 
-def test_bundle_pickled_by_an_earlier_version_scores_the_same():
-    d = pickle.loads(FIXTURE.read_bytes())
-    bundle, rows = d["bundle"], d["rows"]
-    out = bundle.score_frame(rows, batch_size=50, state=bundle.new_state())
-    assert len(out) == len(rows) > 50
-    np.testing.assert_allclose(out["score"].to_numpy(), d["scores"], rtol=0, atol=1e-9)
-    assert (out["is_alert"].to_numpy() == d["alerts"]).all()
-    # the behaviour featurizer outputs the 15 columns it was trained on, not this version's 19
-    beh = [f for f in bundle.featurizers if type(f).__name__ == "BehaviourFeatures"][0]
-    assert len(beh.feature_names_) == 15
-    assert beh.transform(rows).shape == (len(rows), 15)
+def test_an_unverified_old_bundle_is_refused_and_never_unpickled(tmp_path, monkeypatch):
+    folder = tmp_path / "model"
+    (folder / "artifacts").mkdir(parents=True)
+    (folder / "artifacts" / registry.BUNDLE_ARTIFACT).write_bytes(FIXTURE.read_bytes())
+    registry.configure(f"sqlite:///{tmp_path}/mlflow.db")
+    calls = []
+
+    def spy(*a, **k):
+        calls.append(a)
+        raise AssertionError("unpickled")
+
+    monkeypatch.setattr(pickle, "loads", spy)
+    monkeypatch.setattr(pickle, "load", spy)
+    with pytest.raises(RegistryError, match="cannot be verified"):
+        registry.load_bundle(str(folder))
+    with pytest.raises(RegistryError, match="no bundle.pkl.hmac in it"):
+        registry.load_bundle(str(folder), key="some key")
+    assert calls == []

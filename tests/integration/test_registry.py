@@ -69,17 +69,19 @@ def test_train_register_load_by_alias_and_score(store, champion, small_world):
     # pyfunc semantics: predict(rows) == score_frame(rows) from a fresh state
     import mlflow.pyfunc
 
+    with pytest.raises(RegistryError, match="was not verified against the registry"):  # MLflow alone does not verify it
+        mlflow.pyfunc.load_model(f"models:/{NAME}/1")
     t0 = time.perf_counter()
-    model = mlflow.pyfunc.load_model(f"models:/{NAME}/1")
+    model = registry.BundleModel(registry.load_bundle(f"models:/{NAME}/1", via="pyfunc"))
     t_pyfunc = time.perf_counter() - t0
     t0 = time.perf_counter()
     registry.load_bundle(f"models:/{NAME}/1")
     t_direct = time.perf_counter() - t0
     print(f"load: pyfunc {t_pyfunc:.3f}s, direct artifact {t_direct:.3f}s")
-    pred = model.predict(df.iloc[::-1])  # any order: sorted by time inside (reversal keeps no tie order...)
-    pred = model.predict(df)  # ...so compare on the time-ordered frame
+    pred = model.predict(None, df.iloc[::-1])  # any order: sorted by time inside (reversal keeps no tie order...)
+    pred = model.predict(None, df)  # ...so compare on the time-ordered frame
     np.testing.assert_array_equal(pred["score"].to_numpy(), exp["score"].to_numpy())
-    assert model.unwrap_python_model().bundle.feature_names == b.feature_names
+    assert model.bundle.feature_names == b.feature_names
     # a run URI loads the same bundle (no registry version then)
     by_run = registry.load_bundle(f"runs:/{res.bundle.config['run_id']}/model")
     assert by_run.version is None and by_run.threshold == b.threshold
