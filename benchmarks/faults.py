@@ -406,9 +406,23 @@ def count(msgs: list[C.Msg], h: Harness) -> dict:
         "faults": h.faults,
         "outcomes_by_category": {k: {o: n for o, n in v.items() if o != "sent"} for k, v in sorted(per.items())},
         "missing_dead_letters": sorted({m.category for m in bad if not m.dead_letters}),
+        "crash_reasons": crash_reasons(h.work / "scorer.log", h.scorer.crashes),
     }
     res["goal_met"] = goal_met(res)
     return res
+
+
+def crash_reasons(log: Path, crashes: list) -> list[str]:
+    """The last error line the scorer printed before each crash (from its log, split at each start)."""
+    text = _read(log).decode("utf-8", "replace")
+    starts = text.split("=== bench faults: scorer start ")
+    out = []
+    for c in crashes:
+        part = starts[c["start"]] if c["start"] < len(starts) else ""
+        errs = [ln.strip() for ln in part.splitlines()
+                if ln and not ln.startswith(" ") and ("Error" in ln or ln.startswith("error:"))]
+        out.append(f"exit {c['rc']}: " + (errs[-1][:300] if errs else "no error line in the log"))
+    return out
 
 
 def goal_met(r: dict) -> bool:
@@ -450,8 +464,9 @@ def _outcome(m: C.Msg, tx_counts: Counter, conflict_scored: set) -> str:
         return "dead_lettered"
     if m.category == "conflicting_duplicate":
         return "scored" if m.tx_id in conflict_scored else "missing"
-    if m.category == "replayed_duplicate":
-        return "scored" if tx_counts.get(m.tx_id, 0) > 1 else "skipped"
+    if m.category == "replayed_duplicate":  # right when its original is in the archive once
+        n = tx_counts.get(m.tx_id, 0)
+        return "scored" if n > 1 else "skipped" if n == 1 else "missing"
     if isinstance(m.tx_id, str) and tx_counts.get(m.tx_id, 0) and (m.expect != C.DEAD or m.tx_id.startswith("bad-")):
         return "scored"
     return "missing"
