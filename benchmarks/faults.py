@@ -155,6 +155,7 @@ class Harness:
         """Wait until what was sent is accounted for, then restart the broker (empty) and recreate the topics."""
         t0 = time.monotonic()
         settled = self.settle(sent, self.cfg.settle_timeout)
+        left = self.outstanding(sent)  # lost with the broker's memory unless the scorer already read them
         self.dlqc.suspend()
         self.producer.close(timeout=5)
         self.broker.stop()
@@ -162,9 +163,12 @@ class Harness:
         self.epoch = self.dlqc.resume()
         self.producer = self.make_producer()
         self.faults.append({"fault": "broker_restart", "at_message": at, "settled_before": settled,
+                            "unaccounted_at_restart": left,
                             "seconds": round(time.monotonic() - t0, 1)})
 
     def fault_kill(self, at: int) -> None:
+        """kill -9 the scorer (waiting, bounded, for one to be running: it may be restarting after a crash)."""
+        _wait(self.scorer.alive, 30.0)
         killed = self.scorer.kill9()
         self.faults.append({"fault": "scorer_kill_9", "at_message": at, "killed": killed})
 
@@ -419,10 +423,20 @@ def crash_reasons(log: Path, crashes: list) -> list[str]:
     out = []
     for c in crashes:
         part = starts[c["start"]] if c["start"] < len(starts) else ""
-        errs = [ln.strip() for ln in part.splitlines()
-                if ln and not ln.startswith(" ") and ("Error" in ln or ln.startswith("error:"))]
-        out.append(f"exit {c['rc']}: " + (errs[-1][:300] if errs else "no error line in the log"))
+        out.append(f"exit {c['rc']}: " + _last_error(part)[:300])
     return out
+
+
+def _last_error(text: str) -> str:
+    """The exception line of the last traceback in ``text``, or its last ``error:`` line (the CLI's)."""
+    lines = text.splitlines()
+    tb = max((i for i, ln in enumerate(lines) if ln.startswith("Traceback (most recent call last)")), default=None)
+    if tb is not None:
+        tail = [ln for ln in lines[tb + 1:] if ln.strip() and not ln.startswith(" ")]
+        if tail:
+            return tail[0].strip()
+    errs = [ln.strip() for ln in lines if ln.startswith("error:")]
+    return errs[-1] if errs else "no error line in the log"
 
 
 def goal_met(r: dict) -> bool:
