@@ -2,7 +2,7 @@
 
 Each consumed message becomes a good event or a dead letter with its reason. Whether an event is valid never
 depends on the other events of its poll, and no exception from one event escapes (an unforeseen failure is a
-dead letter of kind ``decode_error``). Types are strict: ids are non-empty strings (or integers), ``amount`` a
+dead letter of kind ``decode_error``). Types are strict: ids are non-empty JSON texts, ``amount`` a
 finite non-negative JSON number (never a bool or a text), ``timestamp`` an ISO-8601 text inside a window
 around the message's broker time (``EventRules``). Fields other than the canonical ones are kept together as
 one JSON text, column ``attributes``, so an attribute whose type changes between events cannot break a sink.
@@ -94,10 +94,8 @@ def _h64(text: str) -> int:
 
 def _id(rec: dict, name: str) -> str:
     v = rec.get(name)
-    if type(v) is int:
-        v = str(v)
-    elif type(v) is not str:
-        raise Reject("invalid", f"field {name!r} value {v!r}: an id must be a text or an integer, not "
+    if type(v) is not str:  # a numeric id loses digits past 2**53 in many JSON producers: ids travel as text
+        raise Reject("invalid", f"field {name!r} value {v!r}: an id must be a JSON text, not "
                                 f"{'null' if v is None else type(v).__name__}")
     v = v.strip()
     if not v:
@@ -119,6 +117,9 @@ def _amount(v) -> float:
         raise Reject("invalid", f"field 'amount' value {v!r}: not finite")
     if a < 0:
         raise Reject("invalid", f"field 'amount' value {v!r}: negative amount")
+    if a > schema.AMOUNT_MAX:
+        raise Reject("invalid", f"field 'amount' value {v!r}: too large (above {schema.AMOUNT_MAX:.0f}, not exact as "
+                                f"a 64-bit float)")
     return a
 
 

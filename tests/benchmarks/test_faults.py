@@ -33,8 +33,6 @@ def test_structure(result):
     assert result["harness_kills"] == 1 and result["restarts"] >= 1
 
 
-# until issue 13's scorer fixes land
-@pytest.mark.xfail(strict=False, reason="the scorer crashes on several poison events")
 def test_goal_met(result):
     r = result
     assert r["crashes"] == 0, r["crash_reasons"]

@@ -38,3 +38,17 @@ def test_scorer_metrics_expose_the_latency_histogram():
     text = generate_latest(m.registry).decode()
     assert 'fraud_latency_seconds_bucket{le="0.005"} 1.0' in text
     assert "fraud_latency_seconds_count 2.0" in text
+
+
+def test_metrics_bind_the_loopback_address_unless_told_otherwise():
+    from streaming.broker import free_port
+    from streaming.loop import ServeConfig
+    from streaming.metrics import Metrics
+
+    assert ServeConfig(bootstrap="127.0.0.1:1").metrics_host == "127.0.0.1"
+    m = Metrics()
+    server, _ = m.serve(free_port())
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+    finally:
+        m.close()
