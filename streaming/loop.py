@@ -399,8 +399,7 @@ class Scorer:
         try:
             new = self.loader(uri, self.cfg.tracking_uri)
             warm_up(new)
-            if self.archive is not None:
-                self.archive.flush()  # the warm-up below reads everything scored so far from the archive
+            self.checkpoint()  # the warm-up below reads everything scored so far from the archive
             new_states = self.warm_states(new, {p: self.next_offset.get(p) for p in self.states})
         except Exception as e:  # noqa: BLE001
             self.metrics.reload_failures.inc()
@@ -667,9 +666,8 @@ class Scorer:
         self.metrics.offset_resets.labels(partition=str(p)).inc()
         log.warning("log reset partition=%d: %s; reading the partition again from its start (the broker's log was "
                     "replaced or truncated: events that were only in the old log are in the archive)", p, why)
-        self._ck_wait(commit=False)
+        self.checkpoint(commit=False)  # what the old log gave is written first (raises: retried next cycle)
         if self.archive is not None:
-            self.archive.flush()
             self.archive.retire(p)
         self.bases[p] = None
         self.next_offset.pop(p, None)

@@ -227,6 +227,16 @@ class TopicSink:
         self.producer.flush(timeout=timeout)
 
 
+def _keeping(sink, flush, gate):
+    """``flush(sink.take())``, putting the buffers back in front if it fails (nothing taken is dropped)."""
+    bufs = sink.take()
+    try:
+        return flush(bufs, gate=gate)
+    except BaseException:
+        sink._buf = bufs + sink._buf
+        raise
+
+
 class AlertStoreSink:
     """Alerts are buffered and written in one transaction per flush (the scorer flushes at each checkpoint,
     so an alert reaches the store within the checkpoint interval; it is on the ``alerts`` topic at once).
@@ -255,7 +265,7 @@ class AlertStoreSink:
         """Write the buffered (or the ``take``-n) alerts; ``gate``: called before each step (the scorer's writer
         thread waits there for the scoring thread to be idle)."""
         if bufs is None:
-            bufs = self.take()
+            return _keeping(self, self.flush, gate)
         if bufs:
             if gate is not None:
                 gate()
@@ -300,7 +310,7 @@ class ArchiveSink:
         """Write the buffered (or the ``take``-n) rows, one file per (day, partition); ``gate``: called before
         each step (concatenation, Arrow conversion, each file)."""
         if bufs is None:
-            bufs = self.take()
+            return _keeping(self, self.flush, gate)
         if not bufs:
             return []
         gate = gate or (lambda: None)
