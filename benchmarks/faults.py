@@ -239,7 +239,7 @@ def _record(m: C.Msg, fut, epoch: int) -> None:
 
 
 def _archive(root: Path) -> pd.DataFrame:
-    from streaming.sinks import read_archive
+    from fraud.archive import read as read_archive
 
     try:
         df = read_archive(root)

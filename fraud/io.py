@@ -346,20 +346,3 @@ def write_transactions(df: pd.DataFrame, path: str | Path) -> Path:
         raise ConfigError(f"--out: {str(path)!r} has unknown file type; use .csv or .parquet")
     return path
 
-
-def read_parquet_parts(root: str | Path, pattern: str = "date=*/*.parquet") -> list[pd.DataFrame]:
-    """The visible Parquet files of a day-partitioned folder (the stream scorer's archive), in name order.
-
-    Hidden files (temporary names of files being written) are skipped, and so is a file that vanishes between
-    listing and reading: a live scorer removes output it had not checkpointed when it restarts, and writes
-    those events again.
-    """
-    frames = []
-    for f in sorted(Path(root).glob(pattern)):
-        if f.name.startswith("."):
-            continue
-        try:
-            frames.append(pd.read_parquet(f))
-        except FileNotFoundError:
-            continue
-    return frames

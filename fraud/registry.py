@@ -439,9 +439,15 @@ def mlflow_download(model_uri: str, dst: str) -> str:
     return mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=dst)
 
 
-def resolve_alias(name: str, alias: str = CHAMPION) -> str:
-    """Version string that ``name@alias`` points to (one registry query)."""
-    return str(_wrap(f"resolving models:/{name}@{alias}", lambda: _client().get_model_version_by_alias(name, alias)).version)
+def resolve_alias(name: str, alias: str = CHAMPION, tracking_uri: str | None = None) -> str:
+    """Version string that ``name@alias`` points to (one registry query), in the configured store or in
+    ``tracking_uri`` (a client of its own: the process-wide configuration is left as it is)."""
+    client = _client()
+    if tracking_uri is not None:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    return str(_wrap(f"resolving models:/{name}@{alias}", lambda: client.get_model_version_by_alias(name, alias)).version)
 
 
 def set_alias(name: str, alias: str, version: str) -> None:

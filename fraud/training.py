@@ -562,34 +562,14 @@ def compare_on_window(champion, challenger, df: pd.DataFrame, start, end) -> dic
 
 
 def read_archive(path) -> pd.DataFrame:
-    """The stream scorer's Parquet archive ``DIR/date=YYYY-MM-DD/*.parquet`` -> canonical frame.
+    """The stream scorer's archive (``fraud.archive``) as a canonical frame, validated with the same rules as
+    files (bad rows are reported and skipped)."""
+    from fraud import archive
 
-    Score and Kafka bookkeeping columns (score, is_alert, reasons, model_version, kafka_*) are dropped;
-    rows are validated with the
-    same rules as files (bad rows are reported and skipped); a tx_id archived twice (at-least-once
-    delivery) is kept once.
-    """
-    from pathlib import Path
-
-    root = Path(path)
-    if not root.is_dir():
-        raise ConfigError(f"--archive: folder {str(root)!r} does not exist")
-    from fraud.io import read_parquet_parts
-
-    parts = read_parquet_parts(root)
-    if not parts:
-        raise ConfigError(f"--archive: no DIR/date=YYYY-MM-DD/*.parquet files under {str(root)!r}")
-    drop = {"score", "is_alert", "reasons", "model_version", "scored_at", "date"}
-    frames = [part[[c for c in part.columns if c not in drop]] for part in parts]
-    raw = pd.concat(frames, ignore_index=True)
-    raw = raw[[c for c in raw.columns if not str(c).startswith("kafka_")]]
-    if "tx_id" in raw:
-        raw = raw.drop_duplicates("tx_id", keep="first")
-    if "timestamp" in raw and "tx_id" in raw:
-        raw = raw.sort_values(["timestamp", "tx_id"], kind="stable").reset_index(drop=True)
-    rep = schema.validate_frame(raw, source=str(root))
+    raw = archive.events(path)
+    rep = schema.validate_frame(raw, source=str(path))
     if not rep.ok:
-        warnings.warn(f"--archive {root}: {rep.n_rejected} invalid row(s) skipped: "
+        warnings.warn(f"--archive {path}: {rep.n_rejected} invalid row(s) skipped: "
                       + "; ".join(rep.messages(limit=3)), FraudTrainingWarning)
     return rep.valid
 

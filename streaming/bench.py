@@ -162,7 +162,7 @@ def run_stream_bench(model_uri, tracking_uri: str | None = None, bootstrap: str 
 
     from fraud.simulate import simulate
     from streaming.broker import LocalBroker
-    from streaming.loop import default_loader
+    from streaming.model import default_loader
 
     uris = [model_uri] if isinstance(model_uri, str) else list(model_uri)
     bundles = {uri: default_loader(uri, tracking_uri) for uri in uris}
@@ -212,7 +212,8 @@ def run_stream_bench(model_uri, tracking_uri: str | None = None, bootstrap: str 
 def _bench_one(model_uri, tracking_uri, bootstrap, first, second, partitions, offered, batch_size, verbose,
                linger_ms, bundle, serve_kw, load_linger_ms: float = 0) -> dict:
     from streaming.broker import ensure_topics
-    from streaming.loop import Scorer, ServeConfig, freeze_heap
+    from streaming.loop import Scorer, ServeConfig
+    from streaming.model import freeze_heap
     from streaming.replay import encode_events, replay
 
     tag = uuid.uuid4().hex[:8]

@@ -9,7 +9,6 @@ one JSON text, column ``attributes``, so an attribute whose type changes between
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -87,17 +86,21 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not JSON (not finite)")
 
 
-def _h64(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
-                          "little", signed=True)
+_JSON = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _id(rec: dict, name: str) -> str:
     v = rec.get(name)
+    if type(v) is str and v.isascii() and 0 < len(v) <= MAX_ID_CHARS and v.strip() is v:
+        return v  # the common case (str.strip returns the same object when there is nothing to strip)
     if type(v) is not str:  # a numeric id loses digits past 2**53 in many JSON producers: ids travel as text
         raise Reject("invalid", f"field {name!r} value {v!r}: an id must be a JSON text, not "
                                 f"{'null' if v is None else type(v).__name__}")
     v = v.strip()
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:  # JSON can escape a lone surrogate ("\ud800"): no sink could store it
+        raise Reject("invalid", f"field {name!r} value {v[:40]!r}: not valid Unicode (a lone surrogate)") from None
     if not v:
         raise Reject("invalid", f"field {name!r} value {rec.get(name)!r}: empty id")
     if len(v) > MAX_ID_CHARS:
@@ -132,11 +135,8 @@ def _small_int(rec: dict, name: str, allowed) -> int:
     return v
 
 
-def _timestamp_ns(v) -> int:
+def _timestamp_ns(v: str) -> int:
     """ISO-8601 text -> int ns since 1970 (UTC; a text without offset is UTC). Python int: any year."""
-    if type(v) is not str:
-        raise Reject("invalid", f"field 'timestamp' value {v!r}: must be an ISO-8601 text, not "
-                                f"{'null' if v is None else type(v).__name__}")
     m = _Z_RE.match(v)
     if m is not None and 1700 <= int(m.group(1)) <= 2200:
         try:
@@ -177,15 +177,15 @@ def _fmt(ns: int) -> str:
         return f"{ns} ns since 1970"
 
 
-def decode_one(value, msg, rules: EventRules) -> tuple:
-    """One message's value -> (tx, ts_ns, customer, terminal, amount, label, scenario, attributes); raises
-    :class:`Reject`."""
+def decode_one(value, rules: EventRules) -> tuple:
+    """One message's value -> (tx, timestamp text, customer, terminal, amount, label, scenario, attributes);
+    raises :class:`Reject`. The timestamp is parsed and windowed by :func:`decode`, for a whole poll at once."""
     if not value:
         raise Reject("malformed_json", "empty message")
     if len(value) > rules.max_bytes:
         raise Reject("oversized", f"message of {len(value)} bytes exceeds the limit of {rules.max_bytes} bytes")
     try:
-        rec = json.loads(value, parse_constant=_reject_constant)
+        rec = _JSON.decode(value.decode("utf-8") if isinstance(value, (bytes, bytearray)) else value)
     except RecursionError:
         raise Reject("malformed_json", "JSON nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as e:
@@ -195,37 +195,67 @@ def decode_one(value, msg, rules: EventRules) -> tuple:
     missing = [c for c in schema.REQUIRED if c not in rec]
     if missing:
         raise Reject("invalid", f"missing field(s) {', '.join(map(repr, missing))}")
-    ts = _timestamp_ns(rec[schema.TIMESTAMP])
-    _check_window(ts, msg, rules)
+    ts = rec[schema.TIMESTAMP]
+    if type(ts) is not str:
+        raise Reject("invalid", f"field 'timestamp' value {ts!r}: must be an ISO-8601 text, not "
+                                f"{'null' if ts is None else type(ts).__name__}")
     return (_id(rec, schema.TX_ID), ts, _id(rec, schema.CUSTOMER_ID), _id(rec, schema.TERMINAL_ID),
             _amount(rec[schema.AMOUNT]), _small_int(rec, schema.LABEL, range(0, 2)),
             _small_int(rec, schema.SCENARIO, range(0, 32768)), _attributes(rec))
 
 
+def _timestamps(texts: list[str]) -> list:
+    """ISO-8601 texts -> int ns (UTC) or a :class:`Reject` each. The replay's ``...Z`` form is parsed for the
+    whole poll at once; any other text (or a poll numpy refuses) one by one."""
+    plain = all((m := _Z_RE.match(t)) is not None and 1700 <= int(m.group(1)) <= 2200 for t in texts)
+    if plain:
+        try:
+            return np.array([t[:-1] for t in texts], dtype="datetime64[ns]").astype(np.int64).tolist()
+        except ValueError:
+            pass
+    out = []
+    for t in texts:
+        try:
+            out.append(_timestamp_ns(t))
+        except Reject as e:
+            out.append(e)
+    return out
+
+
 def decode(msgs, rules: EventRules) -> tuple[Decoded, list[Letter]]:
     """Every message of a poll -> the good events (arrival order) and the dead letters."""
-    good, letters = Decoded(), []
+    ok, letters = [], []
     for m in msgs:
         try:
-            tx, ts, cu, te, am, lab, sc, at = decode_one(m.value, m, rules)
+            ok.append((m, *decode_one(m.value, rules)))
         except Reject as e:
             letters.append(Letter(m, e.kind, e.reason))
-            continue
         except Exception as e:  # noqa: BLE001 - one event must never stop the scorer
             letters.append(Letter(m, "decode_error", f"{e.__class__.__name__}: {str(e)[:300]}"))
+    rows = []
+    for r, ts in zip(ok, _timestamps([r[2] for r in ok])):
+        try:
+            if isinstance(ts, Reject):
+                raise ts
+            _check_window(ts, r[0], rules)
+        except Reject as e:
+            letters.append(Letter(r[0], e.kind, e.reason))
             continue
-        good.msgs.append(m)
-        good.tx.append(tx)
-        good.ts.append(ts)
-        good.cust.append(cu)
-        good.term.append(te)
-        good.amount.append(am)
-        good.label.append(lab)
-        good.scenario.append(sc)
-        good.attrs.append(at)
-        good.key.append(_h64(tx))
-        good.content.append(_h64(f"{ts}|{cu}|{te}|{am!r}|{lab}|{sc}|{at}"))
+        rows.append((r[0], r[1], ts, *r[3:]))
+    good = Decoded(*map(list, zip(*rows))) if rows else Decoded()
+    good.key, good.content = _hashes(good)
     return good, letters
+
+
+def _hashes(d: Decoded) -> tuple[list[int], list[int]]:
+    """Stable 64-bit hashes of each event's tx_id and of the rest of its content (pandas' SipHash with its fixed
+    key: the same in every process, as the checkpointed memory of scored tx_ids needs)."""
+    if not len(d):
+        return [], []
+    key = pd.util.hash_array(np.array(d.tx, dtype=object)).view(np.int64).tolist()
+    text = [f"{ts}|{cu}|{te}|{am!r}|{lab}|{sc}|{at}" for ts, cu, te, am, lab, sc, at in
+            zip(d.ts, d.cust, d.term, d.amount, d.label, d.scenario, d.attrs)]
+    return key, pd.util.hash_array(np.array(text, dtype=object)).view(np.int64).tolist()
 
 
 def to_frame(d: Decoded, has_label: bool | None = None) -> tuple[pd.DataFrame, np.ndarray]:

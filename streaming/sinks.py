@@ -9,33 +9,23 @@ str), ``model_version``, ``kafka_partition``, ``kafka_offset``.
   same tx_id (consumers dedupe by tx_id).
 - AlertStoreSink: alerts into the SQL alert store (unique tx_id: a re-delivered alert is skipped), one
   transaction per flush (the scorer flushes it at each checkpoint).
-- ArchiveSink: every scored event into Parquet partitioned by day,
-  ``DIR/date=YYYY-MM-DD/part-<topic>-p<partition>-o<first>-<last>.parquet``, written under a hidden
-  temporary name and renamed when complete. Files are named by the Kafka offsets they hold, so after
-  a crash the files written after the last checkpoint are found and removed before those offsets are
-  consumed again (``discard_from``): the archive holds every event exactly once.
+- the event archive: ``fraud.archive.ArchiveWriter`` (every scored event, Parquet by day, named by offsets).
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
-import re
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fraud.errors import BrokerError, ConfigError
-from fraud.io import read_parquet_parts
+from fraud.archive import concat_columns, frame_columns, keeping
+from fraud.errors import BrokerError
 
 log = logging.getLogger("streaming.sinks")
 _esc = json.encoder.encode_basestring_ascii  # what json.dumps uses for str (ensure_ascii=True)
 
-RESULT_COLUMNS = ["score", "is_alert", "reasons", "model_version"]
-_PART_RE = re.compile(r"^part-(?P<topic>.+)-p(?P<p>\d+)-o(?P<first>\d+)-(?P<last>\d+)\.parquet$")
 
 
 def _json_default(o):
@@ -89,44 +79,6 @@ def encode_results(results: pd.DataFrame) -> list[bytes]:
     return [(f'{{"tx_id": {tx[i]}, "timestamp": {ts[i]}, "customer_id": {cu[i]}, "terminal_id": {te[i]}, '
              f'"amount": {amt[i]}, "score": {sc[i]}, "is_alert": {al[i]}, "reasons": {rs[i]}, '
              f'"model_version": {ver[i]}}}').encode() for i in range(n)]
-
-
-def frame_columns(df: pd.DataFrame) -> dict:
-    """A frame's columns as a dict of arrays (what the buffering sinks keep per micro-batch)."""
-    return {c: df[c].array for c in df.columns}
-
-
-def _concat_arrays(parts: list):
-    p0 = parts[0]
-    t0, d0 = type(p0), p0.dtype
-    if all(type(p) is t0 and (p.dtype is d0 or p.dtype == d0) for p in parts):
-        if isinstance(p0, np.ndarray):
-            return np.concatenate(parts)
-        return type(p0)._concat_same_type(parts)  # the ExtensionArray interface's own concatenation
-    # dtypes differ between batches (e.g. an extra attribute inferred int in one, float in another): pandas' rules
-    return pd.concat([pd.Series(p, copy=False) for p in parts], ignore_index=True).array
-
-
-def without_partitions(bufs: list[dict], partitions) -> list[dict]:
-    """Buffered micro-batches (column dicts) without the rows of ``partitions``."""
-    ps = np.array(sorted(int(p) for p in partitions), dtype=np.int64)
-    out = []
-    for b in bufs:
-        keep = ~np.isin(np.asarray(b["kafka_partition"], dtype=np.int64), ps)
-        if keep.any():
-            out.append({c: v[keep] for c, v in b.items()})
-    return out
-
-
-def concat_columns(bufs: list[dict]) -> pd.DataFrame:
-    """``pd.concat`` of the micro-batches' frames (``ignore_index``), from their column dicts: one concatenation
-    per column instead of pandas' per-frame block planning (403 buffered batches: 38 ms -> ~6 ms), which ran
-    on the checkpoint writer thread and, holding the GIL, slowed the scoring thread. Batches whose column sets
-    differ go through ``pd.concat`` itself."""
-    names = list(bufs[0])
-    if any(list(b) != names for b in bufs):
-        return pd.concat([pd.DataFrame(b, copy=False) for b in bufs], ignore_index=True)
-    return pd.DataFrame({c: _concat_arrays([b[c] for b in bufs]) for c in names}, copy=False)
 
 
 class TrackedProducer:
@@ -227,16 +179,6 @@ class TopicSink:
         self.producer.flush(timeout=timeout)
 
 
-def _keeping(sink, flush, gate):
-    """``flush(sink.take())``, putting the buffers back in front if it fails (nothing taken is dropped)."""
-    bufs = sink.take()
-    try:
-        return flush(bufs, gate=gate)
-    except BaseException:
-        sink._buf = bufs + sink._buf
-        raise
-
-
 class AlertStoreSink:
     """Alerts are buffered and written in one transaction per flush (the scorer flushes at each checkpoint,
     so an alert reaches the store within the checkpoint interval; it is on the ``alerts`` topic at once).
@@ -265,7 +207,7 @@ class AlertStoreSink:
         """Write the buffered (or the ``take``-n) alerts; ``gate``: called before each step (the scorer's writer
         thread waits there for the scoring thread to be idle)."""
         if bufs is None:
-            return _keeping(self, self.flush, gate)
+            return keeping(self, self.flush, gate)
         if bufs:
             if gate is not None:
                 gate()
@@ -273,142 +215,3 @@ class AlertStoreSink:
             if gate is not None:
                 gate()
             self.inserted += self.store.write_alerts(df)
-
-
-class ArchiveSink:
-    """Buffers scored events per (day, partition); flush() writes one Parquet file per group."""
-
-    def __init__(self, root: str | os.PathLike, topic: str):
-        self.root = Path(root)
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"--archive {str(root)!r}: cannot create: {e}") from e
-        self.topic = re.sub(r"[^A-Za-z0-9._]", "_", topic)
-        self._buf: list[dict] = []
-        self.files_written = 0
-
-    def write(self, results: pd.DataFrame, columns: dict | None = None) -> None:
-        """Buffer ``results``; ``columns``: the same data as a dict of arrays (see :func:`concat_columns`)."""
-        if len(results):
-            self._buf.append(columns if columns is not None else frame_columns(results))
-
-    @property
-    def pending(self) -> int:
-        return sum(len(b["kafka_offset"]) for b in self._buf)
-
-    def drop_partitions(self, partitions) -> None:
-        """Forget buffered rows of partitions (not used in normal flow: revoke flushes first)."""
-        self._buf = without_partitions(self._buf, partitions)
-
-    def take(self) -> list:
-        """Hand over the buffered rows (to be written by ``flush(taken)``, e.g. on a writer thread)."""
-        bufs, self._buf = self._buf, []
-        return bufs
-
-    def flush(self, bufs: list | None = None, gate=None) -> list[Path]:
-        """Write the buffered (or the ``take``-n) rows, one file per (day, partition); ``gate``: called before
-        each step (concatenation, Arrow conversion, each file)."""
-        if bufs is None:
-            return _keeping(self, self.flush, gate)
-        if not bufs:
-            return []
-        gate = gate or (lambda: None)
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        # one frame, one Arrow conversion, groups by numpy, one take + write per file: the files are those of
-        # ``g.reset_index(drop=True).to_parquet(tmp, index=False)`` per (day, partition) group sorted by offset
-        gate()
-        df = concat_columns(bufs)
-        ts = df["timestamp"]
-        if ts.dt.tz is not None:
-            ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
-        day = ts.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")
-        part = df["kafka_partition"].to_numpy(dtype=np.int64)
-        offs = df["kafka_offset"].to_numpy(dtype=np.int64)
-        order = np.lexsort((offs, part, day))  # stable: by day, partition, offset
-        key_day, key_part = day[order], part[order]
-        cuts = np.flatnonzero((key_day[1:] != key_day[:-1]) | (key_part[1:] != key_part[:-1])) + 1
-        gate()
-        with warnings.catch_warnings():  # as pandas' to_parquet does: pyarrow reads Series.values (deprecated)
-            warnings.filterwarnings("ignore", message=r"Series\.values returning")
-            table = pa.Table.from_pandas(df, preserve_index=False)
-        out = []
-        for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), len(order)]):
-            idx = order[a:b]
-            d, p = str(key_day[a]), int(key_part[a])
-            first, last = int(offs[idx[0]]), int(offs[idx[-1]])
-            folder = self.root / f"date={d}"
-            folder.mkdir(parents=True, exist_ok=True)
-            name = f"part-{self.topic}-p{p:04d}-o{first:012d}-{last:012d}.parquet"
-            tmp = folder / f".{name}.tmp"
-            gate()
-            pq.write_table(table.take(pa.array(idx)), tmp, compression="snappy")
-            os.replace(tmp, folder / name)
-            out.append(folder / name)
-        self.files_written += len(out)
-        return out
-
-    def files(self, partition: int | None = None) -> list[tuple[Path, int, int, int]]:
-        """(path, partition, first_offset, last_offset) of every complete archive file of this topic."""
-        res = []
-        for f in self.root.glob("date=*/part-*.parquet"):
-            m = _PART_RE.match(f.name)
-            if not m or m.group("topic") != self.topic:
-                continue
-            p = int(m.group("p"))
-            if partition is None or p == partition:
-                res.append((f, p, int(m.group("first")), int(m.group("last"))))
-        return res
-
-    def retire(self, partition: int) -> int:
-        """The partition's log was replaced (its offsets start again): rename its files to
-        ``part-<topic>~<k>-p...`` (k = 1, 2, ...: one per replaced log). Readers of the whole archive (training,
-        review) still read them; the partition's offsets (:meth:`files`, :meth:`discard_from`) no longer include
-        them. Returns the number of files renamed."""
-        mine = self.files(partition)
-        if not mine:
-            return 0
-        used = [int(m.group(1)) for f in self.root.glob(f"date=*/part-{self.topic}~*-p{partition:04d}-o*.parquet")
-                if (m := re.match(rf"^part-{re.escape(self.topic)}~(\d+)-p", f.name))]
-        k = max(used, default=0) + 1
-        for f, p, first, last in mine:
-            os.replace(f, f.with_name(f"part-{self.topic}~{k}-p{p:04d}-o{first:012d}-{last:012d}.parquet"))
-        log.warning("archive: %d file(s) of partition %d kept as part-%s~%d-... (its log was replaced)", len(mine),
-                    partition, self.topic, k)
-        return len(mine)
-
-    def discard_from(self, partition: int, offset: int) -> int:
-        """Remove archive files of ``partition`` holding offsets >= ``offset`` (written after the last
-        checkpoint by a scorer that then died): those events are about to be consumed again."""
-        n = 0
-        for f, _, first, last in self.files(partition):
-            if first >= offset:
-                f.unlink(missing_ok=True)
-                n += 1
-            elif last >= offset:  # straddles the restart point: keep the part below it
-                df = pd.read_parquet(f)
-                keep = df[df["kafka_offset"] < offset]
-                new_last = int(keep["kafka_offset"].max())
-                name = f"part-{self.topic}-p{partition:04d}-o{first:012d}-{new_last:012d}.parquet"
-                tmp = f.with_name(f".{name}.tmp")
-                keep.to_parquet(tmp, index=False)
-                os.replace(tmp, f.with_name(name))
-                f.unlink(missing_ok=True)
-                n += 1
-        for t in self.root.glob("date=*/.part-*.tmp"):  # half-written files of a crashed writer
-            t.unlink(missing_ok=True)
-        if n:
-            log.warning("archive: removed %d file(s) of partition %d at offsets >= %d (written after the last "
-                        "checkpoint; they will be rewritten)", n, partition, offset)
-        return n
-
-
-def read_archive(root: str | os.PathLike) -> pd.DataFrame:
-    """Every archived event (hidden temporary files excluded), sorted by time."""
-    frames = read_parquet_parts(root, "date=*/part-*.parquet")
-    if not frames:
-        return pd.DataFrame()
-    df = pd.concat(frames, ignore_index=True)
-    return df.sort_values(["timestamp", "tx_id"], kind="stable").reset_index(drop=True)

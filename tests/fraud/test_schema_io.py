@@ -155,23 +155,3 @@ def test_validate_records_reports_missing_fields_per_event():
     ], source="transactions", lines=np.array([10, 11]))
     assert rep.n_valid == 1
     assert {(r.line, r.field) for r in rep.problems.itertuples()} == {(11, "terminal_id"), (11, "amount")}
-
-
-def test_archive_parts_skip_hidden_and_vanished_files(tmp_path, monkeypatch):
-    from fraud import io as fio
-
-    day = tmp_path / "date=2024-01-01"
-    day.mkdir()
-    for name, v in (("part-a.parquet", 1), ("part-b.parquet", 2), (".part-c.parquet.tmp", 3), (".hidden.parquet", 4)):
-        pd.DataFrame({"x": [v]}).to_parquet(day / name)
-    got = pd.concat(fio.read_parquet_parts(tmp_path))["x"].tolist()
-    assert got == [1, 2]  # temporary / hidden files are never read
-    real = pd.read_parquet
-
-    def vanishing(path, *a, **kw):  # a live scorer removed part-b between listing and reading
-        if str(path).endswith("part-b.parquet"):
-            raise FileNotFoundError(path)
-        return real(path, *a, **kw)
-
-    monkeypatch.setattr(fio.pd, "read_parquet", vanishing)
-    assert pd.concat(fio.read_parquet_parts(tmp_path))["x"].tolist() == [1]

@@ -21,9 +21,9 @@ import pytest
 
 from fraud.errors import BrokerError, RegistryError
 from streaming.broker import LocalBroker, ensure_topics, free_port, wait_for_broker
-from streaming.loop import Scorer, ServeConfig, score_partitions
+from streaming.loop import Scorer, ServeConfig
 from streaming.replay import encode_events, make_producer, replay
-from streaming.sinks import read_archive
+from fraud.archive import read as read_archive
 from streaming.state import CheckpointStore
 
 pytestmark = pytest.mark.integration
@@ -103,9 +103,9 @@ def _restored(state_dir, topic, partition, bundle):
     c = CheckpointStore(state_dir, topic).load(partition)
     if c.base is None:
         return c, c.state
-    s = Scorer(ServeConfig(bootstrap="localhost:9", topic=topic, state_dir=str(state_dir)))
-    s.bundle = bundle
-    st, _ = s.restore_light(partition, c)
+    from streaming.partitions import restore_light
+
+    st, _ = restore_light(c, bundle, CheckpointStore(state_dir, topic), None, topic)
     return c, st
 
 
@@ -186,7 +186,7 @@ def test_end_to_end_and_dead_letters(broker, reg, tmp_path):
 
     metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     kept, revoke = {}, s._on_revoked
-    s._on_revoked = lambda revoked: (kept.update(s.states), revoke(revoked))  # the live states, at the end
+    s._on_revoked = lambda revoked: (kept.update({p: x.state for p, x in s.parts.items()}), revoke(revoked))
     _halt(h)
     assert gc.get_freeze_count() == 0  # and close() gave it back to the collector
 
@@ -251,21 +251,6 @@ def test_end_to_end_and_dead_letters(broker, reg, tmp_path):
     assert 'fraud_dead_letters_total{kind="invalid"} 4.0' in metrics
     assert f"fraud_scored_total {float(len(good))}" in metrics
     assert "fraud_latency_seconds_count" in metrics
-
-
-def test_score_partitions_equals_per_partition_score(reg):
-    rows = reg.live.iloc[:300]
-    parts = [rows.iloc[i::3].reset_index(drop=True) for i in range(3)]
-    b = reg.bundle
-    s1 = [b.new_state() for _ in parts]
-    s2 = [b.new_state() for _ in parts]
-    for lo in (0, 50):
-        chunks = [p.iloc[lo:lo + 50].reset_index(drop=True) for p in parts]
-        fused = score_partitions(b, list(zip(chunks, s1)))
-        for c, st, f in zip(chunks, s2, fused):
-            ref = b.score(c, st)
-            pd.testing.assert_frame_equal(f.reset_index(drop=True), ref.reset_index(drop=True))
-    assert [s.n_scored for s in s1] == [s.n_scored for s in s2] == [100, 100, 100]
 
 
 def test_crash_restart_loses_nothing_and_duplicates_nothing(broker, reg, tmp_path):
@@ -346,9 +331,9 @@ def test_rebalance_between_two_scorers(broker, reg, tmp_path):
     replay(data.iloc[:500], broker.bootstrap, topic)
     _wait(lambda: a.scorer.n_events >= 500, 60, "scorer A to consume the first half")
     b = _start(cfg)
-    _wait(lambda: len(b.scorer.states) > 0 and len(a.scorer.states) > 0
-          and len(a.scorer.states) + len(b.scorer.states) == 4, 60, "the partitions to be split")
-    parts_a, parts_b = set(a.scorer.states), set(b.scorer.states)
+    _wait(lambda: len(b.scorer.parts) > 0 and len(a.scorer.parts) > 0
+          and len(a.scorer.parts) + len(b.scorer.parts) == 4, 60, "the partitions to be split")
+    parts_a, parts_b = set(a.scorer.parts), set(b.scorer.parts)
     assert parts_a.isdisjoint(parts_b)
     replay(data.iloc[500:], broker.bootstrap, topic)
     _wait(lambda: a.scorer.n_scored + b.scorer.n_scored >= len(data), 60, "both scorers to finish")
@@ -626,7 +611,7 @@ def test_a_broker_that_comes_back_empty_is_detected_and_its_new_log_read_from_th
         _send(b1.bootstrap, topic, _events(first))
         h = _start(_cfg(b1, reg, tmp_path, topic, partitions=2))
         s = h.scorer
-        _wait(lambda: s.n_scored >= len(first) and not s.dirty, 90, "the first log to be scored and checkpointed")
+        _wait(lambda: s.n_scored >= len(first) and not s.ck.dirty, 90, "the first log to be scored and checkpointed")
         b1.stop()
         b2 = LocalBroker(port=port).start()
         try:
@@ -646,3 +631,21 @@ def test_a_broker_that_comes_back_empty_is_detected_and_its_new_log_read_from_th
     resets = sum(m.samples[0].value for m in s.metrics.offset_resets.collect() for _ in [0] if m.samples)
     assert resets >= 1
     assert list((tmp_path / "archive").glob("date=*/part-*~1-p*.parquet"))  # the old log's files, kept
+
+
+def test_the_reload_check_reads_the_scorers_own_store(reg, tmp_path):
+    """The scorer resolves its alias in ServeConfig.tracking_uri, whatever store the process is configured for
+    (the resolver used to drop the URI and ask the process-wide store)."""
+    from fraud import registry
+    from streaming.model import default_resolver
+
+    from mlflow.tracking import MlflowClient
+
+    want = str(MlflowClient(reg.uri, registry_uri=reg.uri).get_model_version_by_alias(MODEL, "champion").version)
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    registry.configure(other)
+    try:
+        assert default_resolver(MODEL, "champion", reg.uri) == want
+        assert registry._state["tracking_uri"] == other
+    finally:
+        registry.configure(reg.uri)

@@ -2,7 +2,7 @@
 import gc
 import weakref
 
-from streaming.loop import freeze_heap, thaw_heap
+from streaming.model import freeze_heap, thaw_heap
 
 
 class _Node:

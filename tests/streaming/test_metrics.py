@@ -42,7 +42,7 @@ def test_scorer_metrics_expose_the_latency_histogram():
 
 def test_metrics_bind_the_loopback_address_unless_told_otherwise():
     from streaming.broker import free_port
-    from streaming.loop import ServeConfig
+    from streaming.config import ServeConfig
     from streaming.metrics import Metrics
 
     assert ServeConfig(bootstrap="127.0.0.1:1").metrics_host == "127.0.0.1"

@@ -6,7 +6,7 @@ import json
 import pandas as pd
 
 from fraud.schema import validate_records
-from streaming.loop import parse_model_uri
+from fraud.registry import parse_model_uri
 from streaming.replay import encode_events
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from streaming.sinks import ArchiveSink, read_archive
+from fraud.archive import ArchiveWriter
+from fraud.archive import read as read_archive
 
 
 def _results(partition: int, offsets, day: str = "2024-01-01") -> pd.DataFrame:
@@ -20,7 +21,7 @@ def _results(partition: int, offsets, day: str = "2024-01-01") -> pd.DataFrame:
 
 
 def test_flush_names_files_by_day_partition_offsets(tmp_path):
-    a = ArchiveSink(tmp_path, "transactions")
+    a = ArchiveWriter(tmp_path, "transactions")
     a.write(_results(0, range(0, 5)))
     a.write(_results(1, range(0, 3), day="2024-01-02"))
     files = a.flush()
@@ -34,7 +35,7 @@ def test_flush_names_files_by_day_partition_offsets(tmp_path):
 
 
 def test_discard_from_removes_uncheckpointed_files(tmp_path):
-    a = ArchiveSink(tmp_path, "transactions")
+    a = ArchiveWriter(tmp_path, "transactions")
     a.write(_results(0, range(0, 10)))
     a.flush()
     a.write(_results(0, range(10, 20)))
@@ -106,7 +107,7 @@ def test_archive_files_are_those_of_per_group_to_parquet(tmp_path):
     batches = [_results(0, [5, 6]), _results(1, [0, 1, 2]), _results(0, [3, 4], day="2024-01-02"),
                _results(0, [7]), _results(1, [3], day="2024-01-02")]
     batches[0].loc[1, "reasons"] = ["amount_z"]
-    a = ArchiveSink(tmp_path / "cols", "transactions")
+    a = ArchiveWriter(tmp_path / "cols", "transactions")
     for b in batches[:3]:
         a.write(b, columns=frame_columns(b))
     for b in batches[3:]:
@@ -155,7 +156,7 @@ def test_alert_store_sink_buffers_alert_rows_only(tmp_path):
 
 
 def test_archive_drop_partitions_forgets_their_buffered_rows(tmp_path):
-    a = ArchiveSink(tmp_path, "transactions")
+    a = ArchiveWriter(tmp_path, "transactions")
     mixed = pd.concat([_results(0, range(3)), _results(1, range(2))], ignore_index=True)
     a.write(mixed)
     a.write(_results(1, range(2, 4)))
@@ -168,7 +169,7 @@ def test_archive_drop_partitions_forgets_their_buffered_rows(tmp_path):
 def test_flush_steps_wait_at_the_gate(tmp_path):
     """The writer thread's gate is called before each step: concatenation, Arrow conversion, every file."""
     calls = []
-    a = ArchiveSink(tmp_path, "transactions")
+    a = ArchiveWriter(tmp_path, "transactions")
     a.write(_results(0, range(3)))
     a.write(_results(1, range(2), day="2024-01-02"))
     files = a.flush(gate=lambda: calls.append("archive"))

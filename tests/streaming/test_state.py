@@ -262,17 +262,17 @@ def test_writer_gate_opens_while_the_scorer_polls():
 
     s = Scorer(ServeConfig(bootstrap="127.0.0.1:1", writer_gate_ms=300))
     t0 = time.perf_counter()
-    s._writer_gate()  # the scorer is not polling: the gate waits writer_gate_ms, no longer
+    s.ck.gate()  # the scorer is not polling: the gate waits writer_gate_ms, no longer
     waited = time.perf_counter() - t0
     assert 0.25 <= waited < 2.0
-    threading.Timer(0.05, s._polling.set).start()
+    threading.Timer(0.05, s.ck.polling.set).start()
     t0 = time.perf_counter()
-    s._writer_gate()  # opens as soon as the scorer enters poll
+    s.ck.gate()  # opens as soon as the scorer enters poll
     assert time.perf_counter() - t0 < 0.25
-    s._polling.clear()
+    s.ck.polling.clear()
     s.cfg.writer_gate_ms = 0
     t0 = time.perf_counter()
-    s._writer_gate()  # no gate
+    s.ck.gate()  # no gate
     assert time.perf_counter() - t0 < 0.05
 
 
@@ -288,11 +288,11 @@ def test_waiting_for_the_checkpoint_job_opens_the_writer_gate():
 
     def job():
         for _ in range(6):  # six gated steps: 3 s if the gate stayed shut
-            s._writer_gate()
+            s.ck.gate()
 
     with ThreadPoolExecutor(1) as ex:
-        s._ck_job = (ex.submit(job), Job())
+        s.ck.in_flight = (ex.submit(job), Job())
         t0 = time.perf_counter()
-        s._ck_wait(commit=False)
+        s.ck.wait(commit=False)
         assert time.perf_counter() - t0 < 1.5
-    assert not s._polling.is_set()  # closed again once the scoring thread goes back to work
+    assert not s.ck.polling.is_set()  # closed again once the scoring thread goes back to work
