@@ -1,7 +1,8 @@
 """Collusion alarm: a label-free override on top of any detector (the supervised head never saw a ring).
 
 When more established cards made a first visit to a merchant in the last week (``CL_T_NEW_AGED`` of
-``fraud.features.collusion``) than ever in the training window, the score is raised into (0.99, 1].
+``fraud.features.collusion``) than ever in the training window, the row outranks every other: other
+scores are scaled into [0, floor], alarms lie in (floor, 1].
 Why an override and not one more column: docs/detection.md.
 """
 from __future__ import annotations
@@ -16,9 +17,9 @@ COLUMN = "CL_T_NEW_AGED"
 
 
 class CollusionAlarm(BaseEstimator):
-    """``max(base score, alarm)``; alarm = 0.99 + 0.01 * (1 - 1 / (1 + z - z_max)) for z > z_max (training max)."""
+    """floor + (1 - floor) * (1 - 1 / (1 + z - z_max)) when z > z_max (the training max), else floor * base score."""
 
-    def __init__(self, base=None, column: str = COLUMN, floor: float = 0.99):
+    def __init__(self, base=None, column: str = COLUMN, floor: float = 0.999):
         self.base = base
         self.column = column
         self.floor = floor
@@ -49,7 +50,7 @@ class CollusionAlarm(BaseEstimator):
 
     def decision_function(self, X) -> np.ndarray:
         s = np.asarray(self.base.decision_function(X), dtype=np.float64)
-        return np.maximum(s, self.alarm(X)) if len(s) else s
+        return np.maximum(self.floor * s, self.alarm(X)) if len(s) else s
 
     def explain(self, X, top: int = 3, **kw):
         out = self.base.explain(X, top=top, **kw)

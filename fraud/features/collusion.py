@@ -121,8 +121,9 @@ class CollusionFeatures(Featurizer):
         else:
             mine.remove(t)
             mine.append(t)
-        others = {e[1] for e in recent if e[1] != c and e[2]}
-        n_aged = len(others) + int(new and aged)
+        newcomers = {e[1] for e in recent if e[2]}  # established cards new to t in the window (c included)
+        n_aged = len(newcomers)
+        others = newcomers - {c}
         mine_set = set(mine) - {t}
         unrelated = sum(1 for o in others if not mine_set.intersection(st.c_terms.get(o, ())))
         hist_days = max((now - first_t - win) / DAY_NS, self.window_days)
