@@ -26,6 +26,7 @@ STATE_CLASSES = {
     "BehaviourState": "fraud.features.behaviour:BehaviourState",
     "GraphState": "fraud.features.graph:GraphState",
     "SequenceState": "models.sequence:SequenceState",
+    "CollusionState": "fraud.features.collusion:CollusionState",
 }
 HEADER = "header"  # the npz member holding the JSON header
 _ZIP_MAGIC = b"PK\x03\x04"

@@ -49,8 +49,9 @@ FEATURIZERS = {
     "graph": "fraud.features.graph:GraphFeatures",
     "sequence": "fraud.features.sequence:SequenceFeatures",
     "behaviour": "fraud.features.behaviour:BehaviourFeatures",
+    "collusion": "fraud.features.collusion:CollusionFeatures",
 }
-DEFAULT_FEATURIZERS = ("tabular", "behaviour", "graph", "sequence")
+DEFAULT_FEATURIZERS = ("tabular", "behaviour", "graph", "sequence", "collusion")
 DEFAULT_UNSUPERVISED = ("iforest", "ecod", "copod", "hbos", "autoencoder")
 DAY = pd.Timedelta(days=1)
 
@@ -71,6 +72,9 @@ class TrainConfig:
     eval_days: int = 7
     warmup_days: int = 7
     max_supervised_rows: int | None = 400_000  # labelled rows for the head: all frauds + sampled genuine
+    #: compare with the book-feature random forest on the evaluation week; register the better or a blend
+    #: (``fraud.baseline``; needs the tabular featurizer and labelled fraud in both windows)
+    baseline_guard: bool = True
     #: days of history (before train-until) replayed through the online path to give the bundle a warm
     #: initial state (``bundle.initial_state_``): a stream scorer starting without a checkpoint then sees
     #: customer/terminal windows and sequence states as of the training cutoff, not empty ones. 0 = off.
@@ -100,6 +104,7 @@ class TrainResult:
     warnings: list
     timings: dict
     windows: dict
+    tags: dict = field(default_factory=dict)  # MLflow tags (the baseline comparison)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -419,12 +424,21 @@ def train(df: pd.DataFrame, cfg: TrainConfig | None = None, train_from=None, tra
             out = np.asarray(det.decision_function(X.loc[mask]), dtype=float)
         return np.clip(out, 0, 1)
 
+    ev = ((ts >= w["eval_from"]) & (ts < w["eval_until"])).to_numpy()
+    decision_scores_of = det
+    det, tags, ev_scores = _baseline_step(cfg, det, X, df, w, in_train, ev, supervised and "tabular" in names, say)
+    if "collusion" in names:
+        det = _collusion_step(det, Xtr)
+        ev_scores = None
+    if det is not decision_scores_of:
+        known[:] = np.nan  # the registered detector changed: score the rows again
     s_recent = scores_of(recent)
     thr = threshold_for_budget(s_recent, ts[recent], cfg.alert_budget_per_day)
-    ev = ((ts >= w["eval_from"]) & (ts < w["eval_until"])).to_numpy()
     cols = [c for c in (schema.TX_ID, schema.TIMESTAMP, schema.CUSTOMER_ID, "label", "scenario") if c in df]
     eval_frame = df.loc[ev, cols].reset_index(drop=True)
-    if ev.any():
+    if ev_scores is not None:
+        eval_frame["score"] = np.clip(ev_scores, 0, 1)
+    elif ev.any():
         eval_frame["score"] = scores_of(ev)
     else:
         eval_frame["score"] = np.array([], dtype=float)
@@ -459,7 +473,28 @@ def train(df: pd.DataFrame, cfg: TrainConfig | None = None, train_from=None, tra
               "unsupervised_flag": bool(unsupervised)}
     metrics_out = {**{k: v for k, v in metrics.items()}, "threshold": thr,
                    **{f"seconds.{k}": v for k, v in timings.items()}}
-    return TrainResult(bundle, metrics_out, params, eval_frame, warns, timings, w)
+    return TrainResult(bundle, metrics_out, params, eval_frame, warns, timings, w, tags)
+
+
+def _collusion_step(det, Xtr):
+    """``det`` under the label-free collusion alarm (``fraud.detectors.collusion``), fitted on the training rows."""
+    from fraud.detectors.collusion import CollusionAlarm
+
+    return CollusionAlarm(det).fit(Xtr)
+
+
+def _baseline_step(cfg, det, X, df, w, in_train, ev, applicable: bool, say):
+    """(detector to register, MLflow tags, its evaluation-week scores or None): ``fraud.baseline``'s guard."""
+    if not cfg.baseline_guard:
+        return det, {"baseline.choice": "pipeline (guard off)"}, None
+    if not applicable:
+        return det, {"baseline.choice": "pipeline (no supervised head or no tabular features)"}, None
+    from fraud.baseline import training_guard
+
+    say("comparing with the book-feature random forest on the evaluation week")
+    det, info = training_guard(det, X, df, w, in_train, ev, seed=cfg.seed, max_rows=cfg.max_supervised_rows)
+    scores = info.pop("eval_scores", None)
+    return det, info, scores
 
 
 def warm_state(bundle, df: pd.DataFrame, days: float, batch_size: int = 10_000):
@@ -631,7 +666,8 @@ def retrain_flow(settings, df: pd.DataFrame, cfg: TrainConfig, name: str, labels
     res.metrics.update({f"gate.challenger.{k}": v for k, v in cl.items() if k in ("ap", "auc", "cp@100")})
     res.metrics.update({f"gate.champion.{k}": v for k, v in ch.items() if k in ("ap", "auc", "cp@100")})
     if log is None:
-        version = registry.log_and_register(res.bundle, name=name, metrics=res.metrics, params=res.params, tags=tags,
+        version = registry.log_and_register(res.bundle, name=name, metrics=res.metrics, params=res.params,
+                                            tags={**res.tags, **tags},
                                             artifact_root=settings.artifact_root, run_name="retrain-challenger",
                                             key=settings.bundle_key)
     else:

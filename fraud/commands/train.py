@@ -144,6 +144,7 @@ def _log_training(settings, result, name, console, extra_tags=None, champion_if_
         for p in maps:
             arts[f"plots/{p.name}"] = p
         tags = {"warnings": " | ".join(result.warnings)[:4000]} if result.warnings else {}
+        tags.update(getattr(result, "tags", None) or {})  # the baseline comparison (fraud.baseline)
         tags.update(extra_tags or {})
         version = registry.log_and_register(
             result.bundle, name=name, metrics=result.metrics, params=result.params, tags=tags, figures=figs,

@@ -1,0 +1,139 @@
+"""Never below the simple baseline: the book-feature random forest beside the full pipeline at training.
+
+``guard`` fits the book's random forest (its 15 features, the ``tabular`` featurizer's columns) on the
+labels the supervised head saw, scores both on the held-back labelled week, and returns the better of
+the two or a blend ``w * pipeline + (1 - w) * forest`` (``w`` from :data:`WEIGHTS`, chosen on that
+week), with the forest refitted on every known label. Why and how much: docs/detection.md.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+
+from fraud.errors import ConfigError, NotFittedError
+
+#: blend weights of the pipeline tried on the evaluation week (1 = pipeline alone, 0 = forest alone)
+WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)
+
+
+def book_columns() -> list[str]:
+    from fraud.features.tabular import feature_names
+
+    return list(feature_names())
+
+
+def _positions(names, wanted, where: str) -> np.ndarray:
+    idx = {n: i for i, n in enumerate(names)}
+    missing = [c for c in wanted if c not in idx]
+    if missing:
+        raise ConfigError(f"{where}: feature column(s) {missing[:5]} are missing; the book forest needs the "
+                          "'tabular' featurizer")
+    return np.array([idx[c] for c in wanted], dtype=np.int64)
+
+
+class BookForest(BaseEstimator):
+    """The book's random forest (chapter 3: standardised features, 100 trees) over ``columns`` of X."""
+
+    def __init__(self, columns=None, n_estimators: int = 100, seed: int = 0, n_jobs: int = -1):
+        self.columns = columns
+        self.n_estimators = n_estimators
+        self.seed = seed
+        self.n_jobs = n_jobs
+
+    def fit(self, X: pd.DataFrame, y) -> "BookForest":
+        from sklearn.ensemble import RandomForestClassifier
+        from sklearn.preprocessing import StandardScaler
+
+        self.feature_names_ = [str(c) for c in X.columns]
+        self.columns_ = list(self.columns or book_columns())
+        self.idx_ = _positions(self.feature_names_, self.columns_, "BookForest.fit")
+        A = np.nan_to_num(X.to_numpy(dtype=np.float64)[:, self.idx_])
+        y = np.asarray(y, dtype=np.int64)
+        if len(np.unique(y)) < 2:
+            raise ConfigError(f"BookForest.fit: labels hold {int(y.sum())} fraud(s) in {len(y)} rows; need both classes")
+        self.scaler_ = StandardScaler().fit(A)
+        self.forest_ = RandomForestClassifier(n_estimators=self.n_estimators, random_state=self.seed,
+                                              n_jobs=self.n_jobs).fit(self.scaler_.transform(A), y)
+        return self
+
+    def _matrix(self, X) -> np.ndarray:
+        if not hasattr(self, "forest_"):
+            raise NotFittedError("BookForest is not fitted; call fit(X, y) first")
+        if isinstance(X, pd.DataFrame):
+            return np.nan_to_num(X[self.columns_].to_numpy(dtype=np.float64))
+        return np.nan_to_num(np.asarray(X, dtype=np.float64)[:, self.idx_])
+
+    def decision_function(self, X) -> np.ndarray:
+        A = self._matrix(X)
+        if len(A) == 0:
+            return np.empty(0)
+        return self.forest_.predict_proba(self.scaler_.transform(A))[:, 1]
+
+
+class Blend(BaseEstimator):
+    """``weight * pipeline + (1 - weight) * forest`` (both in [0, 1]); reasons from the pipeline."""
+
+    def __init__(self, pipeline=None, forest=None, weight: float = 0.5):
+        self.pipeline = pipeline
+        self.forest = forest
+        self.weight = weight
+
+    @property
+    def feature_names_(self):
+        return self.pipeline.feature_names_
+
+    def decision_function(self, X) -> np.ndarray:
+        w = float(self.weight)
+        p = np.asarray(self.pipeline.decision_function(X), dtype=np.float64) if w > 0 else 0.0
+        f = np.asarray(self.forest.decision_function(X), dtype=np.float64) if w < 1 else 0.0
+        return np.clip(w * p + (1 - w) * f, 0.0, 1.0) * np.ones(len(X))
+
+    def explain(self, X, top: int = 3, **kw):
+        return self.pipeline.explain(X, top=top, **kw)
+
+
+def _ap(y, s) -> float:
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
+
+
+def guard(det, X: pd.DataFrame, y_fit: np.ndarray, y_eval: np.ndarray, ev: np.ndarray, y_all: np.ndarray,
+          seed: int = 0) -> tuple[object, dict]:
+    """(detector to register, info). ``y_fit`` / ``y_all``: labels per row of X (NaN = not usable) for the
+    comparison fit and the final refit; ``ev``: the evaluation rows, ``y_eval`` their labels."""
+    fit_rows = np.isfinite(y_fit)
+    forest = BookForest(seed=seed).fit(X.loc[fit_rows], y_fit[fit_rows])
+    Xe = X.loc[ev]
+    p = np.clip(np.asarray(det.decision_function(Xe), dtype=np.float64), 0, 1)
+    f = forest.decision_function(Xe)
+    aps = {w: _ap(y_eval, w * p + (1 - w) * f) for w in WEIGHTS}
+    best = max(WEIGHTS, key=lambda w: (aps[w], w))  # ties: the larger pipeline weight
+    info = {"baseline.model": "random_forest (book features)", "baseline.ap": aps[0.0], "pipeline.ap": aps[1.0],
+            "baseline.weight": best, "baseline.chosen_ap": aps[best],
+            "baseline.choice": {1.0: "pipeline", 0.0: "baseline"}.get(best, f"blend w={best}"),
+            "eval_scores": best * p + (1 - best) * f}
+    if best == 1.0:
+        return det, info
+    all_rows = np.isfinite(y_all)
+    forest = BookForest(seed=seed).fit(X.loc[all_rows], y_all[all_rows])
+    return Blend(det, forest, best), info
+
+
+def training_guard(det, X: pd.DataFrame, df: pd.DataFrame, windows: dict, in_train: np.ndarray, ev: np.ndarray,
+                   seed: int = 0, max_rows: int | None = None) -> tuple[object, dict]:
+    """:func:`guard` with the training windows of ``fraud.training.train``: the comparison forest learns the
+    head's labels ``[train_from, label_cutoff)``, the final one every label known at train-until."""
+    from fraud.training import _subsample_genuine
+
+    ts = df["timestamp"]
+    lab = df["label"].to_numpy(dtype=np.float64)
+    fit = in_train & (ts < windows["label_cutoff"]).to_numpy()
+    known = in_train & (ts < windows["labels_known_before"]).to_numpy()
+    y_eval = lab[ev]
+    if not (ev.any() and 0 < y_eval.sum() < len(y_eval) and 0 < lab[fit].sum() < fit.sum()):
+        return det, {"baseline.choice": "pipeline (no labelled fraud to compare on)"}
+    y_fit = _subsample_genuine(np.where(fit, lab, np.nan), max_rows, seed)
+    y_all = _subsample_genuine(np.where(known, lab, np.nan), max_rows, seed)
+    return guard(det, X, y_fit, y_eval, ev, y_all, seed=seed)

@@ -1,0 +1,39 @@
+"""fraud bench worlds: the pipeline against the book-feature random forest on random worlds (issue 14; the harness
+is ``benchmarks.worlds``, outside the product)."""
+from __future__ import annotations
+
+import json
+
+import click
+
+
+def _seeds(text: str | None):
+    from benchmarks.worlds import REPORT_SEEDS
+
+    if not text:
+        return REPORT_SEEDS
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers", param_hint="--seeds") from None
+
+
+def register(main: click.Group, bench: click.Group) -> None:
+    @bench.command("worlds")
+    @click.option("--seeds", default=None, help="Comma-separated world seeds [default: the 20 report seeds 2000-2019].")
+    @click.option("--customers", default=500, show_default=True, type=int)
+    @click.option("--terminals", default=1000, show_default=True, type=int)
+    @click.option("--days", default=70, show_default=True, type=int)
+    @click.option("--test-days", default=14, show_default=True, type=int)
+    @click.option("--budget", default=None, type=int, help="Cards alerted a day [default: 1 % of the customers, >= 5].")
+    @click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
+    def bench_worlds(**kw):
+        """Per random world: AP of the training pipeline and of the book's random forest on the same split, their
+        ratio and the recall of aged-account rings (starting after training) at the card budget; worst and mean."""
+        from benchmarks.worlds import WorldsConfig, run_worlds, table
+
+        cfg = WorldsConfig(seeds=_seeds(kw["seeds"]), customers=kw["customers"], terminals=kw["terminals"],
+                           days=kw["days"], test_days=kw["test_days"], budget=kw["budget"])
+        say = (lambda s: None) if kw["as_json"] else (lambda s: click.echo(s, err=True))
+        res = run_worlds(cfg, say=say)
+        click.echo(json.dumps(res) if kw["as_json"] else table(res))
