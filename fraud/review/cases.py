@@ -84,6 +84,8 @@ class CaseBook:
             df = pd.read_sql(sa.select(cases).order_by(cases.c.case_id), conn)
         for c in ("created_at", "updated_at"):
             df[c] = pd.to_datetime(df[c], utc=True)
+        for c in ("outcome", "assignee", "linked_to", "link_kind", "cluster_id"):
+            df[c] = df[c].astype(object).where(df[c].notna(), None)
         return df
 
     def get(self, case_id: str) -> dict:
