@@ -429,10 +429,13 @@ def register(main: click.Group, bench: click.Group) -> None:
                   help="Give the clustering the test window's transactions as context (what the scorer's archive "
                        "holds, as `fraud review ... --archive DIR` reads it) and report the figures with and "
                        "without it.")
+    @click.option("--cases/--no-cases", "with_cases", default=False, show_default=True,
+                  help="Also stream the alerts day by day through the case book: case stability, ring share of "
+                       "the top 10 open cases, share of alerts whose top reason is opaque.")
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_context
     def bench_review(ctx, customers, terminals, days, seed, seeds, detector, alerts_per_day, cap_budget, refine,
-                     resolution, risk, cache_dir, keep_db, use_context, as_json):
+                     resolution, risk, cache_dir, keep_db, use_context, with_cases, as_json):
         """Simulate, score, store alerts, cluster; purity and the ring share in the top 10 clusters."""
         from fraud.errors import ConfigError
         from fraud.review.bench import run_bench, run_bench_seeds
@@ -443,7 +446,7 @@ def register(main: click.Group, bench: click.Group) -> None:
         kw = dict(customers=customers, terminals=terminals, days=days, detector=detector,
                   alerts_per_day=alerts_per_day or ctx.obj.alert_budget_per_day, settings=ctx.obj,
                   progress=not as_json, keep_db=keep_db, cap_budget=cap_budget, cache_dir=cache_dir,
-                  cluster_kw=cluster_kw, context=use_context)
+                  cluster_kw=cluster_kw, context=use_context, cases=with_cases)
         if seeds is None:
             out = run_bench(seed=seed, **kw)
             if as_json:
@@ -492,3 +495,12 @@ def register(main: click.Group, bench: click.Group) -> None:
                       str(sm["ring_share_top_k"][stat]), str(sm["ring_share_top_k_of_all"][stat]),
                       str(sm["purity"][stat]), str(sm["top_k_load"][stat]), str(sm["top_k_lift"][stat]), "", "")
         Console(width=200).print(t)
+        if "cases" in sm:
+            for r in out["runs"]:
+                c = r["cases"]
+                click.echo(f"seed {r['world']['seed']}: cases {c['cases']}, fraud cases whose pattern continues "
+                           f"{c['cases_fraud_continuing']}, ids kept {c['cases_surviving']} (stability "
+                           f"{c['case_stability']}), ring share top-10 open cases {c['ring_share_top_open_cases']}, "
+                           f"merged {c['merged']}, split {c['split']}, opaque top reasons {c['opaque_top_reasons']}")
+            for k, v in sm["cases"].items():
+                click.echo(f"{k}: mean {v['mean']} min {v['min']} over {v['n']} seed(s)")
