@@ -7,6 +7,8 @@ alerts     one row per alerted transaction, unique ``tx_id`` (writes are idempot
 decisions  analyst decisions: ``fraud`` (confirm), ``legit`` (dismiss) or ``note``, per
            transaction (``tx_id``) or per cluster (``cluster_id`` plus the tx_ids it covered),
            with analyst, time and note. ``labels()`` turns them into training labels.
+undone     decisions taken back (``undo_decisions``): the decision's row id, who undid it and when.
+           ``labels()`` skips undone rows, so retraining uses the latest standing decision per tx_id.
 """
 from __future__ import annotations
 
@@ -49,6 +51,14 @@ decisions = sa.Table(
     sa.Column("analyst", sa.String(128), nullable=False),
     sa.Column("note", sa.Text, nullable=True),
     sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+undone = sa.Table(
+    "undone_decisions",
+    metadata,
+    sa.Column("decision_id", sa.Integer, primary_key=True),   # decisions.id of the row taken back
+    sa.Column("analyst", sa.String(128), nullable=False),
+    sa.Column("undone_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 DECISIONS = ("fraud", "legit", "note")
@@ -183,6 +193,36 @@ class AlertStore:
             conn.execute(decisions.insert(), rows)
         return len(rows)
 
+    def add_decision_rows(self, decision: str, analyst: str, tx_ids: Iterable[str] = (),
+                          cluster_id: str | None = None, note: str | None = None) -> list[int]:
+        """Like ``add_decision``, returning the new rows' ids (so that the action can be undone)."""
+        with self.engine.connect() as conn:
+            before = conn.execute(sa.select(sa.func.max(decisions.c.id))).scalar() or 0
+        self.add_decision(decision, analyst, tx_ids, cluster_id, note)
+        with self.engine.connect() as conn:
+            q = sa.select(decisions.c.id).where(decisions.c.id > before, decisions.c.analyst == analyst,
+                                                decisions.c.decision == decision)
+            if cluster_id is not None:
+                q = q.where(decisions.c.cluster_id == cluster_id)
+            return [int(r[0]) for r in conn.execute(q.order_by(decisions.c.id))]
+
+    def undo_decisions(self, ids: Iterable[int], analyst: str) -> int:
+        """Take decision rows back (already undone ones are skipped). Returns rows undone."""
+        if not analyst:
+            raise ConfigError("undo without analyst: every undo names who made it")
+        ids = sorted({int(i) for i in ids})
+        now = _utcnow()
+        with self.engine.begin() as conn:
+            have = {r[0] for r in conn.execute(sa.select(undone.c.decision_id).where(undone.c.decision_id.in_(ids)))}
+            new = [{"decision_id": i, "analyst": analyst, "undone_at": now} for i in ids if i not in have]
+            if new:
+                conn.execute(undone.insert(), new)
+        return len(new)
+
+    def undone_ids(self) -> set[int]:
+        with self.engine.connect() as conn:
+            return {int(r[0]) for r in conn.execute(sa.select(undone.c.decision_id))}
+
     def read_decisions(self) -> pd.DataFrame:
         with self.engine.connect() as conn:
             df = pd.read_sql(sa.select(decisions).order_by(decisions.c.id), conn)
@@ -191,7 +231,8 @@ class AlertStore:
         return df
 
     def labels(self) -> pd.DataFrame:
-        """Analyst labels for retraining: the latest fraud/legit decision per tx_id.
+        """Analyst labels for retraining: the latest fraud/legit decision per tx_id that was not undone
+        (undoing the latest decision brings back the one before it, if any).
 
         Returns columns ``tx_id``, ``label`` (1 = confirmed fraud, 0 = dismissed),
         ``decided_at``, ``analyst``.
@@ -201,7 +242,7 @@ class AlertStore:
             return pd.DataFrame({"tx_id": pd.Series([], dtype=str), "label": pd.Series([], dtype=np.int8),
                                  "decided_at": pd.Series([], dtype="datetime64[ns, UTC]"),
                                  "analyst": pd.Series([], dtype=str)})
-        d = d[d["decision"].isin(["fraud", "legit"]) & d["tx_id"].notna()]
+        d = d[d["decision"].isin(["fraud", "legit"]) & d["tx_id"].notna() & ~d["id"].isin(self.undone_ids())]
         d = d.sort_values("id").drop_duplicates("tx_id", keep="last")
         out = pd.DataFrame({
             "tx_id": d["tx_id"].astype(str).to_numpy(),

@@ -38,6 +38,44 @@ def _cluster(ctx, alerts_db, since, until, embedder="deepwalk", seed=0, refine="
                                  risk=risk, context=context)
 
 
+def _cluster_table(clusters) -> str:
+    """Plain fixed-width lines (readable piped and at 100 columns): one line of figures per cluster and an
+    indented line of its top reasons in words."""
+    from fraud.review.reasons import words
+
+    head = f"{'#':>3} {'cluster':<13} {'risk':>8} {'alerts':>6} {'amount':>10} {'cust':>4} {'term':>4} " \
+           f"{'max':>5}  {'first':<16} {'last':<16}"
+    lines = [head, "-" * len(head)]
+    for c in clusters:
+        lines.append(f"{c.rank:>3} {c.id:<13} {c.risk:>8.1f} {c.n_tx:>6} {c.amount_at_risk:>10.2f} "
+                     f"{len(c.customers):>4} {len(c.terminals):>4} {c.score_max:>5.3f}  {c.first_seen[:16]:<16} "
+                     f"{c.last_seen[:16]:<16}")
+        said = []
+        for code, _ in c.reasons:
+            for w in words([code], top=1):
+                if w.text not in said:
+                    said.append(w.text)
+        mix = " ".join(f"{k}:{v}" for k, v in (c.scenario_mix or {}).items())
+        import textwrap
+
+        why = f"why: {'; '.join(said[:2]) or '-'}" + (f"  [scenarios {mix}]" if mix else "")
+        lines += textwrap.wrap(why, width=96, initial_indent="    ", subsequent_indent="      ")
+    return "\n".join(lines)
+
+
+def _cases(ctx, alerts_db, since, until, archive, context_path):
+    """The case book synced with the current clusters, the result and the queue rows."""
+    from fraud.review.cases import CaseBook
+    from fraud.review.queue import rows, strength
+    from fraud.review.clusters import read_context
+
+    store, res = _cluster(ctx, alerts_db, since, until, archive=archive, context_path=context_path)
+    book = CaseBook(store)
+    book.sync(res)
+    st = strength(res.alerts, read_context(archive, context_path))
+    return book, res, st, rows(book, res, st, ctx.obj.alert_budget_per_day)
+
+
 def _log_access(path: str | None) -> None:
     """Send the review app's access log (logger ``fraud.review.access``) to ``path`` or stderr."""
     import logging
@@ -78,25 +116,14 @@ def register(main: click.Group, bench: click.Group) -> None:
         if as_json:
             click.echo(json.dumps(res.to_json_dict(), default=str))
             return
-        from rich.console import Console
-        from rich.table import Table
-
         m = res.meta
-        t = Table(title=f"{m['n_clusters']} clusters from {m['n_alerts']} alerts "
-                        f"({m['n_components']} components, {m['n_refined_components']} split by {m['refine']}"
-                        + (f"; {m['context_links']} context links" if m.get("context") else "") + ")")
-        for col in ("#", "cluster", "risk", "alerts", "amount", "cust.", "term.", "max score", "first", "last",
-                    "top reasons", "scenarios"):
-            t.add_column(col, no_wrap=col in ("cluster", "risk", "first", "last", "top reasons"),
-                         overflow="ellipsis", max_width=60 if col == "top reasons" else None)
-        for c in res.clusters[:top]:
-            t.add_row(str(c.rank), c.id, f"{c.risk:.1f}", str(c.n_tx), f"{c.amount_at_risk:.2f}",
-                      str(len(c.customers)), str(len(c.terminals)), f"{c.score_max:.3f}", c.first_seen[:16],
-                      c.last_seen[:16], ", ".join(r for r, _ in c.reasons[:3]),
-                      " ".join(f"{k}:{v}" for k, v in (c.scenario_mix or {}).items()))
-        con = Console()
-        Console(width=max(con.width, 160)).print(t)
-        click.echo(f"risk = {m['risk_formula']}")
+        click.echo(f"{m['n_clusters']} clusters from {m['n_alerts']} alerts ({m['n_components']} components, "
+                   f"{m['n_refined_components']} split by {m['refine']}"
+                   + (f"; {m['context_links']} context links" if m.get("context") else "") + ")")
+        import textwrap
+
+        click.echo(_cluster_table(res.clusters[:top]))
+        click.echo(textwrap.fill(f"risk = {m['risk_formula']}", width=100, subsequent_indent="    "))
 
     @review.command("show")
     @click.argument("cluster_id")
@@ -149,6 +176,135 @@ def register(main: click.Group, bench: click.Group) -> None:
             for r in d.to_dict("records"):
                 click.echo(f"  {r['decided_at']}  {r['decision']}  by {r['analyst']}  tx={r['tx_id']}  {r['note'] or ''}")
 
+    @review.group("cases")
+    def cases_grp() -> None:
+        """Cases: stable ids over re-clustering; list, show, assign, decide, undo, export."""
+
+    def _case_opts(f):
+        return _alerts_db_option(_window_options(_context_options(f)))
+
+    @cases_grp.command("list")
+    @_case_opts
+    @click.option("--status", default="active", show_default=True,
+                  type=click.Choice(["active", "open", "in_progress", "closed", "merged", "all"]))
+    @click.option("--assignee", default="", help="Only this analyst's cases ('-' = unassigned).")
+    @click.option("--min-risk", default=0.0, type=float)
+    @click.option("--ring", is_flag=True, help="Only cases with a ring signal.")
+    @click.option("--search", "q", default="", help="A customer, terminal, tx_id or case id.")
+    @click.option("--top", default=20, show_default=True)
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_context
+    def cases_list(ctx, alerts_db, since, until, archive, context_path, status, assignee, min_risk, ring, q, top,
+                   as_json):
+        """The queue: cases passing the filters, highest risk first."""
+        from fraud.review.queue import Filters, select
+
+        book, res, st, all_rows = _cases(ctx, alerts_db, since, until, archive, context_path)
+        items = select(all_rows, Filters(status=status, assignee=assignee, min_risk=min_risk, ring=ring, q=q), book)
+        if as_json:
+            click.echo(json.dumps({"cases": [r.__dict__ for r in items]}, default=str))
+            return
+        click.echo(f"{len(items)} case(s) ({status}); highest risk first")
+        head = f"{'case':<10} {'status':<16} {'risk':>8} {'band':<8} {'alerts':>6} {'budget':>6} {'assignee':<10} ring"
+        click.echo(head + "\n" + "-" * len(head))
+        for r in items[:top]:
+            click.echo(f"{r.case_id:<10} {r.status_words[:16]:<16} {r.risk:>8.1f} {r.band:<8} {r.n_tx:>6} "
+                       f"{100 * r.budget_share:>5.0f}% {(r.assignee or '-')[:10]:<10} {'yes' if r.ring else ''}")
+            click.echo(f"    why: {r.reason or '-'}")
+
+    @cases_grp.command("show")
+    @click.argument("case_id")
+    @_case_opts
+    @click.pass_context
+    def cases_show(ctx, case_id, alerts_db, since, until, archive, context_path):
+        """One case: state, history and transactions with their reasons in words."""
+        from fraud.review.cases import OUTCOME_WORDS, STATUS_WORDS
+        from fraud.review.queue import transactions
+
+        book, res, st, all_rows = _cases(ctx, alerts_db, since, until, archive, context_path)
+        c = book.get(case_id)
+        click.echo(f"{c['case_id']}  {STATUS_WORDS[c['status']]} {OUTCOME_WORDS[c['outcome']]}  "
+                   f"assignee {c['assignee'] or '-'}  created {str(c['created_at'])[:16]}  updated {str(c['updated_at'])[:16]}")
+        if c["linked_to"]:
+            click.echo(f"{c['link_kind'].replace('_', ' ')} {c['linked_to']}")
+        click.echo("history:")
+        for h in book.history(case_id):
+            click.echo(f"  #{h['id']} {str(h['at'])[:16]} {h['analyst']}: {h['text']}" + (" (undone)" if h["undone_by"] else ""))
+        click.echo("transactions:")
+        for t in transactions(book, case_id, res, st):
+            click.echo(f"  {t['time']} {t['tx_id']} c={t['customer_id']} t={t['terminal_id']} {t['amount']:.2f} "
+                       f"{t['band']} {t['label'] or ''}")
+            for w in t["reasons"]:
+                click.echo(f"      - {w}")
+
+    @cases_grp.command("assign")
+    @click.argument("case_id")
+    @click.argument("assignee")
+    @click.option("--analyst", required=True, help="Who does it (recorded in the history).")
+    @_case_opts
+    @click.pass_context
+    def cases_assign(ctx, case_id, assignee, analyst, alerts_db, since, until, archive, context_path):
+        """Assign a case ('-' = unassign)."""
+        book, *_ = _cases(ctx, alerts_db, since, until, archive, context_path)
+        eid = book.assign(case_id, None if assignee == "-" else assignee, analyst)
+        click.echo(f"{case_id}: assigned to {assignee} (event #{eid})")
+
+    @cases_grp.command("decide")
+    @click.argument("case_id")
+    @click.argument("outcome", type=click.Choice(["fraud", "not_fraud", "mixed"]))
+    @click.option("--analyst", required=True, help="Who decides (recorded with the labels).")
+    @click.option("--tx-id", "tx_ids", multiple=True, help="Label only these transactions (the case stays open).")
+    @click.option("--note", default=None)
+    @click.option("--yes", is_flag=True, help="Do not ask to confirm.")
+    @_case_opts
+    @click.pass_context
+    def cases_decide(ctx, case_id, outcome, analyst, tx_ids, note, yes, alerts_db, since, until, archive, context_path):
+        """Close a case as fraud / not_fraud (labelling every transaction) or mixed, or label some transactions."""
+        book, *_ = _cases(ctx, alerts_db, since, until, archive, context_path)
+        n = len(tx_ids) if tx_ids else (len(book.members(case_id)) if outcome != "mixed" else 0)
+        if not yes:
+            click.confirm(f"{case_id}: label {n} transaction(s) {outcome.replace('_', ' ')}"
+                          + ("" if tx_ids else " and close the case") + "?", abort=True)
+        eid, n = book.decide(case_id, outcome, analyst, tx_ids=list(tx_ids), note=note)
+        click.echo(f"{case_id}: {outcome.replace('_', ' ')}, {n} transaction(s) labelled (event #{eid}; "
+                   f"undo: fraud review cases undo {case_id} {eid} --analyst NAME)")
+
+    @cases_grp.command("undo")
+    @click.argument("case_id")
+    @click.argument("event_id", type=int)
+    @click.option("--analyst", required=True)
+    @_case_opts
+    @click.pass_context
+    def cases_undo(ctx, case_id, event_id, analyst, alerts_db, since, until, archive, context_path):
+        """Undo an assign, status or decide event of a case (its labels are taken back)."""
+        from fraud.errors import ConfigError
+
+        book, *_ = _cases(ctx, alerts_db, since, until, archive, context_path)
+        if book.event(event_id)["case_id"] != case_id:
+            raise ConfigError(f"event {event_id} is not an event of case {case_id!r}")
+        uid = book.undo(event_id, analyst)
+        click.echo(f"{case_id}: event #{event_id} undone (event #{uid})")
+
+    @cases_grp.command("export")
+    @click.argument("case_id", required=False)
+    @click.option("--out", "out_path", default="-", type=click.Path(dir_okay=False), help="CSV file (default: stdout).")
+    @click.option("--status", default="active", show_default=True,
+                  type=click.Choice(["active", "open", "in_progress", "closed", "merged", "all"]))
+    @_case_opts
+    @click.pass_context
+    def cases_export(ctx, case_id, out_path, status, alerts_db, since, until, archive, context_path):
+        """CSV of the queue (no CASE_ID) or of one case's transactions."""
+        from fraud.review.queue import Filters, queue_csv, select, transactions, transactions_csv
+
+        book, res, st, all_rows = _cases(ctx, alerts_db, since, until, archive, context_path)
+        if case_id:
+            book.get(case_id)
+            text = transactions_csv(transactions(book, case_id, res, st))
+        else:
+            text = queue_csv(select(all_rows, Filters(status=status), book))
+        with click.open_file(out_path, "w") as fh:
+            fh.write(text)
+
     @review.command("serve")
     @click.option("--port", default=8765, show_default=True, type=int)
     @click.option("--host", default="127.0.0.1", show_default=True)
@@ -193,7 +349,8 @@ def register(main: click.Group, bench: click.Group) -> None:
         app = create_app(alerts_db or ctx.obj.alerts_db, token=None if users_file else ctx.obj.review_token,
                          users=users_file, secret=ctx.obj.review_secret, since=since, until=until,
                          https_only=secure_cookie, session_hours=session_hours,
-                         throttle=Throttle(limit=login_limit, window=login_window), context_source=source)
+                         throttle=Throttle(limit=login_limit, window=login_window), context_source=source,
+                         alert_budget=ctx.obj.alert_budget_per_day)
         _log_access(access_log)
         if not users_file:
             click.echo("shared-token mode (local use): decisions are recorded as 'shared-token'; "
@@ -272,10 +429,13 @@ def register(main: click.Group, bench: click.Group) -> None:
                   help="Give the clustering the test window's transactions as context (what the scorer's archive "
                        "holds, as `fraud review ... --archive DIR` reads it) and report the figures with and "
                        "without it.")
+    @click.option("--cases/--no-cases", "with_cases", default=False, show_default=True,
+                  help="Also stream the alerts day by day through the case book: case stability, ring share of "
+                       "the top 10 open cases, share of alerts whose top reason is opaque.")
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_context
     def bench_review(ctx, customers, terminals, days, seed, seeds, detector, alerts_per_day, cap_budget, refine,
-                     resolution, risk, cache_dir, keep_db, use_context, as_json):
+                     resolution, risk, cache_dir, keep_db, use_context, with_cases, as_json):
         """Simulate, score, store alerts, cluster; purity and the ring share in the top 10 clusters."""
         from fraud.errors import ConfigError
         from fraud.review.bench import run_bench, run_bench_seeds
@@ -286,7 +446,7 @@ def register(main: click.Group, bench: click.Group) -> None:
         kw = dict(customers=customers, terminals=terminals, days=days, detector=detector,
                   alerts_per_day=alerts_per_day or ctx.obj.alert_budget_per_day, settings=ctx.obj,
                   progress=not as_json, keep_db=keep_db, cap_budget=cap_budget, cache_dir=cache_dir,
-                  cluster_kw=cluster_kw, context=use_context)
+                  cluster_kw=cluster_kw, context=use_context, cases=with_cases)
         if seeds is None:
             out = run_bench(seed=seed, **kw)
             if as_json:
@@ -335,3 +495,12 @@ def register(main: click.Group, bench: click.Group) -> None:
                       str(sm["ring_share_top_k"][stat]), str(sm["ring_share_top_k_of_all"][stat]),
                       str(sm["purity"][stat]), str(sm["top_k_load"][stat]), str(sm["top_k_lift"][stat]), "", "")
         Console(width=200).print(t)
+        if "cases" in sm:
+            for r in out["runs"]:
+                c = r["cases"]
+                click.echo(f"seed {r['world']['seed']}: cases {c['cases']}, fraud cases whose pattern continues "
+                           f"{c['cases_fraud_continuing']}, ids kept {c['cases_surviving']} (stability "
+                           f"{c['case_stability']}), ring share top-10 open cases {c['ring_share_top_open_cases']}, "
+                           f"merged {c['merged']}, split {c['split']}, opaque top reasons {c['opaque_top_reasons']}")
+            for k, v in sm["cases"].items():
+                click.echo(f"{k}: mean {v['mean']} min {v['min']} over {v['n']} seed(s)")

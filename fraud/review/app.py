@@ -56,6 +56,9 @@ class ClusterCache:
         self._lock = threading.Lock()
         self._key = None
         self._result: ClusterResult | None = None
+        self.book = None                # a CaseBook: synced with every new result (stable case ids)
+        self.context = None             # the context of the last result (entity pages, strength)
+        self.strength = None            # per-alert percentile and band of the last result
 
     def get(self) -> ClusterResult:
         with self._lock:
@@ -65,8 +68,14 @@ class ClusterCache:
                 ctx_version, kw["context"] = self.context_source.get()
             key = (self.store.count_alerts(), ctx_version)
             if self._result is None or key != self._key:
+                from fraud.review.queue import strength
+
                 alerts = self.store.read_alerts()
                 self._result = cluster_alerts(alerts, since=self.since, until=self.until, **kw)
+                self.context = kw.get("context")
+                self.strength = strength(self._result.alerts, self.context)
+                if self.book is not None:
+                    self.book.sync(self._result)
                 self._key = key
             return self._result
 
@@ -228,18 +237,23 @@ def _templates():
 
 def create_app(store, token: str | None = None, users=None, secret: str | bytes | None = None,
                since=None, until=None, https_only: bool = False, session_hours: float = 12.0,
-               throttle: Throttle | None = None, cluster_kwargs: dict | None = None, context_source=None):
+               throttle: Throttle | None = None, cluster_kwargs: dict | None = None, context_source=None,
+               alert_budget: int = 100):
     """The review app. ``store``: an AlertStore or a database URL. ``users``: the users file (path,
     re-read when it changes) or a dict name -> token hash; ``token``: the shared token (local use;
     not with ``users``). ``secret``: the server secret (default: the one kept in the store).
     ``throttle``: wrong sign-ins allowed (default 5 a minute per address and per name, then backoff).
-    ``context_source``: a :class:`fraud.review.clusters.ContextSource` (context kept current)."""
+    ``context_source``: a :class:`fraud.review.clusters.ContextSource` (context kept current).
+    ``alert_budget``: alerts a day the analysts can review (a case's budget share)."""
     from fastapi import FastAPI
     from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
     store = store if isinstance(store, AlertStore) else AlertStore(store)
     gate = Gate(store, token, users, secret, session_hours, throttle or Throttle(), https_only)
     cache = ClusterCache(store, since=since, until=until, context_source=context_source, **(cluster_kwargs or {}))
+    from fraud.review.cases import CaseBook
+
+    cache.book = CaseBook(store)
     env = _templates()
 
     app = FastAPI(title="fraud review", docs_url=None, redoc_url=None, openapi_url=None)
@@ -352,7 +366,7 @@ def create_app(store, token: str | None = None, users=None, secret: str | bytes 
                     per_tx[r["tx_id"]] = rec
         return per_cluster, per_tx
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.get("/clusters", response_class=HTMLResponse)
     def cluster_list(request: Request, sort: str = "risk", order: str = "desc"):
         redirect = need_page(request)
         if redirect:
@@ -467,4 +481,11 @@ def create_app(store, token: str | None = None, users=None, secret: str | bytes 
             return RedirectResponse(f"/cluster/{c.id}?done={decision}", status_code=303)
         return {"cluster_id": c.id, "decision": decision, "rows": n, "analyst": analyst}
 
+    from types import SimpleNamespace
+
+    from fraud.review.case_pages import add_case_routes
+
+    add_case_routes(app, SimpleNamespace(render=render, need_page=need_page, need_auth=need_auth,
+                                         check_post=check_post, cache=cache, book=cache.book, store=store,
+                                         budget=alert_budget))
     return app

@@ -154,7 +154,7 @@ def _test_window_context(customers, terminals, days, seed, test_days) -> pd.Data
 def run_bench(customers: int = 2000, terminals: int = 4000, days: int = 60, seed: int = 7, detector: str = "auto",
               alerts_per_day: int = 100, test_days: int = 30, settings=None, progress: bool = True,
               top_k: int = 10, keep_db: str | None = None, cap_budget: bool = True, cache_dir: str | None = None,
-              cluster_kw: dict | None = None, context: bool = False) -> dict:
+              cluster_kw: dict | None = None, context: bool = False, cases: bool = False) -> dict:
     """One seed: simulate, score, store the alerts (at most ``alerts_per_day`` a day when
     ``cap_budget``), cluster them (``cluster_kw`` go to ``cluster_alerts``) and measure. With
     ``context`` the clustering gets the test window's transactions as context, and the figures
@@ -204,6 +204,12 @@ def run_bench(customers: int = 2000, terminals: int = 4000, days: int = 60, seed
     res = cluster_alerts(stored, seed=seed, context=ctx, **(cluster_kw or {}))
     timings["cluster"] = time.perf_counter() - t0
     q = quality(res, top_k=top_k, ring_total=ring_test)
+    stability = None
+    if cases:
+        t0 = time.perf_counter()
+        stability = case_stability(stored, ctx, seed=seed, top_k=top_k, cluster_kw=cluster_kw,
+                                   say=lambda m: say(f"seed {seed} cases: {m}"))
+        timings["cases"] = time.perf_counter() - t0
     out = {
         "world": {"customers": customers, "terminals": terminals, "days": days, "seed": seed, "test_days": test_days,
                   **facts},
@@ -216,7 +222,7 @@ def run_bench(customers: int = 2000, terminals: int = 4000, days: int = 60, seed
         "cluster_meta": {k: res.meta.get(k) for k in ("n_entities", "n_components", "n_refined_components", "refine",
                                                        "resolution", "embedder", "risk", "context",
                                                        "context_links")},
-        "context": bool(context), "without_context": without,
+        "context": bool(context), "without_context": without, "cases": stability,
         "seconds": {k: round(v, 1) for k, v in {**timings, "total": time.perf_counter() - t_all}.items()},
     }
     tmp.cleanup()
@@ -249,5 +255,81 @@ def run_bench_seeds(seeds, progress: bool = True, **kw) -> dict:
                                                if r["without_context"].get(k) is not None])
                                       for k in ("ring_share_top_k", "ring_share_top_k_of_all", "purity", "top_k_load",
                                                 "top_k_lift")}
+    if runs and all(r.get("cases") for r in runs):
+        summary["cases"] = {k: stat([r["cases"][k] for r in runs if r["cases"].get(k) is not None])
+                            for k in ("case_stability", "ring_share_top_open_cases", "opaque_top_reason_share")}
     summary["seeds"] = seeds
     return {"runs": runs, "summary": summary}
+
+
+# -- case stability ------------------------------------------------------------------------------
+def case_stability(alerts: pd.DataFrame, context: pd.DataFrame | None = None, seed: int = 0, top_k: int = 10,
+                   cluster_kw: dict | None = None, say=lambda m: None) -> dict:
+    """Stream the test window's alerts day by day into a store, re-cluster after each day and sync the cases
+    (``fraud.review.cases.CaseBook``), as the review app does when alerts arrive.
+
+    * stability: among cases whose alerts are mostly fraud (ground truth) when first seen and whose fraud
+      pattern continues (a later fraud alert of the same scenario on one of its customers or terminals), the
+      share whose id survives to the end: most of the alerts it held when first seen still carry its id.
+    * ring share of the top ``top_k`` open cases at the end: ring alerts in them / ring alerts.
+    * opaque top reasons: alerts whose first shown reason is an embedding dimension or a no-signal reason.
+    """
+    from fraud.review.cases import CaseBook
+    from fraud.review.clusters import cluster_alerts
+    from fraud.review.queue import rows, strength
+    from fraud.review.reasons import top_reason_is_opaque
+    from fraud.store import AlertStore
+
+    a = alerts.sort_values("timestamp").reset_index(drop=True)
+    a["tx_id"] = a["tx_id"].astype(str)
+    scen = dict(zip(a["tx_id"], a["scenario"].astype(int)))
+    tmp = tempfile.TemporaryDirectory(prefix="case_bench_")
+    store = AlertStore(f"sqlite:///{Path(tmp.name) / 'alerts.db'}")
+    book = CaseBook(store)
+    days = sorted(a["timestamp"].dt.floor("D").unique())
+    first: dict = {}                  # case id -> (tx_ids when first seen, day index)
+    res = None
+    for i, d in enumerate(days):
+        end = d + pd.Timedelta(days=1)
+        store.write_alerts(a[(a["timestamp"] >= d) & (a["timestamp"] < end)])
+        ctx = None if context is None else context[context["timestamp"] < end]
+        res = cluster_alerts(store.read_alerts(), seed=seed, context=ctx, map_coords=False, **(cluster_kw or {}))
+        book.sync(res)
+        m = book.members()
+        for cid, part in m.groupby("case_id"):
+            if cid not in first:
+                first[cid] = (set(part["tx_id"]), i)
+        say(f"day {i + 1}/{len(days)}: {len(res.alerts)} alerts, {len(res.clusters)} clusters, {len(first)} cases")
+    m = book.members()
+    owner = dict(zip(m["tx_id"], m["case_id"]))
+    ents = a.set_index("tx_id")[["customer_id", "terminal_id", "timestamp"]]
+    frauds = a[a["scenario"] > 0]
+    eligible, survived = 0, 0
+    for cid, (txs, day_i) in first.items():
+        sc = pd.Series([scen[t] for t in txs])
+        if (sc > 0).mean() <= 0.5:
+            continue
+        main = int(sc[sc > 0].mode().iloc[0])
+        seen_until = days[day_i] + pd.Timedelta(days=1)
+        cust = set(ents.loc[list(txs), "customer_id"])
+        term = set(ents.loc[list(txs), "terminal_id"])
+        later = frauds[(frauds["timestamp"] >= seen_until) & (frauds["scenario"] == main)
+                       & (frauds["customer_id"].isin(cust) | frauds["terminal_id"].isin(term))]
+        if not len(later):
+            continue
+        eligible += 1
+        survived += sum(owner.get(t) == cid for t in txs) > len(txs) / 2
+    st = strength(res.alerts, context)
+    open_rows = [r for r in rows(book, res, st, 100) if r.status in ("open", "in_progress")][:top_k]
+    top_ids = {r.case_id for r in open_rows}
+    ring = a[a["scenario"] == 4]
+    in_top = int(sum(owner.get(t) in top_ids for t in ring["tx_id"]))
+    opaque = int(sum(top_reason_is_opaque(r) for r in a["reasons"]))
+    frame = book.frame()
+    tmp.cleanup()
+    return {"days": len(days), "cases": len(first), "cases_fraud_continuing": eligible,
+            "cases_surviving": int(survived), "case_stability": round(survived / eligible, 4) if eligible else None,
+            "ring_alerts": int(len(ring)), "ring_in_top_open_cases": in_top,
+            "ring_share_top_open_cases": round(in_top / len(ring), 4) if len(ring) else None,
+            "merged": int((frame["status"] == "merged").sum()), "split": int((frame["link_kind"] == "split_from").sum()),
+            "opaque_top_reasons": opaque, "opaque_top_reason_share": round(opaque / max(len(a), 1), 4)}

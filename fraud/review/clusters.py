@@ -328,7 +328,7 @@ def read_context(archive=None, path=None) -> pd.DataFrame | None:
     return ContextSource(archive, path, refresh_s=0).get()[1]
 
 
-_CONTEXT_COLUMNS = ["tx_id", "timestamp", "customer_id", "terminal_id", "amount"]
+_CONTEXT_COLUMNS = ["tx_id", "timestamp", "customer_id", "terminal_id", "amount", "score"]  # score: the strength percentile
 
 
 def _context_part(where: str, f: pd.DataFrame) -> pd.DataFrame:

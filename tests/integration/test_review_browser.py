@@ -76,7 +76,7 @@ def test_login_open_confirm_reaches_store(server):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(30_000)
-            page.goto(base + "/")
+            page.goto(base + "/clusters")
             assert "/login" in page.url                      # unauthenticated: sent to the login page
             page.screenshot(path=str(SHOTS / "review_login.png"))
             page.fill("#secret", TOKEN)                  # the token names its holder: no name field

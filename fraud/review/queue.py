@@ -1,0 +1,295 @@
+"""The analyst's work queue: cases ordered by risk, filtered, searched, paged, exported, with strength.
+
+Strength: an alert's score as a percentile among the day's scored events (the archive's ``score``
+column when the context carries it, else among the day's alerts, and the page says which) and a
+band: critical = the day's top 0.1 % of scored events (top 10 % of alerts), high = top 0.5 % (top
+50 %), medium = the rest. A case's budget share: its alerts per day it spans / the daily alert budget.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from fraud.errors import ConfigError
+from fraud.review.cases import OUTCOME_WORDS, STATUS_WORDS, CaseBook
+from fraud.review.reasons import words
+
+BANDS = {"events": ((99.9, "critical"), (99.5, "high")), "alerts": ((90.0, "critical"), (50.0, "high"))}
+STATUS_FILTERS = ("open", "in_progress", "closed", "merged", "active", "all")   # active = open + in progress
+PER_PAGE = 25
+
+
+def strength(alerts: pd.DataFrame, context: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per alert (``tx_id``): ``pct`` (its score's percentile among the day's scored events, or among the day's
+    alerts without scored context), ``band`` and ``basis`` ("events" or "alerts")."""
+    if len(alerts) == 0:
+        return pd.DataFrame({"tx_id": [], "pct": [], "band": [], "basis": []})
+    day = pd.to_datetime(alerts["timestamp"], utc=True).dt.floor("D")
+    scored = context is not None and "score" in context.columns and context["score"].notna().any()
+    basis = "events" if scored else "alerts"
+    ref = context[["timestamp", "score"]].dropna() if scored else alerts[["timestamp", "score"]]
+    ref_day = pd.to_datetime(ref["timestamp"], utc=True).dt.floor("D")
+    by_day = {d: np.sort(g.to_numpy(dtype=float)) for d, g in ref["score"].groupby(ref_day)}
+    pct = []
+    for d, s in zip(day, alerts["score"].to_numpy(dtype=float)):
+        arr = by_day.get(d)
+        pct.append(100.0 * np.searchsorted(arr, s, side="right") / len(arr) if arr is not None and len(arr) else 100.0)
+    return pd.DataFrame({"tx_id": alerts["tx_id"].astype(str).to_numpy(), "pct": pct,
+                         "band": [band(p, basis) for p in pct], "basis": basis})
+
+
+def band(pct: float, basis: str = "events") -> str:
+    for cut, name in BANDS[basis]:
+        if pct >= cut:
+            return name
+    return "medium"
+
+
+def budget_share(n_alerts: int, first, last, budget: int) -> float:
+    """The case's alerts per day it spans, as a share of the daily alert budget."""
+    days = max(1, (pd.Timestamp(last).floor("D") - pd.Timestamp(first).floor("D")).days + 1)
+    return n_alerts / days / max(int(budget), 1)
+
+
+@dataclass
+class Filters:
+    status: str = "active"
+    assignee: str = ""
+    since: str = ""
+    until: str = ""
+    min_risk: float = 0.0
+    ring: bool = False
+    q: str = ""
+    page: int = 1
+    per_page: int = PER_PAGE
+    errors: list = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, params) -> "Filters":
+        """From query parameters (a mapping of strings); bad values are reported in ``errors`` and ignored."""
+        f = cls()
+        get = lambda k: str(params.get(k, "") or "").strip()  # noqa: E731
+        f.status = get("status") or "active"
+        if f.status not in STATUS_FILTERS:
+            f.errors.append(f"status {f.status!r} is not one of {', '.join(STATUS_FILTERS)}")
+            f.status = "active"
+        f.assignee, f.q = get("assignee"), get("q")
+        for k in ("since", "until"):
+            v = get(k)
+            if v:
+                try:
+                    pd.Timestamp(v)
+                    setattr(f, k, v)
+                except (ValueError, TypeError):
+                    f.errors.append(f"{k} {v!r} is not a date (use YYYY-MM-DD)")
+        for k, conv in (("min_risk", float), ("page", int), ("per_page", int)):
+            v = get(k)
+            if v:
+                try:
+                    setattr(f, k, conv(v))
+                except ValueError:
+                    f.errors.append(f"{k.replace('_', ' ')} {v!r} is not a number")
+        f.page, f.per_page = max(1, f.page), min(max(1, f.per_page), 500)
+        f.ring = get("ring") in ("1", "on", "true", "yes")
+        return f
+
+    def query(self, **over) -> str:
+        from urllib.parse import urlencode
+
+        d = {"status": self.status, "assignee": self.assignee, "since": self.since, "until": self.until,
+             "min_risk": self.min_risk or "", "ring": "1" if self.ring else "", "q": self.q, "page": self.page}
+        d.update(over)
+        return urlencode({k: v for k, v in d.items() if v not in ("", None) and not (k == "page" and v == 1)})
+
+
+@dataclass
+class Row:
+    case_id: str
+    status: str
+    outcome: str | None
+    assignee: str | None
+    risk: float
+    n_tx: int
+    customers: list
+    terminals: list
+    amount: float
+    first_seen: str
+    last_seen: str
+    ring: bool
+    band: str
+    budget_share: float
+    reason: str
+    created_at: str
+    updated_at: str
+    linked_to: str | None
+    link_kind: str | None
+
+    @property
+    def status_words(self) -> str:
+        s = STATUS_WORDS.get(self.status, self.status)
+        return f"{s} ({OUTCOME_WORDS[self.outcome]})" if self.status == "closed" and self.outcome else s
+
+
+BAND_ORDER = {"critical": 0, "high": 1, "medium": 2}
+
+
+def rows(book: CaseBook, result, strength_df: pd.DataFrame, budget: int) -> list[Row]:
+    """Every case as a queue row, highest risk first (cases with no current cluster: risk 0)."""
+    frame = book.frame()
+    members = book.members()
+    by_cluster = {c.id: c for c in result.clusters}
+    a = result.alerts.set_index("tx_id")
+    st = strength_df.set_index("tx_id") if len(strength_df) else None
+    groups = dict(tuple(members.groupby("case_id"))) if len(members) else {}
+    out = []
+    for r in frame.to_dict("records"):
+        m = groups.get(r["case_id"])
+        tx = m["tx_id"].tolist() if m is not None else []
+        cl = by_cluster.get(r["cluster_id"])
+        part = a.loc[[t for t in tx if t in a.index]]
+        bands = [st.loc[t, "band"] for t in tx if st is not None and t in st.index]
+        first = str(part["timestamp"].min())[:16] if len(part) else ""
+        last = str(part["timestamp"].max())[:16] if len(part) else ""
+        top = _top_reason(part)
+        out.append(Row(case_id=r["case_id"], status=r["status"], outcome=r["outcome"], assignee=r["assignee"],
+                       risk=float(cl.risk) if cl is not None else 0.0, n_tx=len(tx),
+                       customers=sorted(set(m["customer_id"])) if m is not None else [],
+                       terminals=sorted(set(m["terminal_id"])) if m is not None else [],
+                       amount=float(part["amount"].sum()) if len(part) else 0.0, first_seen=first, last_seen=last,
+                       ring=bool(cl is not None and (cl.surging_terminals or cl.colluding_customers)),
+                       band=min(bands, key=BAND_ORDER.get) if bands else "medium",
+                       budget_share=budget_share(len(part), first, last, budget) if len(part) else 0.0,
+                       reason=top, created_at=str(r["created_at"])[:16], updated_at=str(r["updated_at"])[:16],
+                       linked_to=r["linked_to"], link_kind=r["link_kind"]))
+    out.sort(key=lambda x: (-x.risk, x.case_id))
+    return out
+
+
+def _top_reason(part: pd.DataFrame) -> str:
+    """The most frequent first worded reason among a case's alerts."""
+    firsts = [w[0].text for w in (words(r, top=1) for r in part["reasons"]) if w] if len(part) else []
+    if not firsts:
+        return ""
+    return pd.Series(firsts).value_counts().index[0]
+
+
+def select(all_rows: list[Row], f: Filters, book: CaseBook | None = None) -> list[Row]:
+    """The rows passing the filters (search by customer, terminal, tx_id or case id)."""
+    keep = []
+    hits = _search(book, f.q) if f.q else None
+    for r in all_rows:
+        if f.status == "active" and r.status not in ("open", "in_progress"):
+            continue
+        if f.status not in ("active", "all") and r.status != f.status:
+            continue
+        if f.assignee and (r.assignee or "") != f.assignee and not (f.assignee == "-" and not r.assignee):
+            continue
+        if f.since and r.last_seen and r.last_seen < str(pd.Timestamp(f.since))[:16]:
+            continue
+        if f.until and r.first_seen and r.first_seen >= str(pd.Timestamp(f.until))[:16]:
+            continue
+        if r.risk < f.min_risk or (f.ring and not r.ring):
+            continue
+        if hits is not None and r.case_id not in hits:
+            continue
+        keep.append(r)
+    return keep
+
+
+def _search(book: CaseBook, q: str) -> set:
+    q = q.strip()
+    m = book.members()
+    if not len(m):
+        return {q}
+    hit = (m["customer_id"] == q) | (m["terminal_id"] == q) | (m["tx_id"] == q) | (m["case_id"] == q.upper())
+    return set(m.loc[hit, "case_id"]) | ({q.upper()} if q.upper().startswith("CASE-") else set())
+
+
+def page(items: list, f: Filters) -> tuple[list, int]:
+    """(the items of page ``f.page``, number of pages)."""
+    pages = max(1, math.ceil(len(items) / f.per_page))
+    if f.page > pages:
+        f.page = pages
+    lo = (f.page - 1) * f.per_page
+    return items[lo:lo + f.per_page], pages
+
+
+QUEUE_COLUMNS = ["case_id", "status", "outcome", "assignee", "risk", "band", "budget_share", "n_tx", "amount",
+                 "customers", "terminals", "ring_signal", "first_seen", "last_seen", "top_reason", "created_at",
+                 "updated_at", "linked_to", "link_kind"]
+
+
+def queue_csv(items: list[Row]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(QUEUE_COLUMNS)
+    for r in items:
+        w.writerow([r.case_id, r.status, r.outcome or "", r.assignee or "", f"{r.risk:.2f}", r.band,
+                    f"{r.budget_share:.4f}", r.n_tx, f"{r.amount:.2f}", " ".join(r.customers), " ".join(r.terminals),
+                    int(r.ring), r.first_seen, r.last_seen, r.reason, r.created_at, r.updated_at, r.linked_to or "",
+                    r.link_kind or ""])
+    return buf.getvalue()
+
+
+TX_COLUMNS = ["tx_id", "timestamp", "customer_id", "terminal_id", "amount", "score", "percentile", "band",
+              "label", "labelled_by", "reasons"]
+
+
+def transactions(book: CaseBook, case_id: str, result, strength_df: pd.DataFrame,
+                 nearest: str | None = None) -> list[dict]:
+    """A case's alerts with strength, worded reasons and the standing label."""
+    tx = book.members(case_id)["tx_id"].tolist()
+    a = result.alerts[result.alerts["tx_id"].isin(tx)].sort_values(["timestamp", "tx_id"])
+    st = strength_df.set_index("tx_id") if len(strength_df) else None
+    labels = book.store.labels().set_index("tx_id")
+    out = []
+    for r in a.to_dict("records"):
+        t = r["tx_id"]
+        lab = labels.loc[t] if t in labels.index else None
+        out.append({"tx_id": t, "time": pd.Timestamp(r["timestamp"]).strftime("%Y-%m-%d %H:%M"),
+                    "customer_id": r["customer_id"], "terminal_id": r["terminal_id"], "amount": float(r["amount"]),
+                    "score": float(r["score"]),
+                    "pct": float(st.loc[t, "pct"]) if st is not None and t in st.index else None,
+                    "band": st.loc[t, "band"] if st is not None and t in st.index else "medium",
+                    "label": None if lab is None else ("fraud" if int(lab["label"]) == 1 else "not fraud"),
+                    "labelled_by": None if lab is None else lab["analyst"],
+                    "reasons": [w.text for w in words(r.get("reasons") or [], nearest)]})
+    return out
+
+
+def transactions_csv(txs: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(TX_COLUMNS)
+    for t in txs:
+        w.writerow([t["tx_id"], t["time"], t["customer_id"], t["terminal_id"], f"{t['amount']:.2f}",
+                    f"{t['score']:.4f}", "" if t["pct"] is None else f"{t['pct']:.2f}", t["band"], t["label"] or "",
+                    t["labelled_by"] or "", "; ".join(t["reasons"])])
+    return buf.getvalue()
+
+
+def nearest_fraud_case(book: CaseBook, customers, terminals, exclude: str | None = None) -> str | None:
+    """A case closed as fraud sharing a customer or terminal (the lowest id), or None."""
+    ids = set()
+    customers, terminals = list(customers)[:50], list(terminals)[:50]
+    for c in customers:
+        ids |= set(book.cases_of(customer_id=c))
+    for t in terminals:
+        ids |= set(book.cases_of(terminal_id=t))
+    ids.discard(exclude)
+    if not ids:
+        return None
+    f = book.frame()
+    fraud = f[(f["case_id"].isin(ids)) & (f["outcome"] == "fraud")]["case_id"]
+    return sorted(fraud)[0] if len(fraud) else None
+
+
+def check_budget(budget) -> int:
+    if int(budget) < 1:
+        raise ConfigError(f"alert budget {budget!r}: must be >= 1 alert a day")
+    return int(budget)

@@ -1,0 +1,34 @@
+"""Reason codes in words: sentences from the feature's meaning and values, embeddings folded, no-signal dropped."""
+from __future__ import annotations
+
+from fraud.review.reasons import PAIRING, glossary, top_reason_is_opaque, words
+
+
+def texts(codes, **kw):
+    return [r.text for r in words(codes, **kw)]
+
+
+def test_sentences_from_names_and_values():
+    t = texts(["feature:BH_T_KNOWN_FRAUD_28D high (3.00 vs p99 1.00)",
+               "feature:BH_C_AMT_RATIO_LAG7D high (4.3 vs p99 2.1)", "detector:autoencoder 1.00"], top=0)
+    assert t[0] == "terminal had 3 confirmed frauds in the last 28 days"
+    assert t[1] == "amount 4.3x this card's usual average"
+    assert "autoencoder" in t[2]
+
+
+def test_embeddings_folded_never_alone_and_no_signal_dropped():
+    t = texts(["feature:g_t1 high (0.42 vs p99 0.3)", "feature:g_c3 high (0.9 vs p99 0.5)",
+               "feature:g_t_new_cust_share high (0.00 vs p50 0.00)", "detector:supervised 0.97"],
+              nearest_fraud_case="CASE-0007", top=0)
+    assert t[0].startswith("resembles confirmed frauds")
+    assert t[1] == PAIRING + ", near confirmed-fraud case CASE-0007" and len(t) == 2
+    assert not any("g_t" in x or "0.00" in x for x in t)
+    assert not top_reason_is_opaque(["feature:g_t1 high (0.42 vs p99 0.3)", "feature:g_cos low (0.1 vs p1 0.2)"])
+    assert texts(["feature:g_t_new_cust_share high (0.00 vs p50 0.00)"]) == []
+
+
+def test_glossary_lists_every_family():
+    g = glossary()
+    codes = " ".join(r["code"] for r in g)
+    for needle in ("BH_T_KNOWN_FRAUD", "g_overlap", "seq_nll_total", "detector:autoencoder", "g_c0", "median"):
+        assert needle in codes
