@@ -320,6 +320,7 @@ class Scorer:
         self.resolver = resolver or default_resolver
         self.on_batch = on_batch  # on_batch(results_df, latencies_ms ndarray) after each batch is written
         self.metrics = Metrics()
+        self.metrics.ready = self.readiness  # /readyz on the metrics port
         self.bundle = None
         self.version: str | None = None
         self.states: dict[int, object] = {}
@@ -1036,6 +1037,14 @@ class Scorer:
                 self.metrics.lag.labels(partition=str(p)).set(lag)
 
     # -- main loop ---------------------------------------------------------------------------------------
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason) for /readyz: a model is loaded and the consumer is connected to the broker."""
+        if self.bundle is None:
+            return False, f"no model loaded yet ({self.cfg.model_uri})"
+        if self.consumer is None:
+            return False, f"not connected to the broker {self.cfg.bootstrap} yet"
+        return True, f"model version {self.version}; {len(self.states)} partition(s) assigned"
+
     def stop(self) -> None:
         self._stop.set()
 
