@@ -33,7 +33,7 @@ def _cluster(ctx, alerts_db, since, until, embedder="deepwalk", seed=0, refine="
     from fraud.store import AlertStore
 
     url = alerts_db or ctx.obj.alerts_db
-    store = AlertStore(url)
+    store = AlertStore(url, must_exist=True)
     alerts = store.read_alerts()
     context = read_context(archive, context_path)
     return store, cluster_alerts(alerts, since=since, until=until, embedder=embedder, seed=seed, refine=refine,
@@ -197,7 +197,10 @@ def register(main: click.Group, bench: click.Group) -> None:
         if archive is not None or context_path is not None:
             source = ContextSource(archive, context_path, refresh_s=context_refresh)
             source.get()  # read now: a bad archive or file fails at start, with its message
-        app = create_app(alerts_db or ctx.obj.alerts_db, token=None if users_file else ctx.obj.review_token,
+        from fraud.store import AlertStore
+
+        store = AlertStore(alerts_db or ctx.obj.alerts_db, must_exist=True)  # a wrong path: an error naming it
+        app = create_app(store, token=None if users_file else ctx.obj.review_token,
                          users=users_file, secret=ctx.obj.review_secret, since=since, until=until,
                          https_only=secure_cookie, session_hours=session_hours,
                          throttle=Throttle(limit=login_limit, window=login_window), context_source=source)
