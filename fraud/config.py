@@ -1,5 +1,5 @@
 """One typed settings object. Environment variables are read only by ``Settings.from_env``,
-which only entry points (the CLI, the MLproject) call."""
+which only entry points call (the CLI, the MLproject, a pyfunc model MLflow serves: its load_context)."""
 from __future__ import annotations
 
 import os
@@ -32,6 +32,7 @@ class Settings:
     review_secret: str | None = field(default=None, repr=False)   # signs review sessions (FRAUD_REVIEW_SECRET)
     seed: int = 0
     bundle_key: str | None = field(default=None, repr=False)  # FRAUD_BUNDLE_KEY: HMAC key of registered bundles
+    archive: str | None = None  # FRAUD_ARCHIVE: the scorer's archive, the history a served pyfunc model reads
 
     def __post_init__(self):
         if self.feedback_delay_days < 0:
@@ -55,6 +56,8 @@ class Settings:
             kw["review_secret"] = env["FRAUD_REVIEW_SECRET"]
         if env.get("FRAUD_BUNDLE_KEY"):
             kw["bundle_key"] = env["FRAUD_BUNDLE_KEY"]
+        if env.get("FRAUD_ARCHIVE"):
+            kw["archive"] = env["FRAUD_ARCHIVE"]
         for name, key, conv in (
             ("feedback_delay_days", "FRAUD_FEEDBACK_DELAY_DAYS", int),
             ("alert_budget_per_day", "FRAUD_ALERT_BUDGET", int),

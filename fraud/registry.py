@@ -8,9 +8,17 @@ The whole :class:`fraud.bundle.ScoringBundle` is ONE MLflow pyfunc model version
   after ``mlflow.pyfunc.load_model(uri)`` the bundle is ``model.unwrap_python_model().bundle``;
 * :meth:`BundleModel.predict` semantics: ``model_input`` is a DataFrame of canonical rows (any order;
   they are validated with :func:`fraud.schema.validate_frame` and sorted by time); they are scored as a
-  replay from a FRESH state (no history before the first row), so pass the history you want the features
-  to see. Returns DataFrame[tx_id, score, is_alert, reasons] for the valid rows, in time order; invalid
-  rows raise :class:`fraud.errors.ValidationError` listing them.
+  replay after the customer history the features need: the stream scorer's archive (model config
+  ``archive`` or ``FRAUD_ARCHIVE`` where the model is served), its events before the first input row
+  (input tx_ids excluded), replayed from the training-cutoff state (``history: warm``, what a scorer
+  starts from; archive events before the cutoff are already in it) or from an empty one (``history: fresh``,
+  what ``fraud score`` on the archive plus the rows computes). No archive: the warm state alone. Returns
+  DataFrame[tx_id, score, is_alert, reasons] for the valid rows, in time order; invalid rows raise
+  :class:`fraud.errors.ValidationError` listing them.
+* The logged model is servable (``mlflow models serve -m models:/NAME@champion``, REST = stream scores):
+  a signature and an input example, the project's source as code paths (``fraud``, ``models``,
+  ``streaming``) and the project's dependencies pinned to the versions installed at registration (CPU
+  torch's index named), so ``--env-manager virtualenv`` can rebuild it.
 
 Verified before load: ``bundle.pkl`` is a pickle (unpickling runs code it names), and the artifact store may be a
 folder others can write, so at registration its SHA-256 (and, with a key, ``FRAUD_BUNDLE_KEY``, its HMAC-SHA256) is
@@ -43,6 +51,8 @@ import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
+import pandas as pd
+
 from fraud.errors import RegistryError
 
 CHAMPION = "champion"
@@ -66,32 +76,35 @@ try:  # mlflow is a dependency; the import is here so that the class pickles by 
 except Exception:  # pragma: no cover - mlflow missing
     _PythonModel = object
 
-_hint_warning = warnings.catch_warnings()  # MLflow nags about predict's type hints at class creation
-_hint_warning.__enter__()
-warnings.simplefilter("ignore", UserWarning)
+HISTORY_MODES = ("warm", "fresh")
 
 
 class BundleModel(_PythonModel):
-    """pyfunc wrapper: ``predict`` scores canonical rows from a fresh state (see module doc)."""
+    """pyfunc wrapper: ``predict`` scores canonical rows after their history from the archive (module doc)."""
 
-    def __init__(self, bundle=None):
-        self.bundle = bundle
+    def __init__(self, bundle=None, archive: str | None = None, history: str = "warm"):
+        self.bundle, self.archive, self.history = bundle, archive, history
+        self._cache: tuple | None = None  # (archive files + cutoff, state after the history): repeated requests
 
     def load_context(self, context):
-        """Unpickles the bundle only when its SHA-256 is one that ``load_bundle`` just verified against the
-        registry (held in this process's memory, never read from the model folder); refuses otherwise."""
+        """Unpickles the bundle only once verified: its SHA-256 is one that ``load_bundle`` just checked (held in
+        this process's memory), or, served by MLflow (``mlflow models serve``), the one the tracking store
+        records for the model's run (and its HMAC with ``FRAUD_BUNDLE_KEY``); refuses otherwise."""
+        from fraud.config import Settings
+
         path = Path(context.artifacts["bundle"])
         data = path.read_bytes()
-        actual = _sha256(data)
-        if actual not in _VERIFIED:
-            raise RegistryError(f"bundle {str(path)!r} (sha256 {actual}) was not verified against the registry: "
-                                "load the model with fraud.registry.load_bundle(uri, via='pyfunc'), which checks its "
-                                "digest before MLflow loads it")
+        if _sha256(data) not in _VERIFIED:
+            _verify_served_bundle(path, data, Settings.from_env().bundle_key)
         self.bundle = pickle.loads(data)
+        cfg = dict(context.model_config or {})
+        self.archive = cfg.get("archive") or Settings.from_env().archive or self.archive
+        self.history = cfg.get("history") or self.history
+        if self.history not in HISTORY_MODES:
+            raise RegistryError(f"model config history={self.history!r}: not one of {', '.join(HISTORY_MODES)}")
+        self._cache = None
 
-    def predict(self, context, model_input, params=None):
-        import pandas as pd
-
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         from fraud.errors import ValidationError
         from fraud.schema import validate_frame
 
@@ -101,10 +114,75 @@ class BundleModel(_PythonModel):
         if not rep.ok:
             raise ValidationError(f"{rep.n_rejected} invalid row(s) in pyfunc input: "
                                   + "; ".join(rep.messages(limit=5)), rep.problems)
-        return self.bundle.score_frame(rep.valid)
+        rows = rep.valid
+        if not len(rows):
+            return self.bundle.score_frame(rows)
+        return self.bundle.score_frame(rows, state=self._history_state(rows))
+
+    def _history_state(self, rows: pd.DataFrame):
+        """The online state after the archive's events before ``rows`` (a copy: requests do not leak into each
+        other). Cached per (archive files, first row)."""
+        import copy
+
+        first = rows["timestamp"].min()
+        files = _archive_files(self.archive) if self.archive else ()
+        key = (files, first, frozenset(rows["tx_id"]) if files else None)
+        if self._cache is None or self._cache[0] != key:
+            base = self.bundle.warm_state() if self.history == "warm" else self.bundle.new_state()
+            hist = _history_rows(self.archive, first, set(rows["tx_id"]), self._cutoff()) if files else None
+            if hist is not None and len(hist):
+                self.bundle.score_frame(hist, state=base)
+            self._cache = (key, base)
+        return copy.deepcopy(self._cache[1])
+
+    def _cutoff(self):
+        """Archive events before this are in the warm state already (None: replay them all)."""
+        until = self.bundle.config.get("train_until") if self.history == "warm" else None
+        if until is None:
+            return None
+        t = pd.Timestamp(until)
+        return t.tz_localize("UTC") if t.tzinfo is None else t
 
 
-_hint_warning.__exit__(None, None, None)
+def _archive_files(archive: str) -> tuple:
+    """(path, size, mtime) of the archive's Parquet files: changes when the scorer writes."""
+    root = Path(archive)
+    if not root.is_dir():
+        raise RegistryError(f"model config archive={archive!r} (or FRAUD_ARCHIVE): folder {str(root.resolve())!r} "
+                            "does not exist")
+    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*.parquet")))
+
+
+def _history_rows(archive: str, before, exclude: set, since=None) -> pd.DataFrame:
+    """The archive's events (canonical, time order) before ``before`` and at or after ``since``, minus
+    ``exclude``."""
+    from fraud.training import read_archive
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hist = read_archive(archive)
+    keep = (hist["timestamp"] < before) & ~hist["tx_id"].isin(exclude)
+    if since is not None:
+        keep &= hist["timestamp"] >= since
+    return hist[keep].reset_index(drop=True)
+
+
+def _verify_served_bundle(path: Path, data: bytes, key) -> None:
+    """A bundle loaded by MLflow itself (not through load_bundle): check it against its run's tags in the
+    tracking store (``MLFLOW_TRACKING_URI``); the run is the one the model folder's MLmodel names."""
+    import yaml
+
+    mlmodel = path.parent.parent / "MLmodel"
+    run_id = yaml.safe_load(mlmodel.read_text()).get("run_id") if mlmodel.exists() else None
+    if not run_id:
+        raise RegistryError(f"bundle {str(path)!r} (sha256 {_sha256(data)}) has no run to verify it against "
+                            f"({str(mlmodel)!r} names none): load it with fraud.registry.load_bundle(uri, "
+                            "via='pyfunc') or serve a registered model")
+    tags = _trusted_tags(None, None, run_id)
+    _check_digest(f"runs:/{run_id}/model", BUNDLE_ARTIFACT, tags.get(TAG_SHA256), _sha256(data))
+    if key:
+        _check_digest(f"runs:/{run_id}/model", BUNDLE_ARTIFACT, tags.get(TAG_HMAC), bundle_hmac(data, key),
+                      "HMAC-SHA256 (FRAUD_BUNDLE_KEY)")
 
 
 # -- verification ----------------------------------------------------------------------------------
@@ -272,19 +350,53 @@ def ensure_experiment(name: str = DEFAULT_EXPERIMENT, artifact_root: str | None 
     return _wrap(f"creating experiment {name!r}", go)
 
 
-PIP_REQUIREMENTS = ["fraud-graph", "mlflow", "pandas", "numpy", "scikit-learn", "pyod", "torch", "lightgbm"]
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+CODE_PACKAGES = ("fraud", "models", "streaming")  # the project's source, logged as the model's code paths
 
 
 def _pip_requirements() -> list[str]:
+    """The project's runtime dependencies pinned to the installed versions (``fraud-graph`` itself travels as
+    code paths); CPU torch's index first when torch is a CPU build."""
     from importlib import metadata
 
+    try:
+        reqs = [r for r in metadata.requires("fraud-graph") or [] if "extra ==" not in r]
+    except metadata.PackageNotFoundError:
+        reqs = []
+    names = {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].strip().lower() for r in reqs} | {"mlflow", "alembic"}
     out = []
-    for pkg in PIP_REQUIREMENTS:
+    for pkg in sorted(names):
         try:
             out.append(f"{pkg}=={metadata.version(pkg)}")
         except metadata.PackageNotFoundError:
             out.append(pkg)
+    if any(r.startswith("torch==") and "+cpu" in r for r in out):
+        out.insert(0, f"--extra-index-url {TORCH_CPU_INDEX}")
     return out
+
+
+def _code_paths() -> list[str]:
+    import importlib
+
+    return [str(Path(importlib.import_module(p).__file__).parent) for p in CODE_PACKAGES]
+
+
+def _input_example(bundle) -> pd.DataFrame:
+    """Two canonical rows (the columns the bundle reads) for the signature and the model's input example."""
+    t = pd.Timestamp(bundle.config.get("train_until") or "2024-01-01")
+    t = t.tz_localize("UTC") if t.tzinfo is None else t
+    values = {"tx_id": ["ex-1", "ex-2"], "timestamp": [t, t + pd.Timedelta(minutes=5)],
+              "customer_id": ["c-1", "c-1"], "terminal_id": ["t-1", "t-2"], "amount": [42.5, 310.0]}
+    return pd.DataFrame({c: values.get(c, ["", ""]) for c in bundle.required_columns})
+
+
+def _signature(bundle, example: pd.DataFrame):
+    from mlflow.models import infer_signature
+
+    out = bundle.score_frame(example, state=bundle.new_state()).copy()
+    out["reasons"] = out["reasons"].map(lambda r: [str(x) for x in r])
+    ex = example.assign(timestamp=example["timestamp"].dt.tz_localize(None))
+    return infer_signature(ex, out)
 
 
 def log_and_register(bundle, name: str = "fraud-detector", metrics: dict | None = None, params: dict | None = None,
@@ -331,13 +443,21 @@ def log_and_register(bundle, name: str = "fraud-detector", metrics: dict | None 
                     digests[TAG_HMAC] = bundle_hmac(data, key)
                     (Path(tmp) / HMAC_ARTIFACT).write_text(digests[TAG_HMAC] + "\n")
                     arts["bundle_hmac"] = str(Path(tmp) / HMAC_ARTIFACT)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    info = mlflow.pyfunc.log_model(
-                        name="model", python_model=BundleModel(), artifacts=arts,
-                        pip_requirements=_pip_requirements(), registered_model_name=name,
-                        await_registration_for=60,
-                    )
+                example = _input_example(bundle)
+                _VERIFIED.add(digests[TAG_SHA256])  # MLflow loads it to check the input example: ours, just made
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        info = mlflow.pyfunc.log_model(
+                            name="model", python_model=BundleModel(), artifacts=arts,
+                            pip_requirements=_pip_requirements(), code_paths=_code_paths(),
+                            signature=_signature(bundle, example),
+                            input_example=example.assign(timestamp=example["timestamp"].dt.tz_localize(None)),
+                            model_config={"archive": None, "history": "warm"},
+                            registered_model_name=name, await_registration_for=60,
+                        )
+                finally:
+                    _VERIFIED.discard(digests[TAG_SHA256])
                 pyf = Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri, dst_path=tmp + "/m"))
                 digests[TAG_PYFUNC_SHA256] = _sha256((pyf / PYFUNC_FILE).read_bytes())
             mlflow.set_tags(digests)

@@ -9,6 +9,8 @@ decisions  analyst decisions: ``fraud`` (confirm), ``legit`` (dismiss) or ``note
            with analyst, time and note. ``labels()`` turns them into training labels.
 undone     decisions taken back (``undo_decisions``): the decision's row id, who undid it and when.
            ``labels()`` skips undone rows, so retraining uses the latest standing decision per tx_id.
+
+The schema is versioned by Alembic (``fraud/migrations``): opening a store migrates it to the head revision.
 """
 from __future__ import annotations
 
@@ -70,21 +72,43 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _check_sqlite_exists(url: str) -> None:
+    """A SQLite URL whose file is missing -> ConfigError naming the path (readers: no silent empty store)."""
+    u = sa.engine.make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:" \
+            or u.database.startswith("file:"):
+        return
+    from pathlib import Path
+
+    path = Path(u.database).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"--alerts-db {url!r}: no alert store at {str(path.resolve())!r} (the file does not "
+                          "exist; `fraud serve` and `fraud score --alerts-db` create it): check the path")
+
+
 class AlertStore:
     """Thin, idempotent access to the alert store."""
 
-    def __init__(self, url: str, busy_seconds: float = 60.0, lock_wait: float = 5.0):
+    def __init__(self, url: str, busy_seconds: float = 60.0, lock_wait: float = 5.0, must_exist: bool = False):
+        """Open (and migrate) the store at ``url``. ``must_exist``: a reader's open; a SQLite file that does not
+        exist is an error naming it instead of a new empty store."""
         if not url or "://" not in url:
             raise ConfigError(f"--alerts-db: {url!r} is not a database URL (e.g. sqlite:///alerts.db)")
+        if must_exist:
+            _check_sqlite_exists(url)
         self.url = url
         self.busy_seconds = busy_seconds
         # SQLite: wait up to lock_wait s for another connection's lock before "database is locked" (then retried)
         kw = {"connect_args": {"timeout": lock_wait}} if url.startswith("sqlite") else {}
         try:
             self.engine = sa.create_engine(url, future=True, **kw)
-            metadata.create_all(self.engine)
+            with self.engine.connect():
+                pass
         except SQLAlchemyError as e:
             raise FraudError(f"alert store {url!r} is unreachable: {e.__class__.__name__}: {e}") from e
+        from fraud import migrations
+
+        migrations.upgrade(self.engine)
 
     # -- alerts -----------------------------------------------------------------------------
     def write_alerts(self, df: pd.DataFrame, model_version: str | None = None) -> int:

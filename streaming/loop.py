@@ -36,7 +36,6 @@ from streaming.sinks import AlertStoreSink, TopicSink, TrackedProducer
 from streaming.state import CheckpointStore
 
 log = logging.getLogger("streaming.loop")
-__all__ = ["Scorer", "ServeConfig"]
 
 
 class Scorer:
@@ -49,9 +48,11 @@ class Scorer:
         self.resolver = resolver or default_resolver
         self.on_batch = on_batch  # on_batch(results_df, latencies_ms ndarray) after each batch is written
         self.metrics = Metrics()
+        self.metrics.ready = self.readiness  # /readyz on the metrics port
         self.bundle = None
         self.version: str | None = None
         self.parts: dict = {}  # partition -> streaming.partitions.Partition
+        self._seen: Callable[[int], SeenIds] = lambda p: self.parts[p].seen
         self.ck = Checkpointer(config, CheckpointStore(config.state_dir, config.topic), self.metrics, self.parts)
         self.watch = LogWatch(config.topic, self._log_reset, self._verified, lag=self.metrics.lag)
         self.consumer = self.producer = self.archive = self.store = None
@@ -220,9 +221,6 @@ class Scorer:
         self.consumer.seek_to_beginning(TopicPartition(self.cfg.topic, p))
 
     # -- one batch ---------------------------------------------------------------------------------------
-    def _seen(self, p: int) -> SeenIds:
-        return self.parts[p].seen
-
     def process(self, msgs) -> pd.DataFrame:
         """Decode, score and sink one micro-batch of consumed messages. Returns the scored rows."""
         t0 = time.perf_counter()
@@ -293,8 +291,13 @@ class Scorer:
         return results, lat
 
     # -- main loop ---------------------------------------------------------------------------------------
-    def stop(self) -> None:
-        self._stop.set()
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason) for /readyz: a model is loaded and the consumer is connected to the broker."""
+        if self.bundle is None:
+            return False, f"no model loaded yet ({self.cfg.model_uri})"
+        if self.consumer is None:
+            return False, f"not connected to the broker {self.cfg.bootstrap} yet"
+        return True, f"model version {self.version}; {len(self.parts)} partition(s) assigned"
 
     def run(self, stop: threading.Event | None = None, max_events: int | None = None) -> None:
         """Serve until ``stop`` is set (or ``max_events`` were consumed). Flushes and commits before return."""
@@ -355,12 +358,9 @@ class Scorer:
         """A batch failed part-way: seek its partitions back to its first offsets (read again, not skipped)."""
         from kafka import TopicPartition
 
-        first: dict[int, int] = {}
-        for m in msgs:
-            first[m.partition] = min(first.get(m.partition, m.offset), m.offset)
-        for p, off in first.items():
-            if p in self.parts:
-                self.consumer.seek(TopicPartition(self.cfg.topic, p), off)
+        for m in sorted(msgs, key=lambda m: m.offset, reverse=True):  # the first offset of each partition last
+            if m.partition in self.parts:
+                self.consumer.seek(TopicPartition(self.cfg.topic, m.partition), m.offset)
 
     def _recover(self, e: BaseException, backoff: float) -> None:
         from kafka.errors import KafkaError

@@ -1,11 +1,18 @@
-"""Prometheus metrics of the scorer (own registry per scorer, so several can live in one process)."""
+"""Prometheus metrics of the scorer (own registry per scorer, so several can live in one process), served with
+its probes on the metrics port: ``/metrics`` (Prometheus text), ``/healthz`` (200 while the process serves HTTP)
+and ``/readyz`` (200 when ``Metrics.ready()`` says so: the scorer sets it to "model loaded and consumer
+connected"; 503 with the reason otherwise)."""
 from __future__ import annotations
 
+import json
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.core import HistogramMetricFamily
 
 # finer around tens of ms, where a latency objective sits (a quantile is interpolated inside its bucket)
@@ -90,6 +97,8 @@ class Metrics:
         self._rate_t = time.monotonic()
         self._rate_n = 0
         self._server = None
+        # () -> (ready, reason); the scorer replaces it (model loaded, consumer connected)
+        self.ready: Callable[[], tuple[bool, str]] = lambda: (True, "")
 
     def set_version(self, version) -> None:
         self.model_version.clear()
@@ -103,11 +112,51 @@ class Metrics:
             self._rate_t, self._rate_n = now, 0
 
     def serve(self, port: int, addr: str = "127.0.0.1"):
-        self._server = start_http_server(port, addr=addr, registry=self.registry)
+        """Serve /metrics, /healthz and /readyz on ``addr:port`` from a daemon thread; returns (server, thread)."""
+        server = ThreadingHTTPServer((addr, port), _handler(self))
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
+        thread.start()
+        self._server = (server, thread)
         return self._server
 
     def close(self) -> None:
         if self._server is not None:
             server, _thread = self._server
             server.shutdown()
+            server.server_close()
             self._server = None
+
+
+def _handler(metrics: Metrics):
+    """The request handler of :meth:`Metrics.serve` bound to ``metrics``."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            path = self.path.split("?", 1)[0]
+            if path in ("/metrics", "/"):
+                encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
+                self._send(200, encoder(metrics.registry), ctype)
+            elif path == "/healthz":
+                self._send(200, b'{"status": "ok"}\n', "application/json")
+            elif path == "/readyz":
+                try:
+                    ok, reason = metrics.ready()
+                except Exception as e:  # noqa: BLE001 - a probe answers, whatever the check raised
+                    ok, reason = False, f"readiness check failed: {e.__class__.__name__}: {e}"
+                body = json.dumps({"status": "ready" if ok else "not ready", "reason": reason}) + "\n"
+                self._send(200 if ok else 503, body.encode(), "application/json")
+            else:
+                self._send(404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain")
+
+        def _send(self, code: int, body: bytes, ctype: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):  # scrapes every few seconds: no access log
+            pass
+
+    return Handler

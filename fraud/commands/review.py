@@ -5,6 +5,8 @@ import json
 
 import click
 
+from fraud.commands.common import log_format_option, setup_logging
+
 
 def _alerts_db_option(f):
     return click.option("--alerts-db", "alerts_db", default=None, metavar="URL",
@@ -31,7 +33,7 @@ def _cluster(ctx, alerts_db, since, until, embedder="deepwalk", seed=0, refine="
     from fraud.store import AlertStore
 
     url = alerts_db or ctx.obj.alerts_db
-    store = AlertStore(url)
+    store = AlertStore(url, must_exist=True)
     alerts = store.read_alerts()
     context = read_context(archive, context_path)
     return store, cluster_alerts(alerts, since=since, until=until, embedder=embedder, seed=seed, refine=refine,
@@ -76,13 +78,16 @@ def _cases(ctx, alerts_db, since, until, archive, context_path):
     return book, res, st, rows(book, res, st, ctx.obj.alert_budget_per_day)
 
 
-def _log_access(path: str | None) -> None:
-    """Send the review app's access log (logger ``fraud.review.access``) to ``path`` or stderr."""
+def _log_access(path: str | None, fmt: str = "text") -> None:
+    """Send the review app's access log (logger ``fraud.review.access``) to ``path`` or stderr (JSON lines with
+    ``fmt="json"``)."""
     import logging
+
+    from fraud.commands.common import JsonLogFormatter
 
     log = logging.getLogger("fraud.review.access")
     handler = logging.FileHandler(path) if path else logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(JsonLogFormatter() if fmt == "json" else logging.Formatter("%(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
@@ -323,9 +328,10 @@ def register(main: click.Group, bench: click.Group) -> None:
     @_context_options
     @click.option("--context-refresh", default=30.0, show_default=True, type=float,
                   help="Seconds between looks for new archive files / a changed --context file.")
+    @log_format_option
     @click.pass_context
     def serve_cmd(ctx, port, host, alerts_db, since, until, users_file, secure_cookie, session_hours, login_limit,
-                  login_window, access_log, archive, context_path, context_refresh):
+                  login_window, access_log, archive, context_path, context_refresh, log_format="text"):
         """The review web app. Each analyst signs in with their own token from --users FILE
         (`fraud review add-analyst`); FRAUD_REVIEW_TOKEN alone is a shared-token mode for local use.
         FRAUD_REVIEW_SECRET signs sessions (default: a random secret kept in the alert store).
@@ -337,6 +343,7 @@ def register(main: click.Group, bench: click.Group) -> None:
         from fraud.review.auth import Throttle, load_users
         from fraud.review.clusters import ContextSource
 
+        setup_logging("INFO", log_format)
         if users_file:
             load_users(users_file)  # a missing or bad file fails at start, with its message
         if ctx.obj.review_token and users_file:
@@ -346,12 +353,15 @@ def register(main: click.Group, bench: click.Group) -> None:
         if archive is not None or context_path is not None:
             source = ContextSource(archive, context_path, refresh_s=context_refresh)
             source.get()  # read now: a bad archive or file fails at start, with its message
-        app = create_app(alerts_db or ctx.obj.alerts_db, token=None if users_file else ctx.obj.review_token,
+        from fraud.store import AlertStore
+
+        store = AlertStore(alerts_db or ctx.obj.alerts_db, must_exist=True)  # a wrong path: an error naming it
+        app = create_app(store, token=None if users_file else ctx.obj.review_token,
                          users=users_file, secret=ctx.obj.review_secret, since=since, until=until,
                          https_only=secure_cookie, session_hours=session_hours,
                          throttle=Throttle(limit=login_limit, window=login_window), context_source=source,
                          alert_budget=ctx.obj.alert_budget_per_day)
-        _log_access(access_log)
+        _log_access(access_log, log_format)
         if not users_file:
             click.echo("shared-token mode (local use): decisions are recorded as 'shared-token'; "
                        "give each analyst a token with `fraud review add-analyst NAME --users FILE`")

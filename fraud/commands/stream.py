@@ -8,6 +8,8 @@ import sys
 
 import click
 
+from fraud.commands.common import log_format_option
+
 
 def kafka_options(f):
     """--bootstrap and the security / SASL / TLS passthrough options for kafka-python."""
@@ -43,15 +45,11 @@ def client_kw(kw: dict) -> dict:
     return out
 
 
-def setup_logging(level: str = "INFO") -> None:
-    """Structured (key=value) log lines on stderr; kafka-python and MLflow kept quiet."""
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
-                        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s", force=True)
-    import warnings
+def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
+    """Structured log lines on stderr (key=value text or JSON); see fraud.commands.common.setup_logging."""
+    from fraud.commands.common import setup_logging as setup
 
-    warnings.filterwarnings("ignore", module=r"mlflow(\..*)?$")
-    for n in ("kafka", "mlflow", "alembic", "urllib3"):
-        logging.getLogger(n).setLevel(logging.ERROR if n != "kafka" else logging.CRITICAL)
+    setup(level, fmt)
 
 
 def install_stop_signals(stop) -> None:
@@ -125,6 +123,7 @@ def register(main: click.Group, bench: click.Group) -> None:
                   help="Give up after this many seconds if the broker is unreachable at start [default: retry forever].")
     @click.option("--max-events", default=None, type=int, help="Stop after this many events (tests, demos).")
     @click.option("--log-level", default="INFO", show_default=True)
+    @log_format_option
     @click.pass_obj
     def serve(settings, **kw):
         """Score transaction events from Kafka (consumer group) into topics, the alert store and the archive.
@@ -136,7 +135,7 @@ def register(main: click.Group, bench: click.Group) -> None:
 
         from streaming.loop import Scorer, ServeConfig
 
-        setup_logging(kw.pop("log_level"))
+        setup_logging(kw.pop("log_level"), kw.pop("log_format"))
         ckw = client_kw(kw)
         try:
             from fraud.registry import quiet_mlflow

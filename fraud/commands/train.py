@@ -71,7 +71,7 @@ def _labels(labels_path, alerts_db):
     if alerts_db:
         from fraud.store import AlertStore
 
-        return AlertStore(alerts_db).labels()[["tx_id", "label"]]
+        return AlertStore(alerts_db, must_exist=True).labels()[["tx_id", "label"]]
     return None
 
 

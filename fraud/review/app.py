@@ -488,4 +488,20 @@ def create_app(store, token: str | None = None, users=None, secret: str | bytes 
     add_case_routes(app, SimpleNamespace(render=render, need_page=need_page, need_auth=need_auth,
                                          check_post=check_post, cache=cache, book=cache.book, store=store,
                                          budget=alert_budget))
+
+    # -- probes (no sign-in: orchestrators call them) ---------------------------------------------
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz():
+        try:
+            with store.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except Exception as e:  # noqa: BLE001 - a probe answers, whatever the store raised
+            return JSONResponse({"status": "not ready", "reason": f"alert store {store.url!r}: "
+                                 f"{e.__class__.__name__}: {str(e)[:200]}"}, status_code=503)
+        return {"status": "ready"}
+
     return app

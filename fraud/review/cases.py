@@ -8,7 +8,7 @@ keeps the case with most of them and the others are "merged into" it. New alerts
 case reopen it; a new cluster on a closed case's customers or terminals starts a case linked to it.
 Every action (sync, assign, status, decide, note, undo) is a row of ``case_events`` with analyst and time.
 
-Tables (created here with ``create_all``; no migration yet): ``cases``, ``case_members``, ``case_events``.
+Tables ``cases``, ``case_members``, ``case_events`` (migration ``fraud/migrations/versions/0002_cases.py``).
 """
 from __future__ import annotations
 
@@ -62,7 +62,6 @@ case_events = sa.Table(
     sa.Column("undone_by", sa.Integer, nullable=True),
 )
 
-TABLES = [cases, case_members, case_events]
 UNDOABLE = ("assign", "status", "decide")
 
 
@@ -76,7 +75,6 @@ class CaseBook:
     def __init__(self, store: AlertStore):
         self.store = store
         self.engine = store.engine
-        metadata.create_all(self.engine, tables=TABLES)
 
     # -- reading -----------------------------------------------------------------------------
     def frame(self) -> pd.DataFrame:

@@ -69,10 +69,10 @@ def test_train_register_load_by_alias_and_score(store, champion, small_world):
     # pyfunc semantics: predict(rows) == score_frame(rows) from a fresh state
     import mlflow.pyfunc
 
-    with pytest.raises(RegistryError, match="was not verified against the registry"):  # MLflow alone does not verify it
-        mlflow.pyfunc.load_model(f"models:/{NAME}/1")
+    # MLflow alone (mlflow models serve) verifies the bundle against its run's tags (tampering: test_servable.py)
+    assert mlflow.pyfunc.load_model(f"models:/{NAME}/1").unwrap_python_model().bundle.threshold == b.threshold
     t0 = time.perf_counter()
-    model = registry.BundleModel(registry.load_bundle(f"models:/{NAME}/1", via="pyfunc"))
+    model = registry.BundleModel(registry.load_bundle(f"models:/{NAME}/1", via="pyfunc"), history="fresh")
     t_pyfunc = time.perf_counter() - t0
     t0 = time.perf_counter()
     registry.load_bundle(f"models:/{NAME}/1")
