@@ -31,7 +31,8 @@ def safe_topic(topic: str) -> str:
     return re.sub(r"[^A-Za-z0-9._]", "_", topic)
 
 
-def _files(root) -> list[Path]:
+def paths(root) -> list[Path]:
+    """The complete archive files under ``root`` (hidden temporary files of a writer skipped), in name order."""
     return [f for f in sorted(Path(root).glob("date=*/*.parquet")) if not f.name.startswith(".")]
 
 
@@ -48,12 +49,12 @@ def _read_files(files) -> list[pd.DataFrame]:
 
 def frames(root) -> list[pd.DataFrame]:
     """Every complete archive file as read (temporary and hidden files skipped), in name order."""
-    return _read_files(_files(root))
+    return _read_files(paths(root))
 
 
 def read(root) -> pd.DataFrame:
     """Every archived event with the scorer's columns, sorted by time (empty frame when there is none)."""
-    frames = _read_files(_files(root))
+    frames = _read_files(paths(root))
     if not frames:
         return pd.DataFrame()
     df = pd.concat(frames, ignore_index=True)

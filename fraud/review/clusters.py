@@ -382,7 +382,9 @@ class ContextSource:
         self._checked = now
         changed = self._version == 0
         if self.archive is not None:
-            names = sorted(str(f) for f in Path(self.archive).glob("date=*/*.parquet") if not f.name.startswith("."))
+            from fraud.archive import paths
+
+            names = [str(f) for f in paths(self.archive)]
             for gone in set(self._files) - set(names):
                 del self._files[gone]
                 changed = True
