@@ -32,7 +32,7 @@ them) after fit; ``__init__`` only stores parameters.
   (e.g. only large amounts are suspicious, a tiny one is not), and ``aggregate="max"`` scores a row by its
   most outlying feature instead of the sum over features (one extreme signal ranks first; ties beyond the
   training range are broken by a small multiple of the sum). On the handbook data the unsupervised model
-  ``fraud.bench.ours`` measured AP 0.279 with ``tail="right", aggregate="max"`` on three amount features,
+  ``benchmarks.ours`` measured AP 0.279 with ``tail="right", aggregate="max"`` on three amount features,
   0.234 with the sum, 0.257 for the mean of ECOD, HBOS and IForest ranks over the whole amount group.
 * ``AutoEncoderDetector``: a small dense autoencoder (``models.autoencoder``), trained with torch,
   scored by a numpy forward pass; score = mean squared reconstruction error of standardised inputs.

@@ -54,7 +54,7 @@ the batch plus the kept history of the entities it touches. The online state kee
 it arrived (label-free; equal to the one ``transform`` computes), and likewise its lagged amount ratio and its
 "plain" flag (for BH_C_MAX_PRIOR_RATIO and BH_T_KNOWN_PLAIN_FRAUD).
 
-Measured (handbook prequential, 4 folds, head seeds 0-2 averaged, features cached; see fraud/bench/ours.py):
+Measured (handbook prequential, 4 folds, head seeds 0-2 averaged, features cached; see benchmarks/ours.py):
 BH_C_MAX_PRIOR_RATIO_14D and BH_T_KNOWN_PLAIN_FRAUD_28D raise the supervised AP from 0.743 to 0.750.
 
 Compatibility: featurizers pickled before ``card_window`` / ``card_ratio`` existed use their defaults and keep

@@ -44,7 +44,7 @@ projections, seen flags and core numbers: node-specific values frozen at fit tim
 in a time-split evaluation the training rows precede the fit cutoff, so their frozen node values
 already reflect their own later structure (a ring fully formed in the graph) while test rows of a
 ring that starts after the cutoff see none: a train/test mismatch. On the 2,000-customer world the
-frozen columns cost ring recall (see ``fraud.bench.ablation``; figures in the issue's closing note).
+frozen columns cost ring recall (see ``benchmarks.ablation``; figures in the issue's closing note).
 
 Stationarity (``known_days``, ``age_cap_days``): the state starts empty at the first row it sees, so
 an uncapped count of known frauds or an uncapped age grows with the time since that start: on the
@@ -52,7 +52,7 @@ handbook (last 90 days) the mean ``g_c_known`` of legitimate rows went 0.93 (tra
 (test rows), ``g_t_known_cust`` 8.0 -> 14.1, ``g_c_age_days`` 47 -> 79, so test rows looked like the
 training frauds and the head lost AP. A fraud label now counts for ``known_days`` (28) after it becomes
 usable, and the age saturates at ``age_cap_days`` (28, above ``new_days``: young accounts still stand
-out). Figures in ``fraud.bench.ablation``.
+out). Figures in ``benchmarks.ablation``.
 
 Neighbour window (``nbr_days``, off by default: None): the neighbour lists also filled up from the empty start (a terminal's
 list of recent customers only grows until it is full), so ``g_t_ndist`` (mean over legitimate rows 24 ->
@@ -62,13 +62,13 @@ are ignored by every structural column (``g_pair_*``, ``g_*_ndist``, ``g_t_known
 ``g_c_nbr_risk``, ``g_overlap*``, ``g_t_new_cust*``; not by the inductive embedding), and a stale pair
 that is used again restarts its count at 1. ``nbr_days=None``: no window (the old behaviour, also that of
 featurizers pickled before the parameter existed). Measured with ``nbr_days=28`` it did not close the
-handbook gap (``fraud.bench.ablation``: -0.0012 / -0.0010 AP on detector seeds 0 / 1), so it is off.
+handbook gap (``benchmarks.ablation``: -0.0012 / -0.0010 AP on detector seeds 0 / 1), so it is off.
 
 Default columns (``drop_columns``, default ``("g_t_ndist", "g_overlap")``): these two are left out of
 ``feature_names_`` (they are still computed: ``g_overlap_share`` and the ``*_share`` columns use them).
 ``g_overlap`` adds nothing on the simulated world (ring recall unchanged without it) and both drift on the
 handbook; without them tabular+graph AP >= tabular on detector seeds 0 / 1 / 2 (figures in
-``fraud.bench.ablation``). ``drop_columns=()`` gives every column. Featurizers pickled before keep the
+``benchmarks.ablation``). ``drop_columns=()`` gives every column. Featurizers pickled before keep the
 columns they were fitted with (``feature_names_``).
 
 Information rule: the state absorbs a row only after computing its features; a fraud label is

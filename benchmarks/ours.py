@@ -19,7 +19,7 @@ frauds are undetectable (a terminal's first 7 compromised days), at their base r
 under the 7-day delay for any ranking of the detectable evidence.
 
 The ceilings are a command: ``fraud bench handbook --protocol prequential --models oracle,oracle-unsupervised``
-(:mod:`fraud.bench.oracle`: AUC 0.886, AP 0.774, CP@100 0.312; without labels AP 0.314).
+(:mod:`benchmarks.oracle`: AUC 0.886, AP 0.774, CP@100 0.312; without labels AP 0.314).
 What bounds them (measured per fraud scenario on the 4 test weeks): a compromised terminal's frauds in the
 first 7 days of its compromise (about a quarter of the test frauds) carry no information at all under the
 7-day feedback delay (no label of that terminal is known yet, and the generator changes nothing else): their
@@ -33,7 +33,7 @@ AP 0.32 on average (0.28, 0.40, 0.33, 0.28 per fold).
 window) with a one-sided (right-tail) ECOD whose per-feature tails are fused by their maximum, so that one
 extreme signal (a very large amount, or an amount five times the card's usual) ranks first.
 
-Importing this module registers two models in :data:`fraud.bench.handbook.MODELS`:
+Importing this module registers two models in :data:`benchmarks.handbook.MODELS`:
 
 * ``ours``: :func:`fraud.training.train` (featurizers ``tabular`` + ``behaviour``, the detector ensemble
   ``fraud.detectors.Ensemble`` with a LightGBM supervised head stacked over cheap unsupervised detectors),
@@ -53,7 +53,7 @@ of earlier transactions and labels older than t - delay only (the featurizers' i
 
 History: the bench's model functions get ``(train_df, test_df)`` only, and these frames lack the
 history before the training week and the delay week. The model functions accept ``history=`` (the
-canonical frame), which ``fraud.bench.handbook.run`` passes to models that declare it; the model
+canonical frame), which ``benchmarks.handbook.run`` passes to models that declare it; the model
 functions check that the test rows come from it.
 """
 from __future__ import annotations
@@ -63,7 +63,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from fraud.bench.handbook import register_model
+from benchmarks.handbook import register_model
 from fraud.errors import ConfigError
 
 DAY = pd.Timedelta(days=1)
@@ -99,7 +99,7 @@ register_featurizer()
 def _history(test: pd.DataFrame, history: pd.DataFrame | None) -> pd.DataFrame:
     if history is None:
         raise ConfigError("bench model 'ours' needs the transaction history: run it through "
-                          "fraud.bench.handbook.run (which passes history=) or pass history=the canonical frame")
+                          "benchmarks.handbook.run (which passes history=) or pass history=the canonical frame")
     ids = pd.Index(history["tx_id"].astype(str))
     if not pd.Index(test["tx_id"].astype(str)).isin(ids).all():
         raise ConfigError("bench model 'ours': the test rows are not part of the history frame "

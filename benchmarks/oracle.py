@@ -3,7 +3,7 @@
 They are not models: they read the ground truth (``label``, ``scenario`` and the labels of the whole history) to
 rank, and exist to measure how far any model can go under the book's protocol. Run them with
 ``fraud bench handbook --protocol prequential --models oracle,oracle-unsupervised``. Importing this module
-registers both in :data:`fraud.bench.handbook.MODELS` (not among the defaults).
+registers both in :data:`benchmarks.handbook.MODELS` (not among the defaults).
 
 What the handbook's generator leaves to find (its README, "How the data was generated"):
 
@@ -46,7 +46,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fraud.bench.handbook import register_model
+from benchmarks.handbook import register_model
 from fraud.errors import ConfigError
 
 DAY_NS = 86_400 * 10**9

@@ -228,3 +228,31 @@ def run_ablation(df: pd.DataFrame, sets=None, budget: int = 100, test_days: int 
         log(f"{s}: AP {res['ap']:.4f}  AUC {res['auc']:.4f}  recall@{budget} "
             + "  ".join(f"{k}={v:.3f}" for k, v in res["recall_at_budget"].items()))
     return result
+
+
+def run(df: pd.DataFrame, *, last_days: int | None = None, embedder: str = "node2vec", graph_columns: str = "online",
+        delay_days: float = 7, seed: int = 0, **kw) -> dict:
+    """``fraud bench ablation``: the last ``last_days`` of ``df`` (all when None), the graph featurizer with
+    ``embedder`` and ``graph_columns``; ``kw`` goes to :func:`run_ablation`."""
+    if last_days:
+        df = df.loc[df["timestamp"] >= df["timestamp"].max().normalize() + pd.Timedelta(days=1 - last_days)]
+    params = {"graph": {"embedder": embedder, "delay_days": delay_days, "seed": seed, "columns": graph_columns},
+              "tabular": {"delay_days": delay_days}}
+    return run_ablation(df, delay_days=delay_days, seed=seed, featurizer_params=params, **kw)
+
+
+def table(res: dict, budget: int) -> str:
+    """The result as text: AP, AUC and recall at ``budget`` per scenario, one line per feature set."""
+    scen = sorted({k for r in res["feature_sets"].values() for k in r["recall_at_budget"]},
+                  key=lambda k: (k == "all", k))
+    lines = [f"dataset {res['dataset']}  split {res['split']['split']}  train rows {res['n_train']}  "
+             f"test rows {res['n_test']}  test frauds per scenario {res['test_frauds']}",
+             f"{'feature set':18s} {'AP':>7s} {'AUC':>7s}  " + " ".join(f"R@{budget}[{s}]".rjust(11) for s in scen)]
+    for name, r in res["feature_sets"].items():
+        lines.append(f"{name:18s} {r['ap']:7.4f} {r['auc']:7.4f}  "
+                     + " ".join(f"{r['recall_at_budget'].get(s, float('nan')):11.3f}" for s in scen))
+        for b, rb in r.get("recall_at_budgets", {}).items():
+            lines.append(f"{'  @' + b:18s} {'':7s} {'':7s}  "
+                         + " ".join(f"{rb.get(s, float('nan')):11.3f}" for s in scen))
+    lines += [f"skipped {name}: {why}" for name, why in res["skipped"].items()]
+    return "\n".join(lines)
