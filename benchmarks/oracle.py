@@ -1,45 +1,12 @@
 """Ceilings of the handbook benchmark: oracles that know which frauds carry any evidence at scoring time.
 
-They are not models: they read the ground truth (``label``, ``scenario`` and the labels of the whole history) to
-rank, and exist to measure how far any model can go under the book's protocol. Run them with
-``fraud bench handbook --protocol prequential --models oracle,oracle-unsupervised``. Importing this module
-registers both in :data:`benchmarks.handbook.MODELS` (not among the defaults).
-
-What the handbook's generator leaves to find (its README, "How the data was generated"):
-
-* scenario 1: an amount above 220 (label-free evidence);
-* scenario 3: a third of a drawn card's transactions over 14 days with the amount multiplied by 5 (label-free
-  evidence: the amount against the card's own history);
-* scenario 2: every transaction of a drawn terminal over the next 28 days, with nothing else changed. The only
-  evidence is the terminal's own fraud labels, and under the feedback delay a label is known only once it is
-  ``delay_days`` old. A scenario-2 fraud at time t is *detectable* when its terminal has a known scenario-2
-  fraud: one dated in [t - delay - ``window_days``, t - delay) (28 days: the compromise's length). Before that,
-  its transaction is a genuine-looking one at a terminal with no known compromise. (Other frauds at the terminal,
-  scenario 1 or 3, are no evidence of its compromise: the generator draws compromised terminals uniformly, so
-  such a label raises the terminal's genuine transactions as much as its frauds. Counting them as evidence, the
-  oracle would credit itself with luck no model has.)
-
-``oracle`` (the supervised ceiling): every detectable fraud first (scenarios 1 and 3, and scenario 2 once its
-terminal has a known compromise), every other transaction after them in one tie. ``oracle-unsupervised`` (no
-label at all): scenarios 1 and 3 first, every other transaction in one tie. A tie is the expected value of what a
-scorer can do with transactions that carry no evidence (a random order; any better order of them is luck): AUC
-is then exactly 1 - u/2 (u: the share of frauds without evidence) and AP its tie value; CP@100 fills the rest of
-each day's top 100 in the metric's tie order (card order, no information).
-
-Why they bound every model: a fraud without evidence has the feature distribution of a genuine transaction (the
-generator changed nothing a model can see), so any model ranks it against genuine transactions like a genuine
-one, AUC 0.5 in expectation, while the oracle ranks every fraud with evidence above everything else.
-
-``oracle-unsupervised`` is generous: it also ranks first the scenario-3 frauds whose x5 fell on a low draw of the
-card's amount (measured on the 4 test weeks, per fold: a quarter of them are below 2.5-3.5x the card's mean
-amount over (t - 60 d, t - 14 d], a tenth below 1.1-2.4x, where genuine transactions also are), so the label-free
-ceiling is lower still.
-
-They are *expected* ceilings: on one fold a model can pass them by luck on the frauds without evidence (83-107
-per fold). Measured (prequential, 4 folds): on the fold testing 2018-08-08..14, ``ours`` AUC 0.902 against
-the oracle's 0.892, its 83 frauds without evidence ranked at AUC 0.556 against genuine transactions (1.7 standard
-errors above chance; 0.509 on the fold testing 2018-08-29..09-04). Over the 4 folds: ``ours`` AUC 0.883, AP 0.751,
-CP@100 0.312 against the oracle's 0.886, 0.774, 0.312; without labels AP 0.279 against 0.314.
+They are not models: they read the ground truth to rank, and measure how far any model can go under the
+book's protocol (``fraud bench handbook --protocol prequential --models oracle,oracle-unsupervised``).
+``oracle`` ranks every fraud with evidence first (scenarios 1 and 3, and scenario 2 once its terminal has a
+known compromise under the feedback delay) and every other transaction after them in one tie;
+``oracle-unsupervised`` (no label at all) only scenarios 1 and 3. Importing this module registers both in
+:data:`benchmarks.handbook.MODELS` (not among the defaults). Why they bound every model, and the figures:
+docs/benchmarks.md ("Ceilings of the handbook benchmark").
 """
 from __future__ import annotations
 
