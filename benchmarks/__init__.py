@@ -1,2 +1,4 @@
-"""Benchmarks that live outside the product: harnesses that drive the product from the outside
-(``benchmarks.faults``: ``fraud bench faults``, issue 13's acceptance benchmark)."""
+"""Benchmarks and ablations, outside the product: each module runs the product from the outside and
+measures it (``fraud bench ...``; the click commands in ``fraud.commands`` only parse options and call
+here). Benchmarks may import ``fraud``, ``models`` and ``streaming``; never the reverse. Result tables:
+docs/benchmarks.md."""

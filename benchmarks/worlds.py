@@ -46,9 +46,9 @@ def _recall(frame: pd.DataFrame, scores, budget: int) -> dict:
 
 
 def baseline_scores(df: pd.DataFrame, split: pd.Timestamp, delay_days: int) -> np.ndarray:
-    """The book's random forest (``fraud.bench.handbook.random_forest``) on the book's features, trained on
+    """The book's random forest (``benchmarks.handbook.random_forest``) on the book's features, trained on
     the rows before the split whose labels are known there (after a 7-day warm-up); scores of every row."""
-    from fraud.bench.handbook import FEATURES, random_forest
+    from benchmarks.handbook import FEATURES, random_forest
     from fraud.features.tabular import BaselineFeatures
 
     ts = df["timestamp"]

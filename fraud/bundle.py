@@ -11,25 +11,21 @@ A :class:`ScoringBundle` holds everything needed to score a canonical transactio
 * ``config``: a plain dict describing how it was trained (delay, budget, windows, featurizer names,
   train_from / train_until / label_cutoff ...), and ``schema`` (the canonical columns it reads).
 
-One scoring path (DESIGN principle 3): :meth:`score` takes a micro-batch of canonical rows (in time
-order) and an online state from :meth:`new_state`, returns one result row per input row in row
-order and absorbs the rows into the state. The stream scorer calls it per poll; :meth:`score_frame`
-replays a whole file through it in micro-batches. :meth:`score_batch` is the vectorized equivalent
-(featurizer ``transform`` instead of ``update``), proven equal to the replay by a test; training and
-evaluation use it for speed.
+One scoring path, so that the stream, a file replay and training score alike: :meth:`score` takes a
+micro-batch of canonical rows (in time order) and an online state from :meth:`new_state`, returns one
+result row per input row in row order and absorbs the rows into the state. The stream scorer calls it per
+poll; :meth:`score_frame` replays a whole file through it in micro-batches. :meth:`score_batch` is the
+vectorized equivalent (featurizer ``transform`` instead of ``update``), proven equal to the replay by a
+test; training and evaluation use it for speed.
 
 Reasons: by default (``explain="alerts"``) reason codes are computed for alerted rows only (the
-detector's ``explain`` is the costly part of scoring); other rows get an empty list.
-``explain="all"`` explains every row, ``explain="none"`` none. Rows without reasons share one empty list: treat
-a result's ``reasons`` as read-only.
+detector's ``explain`` is the costly part of scoring); ``explain="all"`` explains every row,
+``explain="none"`` none. Rows without reasons share one empty list: treat ``reasons`` as read-only.
+Speed (``fraud bench score``): the detector gets a float matrix, BLAS runs on one thread, and the result
+columns are built without per-row objects.
 
-Speed (``fraud bench score``): the scoring path hands the detector a float matrix (no DataFrame concatenation,
-column selection or per-column dtype checks per micro-batch), runs featurizers and detector with BLAS limited to
-one thread, and builds the result columns without per-row objects.
-
-Labels in the rows (``label`` column) are handed to the featurizers, which use a label only once its
-transaction is older than the feedback delay (the information rule); the bundle itself never reads
-labels.
+Labels in the rows are handed to the featurizers, which use a label only once its transaction is older
+than the feedback delay (the information rule); the bundle itself never reads labels.
 """
 from __future__ import annotations
 

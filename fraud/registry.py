@@ -3,39 +3,29 @@
 The whole :class:`fraud.bundle.ScoringBundle` is ONE MLflow pyfunc model version:
 
 * the bundle is pickled (protocol 5; torch modules inside featurizers pickle with it) into the
-  model's artifact ``artifacts/bundle.pkl``;
-* the pyfunc ``python_model`` is a :class:`BundleModel`; ``load_context`` unpickles the bundle, so
-  after ``mlflow.pyfunc.load_model(uri)`` the bundle is ``model.unwrap_python_model().bundle``;
-* :meth:`BundleModel.predict` semantics: ``model_input`` is a DataFrame of canonical rows (any order;
-  they are validated with :func:`fraud.schema.validate_frame` and sorted by time); they are scored as a
+  model's artifact ``artifacts/bundle.pkl``; the pyfunc ``python_model`` is a :class:`BundleModel`,
+  whose ``load_context`` unpickles it (``model.unwrap_python_model().bundle``);
+* :meth:`BundleModel.predict` takes canonical rows (validated, sorted by time) and scores them as a
   replay after the customer history the features need: the stream scorer's archive (model config
-  ``archive`` or ``FRAUD_ARCHIVE`` where the model is served), its events before the first input row
-  (input tx_ids excluded), replayed from the training-cutoff state (``history: warm``, what a scorer
-  starts from; archive events before the cutoff are already in it) or from an empty one (``history: fresh``,
-  what ``fraud score`` on the archive plus the rows computes). No archive: the warm state alone. Returns
-  DataFrame[tx_id, score, is_alert, reasons] for the valid rows, in time order; invalid rows raise
-  :class:`fraud.errors.ValidationError` listing them.
-* The logged model is servable (``mlflow models serve -m models:/NAME@champion``, REST = stream scores):
-  a signature and an input example, the project's source as code paths (``fraud``, ``models``,
-  ``streaming``) and the project's dependencies pinned to the versions installed at registration (CPU
-  torch's index named), so ``--env-manager virtualenv`` can rebuild it.
+  ``archive`` or ``FRAUD_ARCHIVE``), its events before the first input row, replayed from the
+  training-cutoff state (``history: warm``, what a scorer starts from) or from an empty one
+  (``history: fresh``, what ``fraud score`` on the archive plus the rows computes); no archive: the warm
+  state alone. Returns DataFrame[tx_id, score, is_alert, reasons] in time order; invalid rows raise
+  :class:`fraud.errors.ValidationError`;
+* the logged model is servable (``mlflow models serve -m models:/NAME@champion``): a signature and an
+  input example, the project's source as code paths and its dependencies pinned at registration.
 
-Verified before load: ``bundle.pkl`` is a pickle (unpickling runs code it names), and the artifact store may be a
-folder others can write, so at registration its SHA-256 (and, with a key, ``FRAUD_BUNDLE_KEY``, its HMAC-SHA256) is
-recorded as tags of the model version and of the run (the tracking database is the trusted side), with the
-SHA-256 of MLflow's ``python_model.pkl``. ``load_bundle`` reads the file, compares the digests with the tags and
-unpickles only those verified bytes; a mismatch or a missing tag raises :class:`fraud.errors.RegistryError`
-(re-register with ``fraud train`` / ``fraud retrain``). A local model folder (no registry) loads only when its
-``artifacts/bundle.pkl.hmac`` verifies with the key, or with ``trust_local=True`` (CLI ``--trust-local``) for a
-folder the user built.
-
-Loading (``load_bundle``) reads ``bundle.pkl`` directly from the model's artifacts instead of going
-through ``mlflow.pyfunc.load_model`` (which also checks requirements and imports through the pyfunc
-flavour): measured by ``fraud bench load`` / the registry test.
+Verified before load: ``bundle.pkl`` is a pickle (unpickling runs code) and the artifact store may be
+writable by others, so at registration its SHA-256 (and, with ``FRAUD_BUNDLE_KEY``, its HMAC-SHA256) and
+that of MLflow's ``python_model.pkl`` are recorded as tags of the model version and of the run (the
+tracking database is the trusted side). ``load_bundle`` reads ``bundle.pkl`` directly (faster than
+``mlflow.pyfunc.load_model``: ``fraud bench load``), compares the digests with the tags and unpickles only
+those verified bytes; a mismatch or a missing tag raises :class:`fraud.errors.RegistryError`. A local
+model folder loads only when its ``artifacts/bundle.pkl.hmac`` verifies, or with ``trust_local=True``.
 
 Names: models are registered under ``name`` (default ``fraud-detector``); the first version gets the
-alias ``champion``. ``resolve_alias`` is a single registry query (hot-reload polling).
-An unreachable store raises :class:`fraud.errors.RegistryError` naming the URI.
+alias ``champion``. ``resolve_alias`` is a single registry query (hot-reload polling). An unreachable
+store raises :class:`fraud.errors.RegistryError` naming the URI.
 """
 from __future__ import annotations
 

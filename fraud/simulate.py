@@ -1,68 +1,12 @@
 """Simulated worlds of labelled card transactions (the product's built-in default data).
 
-``simulate(customers, terminals, days, seed)`` returns the canonical frame (``fraud.schema``):
-``tx_id`` ("0".."n-1" in time order), ``timestamp`` (UTC, whole seconds), ``customer_id`` and
-``terminal_id`` (decimal strings), ``amount`` (float64), ``label`` (int8) and ``scenario`` (int16).
-``simulate_world(customers, terminals, seed)`` returns the geography and profiles behind it (the
-same draws ``simulate`` uses for the same seed).
-
-Genuine traffic and scenarios 1-3 follow the Fraud Detection Handbook generator
------------------------------------------------------------------------------
-* Customers: (x, y) uniform on a 100 x 100 grid; mean amount U(5, 100); std = mean / 2; mean
-  transactions per day U(0, 4). Terminals: (x, y) uniform on the same grid.
-* A customer uses only the terminals at Euclidean distance < 5 from it (about 79 at handbook
-  density); a customer with none makes no transaction.
-* Each day, per customer: Poisson(mean per day) transactions; time of day int(N(43200, 20000)) s,
-  a draw outside (0, 86400) is dropped (not redrawn) as in the book; amount N(mean, std), a negative
-  draw replaced by U(0, 2 * mean), rounded to cents; terminal uniform among the available ones.
-* Scenario 1: every transaction with amount > 220 is fraud.
-* Scenario 2 (compromised terminals): each day ``max(1, round(2 * terminals / 10000))`` terminals
-  are drawn; all their transactions that day and the next 27 days (28 days) are fraud.
-* Scenario 3 (compromised cards): each day ``max(1, round(3 * customers / 5000))`` customers are
-  drawn; among their transactions of that day and the next 13 days (14 days), ``int(n / 3)`` drawn
-  ones get their amount multiplied by 5 and are fraud.
-* Applied in this order (2 overrides 1, 3 overrides both), on genuine rows only (rows of
-  scenarios 4-6 are never relabelled). At handbook size (5000 / 10000 / 183 days) this gives about
-  1.75M genuine-generator transactions and about 0.84 % fraud, as the book's data.
-
-Scenarios 4-6 (new; amounts < 220 and ordinary-looking, so the amount rule and the book's window
-features barely see them; they add rows, genuine rows are untouched)
----------------------------------------------------------------------------------------------
-Each targets ``RATE = 0.001`` of the genuine-generator transaction count ``n0`` (so 0.05-0.15 %
-of all rows; about 350 each in a 2,000-customer, 90-day world).
-
-4. Fraud ring. Rings start in every 30-day slot of the period (``ceil(days / 30)`` slots,
-   ``max(1, round(RATE * n0 / (slots * 220)))`` rings per slot, start uniform in the slot), so
-   every 60-day window holds at least one ring start. A ring has k = U{3..5} colluding terminals
-   (a terminal drawn at random and its k - 1 nearest neighbours not in another ring, so they are
-   geographically together) and M = U{10..30} mule accounts; a fraction U(0.2, 0.5) of them are new
-   accounts (new ``customer_id`` values after the genuine ones, no other activity, profile mean
-   amount U(5, 100)), the rest existing customers drawn among the 3 x M nearest to the ring (their
-   genuine activity continues, and the ring's terminals are mostly within their usual radius).
-   Terminal j of the ring (j = 0..k-1) is used during days [start + j * step, start + j * step + 10)
-   with step = U{5..8}, so the ring lives (k - 1) * step + 10 = 20..42 days while each terminal is
-   busy for 10 days only (this keeps the book's delayed terminal-risk features mostly blind to it).
-   Each mule makes ``max(min(3, k), Poisson(r * lifetime))`` ring transactions with
-   ``r = RATE * n0 / n_rings / (M * lifetime)`` clipped to [0.05, 1.5] per day; its first ones go
-   to distinct ring terminals (so every mule of a full ring uses at least 3 of them), the rest
-   uniform among them; the day is uniform in the chosen terminal's window; time of day
-   N(43200, 20000) redrawn into the day; amount N(mean, mean/2) of the mule's own profile (negative
-   or >= 220 replaced by U(0, 2 * mean)). Rings still running at the end of the period are cut.
-   All ring transactions: scenario 4.
-5. Card testing. ``max(1, round(RATE * n0 / 9))`` events; card = a customer with terminals, day
-   uniform, start time uniform in [0, 23 h). A burst of U{4..12} transactions 10-90 s apart,
-   amounts U(0.5, 5), then one large one 60-600 s later, amount U(lo, 219.99) with
-   lo = min(max(3 * mean, 30), 180). Every one at a terminal drawn uniformly on the whole grid at
-   distance >= 5 from the customer (so never one it used). All scenario 5.
-6. Account takeover. ``max(1, round(RATE * n0 / 10.5))`` events; customer with terminals and
-   mean transactions per day >= 0.5; start day uniform; lasts U{2..5} days (cut at the end of the
-   period); the taker sits at a point >= 30 from the customer's home and uses terminals within
-   5 of it (the 5 nearest when none); 1 + Poisson(2) transactions a day at night (uniform over
-   00:00-05:00 and 22:00-24:00); amount from the customer's own N(mean, mean/2) (negative or
-   >= 220 replaced by U(0, 2 * mean)). The customer's own activity continues. All scenario 6.
-
-Determinism: one ``numpy.random.SeedSequence(seed)`` spawns independent streams for the world,
-genuine traffic and each scenario; the same arguments give an identical frame.
+``simulate(customers, terminals, days, seed)`` returns the canonical frame (``fraud.schema``) with
+``label`` and ``scenario``; ``simulate_world(customers, terminals, seed)`` returns the geography and
+profiles behind it (the same draws). Genuine traffic and fraud scenarios 1-3 follow the Fraud Detection
+Handbook generator (at handbook size about 1.75M transactions, 0.84 % fraud, as the book's data);
+scenarios 4-6 (fraud rings, card testing, account takeover) are ours, with ordinary-looking amounts so
+that the book's window features barely see them. One ``numpy.random.SeedSequence(seed)`` spawns a stream
+per part: the same arguments give an identical frame. Every rule and constant: docs/simulator.md.
 """
 from __future__ import annotations
 

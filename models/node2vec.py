@@ -1,44 +1,12 @@
 """Node2Vec: second-order biased random walks and skip-gram with negative sampling, both in numba.
 
-PyG's ``Node2Vec`` needs ``pyg-lib`` for its walks, which is not installable here, so the walks
-are done here (``_walks_kernel``): one loop per walk over a CSR adjacency, walks in parallel threads,
-each walk with its own random stream (splitmix64 of the seed and the walk number), so the walks are the
-same for a seed whatever the thread count.
-
-Walks (Grover & Leskovec 2016). From ``cur`` having come from ``prev``, the unnormalized
-probability of moving to a neighbour ``x`` of ``cur`` is ``w(cur, x) * alpha`` with
-``alpha = 1/p`` if ``x == prev``, ``1`` if ``x`` is a neighbour of ``prev``, ``1/q`` otherwise.
-Sampling is by rejection: a neighbour is drawn proportionally to the edge weight (binary search on
-per-row cumulative weights; unweighted: a uniform slot), then accepted with probability
-``alpha / max(1/p, 1, 1/q)``; "is ``x`` a neighbour of ``prev``" is a binary search in ``prev``'s sorted
-row. A walk still rejected after ``max_tries`` rounds keeps its last draw (a negligible bias, counted in
-``n_forced_``). A walk that reaches a node without edges stops there (padded with -1, trimmed before
-training).
-
-Skip-gram (``backend="numba"``, default; ``_sgns_range``): word2vec's skip-gram with negative sampling,
-as gensim's ``sg=1, hs=0, sample=0``: per position a window reduced uniformly to 1..``context_size``,
-``negative`` negatives from unigram^0.75 (Walker's alias table), learning rate decaying linearly from
-``lr`` to ``lr * 1e-4``, sigmoid from a table. ``workers=1`` (default) runs one thread and is
-deterministic for a seed (bit-identical embeddings; tested); ``workers=k`` splits the walks into k
-chunks trained in parallel threads on shared vectors without locks (Hogwild), which is not
-bit-reproducible. ``backend="gensim"`` (gensim ``Word2Vec``, same parameters) and ``backend="torch"``
-(a sparse-Adam SGNS) are kept for comparison.
-
-Why this skip-gram (``fraud bench node2vec --data handbook --compare-nodes 15000``): the walks were already
-~50x faster than the PyPI package's, but gensim's Word2Vec (over 90% of our time, and common to both
-sides) capped the end-to-end ratio at ~5.5x. Measured on the same walks of the handbook 90-day graph
-(14,975 nodes, 10 walks of 20 per node, dim 32, window 5, 5 negatives, 1 epoch), one thread, in one
-process on the shared 2-core machine: gensim 10.4 s, numba 1.8 s, held-out link AUC 0.9952 vs 0.9950
-(seed-to-seed spread of the numba AUC +-0.0001). A first numba version with word2vec's large
-negative table (2^20 slots, 4 MB) took 5-6 s CPU when the machine was loaded: the random reads of the
-table missed the shared cache; the alias table (8 bytes a node, 120 KB here) brought it to ~2 s at the
-same AUC. Hogwild over 2 threads did not help on this machine shared by other jobs (3.1 s vs 1.8 s
-wall); it is offered, not the default. The torch backend was 5x slower than gensim (and the numba
-walks replaced the torch ones: 0.6 s vs 2.7 s for the 150,000 walks above, one thread).
-
-Comparison with the PyPI ``node2vec`` package (networkx-based): see ``fraud.commands.bench_graph``
-(``fraud bench node2vec ... --json``: same parameters on both sides, then each side's defaults, with
-wall and CPU seconds and the held-out link AUC of every configuration; figures in its module doc).
+PyG's ``Node2Vec`` needs ``pyg-lib`` for its walks, which is not installable here, so the walks are
+ours (``_walks_kernel``): Grover & Leskovec's biased walks by rejection sampling over a CSR adjacency, in
+parallel threads, each walk with its own random stream (the same walks for a seed at any thread count).
+The skip-gram is ours too (``backend="numba"``, gensim's ``sg=1, hs=0, sample=0`` with an alias table for
+the negatives) because gensim's Word2Vec took over 90 % of the time; ``workers=1`` is deterministic for a
+seed, ``workers=k`` is lock-free Hogwild. ``backend="gensim"`` and ``"torch"`` are kept for comparison.
+Details: docs/detection.md; figures (``fraud bench node2vec``): docs/benchmarks.md.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""fraud bench handbook, fraud bench features."""
+"""fraud bench handbook, fraud bench features; the code they run is ``benchmarks.handbook`` (with the models
+of ``benchmarks.oracle`` and ``benchmarks.ours``) and ``benchmarks.features``."""
 from __future__ import annotations
 
 import json
@@ -51,9 +52,9 @@ def register(main: click.Group, bench: click.Group) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        import fraud.bench.oracle  # noqa: F401  registers the ceilings ("oracle", "oracle-unsupervised")
-        import fraud.bench.ours  # noqa: F401  registers our pipeline's models ("ours", "ours-unsupervised")
-        from fraud.bench.handbook import MODELS, run, table_rows
+        import benchmarks.oracle  # noqa: F401  registers the ceilings ("oracle", "oracle-unsupervised")
+        import benchmarks.ours  # noqa: F401  registers our pipeline's models ("ours", "ours-unsupervised")
+        from benchmarks.handbook import MODELS, run, table_rows
         from fraud.commands.common import load_or_fail
 
         err = Console(stderr=True)
@@ -93,44 +94,14 @@ def register(main: click.Group, bench: click.Group) -> None:
     def features_cmd(data, columns, preset, repeat, batch, as_json):
         """Time the 15 baseline features: the vectorized transform of the whole file and online
         micro-batch updates after 37 days of history."""
-        import time
-
-        import numpy as np
-        import pandas as pd
         from rich.console import Console
 
+        from benchmarks.features import run_features
         from fraud.commands.common import load_or_fail
-        from fraud.features.tabular import BaselineFeatures
 
-        err = Console(stderr=True)
         preset = _auto_preset(data, columns, preset)
-        with err.status(f"reading {data}") as status:
-            t0 = time.perf_counter()
-            frame = load_or_fail(data, columns, preset)
-            t_read = time.perf_counter() - t0
-            f = BaselineFeatures().fit(frame)
-            times = []
-            for i in range(repeat):
-                status.update(f"transform {i + 1}/{repeat} of {len(frame):,} rows")
-                t0 = time.perf_counter()
-                f.transform(frame)
-                times.append(time.perf_counter() - t0)
-            status.update("online updates")
-            start = frame["timestamp"].min() + pd.Timedelta(days=37)
-            warm = frame[frame["timestamp"] < start]
-            rest = frame[frame["timestamp"] >= start]
-            st = f.new_state()
-            f.update(st, warm)
-            upd = []
-            for i in range(0, min(len(rest), 20 * batch), batch):
-                b = rest.iloc[i:i + batch]
-                t0 = time.perf_counter()
-                f.update(st, b)
-                upd.append(time.perf_counter() - t0)
-        res = {"rows": len(frame), "read_validate_s": round(t_read, 2), "transform_s": round(min(times), 2),
-               "rows_per_s": round(len(frame) / min(times)), "update_batch": batch,
-               "update_ms_median": round(1000 * float(np.median(upd)), 1) if upd else None,
-               "state_events": list(st.n_events)}
+        with Console(stderr=True).status(f"reading {data}") as status:
+            res = run_features(lambda: load_or_fail(data, columns, preset), repeat=repeat, batch=batch, status=status)
         if as_json:
             click.echo(json.dumps(res))
         else:

@@ -447,8 +447,8 @@ def register(main: click.Group, bench: click.Group) -> None:
     def bench_review(ctx, customers, terminals, days, seed, seeds, detector, alerts_per_day, cap_budget, refine,
                      resolution, risk, cache_dir, keep_db, use_context, with_cases, as_json):
         """Simulate, score, store alerts, cluster; purity and the ring share in the top 10 clusters."""
+        from benchmarks.review import cases_lines, run_bench, run_bench_seeds, seeds_table
         from fraud.errors import ConfigError
-        from fraud.review.bench import run_bench, run_bench_seeds
 
         cluster_kw = {"refine": refine, "risk": risk}
         if resolution is not None:
@@ -476,41 +476,8 @@ def register(main: click.Group, bench: click.Group) -> None:
             click.echo(json.dumps(out, default=str))
             return
         from rich.console import Console
-        from rich.table import Table
 
-        cols = [("seed", lambda r: r["world"]["seed"]), ("ring tx", lambda r: r["world"]["test_ring_transactions"]),
-                ("ring alerted", lambda r: r["ring_alerts"]), ("recall", lambda r: r["ring_recall_of_detector"]),
-                ("ring in top 10", lambda r: r["ring_in_top_k"]),
-                ("share (alerted)", lambda r: r["ring_share_top_k"]),
-                ("share (all ring)", lambda r: r["ring_share_top_k_of_all"]), ("purity", lambda r: r["purity"]),
-                ("top-10 load", lambda r: r["top_k_load"]), ("lift", lambda r: r["top_k_lift"]),
-                ("alerts", lambda r: r["alerts"]), ("clusters", lambda r: r["n_clusters"])]
-        if use_context:
-            cols[4:4] = [("share no ctx", lambda r: r["without_context"]["ring_share_top_k"]),
-                         ("purity no ctx", lambda r: r["without_context"]["purity"]),
-                         ("load no ctx", lambda r: r["without_context"]["top_k_load"])]
-        t = Table(title=f"bench review: {refine} refinement, {risk} risk, {'with' if use_context else 'no'} context, "
-                        f"{'capped' if cap_budget else 'uncapped'} budget {kw['alerts_per_day']}/day")
-        for name, _ in cols:
-            t.add_column(name, justify="right")
-        for r in out["runs"]:
-            t.add_row(*[str(f(r)) for _, f in cols])
-        sm = out["summary"]
-        for stat in ("mean", "min"):
-            extra = []
-            if use_context:
-                wc = sm["without_context"]
-                extra = [str(wc["ring_share_top_k"][stat]), str(wc["purity"][stat]), str(wc["top_k_load"][stat])]
-            t.add_row(stat, "", "", str(sm["ring_recall_of_detector"][stat]), *extra, "",
-                      str(sm["ring_share_top_k"][stat]), str(sm["ring_share_top_k_of_all"][stat]),
-                      str(sm["purity"][stat]), str(sm["top_k_load"][stat]), str(sm["top_k_lift"][stat]), "", "")
-        Console(width=200).print(t)
-        if "cases" in sm:
-            for r in out["runs"]:
-                c = r["cases"]
-                click.echo(f"seed {r['world']['seed']}: cases {c['cases']}, fraud cases whose pattern continues "
-                           f"{c['cases_fraud_continuing']}, ids kept {c['cases_surviving']} (stability "
-                           f"{c['case_stability']}), ring share top-10 open cases {c['ring_share_top_open_cases']}, "
-                           f"merged {c['merged']}, split {c['split']}, opaque top reasons {c['opaque_top_reasons']}")
-            for k, v in sm["cases"].items():
-                click.echo(f"{k}: mean {v['mean']} min {v['min']} over {v['n']} seed(s)")
+        Console(width=200).print(seeds_table(out, refine=refine, risk=risk, context=use_context,
+                                             cap_budget=cap_budget, budget=kw["alerts_per_day"]))
+        for line in cases_lines(out):
+            click.echo(line)

@@ -1,25 +1,9 @@
-"""fraud simulate; fraud bench simulate."""
+"""fraud simulate; fraud bench simulate (its code: ``benchmarks.simulate``)."""
 from __future__ import annotations
 
 import json
 
 import click
-
-# Runs in a child process so that its peak RSS (ru_maxrss of RUSAGE_SELF) is the simulation's
-# alone (plus the interpreter and imports, reported separately as base_mib).
-_BENCH_CHILD = r"""
-import json, resource, sys, time
-import numpy, pandas
-from fraud.simulate import simulate
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-c, t, d, s = (int(x) for x in sys.argv[1:5])
-t0 = time.perf_counter()
-df = simulate(customers=c, terminals=t, days=d, seed=s)
-sec = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"transactions": len(df), "seconds": sec, "peak_kib": peak, "base_kib": base,
-                  "frauds": int(df["label"].sum())}))
-"""
 
 
 def _summary(df) -> str:
@@ -69,33 +53,10 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
     def bench_simulate(customers, terminals, days, seed, as_json):
         """Time the simulator; peak memory = ru_maxrss of a child process that runs it."""
-        import subprocess
-        import sys
-
         from rich.console import Console
 
-        from fraud.errors import FraudError
+        from benchmarks.simulate import run_simulate, table
 
-        cmd = [sys.executable, "-c", _BENCH_CHILD, str(customers), str(terminals), str(days), str(seed)]
-        console = Console(stderr=True)
-        with console.status(f"simulating {customers} customers, {terminals} terminals, {days} days"):
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise FraudError(f"bench simulate: the simulation child process failed "
-                             f"(exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
-        out = {
-            "transactions": r["transactions"],
-            "seconds": round(r["seconds"], 3),
-            "tx_per_s": round(r["transactions"] / max(r["seconds"], 1e-9), 1),
-            "peak_mib": round(r["peak_kib"] / 1024, 1),
-        }
-        if as_json:
-            click.echo(json.dumps(out))
-            return
-        click.echo(f"world: {customers} customers, {terminals} terminals, {days} days, seed {seed}")
-        click.echo(f"transactions: {out['transactions']} ({r['frauds']} frauds)")
-        click.echo(f"seconds: {out['seconds']:.2f}")
-        click.echo(f"tx/s: {out['tx_per_s']:,.0f}")
-        click.echo(f"peak memory: {out['peak_mib']:.0f} MiB (peak RSS of the child process running the "
-                   f"simulation; {r['base_kib'] / 1024:.0f} MiB of it is Python, numpy and pandas after import)")
+        with Console(stderr=True).status(f"simulating {customers} customers, {terminals} terminals, {days} days"):
+            out, raw = run_simulate(customers, terminals, days, seed)
+        click.echo(json.dumps(out) if as_json else table(out, raw, customers, terminals, days, seed))

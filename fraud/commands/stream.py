@@ -269,7 +269,7 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.pass_obj
     def bench_stream(settings, **kw):
         """Raw kafka-python consume rate vs the scorer's end-to-end rate, and p50/p99 latency at a fixed load."""
-        from streaming.bench import run_stream_bench
+        from benchmarks.stream import run_stream_bench
 
         setup_logging("WARNING")
         data = None

@@ -1,41 +1,14 @@
 """Unsupervised detectors, all on the PyOD contract.
 
 ``fit(X, y=None) -> self``; ``decision_function(X)`` -> 1-D scores, higher = more suspicious;
-``decision_scores_`` (training scores) and ``threshold_`` (the ``1 - contamination`` quantile of
-them) after fit; ``__init__`` only stores parameters.
+``decision_scores_`` and ``threshold_`` (the ``1 - contamination`` quantile) after fit.
 
-* ``FastIForest``: PyOD's ``IForest`` (the same sklearn forest, fitted as usual) scored without
-  sklearn's tree-by-tree joblib loop: at fit the trees are flattened into arrays and every row
-  descends every tree in one numba kernel (numpy fallback). Scores equal PyOD's bit for bit (same
-  float32 comparisons, per-row sums in sklearn's tree order); ~10-20x faster on a 100-row
-  micro-batch, about as fast as sklearn on 10,000 rows.
-* ``FastHBOS``: PyOD's HBOS with its numba scoring kernel replaced by the same computation in numpy
-  (identical scores), and scored with one small numba kernel over all rows and features (cached on
-  disk, so no compile in every new process; same bits as the numpy path, which remains without numba).
-* ``FastECOD`` / ``FastCOPOD``: lookup versions of PyOD's ECOD / COPOD. PyOD recomputes the
-  empirical CDFs over the whole training set on every ``decision_function`` call (it concatenates
-  the training matrix with the query rows and re-sorts everything). Here the sorted training
-  values of each feature are kept at fit, and a query is scored by binary search: one numba kernel
-  over all rows and features (flat arrays and -log tables derived lazily from the fitted state, so
-  old pickles score too), or per-feature ``np.searchsorted`` without numba; both give the same bits.
-
-  Semantics: each query row is scored *as if it alone were appended to the training set*, which is
-  exactly what PyOD computes when called with one row at a time:
-  ``F_left(x) = (#{train <= x} + 1) / (n + 1)`` and ``F_right(x) = (#{train >= x} + 1) / (n + 1)``
-  (PyOD's ECDF gives tied values the largest rank, i.e. counts ``<=``). The score of a row
-  therefore never depends on the other rows of its batch (PyOD's batch scores do, slightly), so
-  batch and micro-batch scoring agree. The only other difference: the skewness sign per feature
-  is taken from the training data (PyOD takes it from training + query rows; the sign flips only
-  for a feature whose skewness is ~0). Training scores (``decision_scores_``) equal PyOD's.
-
-  Two options beyond PyOD (defaults = PyOD's methods): ``tail="right"`` / ``"left"`` counts one tail only
-  (e.g. only large amounts are suspicious, a tiny one is not), and ``aggregate="max"`` scores a row by its
-  most outlying feature instead of the sum over features (one extreme signal ranks first; ties beyond the
-  training range are broken by a small multiple of the sum). On the handbook data the unsupervised model
-  ``fraud.bench.ours`` measured AP 0.279 with ``tail="right", aggregate="max"`` on three amount features,
-  0.234 with the sum, 0.257 for the mean of ECOD, HBOS and IForest ranks over the whole amount group.
-* ``AutoEncoderDetector``: a small dense autoencoder (``models.autoencoder``), trained with torch,
-  scored by a numpy forward pass; score = mean squared reconstruction error of standardised inputs.
+Why not PyOD's own: scoring a micro-batch must be fast and must not depend on the other rows of the
+batch. ``FastIForest`` and ``FastHBOS`` score as PyOD does, bit for bit, with numba kernels;
+``FastECOD`` / ``FastCOPOD`` keep the sorted training values and score each row by binary search as if
+it alone were appended to the training set (PyOD re-sorts everything on every call), with one-tail and
+max-fusion options; ``AutoEncoderDetector`` is a small torch autoencoder scored in numpy.
+Semantics, differences from PyOD and figures: docs/detection.md.
 """
 from __future__ import annotations
 

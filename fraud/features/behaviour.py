@@ -1,65 +1,13 @@
 """Behaviour features: amounts relative to the customer's own history, and known-fraud recency.
 
-Grounded in the handbook generator's scenarios (``../shared/data/handbook/README.md``):
-
-* scenario 3 (a compromised card's amounts x5): the amount relative to the customer's own history;
-* scenario 2 (a terminal compromised for 28 days): how many frauds at the terminal are already known
-  (older than the feedback delay), in several windows, and how long ago the last / the first of them was;
-* a card with a known fraud (older than the delay) is likely still compromised.
-
-Features (``d`` = feedback delay, ``L`` = ``amount_window`` days, all windows half-open ``(a, b]``;
-customer windows that end at ``t`` hold the customer's events up to and including the row in time order,
-as in :mod:`fraud.features.tabular`; label windows end at ``t - d``, so only labels of transactions at
-least ``d`` older than the row are read: the information rule)::
-
-    BH_AMOUNT                  the amount itself
-    BH_C_NB_TX_{L}D            customer transactions in (t - L, t]
-    BH_C_AMT_RATIO_{L}D        amount / customer mean amount over (t - L, t]
-    BH_C_AMT_Z_{L}D            (amount - mean) / max(std, 0.1 * mean) over (t - L, t] (0 for a first event)
-    BH_C_AMT_RATIO_LAG{lag}D   amount / customer mean over (t - L, t - lag]: the history before a possible
-                               compromise (falls back to BH_C_AMT_RATIO_{L}D without events there)
-    BH_C_RECENT_RATIO_{r}D     customer mean over (t - r, t] / mean over (t - L, t]: recent deviation
-    BH_C_NB_UNUSUAL_{r}D       the customer's transactions in (t - r, t] (the row included) whose amount was
-                               unusual for the card: BH_C_AMT_RATIO_LAG (at that transaction) > normal_ratio
-    BH_C_MAX_PRIOR_RATIO_{c}D  the largest BH_C_AMT_RATIO_LAG (each at its own transaction) among the customer's
-                               earlier transactions in (t - c, t), the row excluded; 0 without any: a card
-                               compromised with inflated amounts has shown one already (label-free)
-    BH_C_KNOWN_FRAUD_{Hc}D     customer frauds in (t - d - Hc, t - d]
-    BH_C_DAYS_SINCE_FRAUD      (t - time of the customer's last fraud in (t - d - Hc, t - d]) in days,
-                               d + Hc when there is none
-    BH_T_KNOWN_FRAUD_{w}D      terminal frauds in (t - d - w, t - d] for w in terminal_windows
-    BH_T_DAYS_SINCE_FRAUD      (t - the terminal's last fraud in (t - d - Ht, t - d]) in days, d + Ht if none
-    BH_T_DAYS_SINCE_FIRST_FRAUD  (t - the terminal's first fraud in (t - d - Ht, t - d]) in days, d + Ht if none
-    BH_T_FRAUD_SHARE_SINCE_FIRST share of frauds among the terminal's transactions from that first fraud to
-                               t - d (1.0 for a terminal compromised since then), 0 if none
-    BH_T_LAST_IS_FRAUD         1 when the terminal's last transaction in (t - d - Ht, t - d] is a fraud
-    BH_T_KNOWN_NORMAL_FRAUD_{Ht}D  the terminal's frauds in (t - d - Ht, t - d] whose amount looked normal for
-                               their card (lagged ratio <= normal_ratio): frauds the amount does not explain,
-                               as at a compromised terminal (a stolen card's inflated amounts do not count)
-    BH_T_FRAUD_STREAK          the run of frauds ending with the terminal's last transaction in (t - d - Ht, t - d]
-    BH_T_GENUINE_AFTER_FRAUD   the terminal's transactions in (t - d - Ht, t - d] after its last fraud there (all
-                               of them when there is none): a compromised terminal has none
-    BH_T_KNOWN_PLAIN_FRAUD_{Ht}D  the terminal's frauds in (t - d - Ht, t - d] that neither their amount nor their
-                               card explains: lagged ratio <= normal_ratio and the card's BH_C_MAX_PRIOR_RATIO
-                               (at that transaction) <= card_ratio (a compromised card's frauds do not count,
-                               even its small ones: the terminal is the likely cause)
-
-Labels: 1 = fraud; 0 or unknown (missing / no ``label`` column) count as not (yet) reported; feedback
-arrives online with ``state.add_labels(tx_ids, labels)``.
-
-Nothing is learned (``fit`` validates parameters). ``transform`` is vectorized (one sort per entity type,
-exact integer window search, shared with :mod:`fraud.features.tabular`); ``update`` runs the same kernel on
-the batch plus the kept history of the entities it touches. The online state keeps the events of the last
-``max(L, c, d + Hc, d + Ht)`` days only (bounded memory), with each event's "unusual amount" flag computed when
-it arrived (label-free; equal to the one ``transform`` computes), and likewise its lagged amount ratio and its
-"plain" flag (for BH_C_MAX_PRIOR_RATIO and BH_T_KNOWN_PLAIN_FRAUD).
-
-Measured (handbook prequential, 4 folds, head seeds 0-2 averaged, features cached; see fraud/bench/ours.py):
-BH_C_MAX_PRIOR_RATIO_14D and BH_T_KNOWN_PLAIN_FRAUD_28D raise the supervised AP from 0.743 to 0.750.
-
-Compatibility: featurizers pickled before ``card_window`` / ``card_ratio`` existed use their defaults and keep
-outputting the columns they were fitted with (``feature_names_``); an online state pickled before the
-``rlag`` / ``plain`` event columns existed treats its kept events as ratio 1.0 and plain = normal.
+Grounded in the Fraud Detection Handbook generator's scenarios (scenarios 1-3 of ``fraud.simulate``
+follow it: docs/simulator.md): a compromised card's inflated amounts, a compromised terminal's run of
+frauds, and a card with a known fraud being likely still compromised. Customer windows end at the row;
+label windows end at ``t - delay``, so only labels at least the delay old are read (the information
+rule). Labels: 1 = fraud, 0 or missing = not (yet) reported; feedback arrives with
+``state.add_labels(tx_ids, labels)``. Nothing is learned (``fit`` validates parameters); ``transform`` is
+vectorized and ``update`` runs the same kernel on the batch plus the kept history, bounded to the longest
+window. Column definitions, figures and history: docs/detection.md.
 """
 from __future__ import annotations
 

@@ -1,97 +1,17 @@
 """Transaction-level features from the customer-terminal graph (``GraphFeatures``).
 
-``fit(history)`` builds the graph of ``history`` (``fraud.graph.build_graph`` with cutoff = just after
-the last row of history, optional ``window_days``), embeds its nodes (``embedder="node2vec"``:
-``models.node2vec``; ``"gnn"``: ``models.gnn``, inductive), projects the embeddings to ``proj_dim``
-dimensions with a PCA fitted on all nodes, and records static structure (k-core numbers).
-Labels are not used by ``fit``.
+``fit(history)`` builds the graph of the history (``fraud.graph.build_graph``), embeds its nodes
+(``models.node2vec``, or the inductive ``models.gnn``), projects the embeddings with a PCA and records
+k-core numbers; labels are not used. Per transaction an online state machine (one numba kernel over the
+flat arrays of ``GraphState``) gives embedding projections and affinity, the pair's history, neighbour
+counts, known frauds around the customer and the terminal, ring overlap and new-customer shares;
+``transform`` is the same machine from an empty state, so a replay in any micro-batches equals it.
 
-Per transaction (customer c, terminal t, time ts), computed by an online state machine that sees
-the rows in time order (``transform`` is the same machine run from an empty state, so replay in
-any micro-batches equals ``transform`` exactly):
-
-======================  ===========================================================================
-column                  meaning
-======================  ===========================================================================
-g_c0..g_c{k-1}          customer embedding projection (fit-time embedding; an unseen customer gets
-                        the inductive one: mean of the embeddings of its recent terminals known at fit)
-g_t0..g_t{k-1}          terminal embedding projection (unseen: mean of its recent known customers)
-g_cos                   cosine similarity of the two (full) embeddings: customer-terminal affinity
-g_c_seen, g_t_seen      1 when the node was in the fit graph
-g_c_core, g_t_core      k-core number of the node in the fit graph (0 when unseen)
-g_pair_prior            prior transactions of this pair in the customer's recent-terminal memory (since the
-                        pair was last idle for ``nbr_days``)
-g_pair_share            g_pair_prior / prior transactions of the customer in that memory
-g_c_ndist, g_t_ndist    distinct recent terminals of c / distinct recent customers of t (recent: in the
-                        bounded memory and last seen within ``nbr_days``)
-g_c_known               frauds of c whose label is known (transaction older than ts - delay) and recent
-                        (transaction within ``known_days`` before ts - delay; None: ever)
-g_t_known_cust          recent customers of t (other than c) with a known recent fraud anywhere
-g_t_known_cust_share    the same divided by g_t_ndist
-g_c_nbr_risk            recent terminals of c (other than t) where a known recent fraud happened (by
-                        another customer, or by c and someone else)
-g_overlap               ring signal: max over c's ``overlap_terminals`` most recent other terminals t'
-                        of |recent customers of t and of t', other than c| (dense blocks)
-g_overlap_share         g_overlap / g_t_ndist
-g_c_age_days            days since the customer's first transaction seen by the state (0 for the first),
-                        capped at ``age_cap_days`` (None: no cap)
-g_t_new_cust(_share)    recent customers of t (other than c) first seen less than ``new_days`` ago
-                        (mule rings recruit new accounts), and that divided by g_t_ndist
-======================  ===========================================================================
-
-``columns="online"`` keeps only the columns computed by the online state plus ``g_cos`` (drops the
-projections, seen flags and core numbers: node-specific values frozen at fit time). Why it exists:
-in a time-split evaluation the training rows precede the fit cutoff, so their frozen node values
-already reflect their own later structure (a ring fully formed in the graph) while test rows of a
-ring that starts after the cutoff see none: a train/test mismatch. On the 2,000-customer world the
-frozen columns cost ring recall (see ``fraud.bench.ablation``; figures in the issue's closing note).
-
-Stationarity (``known_days``, ``age_cap_days``): the state starts empty at the first row it sees, so
-an uncapped count of known frauds or an uncapped age grows with the time since that start: on the
-handbook (last 90 days) the mean ``g_c_known`` of legitimate rows went 0.93 (training rows) -> 1.66
-(test rows), ``g_t_known_cust`` 8.0 -> 14.1, ``g_c_age_days`` 47 -> 79, so test rows looked like the
-training frauds and the head lost AP. A fraud label now counts for ``known_days`` (28) after it becomes
-usable, and the age saturates at ``age_cap_days`` (28, above ``new_days``: young accounts still stand
-out). Figures in ``fraud.bench.ablation``.
-
-Neighbour window (``nbr_days``, off by default: None): the neighbour lists also filled up from the empty start (a terminal's
-list of recent customers only grows until it is full), so ``g_t_ndist`` (mean over legitimate rows 24 ->
-29 from training to test period on the handbook), ``g_pair_prior`` and ``g_overlap`` drifted the same way.
-Each list entry now carries its last-seen time; entries last seen more than ``nbr_days`` before the row
-are ignored by every structural column (``g_pair_*``, ``g_*_ndist``, ``g_t_known_cust*``,
-``g_c_nbr_risk``, ``g_overlap*``, ``g_t_new_cust*``; not by the inductive embedding), and a stale pair
-that is used again restarts its count at 1. ``nbr_days=None``: no window (the old behaviour, also that of
-featurizers pickled before the parameter existed). Measured with ``nbr_days=28`` it did not close the
-handbook gap (``fraud.bench.ablation``: -0.0012 / -0.0010 AP on detector seeds 0 / 1), so it is off.
-
-Default columns (``drop_columns``, default ``("g_t_ndist", "g_overlap")``): these two are left out of
-``feature_names_`` (they are still computed: ``g_overlap_share`` and the ``*_share`` columns use them).
-``g_overlap`` adds nothing on the simulated world (ring recall unchanged without it) and both drift on the
-handbook; without them tabular+graph AP >= tabular on detector seeds 0 / 1 / 2 (figures in
-``fraud.bench.ablation``). ``drop_columns=()`` gives every column. Featurizers pickled before keep the
-columns they were fitted with (``feature_names_``).
-
-Information rule: the state absorbs a row only after computing its features; a fraud label is
-released into the state only when its transaction is older than ``ts - delay_days`` of the
-row being scored. Memory is bounded: a customer remembers its ``max_terminals`` most recent
-terminals (LRU with counts and last-seen times), a terminal its ``max_customers`` most recent customers; known-fraud
-counters and the first-seen time are one integer per node; a fraud label stays queued for the delay plus
-``known_days`` (it is released into the counters after the delay and expired from them after the window).
-
-Stream feedback: rows scored without a label get it later through ``add_labels(state, rows)``; it is
-used exactly as a label present at scoring time would be (tested).
-
-Speed: the state machine is one numba kernel (``_kernel_py`` compiled with ``cache=True``; the first
-call in a fresh environment compiles it, a few seconds, later processes load it from ``__pycache__``)
-over the flat arrays of ``GraphState``; per row it costs O(max_customers * overlap_terminals) array
-reads. Only the string -> id mapping (one dict look-up per distinct node of a batch) and the final
-projection are Python/numpy. Handbook data, model fitted on 14 days, 134,380 following rows scored,
-old dict-based loop and this kernel in one run (shared 2-core machine): ``transform`` 54,787 ->
-363,013 rows/s; ``update`` in micro-batches of 10,000: 41,341 -> 361,381 rows/s (28 ms a batch); of
-100: 39,521 -> 140,241 rows/s (0.7 ms a batch). Outputs identical. First call in a fresh environment
-compiles (about 2 s; 0.4 s from the cache).
-``tests/fraud/test_features_graph.py::test_kernel_equals_python_reference`` keeps the
-original dict-based Python loop as the oracle (with tiny memories, so every eviction path runs).
+Information rule: a row enters the state only after its features are computed, and a fraud label counts
+only once its transaction is older than ``ts - delay_days``; memory per node is bounded; labels that
+arrive later go in with ``add_labels``. ``columns="online"`` drops node values frozen at fit time,
+``known_days`` / ``age_cap_days`` keep counts stationary, and ``drop_columns`` leaves out two drifting
+columns by default. The column table, why each option exists and the figures: docs/detection.md.
 """
 from __future__ import annotations
 

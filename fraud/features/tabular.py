@@ -6,29 +6,14 @@ Features (names as in the Fraud Detection Handbook, chapter 3, in this order)::
     CUSTOMER_ID_NB_TX_{w}DAY_WINDOW, CUSTOMER_ID_AVG_AMOUNT_{w}DAY_WINDOW   for w in windows
     TERMINAL_ID_NB_TX_{w}DAY_WINDOW, TERMINAL_ID_RISK_{w}DAY_WINDOW         for w in windows
 
-Definitions (identical to the book's pandas ``rolling('{w}d')`` code):
+Definitions are identical to the book's pandas ``rolling('{w}d')`` code: customer windows ``(t - w, t]``
+up to and including the row in time order; terminal windows shifted back by the feedback delay ``d``,
+``(t - d - w, t - d]``, so only labels at least ``d`` days old are read (the information rule). A row
+without a label counts as a transaction but not as a fraud until ``state.add_labels(tx_ids, labels)``.
 
-* ``TX_DURING_WEEKEND``: weekday >= 5, ``TX_DURING_NIGHT``: hour <= 6, both on the UTC clock.
-* customer windows: the customer's transactions with timestamp in ``(t - w, t]`` that come before
-  the transaction in time order, the transaction itself included (a later row with the same
-  timestamp is not counted, as in pandas' rolling). ``AVG_AMOUNT`` = sum of amounts / count.
-* terminal windows, shifted back by the feedback delay ``d``: transactions of the terminal with
-  timestamp in ``(t - d - w, t - d]`` (the book's ``NB_TX_DELAY_WINDOW - NB_TX_DELAY``);
-  ``RISK`` = frauds among them / their number, 0 when there are none. Only labels of
-  transactions at least ``d`` days older than ``t`` are used: the information rule.
-
-Labels: a row's ``label`` (1 = fraud) is kept with the terminal's history; a row without a label
-(stream events, or a frame without the ``label`` column) is *unknown* and counts as a
-transaction but not as a fraud until feedback arrives through ``state.add_labels(tx_ids, labels)``.
-Because a label only enters windows ending ``d`` days before the scored transaction, storing it
-at arrival never leaks.
-
-Speed: ``transform`` sorts once per entity type and answers every window with one exact
-``searchsorted`` on a composite (entity, timestamp-rank) key: integer arithmetic only, so window
-boundaries (``ts == t - w`` is outside) are exact at any timestamp resolution.
-The online ``update`` runs the same kernel on the batch plus the kept history of the entities
-the batch touches; the state keeps only events newer than ``latest - max(windows)`` (customers)
-and ``latest - (delay + max(windows))`` (terminals).
+Speed: ``transform`` sorts once per entity type and answers every window with one exact ``searchsorted``
+on an integer (entity, timestamp-rank) key; ``update`` runs the same kernel on the batch plus the kept
+history of the entities it touches (bounded to the longest window). Details: docs/detection.md.
 """
 from __future__ import annotations
 

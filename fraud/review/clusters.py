@@ -1,124 +1,14 @@
-"""Clusters of flagged activity for analyst review.
+"""Clusters of flagged activity for analyst review (``cluster_alerts``).
 
-Pipeline (``cluster_alerts``)
------------------------------
-1. **Flagged subgraph.** Alerts (rows of the alert store) in a time window become edges of an
-   undirected bipartite networkx graph: customer nodes ``"c:<customer_id>"`` and terminal nodes
-   ``"t:<terminal_id>"``; an edge carries the alerts between that pair. Only flagged activity is
-   in this graph, never all traffic, so everything below is cheap.
-2. **Connected components** of that graph: each is a candidate cluster.
-3. **Refinement.** A component with at least ``min_refine_nodes`` entities is split, by one of:
-
-   * ``refine="hdbscan"`` (default): density clustering (scikit-learn ``HDBSCAN``) of its entities
-     in an embedding space: DeepWalk-style random walks on the flagged subgraph and skip-gram
-     (gensim, single worker, fixed seed and a fixed hash so results do not depend on
-     ``PYTHONHASHSEED``), or ``models.node2vec.Node2Vec`` when ``embedder="node2vec"``. HDBSCAN only
-     ever sees the entities of one flagged component. A transaction goes to its customer's HDBSCAN
-     cluster, else to its terminal's; transactions whose two entities are both HDBSCAN noise are
-     grouped by the connected components they form.
-   * ``refine="louvain"``: Louvain communities (networkx, seeded, edges weighted by their number of
-     alerts, ``resolution``) of the component; a transaction goes to its terminal's community (a
-     ring and a compromised terminal are terminal-centred). Larger clusters: on the same bench its
-     top 10 clusters held 0.71 of the alerted ring transactions, but also half of all alerts
-     (``quality``'s ``top_k_load`` 0.50 vs 0.21) at a purity of 0.74 vs 0.81, so it is not the
-     default.
-
-3b. **Context (optional, ``context=``).** Link analysis with the alerted entities' other
-   transactions in the window (the stream scorer's archive, ``fraud score`` output; see
-   ``read_context``). Why: a detector alerts only part of a ring's transactions (about 28 % on
-   the bench below), so most mules have ONE alert and, in the flagged subgraph, a ring looks like
-   k separate terminal stars, as compromised terminals do. Context is used only for linking and
-   ranking; a cluster's members stay alerts.
-
-   * **Surge** (``terminal_surge``): per terminal, the most distinct customers it had in any
-     10-day window of the context (alerts included), as a robust z-score over all terminals
-     ((x - median) / (1.4826 MAD)). A ring terminal, busy with its 10-30 mules for about ten
-     days, reaches 15-30 distinct customers against a median of 8-9 (the simulator's 99th
-     percentile is 15-16); a compromised or ordinary terminal keeps its traffic. A terminal with
-     a surge >= ``link_min_surge`` (2.5) is *surging*.
-   * **Gather** (``surge_gather``): every alert at a surging terminal with >= 2 alerted customers
-     goes to the group (step 3) holding most of that terminal's alerts, so a mule whose other
-     alerts put it in another HDBSCAN cluster stays with the ring terminal.
-   * **Link** (``context_links``): groups X and Y (each >= 2 alerted customers) merge when >= 2
-     (``link_min_shared``) of X's alerted customers were seen (alerted or in the context) at a
-     surging flagged terminal of Y AND >= 2 of Y's at a surging flagged terminal of X, each
-     being >= ``link_min_share`` (0.25) of the group's alerted customers (union-find, so a ring's
-     k stars become one cluster). Only alerted customers of the two groups count and the link
-     must hold both ways: a popular genuine terminal, which many unrelated alerted customers use,
-     links nothing unless its own alerted customers also used the other group's terminals.
-     Without the surge gate, co-visitation alone chains whole neighbourhoods: customers use most
-     terminals within their radius, so on seed 1 it made one cluster of 715 alerts (531 legit).
-   * Ranking: the collusion risk (step 4) gains a factor for the cluster's surging shared
-     terminals. With ``context_collusion=True`` its colluding customers also count every
-     flagged terminal a customer was *seen* at (off by default: it lifts false-alarm clusters of
-     neighbours more than rings, measured below).
-   * Summary fields: ``surging_terminals``, ``context_tx`` (context transactions of the cluster's
-     customers at its terminals, the alerts included when the context holds them) and
-     ``context_groups`` (alert groups linked into it).
-4. **Risk** of a cluster (highest first). Default, ``risk="collusion"``::
-
-       risk = sum over distinct (customer, terminal) pairs of max_i(pct_i * log10(10 + amount_i))
-              * (1 + log2(n_customers)) * (1 + log2(1 + n_colluding)) * (1 + log2(1 + n_surging))
-
-   ``pct_i`` is the alert's score percentile among all alerts being clustered (in (0, 1]): the
-   detector's raw scores are heavy-tailed (a compromised terminal's alerts near 1, a ring's mules,
-   which look ordinary one by one, often near the threshold), so a cluster's evidence is how many
-   of its alerts there are and how they rank, not one near-1 probability. Each customer-terminal
-   pair counts once (its best alert): a customer's repeated alerts at its usual terminal are one
-   cause, while a ring is many distinct customers at a few terminals. ``n_colluding``: customers
-   alerted at two or more of the cluster's shared terminals (terminals where two or more of its
-   customers were alerted): mules visit several ring terminals; a compromised terminal's victims
-   share only that one; one customer's alerts have no shared terminal. ``n_surging``: shared
-   terminals that are surging (step 3b; 0 without context, so the factor is 1). The first
-   formula stays available as ``risk="score"``::
-
-       risk = sum_i score_i * log10(10 + amount_i)  *  (1 + log2(n_customers))
-
-   Measured with ``fraud bench review --detector pipeline --seeds 1,2,3,4,5,6,7,8`` (capped budget
-   of 100 alerts a day, HDBSCAN refinement, the same cached alerts for both): the top 10 clusters
-   held 0.40 (mean over seeds) of the alerted ring transactions with the collusion risk against
-   0.23 with the score risk, for 21 % vs 18 % of all alerts, same purity (0.81); without the cap
-   0.43 vs 0.29. Worst seed 0 with both: a ring whose alerted part looks like separate
-   compromised-terminal stars with near-threshold scores is not ranked into the top 10.
-
-   With context (step 3b), measured with ``fraud bench review --detector pipeline --seeds
-   1,2,3,4,5,6,7,8 --cache DIR --context`` (the test window's transactions as context, the same
-   cached alerts with and without; the current detector gives 0.354 without context on these
-   alerts, the 0.40 above was an earlier detector's)::
-
-       seed                 1     2     3     4     5     6     7     8    mean   min
-       ring share, no ctx   0.00  1.00  0.76  0.40  0.45  0.18  0.05  0.00  0.354  0.00
-       ring share, context  1.00  1.00  1.00  1.00  1.00  1.00  1.00  0.86  0.982  0.86
-       purity (mean) 0.813 -> 0.812; top-10 load (mean) 0.196 -> 0.208; lift 1.92 -> 4.95;
-       ring alerts in the top 10 / every ring transaction (detector recall 0.28): 0.106 -> 0.271
-
-   Re-measured after the behaviour featurizer gained two features (the detector's alerts changed; the
-   clustering did not): seeds 1-8 with context 1.00 1.00 1.00 1.00 0.60 1.00 1.00 0.86, mean 0.933 (seed 5:
-   a second ring with one alerted terminal inside the window, ten one-alert mules, ranks 28th below two large
-   mixed clusters), without 0.354; seeds 9-12 with context 1.00 each, without 0.823.
-   Held-out seeds 9-12 (scored after the settings were chosen on 1-8): 0.757 -> 0.936 (mean),
-   0.561 -> 0.848 (worst), purity 0.799 -> 0.797, load 0.213 -> 0.226. Where the share stays
-   below 1, part of a ring began before the test window: a terminal with only a day or two of
-   ring traffic inside it does not surge, and its few alerts stay in a low-ranked group.
-   Parts, 8 seeds, mean share / worst / load (everything else at the defaults):
-
-       defaults (surge 2.5, share 0.25, both ways, no context collusion)  0.982 / 0.857 / 0.208
-       colluding customers counted from the context (context_collusion)  0.920 / 0.357 / 0.202
-         (neighbours use each other's terminals, so false-alarm clusters of local customers
-         get as many "colluding" customers as a ring: it lifts them, not the rings)
-       without the surging-terminal risk factor (surge_risk=False)*       0.731 / 0.000 / 0.204
-       without gather (surge_gather=False)*                               0.887 / 0.357 / 0.221
-       link_min_surge 2.0* / 3.0*                                         0.920 / 0.882 (worst 0.357)
-       link_min_share 0.5*                                                0.860 / 0.357 / 0.199
-       links without the surge gate (link_min_surge=None)*                0.846 / 0.000 / 0.505
-       link_via="either"*                                                 1.000 / 1.000 / 0.271
-         (but purity 0.804: rings absorb neighbouring false alarms)
-       refine="louvain" with context*                                     0.852 / 0.318 / 0.455
-       (* measured with context_collusion=True, the earlier default)
-5. **Stable ids.** A cluster's id is ``"C"`` + the first 12 hex digits of SHA-1 over its sorted
-   member ``tx_id`` values: the same alerts always give the same id, so a decision recorded
-   against an id refers to exactly those transactions (the store also records the tx_ids, so
-   labels survive re-clustering when new alerts arrive).
+Alerts of a time window become a bipartite customer-terminal graph of flagged activity only (cheap); its
+connected components are candidate clusters and large ones are split (``refine``: HDBSCAN on walk
+embeddings by default, or Louvain). With context (``context=``: the alerted entities' other
+transactions, as the scorer's archive holds them), a ring's separate terminal stars are linked through
+terminals whose distinct customers surge, since a detector alerts only part of a ring. Clusters are ranked
+by a collusion risk (distinct customer-terminal pairs weighted by score percentile and amount, more for
+many customers, colluding customers and surging terminals) and get stable ids (``"C"`` + SHA-1 of their
+sorted tx_ids), so a recorded decision refers to exactly those transactions.
+Each step and why: docs/review.md; measured figures: docs/benchmarks.md ("Review clustering").
 """
 from __future__ import annotations
 

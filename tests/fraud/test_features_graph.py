@@ -123,7 +123,7 @@ def test_online_columns_subset(world, fitted):
     g = GraphFeatures(**{**PARAMS, "drop_columns": ("g_overlap",)}, columns="online").fit(world.iloc[:3000])
     Y = g.transform(world.iloc[-500:])
     assert list(Y.columns) == [c for c in X.columns if c != "g_overlap"] and "g_overlap_share" in Y.columns
-    # the default leaves out g_t_ndist and g_overlap (no AP gain on the handbook; see fraud.bench.ablation)
+    # the default leaves out g_t_ndist and g_overlap (no AP gain on the handbook; see benchmarks.ablation)
     d = GraphFeatures(dim=8, proj_dim=4, walk_length=10, walks_per_node=3, columns="online").fit(world.iloc[:3000])
     assert d.feature_names_ == [c for c in f.feature_names_ if c not in ("g_t_ndist", "g_overlap")]
     with pytest.raises(ConfigError, match="g_bogus"):

@@ -468,7 +468,7 @@ def test_undelivered_records_fail_the_checkpoint():
 def test_bench_stream_measures_rates_and_latency(broker, reg):
     """``fraud bench stream`` end to end on a small scale: the raw, pass-through and scorer rates of the same
     events, and the latency of every event offered in the latency phase."""
-    from streaming.bench import run_stream_bench
+    from benchmarks.stream import run_stream_bench
 
     res = run_stream_bench(f"models:/{MODEL}@champion", tracking_uri=reg.uri, bootstrap=broker.bootstrap,
                            data=reg.live, n_events=400, offered=200.0, seconds=1.0, verbose=False)

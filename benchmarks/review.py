@@ -333,3 +333,57 @@ def case_stability(alerts: pd.DataFrame, context: pd.DataFrame | None = None, se
             "ring_share_top_open_cases": round(in_top / len(ring), 4) if len(ring) else None,
             "merged": int((frame["status"] == "merged").sum()), "split": int((frame["link_kind"] == "split_from").sum()),
             "opaque_top_reasons": opaque, "opaque_top_reason_share": round(opaque / max(len(a), 1), 4)}
+
+
+def _seed_columns(context: bool) -> list:
+    """(title, getter) of each column of the per-seed table."""
+    cols = [("seed", lambda r: r["world"]["seed"]), ("ring tx", lambda r: r["world"]["test_ring_transactions"]),
+            ("ring alerted", lambda r: r["ring_alerts"]), ("recall", lambda r: r["ring_recall_of_detector"]),
+            ("ring in top 10", lambda r: r["ring_in_top_k"]),
+            ("share (alerted)", lambda r: r["ring_share_top_k"]),
+            ("share (all ring)", lambda r: r["ring_share_top_k_of_all"]), ("purity", lambda r: r["purity"]),
+            ("top-10 load", lambda r: r["top_k_load"]), ("lift", lambda r: r["top_k_lift"]),
+            ("alerts", lambda r: r["alerts"]), ("clusters", lambda r: r["n_clusters"])]
+    if context:
+        cols[4:4] = [("share no ctx", lambda r: r["without_context"]["ring_share_top_k"]),
+                     ("purity no ctx", lambda r: r["without_context"]["purity"]),
+                     ("load no ctx", lambda r: r["without_context"]["top_k_load"])]
+    return cols
+
+
+def seeds_table(out: dict, *, refine: str, risk: str, context: bool, cap_budget: bool, budget: int):
+    """The result of :func:`run_bench_seeds` as a rich table: one row per seed, then the mean and the min."""
+    from rich.table import Table
+
+    cols = _seed_columns(context)
+    t = Table(title=f"bench review: {refine} refinement, {risk} risk, {'with' if context else 'no'} context, "
+                    f"{'capped' if cap_budget else 'uncapped'} budget {budget}/day")
+    for name, _ in cols:
+        t.add_column(name, justify="right")
+    for r in out["runs"]:
+        t.add_row(*[str(f(r)) for _, f in cols])
+    sm = out["summary"]
+    for stat in ("mean", "min"):
+        extra = []
+        if context:
+            wc = sm["without_context"]
+            extra = [str(wc["ring_share_top_k"][stat]), str(wc["purity"][stat]), str(wc["top_k_load"][stat])]
+        t.add_row(stat, "", "", str(sm["ring_recall_of_detector"][stat]), *extra, "",
+                  str(sm["ring_share_top_k"][stat]), str(sm["ring_share_top_k_of_all"][stat]),
+                  str(sm["purity"][stat]), str(sm["top_k_load"][stat]), str(sm["top_k_lift"][stat]), "", "")
+    return t
+
+
+def cases_lines(out: dict) -> list[str]:
+    """The case-book figures of :func:`run_bench_seeds` (``cases=True``) per seed and summarised; [] without."""
+    sm = out["summary"]
+    if "cases" not in sm:
+        return []
+    lines = []
+    for r in out["runs"]:
+        c = r["cases"]
+        lines.append(f"seed {r['world']['seed']}: cases {c['cases']}, fraud cases whose pattern continues "
+                     f"{c['cases_fraud_continuing']}, ids kept {c['cases_surviving']} (stability "
+                     f"{c['case_stability']}), ring share top-10 open cases {c['ring_share_top_open_cases']}, "
+                     f"merged {c['merged']}, split {c['split']}, opaque top reasons {c['opaque_top_reasons']}")
+    return lines + [f"{k}: mean {v['mean']} min {v['min']} over {v['n']} seed(s)" for k, v in sm["cases"].items()]

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from fraud.bench import ablation
-from fraud.bench.ablation import recall_at_budget, run_ablation, time_split
+from benchmarks import ablation
+from benchmarks.ablation import recall_at_budget, run_ablation, time_split
 from fraud.errors import ConfigError
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from fraud.bench import handbook as hb
+from benchmarks import handbook as hb
 from fraud.errors import ConfigError
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from fraud.bench.oracle import evidence, oracle, oracle_unsupervised
+from benchmarks.oracle import evidence, oracle, oracle_unsupervised
 from fraud.errors import ConfigError
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
@@ -46,7 +46,7 @@ def test_oracle_needs_the_scenario_column():
 
 
 def test_oracles_are_registered_but_not_run_by_default():
-    from fraud.bench.handbook import DEFAULT_MODELS, MODELS
+    from benchmarks.handbook import DEFAULT_MODELS, MODELS
 
     assert {"oracle", "oracle-unsupervised"} <= set(MODELS)
     assert not {"oracle", "oracle-unsupervised"} & set(DEFAULT_MODELS)

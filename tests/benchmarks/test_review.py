@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from fraud.cli import main
 from fraud.errors import ConfigError
-from fraud.review.bench import SUMMARY_KEYS, run_bench_seeds
+from benchmarks.review import SUMMARY_KEYS, run_bench_seeds
 
 SMALL = dict(customers=150, terminals=300, days=48, test_days=30, detector="iforest", alerts_per_day=10)
 

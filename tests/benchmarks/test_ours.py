@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fraud.bench import handbook, ours
+from benchmarks import handbook, ours
 from fraud.errors import ConfigError
 from fraud.evaluate import splits_for, train_test
 

@@ -138,7 +138,7 @@ def start_load(bootstrap: str, topic: str, values: list, keys: list, offered: fl
     the GIL: measured, its sender thread alone took ~0.6 of a core)."""
     root = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])]))
-    proc = subprocess.Popen([sys.executable, "-c", "import pickle, sys; from streaming.bench import offer_load; "
+    proc = subprocess.Popen([sys.executable, "-c", "import pickle, sys; from benchmarks.stream import offer_load; "
                              "offer_load(*pickle.load(sys.stdin.buffer))"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     proc.stdin.write(pickle.dumps((bootstrap, topic, values, keys, offered, linger_ms)))

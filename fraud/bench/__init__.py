@@ -1,1 +1,0 @@
-"""Benchmarks: quality and speed figures (``fraud bench ...``)."""
