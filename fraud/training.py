@@ -261,7 +261,10 @@ def window_metrics(frame: pd.DataFrame, k: int = 100) -> dict:
 
 
 def curve_figures(frame: pd.DataFrame, title: str = "") -> dict:
-    """PR and ROC curves (matplotlib figures) of the evaluation window."""
+    """PR and ROC curves (matplotlib figures) of the evaluation window; none without labels (label-free
+    training) or without both classes."""
+    if "label" not in frame or len(frame) == 0 or frame["label"].min() == frame["label"].max():
+        return {}
     import matplotlib
 
     matplotlib.use("Agg")
@@ -271,8 +274,6 @@ def curve_figures(frame: pd.DataFrame, title: str = "") -> dict:
     y = frame["label"].to_numpy()
     s = frame["score"].to_numpy(dtype=float)
     figs = {}
-    if len(frame) == 0 or y.min() == y.max():
-        return figs
     p, r, _ = precision_recall_curve(y, s)
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(r, p)
