@@ -49,7 +49,7 @@ def available_featurizers(names=DEFAULT_FEATURIZERS) -> tuple[list[str], dict]:
 
 
 def make_featurizer(name: str, cfg: TrainConfig):
-    """The featurizer ``name`` with ``cfg.featurizer_params[name]``, plus the run's delay and seed where it takes them."""
+    """The featurizer ``name`` with ``cfg.featurizer_params[name]`` and the run's delay and seed where it takes them."""
     cls = featurizer_class(name)
     kw = dict(cfg.featurizer_params.get(name, {}))
     sig = inspect.signature(cls.__init__).parameters
