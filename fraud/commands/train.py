@@ -335,19 +335,10 @@ def bench_train(settings, data, columns, preset, features, unsupervised_detector
                 head_trees, customers, days, register, as_json):
     """Time a full training run (read + features + detectors + evaluation) on a file or a simulated world."""
     from fraud.training import train as do_train
-    from fraud.training.register import log_training
 
-    console = _console()
-    say = _stage_printer(console)
-    t0, c0 = time.perf_counter(), _cpu_s()
-    if data:
-        df = _read(data, columns, preset)
-        src = str(data)
-    else:
-        from fraud.simulate import simulate
-
-        df = simulate(customers=customers, terminals=2 * customers, days=days, seed=0)
-        src = f"simulate(customers={customers}, days={days})"
+    say = _stage_printer(_console())
+    t0 = time.perf_counter()
+    df, src = _bench_data(data, columns, preset, customers, days)
     t_read = time.perf_counter() - t0
     c1 = _cpu_s()
     cfg = _train_config(settings, "bench", features, unsupervised_detectors, supervised, eval_days, seed, head_trees)
@@ -360,22 +351,43 @@ def bench_train(settings, data, columns, preset, features, unsupervised_detector
            "stages_s": {k: round(v, 2) for k, v in res.timings.items()},
            "metrics": {k: res.metrics.get(k) for k in ("ap", "auc", "cp@100")}}
     if register:
-        import tempfile
-
-        from fraud import registry
-
-        registry.quiet_mlflow()
-        with tempfile.TemporaryDirectory() as tmp:
-            s2 = settings.with_(tracking_uri=f"sqlite:///{tmp}/mlflow.db", artifact_root=f"{tmp}/artifacts")
-            t1 = time.perf_counter()
-            log_training(s2, res, "bench")
-            out["register_s"] = round(time.perf_counter() - t1, 2)
+        out["register_s"] = _register_seconds(settings, res)
     out["total_s"] = round(time.perf_counter() - t0, 2)
+    _print_out(out, as_json)
+
+
+def _bench_data(data, columns, preset, customers: int, days: int):
+    """(transactions, their description): the file, or a simulated world of ``customers`` over ``days``."""
+    if data:
+        return _read(data, columns, preset), str(data)
+    from fraud.simulate import simulate
+
+    df = simulate(customers=customers, terminals=2 * customers, days=days, seed=0)
+    return df, f"simulate(customers={customers}, days={days})"
+
+
+def _register_seconds(settings, res) -> float:
+    """Seconds to log and register ``res`` into a temporary MLflow store."""
+    import tempfile
+
+    from fraud import registry
+    from fraud.training.register import log_training
+
+    registry.quiet_mlflow()
+    with tempfile.TemporaryDirectory() as tmp:
+        s2 = settings.with_(tracking_uri=f"sqlite:///{tmp}/mlflow.db", artifact_root=f"{tmp}/artifacts")
+        t1 = time.perf_counter()
+        log_training(s2, res, "bench")
+        return round(time.perf_counter() - t1, 2)
+
+
+def _print_out(out: dict, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(out))
     else:
         for k, v in out.items():
             click.echo(f"{k}: {v}")
+
 
 @click.command("score")
 @data_options(required=False, rejects=False)
@@ -392,52 +404,59 @@ def bench_train(settings, data, columns, preset, features, unsupervised_detector
 def bench_score(settings, data, columns, preset, model_uri, features, unsupervised_detectors, supervised,
                 eval_days, seed, head_trees, customers, days, batch_size, explain, as_json):
     """Scoring rate of the one scoring path (score_frame replay in micro-batches), with a per-stage breakdown."""
-    import pandas as pd
-
-    console = _console()
-    say = _stage_printer(console)
-    if data:
-        df = _read(data, columns, preset)
-        src = str(data)
-    else:
-        from fraud.simulate import simulate
-
-        df = simulate(customers=customers, terminals=2 * customers, days=days, seed=0)
-        src = f"simulate(customers={customers}, days={days})"
+    say = _stage_printer(_console())
+    test, src = _bench_data(data, columns, preset, customers, days)
     if model_uri:
         from fraud import registry
 
         registry.quiet_mlflow()
         bundle = registry.load_bundle(model_uri, tracking_uri=settings.tracking_uri, key=settings.bundle_key)
-        test = df
     else:
-        from fraud.training import train as do_train
-
-        cut = df["timestamp"].iloc[int(len(df) * 2 / 3)]
         cfg = _train_config(settings, "bench", features, unsupervised_detectors, supervised, eval_days, seed, head_trees)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            bundle = do_train(df[df["timestamp"] < cut].reset_index(drop=True), cfg, train_until=cut,
-                              progress=say).bundle
-        test = df
+        bundle = _bench_bundle(test, cfg, say)
     if explain:
         bundle.explain = explain
+    say(f"scoring {len(test):,} transactions in micro-batches of {batch_size:,}")
+    out = {"data": src, **_score_rate(bundle, test, batch_size), **_batch100_latency(bundle, test, batch_size)}
+    head = _bench_head(bundle, test)
+    if head:
+        out["head_predict"] = head
+    _print_out(out, as_json)
+
+
+def _bench_bundle(df, cfg, say):
+    """A bundle trained in memory on the first 2/3 of ``df``."""
+    from fraud.training import train as do_train
+
+    cut = df["timestamp"].iloc[int(len(df) * 2 / 3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return do_train(df[df["timestamp"] < cut].reset_index(drop=True), cfg, train_until=cut, progress=say).bundle
+
+
+def _score_rate(bundle, test, batch_size: int) -> dict:
+    """Rate (wall and CPU) and per-stage seconds of a ``score_frame`` replay of ``test``, after a warm-up."""
     # warm-up on a throwaway state (compiled kernels load from numba's disk cache, or compile on a first run)
     bundle.score_frame(test.iloc[:2000], batch_size=min(batch_size, 1000), state=bundle.new_state())
     bundle.timings.clear()
-    say(f"scoring {len(test):,} transactions in micro-batches of {batch_size:,}")
     t0, c0 = time.perf_counter(), _cpu_s()
     res = bundle.score_frame(test, batch_size=batch_size)
     dt = time.perf_counter() - t0
     cpu = _cpu_s() - c0
     stages = {k: round(v, 3) for k, v in bundle.timings.items()}
     stages["other"] = round(dt - sum(bundle.timings.values()), 3)
-    out = {"data": src, "transactions": len(test), "batch_size": batch_size, "seconds": round(dt, 3),
-           "tx_per_s": round(len(test) / dt, 1), "cpu_s": round(cpu, 3),
-           "tx_per_cpu_s": round(len(test) / max(cpu, 1e-9), 1), "alerts": int(res["is_alert"].sum()),
-           "stages_s": stages, "featurizers": [type(f).__name__ for f in bundle.featurizers],
-           "explain": bundle.explain}
-    # one stream-sized micro-batch (100 rows) on a warm state: median latency
+    return {"transactions": len(test), "batch_size": batch_size, "seconds": round(dt, 3),
+            "tx_per_s": round(len(test) / dt, 1), "cpu_s": round(cpu, 3),
+            "tx_per_cpu_s": round(len(test) / max(cpu, 1e-9), 1), "alerts": int(res["is_alert"].sum()),
+            "stages_s": stages, "featurizers": [type(f).__name__ for f in bundle.featurizers],
+            "explain": bundle.explain}
+
+
+def _batch100_latency(bundle, test, batch_size: int) -> dict:
+    """Latency of one stream-sized micro-batch (100 rows) on a warm state: p50/p99, wall and CPU ms (on a
+    shared machine the wall figures include waiting for a core)."""
+    import pandas as pd
+
     st = bundle.new_state()
     warm = test.iloc[: min(len(test) - 100, 50_000)]
     bundle.score_frame(warm, batch_size=batch_size, state=st)
@@ -447,22 +466,14 @@ def bench_score(settings, data, columns, preset, model_uri, features, unsupervis
         bundle.score(test.iloc[i:i + 100], st)
         lat.append((time.perf_counter() - t1) * 1000)
         lat_cpu.append((time.process_time() - c1) * 1000)
-    if lat:
-        s = pd.Series(lat)
-        out["batch100_ms_p50"] = round(float(s.median()), 2)
-        out["batch100_ms_p99"] = round(float(s.quantile(0.99)), 2)
-        # CPU time of the same calls: on a shared machine the wall figures above include waiting for a core
-        s = pd.Series(lat_cpu)
-        out["batch100_cpu_ms_p50"] = round(float(s.median()), 2)
-        out["batch100_cpu_ms_p99"] = round(float(s.quantile(0.99)), 2)
-    head = _bench_head(bundle, test)
-    if head:
-        out["head_predict"] = head
-    if as_json:
-        click.echo(json.dumps(out))
-    else:
-        for k, v in out.items():
-            click.echo(f"{k}: {v}")
+    out = {}
+    for key, values in (("batch100_ms", lat), ("batch100_cpu_ms", lat_cpu)):
+        if values:
+            s = pd.Series(values)
+            out[f"{key}_p50"] = round(float(s.median()), 2)
+            out[f"{key}_p99"] = round(float(s.quantile(0.99)), 2)
+    return out
+
 
 def _bench_head(bundle, test):
     """The supervised head alone on the last 10,000 rows' detector input: the library's predict_proba vs
