@@ -41,10 +41,10 @@ UNSUPERVISED_CONFIG = dict(
 
 
 def register_featurizer() -> None:
-    """Make ``behaviour`` known to the training pipeline (``fraud.training.FEATURIZERS``)."""
-    from fraud import training
+    """Make ``behaviour`` known to the training pipeline (``fraud.training.featurizers.FEATURIZERS``)."""
+    from fraud.training import featurizers
 
-    training.FEATURIZERS.setdefault("behaviour", BEHAVIOUR)
+    featurizers.FEATURIZERS.setdefault("behaviour", BEHAVIOUR)
 
 
 register_featurizer()

@@ -1,4 +1,8 @@
-"""fraud train | score | retrain | evaluate, and fraud bench train | score | load."""
+"""fraud train | score | retrain | evaluate, and fraud bench train | score | load: options, calls, printing.
+
+The work is in ``fraud.training`` (stages, gate, registration); these commands read the inputs, call it
+and print what came back.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -10,6 +14,12 @@ import click
 
 from fraud.commands.common import data_options
 
+
+def register(main: click.Group, bench: click.Group) -> None:
+    for cmd in (train, score, retrain, evaluate):
+        main.add_command(cmd)
+    for cmd in (bench_train, bench_score, bench_load):
+        bench.add_command(cmd)
 
 
 @contextlib.contextmanager
@@ -23,6 +33,7 @@ def _echo_training_warnings():
     for w in caught:
         if issubclass(w.category, FraudTrainingWarning):
             click.echo(f"warning: {w.message}", err=True)
+
 
 def _cpu_s() -> float:
     """CPU seconds (user + system) of this process, all threads: a load-independent companion of wall time
@@ -61,20 +72,6 @@ def _read(data, columns, preset, rejects=None, until=None, console=None):
     return df
 
 
-def _labels(labels_path, alerts_db):
-    from fraud.training import read_labels
-
-    if labels_path and alerts_db:
-        raise click.UsageError("give --labels or --alerts-db, not both")
-    if labels_path:
-        return read_labels(labels_path)
-    if alerts_db:
-        from fraud.store import AlertStore
-
-        return AlertStore(alerts_db, must_exist=True).labels()[["tx_id", "label"]]
-    return None
-
-
 def _quiet():
     """Quiet MLflow without importing it (``fraud.registry`` imports mlflow: seconds)."""
     import logging
@@ -87,24 +84,13 @@ def _quiet():
 
 
 def _train_config(settings, name, features, unsupervised_detectors, supervised, eval_days, seed, head_trees=None):
-    from fraud.training import DEFAULT_FEATURIZERS, TrainConfig, available_featurizers
+    from fraud.training.config import config_from_options
 
-    if features:
-        names = tuple(x.strip() for x in features.split(",") if x.strip())
-    else:
-        names, missing = available_featurizers(DEFAULT_FEATURIZERS)
-        for n, why in missing.items():
-            click.echo(f"note: featurizer {n!r} skipped: {why}", err=True)
-        names = tuple(names)
-    kw = {}
-    if head_trees:
-        kw["ensemble_params"] = {"supervised_params": {"n_estimators": int(head_trees)}}
-    if unsupervised_detectors:
-        kw["unsupervised"] = tuple(x.strip() for x in unsupervised_detectors.split(",") if x.strip())
-    return TrainConfig(featurizers=names, supervised=None if supervised == "none" else supervised,
-                       feedback_delay_days=settings.feedback_delay_days,
-                       alert_budget_per_day=settings.alert_budget_per_day, eval_days=eval_days,
-                       seed=settings.seed if seed is None else seed, name=name, **kw)
+    cfg, skipped = config_from_options(settings, name, features, unsupervised_detectors, supervised, eval_days, seed,
+                                       head_trees)
+    for n, why in skipped.items():
+        click.echo(f"note: featurizer {n!r} skipped: {why}", err=True)
+    return cfg
 
 
 def _model_options(f):
@@ -125,38 +111,6 @@ def _model_options(f):
     return f
 
 
-def _log_training(settings, result, name, console, extra_tags=None, champion_if_first=True, run_name=None,
-                  artifact_files=None, df=None):
-    """Log a TrainResult to MLflow and register its bundle; returns the version."""
-    import tempfile
-    from pathlib import Path
-
-    from fraud import registry
-    from fraud.training import curve_figures, embedding_map_files
-
-    registry.configure(settings.tracking_uri)
-    figs = curve_figures(result.eval_frame, title=f"eval {result.windows['eval_from'].date()}.."
-                         f"{result.windows['eval_until'].date()}")
-    with tempfile.TemporaryDirectory() as tmp:
-        arts = dict(artifact_files or {})
-        maps = embedding_map_files(result.bundle, df, tmp, result.windows["labels_known_before"]) \
-            if df is not None else []
-        for p in maps:
-            arts[f"plots/{p.name}"] = p
-        tags = {"warnings": " | ".join(result.warnings)[:4000]} if result.warnings else {}
-        tags.update(getattr(result, "tags", None) or {})  # the baseline comparison (fraud.baseline)
-        tags.update(extra_tags or {})
-        version = registry.log_and_register(
-            result.bundle, name=name, metrics=result.metrics, params=result.params, tags=tags, figures=figs,
-            artifacts={k: v for k, v in arts.items()}, artifact_root=settings.artifact_root,
-            champion_if_first=champion_if_first, run_name=run_name, key=settings.bundle_key)
-    import matplotlib.pyplot as plt
-
-    for f in figs.values():
-        plt.close(f)
-    return version
-
-
 def _fmt_metrics(m: dict) -> str:
     def f(v):
         return "n/a" if v is None or v != v else f"{v:.4f}"
@@ -164,386 +118,408 @@ def _fmt_metrics(m: dict) -> str:
     return f"AP {f(m.get('ap'))}  AUC {f(m.get('auc'))}  CP@100 {f(m.get('cp@100'))}  (n={m.get('n')}, frauds={m.get('n_fraud')})"
 
 
-def register(main: click.Group, bench: click.Group) -> None:
-    @main.command()
-    @data_options(rejects=False)
-    @click.option("--train-from", default=None, metavar="DATE", help="First day of training examples (earlier = history).")
-    @click.option("--train-until", default=None, metavar="DATE", help="Nothing at or after this instant is read.")
-    @click.option("--unsupervised", is_flag=True, help="Ignore every label.")
-    @click.option("--labels", "labels_path", default=None, type=click.Path(dir_okay=False),
-                  help="CSV/Parquet of tx_id,label (analyst labels) overriding the file's labels.")
-    @click.option("--name", default=None, help="Registered model name (default fraud-detector).")
-    @_model_options
-    @click.option("--no-register", is_flag=True, help="Train and evaluate only (nothing logged).")
-    @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")
-    @click.pass_obj
-    def train(settings, data, columns, preset, train_from, train_until, unsupervised, labels_path, name, features,
-              unsupervised_detectors, supervised, eval_days, seed, head_trees, no_register, as_json):
-        """Train the scoring bundle, evaluate it on the most recent labelled window, register it in MLflow.
+@click.command()
+@data_options(rejects=False)
+@click.option("--train-from", default=None, metavar="DATE", help="First day of training examples (earlier = history).")
+@click.option("--train-until", default=None, metavar="DATE", help="Nothing at or after this instant is read.")
+@click.option("--unsupervised", is_flag=True, help="Ignore every label.")
+@click.option("--labels", "labels_path", default=None, type=click.Path(dir_okay=False),
+              help="CSV/Parquet of tx_id,label (analyst labels) overriding the file's labels.")
+@click.option("--name", default=None, help="Registered model name (default fraud-detector).")
+@_model_options
+@click.option("--no-register", is_flag=True, help="Train and evaluate only (nothing logged).")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")
+@click.pass_obj
+def train(settings, data, columns, preset, train_from, train_until, unsupervised, labels_path, name, features,
+          unsupervised_detectors, supervised, eval_days, seed, head_trees, no_register, as_json):
+    """Train the scoring bundle, evaluate it on the most recent labelled window, register it in MLflow.
 
-        Training examples are the transactions in [train-from, train-until); earlier ones are history.
-        The evaluation window is [train-until - delay - eval-days, train-until - delay): the supervised
-        head never learns from its labels. The first registered version gets the alias 'champion'.
-        """
-        from fraud.training import to_utc
-        from fraud.training import train as do_train
+    Training examples are the transactions in [train-from, train-until); earlier ones are history.
+    The evaluation window is [train-until - delay - eval-days, train-until - delay): the supervised
+    head never learns from its labels. The first registered version gets the alias 'champion'.
+    """
+    from fraud.training import train as do_train
+    from fraud.training.data import labels_from, to_utc
+    from fraud.training.register import log_training
 
-        _quiet()
-        console = _console()
-        say = _stage_printer(console)
-        name = name or settings.model_name
-        until = to_utc(train_until, "--train-until")
-        cfg = _train_config(settings, name, features, unsupervised_detectors, supervised, eval_days, seed, head_trees)
-        say(f"reading {data}")
-        df = _read(data, columns, preset, until=until, console=console)
-        labels = None if unsupervised else _labels(labels_path, None)
-        with _echo_training_warnings():
-            res = do_train(df, cfg, train_from=train_from, train_until=until, labels=labels,
-                           unsupervised=unsupervised, progress=say)
-        say(f"evaluation window {res.windows['eval_from']} .. {res.windows['eval_until']}: {_fmt_metrics(res.metrics)}")
-        version = None
-        if not no_register:
-            say(f"registering {name} in {settings.tracking_uri}")
-            version = _log_training(settings, res, name, console, df=df)
-            say(f"registered models:/{name}/{version}")
-        out = {"name": name, "version": version, "metrics": {k: v for k, v in res.metrics.items()},
-               "windows": {k: str(v) for k, v in res.windows.items()}, "warnings": res.warnings}
-        if as_json:
-            click.echo(json.dumps(out, default=str))
-        else:
-            click.echo(f"model: {name} version {version}  threshold {res.bundle.threshold:.4f}")
-            click.echo(f"evaluation [{res.windows['eval_from']}, {res.windows['eval_until']}): {_fmt_metrics(res.metrics)}")
-            click.echo(f"training time: {res.timings['total']:.1f} s")
+    _quiet()
+    console = _console()
+    say = _stage_printer(console)
+    name = name or settings.model_name
+    until = to_utc(train_until, "--train-until")
+    cfg = _train_config(settings, name, features, unsupervised_detectors, supervised, eval_days, seed, head_trees)
+    say(f"reading {data}")
+    df = _read(data, columns, preset, until=until, console=console)
+    labels = None if unsupervised else labels_from(labels_path)
+    with _echo_training_warnings():
+        res = do_train(df, cfg, train_from=train_from, train_until=until, labels=labels,
+                       unsupervised=unsupervised, progress=say)
+    w = res.windows
+    say(f"evaluation window {w['eval_from']} .. {w['eval_until']}: {_fmt_metrics(res.metrics)}")
+    version = None
+    if not no_register:
+        say(f"registering {name} in {settings.tracking_uri}")
+        version = log_training(settings, res, name, df=df)
+        say(f"registered models:/{name}/{version}")
+    if as_json:
+        click.echo(json.dumps({"name": name, "version": version, "metrics": res.metrics,
+                               "windows": {k: str(v) for k, v in w.items()}, "warnings": res.warnings}, default=str))
+    else:
+        click.echo(f"model: {name} version {version}  threshold {res.bundle.threshold:.4f}")
+        click.echo(f"evaluation [{w['eval_from']}, {w['eval_until']}): {_fmt_metrics(res.metrics)}")
+        click.echo(f"training time: {res.timings['total']:.1f} s")
 
-    @main.command()
-    @data_options(rejects=True)
-    @click.option("--model", "model_uri", default=None, help="Model URI (default models:/NAME@champion).")
-    @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output .parquet (or .csv).")
-    @click.option("--alerts-db", default=None, help="Also write alerts to this alert store (SQL URL).")
-    @click.option("--batch-size", default=10_000, show_default=True, type=int, help="Micro-batch size of the replay.")
-    @click.option("--trust-local", is_flag=True,
-                  help="--model is a local model folder you built yourself: load its bundle.pkl unverified "
-                       "(registered models are always verified against the registry).")
-    def score(data, columns, preset, rejects, model_uri, out, alerts_db, batch_size, trust_local):
-        """Score a file as a replay in time order through the registered bundle."""
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+@click.command()
+@data_options(rejects=True)
+@click.option("--model", "model_uri", default=None, help="Model URI (default models:/NAME@champion).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output .parquet (or .csv).")
+@click.option("--alerts-db", default=None, help="Also write alerts to this alert store (SQL URL).")
+@click.option("--batch-size", default=10_000, show_default=True, type=int, help="Micro-batch size of the replay.")
+@click.option("--trust-local", is_flag=True,
+              help="--model is a local model folder you built yourself: load its bundle.pkl unverified "
+                   "(registered models are always verified against the registry).")
+def score(data, columns, preset, rejects, model_uri, out, alerts_db, batch_size, trust_local):
+    """Score a file as a replay in time order through the registered bundle."""
+    from fraud import registry
+
+    settings = click.get_current_context().obj
+    registry.quiet_mlflow()
+    console = _console()
+    model_uri = model_uri or f"models:/{settings.model_name}@champion"
+    bundle = registry.load_bundle(model_uri, tracking_uri=settings.tracking_uri, key=settings.bundle_key,
+                                  trust_local=trust_local)
+    df = _read(data, columns, preset, rejects=rejects)
+    bundle.check_columns(df, source=str(data))
+    t0 = time.perf_counter()
+    res = _score_with_progress(bundle, df, batch_size, console)
+    dt = time.perf_counter() - t0
+    res = _write_scores(res, out)
+    msg = f"scored {len(res):,} transactions in {dt:.1f} s ({len(res) / max(dt, 1e-9):,.0f} tx/s) with " \
+          f"{model_uri} (version {bundle.version}); {int(res['is_alert'].sum()):,} alerts; written to {out}"
+    if alerts_db:
+        msg += f"; {_store_alerts(df, res, alerts_db, bundle.version):,} new alert(s) stored in {alerts_db}"
+    click.echo(msg)
+
+
+def _score_with_progress(bundle, df, batch_size: int, console):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("scoring"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
+                  TimeRemainingColumn(), console=console, transient=True) as prog:
+        task = prog.add_task("score", total=len(df))
+        return bundle.score_frame(df, batch_size=batch_size, progress=lambda done, n: prog.update(task, completed=done))
+
+
+def _write_scores(res, out):
+    """``res`` (reasons as lists of strings) written to ``out``: Parquet, or CSV with reasons as JSON."""
+    from fraud.io import write_transactions
+
+    res = res.copy()
+    res["reasons"] = res["reasons"].map(lambda r: [str(x) for x in r])
+    if str(out).lower().endswith((".parquet", ".pq")):
+        write_transactions(res, out)
+    else:
+        res.assign(reasons=res["reasons"].map(json.dumps)).to_csv(out, index=False)
+    return res
+
+
+def _store_alerts(df, res, alerts_db: str, version) -> int:
+    """Write the alerts of ``res`` (with their transactions from ``df``) to the alert store; the number new."""
+    from fraud.store import AlertStore
+
+    al = res[res["is_alert"].to_numpy()]
+    rows = df.set_index("tx_id").loc[al["tx_id"]].reset_index()
+    rows = rows.assign(score=al["score"].to_numpy(), reasons=al["reasons"].to_numpy())
+    return AlertStore(alerts_db).write_alerts(rows, model_version=version)
+
+
+@click.command()
+@click.option("--data", default=None, type=click.Path(dir_okay=False), help="Transactions file.")
+@click.option("--archive", default=None, type=click.Path(file_okay=False),
+              help="The stream scorer's Parquet archive (DIR/date=YYYY-MM-DD/*.parquet).")
+@click.option("--columns", default=None, metavar="MAP", help="Column mapping for --data.")
+@click.option("--preset", default=None, type=click.Choice(["handbook", "canonical"]))
+@click.option("--labels", "labels_path", default=None, type=click.Path(dir_okay=False),
+              help="CSV/Parquet of tx_id,label (analyst labels).")
+@click.option("--alerts-db", default=None, help="Take analyst labels from this alert store.")
+@click.option("--name", default=None, help="Registered model name (default fraud-detector).")
+@click.option("--ap-margin", default=0.01, show_default=True, type=float,
+              help="The challenger must beat the champion's AP by this much.")
+@click.option("--window-days", default=None, type=int,
+              help="Train the challenger on the latest N days (default: all the data).")
+@_model_options
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def retrain(settings, data, archive, columns, preset, labels_path, alerts_db, name, ap_margin, window_days,
+            features, unsupervised_detectors, supervised, eval_days, seed, head_trees, as_json):
+    """Train a challenger on the latest data + analyst labels and promote it only if it wins.
+
+    Champion and challenger are compared on the most recent labelled window whose labels neither
+    trained on; 'champion' moves only if the challenger's AP beats the champion's by --ap-margin and
+    its CP@100 is not worse. Decision, both metric sets and the reason become MLflow tags.
+    """
+    from fraud import registry
+    from fraud.training import read_archive, retrain_flow
+    from fraud.training.data import labels_from
+    from fraud.training.register import log_training
+
+    registry.quiet_mlflow()
+    say = _stage_printer(_console())
+    if bool(data) == bool(archive):
+        raise click.UsageError("give exactly one of --data or --archive")
+    name = name or settings.model_name
+    cfg = _train_config(settings, name, features, unsupervised_detectors, supervised, eval_days, seed, head_trees)
+    say(f"reading {data or archive}")
+    df = _read(data, columns, preset) if data else read_archive(archive)
+    labels = labels_from(labels_path, alerts_db)
+    with _echo_training_warnings():
+        out = retrain_flow(settings, df, cfg, name=name, labels=labels, ap_margin=ap_margin,
+                           window_days=window_days, progress=say,
+                           log=lambda res, tags: log_training(settings, res, name, extra_tags=tags,
+                                                              run_name="retrain-challenger", df=df))
+    if as_json:
+        click.echo(json.dumps(out, default=str))
+    else:
+        click.echo(f"gate window [{out['window'][0]}, {out['window'][1]})")
+        click.echo(f"champion   v{out['champion_version']}: {_fmt_metrics(out['champion'])}")
+        click.echo(f"challenger v{out['challenger_version']}: {_fmt_metrics(out['challenger'])}")
+        click.echo(f"decision: {out['decision']} - {out['reason']}")
+
+
+@click.command()
+@data_options(rejects=False)
+@click.option("--model", "model_uri", default=None, help="Model URI (default models:/NAME@champion).")
+@click.option("--from", "date_from", default=None, metavar="DATE", help="Window start (default: until - 7 days).")
+@click.option("--until", "date_until", default=None, metavar="DATE",
+              help="Window end, exclusive (default: last transaction - delay, i.e. labels known now).")
+@click.option("--log", "log_run", is_flag=True, help="Log the metrics as an MLflow run tagged with the model version.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def evaluate(settings, data, columns, preset, model_uri, date_from, date_until, log_run, as_json):
+    """Evaluate a registered model on a labelled window of a file (AP, AUC, CP@100).
+
+    Features come from a replay of the whole file before the window's end (vectorized path)."""
+    from fraud import registry
+    from fraud.training.evaluation import labelled_window, score_window, window_metrics
+    from fraud.training.register import log_evaluation
+
+    registry.quiet_mlflow()
+    model_uri = model_uri or f"models:/{settings.model_name}@champion"
+    bundle = registry.load_bundle(model_uri, tracking_uri=settings.tracking_uri, key=settings.bundle_key)
+    df = _read(data, columns, preset)
+    if "label" not in df:
+        raise click.UsageError(f"{data}: no 'label' column: nothing to evaluate against")
+    start, until = labelled_window(df, settings.feedback_delay_days, date_from, date_until)
+    m = window_metrics(score_window(bundle, df, start, until))
+    if log_run:
+        log_evaluation(settings, m, model_uri, bundle.version, data, start, until)
+    if as_json:
+        click.echo(json.dumps({"model": model_uri, "version": bundle.version, "window": [str(start), str(until)],
+                               "metrics": m}))
+    else:
+        click.echo(f"{model_uri} (version {bundle.version}) on [{start}, {until}): {_fmt_metrics(m)}")
+
+
+# -- benchmarks ------------------------------------------------------------------------------
+@click.command("train")
+@data_options(required=False, rejects=False)
+@_model_options
+@click.option("--customers", default=2000, show_default=True, help="Simulated world size when --data is absent.")
+@click.option("--days", default=90, show_default=True)
+@click.option("--register/--no-register", default=False, show_default=True,
+              help="Also log + register into a temporary MLflow store (timed separately).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def bench_train(settings, data, columns, preset, features, unsupervised_detectors, supervised, eval_days, seed,
+                head_trees, customers, days, register, as_json):
+    """Time a full training run (read + features + detectors + evaluation) on a file or a simulated world."""
+    from fraud.training import train as do_train
+
+    say = _stage_printer(_console())
+    t0 = time.perf_counter()
+    df, src = _bench_data(data, columns, preset, customers, days)
+    t_read = time.perf_counter() - t0
+    c1 = _cpu_s()
+    cfg = _train_config(settings, "bench", features, unsupervised_detectors, supervised, eval_days, seed, head_trees)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = do_train(df, cfg, progress=say)
+    out = {"data": src, "transactions": len(df), "read_s": round(t_read, 2),
+           "train_s": round(res.timings["total"], 2), "train_cpu_s": round(_cpu_s() - c1, 2),
+           "featurizers": list(cfg.featurizers),
+           "stages_s": {k: round(v, 2) for k, v in res.timings.items()},
+           "metrics": {k: res.metrics.get(k) for k in ("ap", "auc", "cp@100")}}
+    if register:
+        out["register_s"] = _register_seconds(settings, res)
+    out["total_s"] = round(time.perf_counter() - t0, 2)
+    _print_out(out, as_json)
+
+
+def _bench_data(data, columns, preset, customers: int, days: int):
+    """(transactions, their description): the file, or a simulated world of ``customers`` over ``days``."""
+    if data:
+        return _read(data, columns, preset), str(data)
+    from fraud.simulate import simulate
+
+    df = simulate(customers=customers, terminals=2 * customers, days=days, seed=0)
+    return df, f"simulate(customers={customers}, days={days})"
+
+
+def _register_seconds(settings, res) -> float:
+    """Seconds to log and register ``res`` into a temporary MLflow store."""
+    import tempfile
+
+    from fraud import registry
+    from fraud.training.register import log_training
+
+    registry.quiet_mlflow()
+    with tempfile.TemporaryDirectory() as tmp:
+        s2 = settings.with_(tracking_uri=f"sqlite:///{tmp}/mlflow.db", artifact_root=f"{tmp}/artifacts")
+        t1 = time.perf_counter()
+        log_training(s2, res, "bench")
+        return round(time.perf_counter() - t1, 2)
+
+
+def _print_out(out: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(out))
+    else:
+        for k, v in out.items():
+            click.echo(f"{k}: {v}")
+
+
+@click.command("score")
+@data_options(required=False, rejects=False)
+@click.option("--model", "model_uri", default=None,
+              help="Registered model to score with (default: train one in memory on the first 2/3 of the data).")
+@_model_options
+@click.option("--customers", default=2000, show_default=True, help="Simulated world size when --data is absent.")
+@click.option("--days", default=90, show_default=True)
+@click.option("--batch-size", default=10_000, show_default=True, type=int)
+@click.option("--explain", default=None, type=click.Choice(["alerts", "all", "none"]),
+              help="Reason codes for: alerts (default), all rows, none (to see their cost).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def bench_score(settings, data, columns, preset, model_uri, features, unsupervised_detectors, supervised,
+                eval_days, seed, head_trees, customers, days, batch_size, explain, as_json):
+    """Scoring rate of the one scoring path (score_frame replay in micro-batches), with a per-stage breakdown."""
+    say = _stage_printer(_console())
+    test, src = _bench_data(data, columns, preset, customers, days)
+    if model_uri:
         from fraud import registry
-        from fraud.io import write_transactions
-
-        settings = click.get_current_context().obj
-        registry.quiet_mlflow()
-        console = _console()
-        model_uri = model_uri or f"models:/{settings.model_name}@champion"
-        bundle = registry.load_bundle(model_uri, tracking_uri=settings.tracking_uri, key=settings.bundle_key,
-                                      trust_local=trust_local)
-        df = _read(data, columns, preset, rejects=rejects)
-        bundle.check_columns(df, source=str(data))
-        t0 = time.perf_counter()
-        with Progress(TextColumn("scoring"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
-                      TimeRemainingColumn(), console=console, transient=True) as prog:
-            task = prog.add_task("score", total=len(df))
-            res = bundle.score_frame(df, batch_size=batch_size,
-                                     progress=lambda done, n: prog.update(task, completed=done))
-        dt = time.perf_counter() - t0
-        res = res.copy()
-        res["reasons"] = res["reasons"].map(lambda r: [str(x) for x in r])
-        write_transactions(res, out) if str(out).lower().endswith((".parquet", ".pq")) else \
-            res.assign(reasons=res["reasons"].map(json.dumps)).to_csv(out, index=False)
-        n_alerts = int(res["is_alert"].sum())
-        msg = f"scored {len(res):,} transactions in {dt:.1f} s ({len(res) / max(dt, 1e-9):,.0f} tx/s) with " \
-              f"{model_uri} (version {bundle.version}); {n_alerts:,} alerts; written to {out}"
-        if alerts_db:
-            from fraud.store import AlertStore
-
-            al = res[res["is_alert"].to_numpy()]
-            rows = df.set_index("tx_id").loc[al["tx_id"]].reset_index()
-            rows = rows.assign(score=al["score"].to_numpy(), reasons=al["reasons"].to_numpy())
-            n_new = AlertStore(alerts_db).write_alerts(rows, model_version=bundle.version)
-            msg += f"; {n_new:,} new alert(s) stored in {alerts_db}"
-        click.echo(msg)
-
-    @main.command()
-    @click.option("--data", default=None, type=click.Path(dir_okay=False), help="Transactions file.")
-    @click.option("--archive", default=None, type=click.Path(file_okay=False),
-                  help="The stream scorer's Parquet archive (DIR/date=YYYY-MM-DD/*.parquet).")
-    @click.option("--columns", default=None, metavar="MAP", help="Column mapping for --data.")
-    @click.option("--preset", default=None, type=click.Choice(["handbook", "canonical"]))
-    @click.option("--labels", "labels_path", default=None, type=click.Path(dir_okay=False),
-                  help="CSV/Parquet of tx_id,label (analyst labels).")
-    @click.option("--alerts-db", default=None, help="Take analyst labels from this alert store.")
-    @click.option("--name", default=None, help="Registered model name (default fraud-detector).")
-    @click.option("--ap-margin", default=0.01, show_default=True, type=float,
-                  help="The challenger must beat the champion's AP by this much.")
-    @click.option("--window-days", default=None, type=int,
-                  help="Train the challenger on the latest N days (default: all the data).")
-    @_model_options
-    @click.option("--json", "as_json", is_flag=True)
-    @click.pass_obj
-    def retrain(settings, data, archive, columns, preset, labels_path, alerts_db, name, ap_margin, window_days,
-                features, unsupervised_detectors, supervised, eval_days, seed, head_trees, as_json):
-        """Train a challenger on the latest data + analyst labels and promote it only if it wins.
-
-        Champion and challenger are compared on the most recent labelled window whose labels neither
-        trained on; 'champion' moves only if the challenger's AP beats the champion's by --ap-margin and
-        its CP@100 is not worse. Decision, both metric sets and the reason become MLflow tags.
-        """
-        from fraud import registry
-        from fraud.training import read_archive
-        from fraud.training import retrain_flow
 
         registry.quiet_mlflow()
-        console = _console()
-        say = _stage_printer(console)
-        if bool(data) == bool(archive):
-            raise click.UsageError("give exactly one of --data or --archive")
-        name = name or settings.model_name
-        cfg = _train_config(settings, name, features, unsupervised_detectors, supervised, eval_days, seed, head_trees)
-        say(f"reading {data or archive}")
-        df = _read(data, columns, preset) if data else read_archive(archive)
-        labels = _labels(labels_path, alerts_db)
-        with _echo_training_warnings():
-            out = retrain_flow(settings, df, cfg, name=name, labels=labels, ap_margin=ap_margin,
-                               window_days=window_days, progress=say,
-                               log=lambda res, tags: _log_training(settings, res, name, console, extra_tags=tags,
-                                                                   run_name="retrain-challenger", df=df))
-        if as_json:
-            click.echo(json.dumps(out, default=str))
-        else:
-            click.echo(f"gate window [{out['window'][0]}, {out['window'][1]})")
-            click.echo(f"champion   v{out['champion_version']}: {_fmt_metrics(out['champion'])}")
-            click.echo(f"challenger v{out['challenger_version']}: {_fmt_metrics(out['challenger'])}")
-            click.echo(f"decision: {out['decision']} - {out['reason']}")
-
-    @main.command()
-    @data_options(rejects=False)
-    @click.option("--model", "model_uri", default=None, help="Model URI (default models:/NAME@champion).")
-    @click.option("--from", "date_from", default=None, metavar="DATE", help="Window start (default: until - 7 days).")
-    @click.option("--until", "date_until", default=None, metavar="DATE",
-                  help="Window end, exclusive (default: last transaction - delay, i.e. labels known now).")
-    @click.option("--log", "log_run", is_flag=True, help="Log the metrics as an MLflow run tagged with the model version.")
-    @click.option("--json", "as_json", is_flag=True)
-    @click.pass_obj
-    def evaluate(settings, data, columns, preset, model_uri, date_from, date_until, log_run, as_json):
-        """Evaluate a registered model on a labelled window of a file (AP, AUC, CP@100).
-
-        Features come from a replay of the whole file before the window's end (vectorized path)."""
-        import pandas as pd
-
-        from fraud import registry
-        from fraud.training import score_window, to_utc, window_metrics
-
-        registry.quiet_mlflow()
-        model_uri = model_uri or f"models:/{settings.model_name}@champion"
         bundle = registry.load_bundle(model_uri, tracking_uri=settings.tracking_uri, key=settings.bundle_key)
-        df = _read(data, columns, preset)
-        if "label" not in df:
-            raise click.UsageError(f"{data}: no 'label' column: nothing to evaluate against")
-        until = to_utc(date_until, "--until") or (df["timestamp"].iloc[-1].floor("D") + pd.Timedelta(days=1)
-                                                  - pd.Timedelta(days=settings.feedback_delay_days))
-        start = to_utc(date_from, "--from") or until - pd.Timedelta(days=7)
-        m = window_metrics(score_window(bundle, df, start, until))
-        if log_run:
-            import mlflow
-
-            exp = registry.ensure_experiment(f"{settings.model_name}-evaluations", settings.artifact_root)
-            with mlflow.start_run(experiment_id=exp, run_name="evaluate"):
-                mlflow.set_tags({"model_uri": model_uri, "model_version": str(bundle.version), "data": str(data),
-                                 "window": f"[{start}, {until})"})
-                mlflow.log_metrics({registry.mlflow_key(k): float(v) for k, v in m.items() if v == v})
-        if as_json:
-            click.echo(json.dumps({"model": model_uri, "version": bundle.version, "window": [str(start), str(until)],
-                                   "metrics": m}))
-        else:
-            click.echo(f"{model_uri} (version {bundle.version}) on [{start}, {until}): {_fmt_metrics(m)}")
-
-    # -- benchmarks ------------------------------------------------------------------------------
-    @bench.command("train")
-    @data_options(required=False, rejects=False)
-    @_model_options
-    @click.option("--customers", default=2000, show_default=True, help="Simulated world size when --data is absent.")
-    @click.option("--days", default=90, show_default=True)
-    @click.option("--register/--no-register", default=False, show_default=True,
-                  help="Also log + register into a temporary MLflow store (timed separately).")
-    @click.option("--json", "as_json", is_flag=True)
-    @click.pass_obj
-    def bench_train(settings, data, columns, preset, features, unsupervised_detectors, supervised, eval_days, seed,
-                    head_trees, customers, days, register, as_json):
-        """Time a full training run (read + features + detectors + evaluation) on a file or a simulated world."""
-        from fraud.training import train as do_train
-
-        console = _console()
-        say = _stage_printer(console)
-        t0, c0 = time.perf_counter(), _cpu_s()
-        if data:
-            df = _read(data, columns, preset)
-            src = str(data)
-        else:
-            from fraud.simulate import simulate
-
-            df = simulate(customers=customers, terminals=2 * customers, days=days, seed=0)
-            src = f"simulate(customers={customers}, days={days})"
-        t_read = time.perf_counter() - t0
-        c1 = _cpu_s()
+    else:
         cfg = _train_config(settings, "bench", features, unsupervised_detectors, supervised, eval_days, seed, head_trees)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = do_train(df, cfg, progress=say)
-        out = {"data": src, "transactions": len(df), "read_s": round(t_read, 2),
-               "train_s": round(res.timings["total"], 2), "train_cpu_s": round(_cpu_s() - c1, 2),
-               "featurizers": list(cfg.featurizers),
-               "stages_s": {k: round(v, 2) for k, v in res.timings.items()},
-               "metrics": {k: res.metrics.get(k) for k in ("ap", "auc", "cp@100")}}
-        if register:
-            import tempfile
+        bundle = _bench_bundle(test, cfg, say)
+    if explain:
+        bundle.explain = explain
+    say(f"scoring {len(test):,} transactions in micro-batches of {batch_size:,}")
+    out = {"data": src, **_score_rate(bundle, test, batch_size), **_batch100_latency(bundle, test, batch_size)}
+    head = _bench_head(bundle, test)
+    if head:
+        out["head_predict"] = head
+    _print_out(out, as_json)
 
-            from fraud import registry
 
-            registry.quiet_mlflow()
-            with tempfile.TemporaryDirectory() as tmp:
-                s2 = settings.with_(tracking_uri=f"sqlite:///{tmp}/mlflow.db", artifact_root=f"{tmp}/artifacts")
-                t1 = time.perf_counter()
-                _log_training(s2, res, "bench", console)
-                out["register_s"] = round(time.perf_counter() - t1, 2)
-        out["total_s"] = round(time.perf_counter() - t0, 2)
-        if as_json:
-            click.echo(json.dumps(out))
-        else:
-            for k, v in out.items():
-                click.echo(f"{k}: {v}")
+def _bench_bundle(df, cfg, say):
+    """A bundle trained in memory on the first 2/3 of ``df``."""
+    from fraud.training import train as do_train
 
-    @bench.command("score")
-    @data_options(required=False, rejects=False)
-    @click.option("--model", "model_uri", default=None,
-                  help="Registered model to score with (default: train one in memory on the first 2/3 of the data).")
-    @_model_options
-    @click.option("--customers", default=2000, show_default=True, help="Simulated world size when --data is absent.")
-    @click.option("--days", default=90, show_default=True)
-    @click.option("--batch-size", default=10_000, show_default=True, type=int)
-    @click.option("--explain", default=None, type=click.Choice(["alerts", "all", "none"]),
-                  help="Reason codes for: alerts (default), all rows, none (to see their cost).")
-    @click.option("--json", "as_json", is_flag=True)
-    @click.pass_obj
-    def bench_score(settings, data, columns, preset, model_uri, features, unsupervised_detectors, supervised,
-                    eval_days, seed, head_trees, customers, days, batch_size, explain, as_json):
-        """Scoring rate of the one scoring path (score_frame replay in micro-batches), with a per-stage breakdown."""
-        import pandas as pd
+    cut = df["timestamp"].iloc[int(len(df) * 2 / 3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return do_train(df[df["timestamp"] < cut].reset_index(drop=True), cfg, train_until=cut, progress=say).bundle
 
-        console = _console()
-        say = _stage_printer(console)
-        if data:
-            df = _read(data, columns, preset)
-            src = str(data)
-        else:
-            from fraud.simulate import simulate
 
-            df = simulate(customers=customers, terminals=2 * customers, days=days, seed=0)
-            src = f"simulate(customers={customers}, days={days})"
-        if model_uri:
-            from fraud import registry
+def _score_rate(bundle, test, batch_size: int) -> dict:
+    """Rate (wall and CPU) and per-stage seconds of a ``score_frame`` replay of ``test``, after a warm-up."""
+    # warm-up on a throwaway state (compiled kernels load from numba's disk cache, or compile on a first run)
+    bundle.score_frame(test.iloc[:2000], batch_size=min(batch_size, 1000), state=bundle.new_state())
+    bundle.timings.clear()
+    t0, c0 = time.perf_counter(), _cpu_s()
+    res = bundle.score_frame(test, batch_size=batch_size)
+    dt = time.perf_counter() - t0
+    cpu = _cpu_s() - c0
+    stages = {k: round(v, 3) for k, v in bundle.timings.items()}
+    stages["other"] = round(dt - sum(bundle.timings.values()), 3)
+    return {"transactions": len(test), "batch_size": batch_size, "seconds": round(dt, 3),
+            "tx_per_s": round(len(test) / dt, 1), "cpu_s": round(cpu, 3),
+            "tx_per_cpu_s": round(len(test) / max(cpu, 1e-9), 1), "alerts": int(res["is_alert"].sum()),
+            "stages_s": stages, "featurizers": [type(f).__name__ for f in bundle.featurizers],
+            "explain": bundle.explain}
 
-            registry.quiet_mlflow()
-            bundle = registry.load_bundle(model_uri, tracking_uri=settings.tracking_uri, key=settings.bundle_key)
-            test = df
-        else:
-            from fraud.training import train as do_train
 
-            cut = df["timestamp"].iloc[int(len(df) * 2 / 3)]
-            cfg = _train_config(settings, "bench", features, unsupervised_detectors, supervised, eval_days, seed, head_trees)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                bundle = do_train(df[df["timestamp"] < cut].reset_index(drop=True), cfg, train_until=cut,
-                                  progress=say).bundle
-            test = df
-        if explain:
-            bundle.explain = explain
-        # warm-up on a throwaway state (compiled kernels load from numba's disk cache, or compile on a first run)
-        bundle.score_frame(test.iloc[:2000], batch_size=min(batch_size, 1000), state=bundle.new_state())
-        bundle.timings.clear()
-        say(f"scoring {len(test):,} transactions in micro-batches of {batch_size:,}")
-        t0, c0 = time.perf_counter(), _cpu_s()
-        res = bundle.score_frame(test, batch_size=batch_size)
-        dt = time.perf_counter() - t0
-        cpu = _cpu_s() - c0
-        stages = {k: round(v, 3) for k, v in bundle.timings.items()}
-        stages["other"] = round(dt - sum(bundle.timings.values()), 3)
-        out = {"data": src, "transactions": len(test), "batch_size": batch_size, "seconds": round(dt, 3),
-               "tx_per_s": round(len(test) / dt, 1), "cpu_s": round(cpu, 3),
-               "tx_per_cpu_s": round(len(test) / max(cpu, 1e-9), 1), "alerts": int(res["is_alert"].sum()),
-               "stages_s": stages, "featurizers": [type(f).__name__ for f in bundle.featurizers],
-               "explain": bundle.explain}
-        # one stream-sized micro-batch (100 rows) on a warm state: median latency
-        st = bundle.new_state()
-        warm = test.iloc[: min(len(test) - 100, 50_000)]
-        bundle.score_frame(warm, batch_size=batch_size, state=st)
-        lat, lat_cpu = [], []
-        for i in range(len(warm), min(len(test), len(warm) + 2000), 100):
-            t1, c1 = time.perf_counter(), time.process_time()
-            bundle.score(test.iloc[i:i + 100], st)
-            lat.append((time.perf_counter() - t1) * 1000)
-            lat_cpu.append((time.process_time() - c1) * 1000)
-        if lat:
-            s = pd.Series(lat)
-            out["batch100_ms_p50"] = round(float(s.median()), 2)
-            out["batch100_ms_p99"] = round(float(s.quantile(0.99)), 2)
-            # CPU time of the same calls: on a shared machine the wall figures above include waiting for a core
-            s = pd.Series(lat_cpu)
-            out["batch100_cpu_ms_p50"] = round(float(s.median()), 2)
-            out["batch100_cpu_ms_p99"] = round(float(s.quantile(0.99)), 2)
-        head = _bench_head(bundle, test)
-        if head:
-            out["head_predict"] = head
-        if as_json:
-            click.echo(json.dumps(out))
-        else:
-            for k, v in out.items():
-                click.echo(f"{k}: {v}")
+def _batch100_latency(bundle, test, batch_size: int) -> dict:
+    """Latency of one stream-sized micro-batch (100 rows) on a warm state: p50/p99, wall and CPU ms (on a
+    shared machine the wall figures include waiting for a core)."""
+    import pandas as pd
 
-    def _bench_head(bundle, test):
-        """The supervised head alone on the last 10,000 rows' detector input: the library's predict_proba vs
-        the compiled predictor (ms per call, best of 3, CPU time), and their largest difference."""
-        import numpy as np
+    st = bundle.new_state()
+    warm = test.iloc[: min(len(test) - 100, 50_000)]
+    bundle.score_frame(warm, batch_size=batch_size, state=st)
+    lat, lat_cpu = [], []
+    for i in range(len(warm), min(len(test), len(warm) + 2000), 100):
+        t1, c1 = time.perf_counter(), time.process_time()
+        bundle.score(test.iloc[i:i + 100], st)
+        lat.append((time.perf_counter() - t1) * 1000)
+        lat_cpu.append((time.process_time() - c1) * 1000)
+    out = {}
+    for key, values in (("batch100_ms", lat), ("batch100_cpu_ms", lat_cpu)):
+        if values:
+            s = pd.Series(values)
+            out[f"{key}_p50"] = round(float(s.median()), 2)
+            out[f"{key}_p99"] = round(float(s.quantile(0.99)), 2)
+    return out
 
-        ens = bundle.detector
-        head = getattr(ens, "supervised_", None)
-        if head is None or not hasattr(head, "_library_proba"):
-            return None
-        rows = test.iloc[-10_000:]
-        A = ens._matrix(bundle.features_batch(rows))
-        Z = ens._stack(A, ens._unsup_ranks(A)) if getattr(ens, "stacked_", False) else A
-        res = {"kind": head.kind, "trees": int(len(head._forest()["roots"]))}
-        for n in (len(Z), 100):
-            q = Z[:n]
-            best = {}
-            for name, f in (("library", head._library_proba), ("compiled", head.decision_function)):
+
+def _bench_head(bundle, test):
+    """The supervised head alone on the last 10,000 rows' detector input: the library's predict_proba vs
+    the compiled predictor (ms per call, best of 3, CPU time), and their largest difference."""
+    import numpy as np
+
+    ens = bundle.detector
+    head = getattr(ens, "supervised_", None)
+    if head is None or not hasattr(head, "_library_proba"):
+        return None
+    rows = test.iloc[-10_000:]
+    A = ens._matrix(bundle.features_batch(rows))
+    Z = ens._stack(A, ens._unsup_ranks(A)) if getattr(ens, "stacked_", False) else A
+    res = {"kind": head.kind, "trees": int(len(head._forest()["roots"]))}
+    for n in (len(Z), 100):
+        q = Z[:n]
+        best = {}
+        for name, f in (("library", head._library_proba), ("compiled", head.decision_function)):
+            f(q)
+            ts = []
+            for _ in range(3):
+                c0 = time.process_time()
                 f(q)
-                ts = []
-                for _ in range(3):
-                    c0 = time.process_time()
-                    f(q)
-                    ts.append(time.process_time() - c0)
-                best[name] = min(ts)
-            res[f"rows{n}_library_ms"] = round(best["library"] * 1000, 3)
-            res[f"rows{n}_compiled_ms"] = round(best["compiled"] * 1000, 3)
-            res[f"rows{n}_speedup"] = round(best["library"] / max(best["compiled"], 1e-9), 1)
-        res["max_abs_diff"] = float(np.abs(head._library_proba(Z) - head.decision_function(Z)).max())
-        return res
+                ts.append(time.process_time() - c0)
+            best[name] = min(ts)
+        res[f"rows{n}_library_ms"] = round(best["library"] * 1000, 3)
+        res[f"rows{n}_compiled_ms"] = round(best["compiled"] * 1000, 3)
+        res[f"rows{n}_speedup"] = round(best["library"] / max(best["compiled"], 1e-9), 1)
+    res["max_abs_diff"] = float(np.abs(head._library_proba(Z) - head.decision_function(Z)).max())
+    return res
 
-    @bench.command("load")
-    @click.option("--model", "model_uri", default=None, help="Model URI (default models:/NAME@champion).")
-    @click.option("--repeat", default=3, show_default=True)
-    @click.option("--json", "as_json", is_flag=True)
-    @click.pass_obj
-    def bench_load(settings, model_uri, repeat, as_json):
-        """Load time of a registered bundle: direct artifact unpickling vs mlflow.pyfunc.load_model."""
-        from fraud import registry
+@click.command("load")
+@click.option("--model", "model_uri", default=None, help="Model URI (default models:/NAME@champion).")
+@click.option("--repeat", default=3, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def bench_load(settings, model_uri, repeat, as_json):
+    """Load time of a registered bundle: direct artifact unpickling vs mlflow.pyfunc.load_model."""
+    from fraud import registry
 
-        registry.quiet_mlflow()
-        registry.configure(settings.tracking_uri)
-        model_uri = model_uri or f"models:/{settings.model_name}@champion"
-        out = {"model": model_uri}
-        for via in ("artifact", "pyfunc"):
-            ts = [registry.timed_load(model_uri, via) for _ in range(repeat)]
-            out[f"{via}_s_min"] = round(min(ts), 4)
-        out["ratio_pyfunc_over_artifact"] = round(out["pyfunc_s_min"] / max(out["artifact_s_min"], 1e-9), 2)
-        click.echo(json.dumps(out) if as_json else "\n".join(f"{k}: {v}" for k, v in out.items()))
+    registry.quiet_mlflow()
+    registry.configure(settings.tracking_uri)
+    model_uri = model_uri or f"models:/{settings.model_name}@champion"
+    out = {"model": model_uri}
+    for via in ("artifact", "pyfunc"):
+        ts = [registry.timed_load(model_uri, via) for _ in range(repeat)]
+        out[f"{via}_s_min"] = round(min(ts), 4)
+    out["ratio_pyfunc_over_artifact"] = round(out["pyfunc_s_min"] / max(out["artifact_s_min"], 1e-9), 2)
+    click.echo(json.dumps(out) if as_json else "\n".join(f"{k}: {v}" for k, v in out.items()))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
@@ -381,71 +380,25 @@ def flagged_graph(alerts: pd.DataFrame):
 
 
 # -- embeddings -----------------------------------------------------------------------------
-def _crc_hash(s) -> int:
-    return zlib.crc32(str(s).encode("utf-8"))
-
-
 def deepwalk_embedding(graph, nodes=None, dim: int = 16, walks_per_node: int | None = None, walk_length: int = 20,
                        window: int = 5, epochs: int | None = None, seed: int = 0, weight: str | None = None) -> dict:
-    """Random walks + skip-gram (gensim Word2Vec, one worker): node -> vector. Walks step to a
-    neighbour uniformly, or with probability proportional to the edge attribute ``weight``.
-
-    Deterministic for a seed (numpy Generator for the walks; a CRC hash for gensim's initial
-    vectors, independent of PYTHONHASHSEED). ``walks_per_node`` defaults to 20000 // n clipped to
-    [5, 40] and ``epochs`` to 5 (3 from 1,000 nodes): small graphs get more walks so that their
-    embedding is not noise, large ones stay cheap (measured: same purity and ring share on a
-    2,800-entity flagged graph at a third of the CPU time of 14 walks x 5 epochs)."""
-    from gensim.models import Word2Vec
-
-    nodes = sorted(graph.nodes) if nodes is None else list(nodes)
-    if not nodes:
-        return {}
-    index = {n: i for i, n in enumerate(nodes)}
-    nbrs = [[index[m] for m in sorted(graph.neighbors(n)) if m in index] for n in nodes]
-    deg = np.array([len(x) for x in nbrs], dtype=np.int64)
-    indptr = np.concatenate([[0], np.cumsum(deg)])
-    indices = np.array([j for x in nbrs for j in x], dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    n = len(nodes)
-    if walks_per_node is None:
-        walks_per_node = int(np.clip(20000 // max(n, 1), 5, 40))
-    if epochs is None:
-        epochs = 5 if n < 1000 else 3
-    starts = np.tile(np.arange(n), walks_per_node)
-    walks = np.empty((len(starts), walk_length), dtype=np.int64)
-    walks[:, 0] = starts
-    cur = starts.copy()
-    if weight is not None and len(indices):
-        w = np.array([float(graph.edges[nodes[i], nodes[j]].get(weight, 1.0)) for i, x in enumerate(nbrs) for j in x])
-        cum = np.cumsum(np.maximum(w, 1e-12))
-    else:
-        cum = None
-    for step in range(1, walk_length):
-        d = deg[cur]
-        ok = d > 0
-        if not len(indices):
-            nxt = cur
-        elif cum is None:
-            pick = indptr[cur] + np.floor(rng.random(len(cur)) * np.maximum(d, 1)).astype(np.int64)
-            nxt = np.where(ok, indices[np.minimum(pick, len(indices) - 1)], cur)
-        else:
-            lo = np.where(indptr[cur] > 0, cum[np.maximum(indptr[cur] - 1, 0)], 0.0)
-            hi = cum[np.maximum(indptr[cur + 1] - 1, 0)]
-            pick = np.searchsorted(cum, lo + rng.random(len(cur)) * (hi - lo), side="right")
-            pick = np.clip(pick, indptr[cur], np.maximum(indptr[cur + 1] - 1, indptr[cur]))
-            nxt = np.where(ok, indices[np.minimum(pick, len(indices) - 1)], cur)
-        walks[:, step] = nxt
-        cur = nxt
-    sentences = [[str(x) for x in w] for w in walks]
-    model = Word2Vec(sentences=sentences, vector_size=dim, window=window, min_count=0, sg=1, negative=5,
-                     workers=1, seed=seed, epochs=epochs, hashfxn=_crc_hash)
-    return {node: np.asarray(model.wv[str(i)], dtype=np.float64) for node, i in index.items()}
+    """DeepWalk: uniform random walks (or, with ``weight``, steps proportional to that edge attribute) and
+    skip-gram, i.e. ``models.node2vec.Node2Vec`` with p = q = 1 and its numba skip-gram (no gensim: a
+    production install has no dev extras). node -> vector, deterministic for a seed (one thread).
+    ``walks_per_node`` defaults to 20000 // n clipped to [5, 40] and ``epochs`` to 5 (3 from 1,000
+    nodes): small graphs get more walks so that their embedding is not noise, large ones stay cheap."""
+    return _node2vec(graph, nodes, dim, seed, walks_per_node, epochs, walk_length=walk_length, window=window,
+                     weight=weight)
 
 
 def node2vec_embedding(graph, nodes=None, dim: int = 16, seed: int = 0, walks_per_node: int | None = None,
                        epochs: int | None = None) -> dict:
     """``models.node2vec.Node2Vec`` (p = q = 1) on the flagged subgraph, with the same walk and
     epoch defaults as :func:`deepwalk_embedding`."""
+    return _node2vec(graph, nodes, dim, seed, walks_per_node, epochs)
+
+
+def _node2vec(graph, nodes, dim, seed, walks_per_node, epochs, walk_length=20, window=5, weight=None) -> dict:
     import torch
 
     from models.node2vec import Node2Vec
@@ -455,13 +408,18 @@ def node2vec_embedding(graph, nodes=None, dim: int = 16, seed: int = 0, walks_pe
     if not n:
         return {}
     index = {x: i for i, x in enumerate(nodes)}
-    e = np.array([[index[a], index[b]] for a, b in graph.edges if a in index and b in index], dtype=np.int64)
-    e = e.reshape(-1, 2)
+    pairs = [(a, b) for a, b in graph.edges if a in index and b in index]
+    e = np.array([[index[a], index[b]] for a, b in pairs], dtype=np.int64).reshape(-1, 2)
     edge_index = torch.from_numpy(np.concatenate([e.T, e[:, ::-1].T], axis=1).copy())
+    w = None
+    if weight is not None:
+        w = np.array([float(graph.edges[a, b].get(weight, 1.0)) for a, b in pairs], dtype=np.float64)
+        w = torch.from_numpy(np.concatenate([w, w]))
     walks = int(np.clip(20000 // n, 5, 40)) if walks_per_node is None else walks_per_node
     ep = (5 if n < 1000 else 3) if epochs is None else epochs
-    emb = Node2Vec(dim=dim, walks_per_node=walks, epochs=ep, seed=seed).fit(edge_index, n).embedding_
-    emb = emb.detach().cpu().numpy() if hasattr(emb, "detach") else np.asarray(emb)
+    model = Node2Vec(dim=dim, walk_length=walk_length, walks_per_node=walks, context_size=window, epochs=ep,
+                     seed=seed)
+    emb = np.asarray(model.fit(edge_index, n, edge_weight=w).embedding_)
     return {x: emb[i].astype(np.float64) for x, i in index.items()}
 
 

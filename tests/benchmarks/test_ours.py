@@ -18,11 +18,11 @@ def world():
 
 
 def test_registered_and_featurizer_known():
-    from fraud import training
+    from fraud.training import featurizers
 
     assert "ours" in handbook.MODELS and "ours-unsupervised" in handbook.MODELS
-    assert training.FEATURIZERS["behaviour"] == "fraud.features.behaviour:BehaviourFeatures"
-    assert training.featurizer_class("behaviour").__name__ == "BehaviourFeatures"
+    assert featurizers.FEATURIZERS["behaviour"] == "fraud.features.behaviour:BehaviourFeatures"
+    assert featurizers.featurizer_class("behaviour").__name__ == "BehaviourFeatures"
 
 
 def test_bench_runs_ours_models(world):
@@ -39,7 +39,9 @@ def test_bench_runs_ours_models(world):
 
 def test_supervised_config_is_a_valid_training_config():
     """The bench's configuration builds the product's detector: the head with HEAD_PARAMS over both featurizers."""
-    from fraud.training import TrainConfig, make_detector, make_featurizer
+    from fraud.training import TrainConfig
+    from fraud.training.detector import make_detector
+    from fraud.training.featurizers import make_featurizer
 
     cfg = TrainConfig(**ours.SUPERVISED_CONFIG)
     det = make_detector(cfg, supervised=True)

@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraud.baseline import WEIGHTS, Blend, BookForest, book_columns, guard
-from fraud.training import TrainConfig, train, window_metrics
+from fraud.training import TrainConfig, train
+from fraud.training.baseline import WEIGHTS, Blend, BookForest, book_columns, guard
+from fraud.training.evaluation import window_metrics
 
 LIGHT = dict(featurizers=("tabular", "collusion"), unsupervised=("hbos",), warm_state_days=0,
              ensemble_params={"supervised_params": {"n_estimators": 40, "n_jobs": 1}})

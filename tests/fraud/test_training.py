@@ -10,8 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from fraud.errors import ConfigError, SchemaError
-from fraud.training import (FraudTrainingWarning, TrainConfig, apply_labels, gate_window, hide_recent_labels,
-                            promotion_decision, train, windows_for)
+from fraud.training import FraudTrainingWarning, TrainConfig, train
+from fraud.training.data import apply_labels, hide_recent_labels, windows_for
+from fraud.training.gate import gate_window, promotion_decision
 
 LIGHT = dict(featurizers=("tabular",), unsupervised=("iforest", "hbos"),
              ensemble_params={"detector_params": {"iforest": {"n_estimators": 50}},
@@ -186,8 +187,6 @@ def test_warm_state_is_the_online_replay_of_recent_history(world):
     assert b.initial_state_.last_timestamp == hist["timestamp"].iloc[-1]
     warm = b.score(later, b.warm_state())
     # the same from an empty state after replaying the last 10 days of history (labels hidden as training did)
-    from fraud.training import hide_recent_labels
-
     known = hide_recent_labels(hist, pd.Timestamp(res.windows["labels_known_before"]))
     st = b.new_state()
     tail = known[known["timestamp"] >= known["timestamp"].iloc[-1] - pd.Timedelta(days=10)]

@@ -187,3 +187,49 @@ def test_train_command_without_fraud_labels_falls_back_with_a_warning(world, tmp
     assert "warning:" in r.stderr and "unsupervised" in r.stderr.lower()
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["version"] is None and any("unsupervised" in w.lower() for w in out["warnings"])
+
+
+def test_train_command_unsupervised_without_label_column_registers_a_loadable_model(world, tmp_path):
+    """``fraud train --unsupervised`` on data with no label (nor scenario) column: trained, registered
+    (curves skipped: nothing to draw them from), and the version loads and scores."""
+    from fraud.cli import main
+
+    p = tmp_path / "nolabels.parquet"
+    world.drop(columns=[c for c in ("label", "scenario") if c in world]).to_parquet(p)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {"MLFLOW_TRACKING_URI": uri, "FRAUD_ARTIFACT_ROOT": str(tmp_path / "artifacts")}
+    r = CliRunner().invoke(main, ["train", "--data", str(p), "--unsupervised",
+                                  "--features", "tabular", "--detectors", "hbos", "--name", "label-free",
+                                  "--json"], env=env)
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["version"] == "1"
+    b = registry.load_bundle("models:/label-free/1", tracking_uri=uri)
+    assert b.config["unsupervised_flag"] is True
+    scored = b.score_frame(world.drop(columns=["label", "scenario"]).iloc[-2000:], batch_size=1000)
+    assert len(scored) == 2000 and scored["score"].between(0, 1).all()
+
+
+def test_retrain_command_registers_a_challenger_with_the_gate_decision(world, tmp_path):
+    """``fraud train`` then ``fraud retrain`` through the CLI: v1 champion, v2 challenger with the decision tags."""
+    import mlflow
+
+    from fraud.cli import main
+
+    p = tmp_path / "world.parquet"
+    world.to_parquet(p)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {"MLFLOW_TRACKING_URI": uri, "FRAUD_ARTIFACT_ROOT": str(tmp_path / "artifacts")}
+    light = ["--features", "tabular", "--detectors", "hbos", "--head-trees", "30", "--name", "gated"]
+    first = CliRunner().invoke(main, ["train", "--data", str(p), *light, "--json"], env=env)
+    assert first.exit_code == 0, first.output + repr(first.exception)
+    r = CliRunner().invoke(main, ["retrain", "--data", str(p), *light, "--json"], env=env)
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["champion_version"] == "1" and out["challenger_version"] == "2"
+    assert out["decision"] in ("promote", "keep") and out["reason"]
+    registry.configure(uri)
+    run_id = mlflow.MlflowClient().get_model_version("gated", "2").run_id
+    tags = mlflow.get_run(run_id).data.tags
+    assert tags["retrain.decision"] == out["decision"] and "baseline.choice" in tags
+    assert registry.resolve_alias("gated", "champion") == ("2" if out["decision"] == "promote" else "1")

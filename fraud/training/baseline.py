@@ -1,4 +1,4 @@
-"""Never below the simple baseline: the book-feature random forest beside the full pipeline at training.
+"""The baseline guard stage: never below the book-feature random forest on the held-back week.
 
 ``guard`` fits the book's random forest (its 15 features, the ``tabular`` featurizer's columns) on the
 labels the supervised head saw, scores both on the held-back labelled week, and returns the better of
@@ -12,6 +12,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from fraud.errors import ConfigError, NotFittedError
+from fraud.training.detector import subsample_genuine
 
 #: blend weights of the pipeline tried on the evaluation week (1 = pipeline alone, 0 = forest alone)
 WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)
@@ -125,8 +126,6 @@ def training_guard(det, X: pd.DataFrame, df: pd.DataFrame, windows: dict, in_tra
                    seed: int = 0, max_rows: int | None = None) -> tuple[object, dict]:
     """:func:`guard` with the training windows of ``fraud.training.train``: the comparison forest learns the
     head's labels ``[train_from, label_cutoff)``, the final one every label known at train-until."""
-    from fraud.training import _subsample_genuine
-
     ts = df["timestamp"]
     lab = df["label"].to_numpy(dtype=np.float64)
     fit = in_train & (ts < windows["label_cutoff"]).to_numpy()
@@ -134,6 +133,20 @@ def training_guard(det, X: pd.DataFrame, df: pd.DataFrame, windows: dict, in_tra
     y_eval = lab[ev]
     if not (ev.any() and 0 < y_eval.sum() < len(y_eval) and 0 < lab[fit].sum() < fit.sum()):
         return det, {"baseline.choice": "pipeline (no labelled fraud to compare on)"}
-    y_fit = _subsample_genuine(np.where(fit, lab, np.nan), max_rows, seed)
-    y_all = _subsample_genuine(np.where(known, lab, np.nan), max_rows, seed)
+    y_fit = subsample_genuine(np.where(fit, lab, np.nan), max_rows, seed)
+    y_all = subsample_genuine(np.where(known, lab, np.nan), max_rows, seed)
     return guard(det, X, y_fit, y_eval, ev, y_all, seed=seed)
+
+
+def guard_step(cfg, det, X: pd.DataFrame, df: pd.DataFrame, windows: dict, in_train: np.ndarray, ev: np.ndarray,
+               applicable: bool, say) -> tuple[object, dict, np.ndarray | None]:
+    """(detector to register, MLflow tags, its evaluation-week scores or None) of a training run:
+    :func:`training_guard` when ``cfg.baseline_guard`` is on and it ``applicable`` (a supervised head over
+    the tabular features)."""
+    if not cfg.baseline_guard:
+        return det, {"baseline.choice": "pipeline (guard off)"}, None
+    if not applicable:
+        return det, {"baseline.choice": "pipeline (no supervised head or no tabular features)"}, None
+    say("comparing with the book-feature random forest on the evaluation week")
+    det, info = training_guard(det, X, df, windows, in_train, ev, seed=cfg.seed, max_rows=cfg.max_supervised_rows)
+    return det, info, info.pop("eval_scores", None)

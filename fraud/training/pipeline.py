@@ -1,0 +1,123 @@
+"""``train``: canonical transactions -> a fitted :class:`fraud.bundle.ScoringBundle` and its evaluation.
+
+The stages run in order: data (windows, known labels), featurizers, detector, baseline guard (and the
+collusion alarm), threshold, evaluation, warm state. Each stage is a module of this package.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from fraud import schema
+from fraud.training import data, detector, evaluation, featurizers, threshold
+from fraud.training.config import FraudTrainingWarning, TrainConfig
+
+
+@dataclass
+class TrainResult:
+    bundle: object
+    metrics: dict
+    params: dict
+    eval_frame: pd.DataFrame  # tx_id, timestamp, customer_id, label, score (+ scenario) of the eval window
+    warnings: list
+    timings: dict
+    windows: dict
+    tags: dict = field(default_factory=dict)  # MLflow tags (the baseline comparison)
+
+
+def train(df: pd.DataFrame, cfg: TrainConfig | None = None, train_from=None, train_until=None,
+          labels: pd.DataFrame | None = None, unsupervised: bool = False, progress=None) -> TrainResult:
+    """Fit featurizers and detectors on ``df`` (canonical) and return the bundle and its evaluation.
+    ``unsupervised`` drops every label; ``labels`` (tx_id, label) override the file's; ``progress``:
+    optional callable(message) for stage reporting."""
+    cfg = cfg or TrainConfig()
+    say = progress or (lambda msg: None)
+    t_all = time.perf_counter()
+    timings: dict[str, float] = {}
+    warns: list[str] = []
+
+    def warn(msg):
+        warns.append(msg)
+        warnings.warn(msg, FraudTrainingWarning, stacklevel=3)
+
+    df, w = data.prepare(df, cfg, train_from, train_until, labels, unsupervised)
+    fitted, X = featurizers.fit_featurizers(df, cfg, w, say, timings)
+    feature_names = list(X.columns)
+    X = featurizers.finite(X, warn)
+    in_train = detector.training_rows(df, w)
+    y = detector.head_labels(df, cfg, w, in_train, unsupervised, warn)
+    det = detector.fit_detector(X.loc[in_train].reset_index(drop=True), y, cfg, say, timings)
+    t0 = time.perf_counter()
+    det, tags, scored = _register_detector(cfg, det, X, df, w, in_train, y is not None, say)
+    recent = threshold.recent_rows(df, w, in_train)
+    thr, alerts_per_day = threshold.budget_threshold(scored.scores(recent), df, recent, cfg.alert_budget_per_day)
+    ev_frame = scored.evaluation(df)
+    timings["evaluate"] = time.perf_counter() - t0
+    metrics = evaluation.evaluation_metrics(ev_frame, w, warn)
+    metrics["alerts_per_day_recent"] = alerts_per_day
+    bundle = _bundle(cfg, fitted, det, thr, feature_names, w, y is not None, unsupervised, in_train, df)
+    _warm(bundle, df, cfg, say, timings)
+    timings["total"] = time.perf_counter() - t_all
+    params = {**cfg.params(), **{f"window.{k}": str(v) for k, v in w.items()}, "supervised_used": y is not None,
+              "n_train": int(in_train.sum()), "n_history": int(len(df)), "n_features": len(feature_names),
+              "unsupervised_flag": bool(unsupervised)}
+    metrics = {**metrics, "threshold": thr, **{f"seconds.{k}": v for k, v in timings.items()}}
+    return TrainResult(bundle, metrics, params, ev_frame, warns, timings, w, tags)
+
+
+class _Scores:
+    """Scores of the detector to register: training rows reuse the ensemble's own, the evaluation week
+    those the baseline guard computed (when it did)."""
+
+    def __init__(self, det, X, in_train, ev, ev_scores=None):
+        self.scores = detector.row_scores(det, X, in_train)
+        self.ev, self.ev_scores = ev, ev_scores
+
+    def evaluation(self, df: pd.DataFrame) -> pd.DataFrame:
+        s = self.ev_scores if self.ev_scores is not None else (self.scores(self.ev) if self.ev.any() else [])
+        return evaluation.eval_frame(df, self.ev, s)
+
+
+def _register_detector(cfg, det, X, df, w, in_train, supervised, say) -> tuple[object, dict, _Scores]:
+    """(the detector the bundle gets: the ensemble, after the baseline guard and the collusion alarm; the
+    guard's MLflow tags; its scores)."""
+    from fraud.training.baseline import guard_step
+
+    ts = df[schema.TIMESTAMP]
+    ev = ((ts >= w["eval_from"]) & (ts < w["eval_until"])).to_numpy()
+    fitted = det
+    det, tags, ev_scores = guard_step(cfg, det, X, df, w, in_train, ev, supervised and "tabular" in cfg.featurizers,
+                                      say)
+    if "collusion" in cfg.featurizers:
+        det, ev_scores = detector.under_collusion_alarm(det, X.loc[in_train].reset_index(drop=True)), None
+    # the ensemble's training scores are only valid for the ensemble itself
+    return det, tags, _Scores(det, X, in_train if det is fitted else np.zeros(len(X), bool), ev, ev_scores)
+
+
+def _bundle(cfg, fitted, det, thr, feature_names, w, supervised, unsupervised, in_train, df):
+    from fraud.bundle import ScoringBundle
+
+    config = {
+        "name": cfg.name, "featurizers": list(cfg.featurizers), "supervised": supervised,
+        "feedback_delay_days": cfg.feedback_delay_days, "alert_budget_per_day": cfg.alert_budget_per_day,
+        "eval_days": cfg.eval_days, "seed": cfg.seed, "unsupervised_flag": bool(unsupervised),
+        **{k: str(v) for k, v in w.items()},
+        "n_train": int(in_train.sum()), "n_history": int(len(df)),
+    }
+    return ScoringBundle(fitted, det, thr, feature_names, config=config, explain=cfg.explain,
+                         top_reasons=cfg.top_reasons)
+
+
+def _warm(bundle, df: pd.DataFrame, cfg: TrainConfig, say, timings: dict) -> None:
+    if cfg.warm_state_days <= 0 or not len(df):
+        return
+    from fraud.training.warm import warm_state
+
+    t0 = time.perf_counter()
+    say(f"warm state: replaying the last {cfg.warm_state_days} days of history through the online path")
+    bundle.initial_state_ = warm_state(bundle, df, cfg.warm_state_days)
+    timings["warm_state"] = time.perf_counter() - t0
