@@ -36,7 +36,6 @@ import pickle
 import re
 import socket
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from urllib.parse import urlparse
@@ -581,17 +580,8 @@ def set_run_tags(run_id: str, tags: dict) -> None:
         _wrap(f"tagging run {run_id}", client.set_tag, run_id, mlflow_key(k), str(v))
 
 
-def timed_load(model_uri: str, via: str) -> float:
-    """Seconds to load ``model_uri`` via ``artifact`` or ``pyfunc`` (for the load-time measurement)."""
-    t0 = time.perf_counter()
-    load_bundle(model_uri, via=via)
-    return time.perf_counter() - t0
-
-
 def quiet_mlflow() -> None:
     """Silence MLflow's chatty logging and git probing (called by the CLI)."""
-    import logging
-
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")

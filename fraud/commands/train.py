@@ -35,15 +35,6 @@ def _echo_training_warnings():
             click.echo(f"warning: {w.message}", err=True)
 
 
-def _cpu_s() -> float:
-    """CPU seconds (user + system) of this process, all threads: a load-independent companion of wall time
-    on a shared machine."""
-    import resource
-
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 def _console():
     from rich.console import Console
 
@@ -334,51 +325,27 @@ def evaluate(settings, data, columns, preset, model_uri, date_from, date_until, 
 def bench_train(settings, data, columns, preset, features, unsupervised_detectors, supervised, eval_days, seed,
                 head_trees, customers, days, register, as_json):
     """Time a full training run (read + features + detectors + evaluation) on a file or a simulated world."""
+    from benchmarks import training as bench
     from fraud.training import train as do_train
 
     say = _stage_printer(_console())
     t0 = time.perf_counter()
-    df, src = _bench_data(data, columns, preset, customers, days)
+    df, src = (_read(data, columns, preset), str(data)) if data else bench.simulated(customers, days)
     t_read = time.perf_counter() - t0
-    c1 = _cpu_s()
+    c1 = time.process_time()
     cfg = _train_config(settings, "bench", features, unsupervised_detectors, supervised, eval_days, seed, head_trees)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = do_train(df, cfg, progress=say)
     out = {"data": src, "transactions": len(df), "read_s": round(t_read, 2),
-           "train_s": round(res.timings["total"], 2), "train_cpu_s": round(_cpu_s() - c1, 2),
+           "train_s": round(res.timings["total"], 2), "train_cpu_s": round(time.process_time() - c1, 2),
            "featurizers": list(cfg.featurizers),
            "stages_s": {k: round(v, 2) for k, v in res.timings.items()},
            "metrics": {k: res.metrics.get(k) for k in ("ap", "auc", "cp@100")}}
     if register:
-        out["register_s"] = _register_seconds(settings, res)
+        out["register_s"] = bench.register_seconds(settings, res)
     out["total_s"] = round(time.perf_counter() - t0, 2)
     _print_out(out, as_json)
-
-
-def _bench_data(data, columns, preset, customers: int, days: int):
-    """(transactions, their description): the file, or a simulated world of ``customers`` over ``days``."""
-    if data:
-        return _read(data, columns, preset), str(data)
-    from fraud.simulate import simulate
-
-    df = simulate(customers=customers, terminals=2 * customers, days=days, seed=0)
-    return df, f"simulate(customers={customers}, days={days})"
-
-
-def _register_seconds(settings, res) -> float:
-    """Seconds to log and register ``res`` into a temporary MLflow store."""
-    import tempfile
-
-    from fraud import registry
-    from fraud.training.register import log_training
-
-    registry.quiet_mlflow()
-    with tempfile.TemporaryDirectory() as tmp:
-        s2 = settings.with_(tracking_uri=f"sqlite:///{tmp}/mlflow.db", artifact_root=f"{tmp}/artifacts")
-        t1 = time.perf_counter()
-        log_training(s2, res, "bench")
-        return round(time.perf_counter() - t1, 2)
 
 
 def _print_out(out: dict, as_json: bool) -> None:
@@ -404,8 +371,9 @@ def _print_out(out: dict, as_json: bool) -> None:
 def bench_score(settings, data, columns, preset, model_uri, features, unsupervised_detectors, supervised,
                 eval_days, seed, head_trees, customers, days, batch_size, explain, as_json):
     """Scoring rate of the one scoring path (score_frame replay in micro-batches), with a per-stage breakdown."""
+    from benchmarks import training as bench
     say = _stage_printer(_console())
-    test, src = _bench_data(data, columns, preset, customers, days)
+    test, src = (_read(data, columns, preset), str(data)) if data else bench.simulated(customers, days)
     if model_uri:
         from fraud import registry
 
@@ -413,97 +381,16 @@ def bench_score(settings, data, columns, preset, model_uri, features, unsupervis
         bundle = registry.load_bundle(model_uri, tracking_uri=settings.tracking_uri, key=settings.bundle_key)
     else:
         cfg = _train_config(settings, "bench", features, unsupervised_detectors, supervised, eval_days, seed, head_trees)
-        bundle = _bench_bundle(test, cfg, say)
+        bundle = bench.trained_bundle(test, cfg, say)
     if explain:
         bundle.explain = explain
     say(f"scoring {len(test):,} transactions in micro-batches of {batch_size:,}")
-    out = {"data": src, **_score_rate(bundle, test, batch_size), **_batch100_latency(bundle, test, batch_size)}
-    head = _bench_head(bundle, test)
+    out = {"data": src, **bench.score_rate(bundle, test, batch_size), **bench.batch100_latency(bundle, test, batch_size)}
+    head = bench.head_speed(bundle, test)
     if head:
         out["head_predict"] = head
     _print_out(out, as_json)
 
-
-def _bench_bundle(df, cfg, say):
-    """A bundle trained in memory on the first 2/3 of ``df``."""
-    from fraud.training import train as do_train
-
-    cut = df["timestamp"].iloc[int(len(df) * 2 / 3)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return do_train(df[df["timestamp"] < cut].reset_index(drop=True), cfg, train_until=cut, progress=say).bundle
-
-
-def _score_rate(bundle, test, batch_size: int) -> dict:
-    """Rate (wall and CPU) and per-stage seconds of a ``score_frame`` replay of ``test``, after a warm-up."""
-    # warm-up on a throwaway state (compiled kernels load from numba's disk cache, or compile on a first run)
-    bundle.score_frame(test.iloc[:2000], batch_size=min(batch_size, 1000), state=bundle.new_state())
-    bundle.timings.clear()
-    t0, c0 = time.perf_counter(), _cpu_s()
-    res = bundle.score_frame(test, batch_size=batch_size)
-    dt = time.perf_counter() - t0
-    cpu = _cpu_s() - c0
-    stages = {k: round(v, 3) for k, v in bundle.timings.items()}
-    stages["other"] = round(dt - sum(bundle.timings.values()), 3)
-    return {"transactions": len(test), "batch_size": batch_size, "seconds": round(dt, 3),
-            "tx_per_s": round(len(test) / dt, 1), "cpu_s": round(cpu, 3),
-            "tx_per_cpu_s": round(len(test) / max(cpu, 1e-9), 1), "alerts": int(res["is_alert"].sum()),
-            "stages_s": stages, "featurizers": [type(f).__name__ for f in bundle.featurizers],
-            "explain": bundle.explain}
-
-
-def _batch100_latency(bundle, test, batch_size: int) -> dict:
-    """Latency of one stream-sized micro-batch (100 rows) on a warm state: p50/p99, wall and CPU ms (on a
-    shared machine the wall figures include waiting for a core)."""
-    import pandas as pd
-
-    st = bundle.new_state()
-    warm = test.iloc[: min(len(test) - 100, 50_000)]
-    bundle.score_frame(warm, batch_size=batch_size, state=st)
-    lat, lat_cpu = [], []
-    for i in range(len(warm), min(len(test), len(warm) + 2000), 100):
-        t1, c1 = time.perf_counter(), time.process_time()
-        bundle.score(test.iloc[i:i + 100], st)
-        lat.append((time.perf_counter() - t1) * 1000)
-        lat_cpu.append((time.process_time() - c1) * 1000)
-    out = {}
-    for key, values in (("batch100_ms", lat), ("batch100_cpu_ms", lat_cpu)):
-        if values:
-            s = pd.Series(values)
-            out[f"{key}_p50"] = round(float(s.median()), 2)
-            out[f"{key}_p99"] = round(float(s.quantile(0.99)), 2)
-    return out
-
-
-def _bench_head(bundle, test):
-    """The supervised head alone on the last 10,000 rows' detector input: the library's predict_proba vs
-    the compiled predictor (ms per call, best of 3, CPU time), and their largest difference."""
-    import numpy as np
-
-    ens = bundle.detector
-    head = getattr(ens, "supervised_", None)
-    if head is None or not hasattr(head, "_library_proba"):
-        return None
-    rows = test.iloc[-10_000:]
-    A = ens._matrix(bundle.features_batch(rows))
-    Z = ens._stack(A, ens._unsup_ranks(A)) if getattr(ens, "stacked_", False) else A
-    res = {"kind": head.kind, "trees": int(len(head._forest()["roots"]))}
-    for n in (len(Z), 100):
-        q = Z[:n]
-        best = {}
-        for name, f in (("library", head._library_proba), ("compiled", head.decision_function)):
-            f(q)
-            ts = []
-            for _ in range(3):
-                c0 = time.process_time()
-                f(q)
-                ts.append(time.process_time() - c0)
-            best[name] = min(ts)
-        res[f"rows{n}_library_ms"] = round(best["library"] * 1000, 3)
-        res[f"rows{n}_compiled_ms"] = round(best["compiled"] * 1000, 3)
-        res[f"rows{n}_speedup"] = round(best["library"] / max(best["compiled"], 1e-9), 1)
-    res["max_abs_diff"] = float(np.abs(head._library_proba(Z) - head.decision_function(Z)).max())
-    return res
 
 @click.command("load")
 @click.option("--model", "model_uri", default=None, help="Model URI (default models:/NAME@champion).")
@@ -512,6 +399,7 @@ def _bench_head(bundle, test):
 @click.pass_obj
 def bench_load(settings, model_uri, repeat, as_json):
     """Load time of a registered bundle: direct artifact unpickling vs mlflow.pyfunc.load_model."""
+    from benchmarks import training as bench
     from fraud import registry
 
     registry.quiet_mlflow()
@@ -519,7 +407,7 @@ def bench_load(settings, model_uri, repeat, as_json):
     model_uri = model_uri or f"models:/{settings.model_name}@champion"
     out = {"model": model_uri}
     for via in ("artifact", "pyfunc"):
-        ts = [registry.timed_load(model_uri, via) for _ in range(repeat)]
+        ts = [bench.timed_load(model_uri, via) for _ in range(repeat)]
         out[f"{via}_s_min"] = round(min(ts), 4)
     out["ratio_pyfunc_over_artifact"] = round(out["pyfunc_s_min"] / max(out["artifact_s_min"], 1e-9), 2)
     click.echo(json.dumps(out) if as_json else "\n".join(f"{k}: {v}" for k, v in out.items()))
