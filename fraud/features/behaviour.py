@@ -67,7 +67,7 @@ import numpy as np
 import pandas as pd
 
 from fraud import safestate
-from fraud.errors import ConfigError, ModelError
+from fraud.errors import ConfigError
 from fraud.features.base import Featurizer
 from fraud.features.tabular import DAY_NS, _codes, _days_ns
 from fraud.features.tabular import _group_cumsum as _run_cumsum
@@ -239,9 +239,6 @@ def _flags(cust: np.ndarray, p_ns: dict) -> tuple[np.ndarray, np.ndarray]:
     return normal, normal & (cust[:, C_MAX_PRIOR] <= p_ns["card_ratio"])
 
 
-#: defaults of the parameters that featurizers pickled by earlier versions may lack
-_DEFAULTS = {"normal_ratio": 2.0, "card_window": 14.0, "card_ratio": 2.5}
-
 #: the feature groups BehaviourFeatures(groups=...) can output (columns per group: BehaviourFeatures._group_of)
 GROUPS = ("amount", "customer_fraud", "terminal")
 
@@ -351,7 +348,7 @@ class BehaviourFeatures(Featurizer):
                  "terminal_label_window", "normal_ratio", "card_window", "card_ratio")
         vals = {}
         for n in names:
-            v = getattr(self, n, _DEFAULTS.get(n))  # pickles older than a parameter: its default
+            v = getattr(self, n)
             unit = "" if n in ("normal_ratio", "card_ratio") else " of days"
             try:
                 v = float(v)
@@ -388,9 +385,8 @@ class BehaviourFeatures(Featurizer):
         if bad or not groups:
             raise ConfigError(f"BehaviourFeatures: groups={self.groups!r} must be a non-empty subset of {GROUPS}")
         keep = np.array([g in groups for g in self._group_of()])
-        columns = getattr(self, "columns", None)  # absent in featurizers pickled before the parameter existed
-        if columns is not None:
-            cols = [columns] if isinstance(columns, str) else list(columns)
+        if self.columns is not None:
+            cols = [self.columns] if isinstance(self.columns, str) else list(self.columns)
             names = self._all_names()
             unknown = [c for c in cols if c not in [n for n, k in zip(names, keep) if k]]
             if unknown or not cols:
@@ -406,7 +402,7 @@ class BehaviourFeatures(Featurizer):
         L, lag, r = _wname(self.amount_window), _wname(self.lag_days), _wname(self.recent_days)
         names = ["BH_AMOUNT", f"BH_C_NB_TX_{L}D", f"BH_C_AMT_RATIO_{L}D", f"BH_C_AMT_Z_{L}D",
                  f"BH_C_AMT_RATIO_LAG{lag}D", f"BH_C_RECENT_RATIO_{r}D",
-                 f"BH_C_NB_UNUSUAL_{r}D", f"BH_C_MAX_PRIOR_RATIO_{_wname(getattr(self, 'card_window', 14))}D",
+                 f"BH_C_NB_UNUSUAL_{r}D", f"BH_C_MAX_PRIOR_RATIO_{_wname(self.card_window)}D",
                  f"BH_C_KNOWN_FRAUD_{_wname(self.customer_label_window)}D",
                  "BH_C_DAYS_SINCE_FRAUD"]
         names += [f"BH_T_KNOWN_FRAUD_{_wname(w)}D" for w in self.terminal_windows]
@@ -416,15 +412,8 @@ class BehaviourFeatures(Featurizer):
                         f"BH_T_KNOWN_PLAIN_FRAUD_{_wname(self.terminal_label_window)}D"]
 
     def _out_index(self) -> np.ndarray:
-        """Positions of ``feature_names_`` among all computed columns: a featurizer pickled by an earlier version
-        (fewer columns, no ``columns`` parameter) keeps outputting exactly the columns its bundle was trained on."""
-        names = self._all_names()
-        pos = {n: i for i, n in enumerate(names)}
-        missing = [n for n in self.feature_names_ if n not in pos]
-        if missing:
-            raise ModelError(f"BehaviourFeatures: fitted columns {missing} are not computed by this version "
-                             f"(computed: {names}); retrain the bundle")
-        return np.array([pos[n] for n in self.feature_names_], dtype=np.intp)
+        """Positions of ``feature_names_`` (the selected columns) among all computed columns."""
+        return np.flatnonzero(self._selected())
 
     def fit(self, df: pd.DataFrame | None = None, y=None) -> "BehaviourFeatures":
         """Nothing is learned; validates the parameters and sets ``feature_names_``."""
@@ -475,12 +464,6 @@ class BehaviourFeatures(Featurizer):
             n = len(rows)
             if n == 0:
                 continue
-            log = state.events
-            if "normal" not in log._cols:  # a state pickled before the column existed: its events count as normal
-                log._cols["normal"] = np.ones(len(log._cols["ts"]), dtype=np.bool_)
-            if "rlag" not in log._cols:  # pickled before rlag / plain: ratio 1.0, plain = normal
-                log._cols["rlag"] = np.ones(len(log._cols["ts"]), dtype=np.float64)
-                log._cols["plain"] = log._cols["normal"].copy()
             batches.append((state, rows, timestamps_ns(rows["timestamp"]), rows["amount"].to_numpy(dtype=np.float64),
                             _labels(rows), _codes(state.customer_codes, rows["customer_id"].astype(str).tolist()),
                             _codes(state.terminal_codes, rows["terminal_id"].astype(str).tolist())))

@@ -234,32 +234,3 @@ def test_errors():
         BehaviourFeatures(groups=("nope",)).fit(None)
     with pytest.raises(SchemaError, match="amount"):
         BehaviourFeatures().fit(None).transform(pd.DataFrame({"timestamp": [], "customer_id": [], "terminal_id": []}))
-
-
-def test_featurizer_and_state_pickled_before_the_new_columns_still_score(world):
-    """A featurizer / state pickled before normal_ratio, columns and the per-event flags existed keeps working
-    (defaults: normal_ratio 2, all columns; its kept events count as normal-looking)."""
-    f = BehaviourFeatures(amount_window=20, lag_days=5).fit(world)
-    head, tail = world.iloc[:1500], world.iloc[1500:1700]
-    st = f.new_state()
-    f.update(st, head)
-    expected = f.update(pickle.loads(pickle.dumps(st)), tail)
-    old = pickle.loads(pickle.dumps(f))
-    del old.__dict__["normal_ratio"], old.__dict__["columns"], old.__dict__["card_window"], old.__dict__["card_ratio"]
-    old_state = pickle.loads(pickle.dumps(st))
-    for col in ("normal", "rlag", "plain"):
-        del old_state.events._cols[col]
-    got = old.update(old_state, tail)
-    assert list(got.columns) == list(expected.columns)
-    flagged = ("BH_C_NB_UNUSUAL_7D", "BH_T_KNOWN_NORMAL_FRAUD_28D", "BH_C_MAX_PRIOR_RATIO_14D",
-               "BH_T_KNOWN_PLAIN_FRAUD_28D")
-    same = [c for c in got.columns if c not in flagged]
-    np.testing.assert_allclose(got[same].to_numpy(), expected[same].to_numpy())
-    # a featurizer fitted before the two new columns existed keeps its columns (no new ones appear)
-    older = pickle.loads(pickle.dumps(f))
-    del older.__dict__["card_window"], older.__dict__["card_ratio"]
-    older.feature_names_ = [c for c in f.feature_names_ if c not in ("BH_C_MAX_PRIOR_RATIO_14D",
-                                                                      "BH_T_KNOWN_PLAIN_FRAUD_28D")]
-    out = older.transform(tail)
-    assert list(out.columns) == older.feature_names_
-    np.testing.assert_array_equal(out.to_numpy(), f.transform(tail)[older.feature_names_].to_numpy())

@@ -274,20 +274,6 @@ def test_neighbour_window(world):
     assert Xo["g_t_ndist"].tolist() == [0, 1, 1, 0, 2, 2, 2]
     assert X["g_c_ndist"].iloc[4] == 0 and Xo["g_c_ndist"].iloc[4] == 2
     assert_replay_equals_transform(f, rows, batch_sizes=(1, 3))
-    # a featurizer pickled before nbr_days existed (no attribute) keeps the old behaviour, also from an old
-    # checkpoint (a state without the last-seen arrays)
-    from fraud.features.graph import GraphState
-
-    del f.__dict__["nbr_days"]
-    cols = ["g_pair_prior", "g_pair_share", "g_c_ndist", "g_t_ndist", "g_overlap"]
-    pd.testing.assert_frame_equal(f.transform(rows)[cols], Xo[cols])
-    st = f.new_state()
-    f.update(st, rows.iloc[:4])
-    d = st.__getstate__()
-    del d["ct_ts"], d["tc_ts"]
-    st2 = GraphState.__new__(GraphState)
-    st2.__setstate__(d)
-    pd.testing.assert_frame_equal(f.update(st2, rows.iloc[4:])[cols], Xo[cols].iloc[4:])
 
 
 def test_update_many_equals_per_state_updates(world, fitted):
