@@ -281,27 +281,6 @@ class BehaviourState:
     def n_events(self) -> int:
         return len(self.events)
 
-    def add_labels(self, tx_ids, labels) -> int:
-        """Feedback: set the label (0/1) of kept events by ``tx_id``; returns how many were updated."""
-        tx = pd.Index(np.asarray(tx_ids, dtype=object).astype(str))
-        lab = np.asarray(labels)
-        if len(lab) != len(tx):
-            raise ConfigError(f"add_labels: {len(tx)} tx_ids but {len(lab)} labels")
-        bad = ~np.isin(lab, (0, 1))
-        if bad.any():
-            raise ConfigError(f"add_labels: label {lab[bad][0]!r} (tx_id {tx[bad][0]!r}) is not 0 or 1")
-        if len(self.events) == 0 or len(tx) == 0:
-            return 0
-        if not tx.is_unique:
-            last = pd.Series(lab, index=tx)
-            last = last[~last.index.duplicated(keep="last")]
-            tx, lab = last.index, last.to_numpy()
-        where = pd.Index(self.events["tx_id"]).get_indexer(tx)
-        hit = where >= 0
-        self.events.set("label", where[hit], lab[hit].astype(np.int8))
-        return int(hit.sum())
-
-
 class BehaviourFeatures(Featurizer):
     """Customer-relative amounts and known-fraud recency (see the module docstring).
 

@@ -651,29 +651,6 @@ class GraphFeatures(Featurizer):
             out = out[:, [pos[c] for c in self.feature_names_]]
         return pd.DataFrame(out, index=index, columns=list(self.feature_names_), copy=False)
 
-    def add_labels(self, state: GraphState, rows: pd.DataFrame) -> int:
-        """Feedback for the stream: fraud labels of earlier rows (timestamp, customer_id, terminal_id,
-        label) that arrived after those rows were scored. Each becomes usable, as in ``update``, for rows
-        more than the delay after its transaction. Returns the number of frauds queued."""
-        self._check_fitted()
-        fr = rows.loc[rows["label"].to_numpy() == 1]
-        m = len(fr)
-        if not m:
-            return 0
-        ts = fr["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
-        pc = state.ids(fr["customer_id"], True, self.c_index_).astype(np.int32)
-        pt = state.ids(fr["terminal_id"], False, self.t_index_).astype(np.int32)
-        h, t = int(state.meta[0]), int(state.meta[1])
-        all_ts = np.concatenate([state.p_ts[h:t], ts])
-        order = np.argsort(all_ts, kind="stable")  # queued labels stay in time order, earlier ones first on ties
-        new_ts, new_c, new_t = all_ts[order], np.concatenate([state.p_c[h:t], pc])[order], \
-            np.concatenate([state.p_t[h:t], pt])[order]
-        state.reserve_pending(m)  # may compact: the released labels [meta[3], meta[0]) stay as they are
-        h = int(state.meta[0])
-        state.p_ts[h:h + len(order)], state.p_c[h:h + len(order)], state.p_t[h:h + len(order)] = new_ts, new_c, new_t
-        state.meta[1] = h + len(order)
-        return m
-
     def save(self, path) -> None:
         import joblib
 

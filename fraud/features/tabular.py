@@ -401,32 +401,6 @@ class BaselineState:
         """(customer events kept, terminal events kept)."""
         return len(self.customers), len(self.terminals)
 
-    def add_labels(self, tx_ids, labels) -> int:
-        """Feedback: set the fraud label (0/1) of kept transactions by ``tx_id``.
-
-        Returns how many kept events were updated (labels of transactions already dropped from
-        the horizon can no longer influence any feature and are ignored). A repeated tx_id:
-        the last label wins.
-        """
-        tx = pd.Index(np.asarray(tx_ids, dtype=object).astype(str))
-        lab = np.asarray(labels)
-        if len(lab) != len(tx):
-            raise ConfigError(f"add_labels: {len(tx)} tx_ids but {len(lab)} labels")
-        if len(lab) and not np.isin(lab, (0, 1)).all():
-            bad = lab[~np.isin(lab, (0, 1))][0]
-            raise ConfigError(f"add_labels: label {bad!r} (tx_id {tx[~np.isin(lab, (0, 1))][0]!r}) is not 0 or 1")
-        if len(self.terminals) == 0 or len(tx) == 0:
-            return 0
-        if not tx.is_unique:
-            last = pd.Series(lab, index=tx)
-            last = last[~last.index.duplicated(keep="last")]
-            tx, lab = last.index, last.to_numpy()
-        where = pd.Index(self.terminals["tx_id"]).get_indexer(tx)
-        hit = where >= 0
-        self.terminals.set("label", where[hit], lab[hit].astype(np.int8))
-        return int(hit.sum())
-
-
 def _str_list(col: pd.Series) -> list:
     """The values of an id column as a list of str (no astype copy when the column already holds strings)."""
     return col.tolist() if isinstance(col.dtype, pd.StringDtype) else col.astype(str).tolist()

@@ -191,7 +191,7 @@ def test_scenario_signals(random_world):
     assert (X["BH_T_KNOWN_FRAUD_28D"] == 0).all()  # no label at all: no terminal signal
 
 
-def test_online_state_is_bounded_picklable_and_takes_feedback(world):
+def test_online_state_is_bounded_and_picklable(world):
     f = BehaviourFeatures(amount_window=10, lag_days=3, customer_label_window=5, terminal_windows=(1, 3),
                           terminal_label_window=5, card_window=9).fit(world)
     st = f.new_state()
@@ -201,20 +201,6 @@ def test_online_state_is_bounded_picklable_and_takes_feedback(world):
     assert st.n_events == len(kept)
     st2 = pickle.loads(pickle.dumps(st))
     assert st2.n_events == st.n_events
-
-    # labels arriving later through add_labels give the same features as labels present in the rows
-    n = len(world) * 3 // 4
-    head, tail = world.iloc[:n], world.iloc[n:]
-    s1 = f.new_state()
-    f.update(s1, head.assign(label=np.int8(0)))
-    fraud_ids = head.loc[head["label"] == 1, "tx_id"]
-    assert s1.add_labels(fraud_ids, np.ones(len(fraud_ids), dtype=int)) > 0
-    got = f.update(s1, tail)
-    s2 = f.new_state()
-    f.update(s2, head)
-    np.testing.assert_allclose(got.to_numpy(), f.update(s2, tail).to_numpy())
-    with pytest.raises(ConfigError, match="not 0 or 1"):
-        s1.add_labels(["t1"], [2])
 
 
 def test_errors():

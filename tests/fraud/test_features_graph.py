@@ -96,17 +96,6 @@ def test_ring_signal_and_save_load(world, fitted, tmp_path):
     pd.testing.assert_frame_equal(again.transform(world.iloc[:500]), X.iloc[:500])
 
 
-def test_stream_feedback_equals_labelled_rows(world, fitted):
-    sub = world.iloc[-2000:]
-    want = fitted.transform(sub)
-    state = fitted.new_state()
-    a = fitted.update(state, sub.iloc[:1000].assign(label=np.int8(0)))  # scored without labels
-    assert fitted.add_labels(state, sub.iloc[:1000]) == int(sub["label"].iloc[:1000].sum())
-    b = fitted.update(state, sub.iloc[1000:])
-    np.testing.assert_array_equal(a.to_numpy(), want.iloc[:1000].to_numpy())
-    np.testing.assert_array_equal(b.to_numpy(), want.iloc[1000:].to_numpy())
-
-
 def test_gnn_embedder(world):
     hist = world.loc[world["timestamp"] < world["timestamp"].min() + pd.Timedelta(days=25)]
     f = GraphFeatures(embedder="gnn", dim=8, proj_dim=4, gnn_epochs=5).fit(hist)
