@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from fraud.errors import ConfigError, NotFittedError, SchemaError
-from fraud.features.base import assert_replay_equals_transform, replay
+from featurizer_checks import assert_replay_equals_transform
+from fraud.features.base import replay
 from fraud.features.behaviour import GROUPS, BehaviourFeatures
 
 SMALL = dict(delay_days=2, amount_window=5, lag_days=2, recent_days=1, customer_label_window=5,

@@ -9,7 +9,8 @@ import pytest
 
 from fraud.errors import ConfigError, NotFittedError, SchemaError
 from fraud.features import tabular
-from fraud.features.base import assert_replay_equals_transform, replay
+from featurizer_checks import assert_replay_equals_transform
+from fraud.features.base import replay
 from fraud.features.tabular import BaselineFeatures, feature_names
 
 

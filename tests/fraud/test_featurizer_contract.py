@@ -9,9 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from featurizer_checks import assert_replay_equals_transform, assert_update_many_equals_updates
+from sklearn.base import clone
 
 from fraud import safestate
-from fraud.features.base import assert_replay_equals_transform, assert_update_many_equals_updates
+from fraud.errors import NotFittedError
 from fraud.training import FEATURIZERS, featurizer_class
 
 #: small parameters per featurizer (every registered featurizer must have an entry: a new one is checked too)
@@ -55,10 +57,13 @@ def test_every_registered_featurizer_is_checked():
     assert set(PARAMS) == set(FEATURIZERS)
 
 
-def test_init_stores_parameters_and_fit_adds_only_learned_attributes(fitted):
+def test_init_stores_parameters_and_fit_adds_only_learned_attributes(fitted, split):
     name, f = fitted
     fresh = type(f)(**PARAMS[name])
     assert set(vars(fresh)) == set(fresh.get_params()), f"{name}: __init__ must only store its parameters"
+    with pytest.raises(NotFittedError, match="not fitted"):
+        fresh.transform(split[1].iloc[:5])
+    assert not hasattr(clone(f), "feature_names_") and clone(f).get_params().keys() == f.get_params().keys()
     added = [k for k in set(vars(f)) - set(vars(fresh)) if not k.startswith("_")]
     assert added and all(k.endswith("_") for k in added), f"{name}: learned attributes {sorted(added)}"
     assert list(f.feature_names_) and len(set(f.feature_names_)) == len(f.feature_names_)
@@ -66,7 +71,11 @@ def test_init_stores_parameters_and_fit_adds_only_learned_attributes(fitted):
 
 def test_online_replay_equals_batch_transform(fitted, split):
     name, f = fitted
-    assert_replay_equals_transform(f, split[1].iloc[:400], batch_sizes=(7, 400), atol=ATOL.get(name, 0.0) or 1e-9)
+    atol = ATOL.get(name, 0.0) or 1e-9
+    assert_replay_equals_transform(f, split[1].iloc[:400], batch_sizes=(7, 400), atol=atol)
+    assert_replay_equals_transform(f, split[1].iloc[:60], batch_sizes=(1,), atol=atol)
+    X = f.transform(split[1].iloc[:60])
+    assert list(X.columns) == list(f.feature_names_) and X.index.equals(split[1].index[:60])
 
 
 def test_update_many_equals_per_state_updates(fitted, split):
@@ -74,8 +83,12 @@ def test_update_many_equals_per_state_updates(fitted, split):
     hist, live = split
     both = pd.concat([hist.iloc[-1500:], live], ignore_index=True)
     part = both["customer_id"].astype(int).to_numpy() % 3
-    assert_update_many_equals_updates(f, hist.iloc[-1500:], live.iloc[:300], part, batch=53,
-                                      atol=ATOL.get(name, 0.0))
+    states, ref = assert_update_many_equals_updates(f, hist.iloc[-1500:], live.iloc[:300], part, batch=53,
+                                                    atol=ATOL.get(name, 0.0))
+    nxt = live.iloc[300:360].reset_index(drop=True)  # the states absorbed the same events
+    for a, b in zip(states, ref):
+        np.testing.assert_allclose(f.update(a, nxt).to_numpy(), f.update(b, nxt).to_numpy(), rtol=0,
+                                   atol=ATOL.get(name, 0.0), err_msg=name)
 
 
 def test_a_label_newer_than_the_delay_changes_nothing(fitted, split):
@@ -118,3 +131,18 @@ def test_a_state_round_trips_through_safestate(fitted, split):
     assert type(back) is type(st)
     nxt = live.iloc[:200]
     np.testing.assert_array_equal(f.update(back, nxt).to_numpy(), f.update(st, nxt).to_numpy(), err_msg=name)
+
+
+def test_update_many_default_stacks_updates(random_world):
+    """The contract's default (featurizers without their own update_many): updates stacked, index 0..n-1."""
+    from fraud.features.base import Featurizer
+    from fraud.features.tabular import BaselineFeatures
+
+    df = random_world(20, 10, 10, seed=1)
+    f = BaselineFeatures().fit(df)
+    s1, s2 = f.new_state(), f.new_state()
+    a, b = df.iloc[:30], df.iloc[30:70]
+    out = Featurizer.update_many(f, [(s1, a), (s2, b)])
+    expect = np.vstack([f.update(f.new_state(), a).to_numpy(), f.update(f.new_state(), b).to_numpy()])
+    assert out.index.equals(pd.RangeIndex(70))
+    np.testing.assert_array_equal(out.to_numpy(), expect)
