@@ -125,7 +125,7 @@ class ScoringBundle:
         self.explain = explain
         self.top_reasons = int(top_reasons)
         self.version = version  # registry version string, set by fraud.registry on load
-        self.format_version = BUNDLE_FORMAT  # checked by fraud.registry on load (check_format)
+        self.format_version = BUNDLE_FORMAT  # what fraud.registry checks on load
         self.timings: dict[str, float] = {}  # cumulative seconds per stage (profiling aid, not persisted logic)
 
     # -- contract -------------------------------------------------------------------------------

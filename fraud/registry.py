@@ -269,7 +269,7 @@ def _check_format(bundle, model_uri: str) -> None:
     """Refuse a bundle pickled with another bundle format than ``fraud.bundle.BUNDLE_FORMAT``."""
     from fraud.bundle import BUNDLE_FORMAT
 
-    found = getattr(bundle, "__dict__", {}).get("format_version")
+    found = getattr(bundle, "format_version", None)
     if found != BUNDLE_FORMAT:
         raise RegistryError(_format_message(model_uri, "none recorded" if found is None else found))
 
