@@ -245,7 +245,7 @@ GROUPS = ("amount", "customer_fraud", "terminal")
 
 class BehaviourState:
     """Online state of :class:`BehaviourFeatures`: the events of the last ``horizon`` (customer and
-    terminal code, time, amount, label, tx_id), numpy columns in arrival order (picklable)."""
+    terminal code, time, amount, label, per-event flags), numpy columns in arrival order (picklable)."""
 
     def __init__(self, horizon_ns: int):
         self.horizon_ns = int(horizon_ns)
@@ -255,7 +255,7 @@ class BehaviourState:
         self.latest_ns: int | None = None
 
     COLUMNS = {"ccode": np.int64, "tcode": np.int64, "ts": np.int64, "amount": np.float64, "label": np.int8,
-               "normal": np.bool_, "rlag": np.float64, "plain": np.bool_, "tx_id": object}
+               "normal": np.bool_, "rlag": np.float64, "plain": np.bool_}
 
     def to_arrays(self) -> tuple[dict, dict, list]:
         """Checkpoint form (:mod:`fraud.safestate`)."""
@@ -438,8 +438,7 @@ class BehaviourFeatures(Featurizer):
         p = self._params()
         batches = []
         for state, rows in pairs:
-            _require(rows, ("tx_id", "timestamp", "customer_id", "terminal_id", "amount"),
-                     "BehaviourFeatures.update")
+            _require(rows, ("timestamp", "customer_id", "terminal_id", "amount"), "BehaviourFeatures.update")
             n = len(rows)
             if n == 0:
                 continue
@@ -464,8 +463,7 @@ class BehaviourFeatures(Featurizer):
             latest = int(ts.max())
             state.latest_ns = latest if state.latest_ns is None else max(state.latest_ns, latest)
             log = state.events
-            log.append(ccode=cc, tcode=tc, ts=ts, amount=amount, label=labels, normal=nb, rlag=rb, plain=pb,
-                       tx_id=rows["tx_id"].astype(str).to_numpy(dtype=object))
+            log.append(ccode=cc, tcode=tc, ts=ts, amount=amount, label=labels, normal=nb, rlag=rb, plain=pb)
             log.evict(state.latest_ns - state.horizon_ns)
         amount = np.concatenate([b[3] for b in batches])
         X = np.hstack([amount[:, None], cust, term])[:, self._out_index()]
