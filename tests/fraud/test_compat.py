@@ -36,3 +36,12 @@ def test_the_current_format_loads(tmp_path):
     registry.configure(f"sqlite:///{tmp_path}/mlflow.db")
     loaded = registry.load_bundle(_folder(tmp_path, ScoringBundle([], None, 0.5, [])), trust_local=True)
     assert loaded.format_version == BUNDLE_FORMAT
+
+
+def test_a_bundle_naming_a_class_that_is_gone_is_refused(tmp_path):
+    registry.configure(f"sqlite:///{tmp_path}/mlflow.db")
+    folder = tmp_path / "model"
+    (folder / "artifacts").mkdir(parents=True)
+    (folder / "artifacts" / registry.BUNDLE_ARTIFACT).write_bytes(b"cfraud.bundle\nScoringBundleOfOld\n)R.")
+    with pytest.raises(RegistryError, match=r"bundle format unreadable \(AttributeError.*retrain with `fraud retrain`"):
+        registry.load_bundle(str(folder), trust_local=True)
