@@ -42,6 +42,8 @@ from fraud import schema
 from fraud.errors import ModelError, SchemaError
 
 RESULT_COLUMNS = ["tx_id", "score", "is_alert", "reasons"]
+#: the bundle format: raise it when a pickled bundle of the previous code can no longer score as it did
+BUNDLE_FORMAT = 1
 EXPLAIN_MODES = ("alerts", "all", "none")
 _NO_REASONS: list = []  # the reasons of every row without reasons (shared: never mutate a result's reasons)
 
@@ -119,6 +121,7 @@ class ScoringBundle:
         self.explain = explain
         self.top_reasons = int(top_reasons)
         self.version = version  # registry version string, set by fraud.registry on load
+        self.format_version = BUNDLE_FORMAT  # what fraud.registry checks on load
         self.timings: dict[str, float] = {}  # cumulative seconds per stage (profiling aid, not persisted logic)
 
     # -- contract -------------------------------------------------------------------------------

@@ -85,7 +85,7 @@ class BundleModel(_PythonModel):
         data = path.read_bytes()
         if _sha256(data) not in _VERIFIED:
             _verify_served_bundle(path, data, Settings.from_env().bundle_key)
-        self.bundle = pickle.loads(data)
+        self.bundle = _unpickle(data, str(path))
         cfg = dict(context.model_config or {})
         self.archive = cfg.get("archive") or Settings.from_env().archive or self.archive
         self.history = cfg.get("history") or self.history
@@ -242,6 +242,33 @@ def _trusted_tags(name, version, run_id) -> dict | None:
     if run_id is not None:
         return dict(_wrap(f"reading run {run_id}", _client().get_run, run_id).data.tags)
     return None
+
+
+def _unpickle(data: bytes, model_uri: str):
+    """The bundle in verified ``data``, refused unless it is of the current bundle format."""
+    try:
+        bundle = pickle.loads(data)
+    except (AttributeError, ImportError, TypeError) as e:  # classes renamed or removed since it was pickled
+        raise RegistryError(_format_message(model_uri, f"unreadable ({type(e).__name__}: {e})")) from e
+    _check_format(bundle, model_uri)
+    return bundle
+
+
+def _check_format(bundle, model_uri: str) -> None:
+    """Refuse a bundle pickled with another bundle format than ``fraud.bundle.BUNDLE_FORMAT``."""
+    from fraud.bundle import BUNDLE_FORMAT
+
+    found = getattr(bundle, "format_version", None)
+    if found != BUNDLE_FORMAT:
+        raise RegistryError(_format_message(model_uri, "none recorded" if found is None else found))
+
+
+def _format_message(model_uri: str, found) -> str:
+    from fraud.bundle import BUNDLE_FORMAT
+
+    return (f"model {model_uri!r}: bundle format {found}, expected format {BUNDLE_FORMAT} (this version of "
+            "fraud-graph reads no other): not loaded; retrain with `fraud retrain` (or `fraud train`) to register "
+            "a bundle of the current format")
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -525,7 +552,7 @@ def load_bundle(model_uri: str, tracking_uri: str | None = None, via: str = "art
             d = Path(model_uri) if Path(model_uri).is_dir() else Path(mlflow_download(model_uri, tmp))
             data = _verified_bundle_bytes(model_uri, d, tags, key, trust_local)
             if via != "pyfunc":
-                return pickle.loads(data)
+                return _unpickle(data, model_uri)
             import mlflow.pyfunc
 
             _check_pyfunc_file(model_uri, d, tags, trust_local)
@@ -537,6 +564,7 @@ def load_bundle(model_uri: str, tracking_uri: str | None = None, via: str = "art
                 _VERIFIED.discard(digest)
 
     b = _wrap(f"loading model {model_uri!r}", go)
+    _check_format(b, model_uri)
     b.version = version
     return b
 

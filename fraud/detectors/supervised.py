@@ -82,27 +82,24 @@ class SupervisedHead(BaseEstimator):
                              f"among {len(yy)} labelled rows")
         self.model_ = self._make().fit(X[m], yy)
         self.n_features_in_ = X.shape[1]
-        self._paths = None
-        self._forest()  # flatten the trees once: the predictor and the path attributions use them
+        # the flattened trees and QuickScorer's tables, built once: the predictor and the path attributions use them
+        self._paths = _lgbm_arrays(self.model_.booster_) if self.kind == "lightgbm" else _hgb_arrays(self.model_)
+        self._paths["qs"] = _quickscorer(self._paths)
         self.decision_scores_ = self.decision_function(X)
         self.threshold_ = 0.5
         return self
 
     def _forest(self) -> dict:
-        """The flattened trees (built after fit; rebuilt lazily for heads pickled before they existed)."""
-        a = getattr(self, "_paths", None)
-        if a is None or a.get("version") != _FOREST_VERSION:
-            a = self._paths = (_lgbm_arrays(self.model_.booster_) if self.kind == "lightgbm"
-                               else _hgb_arrays(self.model_))
-        return a
+        """The flattened trees (built at fit)."""
+        return self._paths
 
     def __getstate__(self):
         """Pickles keep the flattened trees and the QuickScorer tables (~0.4 s to build); the packed walk and
-        the per-leaf attribution paths (~1.3 MB, ~20-30 ms to build) are rebuilt on first use."""
+        the per-leaf paths (~1.3 MB, ~20-30 ms to build) are rebuilt on first use."""
         d = super().__getstate__()
         a = d.get("_paths")
         if isinstance(a, dict):
-            d["_paths"] = {k: v for k, v in a.items() if k not in ("packed", "qs_paths")}
+            d["_paths"] = {k: v for k, v in a.items() if k not in ("packed", "leaves")}
         return d
 
     def decision_function(self, X) -> np.ndarray:
@@ -115,10 +112,8 @@ class SupervisedHead(BaseEstimator):
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ModelError(f"SupervisedHead: X has shape {X.shape}, the head was trained on "
                              f"{self.n_features_in_} features")
-        if _predict_kernel() is not None:
-            a = self._forest()
-            if a["exact"]:
-                return predict_proba(a, X)
+        if self._paths["exact"] and _have_numba():
+            return predict_proba(self._paths, X)
         return self._library_proba(X)
 
     def _library_proba(self, X: np.ndarray) -> np.ndarray:
@@ -140,7 +135,7 @@ class SupervisedHead(BaseEstimator):
         both kinds."""
         if not hasattr(self, "model_"):
             raise NotFittedError("SupervisedHead is not fitted; call fit(X, y) first")
-        return path_contributions(self._forest(), np.asarray(X, dtype=np.float64))
+        return path_contributions(self._paths, np.asarray(X, dtype=np.float64))
 
     def contributions(self, X) -> np.ndarray | None:
         """Per-feature contributions (SHAP values, log-odds) for LightGBM; None for hgb."""
@@ -164,8 +159,6 @@ class SupervisedHead(BaseEstimator):
 #: default side is left, bit 3 = categorical split (left when int(x) is in the node's category list
 #: ``cats[cat_lo:cat_hi]``; NaN and negative values go right), as LightGBM's Tree::Decision.
 _MISSING_ZERO, _MISSING_NAN, _DEFAULT_LEFT, _CATEGORICAL = 1, 2, 4, 8
-_ZERO = 1e-35  # LightGBM's kZeroThreshold
-_FOREST_VERSION = 2  # arrays built before the predictor (no "flags") are rebuilt on first use
 
 
 def _lgbm_arrays(booster) -> dict:
@@ -216,7 +209,7 @@ def _arrays(feats, thrs, lefts, rights, vals, roots, flags, cat_lo, cat_hi, cats
             "value": np.asarray(vals, dtype=np.float64), "roots": np.asarray(roots, dtype=np.int32),
             "flags": np.asarray(flags, dtype=np.int8), "cat_lo": np.asarray(cat_lo, dtype=np.int32),
             "cat_hi": np.asarray(cat_hi, dtype=np.int32), "cats": np.asarray(cats, dtype=np.int64),
-            "init": float(init), "sigmoid": float(sigmoid), "exact": bool(exact), "version": _FOREST_VERSION}
+            "init": float(init), "sigmoid": float(sigmoid), "exact": bool(exact)}
 
 
 def _hgb_arrays(model) -> dict:
@@ -250,72 +243,53 @@ def _hgb_arrays(model) -> dict:
                    init=float(np.ravel(model._baseline_prediction)[0]), sigmoid=1.0, exact=exact)
 
 
-def _child_np(x: np.ndarray, k: np.ndarray, arrays: dict) -> np.ndarray:
-    """Vectorised LightGBM decision (numpy fallback): the child of node ``k[i]`` for value ``x[i]``."""
-    thr, left, right, flags = (arrays[n] for n in ("threshold", "left", "right", "flags"))
-    f = flags[k].astype(np.int64)
-    mt = f & 3
-    nan = np.isnan(x)
-    xv = np.where(nan & (mt != _MISSING_NAN), 0.0, x)
-    missing = ((mt == _MISSING_ZERO) & (np.abs(xv) <= _ZERO)) | ((mt == _MISSING_NAN) & nan)
-    go_left = np.where(missing, (f & _DEFAULT_LEFT) != 0, xv <= thr[k])
-    cat = (f & _CATEGORICAL) != 0
-    if cat.any():  # NaN and negative go right, else left when int(x) is one of the node's categories
-        cats, lo, hi = arrays["cats"], arrays["cat_lo"], arrays["cat_hi"]
-        ci = np.flatnonzero(cat)
-        xv = x[ci]
-        iv = np.where(np.isnan(xv), -1, np.trunc(np.nan_to_num(xv, nan=-1.0, posinf=-1.0, neginf=-1.0)))
-        res = np.zeros(len(ci), dtype=bool)
-        for node in np.unique(k[ci]).tolist():
-            m = k[ci] == node
-            res[m] = (iv[m] >= 0) & np.isin(iv[m], cats[lo[node]:hi[node]])
-        go_left[ci] = res
-    return np.where(go_left, left[k], right[k])
-
-
-# Numba kernels (compiled on first use, cached on disk). Each split is LightGBM's Tree::Decision over the
-# flattened arrays, written out in each kernel (a called helper, even inlined, measured 7-10x slower): the
-# common case (a finite value, no Zero-missing, no categorical split) is one comparison ``x <= threshold``.
+# Numba kernels (compiled on first use, cached on disk). Both find each row's exit leaf in every tree (a global
+# leaf number: trees in order, leaves left to right) and, per ``credit``, add its value to the row's raw score
+# (tree order, as LightGBM and sklearn sum) or its path credits to the row's attributions. QuickScorer takes rows
+# without NaN, the packed walk the other rows (and forests QuickScorer cannot take). Keeping the exit leaves in a
+# (rows x trees) matrix between two kernels, or calling a helper at each exit, measured 20-60% slower.
 #
-# The predictor walks a second, packed layout of the same trees: nodes in pre-order (the left child of
-# node k is k + 1), one 16-byte record per node (threshold or leaf value, feature | flags << 24, right
-# child), so a step touches one cache line instead of four arrays: ~1.6x faster than the plain arrays
-# and ~2x faster than LightGBM's own predict on 10,000 rows; ~10-30x on a 100-row micro-batch (no
-# per-call set-up).
+# The walk runs over a packed layout of the trees: nodes in pre-order (the left child of node k is k + 1), one
+# 16-byte record per node (threshold or leaf value, feature | flags << 24, right child or leaf number), so a step
+# touches one cache line instead of four arrays. Its split is LightGBM's Tree::Decision, written out in the loop
+# (a called helper, even inlined, measured 7-10x slower): the common case (a finite value, no Zero-missing, no
+# categorical split) is one comparison ``x <= threshold``.
 
 _PACKED = np.dtype([("thr", np.float64), ("word", np.int32), ("right", np.int32)])
 
 
+def _preorder(arrays: dict, r: int) -> list:
+    """Nodes of the tree rooted at ``r`` in pre-order, left before right (its leaves come out left to right)."""
+    left, right = arrays["left"], arrays["right"]
+    order, stack = [], [int(r)]
+    while stack:
+        k = stack.pop()
+        order.append(k)
+        if left[k] != k:
+            stack.append(int(right[k]))
+            stack.append(int(left[k]))
+    return order
+
+
 def _pack(arrays: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(records, roots, cat_lo, cat_hi) of the pre-order packed layout (leaves: word = -1, thr = value)."""
-    feat, thr, left, right, val, flags = (arrays[k] for k in ("feature", "threshold", "left", "right", "value",
-                                                                "flags"))
-    n = len(left)
-    if n and int(feat.max(initial=0)) >= 1 << 24:
+    """(records, roots, cat_lo, cat_hi) of the pre-order packed layout (leaves: word = -1, thr = value,
+    right = the global leaf number)."""
+    feat, thr, left, val, flags = (arrays[k] for k in ("feature", "threshold", "left", "value", "flags"))
+    if len(left) and int(feat.max(initial=0)) >= 1 << 24:
         raise ModelError(f"tree predictor: feature index {int(feat.max())} too large for the packed layout")
-    rec = np.empty(n, dtype=_PACKED)
-    lo, hi = np.zeros(n, np.int32), np.zeros(n, np.int32)
-    new_id = np.empty(n, np.int64)
-    order = []
-    for r in arrays["roots"]:  # iterative pre-order: node, left subtree, right subtree
-        stack = [int(r)]
-        while stack:
-            k = stack.pop()
-            new_id[k] = len(order)
-            order.append(k)
-            if left[k] != k:
-                stack.append(int(right[k]))
-                stack.append(int(left[k]))
-    order = np.asarray(order, dtype=np.int64)
+    order = np.asarray([k for r in arrays["roots"] for k in _preorder(arrays, r)], dtype=np.int64)
+    new_id = np.empty(len(left), np.int64)
+    new_id[order] = np.arange(len(order))
     leaf = left[order] == order
+    rec = np.empty(len(order), dtype=_PACKED)
     rec["thr"] = np.where(leaf, val[order], thr[order])
     rec["word"] = np.where(leaf, -1, feat[order].astype(np.int64) | (flags[order].astype(np.int64) << 24))
-    rec["right"] = np.where(leaf, -1, new_id[right[order]])
-    lo[:], hi[:] = arrays["cat_lo"][order], arrays["cat_hi"][order]
-    return rec, new_id[arrays["roots"]].astype(np.int32), lo, hi
+    rec["right"] = np.where(leaf, np.cumsum(leaf) - 1, new_id[arrays["right"][order]])
+    return rec, new_id[arrays["roots"]].astype(np.int32), arrays["cat_lo"][order], arrays["cat_hi"][order]
 
 
-def _predict_packed(X, P, roots, cat_lo, cat_hi, cats, init, out):  # pragma: no cover - compiled
+def _walk(X, P, roots, cat_lo, cat_hi, cats, leaf_vals, leaf_ptr, path_feat, path_credit, init, credit,
+          out):  # pragma: no cover - compiled
     for i in range(X.shape[0]):
         s = init
         for t in range(roots.shape[0]):
@@ -344,77 +318,40 @@ def _predict_packed(X, P, roots, cat_lo, cat_hi, cats, init, out):  # pragma: no
                         go_left = x <= P[k].thr
                 k = k + 1 if go_left else P[k].right
                 w = P[k].word
-            s += P[k].thr  # tree order, as LightGBM and sklearn sum
-        out[i] = s
+            if credit:  # the exit leaf's path credits, or its value
+                for q in range(leaf_ptr[P[k].right], leaf_ptr[P[k].right + 1]):
+                    out[i, path_feat[q]] += path_credit[q]
+            else:
+                s += P[k].thr
+        if not credit:
+            out[i, 0] = s
 
 
-def _attribute(X, feat, thr, left, right, flags, cat_lo, cat_hi, cats, value, roots, out):  # pragma: no cover
-    for t in range(roots.shape[0]):
-        r = roots[t]
-        for i in range(X.shape[0]):
-            k = r
-            while left[k] != k:
-                x = X[i, feat[k]]
-                f = flags[k]
-                if x == x and (f & 8) == 0 and (f & 3) != 1:
-                    go_left = x <= thr[k]
-                elif f & 8:
-                    go_left = False
-                    if x == x:
-                        v = np.int64(x)
-                        if v >= 0:
-                            for j in range(cat_lo[k], cat_hi[k]):
-                                if cats[j] == v:
-                                    go_left = True
-                else:
-                    mt = f & 3
-                    if x != x and mt != 2:
-                        x = 0.0
-                    if (mt == 1 and x >= -1e-35 and x <= 1e-35) or (mt == 2 and x != x):
-                        go_left = (f & 4) != 0
-                    else:
-                        go_left = x <= thr[k]
-                c = left[k] if go_left else right[k]
-                out[i, feat[k]] += value[c] - value[k]
-                k = c
-
-
-# QuickScorer (Lucchese et al., SIGIR 2015): the same sum, without walking the trees. Leaves of each tree are
+# QuickScorer (Lucchese et al., SIGIR 2015): the exit leaves without walking the trees. Leaves of each tree are
 # numbered left to right; a split whose test fails (x > threshold: the row goes right) rules out every leaf
 # of its left subtree, a bit mask. Per feature the splits are sorted by threshold, so a row ANDs the masks of
 # exactly its failing splits with one forward scan per feature (contiguous memory, no data-dependent jumps
-# between trees); its exit leaf in each tree is the lowest bit still set. Exact (the same leaves, summed in
-# tree order), ~3-4x faster than the packed walk on the 300-tree head. It needs trees of <= 64 leaves with
-# numerical splits and no Zero-missing splits, and rows without NaN (NaN rows take the packed walk).
+# between trees); its exit leaf in each tree is the lowest bit still set. ~3-4x faster than the packed walk on
+# the 300-tree head. It needs trees of <= 64 leaves with numerical splits and no Zero-missing splits, and rows
+# without NaN.
 
 def _quickscorer(arrays: dict):
-    """(feature offsets, thresholds, tree ids, masks, leaf offsets, leaf values) or None when not applicable."""
-    left, right, feat, thr, val, flags = (arrays[k] for k in ("left", "right", "feature", "threshold", "value",
-                                                                "flags"))
+    """(feature offsets, thresholds, tree ids, masks, leaf offsets) or None when not applicable."""
+    left, right, feat, thr, flags = (arrays[k] for k in ("left", "right", "feature", "threshold", "flags"))
     inner = left != np.arange(len(left))
     if ((flags[inner] & (_CATEGORICAL | 3)) == _MISSING_ZERO).any() or (flags[inner] & _CATEGORICAL).any():
         return None
-    rf, rt, rtree, rmask, leaf_off, leaf_vals = [], [], [], [], [], []
-    full = (1 << 64) - 1
+    rf, rt, rtree, rmask, leaf_off = [], [], [], [], []
+    full, n_leaves = (1 << 64) - 1, 0
     for t, r in enumerate(arrays["roots"].tolist()):
-        leaf_off.append(len(leaf_vals))
-        # iterative pre-order; leaves in visit order are left to right; span[k] = (first, last) leaf under k
-        order, stack = [], [r]
-        while stack:
-            k = stack.pop()
-            order.append(k)
-            if left[k] != k:
-                stack.append(int(right[k]))
-                stack.append(int(left[k]))
-        lid = {}
-        for k in order:
-            if left[k] == k:
-                lid[k] = len(lid)
-                leaf_vals.append(val[k])
+        leaf_off.append(n_leaves)
+        order = _preorder(arrays, r)
+        lid = {k: i for i, k in enumerate(k for k in order if left[k] == k)}
         if len(lid) > 64:
             return None
+        n_leaves += len(lid)
         span = {}
-        for k in reversed(order):  # children before parents
+        for k in reversed(order):  # children before parents: span[k] = (first, last) leaf under k
             span[k] = (lid[k], lid[k]) if left[k] == k else (span[int(left[k])][0], span[int(right[k])][1])
         for k in order:
             if left[k] != k:
@@ -428,7 +365,7 @@ def _quickscorer(arrays: dict):
     rf = np.asarray(rf, dtype=np.int64)[o]
     return (np.searchsorted(rf, np.arange(nf + 1)).astype(np.int64), np.asarray(rt, dtype=np.float64)[o],
             np.asarray(rtree, dtype=np.int32)[o], np.asarray(rmask, dtype=np.uint64)[o],
-            np.asarray(leaf_off, dtype=np.int64), np.asarray(leaf_vals, dtype=np.float64))
+            np.asarray(leaf_off, dtype=np.int64))
 
 
 #: de Bruijn table: index of the lowest set bit of a uint64
@@ -437,7 +374,8 @@ _DEBRUIJN = np.array([0, 1, 48, 2, 57, 49, 28, 3, 61, 58, 50, 42, 38, 29, 17, 4,
                       26, 40, 15, 34, 20, 31, 10, 25, 14, 19, 9, 13, 8, 7, 6], dtype=np.int64)
 
 
-def _predict_qs(X, foff, qthr, qtree, qmask, leaf_off, leaf_vals, debruijn, init, out, B):  # pragma: no cover
+def _qs(X, foff, qthr, qtree, qmask, leaf_off, debruijn, leaf_vals, leaf_ptr, path_feat, path_credit, init, credit,
+        out, B):  # pragma: no cover - compiled
     """Blocks of ``B`` rows scan each feature's splits together (up to the block's largest value), the B-lane
     inner loop branch-free, so the compiler vectorises it (~3x faster than one row at a time for B = 64)."""
     T = leaf_off.shape[0]
@@ -469,130 +407,93 @@ def _predict_qs(X, foff, qthr, qtree, qmask, leaf_off, leaf_vals, debruijn, init
             for t in range(T):
                 w = v[t, r]
                 low = w & (~w + np.uint64(1))  # lowest set bit = the exit leaf
-                s += leaf_vals[leaf_off[t] + debruijn[(low * np.uint64(0x03F79D71B4CB0A89)) >> np.uint64(58)]]
-            out[i0 + r] = s
+                leaf = leaf_off[t] + debruijn[(low * np.uint64(0x03F79D71B4CB0A89)) >> np.uint64(58)]
+                if credit:
+                    for q in range(leaf_ptr[leaf], leaf_ptr[leaf + 1]):
+                        out[i0 + r, path_feat[q]] += path_credit[q]
+                else:
+                    s += leaf_vals[leaf]
+            if not credit:
+                out[i0 + r, 0] = s
 
 
-def _qs_paths(arrays: dict):
-    """Per leaf (in QuickScorer's leaf order): the credits of its path, root to leaf, as CSR arrays
-    (leaf_ptr, feature, credit). A row's attributions are then its exit leaves' paths, added in the same
-    order as the walk adds them (tree by tree, root to leaf): bit-identical to ``_attribute``."""
-    left, right, feat, val = arrays["left"], arrays["right"], arrays["feature"], arrays["value"]
-    ptr, pf, pd_ = [0], [], []
+def _leaf_paths(arrays: dict):
+    """Per leaf (global leaf order): its value and the credits of its path, root to leaf, as CSR arrays
+    (leaf values, leaf_ptr, feature, credit)."""
+    left, feat, val = arrays["left"], arrays["feature"], arrays["value"]
+    vals, ptr, pf, pd_ = [], [0], [], []
     for r in arrays["roots"].tolist():
         stack = [(r, ())]
         while stack:  # pre-order, left before right: leaves come out left to right
             k, path = stack.pop()
             if left[k] == k:
+                vals.append(val[k])
                 for f, d in path:
                     pf.append(f)
                     pd_.append(d)
                 ptr.append(len(pf))
                 continue
-            fk = int(feat[k])
-            stack.append((int(right[k]), path + ((fk, float(val[right[k]] - val[k])),)))
-            stack.append((int(left[k]), path + ((fk, float(val[left[k]] - val[k])),)))
-    return (np.asarray(ptr, dtype=np.int64), np.asarray(pf, dtype=np.int64), np.asarray(pd_, dtype=np.float64))
+            fk, rk, lk = int(feat[k]), int(arrays["right"][k]), int(left[k])
+            stack.append((rk, path + ((fk, float(val[rk] - val[k])),)))
+            stack.append((lk, path + ((fk, float(val[lk] - val[k])),)))
+    return (np.asarray(vals, dtype=np.float64), np.asarray(ptr, dtype=np.int64), np.asarray(pf, dtype=np.int64),
+            np.asarray(pd_, dtype=np.float64))
 
 
-def _attribute_qs(X, foff, qthr, qtree, qmask, leaf_off, debruijn, leaf_ptr, path_feat, path_credit, out,
-                  B):  # pragma: no cover - compiled
-    T = leaf_off.shape[0]
-    nf = foff.shape[0] - 1
-    v = np.empty((T, B), np.uint64)
-    xb = np.empty(B)
-    ones = np.uint64(0xFFFFFFFFFFFFFFFF)
-    n = X.shape[0]
-    for i0 in range(0, n, B):
-        m = min(B, n - i0)
-        v[:, :] = ones
-        for f in range(nf):
-            xmax = -np.inf
-            for r in range(B):
-                xb[r] = X[i0 + r, f] if r < m else -np.inf
-                if xb[r] > xmax:
-                    xmax = xb[r]
-            j = foff[f]
-            e = foff[f + 1]
-            while j < e and xmax > qthr[j]:
-                t = qtree[j]
-                mk = qmask[j]
-                th = qthr[j]
-                for r in range(B):
-                    v[t, r] &= mk | (np.uint64(0) - np.uint64(xb[r] <= th))
-                j += 1
-        for t in range(T):  # tree by tree, as the walk credits
-            for r in range(m):
-                w = v[t, r]
-                low = w & (~w + np.uint64(1))
-                leaf = leaf_off[t] + debruijn[(low * np.uint64(0x03F79D71B4CB0A89)) >> np.uint64(58)]
-                for q in range(leaf_ptr[leaf], leaf_ptr[leaf + 1]):
-                    out[i0 + r, path_feat[q]] += path_credit[q]
+_KERNELS: dict = {}
 
 
-_PATH_KERNEL = []
-_PREDICT_KERNEL = []
-_QS_KERNEL = []
-_QS_PATH_KERNEL = []
+def _kernel(f):
+    """The compiled ``f``; ModelError without numba (a test can set ``_KERNELS[name] = [None]``)."""
+    k = compiled(_KERNELS.setdefault(f.__name__, []), f)
+    if k is None:
+        raise ModelError(f"tree predictor: kernel {f.__name__} needs numba (a dependency of fraud-graph): "
+                         "pip install numba")
+    return k
 
 
-def _path_kernel():
-    return compiled(_PATH_KERNEL, _attribute)
+def _have_numba() -> bool:
+    return compiled(_KERNELS.setdefault(_walk.__name__, []), _walk) is not None
 
 
-def _predict_kernel():
-    return compiled(_PREDICT_KERNEL, _predict_packed)
+def _tables(arrays: dict) -> dict:
+    """The derived tables (built once, kept in ``arrays``): QuickScorer's (pickled with the head, ~0.4 s to
+    build), the packed walk and the leaf paths (rebuilt on first use)."""
+    if "qs" not in arrays:
+        arrays["qs"] = _quickscorer(arrays)
+    if "packed" not in arrays:
+        arrays["packed"] = _pack(arrays)
+    if "leaves" not in arrays:
+        arrays["leaves"] = _leaf_paths(arrays)
+    return arrays
 
 
-def _tree_args(arrays: dict) -> tuple:
-    return tuple(arrays[k] for k in ("feature", "threshold", "left", "right", "flags", "cat_lo", "cat_hi", "cats",
-                                     "value", "roots"))
+def _run(arrays: dict, X: np.ndarray, credit: bool, out: np.ndarray) -> np.ndarray:
+    """Every row's exit leaves, their values or path credits into ``out``: QuickScorer for rows without NaN, the packed walk
+    for the others."""
+    a = _tables(arrays)
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    leaf_args = (*a["leaves"], a["init"], credit)
+    qs = a["qs"] if a["qs"] is not None and X.shape[1] >= len(a["qs"][0]) - 1 else None
+    walk = np.isnan(X).any(axis=1) if qs is not None else np.ones(len(X), dtype=bool)
+    for rows, kind in ((~walk, "qs"), (walk, "walk")):
+        if not rows.any():
+            continue
+        part = len(X) > rows.sum()
+        Xp = np.ascontiguousarray(X[rows]) if part else X
+        op = np.zeros((len(Xp), out.shape[1])) if part else out
+        if kind == "qs":
+            _kernel(_qs)(Xp, *qs, _DEBRUIJN, *leaf_args, op, min(64, len(Xp)))
+        else:
+            _kernel(_walk)(Xp, *a["packed"], a["cats"], *leaf_args, op)
+        if part:
+            out[rows] = op
+    return out
 
 
 def predict_raw(arrays: dict, X: np.ndarray) -> np.ndarray:
-    """Raw score (log-odds) per row: ``init`` + the leaf values of every tree, summed in tree order."""
-    X = np.ascontiguousarray(X, dtype=np.float64)
-    out = np.empty(len(X), dtype=np.float64)
-    kernel = _predict_kernel()
-    if kernel is not None:
-        if "qs" not in arrays:
-            arrays["qs"] = _quickscorer(arrays)
-        qs = arrays["qs"]
-        if qs is not None and X.shape[1] >= len(qs[0]) - 1:
-            bad = np.isnan(X).any(axis=1)
-            ok = ~bad if bad.any() else slice(None)
-            Xq = X[ok] if bad.any() else X
-            if len(Xq):
-                oq = np.empty(len(Xq), dtype=np.float64)
-                compiled(_QS_KERNEL, _predict_qs)(Xq, *qs, _DEBRUIJN, arrays["init"], oq, min(64, len(Xq)))
-                out[ok] = oq
-            if not bad.any():
-                return out
-            rows = np.flatnonzero(bad)
-        else:
-            rows = None
-        if "packed" not in arrays:
-            arrays["packed"] = _pack(arrays)
-        P, roots, lo, hi = arrays["packed"]
-        Xw = X if rows is None else np.ascontiguousarray(X[rows])
-        ow = out if rows is None else np.empty(len(rows), dtype=np.float64)
-        kernel(Xw, P, roots, lo, hi, arrays["cats"], arrays["init"], ow)
-        if rows is not None:
-            out[rows] = ow
-        return out
-    left, value = arrays["left"], arrays["value"]
-    out[:] = arrays["init"]
-    cols = np.arange(len(X))
-    for r in arrays["roots"]:  # numpy fallback: all rows descend one tree level by level
-        k = np.full(len(X), r, dtype=np.int64)
-        while True:
-            inner = left[k] != k
-            if not inner.any():
-                break
-            c = _child_np(X[cols[inner], arrays["feature"][k[inner]]], k[inner], arrays)
-            k[inner] = c
-        out += value[k]
-    return out
+    """Raw score (log-odds) per row: ``init`` + the exit leaves' values, summed in tree order."""
+    return _run(arrays, X, False, np.empty((len(X), 1)))[:, 0]
 
 
 def predict_proba(arrays: dict, X: np.ndarray) -> np.ndarray:
@@ -601,47 +502,7 @@ def predict_proba(arrays: dict, X: np.ndarray) -> np.ndarray:
 
 
 def path_contributions(arrays: dict, X: np.ndarray) -> np.ndarray:
-    """Per-row, per-feature path attributions (see above), shape (n, n_features)."""
-    X = np.ascontiguousarray(X, dtype=np.float64)
-    out = np.zeros(X.shape, dtype=np.float64)
-    if "flags" not in arrays:  # arrays from an older version: plain "<=" splits
-        arrays = dict(arrays, flags=np.zeros(len(arrays["left"]), np.int8),
-                      cat_lo=np.zeros(len(arrays["left"]), np.int32), cat_hi=np.zeros(len(arrays["left"]), np.int32),
-                      cats=np.zeros(0, np.int64))
-    kernel = _path_kernel()
-    if kernel is not None:
-        qs = arrays.get("qs", None) if arrays.get("version") == _FOREST_VERSION else None
-        if qs is not None and len(X) and X.shape[1] >= len(qs[0]) - 1:
-            if "qs_paths" not in arrays:
-                arrays["qs_paths"] = _qs_paths(arrays)
-            bad = np.isnan(X).any(axis=1)
-            ok = np.flatnonzero(~bad)
-            if len(ok):  # finite rows: exit leaves by QuickScorer, then each leaf's path credits
-                Xq = X if len(ok) == len(X) else np.ascontiguousarray(X[ok])
-                oq = out if len(ok) == len(X) else np.zeros(Xq.shape, dtype=np.float64)
-                foff, qthr, qtree, qmask, leaf_off, _ = qs
-                compiled(_QS_PATH_KERNEL, _attribute_qs)(Xq, foff, qthr, qtree, qmask, leaf_off, _DEBRUIJN,
-                                                         *arrays["qs_paths"], oq, min(64, len(Xq)))
-                if len(ok) == len(X):
-                    return out
-                out[ok] = oq
-            rows = np.flatnonzero(bad)
-            ob = np.zeros((len(rows), X.shape[1]), dtype=np.float64)
-            kernel(np.ascontiguousarray(X[rows]), *_tree_args(arrays), ob)
-            out[rows] = ob
-            return out
-        kernel(X, *_tree_args(arrays), out)
-        return out
-    feat, left, val = arrays["feature"], arrays["left"], arrays["value"]
-    rows = np.arange(len(X))
-    for r in arrays["roots"]:  # numpy fallback: all rows descend one tree level by level
-        k = np.full(len(X), r, dtype=np.int64)
-        while True:
-            inner = left[k] != k
-            if not inner.any():
-                break
-            ri, ki = rows[inner], k[inner]
-            c = _child_np(X[ri, feat[ki]], ki, arrays)
-            np.add.at(out, (ri, feat[ki]), val[c] - val[ki])
-            k[inner] = c
-    return out
+    """Per-row, per-feature path attributions (see above), shape (n, n_features): the exit leaves' path
+    credits, added tree by tree."""
+    X = np.asarray(X, dtype=np.float64)
+    return _run(arrays, X, True, np.zeros(X.shape))

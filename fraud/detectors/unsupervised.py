@@ -46,10 +46,6 @@ class _ECDFBase(BaseDetector):
     rows beyond every training value, are broken by ``MAX_TIE_WEIGHT`` x the sum).
     """
 
-    #: defaults for detectors pickled before these parameters existed (their behaviour was "auto" / "sum")
-    tail = "auto"
-    aggregate = "sum"
-
     def __init__(self, contamination: float = 0.1, max_rows: int | None = None, seed: int = 0, tail: str = "auto",
                  aggregate: str = "sum"):
         super().__init__(contamination=contamination)
@@ -100,7 +96,7 @@ class _ECDFBase(BaseDetector):
 
     def _lookup(self) -> tuple:
         """Flat arrays for the numba tails kernel, derived from the fitted ``values_`` / ``cumcounts_``
-        (built on first use, not pickled, so detectors pickled before the kernel existed score too):
+        (built on first use and not pickled, which keeps the bundle small):
         the concatenated sorted values, their per-feature offsets and, per feature, the -log tail
         tables indexed by the searched position (-log((cum[k] + 1) / (n + 1)) and
         -log((n - cum[k] + 1) / (n + 1)), computed with the numpy path's arithmetic, so bit-identical)."""

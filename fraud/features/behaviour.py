@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from fraud import safestate
-from fraud.errors import ConfigError, ModelError
+from fraud.errors import ConfigError
 from fraud.features.base import Featurizer
 from fraud.features.tabular import DAY_NS, _codes, _days_ns
 from fraud.features.tabular import _group_cumsum as _run_cumsum
@@ -187,16 +187,13 @@ def _flags(cust: np.ndarray, p_ns: dict) -> tuple[np.ndarray, np.ndarray]:
     return normal, normal & (cust[:, C_MAX_PRIOR] <= p_ns["card_ratio"])
 
 
-#: defaults of the parameters that featurizers pickled by earlier versions may lack
-_DEFAULTS = {"normal_ratio": 2.0, "card_window": 14.0, "card_ratio": 2.5}
-
 #: the feature groups BehaviourFeatures(groups=...) can output (columns per group: BehaviourFeatures._group_of)
 GROUPS = ("amount", "customer_fraud", "terminal")
 
 
 class BehaviourState:
     """Online state of :class:`BehaviourFeatures`: the events of the last ``horizon`` (customer and
-    terminal code, time, amount, label, tx_id), numpy columns in arrival order (picklable)."""
+    terminal code, time, amount, label, per-event flags), numpy columns in arrival order (picklable)."""
 
     def __init__(self, horizon_ns: int):
         self.horizon_ns = int(horizon_ns)
@@ -206,7 +203,7 @@ class BehaviourState:
         self.latest_ns: int | None = None
 
     COLUMNS = {"ccode": np.int64, "tcode": np.int64, "ts": np.int64, "amount": np.float64, "label": np.int8,
-               "normal": np.bool_, "rlag": np.float64, "plain": np.bool_, "tx_id": object}
+               "normal": np.bool_, "rlag": np.float64, "plain": np.bool_}
 
     def to_arrays(self) -> tuple[dict, dict, list]:
         """Checkpoint form (:mod:`fraud.safestate`)."""
@@ -231,27 +228,6 @@ class BehaviourState:
     @property
     def n_events(self) -> int:
         return len(self.events)
-
-    def add_labels(self, tx_ids, labels) -> int:
-        """Feedback: set the label (0/1) of kept events by ``tx_id``; returns how many were updated."""
-        tx = pd.Index(np.asarray(tx_ids, dtype=object).astype(str))
-        lab = np.asarray(labels)
-        if len(lab) != len(tx):
-            raise ConfigError(f"add_labels: {len(tx)} tx_ids but {len(lab)} labels")
-        bad = ~np.isin(lab, (0, 1))
-        if bad.any():
-            raise ConfigError(f"add_labels: label {lab[bad][0]!r} (tx_id {tx[bad][0]!r}) is not 0 or 1")
-        if len(self.events) == 0 or len(tx) == 0:
-            return 0
-        if not tx.is_unique:
-            last = pd.Series(lab, index=tx)
-            last = last[~last.index.duplicated(keep="last")]
-            tx, lab = last.index, last.to_numpy()
-        where = pd.Index(self.events["tx_id"]).get_indexer(tx)
-        hit = where >= 0
-        self.events.set("label", where[hit], lab[hit].astype(np.int8))
-        return int(hit.sum())
-
 
 class BehaviourFeatures(Featurizer):
     """Customer-relative amounts and known-fraud recency (see the module docstring).
@@ -299,7 +275,7 @@ class BehaviourFeatures(Featurizer):
                  "terminal_label_window", "normal_ratio", "card_window", "card_ratio")
         vals = {}
         for n in names:
-            v = getattr(self, n, _DEFAULTS.get(n))  # pickles older than a parameter: its default
+            v = getattr(self, n)
             unit = "" if n in ("normal_ratio", "card_ratio") else " of days"
             try:
                 v = float(v)
@@ -336,9 +312,8 @@ class BehaviourFeatures(Featurizer):
         if bad or not groups:
             raise ConfigError(f"BehaviourFeatures: groups={self.groups!r} must be a non-empty subset of {GROUPS}")
         keep = np.array([g in groups for g in self._group_of()])
-        columns = getattr(self, "columns", None)  # absent in featurizers pickled before the parameter existed
-        if columns is not None:
-            cols = [columns] if isinstance(columns, str) else list(columns)
+        if self.columns is not None:
+            cols = [self.columns] if isinstance(self.columns, str) else list(self.columns)
             names = self._all_names()
             unknown = [c for c in cols if c not in [n for n, k in zip(names, keep) if k]]
             if unknown or not cols:
@@ -354,7 +329,7 @@ class BehaviourFeatures(Featurizer):
         L, lag, r = _wname(self.amount_window), _wname(self.lag_days), _wname(self.recent_days)
         names = ["BH_AMOUNT", f"BH_C_NB_TX_{L}D", f"BH_C_AMT_RATIO_{L}D", f"BH_C_AMT_Z_{L}D",
                  f"BH_C_AMT_RATIO_LAG{lag}D", f"BH_C_RECENT_RATIO_{r}D",
-                 f"BH_C_NB_UNUSUAL_{r}D", f"BH_C_MAX_PRIOR_RATIO_{_wname(getattr(self, 'card_window', 14))}D",
+                 f"BH_C_NB_UNUSUAL_{r}D", f"BH_C_MAX_PRIOR_RATIO_{_wname(self.card_window)}D",
                  f"BH_C_KNOWN_FRAUD_{_wname(self.customer_label_window)}D",
                  "BH_C_DAYS_SINCE_FRAUD"]
         names += [f"BH_T_KNOWN_FRAUD_{_wname(w)}D" for w in self.terminal_windows]
@@ -364,15 +339,8 @@ class BehaviourFeatures(Featurizer):
                         f"BH_T_KNOWN_PLAIN_FRAUD_{_wname(self.terminal_label_window)}D"]
 
     def _out_index(self) -> np.ndarray:
-        """Positions of ``feature_names_`` among all computed columns: a featurizer pickled by an earlier version
-        (fewer columns, no ``columns`` parameter) keeps outputting exactly the columns its bundle was trained on."""
-        names = self._all_names()
-        pos = {n: i for i, n in enumerate(names)}
-        missing = [n for n in self.feature_names_ if n not in pos]
-        if missing:
-            raise ModelError(f"BehaviourFeatures: fitted columns {missing} are not computed by this version "
-                             f"(computed: {names}); retrain the bundle")
-        return np.array([pos[n] for n in self.feature_names_], dtype=np.intp)
+        """Positions of ``feature_names_`` (the selected columns) among all computed columns."""
+        return np.flatnonzero(self._selected())
 
     def fit(self, df: pd.DataFrame | None = None, y=None) -> "BehaviourFeatures":
         """Nothing is learned; validates the parameters and sets ``feature_names_``."""
@@ -418,17 +386,10 @@ class BehaviourFeatures(Featurizer):
         p = self._params()
         batches = []
         for state, rows in pairs:
-            _require(rows, ("tx_id", "timestamp", "customer_id", "terminal_id", "amount"),
-                     "BehaviourFeatures.update")
+            _require(rows, ("timestamp", "customer_id", "terminal_id", "amount"), "BehaviourFeatures.update")
             n = len(rows)
             if n == 0:
                 continue
-            log = state.events
-            if "normal" not in log._cols:  # a state pickled before the column existed: its events count as normal
-                log._cols["normal"] = np.ones(len(log._cols["ts"]), dtype=np.bool_)
-            if "rlag" not in log._cols:  # pickled before rlag / plain: ratio 1.0, plain = normal
-                log._cols["rlag"] = np.ones(len(log._cols["ts"]), dtype=np.float64)
-                log._cols["plain"] = log._cols["normal"].copy()
             batches.append((state, rows, timestamps_ns(rows["timestamp"]), rows["amount"].to_numpy(dtype=np.float64),
                             _labels(rows), _codes(state.customer_codes, rows["customer_id"].astype(str).tolist()),
                             _codes(state.terminal_codes, rows["terminal_id"].astype(str).tolist())))
@@ -450,8 +411,7 @@ class BehaviourFeatures(Featurizer):
             latest = int(ts.max())
             state.latest_ns = latest if state.latest_ns is None else max(state.latest_ns, latest)
             log = state.events
-            log.append(ccode=cc, tcode=tc, ts=ts, amount=amount, label=labels, normal=nb, rlag=rb, plain=pb,
-                       tx_id=rows["tx_id"].astype(str).to_numpy(dtype=object))
+            log.append(ccode=cc, tcode=tc, ts=ts, amount=amount, label=labels, normal=nb, rlag=rb, plain=pb)
             log.evict(state.latest_ns - state.horizon_ns)
         amount = np.concatenate([b[3] for b in batches])
         X = np.hstack([amount[:, None], cust, term])[:, self._out_index()]

@@ -90,16 +90,6 @@ class GraphState:
         d["meta"] = np.array([h - e, t - e, self.meta[2], 0], np.int64)
         return d
 
-    def __setstate__(self, d):
-        self.__dict__.update(d)
-        if len(self.meta) == 3:  # a checkpoint from before the known-fraud window: nothing released is kept
-            self.meta = np.r_[self.meta, self.meta[0]].astype(np.int64)
-        if "kt_cnt" not in d:
-            self.kt_cnt = (self.kt_key >= 0).astype(np.int32)
-        if "ct_ts" not in d:  # a checkpoint from before the neighbour window: its featurizer has none
-            self.ct_ts = np.zeros(self.ct_key.shape, np.int64)
-            self.tc_ts = np.zeros(self.tc_key.shape, np.int64)
-
     #: the arrays of a checkpoint (trimmed to the used rows by ``__getstate__``) and its scalars
     ARRAYS = ("c_fit", "t_fit", "ct_key", "ct_cnt", "ct_len", "ct_ts", "tc_key", "tc_cnt", "tc_len", "tc_ts", "kt_key",
               "kt_cnt", "kt_len", "known_c", "first_seen", "mark", "p_ts", "p_c", "p_t", "meta")
@@ -125,7 +115,7 @@ class GraphState:
         d["c_ids"] = safestate.dict_from(arrays["c_ids.keys"], arrays["c_ids.values"], "c_ids")
         d["t_ids"] = safestate.dict_from(arrays["t_ids.keys"], arrays["t_ids.values"], "t_ids")
         st = cls.__new__(cls)
-        st.__setstate__(d)
+        st.__dict__.update(d)
         return st
 
     def ids(self, values, customers: bool, fit_index: dict) -> np.ndarray:
@@ -491,7 +481,7 @@ class GraphFeatures(Featurizer):
                                   "g_t_known_cust_share", "g_c_nbr_risk", "g_overlap", "g_c_age_days",
                                   "g_t_new_cust", "g_overlap_share", "g_t_new_cust_share"])
         static = set(self.all_names_[:2 * self.proj_dim]) | {"g_c_seen", "g_t_seen", "g_c_core", "g_t_core"}
-        drop = set(getattr(self, "drop_columns", ()) or ())
+        drop = set(self.drop_columns or ())
         if drop - set(self.all_names_):
             raise ConfigError(f"GraphFeatures: drop_columns={sorted(drop - set(self.all_names_))} are not graph columns "
                               f"({', '.join(self.all_names_)})")
@@ -548,9 +538,7 @@ class GraphFeatures(Featurizer):
                else np.zeros(n, np.int64))
         state.reserve_pending(int((lab == 1).sum()))
         ndim = self.emb_c_.shape[1]
-        # featurizers saved before these parameters existed keep their behaviour (no window, no cap)
-        known, cap = getattr(self, "known_days", None), getattr(self, "age_cap_days", None)
-        nbr = getattr(self, "nbr_days", None)
+        known, cap, nbr = self.known_days, self.age_cap_days, self.nbr_days
         S = np.zeros((n, 16))
         ec = np.zeros((n, ndim))
         et = np.zeros((n, ndim))
@@ -582,29 +570,6 @@ class GraphFeatures(Featurizer):
             pos = {c: i for i, c in enumerate(self.all_names_)}
             out = out[:, [pos[c] for c in self.feature_names_]]
         return pd.DataFrame(out, index=index, columns=list(self.feature_names_), copy=False)
-
-    def add_labels(self, state: GraphState, rows: pd.DataFrame) -> int:
-        """Feedback for the stream: fraud labels of earlier rows (timestamp, customer_id, terminal_id,
-        label) that arrived after those rows were scored. Each becomes usable, as in ``update``, for rows
-        more than the delay after its transaction. Returns the number of frauds queued."""
-        self._check_fitted()
-        fr = rows.loc[rows["label"].to_numpy() == 1]
-        m = len(fr)
-        if not m:
-            return 0
-        ts = fr["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
-        pc = state.ids(fr["customer_id"], True, self.c_index_).astype(np.int32)
-        pt = state.ids(fr["terminal_id"], False, self.t_index_).astype(np.int32)
-        h, t = int(state.meta[0]), int(state.meta[1])
-        all_ts = np.concatenate([state.p_ts[h:t], ts])
-        order = np.argsort(all_ts, kind="stable")  # queued labels stay in time order, earlier ones first on ties
-        new_ts, new_c, new_t = all_ts[order], np.concatenate([state.p_c[h:t], pc])[order], \
-            np.concatenate([state.p_t[h:t], pt])[order]
-        state.reserve_pending(m)  # may compact: the released labels [meta[3], meta[0]) stay as they are
-        h = int(state.meta[0])
-        state.p_ts[h:h + len(order)], state.p_c[h:h + len(order)], state.p_t[h:h + len(order)] = new_ts, new_c, new_t
-        state.meta[1] = h + len(order)
-        return m
 
     def save(self, path) -> None:
         import joblib

@@ -263,9 +263,6 @@ class _Log:
     def __getitem__(self, name: str) -> np.ndarray:
         return self._cols[name][self._start:self._end]
 
-    def set(self, name: str, idx: np.ndarray, values: np.ndarray) -> None:
-        self._cols[name][self._start + idx] = values
-
     def append(self, **values) -> None:
         n = len(values["ts"])
         if n == 0:
@@ -299,8 +296,6 @@ class _Log:
         live = int(keep.sum())
         for k, a in self._cols.items():
             a[:live] = a[self._start:self._end][keep]
-            if a.dtype == object:
-                a[live:] = None
         self._start, self._end = 0, live
         t = self["ts"]
         self._ts_sorted = bool(np.all(t[1:] >= t[:-1]))
@@ -314,17 +309,15 @@ class _Log:
         self._ts_sorted = st["ts_sorted"]
 
     def to_arrays(self, prefix: str) -> dict:
-        """Checkpoint form of the live part (:mod:`fraud.safestate`): ``prefix + column`` -> array, or -> list of
-        str for an object column."""
-        return {prefix + k: (self[k].tolist() if a.dtype == object else self[k].copy()) for k, a in self._cols.items()}
+        """Checkpoint form of the live part (:mod:`fraud.safestate`): ``prefix + column`` -> array."""
+        return {prefix + k: self[k].copy() for k in self._cols}
 
     @classmethod
     def from_arrays(cls, arrays: dict, prefix: str, dtypes: dict, ts_sorted: bool) -> "_Log":
         """Inverse of :meth:`to_arrays`; the columns must be ``dtypes`` (name -> dtype), of one length."""
         cols = {}
         for k, dt in dtypes.items():
-            v = arrays[prefix + k]
-            a = np.array(v, dtype=object) if np.dtype(dt) == object else v
+            a = np.asarray(arrays[prefix + k])
             if a.dtype != np.dtype(dt) or a.ndim != 1 or len(a) != len(arrays[prefix + "ts"]):
                 raise ValueError(f"log column {prefix + k!r}: {a.dtype} {a.shape}, expected {np.dtype(dt)} 1-d")
             cols[k] = a
@@ -354,7 +347,7 @@ class BaselineState:
         self.latest_ns: int | None = None
 
     CUSTOMER_COLUMNS = {"code": np.int64, "ts": np.int64, "amount": np.float64}
-    TERMINAL_COLUMNS = {"code": np.int64, "ts": np.int64, "label": np.int8, "tx_id": object}
+    TERMINAL_COLUMNS = {"code": np.int64, "ts": np.int64, "label": np.int8}
 
     def to_arrays(self) -> tuple[dict, dict, list]:
         """Checkpoint form (:mod:`fraud.safestate`)."""
@@ -385,32 +378,6 @@ class BaselineState:
     def n_events(self) -> tuple[int, int]:
         """(customer events kept, terminal events kept)."""
         return len(self.customers), len(self.terminals)
-
-    def add_labels(self, tx_ids, labels) -> int:
-        """Feedback: set the fraud label (0/1) of kept transactions by ``tx_id``.
-
-        Returns how many kept events were updated (labels of transactions already dropped from
-        the horizon can no longer influence any feature and are ignored). A repeated tx_id:
-        the last label wins.
-        """
-        tx = pd.Index(np.asarray(tx_ids, dtype=object).astype(str))
-        lab = np.asarray(labels)
-        if len(lab) != len(tx):
-            raise ConfigError(f"add_labels: {len(tx)} tx_ids but {len(lab)} labels")
-        if len(lab) and not np.isin(lab, (0, 1)).all():
-            bad = lab[~np.isin(lab, (0, 1))][0]
-            raise ConfigError(f"add_labels: label {bad!r} (tx_id {tx[~np.isin(lab, (0, 1))][0]!r}) is not 0 or 1")
-        if len(self.terminals) == 0 or len(tx) == 0:
-            return 0
-        if not tx.is_unique:
-            last = pd.Series(lab, index=tx)
-            last = last[~last.index.duplicated(keep="last")]
-            tx, lab = last.index, last.to_numpy()
-        where = pd.Index(self.terminals["tx_id"]).get_indexer(tx)
-        hit = where >= 0
-        self.terminals.set("label", where[hit], lab[hit].astype(np.int8))
-        return int(hit.sum())
-
 
 def _str_list(col: pd.Series) -> list:
     """The values of an id column as a list of str (no astype copy when the column already holds strings)."""
@@ -568,8 +535,7 @@ class BaselineFeatures(Featurizer):
         nw = 2 * len(windows_ns)
         batches = []
         for state, rows in pairs:
-            _require(rows, ("tx_id", "timestamp", "customer_id", "terminal_id", "amount"),
-                     "BaselineFeatures.update")
+            _require(rows, ("timestamp", "customer_id", "terminal_id", "amount"), "BaselineFeatures.update")
             ts = timestamps_ns(rows["timestamp"])
             amount = rows["amount"].to_numpy(dtype=np.float64)
             if len(rows) == 0:
@@ -591,16 +557,14 @@ class BaselineFeatures(Featurizer):
         else:
             cust = term = np.empty((0, nw))
         for state, rows, ts, amount, labels, cc, tc in live:
-            tx = rows["tx_id"]
-            self._absorb(state, cc, tc, ts, amount, labels,
-                         (tx if isinstance(tx.dtype, pd.StringDtype) else tx.astype(str)).to_numpy(dtype=object))
+            self._absorb(state, cc, tc, ts, amount, labels)
         return self._assemble(pd.RangeIndex(len(ts_all)), ts_all, amount_all, cust, term)
 
     @staticmethod
-    def _absorb(state: BaselineState, cc, tc, ts, amount, labels, tx_ids) -> None:
+    def _absorb(state: BaselineState, cc, tc, ts, amount, labels) -> None:
         latest = int(ts.max())
         state.latest_ns = latest if state.latest_ns is None else max(state.latest_ns, latest)
         state.customers.append(code=cc, ts=ts, amount=amount)
         state.customers.evict(state.latest_ns - state.customer_horizon_ns)
-        state.terminals.append(code=tc, ts=ts, label=labels, tx_id=tx_ids)
+        state.terminals.append(code=tc, ts=ts, label=labels)
         state.terminals.evict(state.latest_ns - state.terminal_horizon_ns)

@@ -1,34 +1,47 @@
-"""A bundle pickled by an earlier version, outside the registry's record, is refused: nothing is unpickled before
-it is verified. The fixture (``bundle_0d3a33d.pkl``, pickled by commit 0d3a33d: a bundle, the rows it scored and
-their scores) stands for such a file, placed as a local model folder's ``artifacts/bundle.pkl``."""
+"""A bundle of another bundle format (or none recorded: pickled before formats existed) is refused at load with a
+message naming the format found, the one expected and `fraud retrain`; the current format loads."""
 from __future__ import annotations
 
 import pickle
-from pathlib import Path
 
 import pytest
 
 from fraud import registry
+from fraud.bundle import BUNDLE_FORMAT, ScoringBundle
 from fraud.errors import RegistryError
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "bundle_0d3a33d.pkl"
 
-
-def test_an_unverified_old_bundle_is_refused_and_never_unpickled(tmp_path, monkeypatch):
+def _folder(tmp_path, bundle):
     folder = tmp_path / "model"
     (folder / "artifacts").mkdir(parents=True)
-    (folder / "artifacts" / registry.BUNDLE_ARTIFACT).write_bytes(FIXTURE.read_bytes())
+    (folder / "artifacts" / registry.BUNDLE_ARTIFACT).write_bytes(pickle.dumps(bundle, protocol=5))
+    return str(folder)
+
+
+@pytest.mark.parametrize("found", [BUNDLE_FORMAT + 1, None])
+def test_a_bundle_of_another_format_is_refused(tmp_path, found):
     registry.configure(f"sqlite:///{tmp_path}/mlflow.db")
-    calls = []
+    bundle = ScoringBundle([], None, 0.5, [])
+    if found is None:
+        del bundle.format_version
+    else:
+        bundle.format_version = found
+    shown = "none recorded" if found is None else str(found)
+    with pytest.raises(RegistryError, match=rf"bundle format {shown}, expected format {BUNDLE_FORMAT}.*"
+                                            r"retrain with `fraud retrain`"):
+        registry.load_bundle(_folder(tmp_path, bundle), trust_local=True)
 
-    def spy(*a, **k):
-        calls.append(a)
-        raise AssertionError("unpickled")
 
-    monkeypatch.setattr(pickle, "loads", spy)
-    monkeypatch.setattr(pickle, "load", spy)
-    with pytest.raises(RegistryError, match="cannot be verified"):
-        registry.load_bundle(str(folder))
-    with pytest.raises(RegistryError, match="no bundle.pkl.hmac in it"):
-        registry.load_bundle(str(folder), key="some key")
-    assert calls == []
+def test_the_current_format_loads(tmp_path):
+    registry.configure(f"sqlite:///{tmp_path}/mlflow.db")
+    loaded = registry.load_bundle(_folder(tmp_path, ScoringBundle([], None, 0.5, [])), trust_local=True)
+    assert loaded.format_version == BUNDLE_FORMAT
+
+
+def test_a_bundle_naming_a_class_that_is_gone_is_refused(tmp_path):
+    registry.configure(f"sqlite:///{tmp_path}/mlflow.db")
+    folder = tmp_path / "model"
+    (folder / "artifacts").mkdir(parents=True)
+    (folder / "artifacts" / registry.BUNDLE_ARTIFACT).write_bytes(b"cfraud.bundle\nScoringBundleOfOld\n)R.")
+    with pytest.raises(RegistryError, match=r"bundle format unreadable \(AttributeError.*retrain with `fraud retrain`"):
+        registry.load_bundle(str(folder), trust_local=True)

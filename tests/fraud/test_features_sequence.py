@@ -4,10 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.base import clone
 
-from fraud.errors import NotFittedError
-from fraud.features.base import assert_replay_equals_transform, replay
+from featurizer_checks import assert_replay_equals_transform
+from fraud.features.base import replay
 from fraud.features.sequence import SequenceFeatures
 
 PARAMS = dict(hidden=8, term_dim=4, novelty_buckets=32, epochs=1, window=16, batch_customers=32,
@@ -43,28 +42,6 @@ def data():
 def fitted(data):
     df, hist = data
     return SequenceFeatures(**PARAMS).fit(hist)
-
-
-def test_contract(data, fitted):
-    df, hist = data
-    f = SequenceFeatures(**PARAMS)
-    for call in (lambda: f.transform(df), f.new_state, lambda: f.update(None, df)):
-        with pytest.raises(NotFittedError, match="not fitted"):
-            call()
-    before = set(vars(f))
-    assert f.fit(hist) is f
-    learned = set(vars(f)) - before
-    assert learned and all(a.endswith("_") for a in learned if not a.startswith("_")), learned
-    X = fitted.transform(df)
-    assert list(X.columns) == fitted.feature_names_ and X.index.equals(df.index)
-    assert all(c.startswith("seq_") for c in X.columns) and np.isfinite(X.to_numpy()).all()
-    assert clone(fitted).get_params()["hidden"] == PARAMS["hidden"]
-    assert not hasattr(clone(fitted), "encoder_")
-
-
-def test_replay_equals_transform(data, fitted):
-    df, _ = data
-    assert_replay_equals_transform(fitted, df.iloc[:700], batch_sizes=(1, 7, 1000))
 
 
 def test_determinism_for_a_seed(data, fitted):
@@ -164,18 +141,3 @@ def test_cached_terminal_hashes_equal_crc32(data, fitted):
     for unit in ("ns", "us"):
         ts = df["timestamp"].astype(f"datetime64[{unit}, UTC]")
         np.testing.assert_array_equal(S._seconds(ts), pd.DatetimeIndex(ts).as_unit("ns").asi8 / 1e9)
-
-
-def test_update_many_equals_per_state_updates(data, fitted):
-    """Several independent states in one encoder pass (the stream's partitions) = one update per state, and the
-    states end up the same (the GRU/head products are batched: equal to float32 rounding)."""
-    from fraud.features.base import assert_update_many_equals_updates
-
-    df, hist = data
-    states, ref = assert_update_many_equals_updates(fitted, hist, df.iloc[len(hist):],
-                                                    df["customer_id"].str[1:].astype(int).to_numpy() % 3,
-                                                    batch=41, atol=1e-5)
-    for a, b in zip(states, ref):
-        assert a.slots == b.slots
-        for name in type(fitted.encoder_).SLOT_ARRAYS:
-            np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-5, atol=1e-5, equal_nan=True)

@@ -1,6 +1,6 @@
 """The supervised head's compiled tree predictor equals the libraries' own predict_proba (to 1e-9), on every
 path: QuickScorer (finite rows), the packed tree walk (rows with NaN, categorical or Zero-missing splits), the
-numpy fallback (no numba), any batch size, and heads pickled before the predictor existed."""
+library itself without numba, any batch size, a pickled head."""
 from __future__ import annotations
 
 import pickle
@@ -32,17 +32,18 @@ def data():
 
 
 def _no_numba():
-    """Context: predictor kernels unavailable (the numpy fallback)."""
+    """Context: predictor kernels unavailable (the head then predicts with the library)."""
     import contextlib
 
     @contextlib.contextmanager
     def cm():
-        saved = S._PREDICT_KERNEL[:], S._QS_KERNEL[:]
-        S._PREDICT_KERNEL[:] = [None]
+        saved = dict(S._KERNELS)
+        S._KERNELS["_walk"] = [None]
         try:
             yield
         finally:
-            S._PREDICT_KERNEL[:], S._QS_KERNEL[:] = saved
+            S._KERNELS.clear()
+            S._KERNELS.update(saved)
     return cm()
 
 
@@ -85,23 +86,20 @@ def test_lightgbm_categorical_and_missing_types(params, data):
     assert (arrays["flags"] & S._CATEGORICAL).any()
     ref = m.predict_proba(Qc)[:, 1]
     np.testing.assert_allclose(S.predict_proba(arrays, Qc), ref, rtol=0, atol=TOL)
-    with _no_numba():
-        np.testing.assert_allclose(S.predict_proba(dict(arrays), Qc), ref, rtol=0, atol=TOL)
 
 
-def test_head_pickled_before_the_predictor_is_rebuilt(data):
+def test_a_pickled_head_predicts_the_same(data):
     X, y, Q = data
     head = SupervisedHead(kind="lightgbm", n_estimators=30, n_jobs=1, seed=0).fit(X, y)
     ref = head._library_proba(Q)
-    old = pickle.loads(pickle.dumps(head))
-    # as pickled by the previous version: the path-attribution arrays only (or nothing at all)
-    old._paths = {k: old._paths[k] for k in ("feature", "threshold", "left", "right", "value", "roots")}
-    np.testing.assert_allclose(old.decision_function(Q), ref, rtol=0, atol=TOL)
-    assert old._paths["version"] == S._FOREST_VERSION
-    del old._paths
-    np.testing.assert_allclose(old.decision_function(Q), ref, rtol=0, atol=TOL)
-    again = pickle.loads(pickle.dumps(old))
+    np.testing.assert_allclose(head.decision_function(Q), ref, rtol=0, atol=TOL)  # builds the walk's tables
+    again = pickle.loads(pickle.dumps(head))
+    assert "packed" not in again._paths and again._paths["qs"] is not None
     np.testing.assert_allclose(again.decision_function(Q), ref, rtol=0, atol=TOL)
+    assert again.decision_function(Q[:0]).shape == (0,)
+    for n in (1, 1500):  # one row, more rows than the test data (repeated)
+        Qn = np.resize(Q, (n, Q.shape[1]))
+        np.testing.assert_allclose(again.decision_function(Qn), again._library_proba(Qn), rtol=0, atol=TOL)
 
 
 def test_wrong_width_is_named(data):

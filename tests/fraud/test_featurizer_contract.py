@@ -1,0 +1,148 @@
+"""The featurizer contract (``fraud.features.base``), checked over every registered featurizer
+(``fraud.training.FEATURIZERS``), as River's ``check_estimator`` runs over every estimator: fit returns self and
+only adds learned attributes ending in ``_``; the online replay equals the batch transform; ``update_many`` equals
+one ``update`` per state; a label newer than ``t - delay`` does not change features at ``t``; a fresh state scores
+safely; a state round-trips through :mod:`fraud.safestate`. Labels reach featurizers only in the rows' ``label``
+column (the scorer's one path)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from featurizer_checks import assert_replay_equals_transform, assert_update_many_equals_updates
+from sklearn.base import clone
+
+from fraud import safestate
+from fraud.errors import NotFittedError
+from fraud.training import FEATURIZERS, featurizer_class
+
+#: small parameters per featurizer (every registered featurizer must have an entry: a new one is checked too)
+PARAMS = {
+    "tabular": {},
+    "behaviour": {},
+    "graph": dict(dim=8, proj_dim=4, walk_length=10, walks_per_node=3, drop_columns=()),
+    "sequence": dict(hidden=8, term_dim=4, novelty_buckets=32, epochs=1, window=16, batch_customers=32,
+                     max_train_events=3000, embedding=True, random_state=7),
+    "collusion": {},
+}
+#: tolerance of online vs batch paths (float32 torch inside the sequence encoder; 0: bit for bit)
+ATOL = {"sequence": 1e-5, "graph": 1e-12}
+NAMES = sorted(FEATURIZERS)
+
+
+@pytest.fixture(scope="module")
+def world() -> pd.DataFrame:
+    from fraud.simulate import simulate
+
+    return simulate(customers=150, terminals=300, days=40, seed=5)
+
+
+@pytest.fixture(scope="module")
+def split(world):
+    """(history to fit on, live rows after it)."""
+    cut = world["timestamp"].min() + pd.Timedelta(days=25)
+    hist = world.loc[world["timestamp"] < cut].reset_index(drop=True)
+    return hist, world.loc[world["timestamp"] >= cut].iloc[:900].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def fitted(request, split):
+    name = request.param
+    f = featurizer_class(name)(**PARAMS[name])
+    assert f.fit(split[0]) is f, f"{name}: fit must return self"
+    return name, f
+
+
+def test_every_registered_featurizer_is_checked():
+    assert set(PARAMS) == set(FEATURIZERS)
+
+
+def test_init_stores_parameters_and_fit_adds_only_learned_attributes(fitted, split):
+    name, f = fitted
+    fresh = type(f)(**PARAMS[name])
+    assert set(vars(fresh)) == set(fresh.get_params()), f"{name}: __init__ must only store its parameters"
+    with pytest.raises(NotFittedError, match="not fitted"):
+        fresh.transform(split[1].iloc[:5])
+    assert not hasattr(clone(f), "feature_names_") and clone(f).get_params().keys() == f.get_params().keys()
+    added = [k for k in set(vars(f)) - set(vars(fresh)) if not k.startswith("_")]
+    assert added and all(k.endswith("_") for k in added), f"{name}: learned attributes {sorted(added)}"
+    assert list(f.feature_names_) and len(set(f.feature_names_)) == len(f.feature_names_)
+
+
+def test_online_replay_equals_batch_transform(fitted, split):
+    name, f = fitted
+    atol = ATOL.get(name, 0.0) or 1e-9
+    assert_replay_equals_transform(f, split[1].iloc[:400], batch_sizes=(7, 400), atol=atol)
+    assert_replay_equals_transform(f, split[1].iloc[:60], batch_sizes=(1,), atol=atol)
+    X = f.transform(split[1].iloc[:60])
+    assert list(X.columns) == list(f.feature_names_) and X.index.equals(split[1].index[:60])
+
+
+def test_update_many_equals_per_state_updates(fitted, split):
+    name, f = fitted
+    hist, live = split
+    both = pd.concat([hist.iloc[-1500:], live], ignore_index=True)
+    part = both["customer_id"].astype(int).to_numpy() % 3
+    states, ref = assert_update_many_equals_updates(f, hist.iloc[-1500:], live.iloc[:300], part, batch=53,
+                                                    atol=ATOL.get(name, 0.0))
+    nxt = live.iloc[300:360].reset_index(drop=True)  # the states absorbed the same events
+    for a, b in zip(states, ref):
+        np.testing.assert_allclose(f.update(a, nxt).to_numpy(), f.update(b, nxt).to_numpy(), rtol=0,
+                                   atol=ATOL.get(name, 0.0), err_msg=name)
+
+
+def test_a_label_newer_than_the_delay_changes_nothing(fitted, split):
+    """The information rule: at time t only labels of transactions older than t - delay count. Flipping the labels
+    of every row newer than (last time - delay) can change no row's features (label-free featurizers: any label),
+    while flipping the older ones does change some (the data reaches past the delay)."""
+    name, f = fitted
+    df = pd.concat([split[0].iloc[-3000:], split[1]], ignore_index=True)
+    delay = getattr(f, "delay_days", None)
+    newer = (df["timestamp"] > df["timestamp"].iloc[-1] - pd.Timedelta(days=float(delay))).to_numpy() \
+        if delay is not None else np.ones(len(df), dtype=bool)
+    X = f.transform(df).to_numpy()
+
+    def flip(mask):
+        return f.transform(df.assign(label=np.where(mask, 1 - df["label"], df["label"]).astype(df["label"].dtype)))
+
+    assert 0 < newer.sum()
+    np.testing.assert_array_equal(flip(newer).to_numpy(), X, err_msg=name)
+    if delay is not None:
+        assert (flip(~newer).to_numpy() != X).any(), f"{name}: older labels should count"
+
+
+def test_a_fresh_state_scores_safely(fitted, split):
+    """Before any warm-up, unseen customers and terminals, rows without a label column: finite features."""
+    name, f = fitted
+    rows = split[1].iloc[:20].drop(columns=["label"]).assign(
+        customer_id=[f"new-c{i}" for i in range(20)], terminal_id=[f"new-t{i % 3}" for i in range(20)])
+    out = f.update(f.new_state(), rows)
+    assert list(out.columns) == list(f.feature_names_) and out.index.equals(rows.index)
+    assert np.isfinite(out.to_numpy(dtype=float)).all(), name
+    assert len(f.update(f.new_state(), rows.iloc[:0])) == 0
+
+
+def test_a_state_round_trips_through_safestate(fitted, split):
+    name, f = fitted
+    hist, live = split
+    st = f.new_state()
+    f.update(st, hist.iloc[-800:].reset_index(drop=True))
+    back = safestate.loads(safestate.dumps(st))
+    assert type(back) is type(st)
+    nxt = live.iloc[:200]
+    np.testing.assert_array_equal(f.update(back, nxt).to_numpy(), f.update(st, nxt).to_numpy(), err_msg=name)
+
+
+def test_update_many_default_stacks_updates(random_world):
+    """The contract's default (featurizers without their own update_many): updates stacked, index 0..n-1."""
+    from fraud.features.base import Featurizer
+    from fraud.features.tabular import BaselineFeatures
+
+    df = random_world(20, 10, 10, seed=1)
+    f = BaselineFeatures().fit(df)
+    s1, s2 = f.new_state(), f.new_state()
+    a, b = df.iloc[:30], df.iloc[30:70]
+    out = Featurizer.update_many(f, [(s1, a), (s2, b)])
+    expect = np.vstack([f.update(f.new_state(), a).to_numpy(), f.update(f.new_state(), b).to_numpy()])
+    assert out.index.equals(pd.RangeIndex(70))
+    np.testing.assert_array_equal(out.to_numpy(), expect)
