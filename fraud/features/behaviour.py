@@ -4,8 +4,8 @@ Grounded in the Fraud Detection Handbook generator's scenarios (scenarios 1-3 of
 follow it: docs/simulator.md): a compromised card's inflated amounts, a compromised terminal's run of
 frauds, and a card with a known fraud being likely still compromised. Customer windows end at the row;
 label windows end at ``t - delay``, so only labels at least the delay old are read (the information
-rule). Labels: 1 = fraud, 0 or missing = not (yet) reported; feedback arrives with
-``state.add_labels(tx_ids, labels)``. Nothing is learned (``fit`` validates parameters); ``transform`` is
+rule). Labels: 1 = fraud, 0 or missing = not (yet) reported; labels come with the rows (``label``
+column). Nothing is learned (``fit`` validates parameters); ``transform`` is
 vectorized and ``update`` runs the same kernel on the batch plus the kept history, bounded to the longest
 window. Column definitions, figures and history: docs/detection.md.
 """

@@ -8,8 +8,8 @@ counts, known frauds around the customer and the terminal, ring overlap and new-
 ``transform`` is the same machine from an empty state, so a replay in any micro-batches equals it.
 
 Information rule: a row enters the state only after its features are computed, and a fraud label counts
-only once its transaction is older than ``ts - delay_days``; memory per node is bounded; labels that
-arrive later go in with ``add_labels``. ``columns="online"`` drops node values frozen at fit time,
+only once its transaction is older than ``ts - delay_days``; memory per node is bounded; labels come
+with the rows (``label`` column). ``columns="online"`` drops node values frozen at fit time,
 ``known_days`` / ``age_cap_days`` keep counts stationary, and ``drop_columns`` leaves out two drifting
 columns by default. The column table, why each option exists and the figures: docs/detection.md.
 """

@@ -9,7 +9,7 @@ Features (names as in the Fraud Detection Handbook, chapter 3, in this order)::
 Definitions are identical to the book's pandas ``rolling('{w}d')`` code: customer windows ``(t - w, t]``
 up to and including the row in time order; terminal windows shifted back by the feedback delay ``d``,
 ``(t - d - w, t - d]``, so only labels at least ``d`` days old are read (the information rule). A row
-without a label counts as a transaction but not as a fraud until ``state.add_labels(tx_ids, labels)``.
+without a label counts as a transaction but not as a fraud.
 
 Speed: ``transform`` sorts once per entity type and answers every window with one exact ``searchsorted``
 on an integer (entity, timestamp-rank) key; ``update`` runs the same kernel on the batch plus the kept
