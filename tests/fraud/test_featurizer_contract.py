@@ -1,5 +1,5 @@
 """The featurizer contract (``fraud.features.base``), checked over every registered featurizer
-(``fraud.training.FEATURIZERS``), as River's ``check_estimator`` runs over every estimator: fit returns self and
+(``fraud.training.featurizers.FEATURIZERS``), as River's ``check_estimator`` runs over every estimator: fit returns self and
 only adds learned attributes ending in ``_``; the online replay equals the batch transform; ``update_many`` equals
 one ``update`` per state; a label newer than ``t - delay`` does not change features at ``t``; a fresh state scores
 safely; a state round-trips through :mod:`fraud.safestate`. Labels reach featurizers only in the rows' ``label``
@@ -14,7 +14,7 @@ from sklearn.base import clone
 
 from fraud import safestate
 from fraud.errors import NotFittedError
-from fraud.training import FEATURIZERS, featurizer_class
+from fraud.training.featurizers import FEATURIZERS, featurizer_class
 
 #: small parameters per featurizer (every registered featurizer must have an entry: a new one is checked too)
 PARAMS = {
