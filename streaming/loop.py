@@ -56,6 +56,7 @@ class Scorer:
         self.ck = Checkpointer(config, CheckpointStore(config.state_dir, config.topic), self.metrics, self.parts)
         self.watch = LogWatch(config.topic, self._log_reset, self._verified, lag=self.metrics.lag)
         self.consumer = self.producer = self.archive = self.store = None
+        self.sinks: list = []
         self.dlq: DeadLetterSink | None = None
         self.n_events = self.n_scored = self.n_alerts = 0
         self._last_reload_check = time.monotonic()
