@@ -107,6 +107,9 @@ class BundleState:
 class ScoringBundle:
     """Featurizers + detector + threshold: ``new_state()``, ``score(rows, state)``, ``score_frame(df)``."""
 
+    drift_profile: dict | None = None  # class defaults: bundles pickled before drift monitoring have neither
+    observer = None
+
     def __init__(self, featurizers, detector, threshold: float, feature_names, config: dict | None = None,
                  schema_columns=schema.REQUIRED, explain: str = "alerts", top_reasons: int = 3,
                  version: str | None = None):
@@ -266,7 +269,7 @@ class ScoringBundle:
         return res
 
     def _observe(self, X, out: pd.DataFrame, last_timestamp) -> None:
-        obs = self.__dict__.get("observer")  # bundles pickled before it have no attribute
+        obs = self.observer
         if obs is not None:
             t0 = time.perf_counter()
             obs(X, out["score"].to_numpy(), last_timestamp)
