@@ -195,3 +195,22 @@ def report(bundle, events: pd.DataFrame, days: float = 7.0, lookback_days: float
     out["reference_window"] = profile.get("window")
     out["max_psi"] = max_psi(out)
     return out
+
+
+def mlflow_fields(result: dict, trigger: str) -> tuple[dict, dict]:
+    """(metrics, tags) of a :func:`report` for the retrain run: ``drift.max_psi``, ``drift.score_psi``,
+    ``drift.psi.<feature>``; tags ``drift.trigger`` (why the retrain ran), ``drift.window``, ``drift.top``."""
+    metrics = {"drift.max_psi": result["max_psi"], "drift.score_psi": result["score"], "drift.n": result["n"],
+               **{f"drift.psi.{k}": v for k, v in result["features"].items()}}
+    top = ", ".join(f"{k}={v:.3f}" for k, v, _ in summary(result, top=5))
+    return metrics, {"drift.trigger": trigger, "drift.window": f"({result['window'][0]}, {result['window'][1]}]",
+                     "drift.top": top[:4000]}
+
+
+def table(result: dict, top: int | None = None) -> str:
+    """The report as text: one line per row of :func:`summary` (name, PSI, verdict)."""
+    rows = summary(result, top)
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'':{width}}  {'PSI':>8}  verdict"]
+    lines += [f"{name:{width}}  {v:8.4f}  {verdict}" for name, v, verdict in rows]
+    return "\n".join(lines)
