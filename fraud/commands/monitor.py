@@ -39,7 +39,9 @@ def monitor(settings, archive, model_uri, days, lookback_days, top, as_json):
     model's own. Verdict: PSI > 0.25 drifted, > 0.1 watch, else stable."""
     from fraud import drift, registry
     from fraud.archive import events
+    from fraud.commands.train import _quiet
 
+    _quiet()
     registry.quiet_mlflow()
     model_uri = model_uri or f"models:/{settings.model_name}@champion"
     bundle = registry.load_bundle(model_uri, tracking_uri=settings.tracking_uri, key=settings.bundle_key)
