@@ -24,6 +24,9 @@ detector's ``explain`` is the costly part of scoring); ``explain="all"`` explain
 Speed (``fraud bench score``): the detector gets a float matrix, BLAS runs on one thread, and the result
 columns are built without per-row objects.
 
+Drift: ``drift_profile`` is the training window's reference (``fraud.drift``, recorded by training); the stream
+scorer sets ``observer`` to count each scored micro-batch's features and scores against it (not pickled).
+
 Labels in the rows are handed to the featurizers, which use a label only once its transaction is older
 than the feedback delay (the information rule); the bundle itself never reads labels.
 """

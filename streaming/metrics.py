@@ -84,7 +84,8 @@ class DriftGauges:
         with self._lock:
             self.window = DriftWindow(profile, getattr(bundle, "feature_names", None), days) if profile else None
             self._cache = None
-        bundle.observer = self.window.update if self.window is not None else None
+        if self.window is not None or getattr(bundle, "observer", None) is not None:
+            bundle.observer = self.window.update if self.window is not None else None
 
     def values(self) -> dict | None:
         with self._lock:
