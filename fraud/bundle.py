@@ -24,6 +24,9 @@ detector's ``explain`` is the costly part of scoring); ``explain="all"`` explain
 Speed (``fraud bench score``): the detector gets a float matrix, BLAS runs on one thread, and the result
 columns are built without per-row objects.
 
+Drift: ``drift_profile`` is the training window's reference (``fraud.drift``, recorded by training); the stream
+scorer sets ``observer`` to count each scored micro-batch's features and scores against it (not pickled).
+
 Labels in the rows are handed to the featurizers, which use a label only once its transaction is older
 than the feedback delay (the information rule); the bundle itself never reads labels.
 """
@@ -107,6 +110,9 @@ class BundleState:
 class ScoringBundle:
     """Featurizers + detector + threshold: ``new_state()``, ``score(rows, state)``, ``score_frame(df)``."""
 
+    drift_profile: dict | None = None  # class defaults: bundles pickled before drift monitoring have neither
+    observer = None
+
     def __init__(self, featurizers, detector, threshold: float, feature_names, config: dict | None = None,
                  schema_columns=schema.REQUIRED, explain: str = "alerts", top_reasons: int = 3,
                  version: str | None = None):
@@ -123,6 +129,11 @@ class ScoringBundle:
         self.version = version  # registry version string, set by fraud.registry on load
         self.format_version = BUNDLE_FORMAT  # what fraud.registry checks on load
         self.timings: dict[str, float] = {}  # cumulative seconds per stage (profiling aid, not persisted logic)
+        # the training window's reference profile (fraud.drift.reference: plain arrays), None when not recorded
+        self.drift_profile: dict | None = None
+        # observer(X, scores, last_timestamp) after each micro-batch score()/score_many() scores (the stream
+        # scorer's drift window, fraud.drift.DriftWindow.update); never pickled
+        self.observer = None
 
     # -- contract -------------------------------------------------------------------------------
     @property
@@ -224,6 +235,7 @@ class ScoringBundle:
             out = self._decide(rows, X)
         state.n_scored += len(rows)
         state.last_timestamp = rows[schema.TIMESTAMP].iloc[-1]
+        self._observe(X, out, state.last_timestamp)
         return out
 
     def score_many(self, groups) -> list:
@@ -256,7 +268,15 @@ class ScoringBundle:
             i += n
             st.n_scored += n
             st.last_timestamp = rows[schema.TIMESTAMP].iloc[-1]
+        self._observe(X, out, max(st.last_timestamp for rows, st in live))
         return res
+
+    def _observe(self, X, out: pd.DataFrame, last_timestamp) -> None:
+        obs = self.observer
+        if obs is not None:
+            t0 = time.perf_counter()
+            obs(X, out["score"].to_numpy(), last_timestamp)
+            self._tick("drift", t0)
 
     def score_frame(self, df: pd.DataFrame, batch_size: int = 10_000, state: BundleState | None = None,
                     progress=None) -> pd.DataFrame:
@@ -366,6 +386,7 @@ class ScoringBundle:
         d["timings"] = {}
         d.pop("_colmap", None)  # derived caches, rebuilt on first use
         d.pop("_plain_input", None)
+        d.pop("observer", None)
         d["version"] = None  # the registry sets the version on load
         return d
 

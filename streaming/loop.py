@@ -78,7 +78,7 @@ class Scorer:
     def _install(self, bundle) -> None:
         self.bundle = bundle
         self.version = str(getattr(bundle, "version", None) or "unknown")
-        self.metrics.set_version(self.version)
+        self.metrics.set_model(bundle, self.version)  # version gauge; drift counted against its training window
         log.info("model loaded uri=%s version=%s", self.cfg.model_uri, self.version)
 
     def maybe_reload(self, force: bool = False) -> bool:

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 # finer around tens of ms, where a latency objective sits (a quantile is interpolated inside its bucket)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.06, 0.075, 0.1, 0.25, 0.5,
@@ -62,6 +62,58 @@ class BulkHistogram:
         return [HistogramMetricFamily(self.name, self.documentation)]
 
 
+class DriftGauges:
+    """The drift of the scored traffic against the model's training window (``fraud.drift``), exposed as gauges:
+    ``fraud_feature_psi{feature=...}``, ``fraud_score_psi`` and ``fraud_drift_window_events`` (events in the
+    window). The scorer's :class:`fraud.drift.DriftWindow` counts bins per micro-batch; the PSIs are computed at
+    most every ``interval`` seconds, on a scrape. Nothing is exposed while the model has no drift profile."""
+
+    def __init__(self, registry=None, interval: float = 10.0):
+        self.window = None
+        self.interval = float(interval)
+        self._cache: tuple[float, dict] | None = None
+        self._lock = threading.Lock()
+        if registry is not None:
+            registry.register(self)
+
+    def watch(self, bundle, days: int = 7) -> None:
+        """Count ``bundle``'s scored batches (its ``observer``) against its profile, from an empty window."""
+        from fraud.drift import DriftWindow
+
+        profile = getattr(bundle, "drift_profile", None)
+        with self._lock:
+            self.window = DriftWindow(profile, getattr(bundle, "feature_names", None), days) if profile else None
+            self._cache = None
+        if self.window is not None or getattr(bundle, "observer", None) is not None:
+            bundle.observer = self.window.update if self.window is not None else None
+
+    def values(self) -> dict | None:
+        with self._lock:
+            w, cache = self.window, self._cache
+            if w is None:
+                return None
+            now = time.monotonic()
+            if cache is None or now - cache[0] >= self.interval:
+                self._cache = cache = (now, w.psi())
+            return cache[1]
+
+    def collect(self):
+        v = self.values()
+        if v is None:
+            return
+        g = GaugeMetricFamily("fraud_feature_psi", "PSI of a feature over the drift window vs the training window",
+                              labels=["feature"])
+        for name, x in v["features"].items():
+            g.add_metric([name], x)
+        yield g
+        yield GaugeMetricFamily("fraud_score_psi", "PSI of the score over the drift window vs the training window",
+                                value=v["score"])
+        yield GaugeMetricFamily("fraud_drift_window_events", "Scored events in the drift window", value=v["n"])
+
+    def describe(self):
+        return []
+
+
 class Metrics:
     def __init__(self):
         r = self.registry = CollectorRegistry()
@@ -94,6 +146,7 @@ class Metrics:
         self.offset_resets = Counter("fraud_offset_resets", "Partitions whose log no longer held the position this "
                                      "scorer had reached (log replaced or truncated); read again from its start",
                                      ["partition"], registry=r)
+        self.drift = DriftGauges(registry=r)
         self._rate_t = time.monotonic()
         self._rate_n = 0
         self._server = None
@@ -103,6 +156,11 @@ class Metrics:
     def set_version(self, version) -> None:
         self.model_version.clear()
         self.model_version.labels(version=str(version)).set(1)
+
+    def set_model(self, bundle, version) -> None:
+        """A model is installed: its version gauge, and its drift counted from an empty window."""
+        self.set_version(version)
+        self.drift.watch(bundle)
 
     def tick_rate(self, n: int) -> None:
         self._rate_n += n

@@ -239,16 +239,22 @@ def _store_alerts(df, res, alerts_db: str, version) -> int:
               help="The challenger must beat the champion's AP by this much.")
 @click.option("--window-days", default=None, type=int,
               help="Train the challenger on the latest N days (default: all the data).")
+@click.option("--if-drift", "if_drift", default=None, type=float, metavar="PSI",
+              help="Retrain only when the champion's max PSI (features and score) over the data's last "
+                   "--drift-days exceeds PSI (else say why not and exit 0).")
+@click.option("--drift-days", default=7.0, show_default=True, type=float,
+              help="The drift window: the data's last N days (logged as drift.* metrics at every retrain).")
 @_model_options
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def retrain(settings, data, archive, columns, preset, labels_path, alerts_db, name, ap_margin, window_days,
-            features, unsupervised_detectors, supervised, eval_days, seed, head_trees, as_json):
+            if_drift, drift_days, features, unsupervised_detectors, supervised, eval_days, seed, head_trees, as_json):
     """Train a challenger on the latest data + analyst labels and promote it only if it wins.
 
     Champion and challenger are compared on the most recent labelled window whose labels neither
     trained on; 'champion' moves only if the challenger's AP beats the champion's by --ap-margin and
-    its CP@100 is not worse. Decision, both metric sets and the reason become MLflow tags.
+    its CP@100 is not worse. Decision, both metric sets and the reason become MLflow tags. The champion's drift
+    on the latest --drift-days (``fraud monitor``) is logged too; with --if-drift it decides whether to retrain.
     """
     from fraud import registry
     from fraud.training import read_archive, retrain_flow
@@ -263,12 +269,21 @@ def retrain(settings, data, archive, columns, preset, labels_path, alerts_db, na
     cfg = _train_config(settings, name, features, unsupervised_detectors, supervised, eval_days, seed, head_trees)
     say(f"reading {data or archive}")
     df = _read(data, columns, preset) if data else read_archive(archive)
+    drift_metrics, drift_tags, skip = _drift_gate(settings, name, df, if_drift, drift_days, say)
+    if skip is not None:
+        click.echo(json.dumps({"decision": "skipped", "reason": skip, **drift_metrics}) if as_json else
+                   f"no retrain: {skip}")
+        return
     labels = labels_from(labels_path, alerts_db)
+
+    def log(res, tags):
+        res.metrics.update(drift_metrics)
+        return log_training(settings, res, name, extra_tags={**tags, **drift_tags}, run_name="retrain-challenger",
+                            df=df)
+
     with _echo_training_warnings():
         out = retrain_flow(settings, df, cfg, name=name, labels=labels, ap_margin=ap_margin,
-                           window_days=window_days, progress=say,
-                           log=lambda res, tags: log_training(settings, res, name, extra_tags=tags,
-                                                              run_name="retrain-challenger", df=df))
+                           window_days=window_days, progress=say, log=log)
     if as_json:
         click.echo(json.dumps(out, default=str))
     else:
@@ -276,6 +291,33 @@ def retrain(settings, data, archive, columns, preset, labels_path, alerts_db, na
         click.echo(f"champion   v{out['champion_version']}: {_fmt_metrics(out['champion'])}")
         click.echo(f"challenger v{out['challenger_version']}: {_fmt_metrics(out['challenger'])}")
         click.echo(f"decision: {out['decision']} - {out['reason']}")
+
+
+def _drift_gate(settings, name: str, df, if_drift: float | None, days: float, say) -> tuple[dict, dict, str | None]:
+    """The champion's drift on the last ``days`` of ``df``: (MLflow metrics, tags, why the retrain is skipped or
+    None). Without a champion or its drift profile nothing is measured and the retrain goes on."""
+    from fraud import drift, registry
+    from fraud.commands.monitor import drift_of
+    from fraud.errors import FraudError
+
+    trigger = "schedule" if if_drift is None else f"if-drift {if_drift:g}"
+    try:
+        champion = registry.load_bundle(f"models:/{name}@champion", tracking_uri=settings.tracking_uri,
+                                        key=settings.bundle_key)
+        r = drift_of(champion, df, days)
+    except FraudError as e:
+        say(f"drift not measured ({e}): retraining")
+        return {}, {"drift.trigger": f"{trigger}: drift not measured"}, None
+    say(f"drift of champion v{champion.version} over the last {days:g} days: max PSI {r['max_psi']:.4f} "
+        f"({', '.join(f'{k}={v:.3f}' for k, v, _ in drift.summary(r, top=3))})")
+    if if_drift is not None and not r["max_psi"] > if_drift:
+        why = (f"max PSI {r['max_psi']:.4f} of champion v{champion.version} over ({r['window'][0]}, "
+               f"{r['window'][1]}] is not above --if-drift {if_drift:g}")
+        return drift.mlflow_fields(r, trigger)[0], {}, why
+    if if_drift is not None:
+        trigger += f": max PSI {r['max_psi']:.4f}"
+    metrics, tags = drift.mlflow_fields(r, trigger)
+    return metrics, tags, None
 
 
 @click.command()

@@ -17,6 +17,10 @@ from fraud.training import data, detector, evaluation, featurizers, threshold
 from fraud.training.config import FraudTrainingWarning, TrainConfig
 
 
+DRIFT_PROFILE_ROWS = 50_000  # training rows the drift reference is computed from (quantile edges, shares)
+DRIFT_PROFILE_HISTORY_DAYS = 30  # ... those with this much history (the longest feature window) when there are any
+
+
 @dataclass
 class TrainResult:
     bundle: object
@@ -60,6 +64,7 @@ def train(df: pd.DataFrame, cfg: TrainConfig | None = None, train_from=None, tra
     metrics = evaluation.evaluation_metrics(ev_frame, w, warn)
     metrics["alerts_per_day_recent"] = alerts_per_day
     bundle = _bundle(cfg, fitted, det, thr, feature_names, w, y is not None, unsupervised, in_train, df)
+    bundle.drift_profile = _profile(X, scored, _with_history(df, in_train), w, cfg.seed, timings)
     _warm(bundle, df, cfg, say, timings)
     timings["total"] = time.perf_counter() - t_all
     params = {**cfg.params(), **{f"window.{k}": str(v) for k, v in w.items()}, "supervised_used": y is not None,
@@ -110,6 +115,32 @@ def _bundle(cfg, fitted, det, thr, feature_names, w, supervised, unsupervised, i
     }
     return ScoringBundle(fitted, det, thr, feature_names, config=config, explain=cfg.explain,
                          top_reasons=cfg.top_reasons)
+
+
+def _with_history(df: pd.DataFrame, in_train: np.ndarray, days: int = DRIFT_PROFILE_HISTORY_DAYS) -> np.ndarray:
+    """Training rows with ``days`` of history before them (their window features are complete, as in the stream),
+    or all training rows when none has."""
+    ts = df[schema.TIMESTAMP]
+    ok = in_train & (ts >= ts.iloc[0] + pd.Timedelta(days=days)).to_numpy()
+    return ok if ok.any() else in_train
+
+
+def _profile(X: pd.DataFrame, scored: _Scores, in_train: np.ndarray, w: dict, seed: int, timings: dict,
+             max_rows: int = DRIFT_PROFILE_ROWS) -> dict:
+    """The drift reference of the training window (``fraud.drift``): features and scores of the ``in_train`` rows
+    (a seeded sample of at most ``max_rows``)."""
+    from fraud import drift
+
+    t0 = time.perf_counter()
+    rows = np.flatnonzero(in_train)
+    if len(rows) > max_rows:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_rows, replace=False))
+    mask = np.zeros(len(X), dtype=bool)
+    mask[rows] = True
+    prof = drift.reference(X.to_numpy(dtype=np.float64)[mask], list(X.columns), scored.scores(mask),
+                           window=(w["train_from"], w["train_until"]))
+    timings["drift_profile"] = time.perf_counter() - t0
+    return prof
 
 
 def _warm(bundle, df: pd.DataFrame, cfg: TrainConfig, say, timings: dict) -> None:
