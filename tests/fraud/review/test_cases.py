@@ -105,3 +105,38 @@ def test_queue_filters_search_pages_csv(book):
     assert Q.queue_csv(rows).splitlines()[0].startswith("case_id,status")
     f = Q.Filters.parse({"min_risk": "x", "since": "yesterday-ish", "status": "bogus"})
     assert len(f.errors) == 3 and f.status == "active"
+
+
+def test_merge_keeps_the_older_case_even_when_smaller(book):
+    a = book.store.read_alerts()
+    t = a["tx_id"].tolist()
+    day = pd.Timestamp("2026-01-01", tz="UTC")
+    book.sync(fake({"OLD": t[:2]}, a), at=day)
+    book.sync(fake({"OLD": t[:2], "NEW": t[2:10]}, a), at=day + pd.Timedelta(days=1))
+    m = book.sync(fake({"M": t[:12]}, a), at=day + pd.Timedelta(days=2))   # the younger case holds more alerts
+    assert m == {"M": "CASE-0001"}
+    new = book.get("CASE-0002")
+    assert new["status"] == "merged" and new["link_kind"] == "merged_into" and new["linked_to"] == "CASE-0001"
+    assert set(book.members("CASE-0001")["tx_id"]) == set(t[:12])
+
+
+def test_merge_keeps_the_case_an_analyst_works_on(book):
+    a = book.store.read_alerts()
+    t = a["tx_id"].tolist()
+    day = pd.Timestamp("2026-01-01", tz="UTC")
+    book.sync(fake({"OLD": t[:2]}, a), at=day)
+    book.sync(fake({"OLD": t[:2], "NEW": t[2:6]}, a), at=day + pd.Timedelta(days=1))
+    book.assign("CASE-0002", "alice", "alice")
+    assert book.sync(fake({"M": t[:6]}, a), at=day + pd.Timedelta(days=2)) == {"M": "CASE-0002"}
+    assert book.get("CASE-0001")["linked_to"] == "CASE-0002"
+
+
+def test_split_part_keeps_a_case_whose_largest_part_was_taken(book):
+    a = book.store.read_alerts()
+    t = a["tx_id"].tolist()
+    day = pd.Timestamp("2026-01-01", tz="UTC")
+    book.sync(fake({"OLD": t[:3]}, a), at=day)
+    book.sync(fake({"OLD": t[:3], "NEW": t[3:8]}, a), at=day + pd.Timedelta(days=1))
+    # the younger case's larger part joins the older case; its smaller part stays alone under its id
+    m = book.sync(fake({"J": t[:3] + t[3:6], "R": t[6:8]}, a), at=day + pd.Timedelta(days=2))
+    assert m == {"J": "CASE-0001", "R": "CASE-0002"}
