@@ -89,7 +89,8 @@ def test_queue_filters_search_pages_csv(book):
     res = cluster_alerts(book.store.read_alerts(), map_coords=False)
     book.sync(res)
     rows = Q.rows(book, res, Q.strength(res.alerts), 100)
-    assert [r.risk for r in rows] == sorted((r.risk for r in rows), reverse=True)
+    per_alert = [r.risk / r.n_tx for r in rows]
+    assert per_alert == sorted(per_alert, reverse=True)
     top = rows[0].case_id
     book.assign(top, "alice", "alice")
     rows = Q.rows(book, res, Q.strength(res.alerts), 100)
@@ -140,3 +141,14 @@ def test_split_part_keeps_a_case_whose_largest_part_was_taken(book):
     # the younger case's larger part joins the older case; its smaller part stays alone under its id
     m = book.sync(fake({"J": t[:3] + t[3:6], "R": t[6:8]}, a), at=day + pd.Timedelta(days=2))
     assert m == {"J": "CASE-0001", "R": "CASE-0002"}
+
+
+def test_queue_puts_a_small_ring_above_a_large_weak_case(book):
+    a = book.store.read_alerts()
+    t = a["tx_id"].tolist()
+    res = fake({"WEAK": t[:20], "RING": t[20:23]}, a)
+    res.clusters[0].risk, res.clusters[1].risk = 30.0, 9.0        # 1.5 per alert against 3.0
+    book.sync(res)
+    rows = Q.rows(book, res, Q.strength(res.alerts), 100)
+    assert [r.case_id for r in rows] == [book.sync(res)["RING"], book.sync(res)["WEAK"]]
+    assert rows[0].risk_per_alert == 3.0
