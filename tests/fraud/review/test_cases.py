@@ -89,8 +89,8 @@ def test_queue_filters_search_pages_csv(book):
     res = cluster_alerts(book.store.read_alerts(), map_coords=False)
     book.sync(res)
     rows = Q.rows(book, res, Q.strength(res.alerts), 100)
-    per_alert = [r.risk / r.n_tx for r in rows]
-    assert per_alert == sorted(per_alert, reverse=True)
+    prio = [r.risk / r.n_tx ** 0.5 for r in rows]
+    assert prio == sorted(prio, reverse=True)
     top = rows[0].case_id
     book.assign(top, "alice", "alice")
     rows = Q.rows(book, res, Q.strength(res.alerts), 100)
@@ -143,12 +143,13 @@ def test_split_part_keeps_a_case_whose_largest_part_was_taken(book):
     assert m == {"J": "CASE-0001", "R": "CASE-0002"}
 
 
-def test_queue_puts_a_small_ring_above_a_large_weak_case(book):
+def test_queue_puts_a_small_ring_above_a_large_weak_case_and_a_single_alert(book):
     a = book.store.read_alerts()
     t = a["tx_id"].tolist()
-    res = fake({"WEAK": t[:20], "RING": t[20:23]}, a)
-    res.clusters[0].risk, res.clusters[1].risk = 30.0, 9.0        # 1.5 per alert against 3.0
-    book.sync(res)
+    res = fake({"WEAK": t[:20], "RING": t[20:23], "ONE": t[23:24]}, a)
+    for cl, risk in zip(res.clusters, (20.0, 9.0, 4.0)):      # priority 4.5, 5.2, 4.0; per alert 1, 3, 4
+        cl.risk = risk
+    ids = book.sync(res)
     rows = Q.rows(book, res, Q.strength(res.alerts), 100)
-    assert [r.case_id for r in rows] == [book.sync(res)["RING"], book.sync(res)["WEAK"]]
-    assert rows[0].risk_per_alert == 3.0
+    assert [r.case_id for r in rows] == [ids["RING"], ids["WEAK"], ids["ONE"]]
+    assert rows[0].priority == pytest.approx(9.0 / 3 ** 0.5)
