@@ -1,10 +1,11 @@
 """Cases: the stored, stable unit an analyst works on (one per cluster of flagged activity).
 
 Clusters are recomputed whenever alerts arrive, and their content-hash ids change. A case keeps its
-id across recomputation by matching on member overlap (``CaseBook.sync``): each new cluster takes the
-case holding most of its alerts; a case whose alerts now lie in several clusters keeps the largest
-part and the rest become new cases "split from" it; a cluster holding the alerts of several cases
-keeps the case with most of them and the others are "merged into" it. New alerts joining a closed
+id across recomputation by matching on member overlap (``CaseBook.sync``, ``_match``): a case goes with
+the cluster holding most of its alerts and the rest become new cases "split from" it; a cluster so
+chosen by several cases keeps the one an analyst works on, else the oldest, and the others are
+"merged into" it (their history stays, pointing to it); a merged-away case whose other alerts form a
+cluster of their own keeps that cluster. New alerts joining a closed
 case reopen it; a new cluster on a closed case's customers or terminals starts a case linked to it.
 Every action (sync, assign, status, decide, note, undo) is a row of ``case_events`` with analyst and time.
 
@@ -67,6 +68,31 @@ UNDOABLE = ("assign", "status", "decide")
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _seniority(st: dict) -> tuple:
+    """Which of several cases keeps its id in a merge: one an analyst works on, then the oldest."""
+    return (st["status"] != "in_progress", str(st["created_at"]), st["case_id"])
+
+
+def _match(overlaps: list, state: dict) -> dict:
+    """Cluster index -> case id from ``overlaps`` ((alerts shared, cluster index, case id) triples).
+
+    Each case goes with the cluster holding most of its alerts; a cluster so chosen by several cases keeps
+    the senior one (``_seniority``) and the others are merged into it. A cluster left without a case then
+    takes the case with most of its alerts among those not yet matched (the rest of a case split apart)."""
+    largest: dict = {}
+    for n, i, case_id in sorted(overlaps, key=lambda x: (-x[0], x[1])):
+        largest.setdefault(case_id, i)
+    case_of: dict = {}
+    for case_id in sorted(largest, key=lambda c: _seniority(state[c])):
+        case_of.setdefault(largest[case_id], case_id)
+    taken = set(case_of.values())
+    for n, i, case_id in sorted(overlaps, key=lambda x: (-x[0], _seniority(state[x[2]]), x[1])):
+        if i not in case_of and case_id not in taken:
+            case_of[i] = case_id
+            taken.add(case_id)
+    return case_of
 
 
 class CaseBook:
@@ -147,18 +173,13 @@ class CaseBook:
         with self.engine.begin() as conn:
             owner = {r[0]: r[1] for r in conn.execute(sa.select(case_members.c.tx_id, case_members.c.case_id))}
             state = {r["case_id"]: dict(r) for r in conn.execute(sa.select(cases)).mappings()}
-            created = {k: v["created_at"] for k, v in state.items()}
             overlaps = []
             for i, cl in enumerate(result.clusters):
                 for case_id, n in Counter(owner[t] for t in cl.tx_ids if t in owner).items():
                     if state[case_id]["status"] != "merged":
                         overlaps.append((n, i, case_id))
-            overlaps.sort(key=lambda x: (-x[0], str(created[x[2]]), x[2], x[1]))
-            case_of, taken = {}, set()
-            for n, i, case_id in overlaps:
-                if i not in case_of and case_id not in taken:
-                    case_of[i] = case_id
-                    taken.add(case_id)
+            case_of = _match(overlaps, state)
+            taken = set(case_of.values())
             new_idx = [i for i in range(len(result.clusters)) if i not in case_of]
             for i, case_id in zip(new_idx, self._next_ids(conn, len(new_idx))):
                 case_of[i] = case_id

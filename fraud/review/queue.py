@@ -1,4 +1,4 @@
-"""The analyst's work queue: cases ordered by risk, filtered, searched, paged, exported, with strength.
+"""The analyst's work queue: cases ordered by risk / sqrt(alerts), filtered, searched, paged, exported, with strength.
 
 Strength: an alert's score as a percentile among the day's scored events (the archive's ``score``
 column when the context carries it, else among the day's alerts, and the page says which) and a
@@ -130,6 +130,13 @@ class Row:
     link_kind: str | None
 
     @property
+    def priority(self) -> float:
+        """The queue's order: risk / sqrt(alerts). Total risk grows with a case's size (a large case of weak
+        alerts outranks a small ring); risk per alert puts a single strong alert above a ring; the square
+        root sits between them."""
+        return self.risk / math.sqrt(max(self.n_tx, 1))
+
+    @property
     def status_words(self) -> str:
         s = STATUS_WORDS.get(self.status, self.status)
         return f"{s} ({OUTCOME_WORDS[self.outcome]})" if self.status == "closed" and self.outcome else s
@@ -139,7 +146,7 @@ BAND_ORDER = {"critical": 0, "high": 1, "medium": 2}
 
 
 def rows(book: CaseBook, result, strength_df: pd.DataFrame, budget: int) -> list[Row]:
-    """Every case as a queue row, highest risk first (cases with no current cluster: risk 0)."""
+    """Every case as a queue row, highest priority (risk / sqrt(alerts)) first (cases with no current cluster: risk 0)."""
     frame = book.frame()
     members = book.members()
     by_cluster = {c.id: c for c in result.clusters}
@@ -166,7 +173,7 @@ def rows(book: CaseBook, result, strength_df: pd.DataFrame, budget: int) -> list
                        budget_share=budget_share(len(part), first, last, budget) if len(part) else 0.0,
                        reason=top, created_at=str(r["created_at"])[:16], updated_at=str(r["updated_at"])[:16],
                        linked_to=r["linked_to"], link_kind=r["link_kind"]))
-    out.sort(key=lambda x: (-x.risk, x.case_id))
+    out.sort(key=lambda x: (-x.priority, -x.risk, x.case_id))
     return out
 
 

@@ -89,7 +89,8 @@ def test_queue_filters_search_pages_csv(book):
     res = cluster_alerts(book.store.read_alerts(), map_coords=False)
     book.sync(res)
     rows = Q.rows(book, res, Q.strength(res.alerts), 100)
-    assert [r.risk for r in rows] == sorted((r.risk for r in rows), reverse=True)
+    prio = [r.risk / r.n_tx ** 0.5 for r in rows]
+    assert prio == sorted(prio, reverse=True)
     top = rows[0].case_id
     book.assign(top, "alice", "alice")
     rows = Q.rows(book, res, Q.strength(res.alerts), 100)
@@ -105,3 +106,50 @@ def test_queue_filters_search_pages_csv(book):
     assert Q.queue_csv(rows).splitlines()[0].startswith("case_id,status")
     f = Q.Filters.parse({"min_risk": "x", "since": "yesterday-ish", "status": "bogus"})
     assert len(f.errors) == 3 and f.status == "active"
+
+
+def test_merge_keeps_the_older_case_even_when_smaller(book):
+    a = book.store.read_alerts()
+    t = a["tx_id"].tolist()
+    day = pd.Timestamp("2026-01-01", tz="UTC")
+    book.sync(fake({"OLD": t[:2]}, a), at=day)
+    book.sync(fake({"OLD": t[:2], "NEW": t[2:10]}, a), at=day + pd.Timedelta(days=1))
+    m = book.sync(fake({"M": t[:12]}, a), at=day + pd.Timedelta(days=2))   # the younger case holds more alerts
+    assert m == {"M": "CASE-0001"}
+    new = book.get("CASE-0002")
+    assert new["status"] == "merged" and new["link_kind"] == "merged_into" and new["linked_to"] == "CASE-0001"
+    assert set(book.members("CASE-0001")["tx_id"]) == set(t[:12])
+
+
+def test_merge_keeps_the_case_an_analyst_works_on(book):
+    a = book.store.read_alerts()
+    t = a["tx_id"].tolist()
+    day = pd.Timestamp("2026-01-01", tz="UTC")
+    book.sync(fake({"OLD": t[:2]}, a), at=day)
+    book.sync(fake({"OLD": t[:2], "NEW": t[2:6]}, a), at=day + pd.Timedelta(days=1))
+    book.assign("CASE-0002", "alice", "alice")
+    assert book.sync(fake({"M": t[:6]}, a), at=day + pd.Timedelta(days=2)) == {"M": "CASE-0002"}
+    assert book.get("CASE-0001")["linked_to"] == "CASE-0002"
+
+
+def test_split_part_keeps_a_case_whose_largest_part_was_taken(book):
+    a = book.store.read_alerts()
+    t = a["tx_id"].tolist()
+    day = pd.Timestamp("2026-01-01", tz="UTC")
+    book.sync(fake({"OLD": t[:3]}, a), at=day)
+    book.sync(fake({"OLD": t[:3], "NEW": t[3:8]}, a), at=day + pd.Timedelta(days=1))
+    # the younger case's larger part joins the older case; its smaller part stays alone under its id
+    m = book.sync(fake({"J": t[:3] + t[3:6], "R": t[6:8]}, a), at=day + pd.Timedelta(days=2))
+    assert m == {"J": "CASE-0001", "R": "CASE-0002"}
+
+
+def test_queue_puts_a_small_ring_above_a_large_weak_case_and_a_single_alert(book):
+    a = book.store.read_alerts()
+    t = a["tx_id"].tolist()
+    res = fake({"WEAK": t[:20], "RING": t[20:23], "ONE": t[23:24]}, a)
+    for cl, risk in zip(res.clusters, (20.0, 9.0, 4.0)):      # priority 4.5, 5.2, 4.0; per alert 1, 3, 4
+        cl.risk = risk
+    ids = book.sync(res)
+    rows = Q.rows(book, res, Q.strength(res.alerts), 100)
+    assert [r.case_id for r in rows] == [ids["RING"], ids["WEAK"], ids["ONE"]]
+    assert rows[0].priority == pytest.approx(9.0 / 3 ** 0.5)
