@@ -175,6 +175,9 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--rate", default=None, type=float, help="Events per second.")
     @click.option("--speedup", default=None, type=float, help="X times real time (by event timestamps).")
     @click.option("--limit", default=None, type=int, help="Only the first N events (in time order).")
+    @click.option("--since", default=None, metavar="DATE",
+                  help="Only events at or after this time (e.g. the model's training cutoff: events it already "
+                       "learned from would be scored as if new).")
     @click.option("--partitions", default=8, show_default=True, type=int,
                   help="Partitions of the topic when it is created here.")
     @click.option("--no-labels", is_flag=True, help="Do not send label/scenario fields.")
@@ -191,6 +194,10 @@ def register(main: click.Group, bench: click.Group) -> None:
         setup_logging("WARNING")
         ckw = client_kw(kw)
         df = load_or_fail(kw["data"], kw["columns"], kw["preset"])
+        if kw["since"] is not None:
+            from fraud.training.data import to_utc
+
+            df = df[df["timestamp"] >= to_utc(kw["since"], "--since")].reset_index(drop=True)
         if kw["limit"] is not None:
             df = df.iloc[: kw["limit"]]
         wait_for_broker(kw["bootstrap"], timeout=60, client_kw=ckw)

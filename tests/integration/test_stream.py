@@ -429,6 +429,12 @@ def test_cli_broker_and_replay(tmp_path, reg):
         for p in {m.partition for m in msgs}:  # time order within each partition
             ts = [json.loads(m.value)["timestamp"] for m in sorted(msgs, key=lambda m: m.offset) if m.partition == p]
             assert ts == sorted(ts)
+        since = data["timestamp"].iloc[150]  # --since: only events at or after it (the model's cutoff, say)
+        r = subprocess.run([sys.executable, "-m", "fraud.cli", "replay", "--data", str(path), "--bootstrap",
+                            f"127.0.0.1:{port}", "--topic", "cli-tx2", "--since", since.isoformat()], cwd=ROOT,
+                           env=env, capture_output=True, timeout=120)
+        want = int((data["timestamp"] >= since).sum())
+        assert r.returncode == 0 and f"sent {want} events to cli-tx2" in r.stdout.decode(), r.stderr.decode()[-2000:]
     finally:
         b.send_signal(signal.SIGTERM)
         rc = b.wait(20)
