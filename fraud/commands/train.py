@@ -139,6 +139,10 @@ def train(settings, data, columns, preset, train_from, train_until, unsupervised
     name = name or settings.model_name
     until = to_utc(train_until, "--train-until")
     cfg = _train_config(settings, name, features, unsupervised_detectors, supervised, eval_days, seed, head_trees)
+    if not no_register:  # an unreachable store fails now, not after minutes of training
+        from fraud import registry
+
+        registry.configure(settings.tracking_uri)
     say(f"reading {data}")
     df = _read(data, columns, preset, until=until, console=console)
     labels = None if unsupervised else labels_from(labels_path)

@@ -233,3 +233,19 @@ def test_retrain_command_registers_a_challenger_with_the_gate_decision(world, tm
     tags = mlflow.get_run(run_id).data.tags
     assert tags["retrain.decision"] == out["decision"] and "baseline.choice" in tags
     assert registry.resolve_alias("gated", "champion") == ("2" if out["decision"] == "promote" else "1")
+
+
+def test_train_command_checks_the_tracking_store_before_training(world, tmp_path):
+    """A tracking store in a folder that does not exist fails at once, naming it, not after the training."""
+    from fraud.cli import main
+
+    p = tmp_path / "world.parquet"
+    world.to_parquet(p)
+    uri = f"sqlite:///{tmp_path}/missing/mlflow.db"
+    r = CliRunner().invoke(main, ["train", "--data", str(p), "--features", "tabular", "--detectors", "hbos"],
+                           env={"MLFLOW_TRACKING_URI": uri})
+    from fraud.errors import RegistryError
+
+    assert isinstance(r.exception, RegistryError), r.output  # the CLI's entry point prints it, exit 2
+    assert "missing" in str(r.exception) and "does not exist" in str(r.exception)
+    assert "fitting featurizer" not in r.output  # nothing was trained
