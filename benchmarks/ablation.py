@@ -10,19 +10,14 @@ Results: docs/benchmarks.md ("Feature-set ablation").
 """
 from __future__ import annotations
 
-import importlib
 import time
 
 import numpy as np
 import pandas as pd
 
 from fraud.errors import ConfigError
+from fraud.training.featurizers import available_featurizers, featurizer_class
 
-FEATURIZERS = {
-    "tabular": "fraud.features.tabular:BaselineFeatures",
-    "graph": "fraud.features.graph:GraphFeatures",
-    "sequence": "fraud.features.sequence:SequenceFeatures",
-}
 FEATURE_SETS = {
     "tabular": ["tabular"],
     "tabular+graph": ["tabular", "graph"],
@@ -33,18 +28,6 @@ DETECTOR_PARAMS = dict(max_iter=200, learning_rate=0.05, max_leaf_nodes=31, min_
                        l2_regularization=1.0, early_stopping=False)
 DAY = pd.Timedelta(days=1)
 
-
-def featurizer_class(name: str):
-    """The featurizer class for ``name`` (imported lazily); None when its module does not exist."""
-    if name not in FEATURIZERS:
-        raise ConfigError(f"--sets: unknown featurizer {name!r}; known: {', '.join(FEATURIZERS)}")
-    mod, cls = FEATURIZERS[name].split(":")
-    try:
-        return getattr(importlib.import_module(mod), cls)
-    except ModuleNotFoundError as e:
-        if e.name == mod:
-            return None
-        raise
 
 
 def time_split(df: pd.DataFrame, test_days: int = 21, train_days: int = 28, delay_days: float = 7) -> dict:
@@ -112,9 +95,9 @@ def run_ablation(df: pd.DataFrame, sets=None, budget: int = 100, test_days: int 
               "featurizer_params": params, "feature_sets": {}, "skipped": skipped, "timings_s": timings}
     for s in sets:
         names = FEATURE_SETS[s]
-        missing = [n for n in names if n not in feats and featurizer_class(n) is None]
+        _, missing = available_featurizers([n for n in names if n not in feats])
         if missing:
-            skipped[s] = f"featurizer module for {', '.join(missing)} does not exist yet"
+            skipped[s] = "; ".join(missing.values())
             log(f"note: skipping feature set {s!r}: {skipped[s]}")
             continue
         for n in names:

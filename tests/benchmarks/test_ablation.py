@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from benchmarks import ablation
 from benchmarks.ablation import recall_at_budget, run_ablation, time_split
 from fraud.errors import ConfigError
 
@@ -62,7 +61,9 @@ def test_cli_ablation_json(world_path):
 
 
 def test_missing_featurizer_is_skipped_with_a_note(world_path, monkeypatch):
-    monkeypatch.setitem(ablation.FEATURIZERS, "sequence", "fraud.features.not_written_yet:Nothing")
+    from fraud.training import featurizers
+
+    monkeypatch.setitem(featurizers.FEATURIZERS, "sequence", "fraud.features.not_written_yet:Nothing")
     notes = []
     df = pd.read_parquet(world_path)
     res = run_ablation(df, sets=["tabular", "tabular+sequence"], budget=10, test_days=14, train_days=14, log=notes.append)
