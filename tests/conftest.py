@@ -80,3 +80,27 @@ def tiny_frame() -> pd.DataFrame:
         "amount": np.array([10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0]),
         "label": np.array([0, 1, 0, 0, 0, 1, 0, 0], dtype=np.int8),
     })
+
+
+@pytest.fixture(scope="session")
+def drift_world() -> pd.DataFrame:
+    """A 45-day world for the drift tests (monitor CLI, scorer gauges)."""
+    from fraud.simulate import simulate
+
+    return simulate(customers=200, terminals=400, days=45, seed=5)
+
+
+@pytest.fixture(scope="session")
+def drift_bundle(drift_world):
+    """A light bundle (tabular features, iforest + hbos, a small head) trained on ``drift_world``: it carries a
+    drift profile."""
+    import warnings
+
+    from fraud.training import TrainConfig, train
+
+    light = dict(featurizers=("tabular",), unsupervised=("iforest", "hbos"),
+                 ensemble_params={"detector_params": {"iforest": {"n_estimators": 50}},
+                                  "supervised_params": {"n_estimators": 40, "n_jobs": 1}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return train(drift_world, TrainConfig(**light)).bundle

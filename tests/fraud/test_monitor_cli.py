@@ -3,34 +3,21 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-LIGHT = dict(featurizers=("tabular",), unsupervised=("iforest", "hbos"),
-             ensemble_params={"detector_params": {"iforest": {"n_estimators": 50}},
-                              "supervised_params": {"n_estimators": 40, "n_jobs": 1}})
+@pytest.fixture(scope="module")
+def world(drift_world):
+    return drift_world
 
 
 @pytest.fixture(scope="module")
-def world():
-    from fraud.simulate import simulate
-
-    return simulate(customers=200, terminals=400, days=45, seed=5)
-
-
-@pytest.fixture(scope="module")
-def bundle(world):
-    from fraud.training import TrainConfig, train
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        b = train(world, TrainConfig(**LIGHT)).bundle
-    b.version = "3"
-    return b
+def bundle(drift_bundle):
+    drift_bundle.version = "3"
+    return drift_bundle
 
 
 def _archive(root, bundle, df):

@@ -12,27 +12,14 @@ import pytest
 from fraud import drift
 from streaming.metrics import Metrics
 
-LIGHT = dict(featurizers=("tabular",), unsupervised=("iforest", "hbos"),
-             ensemble_params={"detector_params": {"iforest": {"n_estimators": 50}},
-                              "supervised_params": {"n_estimators": 40, "n_jobs": 1}})
+@pytest.fixture(scope="module")
+def world(drift_world):
+    return drift_world
 
 
 @pytest.fixture(scope="module")
-def world():
-    from fraud.simulate import simulate
-
-    return simulate(customers=200, terminals=400, days=45, seed=5)
-
-
-@pytest.fixture(scope="module")
-def bundle(world):
-    import warnings
-
-    from fraud.training import TrainConfig, train
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return train(world, TrainConfig(**LIGHT)).bundle
+def bundle(drift_bundle):
+    return drift_bundle
 
 
 def _messages(df, start=0):
