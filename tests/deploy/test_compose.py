@@ -114,14 +114,19 @@ def test_prometheus_rules_parse_and_reference_real_metrics():
         subprocess.run([promtool, "check", "rules", str(ROOT / "deploy/prometheus/alerts.yml")], check=True)
 
 
-def _docker_compose() -> bool:
-    if not shutil.which("docker"):
-        return False
-    return subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+def _compose_command() -> list[str] | None:
+    """`docker compose` (v2) where installed, else `docker-compose` (v1, Debian's package), else None."""
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    return ["docker-compose"] if shutil.which("docker-compose") else None
 
 
-@pytest.mark.skipif(not _docker_compose(), reason="docker compose is not installed here")
+@pytest.mark.skipif(_compose_command() is None, reason="neither docker compose nor docker-compose is installed here")
 def test_docker_compose_config():
-    out = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"], cwd=ROOT,
+    out = subprocess.run([*_compose_command(), "-f", str(COMPOSE), "config", "--quiet"], cwd=ROOT,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_project_name_comes_from_the_env_file():
+    assert "COMPOSE_PROJECT_NAME=fraud-graph" in (ROOT / ".env").read_text().splitlines()
