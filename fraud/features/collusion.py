@@ -58,15 +58,16 @@ class CollusionState:
         self.stamp = np.zeros(1, np.int64)
 
     def ids(self, values, cards: bool) -> np.ndarray:
-        """Dense ids of ``values`` (as text; new ones assigned and the arrays grown)."""
-        codes, uniq = pd.factorize(values if isinstance(values, pd.Series) else np.asarray(values, dtype=object),
-                                   use_na_sentinel=False)
+        """Dense ids of ``values`` (a Series or a list; as text, new ones assigned and the arrays grown)."""
+        if isinstance(values, pd.Series):
+            values = values.tolist() if isinstance(values.dtype, pd.StringDtype) else values.astype(str).tolist()
         d = self.c_ids if cards else self.t_ids
-        n0 = len(d)
-        got = [d.setdefault(u if type(u) is str else str(u), len(d)) for u in uniq.tolist()]
-        if len(d) > n0:
+        got = list(map(d.get, values))  # one C-level pass; new ids are the exception
+        if None in got:
+            got = [d.setdefault(v if type(v) is str else str(v), len(d)) if g is None else g
+                   for v, g in zip(values, got)]
             self._reserve(cards, len(d))
-        return np.asarray(got, dtype=np.int64)[codes] if len(codes) else np.zeros(0, np.int64)
+        return np.array(got, dtype=np.int64)
 
     def _reserve(self, cards: bool, n: int) -> None:
         if cards:
