@@ -3,6 +3,7 @@ exactly what the per-event checks give: the same good events, hashes and dead le
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -39,12 +40,17 @@ def _slow():
                 min_size=1, max_size=12))
 def test_fast_paths_equal_the_per_event_checks(values):
     msgs = [msg(v, i, ts_ms=b) for i, (v, b) in enumerate(values)]
-    fast, fast_letters = dec.decode(msgs, RULES)
-    mp = _slow()
+    clock = pytest.MonkeyPatch()  # a message without broker time is windowed by the wall clock: one instant
+    clock.setattr(dec, "time", SimpleNamespace(time=lambda: 1_706_745_600.0))
     try:
-        slow, slow_letters = dec.decode(msgs, RULES)
+        fast, fast_letters = dec.decode(msgs, RULES)
+        mp = _slow()
+        try:
+            slow, slow_letters = dec.decode(msgs, RULES)
+        finally:
+            mp.undo()
     finally:
-        mp.undo()
+        clock.undo()
     assert {k: v for k, v in fast.__dict__.items() if k not in ("amount",)} == \
         {k: v for k, v in slow.__dict__.items() if k not in ("amount",)}
     assert [repr(a) for a in fast.amount] == [repr(a) for a in slow.amount]  # -0.0 stays -0.0
