@@ -44,13 +44,13 @@ def remember(d, seen) -> None:
 
 def score(bundle, version: str, states: dict, rows: pd.DataFrame, part: np.ndarray, offs: np.ndarray,
           topic: str) -> tuple:
-    """Score valid canonical ``rows`` (time order) read from partitions ``part`` at offsets ``offs``, each with
+    """Score valid canonical ``rows`` (time order within each partition) read from partitions ``part`` at offsets ``offs``, each with
     its partition's state (``states[p]``). Returns (results, order, columns): results grouped by partition (time
     order within each) with the canonical columns plus kafka_partition, kafka_offset, score, is_alert, reasons,
     model_version; ``order`` maps result rows to ``rows`` (None: same order); ``columns`` the dict of arrays the
     results were built from (built in one go: pandas column inserts cost ~1 ms each)."""
     n, order = len(rows), None
-    if n > 1 and (part[1:] != part[0]).any():
+    if n > 1 and (part[1:] < part[:-1]).any():  # not grouped by partition yet (streaming.decode.to_frame groups)
         order = np.argsort(part, kind="stable")
         rows, part, offs = rows.take(order), part[order], offs[order]
     rows = rows.reset_index(drop=True)

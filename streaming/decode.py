@@ -312,14 +312,16 @@ def _hashes(d: Decoded) -> tuple[list[int], list[int]]:
 
 
 def to_frame(d: Decoded, has_label: bool | None = None) -> tuple[pd.DataFrame, np.ndarray]:
-    """Canonical rows of ``d`` sorted by time (stable) and ``order``, the index in ``d`` of each row. ``label``
-    and ``scenario`` columns are there when an event has one (the others: -1, unknown); ``attributes`` when
-    an event has extra fields."""
+    """Canonical rows of ``d`` by partition (ascending), sorted by time inside each (stable), and ``order``, the
+    index in ``d`` of each row: the grouping the model call needs (a poll arrives grouped by partition, each in
+    time order, so usually nothing moves). ``label`` and ``scenario`` columns are there when an event has one
+    (the others: -1, unknown); ``attributes`` when an event has extra fields."""
     n = len(d)
     ts = np.array(d.ts, dtype=np.int64)
+    part = np.fromiter((m.partition for m in d.msgs), dtype=np.int64, count=n)
     order = np.arange(n)
-    if n > 1 and not (ts[1:] >= ts[:-1]).all():
-        order = np.argsort(ts, kind="stable")
+    if n > 1 and not ((part[1:] > part[:-1]) | ((part[1:] == part[:-1]) & (ts[1:] >= ts[:-1]))).all():
+        order = np.lexsort((ts, part))  # stable
         d = d.take(order)
         ts = ts[order]
     cols = {

@@ -28,3 +28,21 @@ def test_one_call_for_all_partitions_equals_each_partition_alone(drift_bundle, d
         assert (res["kafka_offset"].to_numpy() == offs[sl][order]).all()
         assert set(res["model_version"]) == {"7"} and list(cols) == list(res.columns)
         assert res["is_alert"].dtype == bool and res["score"].dtype == np.float64
+
+
+def test_to_frame_groups_a_poll_by_partition_in_time_order():
+    from types import SimpleNamespace
+
+    from streaming.decode import EventRules, decode, to_frame
+
+    evs = [(1, "2024-01-31T10:00:03Z"), (0, "2024-01-31T10:00:02Z"), (1, "2024-01-31T10:00:01Z"),
+           (0, "2024-01-31T10:00:02Z"), (2, "2024-01-31T10:00:00Z")]
+    msgs = [SimpleNamespace(value=('{"tx_id": "t%d", "timestamp": "%s", "customer_id": "c", "terminal_id": "m", '
+                                   '"amount": 1.0}' % (i, t)).encode(), key=b"k", partition=p, offset=i,
+                            timestamp=1_706_745_600_000) for i, (p, t) in enumerate(evs)]
+    d, letters = decode(msgs, EventRules())
+    rows, order = to_frame(d)
+    assert not letters and order.tolist() == [1, 3, 2, 0, 4]
+    assert rows["tx_id"].tolist() == ["t1", "t3", "t2", "t0", "t4"]
+    grouped = [msgs[i] for i in (1, 3, 2, 0, 4)]  # already grouped and in time order: nothing moves
+    assert to_frame(decode(grouped, EventRules())[0])[1].tolist() == list(range(5))
