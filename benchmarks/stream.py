@@ -213,7 +213,7 @@ def _bench_one(model_uri, tracking_uri, bootstrap, first, second, partitions, of
                linger_ms, bundle, serve_kw, load_linger_ms: float = 0) -> dict:
     from streaming.broker import ensure_topics
     from streaming.loop import Scorer, ServeConfig
-    from streaming.model import freeze_heap
+    from streaming.model import freeze_heap, warm_up
     from streaming.replay import encode_events, replay
 
     tag = uuid.uuid4().hex[:8]
@@ -260,6 +260,7 @@ def _bench_one(model_uri, tracking_uri, bootstrap, first, second, partitions, of
                 marks.setdefault("batches", []).append((len(lat), time.perf_counter()))
 
         scorer = Scorer(cfg, on_batch=on_batch)
+        warm_up(bundle)  # as Scorer.load_model does: one-time costs (numba, lazy imports) before the first poll
         scorer._install(bundle)
         th = threading.Thread(target=scorer.run, args=(stop,), name="bench-scorer", daemon=True)
         _say(verbose, "(b) scorer end-to-end on the same events ...")

@@ -44,13 +44,13 @@ def remember(d, seen) -> None:
 
 def score(bundle, version: str, states: dict, rows: pd.DataFrame, part: np.ndarray, offs: np.ndarray,
           topic: str) -> tuple:
-    """Score valid canonical ``rows`` (time order) read from partitions ``part`` at offsets ``offs``, each with
+    """Score valid canonical ``rows`` (time order within each partition) read from partitions ``part`` at offsets ``offs``, each with
     its partition's state (``states[p]``). Returns (results, order, columns): results grouped by partition (time
     order within each) with the canonical columns plus kafka_partition, kafka_offset, score, is_alert, reasons,
     model_version; ``order`` maps result rows to ``rows`` (None: same order); ``columns`` the dict of arrays the
     results were built from (built in one go: pandas column inserts cost ~1 ms each)."""
     n, order = len(rows), None
-    if n > 1 and (part[1:] != part[0]).any():
+    if n > 1 and (part[1:] < part[:-1]).any():  # not grouped by partition yet (streaming.decode.to_frame groups)
         order = np.argsort(part, kind="stable")
         rows, part, offs = rows.take(order), part[order], offs[order]
     rows = rows.reset_index(drop=True)
@@ -63,16 +63,33 @@ def score(bundle, version: str, states: dict, rows: pd.DataFrame, part: np.ndarr
         if len(res) != b - a:
             raise FraudError(f"model version {version}: score() returned {len(res)} rows for the {b - a} events of "
                              f"{topic}[{int(part[a])}]")
-    res = results[0] if len(results) == 1 else pd.concat(results, ignore_index=True)
-    got, want = res["tx_id"].to_numpy(), rows["tx_id"].to_numpy()
+    got, want = _stack(results, "tx_id"), rows["tx_id"].to_numpy()
     if not np.array_equal(got, want) and not np.array_equal(got.astype(str), want.astype(str)):
         raise FraudError(f"model version {version}: score() returned tx_ids that do not match the events of {topic} "
                          f"(partitions {sorted(set(part.tolist()))})")
     cols = {c: rows[c].array for c in rows.columns}
     cols["kafka_partition"] = part.astype(np.int32, copy=False)
     cols["kafka_offset"] = offs.astype(np.int64, copy=False)
-    cols["score"] = res["score"].to_numpy()
-    cols["is_alert"] = res["is_alert"].to_numpy().astype(bool)
-    cols["reasons"] = res["reasons"].to_numpy()
-    cols["model_version"] = pd.array([version] * n, dtype="str")
+    cols["score"] = _stack(results, "score")
+    cols["is_alert"] = _stack(results, "is_alert").astype(bool)
+    cols["reasons"] = _stack(results, "reasons")
+    cols["model_version"] = _constant(version, n)
     return pd.DataFrame(cols, copy=False), order, cols
+
+
+def _stack(results: list, name: str) -> np.ndarray:
+    """Column ``name`` of the per-partition results, stacked (numpy: ~4 ms less per poll than ``pd.concat``)."""
+    parts = [r[name].to_numpy() for r in results]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+_CONSTANT: dict = {}
+
+
+def _constant(text: str, n: int):
+    """A string array of ``n`` times ``text`` (immutable: the last one is reused while version and size repeat)."""
+    key = (text, n)
+    if key not in _CONSTANT:
+        _CONSTANT.clear()
+        _CONSTANT[key] = pd.array([text] * n, dtype="str")
+    return _CONSTANT[key]

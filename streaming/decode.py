@@ -28,6 +28,7 @@ UNKNOWN = -1  # label / scenario of an event that has none ("not reported"; feat
 _Z_RE = re.compile(r"^(\d{4})-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _CANON = frozenset(schema.CANONICAL)
+_REQUIRED = frozenset(schema.REQUIRED)
 _DAY_NS = 86_400 * 10**9
 _US = timedelta(microseconds=1)
 
@@ -87,6 +88,16 @@ def _reject_constant(name: str):
 
 
 _JSON = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _parse(text: str):
+    """``_JSON.decode(text)``: the C scanner alone when the text is one JSON value end to end (the common case),
+    else ``decode`` itself (surrounding space, extra data and their error messages)."""
+    try:
+        rec, end = _JSON.scan_once(text, 0)
+    except StopIteration:
+        return _JSON.decode(text)
+    return rec if end == len(text) else _JSON.decode(text)
 
 
 def _id(rec: dict, name: str) -> str:
@@ -170,11 +181,43 @@ def _check_window(ts: int, msg, rules: EventRules) -> None:
                                       f"hours ahead of the broker time {_fmt(ref)}")
 
 
+def _all_in_window(stamps: list, msgs: list, rules: EventRules) -> bool:
+    """True when :func:`_check_window` would pass every event (int64 times, broker times set): one numpy test
+    for the poll. False sends the poll through the per-event check."""
+    broker = [m.timestamp for m in msgs]
+    age, lead = int(rules.max_age_days * _DAY_NS), int(rules.max_lead_hours * 3600 * 10**9)
+    if not (0 <= age < 2**62 and 0 <= lead < 2**62 and all(type(b) is int and 0 < b < 4 * 10**12 for b in broker)
+            and all(type(t) is int and -2**62 < t < 2**62 for t in stamps)):  # no int64 overflow below
+        return False
+    ts, ref = np.array(stamps, dtype=np.int64), np.array(broker, dtype=np.int64) * 10**6
+    return bool(((ts >= ref - age) & (ts <= ref + lead)).all())
+
+
 def _fmt(ns: int) -> str:
     try:
         return (_EPOCH + timedelta(microseconds=ns // 1000)).isoformat()
     except OverflowError:
         return f"{ns} ns since 1970"
+
+
+def _plain_id(v) -> bool:
+    """``v`` is an id :func:`_id` returns as it is (the common case)."""
+    return type(v) is str and v.isascii() and 0 < len(v) <= MAX_ID_CHARS and v.strip() is v
+
+
+def _plain_event(rec: dict) -> tuple | None:
+    """:func:`decode_one`'s result for the common event, with the same checks in one pass (~2x fewer calls):
+    text ids as they are, a float amount in range, label / scenario absent or in range, a text timestamp.
+    None for anything else: the full checks then accept it or name the problem."""
+    tx, ts, cu, te, am = rec[schema.TX_ID], rec[schema.TIMESTAMP], rec[schema.CUSTOMER_ID], \
+        rec[schema.TERMINAL_ID], rec[schema.AMOUNT]
+    lab, sc = rec.get(schema.LABEL), rec.get(schema.SCENARIO)
+    if (type(ts) is str and type(am) is float and 0.0 <= am <= schema.AMOUNT_MAX and _plain_id(tx)
+            and _plain_id(cu) and _plain_id(te) and (lab is None or (type(lab) is int and 0 <= lab <= 1))
+            and (sc is None or (type(sc) is int and 0 <= sc < 32768))):
+        return (tx, ts, cu, te, am, UNKNOWN if lab is None else lab, UNKNOWN if sc is None else sc,
+                None if rec.keys() <= _CANON else _attributes(rec))
+    return None
 
 
 def decode_one(value, rules: EventRules) -> tuple:
@@ -185,11 +228,15 @@ def decode_one(value, rules: EventRules) -> tuple:
     if len(value) > rules.max_bytes:
         raise Reject("oversized", f"message of {len(value)} bytes exceeds the limit of {rules.max_bytes} bytes")
     try:
-        rec = _JSON.decode(value.decode("utf-8") if isinstance(value, (bytes, bytearray)) else value)
+        rec = _parse(value.decode("utf-8") if isinstance(value, (bytes, bytearray)) else value)
     except RecursionError:
         raise Reject("malformed_json", "JSON nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise Reject("malformed_json", f"malformed JSON: {str(e)[:200]}") from None
+    if type(rec) is dict and rec.keys() >= _REQUIRED:
+        got = _plain_event(rec)
+        if got is not None:
+            return got
     if not isinstance(rec, dict):
         raise Reject("not_an_object", f"JSON value is a {type(rec).__name__}, not an object")
     missing = [c for c in schema.REQUIRED if c not in rec]
@@ -232,17 +279,23 @@ def decode(msgs, rules: EventRules) -> tuple[Decoded, list[Letter]]:
             letters.append(Letter(m, e.kind, e.reason))
         except Exception as e:  # noqa: BLE001 - one event must never stop the scorer
             letters.append(Letter(m, "decode_error", f"{e.__class__.__name__}: {str(e)[:300]}"))
-    rows = []
-    for r, ts in zip(ok, _timestamps([r[2] for r in ok])):
-        try:
-            if isinstance(ts, Reject):
-                raise ts
-            _check_window(ts, r[0], rules)
-        except Reject as e:
-            letters.append(Letter(r[0], e.kind, e.reason))
-            continue
-        rows.append((r[0], r[1], ts, *r[3:]))
-    good = Decoded(*map(list, zip(*rows))) if rows else Decoded()
+    stamps = _timestamps([r[2] for r in ok])
+    if ok and _all_in_window(stamps, [r[0] for r in ok], rules):  # the common poll: columns in one transpose
+        cols = list(map(list, zip(*ok)))
+        cols[2] = stamps
+        good = Decoded(*cols)
+    else:
+        rows = []
+        for r, ts in zip(ok, stamps):
+            try:
+                if isinstance(ts, Reject):
+                    raise ts
+                _check_window(ts, r[0], rules)
+            except Reject as e:
+                letters.append(Letter(r[0], e.kind, e.reason))
+                continue
+            rows.append((r[0], r[1], ts, *r[3:]))
+        good = Decoded(*map(list, zip(*rows))) if rows else Decoded()
     good.key, good.content = _hashes(good)
     return good, letters
 
@@ -252,21 +305,23 @@ def _hashes(d: Decoded) -> tuple[list[int], list[int]]:
     key: the same in every process, as the checkpointed memory of scored tx_ids needs)."""
     if not len(d):
         return [], []
-    key = pd.util.hash_array(np.array(d.tx, dtype=object)).view(np.int64).tolist()
     text = [f"{ts}|{cu}|{te}|{am!r}|{lab}|{sc}|{at}" for ts, cu, te, am, lab, sc, at in
             zip(d.ts, d.cust, d.term, d.amount, d.label, d.scenario, d.attrs)]
-    return key, pd.util.hash_array(np.array(text, dtype=object)).view(np.int64).tolist()
+    h = pd.util.hash_array(np.array(d.tx + text, dtype=object)).view(np.int64)  # one call: each value on its own
+    return h[:len(d)].tolist(), h[len(d):].tolist()
 
 
 def to_frame(d: Decoded, has_label: bool | None = None) -> tuple[pd.DataFrame, np.ndarray]:
-    """Canonical rows of ``d`` sorted by time (stable) and ``order``, the index in ``d`` of each row. ``label``
-    and ``scenario`` columns are there when an event has one (the others: -1, unknown); ``attributes`` when
-    an event has extra fields."""
+    """Canonical rows of ``d`` by partition (ascending), sorted by time inside each (stable), and ``order``, the
+    index in ``d`` of each row: the grouping the model call needs (a poll arrives grouped by partition, each in
+    time order, so usually nothing moves). ``label`` and ``scenario`` columns are there when an event has one
+    (the others: -1, unknown); ``attributes`` when an event has extra fields."""
     n = len(d)
     ts = np.array(d.ts, dtype=np.int64)
+    part = np.fromiter((m.partition for m in d.msgs), dtype=np.int64, count=n)
     order = np.arange(n)
-    if n > 1 and not (ts[1:] >= ts[:-1]).all():
-        order = np.argsort(ts, kind="stable")
+    if n > 1 and not ((part[1:] > part[:-1]) | ((part[1:] == part[:-1]) & (ts[1:] >= ts[:-1]))).all():
+        order = np.lexsort((ts, part))  # stable
         d = d.take(order)
         ts = ts[order]
     cols = {
