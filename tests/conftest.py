@@ -1,7 +1,15 @@
 """Shared fixtures. Tests that need the handbook benchmark data skip when it is absent."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# One thread per OpenMP/BLAS pool, set before sklearn, LightGBM or torch load their runtime: the suite runs on 2
+# shared cores, where OpenMP's spinning workers thrash (a HistGradientBoosting fit of the ablation test: 47 s with
+# the default pool vs 5 s with one thread on the loaded machine). Subprocesses (scorers, CLIs) inherit it; a value
+# set by the caller is kept. No test asserts a figure that depends on the thread count.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 import numpy as np
 import pandas as pd
