@@ -92,7 +92,7 @@ def tiny_frame() -> pd.DataFrame:
 
 @pytest.fixture(scope="session")
 def drift_world() -> pd.DataFrame:
-    """A 45-day world for the drift tests (monitor CLI, scorer gauges)."""
+    """A 45-day world for the bundle and drift tests (bundle, drift, monitor CLI, scorer gauges)."""
     from fraud.simulate import simulate
 
     return simulate(customers=200, terminals=400, days=45, seed=5)
@@ -101,7 +101,7 @@ def drift_world() -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def drift_bundle(drift_world):
     """A light bundle (tabular features, iforest + hbos, a small head) trained on ``drift_world``: it carries a
-    drift profile."""
+    drift profile. Shared by several modules: a test that sets an attribute on it works on a ``copy.copy``."""
     import warnings
 
     from fraud.training import TrainConfig, train
