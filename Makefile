@@ -16,8 +16,8 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/fraud demo --workdir .demo
 
-test: install
-	$(BIN)/python -m pytest -q
+test: install  # two workers (pytest-xdist), each file on one worker: module fixtures (broker, MLflow store) once
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

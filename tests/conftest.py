@@ -112,3 +112,12 @@ def drift_bundle(drift_world):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return train(drift_world, TrainConfig(**light)).bundle
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files holding tests marked ``integration`` or ``slow`` run first (a stable sort by file: files stay whole,
+    their order within is kept). ``make test`` runs two workers with whole files as units (pytest-xdist ``--dist
+    loadfile``): the long files (broker, MLflow serve, fault runs) then start early instead of leaving one worker
+    running alone at the end."""
+    long = {it.path for it in items if it.get_closest_marker("integration") or it.get_closest_marker("slow")}
+    items.sort(key=lambda it: it.path not in long)
