@@ -17,7 +17,7 @@ demo: install
 	$(BIN)/fraud demo --workdir .demo
 
 test: install  # two workers (pytest-xdist), each file on one worker: module fixtures (broker, MLflow store) once
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
