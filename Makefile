@@ -16,8 +16,12 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/fraud demo --workdir .demo
 
+# two pytest-xdist workers, each file on one worker (module fixtures: broker, MLflow store, built once);
+# TEST_WORKERS=0 runs the suite in one process (a machine whose cores are busy: no second worker's overhead)
+TEST_WORKERS ?= 2
+
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from fraud.errors import ConfigError, SchemaError
+from fraud.schema import utc_timestamp
 
 DAY = pd.Timedelta(days=1)
 
@@ -188,9 +189,7 @@ class Split:
 
 
 def _midnight(t) -> pd.Timestamp:
-    t = pd.Timestamp(t)
-    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-    return t.floor("D")
+    return utc_timestamp(t, "evaluation split date").floor("D")
 
 
 def handbook_splits(protocol: str, delay_days: int = 7) -> list[Split]:

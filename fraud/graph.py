@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from fraud.errors import ConfigError, SchemaError
+from fraud.schema import utc_timestamp
 
 NODE_FEATURES = ["log_count", "log_degree", "log_amount_mean", "log_amount_std", "log_amount_max",
                  "active_days", "log_total"]
@@ -146,8 +147,7 @@ def build_graph(df: pd.DataFrame, cutoff, window_days: float | None = None) -> T
     for col in ("timestamp", "customer_id", "terminal_id", "amount"):
         if col not in df.columns:
             raise SchemaError(f"build_graph: column {col!r} missing; columns present: {list(df.columns)}")
-    cutoff = pd.Timestamp(cutoff)
-    cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
+    cutoff = utc_timestamp(cutoff, "build_graph: cutoff")
     if window_days is not None and not window_days > 0:
         raise ConfigError(f"build_graph: window_days={window_days!r} must be > 0")
     ts = df["timestamp"]

@@ -43,6 +43,7 @@ from urllib.parse import urlparse
 import pandas as pd
 
 from fraud.errors import RegistryError
+from fraud.schema import utc_timestamp
 
 CHAMPION = "champion"
 BUNDLE_ARTIFACT = "bundle.pkl"
@@ -129,8 +130,7 @@ class BundleModel(_PythonModel):
         until = self.bundle.config.get("train_until") if self.history == "warm" else None
         if until is None:
             return None
-        t = pd.Timestamp(until)
-        return t.tz_localize("UTC") if t.tzinfo is None else t
+        return utc_timestamp(until, "bundle config train_until")
 
 
 def _archive_files(archive: str) -> tuple:
@@ -399,8 +399,7 @@ def _code_paths() -> list[str]:
 
 def _input_example(bundle) -> pd.DataFrame:
     """Two canonical rows (the columns the bundle reads) for the signature and the model's input example."""
-    t = pd.Timestamp(bundle.config.get("train_until") or "2024-01-01")
-    t = t.tz_localize("UTC") if t.tzinfo is None else t
+    t = utc_timestamp(bundle.config.get("train_until") or "2024-01-01", "bundle config train_until")
     values = {"tx_id": ["ex-1", "ex-2"], "timestamp": [t, t + pd.Timedelta(minutes=5)],
               "customer_id": ["c-1", "c-1"], "terminal_id": ["t-1", "t-2"], "amount": [42.5, 310.0]}
     return pd.DataFrame({c: values.get(c, ["", ""]) for c in bundle.required_columns})

@@ -31,7 +31,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from fraud.errors import SchemaError
+from fraud.errors import ConfigError, SchemaError
 
 TX_ID = "tx_id"
 TIMESTAMP = "timestamp"
@@ -153,6 +153,18 @@ TS_RANGE = "1677-09-22..2262-04-11"
 #: largest amount a float64 holds exactly (2**53); larger ones lose digits
 AMOUNT_MAX = float(2**53)
 _YEAR = re.compile(r"^\s*([+-]?\d{4,})-")
+
+
+def utc_timestamp(value, where: str) -> pd.Timestamp:
+    """One timestamp (anything ``pd.Timestamp`` accepts) in UTC: naive values are taken as UTC, aware ones
+    converted. ConfigError naming ``where`` and the value when it is not a date/time. (Columns: parse_timestamps.)"""
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError):
+        ts = pd.NaT
+    if ts is pd.NaT:
+        raise ConfigError(f"{where}: {value!r} is not a date/time (e.g. 2018-08-01 or 2018-08-01T12:00Z)")
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def parse_timestamps(s: pd.Series) -> pd.Series:

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from fraud.errors import ConfigError
+from fraud.schema import utc_timestamp
 
 GRID = 100.0
 RADIUS = 5.0
@@ -46,13 +47,7 @@ def _check(customers: int, terminals: int, days: int, start: str) -> pd.Timestam
     for name, v in (("customers", customers), ("terminals", terminals), ("days", days)):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
             raise ConfigError(f"simulate: {name}={v!r} must be a positive integer")
-    try:
-        ts = pd.Timestamp(start)
-    except (ValueError, TypeError):
-        raise ConfigError(f"simulate: start={start!r} is not a date (e.g. 2018-04-01)") from None
-    if ts is pd.NaT:
-        raise ConfigError(f"simulate: start={start!r} is not a date (e.g. 2018-04-01)")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return utc_timestamp(start, "simulate: start")
 
 
 def _rngs(seed: int) -> dict[str, np.random.Generator]:

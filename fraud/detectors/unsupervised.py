@@ -19,7 +19,7 @@ from pyod.models.iforest import IForest
 from scipy.stats import skew as _skew
 
 from fraud._jit import compiled
-from fraud.errors import ConfigError, NotFittedError
+from fraud.errors import ConfigError, ModelError, NotFittedError
 
 
 def _as_matrix(X) -> np.ndarray:
@@ -385,14 +385,34 @@ class FastHBOS(HBOS):
         return state
 
 
+# sklearn internals FastIForest reads: tested with the scikit-learn versions pyproject.toml allows
+_SKLEARN_PRIVATE = ("_max_features", "_max_samples", "_decision_path_lengths", "_average_path_length_per_tree")
+
+
+def _sklearn_average_path_length(forest):
+    """sklearn's private ``_average_path_length``, after checking the fitted forest has the private attributes
+    ``_iforest_arrays`` reads; ModelError naming what is missing and the installed version otherwise."""
+    import sklearn
+
+    missing = [a for a in _SKLEARN_PRIVATE if not hasattr(forest, a)]
+    try:
+        from sklearn.ensemble._iforest import _average_path_length
+    except ImportError:
+        missing.append("sklearn.ensemble._iforest._average_path_length")
+    if missing:
+        raise ModelError(f"FastIForest: scikit-learn {sklearn.__version__} has no {', '.join(missing)} (private "
+                         "IsolationForest internals it reads); install a scikit-learn within the range "
+                         "fraud-graph's pyproject.toml pins")
+    return _average_path_length
+
+
 def _iforest_arrays(forest) -> dict:
     """Flatten a fitted sklearn ``IsolationForest`` into numpy arrays for vectorised scoring.
 
     All trees' nodes are concatenated (global node ids). A leaf has ``left == right == itself``,
     feature 0 and threshold +inf, so that descending from a leaf stays there. ``leaf_value`` is
     sklearn's per-node path length ``depth + c(n_node_samples) - 1`` (same arithmetic)."""
-    from sklearn.ensemble._iforest import _average_path_length
-
+    _average_path_length = _sklearn_average_path_length(forest)
     feats, thrs, lefts, rights, vals, roots = [], [], [], [], [], []
     offset, depth = 0, 0
     sub = forest._max_features != forest.n_features_in_

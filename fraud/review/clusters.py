@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from fraud.errors import ConfigError
+from fraud.schema import utc_timestamp
 
 REQUIRED = ["tx_id", "timestamp", "customer_id", "terminal_id", "amount", "score"]
 SCENARIO_NAMES = {0: "legit", 1: "high amount", 2: "compromised terminal", 3: "compromised customer",
@@ -432,12 +433,7 @@ def _embed(graph, nodes, embedder: str, dim: int, seed: int, weight=None) -> dic
 
 
 # -- clustering -----------------------------------------------------------------------------
-def _utc(value, where: str) -> pd.Timestamp:
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"{where}: {value!r} is not a date/time ({e})") from None
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+_utc = utc_timestamp
 
 
 def _prepare(alerts: pd.DataFrame, since=None, until=None) -> pd.DataFrame:

@@ -22,11 +22,7 @@ DAY = pd.Timedelta(days=1)
 def to_utc(value, option: str) -> pd.Timestamp | None:
     if value is None or value == "":
         return None
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        raise ConfigError(f"{option}: {value!r} is not a date/time (e.g. 2018-08-01 or 2018-08-01T12:00Z)") from None
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return schema.utc_timestamp(value, option)
 
 
 def windows_for(df: pd.DataFrame, cfg: TrainConfig, train_from=None, train_until=None) -> dict:

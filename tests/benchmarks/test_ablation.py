@@ -43,6 +43,7 @@ def world_path(tmp_path_factory):
     return p
 
 
+@pytest.mark.slow
 def test_cli_ablation_json(world_path):
     from fraud.cli import main
 
@@ -73,6 +74,7 @@ def test_missing_featurizer_is_skipped_with_a_note(world_path, monkeypatch):
         run_ablation(df, sets=["bogus"])
 
 
+@pytest.mark.slow
 def test_cli_node2vec_compares_with_pypi_package(world_path):
     """Both configurations (same parameters, each side's defaults) with times and held-out link AUCs."""
     from fraud.cli import main

@@ -12,6 +12,7 @@ from benchmarks import handbook as hb
 from fraud.errors import ConfigError
 
 
+@pytest.mark.slow
 def test_random_forest_reproduces_the_book_on_the_single_split(handbook_path):
     """The proof that protocol, features and metrics are the book's: AP within 0.02 of 0.658."""
     from fraud.io import PRESETS, _apply_mapping

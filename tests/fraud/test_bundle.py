@@ -11,23 +11,16 @@ import pytest
 from fraud.bundle import RESULT_COLUMNS, ScoringBundle
 from fraud.errors import ModelError, SchemaError
 
-LIGHT = dict(featurizers=("tabular",), unsupervised=("iforest", "hbos"),
-             ensemble_params={"detector_params": {"iforest": {"n_estimators": 50}},
-                              "supervised_params": {"n_estimators": 40, "n_jobs": 1}})
+
+@pytest.fixture(scope="module")
+def world(drift_world) -> pd.DataFrame:
+    return drift_world
 
 
 @pytest.fixture(scope="module")
-def world() -> pd.DataFrame:
-    from fraud.simulate import simulate
-
-    return simulate(customers=200, terminals=400, days=45, seed=5)
-
-
-@pytest.fixture(scope="module")
-def bundle(world) -> ScoringBundle:
-    from fraud.training import TrainConfig, train
-
-    return train(world, TrainConfig(**LIGHT)).bundle
+def bundle(drift_bundle) -> ScoringBundle:
+    """The session's light bundle (tests/conftest.py), copied: tests here set attributes (``explain``)."""
+    return copy.copy(drift_bundle)
 
 
 def test_score_shape_types_and_state(bundle, world):

@@ -322,6 +322,22 @@ def test_fast_iforest_matches_pyod(kw):
         U._KERNEL[:] = saved
 
 
+@pytest.mark.parametrize("attr", ["_decision_path_lengths", "_max_samples"])
+def test_fast_iforest_names_a_missing_sklearn_internal_and_the_version(attr):
+    """A scikit-learn release without one of the private attributes FastIForest reads (here removed from a real
+    fitted forest) fails with ModelError naming the attribute and the installed version, not an AttributeError."""
+    import sklearn
+    from sklearn.ensemble import IsolationForest
+
+    from fraud.detectors.unsupervised import _iforest_arrays
+
+    forest = IsolationForest(n_estimators=5, random_state=0).fit(np.random.default_rng(0).normal(size=(64, 3)))
+    assert set(_iforest_arrays(forest)) >= {"feature", "leaf_value", "denominator"}
+    delattr(forest, attr)
+    with pytest.raises(ModelError, match=f"scikit-learn {sklearn.__version__} has no {attr}"):
+        _iforest_arrays(forest)
+
+
 def test_ensemble_uses_fast_iforest():
     from fraud.detectors.unsupervised import FastIForest
 

@@ -10,10 +10,6 @@ import pytest
 
 from fraud import drift
 
-LIGHT = dict(featurizers=("tabular",), unsupervised=("iforest", "hbos"),
-             ensemble_params={"detector_params": {"iforest": {"n_estimators": 50}},
-                              "supervised_params": {"n_estimators": 40, "n_jobs": 1}})
-
 
 def _profile(rng, n=20_000):
     X = np.c_[rng.normal(0, 1, n), (rng.random(n) < 0.05).astype(float), rng.gamma(2.0, 30.0, n)]
@@ -71,17 +67,13 @@ def test_window_equals_compare_and_keeps_only_its_last_days():
 
 
 @pytest.fixture(scope="module")
-def world():
-    from fraud.simulate import simulate
-
-    return simulate(customers=200, terminals=400, days=45, seed=5)
+def world(drift_world):
+    return drift_world
 
 
 @pytest.fixture(scope="module")
-def bundle(world):
-    from fraud.training import TrainConfig, train
-
-    return train(world, TrainConfig(**LIGHT)).bundle
+def bundle(drift_bundle):
+    return drift_bundle
 
 
 def test_training_records_a_plain_profile_that_pickles_with_the_bundle(bundle):

@@ -2,6 +2,7 @@
 --if-drift skips when the champion's drift is below the value and retrains when above."""
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -16,8 +17,10 @@ def world(drift_world):
 
 @pytest.fixture(scope="module")
 def bundle(drift_bundle):
-    drift_bundle.version = "3"
-    return drift_bundle
+    """The session's light bundle, copied (other modules share it) and labelled registry version 3."""
+    b = copy.copy(drift_bundle)
+    b.version = "3"
+    return b
 
 
 def _archive(root, bundle, df):

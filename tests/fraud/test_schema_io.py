@@ -1,6 +1,8 @@
 """Canonical record, readers and validation: every bad-input case is reported with line, field and value."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -155,3 +157,18 @@ def test_validate_records_reports_missing_fields_per_event():
     ], source="transactions", lines=np.array([10, 11]))
     assert rep.n_valid == 1
     assert {(r.line, r.field) for r in rep.problems.itertuples()} == {(11, "terminal_id"), (11, "amount")}
+
+
+@pytest.mark.parametrize("value", ["2018-08-01 12:00", pd.Timestamp("2018-08-01 12:00"),
+                                   "2018-08-01T14:00+02:00", pd.Timestamp("2018-08-01 08:00", tz="US/Eastern")])
+def test_utc_timestamp_takes_naive_as_utc_and_converts_aware(value):
+    """The one scalar UTC normaliser (options such as --train-until, split dates, graph cutoffs): naive = UTC,
+    aware converted, the same instant either way."""
+    t = schema.utc_timestamp(value, "--until")
+    assert str(t.tz) == "UTC" and t == pd.Timestamp("2018-08-01 12:00", tz="UTC")
+
+
+@pytest.mark.parametrize("value", ["not-a-date", "", None, "NaT", float("nan")])
+def test_utc_timestamp_names_the_option_and_the_value(value):
+    with pytest.raises(ConfigError, match=rf"^--since: {re.escape(repr(value))} is not a date/time"):
+        schema.utc_timestamp(value, "--since")

@@ -26,7 +26,7 @@ from streaming.replay import encode_events, make_producer, replay
 from fraud.archive import read as read_archive
 from streaming.state import CheckpointStore
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "fraud-detector"
 

@@ -2,6 +2,7 @@
 the batch against the bundle's training profile, and /metrics shows fraud_feature_psi and fraud_score_psi."""
 from __future__ import annotations
 
+import copy
 import time
 import urllib.request
 from types import SimpleNamespace
@@ -19,7 +20,8 @@ def world(drift_world):
 
 @pytest.fixture(scope="module")
 def bundle(drift_bundle):
-    return drift_bundle
+    """The session's light bundle, copied: the metrics attach an observer to it."""
+    return copy.copy(drift_bundle)
 
 
 def _messages(df, start=0):
