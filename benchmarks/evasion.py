@@ -45,6 +45,23 @@ def _by_tactic(rec: dict) -> dict:
     return {name: rec.get(str(sid), float("nan")) for sid, name in TACTICS.items()}
 
 
+def median_rank(frame: pd.DataFrame, scores) -> dict:
+    """Per tactic: the median daily rank (1 = first alerted) of the tactic's fraud card-days among all the
+    day's cards by the card's highest score: how far from the budget the missed ones are."""
+    from fraud.evasion import TACTICS
+
+    d = pd.DataFrame({"day": frame["timestamp"].dt.floor("D").to_numpy(), "card": frame["customer_id"].to_numpy(),
+                      "score": np.asarray(scores, float), "sc": frame["scenario"].to_numpy()})
+    best = d.groupby(["day", "card"])["score"].max()
+    rank = best.groupby(level="day").rank(ascending=False, method="min")
+    out = {}
+    for sid, name in TACTICS.items():
+        keys = d.loc[d["sc"] == sid, ["day", "card"]].drop_duplicates()
+        r = rank.reindex(pd.MultiIndex.from_frame(keys)).to_numpy()
+        out[name] = float(np.median(r)) if len(r) else float("nan")
+    return out
+
+
 def adapted_scores(df: pd.DataFrame, start: pd.Timestamp, train_kw: dict) -> np.ndarray:
     """Scores from the pipeline retrained at ``start + 7 d`` with the labels before then known after one day
     (the features' shortest feedback delay; no held-back week) and none after (the scored frame hides them)."""
@@ -88,7 +105,11 @@ def run_world(seed: int, cfg: EvasionConfig, say=lambda s: None) -> dict:
     rec = {"current": _recall(df[test], ours[test], budget), "current_week2": _recall(df[week2], ours[week2], budget),
            "forest": _recall(df[test], forest[test], budget),
            "retrained_week1_labels": _recall(df[week2], adapted[week2], budget)}
+    ranks = {"current": median_rank(df[test], ours[test]), "forest": median_rank(df[test], forest[test]),
+             "retrained_week1_labels": median_rank(df[week2], adapted[week2])}
+    cards = df[test].groupby(df.loc[test, "timestamp"].dt.floor("D"))["customer_id"].nunique()
     return {"seed": int(seed), "n": int(len(df)), "n_test": int(test.sum()), "tactic_rows": n,
+            "median_rank": ranks, "cards_per_day": float(cards.mean()),
             "recall_all": {k: v["all"] for k, v in rec.items()},
             "recall": {k: _by_tactic(v) for k, v in rec.items()} | {"loop_week2": loop}, "loop": loop_note,
             "params": draw_params(seed), "seconds": round(time.perf_counter() - t0, 1)}

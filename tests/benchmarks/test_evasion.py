@@ -47,6 +47,8 @@ def test_structure_and_invariants(result):
     for arm in ARMS[:4]:
         assert set(w["recall"][arm]) == set(TACTICS.values()) and all(_ok(v) for v in w["recall"][arm].values())
         assert _ok(w["recall_all"][arm])
+    for arm, ranks in w["median_rank"].items():
+        assert set(ranks) == set(TACTICS.values()) and all(r >= 1 for r in ranks.values())
     s = result["summary"]
     assert s["current"]["mean"] == pytest.approx({k: round(v, 3) for k, v in w["recall"]["current"].items()}, nan_ok=True)
     assert set(s["goals"]) == {"loop_week2_recall_ge_0.5_every_tactic", "retrained_week2_recall_ge_0.5_every_tactic",
