@@ -76,3 +76,15 @@ def test_retrained_model_never_sees_labels_after_week_one(cfg):
     late = (df["timestamp"] >= start + pd.Timedelta(days=7)).to_numpy()
     flipped = df.assign(label=np.where(late, 0, df["label"]).astype(np.int8))
     np.testing.assert_array_equal(adapted_scores(df, start, TINY), adapted_scores(flipped, start, TINY))
+
+
+def test_cli_registers_the_command_and_rejects_bad_seeds():
+    from click.testing import CliRunner
+
+    from fraud.cli import main
+
+    runner = CliRunner()
+    ok = runner.invoke(main, ["bench", "evasion", "--help"])
+    assert ok.exit_code == 0 and "--seeds" in ok.output and "--no-loop" in ok.output
+    bad = runner.invoke(main, ["bench", "evasion", "--seeds", "3000,x"])
+    assert bad.exit_code == 2 and "'3000,x' is not a comma-separated list of integers" in bad.output
