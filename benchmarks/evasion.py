@@ -78,7 +78,7 @@ def loop_recall(df: pd.DataFrame, start: pd.Timestamp, cfg: EvasionConfig, say) 
     except ImportError as e:
         return None, f"loop: not available ({e})"
     names = {f.name for f in fields(LoopConfig)}
-    kw = {k: v for k, v in (("budget", cfg.card_budget()), ("train", cfg.train)) if k in names and v}
+    kw = {k: v for k, v in (("budget", cfg.card_budget()), ("train_kw", dict(cfg.train))) if k in names and v}
     res = run_arm(df, start, WEEKS, "full", LoopConfig(**kw), say=say)
     week = res["weeks"][WEEKS - 1]["by_scenario"]
     return _by_tactic({str(k): float(v) for k, v in week.items()}), "loop: full arm, week 2"
