@@ -43,7 +43,8 @@ def draw_params(seed: int) -> dict:
                          "test_amount": (0.5, 3.0), "own_share": float(r.uniform(0.3, 0.8)),
                          "cashout_x": (1.0, float(r.uniform(1.3, 2.0)))},
         "aged_mules": {"rings_per_week": float(r.uniform(0.4, 0.8)), "members": (6, 16), "merchants": (2, 5),
-                       "min_age_days": float(r.uniform(28, 42)), "min_history": 8, "related_share": float(r.uniform(0.3, 0.7)),
+                       "min_age_days": float(r.uniform(28, 42)), "min_history": 8,
+                       "related_share": float(r.uniform(0.3, 0.7)),
                        "visits": (2, 5), "life": (7, 15)},
         "rotated_terminals": {"chains": int(r.integers(1, 3)), "max_days": int(r.integers(1, 3)),
                               "per_day": float(r.uniform(2, 5)), "min_visitors": 3},
@@ -110,7 +111,8 @@ def _pick(rng, pool: np.ndarray, k: int, used: set) -> np.ndarray:
 
 
 def _rows(c, terms, secs, amts) -> tuple:
-    return np.full(len(secs), c, dtype=object), np.asarray(terms, dtype=object), np.asarray(secs, np.int64), np.asarray(amts, float)
+    return (np.full(len(secs), c, dtype=object), np.asarray(terms, dtype=object), np.asarray(secs, np.int64),
+            np.asarray(amts, float))
 
 
 # -- tactics ---------------------------------------------------------------------------------------
@@ -120,7 +122,8 @@ def _under_usual(h: _History, rng, p: dict, days: int, scale: float) -> list:
     for c in _pick(rng, h.cards(5), _count(rng, p["per_week"], days, scale), used):
         own, w = h.own_terms(c)
         near = h.nearby_terms(c)
-        new = rng.choice(near, min(len(near), int(rng.integers(*p["new_terminals"]))), replace=False) if len(near) else own
+        k = min(len(near), int(rng.integers(*p["new_terminals"]))) if len(near) else 0
+        new = rng.choice(near, k, replace=False) if k else own
         d0 = int(rng.integers(0, days))
         for d in range(d0, min(days, d0 + int(rng.integers(*p["days"])))):
             k = int(rng.poisson(p["per_day"]))
@@ -249,7 +252,8 @@ def _check(df: pd.DataFrame, start, days, tactics, scale) -> tuple[pd.Timestamp,
     return t0, names
 
 
-def inject(df: pd.DataFrame, start, days: int, tactics=tuple(TACTICS), seed: int = 0, scale: float = 1.0) -> pd.DataFrame:
+def inject(df: pd.DataFrame, start, days: int, tactics=tuple(TACTICS), seed: int = 0,
+           scale: float = 1.0) -> pd.DataFrame:
     """``df`` plus the tactics' fraud rows in ``[start, start + days)``, sorted by timestamp (stable)."""
     t0, names = _check(df, start, days, tactics, scale)
     rngs, params = _rngs(seed), draw_params(seed)
