@@ -1,0 +1,161 @@
+"""``fraud bench evasion``: recall at the daily card budget per evasion tactic (issue 18).
+
+Per random world (``fraud.worlds``; none of :data:`SEEDS` was looked at while building the tactics):
+the pipeline is trained on the days before ``start`` as in ``benchmarks.worlds`` (its helpers and
+split), ``fraud.evasion.inject`` adds the five tactics from ``start`` on for two weeks, and every row
+is scored online by the bundle. Reported per tactic: recall of the current model over the two weeks
+and in week 2, of the book-feature random forest (``benchmarks.worlds.baseline_scores``), of the model
+retrained at ``start + 7 d`` with the first week's labels known after one day (the cheap
+adaptation; none after; score week 2), and, when ``benchmarks.loop`` is importable, of its full loop in week 2.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.worlds import DAY, _recall, baseline_scores, pipeline_scores
+from fraud.errors import ConfigError
+
+SEEDS = (3000, 3001, 3002)
+WEEKS = 2
+
+
+@dataclass
+class EvasionConfig:
+    seeds: tuple = SEEDS
+    customers: int = 500
+    terminals: int = 1000
+    train_days: int = 56
+    delay_days: int = 7
+    budget: int | None = None  # cards alerted a day; default: 1 % of the customers, at least 5
+    scale: float = 1.0  # fraudsters' activity (fraud.evasion.inject)
+    loop: bool = True  # run benchmarks.loop's full arm when it is importable
+    train: dict = field(default_factory=dict)  # fraud.training.TrainConfig overrides
+
+    def card_budget(self) -> int:
+        return int(self.budget) if self.budget else max(5, self.customers // 100)
+
+
+def _by_tactic(rec: dict) -> dict:
+    from fraud.evasion import TACTICS
+
+    return {name: rec.get(str(sid), float("nan")) for sid, name in TACTICS.items()}
+
+
+def median_rank(frame: pd.DataFrame, scores) -> dict:
+    """Per tactic: the median daily rank (1 = first alerted) of the tactic's fraud card-days among all the
+    day's cards by the card's highest score: how far from the budget the missed ones are."""
+    from fraud.evasion import TACTICS
+
+    d = pd.DataFrame({"day": frame["timestamp"].dt.floor("D").to_numpy(), "card": frame["customer_id"].to_numpy(),
+                      "score": np.asarray(scores, float), "sc": frame["scenario"].to_numpy()})
+    best = d.groupby(["day", "card"])["score"].max()
+    rank = best.groupby(level="day").rank(ascending=False, method="min")
+    out = {}
+    for sid, name in TACTICS.items():
+        keys = d.loc[d["sc"] == sid, ["day", "card"]].drop_duplicates()
+        r = rank.reindex(pd.MultiIndex.from_frame(keys)).to_numpy()
+        out[name] = float(np.median(r)) if len(r) else float("nan")
+    return out
+
+
+def adapted_scores(df: pd.DataFrame, start: pd.Timestamp, train_kw: dict) -> np.ndarray:
+    """Scores from the pipeline retrained at ``start + 7 d`` with the labels before then known after one day
+    (the features' shortest feedback delay; no held-back week) and none after (the scored frame hides them)."""
+    cut = start + 7 * DAY
+    known = df.assign(label=np.where(df["timestamp"] < cut, df["label"], 0).astype(np.int8))
+    kw = {**train_kw, "feedback_delay_days": 1, "eval_days": 0}
+    return pipeline_scores(known, cut, kw)[0]
+
+
+def loop_recall(df: pd.DataFrame, start: pd.Timestamp, cfg: EvasionConfig, say) -> tuple[dict | None, str]:
+    """Week-2 recall per tactic of ``benchmarks.loop``'s full arm run from ``start``; (None, why) without it."""
+    try:
+        from benchmarks.loop import LoopConfig, run_arm
+    except ImportError as e:
+        return None, f"loop: not available ({e})"
+    names = {f.name for f in fields(LoopConfig)}
+    kw = {k: v for k, v in (("budget", cfg.card_budget()), ("train_kw", dict(cfg.train))) if k in names and v}
+    res = run_arm(df, start, WEEKS, "full", LoopConfig(**kw), say=say)
+    week = res["weeks"][WEEKS - 1]["by_scenario"]
+    return _by_tactic({str(k): float(v) for k, v in week.items()}), "loop: full arm, week 2"
+
+
+def run_world(seed: int, cfg: EvasionConfig, say=lambda s: None) -> dict:
+    from fraud.evasion import TACTICS, draw_params, inject
+    from fraud.worlds import draw_spec, generate
+
+    t0 = time.perf_counter()
+    days = cfg.train_days + 7 * WEEKS
+    base = generate(draw_spec(seed, cfg.customers, cfg.terminals, days, late_from=cfg.train_days))
+    start = base["timestamp"].iloc[0].floor("D") + cfg.train_days * DAY
+    df = inject(base, start, 7 * WEEKS, seed=seed, scale=cfg.scale)
+    test, week2 = (df["timestamp"] >= start).to_numpy(), (df["timestamp"] >= start + 7 * DAY).to_numpy()
+    n = {name: int(((df["scenario"] == sid) & test).sum()) for sid, name in TACTICS.items()}
+    if min(n.values()) == 0:
+        raise ConfigError(f"bench evasion: world {seed} has no rows of tactics {[k for k, v in n.items() if not v]}")
+    budget = cfg.card_budget()
+    ours = pipeline_scores(df, start, cfg.train)[0]
+    forest = baseline_scores(df, start, cfg.delay_days)
+    adapted = adapted_scores(df, start, cfg.train)
+    loop, loop_note = loop_recall(df, start, cfg, say) if cfg.loop else (None, "loop: not run (--no-loop)")
+    rec = {"current": _recall(df[test], ours[test], budget), "current_week2": _recall(df[week2], ours[week2], budget),
+           "forest": _recall(df[test], forest[test], budget),
+           "retrained_week1_labels": _recall(df[week2], adapted[week2], budget)}
+    ranks = {"current": median_rank(df[test], ours[test]), "forest": median_rank(df[test], forest[test]),
+             "retrained_week1_labels": median_rank(df[week2], adapted[week2])}
+    cards = df[test].groupby(df.loc[test, "timestamp"].dt.floor("D"))["customer_id"].nunique()
+    return {"seed": int(seed), "n": int(len(df)), "n_test": int(test.sum()), "tactic_rows": n,
+            "median_rank": ranks, "cards_per_day": float(cards.mean()),
+            "recall_all": {k: v["all"] for k, v in rec.items()},
+            "recall": {k: _by_tactic(v) for k, v in rec.items()} | {"loop_week2": loop}, "loop": loop_note,
+            "params": draw_params(seed), "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def summary(worlds: list) -> dict:
+    from fraud.evasion import TACTICS
+
+    out = {"n_worlds": len(worlds)}
+    for arm in worlds[0]["recall"]:
+        if any(w["recall"][arm] is None for w in worlds):
+            out[arm] = None
+            continue
+        r = np.array([[w["recall"][arm][t] for t in TACTICS.values()] for w in worlds], dtype=float)
+        out[arm] = {"mean": dict(zip(TACTICS.values(), np.nanmean(r, 0).round(3).tolist())),
+                    "worst": dict(zip(TACTICS.values(), np.nanmin(r, 0).round(3).tolist()))}
+    adapted = out["loop_week2"] or out["retrained_week1_labels"]
+    out["goals"] = {"loop_week2_recall_ge_0.5_every_tactic": None if out["loop_week2"] is None else
+                    all(v >= 0.5 for v in out["loop_week2"]["mean"].values()),
+                    "retrained_week2_recall_ge_0.5_every_tactic":
+                    all(v >= 0.5 for v in out["retrained_week1_labels"]["mean"].values()),
+                    "below_0.5_after_adaptation": sorted(k for k, v in adapted["mean"].items() if not v >= 0.5)}
+    return out
+
+
+def run_evasion(cfg: EvasionConfig, say=lambda s: None) -> dict:
+    if len(cfg.seeds) == 0:
+        raise ConfigError("bench evasion: no seeds")
+    worlds = []
+    for s in cfg.seeds:
+        w = run_world(int(s), cfg, say)
+        say(f"world {s}: " + "; ".join(f"{arm} " + " ".join(f"{v:.2f}" for v in r.values())
+                                        for arm, r in w["recall"].items() if r) + f" ({w['seconds']} s)")
+        worlds.append(w)
+    return {"config": {**asdict(cfg), "seeds": [int(s) for s in cfg.seeds], "budget": cfg.card_budget()},
+            "loop": worlds[0]["loop"], "worlds": worlds, "summary": summary(worlds)}
+
+
+def table(res: dict) -> str:
+    from fraud.evasion import TACTICS
+
+    s = res["summary"]
+    lines = [f"{'arm (mean recall at budget)':<28}" + "".join(f"{t:>18}" for t in TACTICS.values())]
+    for arm in ("current", "current_week2", "forest", "retrained_week1_labels", "loop_week2"):
+        row = s[arm]
+        lines.append(f"{arm:<28}" + ("".join(f"{row['mean'][t]:>18.2f}" for t in TACTICS.values()) if row
+                                     else f"{res['loop']:>18}"))
+    lines.append(f"goals {s['goals']}")
+    return "\n".join(lines)

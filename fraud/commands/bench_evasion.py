@@ -1,0 +1,42 @@
+"""fraud bench evasion: recall at the card budget per adaptive-fraud tactic, before and after adaptation (issue 18;
+the harness is ``benchmarks.evasion``, outside the product)."""
+from __future__ import annotations
+
+import json
+
+import click
+
+
+def _seeds(text: str | None):
+    from benchmarks.evasion import SEEDS
+
+    if not text:
+        return SEEDS
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers", param_hint="--seeds") from None
+
+
+def register(main: click.Group, bench: click.Group) -> None:
+    @bench.command("evasion")
+    @click.option("--seeds", default=None, help="Comma-separated world seeds [default: 3000,3001,3002].")
+    @click.option("--customers", default=500, show_default=True, type=int)
+    @click.option("--terminals", default=1000, show_default=True, type=int)
+    @click.option("--train-days", default=56, show_default=True, type=int, help="Days before the tactics start.")
+    @click.option("--budget", default=None, type=int, help="Cards alerted a day [default: 1 % of the customers, >= 5].")
+    @click.option("--scale", default=1.0, show_default=True, type=float, help="Fraudsters' activity multiplier.")
+    @click.option("--loop/--no-loop", default=True, show_default=True,
+                  help="Also run benchmarks.loop's full arm for two weeks (when it is available).")
+    @click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
+    def bench_evasion(**kw):
+        """Per random world with fraud.evasion's five tactics injected after the training window: recall at the
+        card budget per tactic of the current model, of the book's random forest, of the model retrained with the
+        first week's labels (week 2), and of the full loop in week 2 (benchmarks.loop, when available)."""
+        from benchmarks.evasion import EvasionConfig, run_evasion, table
+
+        cfg = EvasionConfig(seeds=_seeds(kw["seeds"]), customers=kw["customers"], terminals=kw["terminals"],
+                            train_days=kw["train_days"], budget=kw["budget"], scale=kw["scale"], loop=kw["loop"])
+        say = (lambda s: None) if kw["as_json"] else (lambda s: click.echo(s, err=True))
+        res = run_evasion(cfg, say=say)
+        click.echo(json.dumps(res) if kw["as_json"] else table(res))
