@@ -36,7 +36,7 @@ class WorldSpec:
     hour_sd: tuple = (1.0, 4.0)
     skew: float = 2.0  # preference for a customer's first terminals (1 = uniform)
     handbook: bool = False  # fraud.simulate's scenarios 1-3 on genuine rows
-    patterns: dict = field(default_factory=dict)
+    patterns: dict = field(default_factory=dict)  # mimic, slow_testing, night_burst: optional "from_day" onset
     start: str = "2019-01-01"
 
     def to_dict(self) -> dict:
@@ -141,7 +141,7 @@ def _events(rng, tr, n0, rate, days, day_lo=0):
 
 def _mimic(spec, tr, rng, n0, p):
     """Stolen card used like its owner: own amounts and hours, more often, partly outside its area."""
-    cards, start = _events(rng, tr, n0, p["rate"], spec.days, day_lo=7)
+    cards, start = _events(rng, tr, n0, p["rate"], spec.days, day_lo=p.get("from_day", 7))
     out = []
     for c, s in zip(cards, start):
         for d in range(s, min(s + int(rng.integers(*p["days"])), spec.days)):
@@ -203,7 +203,7 @@ def _duplicate(spec, tr, rng, n0, p, traffic):
 
 def _slow_testing(spec, tr, rng, n0, p):
     """Small tests spread over days at far merchants, then a cash-out at a multiple of the card's mean."""
-    cards, start = _events(rng, tr, n0, p["rate"], spec.days, day_lo=3)
+    cards, start = _events(rng, tr, n0, p["rate"], spec.days, day_lo=p.get("from_day", 3))
     out = []
     for c, s in zip(cards, start):
         nt = int(rng.integers(*p["tests"]))
@@ -219,7 +219,7 @@ def _slow_testing(spec, tr, rng, n0, p):
 
 def _night_burst(spec, tr, rng, n0, p):
     """A night burst at the card's second neighbourhood (5-12 away), amounts a multiple of its own."""
-    cards, start = _events(rng, tr, n0, p["rate"], spec.days)
+    cards, start = _events(rng, tr, n0, p["rate"], spec.days, day_lo=p.get("from_day", 0))
     out = []
     for c, d in zip(cards, start):
         k = int(rng.integers(*p["n"]))
