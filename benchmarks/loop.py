@@ -1,0 +1,421 @@
+"""``fraud bench loop``: the closed loop (scoring, alert budget, analyst, weekly retrain, hot reload) over weeks.
+
+A ``fraud.worlds`` world in which new fraud patterns (an aged-account ring and at least one more) start after the
+training window is run day by day, in process: the day's events are scored by ``streaming.batch.score`` with the
+online state carried over (the Kafka transport around it is tested in tests/integration/test_stream.py); the
+``budget`` cards with the highest score of the day are alerted; a simulated analyst clusters the day's alerts into
+cases (``fraud.review.clusters.cluster_alerts``), works the ``cases_per_day`` riskiest and decides each transaction
+by the ground truth; decisions become labels (the latest per tx_id). Every ``retrain_every_days`` a challenger is
+trained on everything seen so far (``fraud.training.train``) and goes through ``fraud retrain``'s promotion gate
+(``fraud.training.gate``, without the MLflow registry); a promoted bundle scores from the next day on, its state
+warmed as the stream scorer warms a swapped model. Arms (:func:`run_arm`): ``frozen`` (never retrained),
+``no_labels`` (retrained with the labels of the initial window only; with no labelled window to gate on it is
+promoted by schedule), ``full`` (analyst labels, gated). Figures and definitions: docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from fraud.errors import ConfigError
+
+DAY = pd.Timedelta(days=1)
+CANONICAL = ("tx_id", "timestamp", "customer_id", "terminal_id", "amount", "label")
+ARMS = ("frozen", "no_labels", "full")
+FRESH_PARAM = "fresh_embeddings"  # the graph featurizer's switch for embeddings updated from the stream
+#: a TrainConfig that retrains in seconds on a small world (all featurizers, two fast detectors, a small head)
+FAST_TRAIN = {"unsupervised": ("iforest", "hbos"), "ensemble_params": {"supervised_params": {"n_estimators": 100}},
+              "feedback_delay_days": 1, "warm_state_days": 37}
+
+
+@dataclass
+class LoopConfig:
+    budget: int = 10  # cards alerted a day
+    cases_per_day: int = 5  # cases the analyst decides a day
+    retrain_every_days: int = 7
+    train_kw: dict = field(default_factory=lambda: copy.deepcopy(FAST_TRAIN))  # fraud.training.TrainConfig kwargs
+    fresh_embeddings: bool = False
+    seed: int = 0
+    analyst: str = "cases"  # "cases": the top cases of fraud.review's clustering; "cards": the top alerted cards
+    batch_rows: int = 1000  # events per scoring micro-batch
+    ap_margin: float = 0.01  # the promotion gate's AP margin (fraud retrain --ap-margin)
+
+    def check(self) -> None:
+        for name in ("budget", "cases_per_day", "retrain_every_days", "batch_rows"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ConfigError(f"bench loop: {name}={v!r} must be an integer >= 1")
+        if self.analyst not in ("cases", "cards"):
+            raise ConfigError(f"bench loop: analyst={self.analyst!r} must be 'cases' or 'cards'")
+
+
+def fresh_available() -> bool:
+    """Whether the graph featurizer has the fresh-embeddings switch (:data:`FRESH_PARAM`)."""
+    from fraud.features.graph import GraphFeatures
+
+    return FRESH_PARAM in inspect.signature(GraphFeatures.__init__).parameters
+
+
+def train_config(cfg: LoopConfig):
+    """The TrainConfig of ``cfg.train_kw`` with the fresh-embeddings switch set on the graph featurizer."""
+    from fraud.training import TrainConfig
+
+    kw = copy.deepcopy(cfg.train_kw)
+    kw.setdefault("seed", cfg.seed)
+    if fresh_available():
+        params = kw.setdefault("featurizer_params", {})
+        params["graph"] = {**params.get("graph", {}), FRESH_PARAM: bool(cfg.fresh_embeddings)}
+    elif cfg.fresh_embeddings:
+        raise ConfigError(f"bench loop: fresh_embeddings=True but fraud.features.graph.GraphFeatures has no "
+                          f"{FRESH_PARAM!r} parameter in this checkout")
+    return TrainConfig(**kw)
+
+
+def _train(df: pd.DataFrame, until: pd.Timestamp, cfg: LoopConfig):
+    from fraud.training import train
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return train(df[list(CANONICAL)].reset_index(drop=True), train_config(cfg), train_until=until)
+
+
+def initial_bundle(df: pd.DataFrame, train_until: pd.Timestamp, cfg: LoopConfig):
+    """``fraud train`` on the labelled history before ``train_until``: the bundle every arm starts from."""
+    b = _train(df[df["timestamp"] < train_until], train_until, cfg).bundle
+    b.version = "1"
+    return b
+
+
+# -- one day ------------------------------------------------------------------------------------------
+def score_day(bundle, state, rows: pd.DataFrame, batch_rows: int) -> pd.DataFrame:
+    """The day's events scored as the stream scorer scores them (``streaming.batch.score``, one partition, the state
+    carried over), in micro-batches of ``batch_rows``."""
+    from streaming.batch import score
+
+    out = []
+    for i in range(0, len(rows), batch_rows):
+        part = rows.iloc[i:i + batch_rows].reset_index(drop=True)
+        n = len(part)
+        res, _, _ = score(bundle, str(bundle.version), {0: state}, part, np.zeros(n, np.int32),
+                          np.arange(i, i + n, dtype=np.int64), "loop")
+        out.append(res)
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
+def budget_alerts(scored: pd.DataFrame, budget: int) -> np.ndarray:
+    """Mask of the day's events on the ``budget`` cards with the highest score of the day (an alert is a card-day,
+    as ``fraud.evaluate.recall_at_budget`` counts it)."""
+    best = scored.groupby("customer_id", sort=True)["score"].max().sort_values(ascending=False, kind="stable")
+    return scored["customer_id"].isin(best.index[:budget]).to_numpy()
+
+
+def analyst(alerts: pd.DataFrame, truth: pd.Series, cfg: LoopConfig) -> pd.DataFrame:
+    """The analyst's decisions on the day's alerts (tx_id, label): the ``cases_per_day`` riskiest cases (clusters
+    of ``fraud.review.clusters``; or cards with ``analyst="cards"``), every transaction decided by ``truth``."""
+    if not len(alerts):
+        return pd.DataFrame({"tx_id": pd.Series(dtype=str), "label": pd.Series(dtype=np.int8)})
+    if cfg.analyst == "cards":
+        top = alerts.groupby("customer_id")["score"].max().sort_values(ascending=False, kind="stable")
+        tx = alerts.loc[alerts["customer_id"].isin(top.index[:cfg.cases_per_day]), "tx_id"]
+    else:
+        from fraud.review.clusters import cluster_alerts
+
+        cols = ["tx_id", "timestamp", "customer_id", "terminal_id", "amount", "score", "reasons"]
+        res = cluster_alerts(alerts[cols], refine="louvain", map_coords=False, seed=cfg.seed)
+        tx = [t for c in res.clusters[:cfg.cases_per_day] for t in c.tx_ids]
+    tx = pd.Index(pd.Series(tx, dtype=str))
+    return pd.DataFrame({"tx_id": tx.to_numpy(), "label": truth.reindex(tx).to_numpy().astype(np.int8)})
+
+
+# -- retrain and hot reload ---------------------------------------------------------------------------
+def retrain(champion, seen: pd.DataFrame, labels: pd.DataFrame | None, until: pd.Timestamp, cfg: LoopConfig,
+            gated: bool) -> tuple[object, dict]:
+    """A challenger trained on ``seen`` (its labels overridden by ``labels``), through ``fraud retrain``'s promotion
+    gate when ``gated`` (``fraud.training.gate``: the most recent labelled window neither trained on). Returns (the
+    challenger, or None when the champion is kept; the decision)."""
+    from fraud.training.data import apply_labels
+    from fraud.training.gate import _decide
+
+    df = apply_labels(seen[list(CANONICAL)].reset_index(drop=True), labels, source="analyst decisions")
+    res = _train(df, until, cfg)
+    (start, end), ch, cl, promote, reason = _decide(champion, champion.version, res, df, cfg.ap_margin, lambda m: None)
+    if not gated:
+        promote, reason = True, f"promoted by schedule (no analyst labels to gate on; the gate said: {reason})"
+    out = {"until": str(until), "promote": bool(promote), "reason": reason, "window": [str(start), str(end)],
+           "champion_ap": ch.get("ap"), "challenger_ap": cl.get("ap")}
+    if not promote:
+        return None, out
+    res.bundle.version = str(int(champion.version) + 1)
+    return res.bundle, out
+
+
+def hot_state(bundle, seen: pd.DataFrame):
+    """The swapped-in model's state, as ``streaming.partitions.warm_states`` builds it: its warm state as of its
+    training cutoff, then the events seen after that cutoff absorbed through the online path."""
+    from streaming.partitions import absorb
+
+    st = bundle.warm_state()
+    since = st.last_timestamp
+    absorb(bundle, st, seen if since is None else seen[seen["timestamp"] > since])
+    return st
+
+
+# -- the arm ------------------------------------------------------------------------------------------
+def _check(df: pd.DataFrame, train_until, weeks: int, arm: str) -> pd.DataFrame:
+    if arm not in ARMS:
+        raise ConfigError(f"bench loop: arm {arm!r} is not one of {', '.join(ARMS)}")
+    missing = [c for c in (*CANONICAL, "scenario") if c not in df.columns]
+    if missing:
+        raise ConfigError(f"bench loop: the frame lacks column(s) {missing}; present: {list(df.columns)}")
+    if not isinstance(weeks, (int, np.integer)) or weeks < 1:
+        raise ConfigError(f"bench loop: weeks={weeks!r} must be an integer >= 1")
+    df = df.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    if not (df["timestamp"] < train_until).any():
+        raise ConfigError(f"bench loop: no events before train_until {train_until}")
+    end = train_until + 7 * weeks * DAY
+    if df["timestamp"].iloc[-1] < end - DAY:
+        raise ConfigError(f"bench loop: the frame ends {df['timestamp'].iloc[-1]}, before the last loop day "
+                          f"{end - DAY} ({weeks} weeks after {train_until})")
+    return df[df["timestamp"] < end].reset_index(drop=True)
+
+
+def run_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, arm: str, cfg: LoopConfig,
+            say=lambda s: None, initial=None) -> dict:
+    """Run one arm for ``weeks`` weeks from ``train_until`` on the canonical frame ``df`` (with ``scenario``).
+    ``initial``: the starting bundle (default: trained here on the rows before ``train_until``; it is not changed).
+    Returns {"arm", "weeks": [{week, recall, ap, precision, by_scenario, model_version}], "patterns": first-alert
+    and 50 %-recall days per scenario starting in the loop, "retrains": gate decisions, "days", "seconds"}."""
+    cfg.check()
+    t0 = time.perf_counter()
+    train_until = pd.Timestamp(train_until)
+    df = _check(df, train_until, weeks, arm)
+    truth = pd.Series(df["label"].to_numpy(np.int8), index=df["tx_id"].astype(str).to_numpy())
+    bundle = initial if initial is not None else initial_bundle(df, train_until, cfg)
+    hist = df[df["timestamp"] < train_until]
+    state = hot_state(bundle, hist)
+    decided, retrains, days = [], [], []
+    parts = []
+    for d in range(7 * weeks):
+        lo = train_until + d * DAY
+        rows = df[(df["timestamp"] >= lo) & (df["timestamp"] < lo + DAY)].reset_index(drop=True)
+        scored = score_day(bundle, state, rows[list(CANONICAL)], cfg.batch_rows)
+        alert = budget_alerts(scored, cfg.budget) if len(scored) else np.zeros(0, bool)
+        dec = analyst(scored.loc[alert], truth, cfg)
+        decided.append(dec)
+        parts.append(pd.DataFrame({"tx_id": rows["tx_id"].astype(str), "timestamp": rows["timestamp"],
+                                   "customer_id": rows["customer_id"].astype(str), "label": rows["label"],
+                                   "scenario": rows["scenario"], "score": scored["score"].to_numpy(float),
+                                   "alerted": alert, "day": d, "model_version": str(bundle.version)}))
+        days.append({"day": d, "n": len(rows), "alerted_cards": int(scored.loc[alert, "customer_id"].nunique()),
+                     "decided": len(dec), "fraud_decided": int(dec["label"].sum()), "model_version": str(bundle.version)})
+        if arm != "frozen" and (d + 1) % cfg.retrain_every_days == 0 and d + 1 < 7 * weeks:
+            until = lo + DAY
+            seen = df[df["timestamp"] < until]
+            labels = loop_labels(seen, train_until, decided if arm == "full" else [])
+            new, decision = retrain(bundle, seen, labels, until, cfg, gated=arm == "full")
+            decision["day"] = d
+            decision["loop_frauds_labelled"] = int(labels.loc[len(seen):, "label"].sum())  # analyst fraud decisions
+            retrains.append(decision)
+            say(f"  {arm} day {d}: {decision['reason']}")
+            if new is not None:
+                bundle, state = new, hot_state(new, seen)
+    frame = pd.concat(parts, ignore_index=True)
+    known = set(hist.loc[hist["label"] == 1, "scenario"].astype(int))
+    return {"arm": arm, "weeks": weekly(frame), "patterns": pattern_timing(frame, known),
+            "retrains": retrains, "days": days, "final_version": str(bundle.version),
+            "seconds": round(time.perf_counter() - t0, 1), "frame": frame}
+
+
+def loop_labels(seen: pd.DataFrame, train_until: pd.Timestamp, decided: list) -> pd.DataFrame:
+    """Labels a retrain knows: the initial file's (ground truth before ``train_until``), no report (0) on later
+    events, then the analyst's decisions (the latest per tx_id wins, as ``fraud.training.data.apply_labels``)."""
+    later = seen["timestamp"] >= train_until
+    base = pd.DataFrame({"tx_id": seen["tx_id"].astype(str).to_numpy(),
+                         "label": np.where(later, 0, seen["label"]).astype(np.int8)})
+    return pd.concat([base, *decided], ignore_index=True) if decided else base
+
+
+# -- measures -----------------------------------------------------------------------------------------
+def _ap(y, s) -> float:
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
+
+
+def _measures(f: pd.DataFrame) -> dict:
+    fraud = f["label"].to_numpy() == 1
+    caught = f["alerted"].to_numpy()
+    cd = f[caught].groupby(["day", "customer_id"])["label"].max()
+    sc = f["scenario"].to_numpy()
+    ids = sorted(int(s) for s in np.unique(sc[fraud]))
+    by = {s: float(caught[fraud & (sc == s)].mean()) for s in ids}
+    return {"recall": float(caught[fraud].mean()) if fraud.any() else float("nan"),
+            "ap": _ap(f["label"].to_numpy(), f["score"].to_numpy()),
+            "precision": float(cd.mean()) if len(cd) else float("nan"), "n_fraud": int(fraud.sum()),
+            "by_scenario": by, "n_by_scenario": {s: int((fraud & (sc == s)).sum()) for s in ids}}
+
+
+def weekly(frame: pd.DataFrame) -> list:
+    """Per loop week: recall at the card budget, AP, alert (card-day) precision, recall per scenario."""
+    out = []
+    for w, f in frame.groupby(frame["day"] // 7, sort=True):
+        out.append({"week": int(w), **_measures(f), "model_version": sorted(f["model_version"].unique().tolist())})
+    return out
+
+
+def pattern_timing(frame: pd.DataFrame, known: set) -> dict:
+    """Per fraud scenario of the loop not in ``known`` (those of the training history): days from its first fraud to
+    its first alerted fraud, and to the first day its cumulative recall (alerted frauds so far / frauds so far)
+    reaches 0.5; None when never."""
+    out = {}
+    f = frame[frame["label"].to_numpy() == 1]
+    for s, g in f.groupby("scenario", sort=True):
+        if int(s) in known:
+            continue
+        first = int(g["day"].min())
+        per_day = g.groupby("day")["alerted"].agg(["sum", "size"])
+        cum = per_day["sum"].cumsum() / per_day["size"].cumsum()
+        hit = per_day.index[per_day["sum"] > 0]
+        half = cum.index[cum >= 0.5]
+        out[int(s)] = {"first_fraud_day": first, "n_fraud": int(len(g)),
+                       "days_to_first_alert": int(hit[0] - first) if len(hit) else None,
+                       "days_to_half_recall": int(half[0] - first) if len(half) else None,
+                       "recall": float(g["alerted"].mean())}
+    return out
+
+
+# -- the bench ----------------------------------------------------------------------------------------
+@dataclass
+class BenchConfig:
+    seed: int = 3000
+    customers: int = 500
+    terminals: int = 1000
+    weeks: int = 16  # the whole world
+    train_weeks: int = 4  # the initial training window; the loop runs the remaining weeks
+    onset_weeks: int = 2  # new patterns start this many weeks into the loop
+    new_patterns: tuple = ("aged_ring", "night_burst")
+    arms: tuple = ARMS + ("full_fresh",)  # full_fresh: the full loop with fresh embeddings (when available)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+
+
+def loop_world(cfg: BenchConfig) -> tuple[pd.DataFrame, dict]:
+    """(canonical frame, spec dict) of the first world drawn from ``cfg.seed`` on that holds ``cfg.new_patterns``
+    and a labelled pattern from the start; the new ones start ``onset_weeks`` into the loop."""
+    from fraud.worlds import draw_spec, generate
+
+    days, onset = 7 * cfg.weeks, 7 * (cfg.train_weeks + cfg.onset_weeks)
+    if not 0 < cfg.train_weeks < cfg.weeks or onset >= days - 7:
+        raise ConfigError(f"bench loop: train_weeks={cfg.train_weeks}, onset_weeks={cfg.onset_weeks} must leave a "
+                          f"week of new patterns in the {cfg.weeks} weeks")
+    for k in range(200):
+        spec = draw_spec(cfg.seed + k, cfg.customers, cfg.terminals, days, late_from=onset)
+        old = [p for p in spec.patterns if p not in cfg.new_patterns]
+        if all(p in spec.patterns for p in cfg.new_patterns) and (old or spec.handbook):
+            break
+    else:
+        raise ConfigError(f"bench loop: no world among seeds {cfg.seed}..{cfg.seed + 199} holds {cfg.new_patterns}")
+    for p in cfg.new_patterns:
+        if p != "aged_ring":
+            spec.patterns[p]["from_day"] = onset
+    return generate(spec), spec.to_dict()
+
+
+def arm_setup(name: str, loop: LoopConfig) -> tuple[str, LoopConfig]:
+    """(run_arm's arm, its LoopConfig) of a bench arm name (``full_fresh`` = ``full`` with fresh embeddings)."""
+    if name == "full_fresh":
+        return "full", LoopConfig(**{**asdict(loop), "fresh_embeddings": True})
+    return name, loop
+
+
+def run_loop(cfg: BenchConfig, say=lambda s: None) -> dict:
+    """Every arm of ``cfg.arms`` on one world, all from the same initial bundle; their weeks, pattern timings,
+    retrain decisions and the summary against issue 18's goals."""
+    from fraud.worlds import PATTERNS
+
+    t0 = time.perf_counter()
+    df, spec = loop_world(cfg)
+    split = df["timestamp"].iloc[0].floor("D") + 7 * cfg.train_weeks * DAY
+    say(f"world seed {spec['seed']}: {len(df):,} events, {int(df['label'].sum())} frauds, patterns "
+        f"{sorted(spec['patterns'])}; training until {split}")
+    arms, skipped = {}, {}
+    base = initial_bundle(df, split, cfg.loop)
+    for name in cfg.arms:
+        arm, lc = arm_setup(name, cfg.loop)
+        if lc.fresh_embeddings and not fresh_available():
+            skipped[name] = f"fraud.features.graph.GraphFeatures has no {FRESH_PARAM!r} switch yet"
+            say(f"{name}: skipped ({skipped[name]})")
+            continue
+        init = base if not lc.fresh_embeddings else None
+        res = run_arm(df, split, cfg.weeks - cfg.train_weeks, arm, lc, say=say, initial=init)
+        res.pop("frame")
+        arms[name] = res
+        say(f"{name}: " + " ".join(f"{w['recall']:.2f}" for w in res["weeks"]) + f" ({res['seconds']} s)")
+    names = {int(k): v for k, v in PATTERNS.items()}
+    return {"config": {**asdict(cfg), "loop": asdict(cfg.loop)}, "world": spec, "train_until": str(split),
+            "onset_week": cfg.onset_weeks, "pattern_names": names, "arms": arms, "skipped_arms": skipped,
+            "summary": summary(arms, cfg.onset_weeks), "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _after(res: dict, onset_week: int) -> dict:
+    """Recall at budget of an arm over the loop weeks from ``onset_week`` on: all fraud and the new patterns'."""
+    ws = [w for w in res["weeks"] if w["week"] >= onset_week]
+    n = sum(w["n_fraud"] for w in ws)
+    rec = sum(w["recall"] * w["n_fraud"] for w in ws if w["n_fraud"]) / n if n else float("nan")
+    new = {}
+    for s in res["patterns"]:
+        got = [(w["by_scenario"][s], w["n_by_scenario"][s]) for w in ws if s in w["by_scenario"]]
+        k = sum(m for _, m in got)
+        new[s] = sum(r * m for r, m in got) / k if k else float("nan")
+    return {"recall": rec, "new_pattern_recall": float(np.nanmean(list(new.values()))) if new else float("nan"),
+            "by_pattern": new}
+
+
+def _median_days(res: dict, key: str) -> float:
+    vals = [p[key] for p in res["patterns"].values()]
+    return float(np.median([np.inf if v is None else v for v in vals])) if vals else float("nan")
+
+
+def summary(arms: dict, onset_week: int) -> dict:
+    """Per arm: recall after the onset, new-pattern recall, median days to first alert and to 50 % recall; the
+    issue's goals for the full loop against the frozen model."""
+    out = {name: {**_after(res, onset_week), "median_days_to_first_alert": _median_days(res, "days_to_first_alert"),
+                  "median_days_to_half_recall": _median_days(res, "days_to_half_recall"),
+                  "promotions": sum(r["promote"] for r in res["retrains"]), "retrains": len(res["retrains"])}
+           for name, res in arms.items()}
+    goals = {}
+    if "full" in out and "frozen" in out:
+        f, z = out["full"], out["frozen"]
+        goals["recall_gain_after_onset"] = f["recall"] - z["recall"]
+        goals["recall_gain_ge_0.25"] = bool(goals["recall_gain_after_onset"] >= 0.25)
+        goals["new_pattern_recall_gain"] = f["new_pattern_recall"] - z["new_pattern_recall"]
+        goals["median_days_to_first_alert_le_2"] = bool(f["median_days_to_first_alert"] <= 2)
+        goals["median_days_to_half_recall_le_10"] = bool(f["median_days_to_half_recall"] <= 10)
+    if "full" in out and "full_fresh" in out:
+        goals["fresh_new_pattern_recall_gain"] = out["full_fresh"]["new_pattern_recall"] - out["full"]["new_pattern_recall"]
+    return {"arms": out, "goals": goals}
+
+
+def table(res: dict) -> str:
+    names = res["pattern_names"]
+    lines = [f"world seed {res['world']['seed']}, training until {res['train_until']}, new patterns from loop week "
+             f"{res['onset_week']}"]
+    for name, arm in res["arms"].items():
+        lines.append(f"{name:>10} recall  " + " ".join(f"{w['recall']:.2f}" for w in arm["weeks"]))
+        lines.append(f"{'':>10} AP      " + " ".join(f"{w['ap']:.2f}" for w in arm["weeks"]))
+        lines.append(f"{'':>10} prec.   " + " ".join(f"{w['precision']:.2f}" for w in arm["weeks"]))
+        for s, p in arm["patterns"].items():
+            lines.append(f"{'':>10} {names.get(int(s), s)}: first fraud day {p['first_fraud_day']}, first alert "
+                         f"+{p['days_to_first_alert']} d, 50 % recall +{p['days_to_half_recall']} d, recall "
+                         f"{p['recall']:.2f}")
+    for name, s in res["summary"]["arms"].items():
+        lines.append(f"{name:>10}: recall after onset {s['recall']:.3f}, new patterns {s['new_pattern_recall']:.3f}, "
+                     f"median days to first alert {s['median_days_to_first_alert']}, to 50 % "
+                     f"{s['median_days_to_half_recall']}, promoted {s['promotions']}/{s['retrains']}")
+    lines.append(f"goals {res['summary']['goals']}; skipped {res['skipped_arms'] or 'none'}")
+    return "\n".join(lines)

@@ -1,0 +1,106 @@
+"""``fraud bench loop`` on a tiny world: scoring carries the state over, decisions are the ground truth and reach the
+retrain, the frozen arm never changes model, a promoted model scores from the next day on."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks.loop import (BenchConfig, LoopConfig, initial_bundle, loop_labels, loop_world, run_arm, summary,
+                             weekly)
+from fraud.evaluate import recall_at_budget
+
+pytestmark = pytest.mark.slow
+
+TINY = {"featurizers": ("tabular", "behaviour"), "unsupervised": ("hbos",), "supervised": "lightgbm",
+        "ensemble_params": {"supervised_params": {"n_estimators": 30}}, "feedback_delay_days": 1,
+        "warm_state_days": 14}
+WEEKS = 2
+
+
+@pytest.fixture(scope="module")
+def world():
+    cfg = BenchConfig(seed=5, customers=150, terminals=300, weeks=5, train_weeks=3, onset_weeks=0,
+                      loop=LoopConfig(budget=5, cases_per_day=3, train_kw=dict(TINY)))
+    df, spec = loop_world(cfg)
+    split = df["timestamp"].iloc[0].floor("D") + 21 * pd.Timedelta(days=1)
+    return cfg, df, split, initial_bundle(df, split, cfg.loop)
+
+
+@pytest.fixture(scope="module")
+def arms(world):
+    cfg, df, split, base = world
+    return {arm: run_arm(df, split, WEEKS, arm, cfg.loop, initial=base) for arm in ("frozen", "no_labels", "full")}
+
+
+def test_world_has_new_patterns_after_training(world):
+    cfg, df, split, _ = world
+    fraud = df[df["label"] == 1]
+    before = set(fraud.loc[fraud["timestamp"] < split, "scenario"])
+    after = set(fraud.loc[fraud["timestamp"] >= split, "scenario"])
+    assert {12, 15} <= after - before and before  # the ring and the night burst are new; an old pattern is labelled
+
+
+def test_frozen_scores_as_one_stream_and_never_changes_model(world, arms):
+    cfg, df, split, base = world
+    res = arms["frozen"]
+    assert res["retrains"] == [] and {d["model_version"] for d in res["days"]} == {"1"}
+    loop = df[(df["timestamp"] >= split) & (df["timestamp"] < split + 7 * WEEKS * pd.Timedelta(days=1))]
+    state = base.warm_state()
+    whole = base.score_frame(loop.drop(columns="scenario").reset_index(drop=True), state=state)
+    np.testing.assert_allclose(res["frame"]["score"].to_numpy(), whole["score"].to_numpy(), rtol=1e-9)
+
+
+def test_weekly_recall_is_recall_at_the_card_budget(world, arms):
+    cfg, *_ = world
+    f = arms["full"]["frame"]
+    for w, row in zip(range(WEEKS), arms["full"]["weeks"]):
+        week = f[f["day"] // 7 == w]
+        assert row["recall"] == pytest.approx(recall_at_budget(week, budget=cfg.loop.budget)["all"])
+        assert (week.groupby("day")["customer_id"].apply(lambda c: c[week.loc[c.index, "alerted"]].nunique())
+                <= cfg.loop.budget).all()
+    assert weekly(f) == arms["full"]["weeks"]
+
+
+def test_analyst_decisions_are_truth_and_reach_the_full_retrain_only(arms):
+    full, nolab = arms["full"], arms["no_labels"]
+    fraud_found = np.cumsum([d["fraud_decided"] for d in full["days"]])
+    assert fraud_found[-1] > 0  # the analyst found fraud among the alerts
+    for r in full["retrains"]:
+        assert r["loop_frauds_labelled"] == fraud_found[r["day"]]
+    assert [r["loop_frauds_labelled"] for r in nolab["retrains"]] == [0] * len(nolab["retrains"])
+
+
+def test_promoted_model_scores_from_the_next_day(arms):
+    for arm in ("no_labels", "full"):
+        res = arms[arm]
+        assert [r["day"] for r in res["retrains"]] == list(range(6, 7 * WEEKS - 1, 7))
+        version = [d["model_version"] for d in res["days"]]
+        for r in res["retrains"]:
+            d = r["day"]
+            assert (version[d + 1] != version[d]) == r["promote"]
+            if r["promote"]:
+                assert int(version[d + 1]) == int(version[d]) + 1
+    assert all(r["promote"] and "schedule" in r["reason"] for r in arms["no_labels"]["retrains"])
+    assert all("promoted by schedule" not in r["reason"] for r in arms["full"]["retrains"])
+
+
+def test_loop_labels_latest_decision_wins():
+    ts = pd.to_datetime(["2019-01-01", "2019-01-02", "2019-01-03"], utc=True)
+    seen = pd.DataFrame({"tx_id": ["a", "b", "c"], "timestamp": ts, "label": [1, 1, 1]})
+    dec = [pd.DataFrame({"tx_id": ["c"], "label": [0]}), pd.DataFrame({"tx_id": ["c"], "label": [1]})]
+    lab = loop_labels(seen, ts[1], dec)
+    last = lab.drop_duplicates("tx_id", keep="last").set_index("tx_id")["label"]
+    assert last.to_dict() == {"a": 1, "b": 0, "c": 1}  # known before the cutoff; unreported after; the last decision
+
+
+def test_summary_and_pattern_timing(arms):
+    s = summary(arms, onset_week=0)
+    for name, arm in arms.items():
+        for sid, p in arm["patterns"].items():
+            assert sid in (12, 15) or p["first_fraud_day"] >= 0
+            if p["days_to_first_alert"] is not None and p["days_to_half_recall"] is not None:
+                assert p["days_to_first_alert"] <= p["days_to_half_recall"]
+        assert 0 <= s["arms"][name]["recall"] <= 1
+    assert s["goals"]["recall_gain_after_onset"] == pytest.approx(s["arms"]["full"]["recall"]
+                                                                  - s["arms"]["frozen"]["recall"])
