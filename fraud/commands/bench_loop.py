@@ -20,8 +20,8 @@ def _arms(text: str) -> tuple:
 def register(main: click.Group, bench: click.Group) -> None:
     @bench.command("loop")
     @click.option("--seed", default=3000, show_default=True, type=int, help="First world seed tried.")
-    @click.option("--customers", default=500, show_default=True, type=int)
-    @click.option("--terminals", default=1000, show_default=True, type=int)
+    @click.option("--customers", default=300, show_default=True, type=int)
+    @click.option("--terminals", default=600, show_default=True, type=int)
     @click.option("--weeks", default=16, show_default=True, type=int, help="Weeks in the world.")
     @click.option("--train-weeks", default=4, show_default=True, type=int, help="Initial training window.")
     @click.option("--onset-weeks", default=2, show_default=True, type=int,
