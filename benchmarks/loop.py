@@ -190,9 +190,10 @@ def _check(df: pd.DataFrame, train_until, weeks: int, arm: str) -> pd.DataFrame:
 
 
 def run_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, arm: str, cfg: LoopConfig,
-            say=lambda s: None, initial=None) -> dict:
+            say=lambda s: None, initial=None, keep_frame: bool = False) -> dict:
     """Run one arm for ``weeks`` weeks from ``train_until`` on the canonical frame ``df`` (with ``scenario``).
-    ``initial``: the starting bundle (default: trained here on the rows before ``train_until``; it is not changed).
+    ``initial``: the starting bundle (default: trained here on the rows before ``train_until``; it is not changed);
+    ``keep_frame``: add the scored loop events as ``"frame"`` (not JSON).
     Returns {"arm", "weeks": [{week, recall, ap, precision, by_scenario, model_version}], "patterns": first-alert
     and 50 %-recall days per scenario starting in the loop, "retrains": gate decisions, "days", "seconds"}."""
     cfg.check()
@@ -234,9 +235,9 @@ def run_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, arm: str, c
                 bundle, state = new, hot_state(new, seen)
     frame = pd.concat(parts, ignore_index=True)
     known = set(hist.loc[hist["label"] == 1, "scenario"].astype(int))
-    return {"arm": arm, "weeks": weekly(frame), "patterns": pattern_timing(frame, known),
-            "retrains": retrains, "days": days, "final_version": str(bundle.version),
-            "seconds": round(time.perf_counter() - t0, 1), "frame": frame}
+    out = {"arm": arm, "weeks": weekly(frame), "patterns": pattern_timing(frame, known), "retrains": retrains,
+           "days": days, "final_version": str(bundle.version), "seconds": round(time.perf_counter() - t0, 1)}
+    return {**out, "frame": frame} if keep_frame else out
 
 
 def loop_labels(seen: pd.DataFrame, train_until: pd.Timestamp, decided: list) -> pd.DataFrame:
@@ -360,7 +361,6 @@ def run_loop(cfg: BenchConfig, say=lambda s: None) -> dict:
             continue
         init = base if not lc.fresh_embeddings else None
         res = run_arm(df, split, cfg.weeks - cfg.train_weeks, arm, lc, say=say, initial=init)
-        res.pop("frame")
         arms[name] = res
         say(f"{name}: " + " ".join(f"{w['recall']:.2f}" for w in res["weeks"]) + f" ({res['seconds']} s)")
     names = {int(k): v for k, v in PATTERNS.items()}

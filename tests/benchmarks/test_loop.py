@@ -2,12 +2,15 @@
 retrain, the frozen arm never changes model, a promoted model scores from the next day on."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.loop import (BenchConfig, LoopConfig, initial_bundle, loop_labels, loop_world, run_arm, summary,
-                             weekly)
+from benchmarks.loop import (FRESH_PARAM, BenchConfig, LoopConfig, arm_setup, fresh_available, initial_bundle,
+                             loop_labels, loop_world, run_arm, summary, train_config, weekly)
+from fraud.errors import ConfigError
 from fraud.evaluate import recall_at_budget
 
 pytestmark = pytest.mark.slow
@@ -30,7 +33,7 @@ def world():
 @pytest.fixture(scope="module")
 def arms(world):
     cfg, df, split, base = world
-    return {arm: run_arm(df, split, WEEKS, arm, cfg.loop, initial=base) for arm in ("frozen", "no_labels", "full")}
+    return {arm: run_arm(df, split, WEEKS, arm, cfg.loop, initial=base, keep_frame=True) for arm in ("frozen", "no_labels", "full")}
 
 
 def test_world_has_new_patterns_after_training(world):
@@ -104,3 +107,19 @@ def test_summary_and_pattern_timing(arms):
         assert 0 <= s["arms"][name]["recall"] <= 1
     assert s["goals"]["recall_gain_after_onset"] == pytest.approx(s["arms"]["full"]["recall"]
                                                                   - s["arms"]["frozen"]["recall"])
+
+
+def test_result_is_json_without_the_frame(arms):
+    out = json.loads(json.dumps({k: v for k, v in arms["full"].items() if k != "frame"}))
+    assert [w["week"] for w in out["weeks"]] == list(range(WEEKS))
+
+
+def test_fresh_embeddings_arm_is_a_training_switch():
+    arm, lc = arm_setup("full_fresh", LoopConfig(train_kw=dict(TINY)))
+    assert arm == "full" and lc.fresh_embeddings
+    if fresh_available():
+        assert train_config(lc).featurizer_params["graph"][FRESH_PARAM] is True
+    else:
+        with pytest.raises(ConfigError, match=FRESH_PARAM):
+            train_config(lc)
+    assert arm_setup("frozen", lc) == ("frozen", lc)
