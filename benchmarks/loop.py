@@ -219,7 +219,8 @@ def run_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, arm: str, c
                                    "scenario": rows["scenario"], "score": scored["score"].to_numpy(float),
                                    "alerted": alert, "day": d, "model_version": str(bundle.version)}))
         days.append({"day": d, "n": len(rows), "alerted_cards": int(scored.loc[alert, "customer_id"].nunique()),
-                     "decided": len(dec), "fraud_decided": int(dec["label"].sum()), "model_version": str(bundle.version)})
+                     "decided": len(dec), "fraud_decided": int(dec["label"].sum()),
+                     "model_version": str(bundle.version)})
         if arm != "frozen" and (d + 1) % cfg.retrain_every_days == 0 and d + 1 < 7 * weeks:
             until = lo + DAY
             seen = df[df["timestamp"] < until]
@@ -404,7 +405,8 @@ def summary(arms: dict, onset_week: int) -> dict:
         goals["median_days_to_first_alert_le_2"] = bool(f["median_days_to_first_alert"] <= 2)
         goals["median_days_to_half_recall_le_10"] = bool(f["median_days_to_half_recall"] <= 10)
     if "full" in out and "full_fresh" in out:
-        goals["fresh_new_pattern_recall_gain"] = out["full_fresh"]["new_pattern_recall"] - out["full"]["new_pattern_recall"]
+        fresh, full = out["full_fresh"], out["full"]
+        goals["fresh_new_pattern_recall_gain"] = fresh["new_pattern_recall"] - full["new_pattern_recall"]
     return {"arms": out, "goals": goals}
 
 

@@ -33,7 +33,8 @@ def world():
 @pytest.fixture(scope="module")
 def arms(world):
     cfg, df, split, base = world
-    return {arm: run_arm(df, split, WEEKS, arm, cfg.loop, initial=base, keep_frame=True) for arm in ("frozen", "no_labels", "full")}
+    return {arm: run_arm(df, split, WEEKS, arm, cfg.loop, initial=base, keep_frame=True)
+            for arm in ("frozen", "no_labels", "full")}
 
 
 def test_world_has_new_patterns_after_training(world):
