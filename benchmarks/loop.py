@@ -28,7 +28,7 @@ from fraud.errors import ConfigError
 DAY = pd.Timedelta(days=1)
 CANONICAL = ("tx_id", "timestamp", "customer_id", "terminal_id", "amount", "label")
 ARMS = ("frozen", "no_labels", "full")
-FRESH_PARAM = "fresh_embeddings"  # the graph featurizer's switch for embeddings updated from the stream
+FRESH_PARAM = "refresh_lr"  # the graph featurizer's rate of embedding updates from the stream (0 = frozen vectors)
 #: a TrainConfig that retrains in seconds on a small world (all featurizers, two fast detectors, a small head)
 FAST_TRAIN = {"unsupervised": ("iforest", "hbos"), "ensemble_params": {"supervised_params": {"n_estimators": 100}},
               "feedback_delay_days": 1, "warm_state_days": 37}
@@ -42,6 +42,7 @@ class LoopConfig:
     history_days: int | None = 42  # a retrain reads the last days of events (the archive's retention); None = all
     train_kw: dict = field(default_factory=lambda: copy.deepcopy(FAST_TRAIN))  # fraud.training.TrainConfig kwargs
     fresh_embeddings: bool = False
+    fresh_lr: float = 0.05  # the graph featurizer's refresh_lr when fresh_embeddings is on
     seed: int = 0
     analyst: str = "cases"  # "cases": the top cases of fraud.review's clustering; "cards": the top alerted cards
     batch_rows: int = 1000  # events per scoring micro-batch
@@ -60,21 +61,21 @@ class LoopConfig:
 
 
 def fresh_available() -> bool:
-    """Whether the graph featurizer has the fresh-embeddings switch (:data:`FRESH_PARAM`)."""
+    """Whether the graph featurizer has the fresh-embeddings parameter (:data:`FRESH_PARAM`)."""
     from fraud.features.graph import GraphFeatures
 
     return FRESH_PARAM in inspect.signature(GraphFeatures.__init__).parameters
 
 
 def train_config(cfg: LoopConfig):
-    """The TrainConfig of ``cfg.train_kw`` with the fresh-embeddings switch set on the graph featurizer."""
+    """The TrainConfig of ``cfg.train_kw`` with the graph featurizer's fresh embeddings on (``fresh_lr``) or off."""
     from fraud.training import TrainConfig
 
     kw = copy.deepcopy(cfg.train_kw)
     kw.setdefault("seed", cfg.seed)
     if fresh_available():
         params = kw.setdefault("featurizer_params", {})
-        params["graph"] = {**params.get("graph", {}), FRESH_PARAM: bool(cfg.fresh_embeddings)}
+        params["graph"] = {**params.get("graph", {}), FRESH_PARAM: float(cfg.fresh_lr) if cfg.fresh_embeddings else 0.0}
     elif cfg.fresh_embeddings:
         raise ConfigError(f"bench loop: fresh_embeddings=True but fraud.features.graph.GraphFeatures has no "
                           f"{FRESH_PARAM!r} parameter in this checkout")

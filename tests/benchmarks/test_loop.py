@@ -119,7 +119,8 @@ def test_fresh_embeddings_arm_is_a_training_switch():
     arm, lc = arm_setup("full_fresh", LoopConfig(train_kw=dict(TINY)))
     assert arm == "full" and lc.fresh_embeddings
     if fresh_available():
-        assert train_config(lc).featurizer_params["graph"][FRESH_PARAM] is True
+        assert train_config(lc).featurizer_params["graph"][FRESH_PARAM] == lc.fresh_lr > 0
+        assert train_config(LoopConfig()).featurizer_params["graph"][FRESH_PARAM] == 0.0
     else:
         with pytest.raises(ConfigError, match=FRESH_PARAM):
             train_config(lc)
