@@ -223,15 +223,9 @@ def run_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, arm: str, c
                      "decided": len(dec), "fraud_decided": int(dec["label"].sum()),
                      "model_version": str(bundle.version)})
         if arm != "frozen" and (d + 1) % cfg.retrain_every_days == 0 and d + 1 < 7 * weeks:
-            until = lo + DAY
-            seen = df[df["timestamp"] < until]
-            if cfg.history_days:
-                seen = seen[seen["timestamp"] >= until - cfg.history_days * DAY]
-            labels = loop_labels(seen, train_until, decided if arm == "full" else [])
-            new, decision = retrain(bundle, seen, labels, until, cfg, gated=arm == "full")
-            decision["day"] = d
-            decision["loop_frauds_labelled"] = int(labels.loc[len(seen):, "label"].sum())  # analyst fraud decisions
-            retrains.append(decision)
+            new, seen, decision = _weekly_retrain(bundle, df, lo + DAY, train_until, decided if arm == "full" else [],
+                                                  cfg, gated=arm == "full")
+            retrains.append({**decision, "day": d})
             say(f"  {arm} day {d}: {decision['reason']}")
             if new is not None:
                 bundle, state = new, hot_state(new, seen)
@@ -240,6 +234,18 @@ def run_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, arm: str, c
     out = {"arm": arm, "weeks": weekly(frame), "patterns": pattern_timing(frame, known), "retrains": retrains,
            "days": days, "final_version": str(bundle.version), "seconds": round(time.perf_counter() - t0, 1)}
     return {**out, "frame": frame} if keep_frame else out
+
+
+def _weekly_retrain(bundle, df: pd.DataFrame, until, train_until, decided: list, cfg: LoopConfig, gated: bool):
+    """(the promoted bundle or None, the events it read, the decision) of a retrain at ``until`` on the last
+    ``history_days`` of events with the labels ``loop_labels`` gives."""
+    seen = df[df["timestamp"] < until]
+    if cfg.history_days:
+        seen = seen[seen["timestamp"] >= until - cfg.history_days * DAY]
+    labels = loop_labels(seen, train_until, decided)
+    new, decision = retrain(bundle, seen, labels, until, cfg, gated=gated)
+    decision["loop_frauds_labelled"] = int(labels.loc[len(seen):, "label"].sum())  # the analyst's fraud decisions
+    return new, seen, decision
 
 
 def loop_labels(seen: pd.DataFrame, train_until: pd.Timestamp, decided: list) -> pd.DataFrame:
