@@ -149,31 +149,59 @@ def rows(book: CaseBook, result, strength_df: pd.DataFrame, budget: int) -> list
     """Every case as a queue row, highest priority (risk / sqrt(alerts)) first (cases with no current cluster: risk 0)."""
     frame = book.frame()
     members = book.members()
-    by_cluster = {c.id: c for c in result.clusters}
     a = result.alerts.set_index("tx_id")
     st = strength_df.set_index("tx_id") if len(strength_df) else None
     groups = dict(tuple(members.groupby("case_id"))) if len(members) else {}
+    risks = case_risks(result, {k: g["tx_id"].tolist() for k, g in groups.items()})
     out = []
     for r in frame.to_dict("records"):
         m = groups.get(r["case_id"])
         tx = m["tx_id"].tolist() if m is not None else []
-        cl = by_cluster.get(r["cluster_id"])
         part = a.loc[[t for t in tx if t in a.index]]
         bands = [st.loc[t, "band"] for t in tx if st is not None and t in st.index]
         first = str(part["timestamp"].min())[:16] if len(part) else ""
         last = str(part["timestamp"].max())[:16] if len(part) else ""
         top = _top_reason(part)
+        risk, ring = risks.get(r["case_id"], (0.0, False))
         out.append(Row(case_id=r["case_id"], status=r["status"], outcome=r["outcome"], assignee=r["assignee"],
-                       risk=float(cl.risk) if cl is not None else 0.0, n_tx=len(tx),
+                       risk=risk, n_tx=len(tx),
                        customers=sorted(set(m["customer_id"])) if m is not None else [],
                        terminals=sorted(set(m["terminal_id"])) if m is not None else [],
                        amount=float(part["amount"].sum()) if len(part) else 0.0, first_seen=first, last_seen=last,
-                       ring=bool(cl is not None and (cl.surging_terminals or cl.colluding_customers)),
-                       band=min(bands, key=BAND_ORDER.get) if bands else "medium",
+                       ring=ring, band=min(bands, key=BAND_ORDER.get) if bands else "medium",
                        budget_share=budget_share(len(part), first, last, budget) if len(part) else 0.0,
                        reason=top, created_at=str(r["created_at"])[:16], updated_at=str(r["updated_at"])[:16],
                        linked_to=r["linked_to"], link_kind=r["link_kind"]))
     out.sort(key=lambda x: (-x.priority, -x.risk, x.case_id))
+    return out
+
+
+def case_risks(result, case_tx: dict) -> dict:
+    """Case id -> (risk, ring signal) of the alerts it holds in ``result``. A case holding exactly one
+    cluster's alerts takes that cluster's figures; a case holding part of a cluster, or parts of several
+    (cases own their alerts, the clustering regroups them), gets the clustering's formula over its own
+    alerts: score percentiles among all clustered alerts, its shared terminals that surge in the context."""
+    from fraud.review.clusters import colluding_customers, collusion_risk, risk_of
+
+    by_tx = {tuple(sorted(c.tx_ids)): c for c in result.clusters}
+    a = result.alerts.assign(_pct=result.alerts["score"].rank(method="average", pct=True)).set_index("tx_id")
+    surging = set().union(*[set(c.surging_terminals) for c in result.clusters])
+    formula = getattr(result, "meta", {}).get("risk", "collusion")
+    out = {}
+    for case_id, txs in case_tx.items():
+        part = a.loc[[t for t in txs if t in a.index]]
+        cl = by_tx.get(tuple(sorted(part.index)))
+        if cl is not None:
+            out[case_id] = (float(cl.risk), bool(cl.surging_terminals or cl.colluding_customers))
+            continue
+        if not len(part):
+            continue
+        per_t = part.groupby("terminal_id")["customer_id"].nunique()
+        n_surging = len(set(per_t.index[per_t >= 2]) & surging)
+        coll = colluding_customers(part["customer_id"], part["terminal_id"])
+        risk = collusion_risk(part["customer_id"], part["terminal_id"], part["_pct"], part["amount"], None, n_surging) \
+            if formula == "collusion" else risk_of(part["score"], part["amount"], part["customer_id"].nunique())
+        out[case_id] = (round(float(risk), 6), bool(coll or n_surging))
     return out
 
 
