@@ -128,6 +128,8 @@ class Row:
     updated_at: str
     linked_to: str | None
     link_kind: str | None
+    related: list = field(default_factory=list)   # live or closed cases the current clustering joins with it
+    group_priority: float | None = None           # the priority of that cluster (the queue's order), else its own
 
     @property
     def priority(self) -> float:
@@ -146,7 +148,9 @@ BAND_ORDER = {"critical": 0, "high": 1, "medium": 2}
 
 
 def rows(book: CaseBook, result, strength_df: pd.DataFrame, budget: int) -> list[Row]:
-    """Every case as a queue row, highest priority (risk / sqrt(alerts)) first (cases with no current cluster: risk 0)."""
+    """Every case as a queue row, highest priority (risk / sqrt(alerts)) first (cases with no current cluster: risk 0).
+    Cases the current clustering joins in one cluster (related cases) are listed together, in the place of that
+    cluster's priority, each with its own risk: the group an analyst works through together."""
     frame = book.frame()
     members = book.members()
     a = result.alerts.set_index("tx_id")
@@ -172,7 +176,28 @@ def rows(book: CaseBook, result, strength_df: pd.DataFrame, budget: int) -> list
                        budget_share=budget_share(len(part), first, last, budget) if len(part) else 0.0,
                        reason=top, created_at=str(r["created_at"])[:16], updated_at=str(r["updated_at"])[:16],
                        linked_to=r["linked_to"], link_kind=r["link_kind"]))
-    out.sort(key=lambda x: (-x.priority, -x.risk, x.case_id))
+    return _grouped(out, frame, result)
+
+
+def _grouped(out: list, frame: pd.DataFrame, result) -> list:
+    """Rows ordered by priority, where the cases sharing a cluster (``cluster_id``) form one group placed at
+    that cluster's priority (risk / sqrt(alerts) of the whole cluster), its cases by their own priority."""
+    clusters = {c.id: c for c in result.clusters}
+    of = dict(zip(frame["case_id"], frame["cluster_id"]))
+    groups: dict = {}
+    for r in out:
+        if of.get(r.case_id) in clusters:
+            groups.setdefault(of[r.case_id], []).append(r)
+    for cid, rs in groups.items():
+        if len(rs) < 2:
+            continue
+        cl = clusters[cid]
+        for r in rs:
+            r.group_priority = cl.risk / math.sqrt(max(cl.n_tx, 1))
+            r.related = sorted(x.case_id for x in rs if x is not r)
+    key = {r.case_id: (r.group_priority if r.group_priority is not None else r.priority, of.get(r.case_id) or "")
+           for r in out}
+    out.sort(key=lambda x: (-key[x.case_id][0], key[x.case_id][1], -x.priority, -x.risk, x.case_id))
     return out
 
 
@@ -256,7 +281,7 @@ def page(items: list, f: Filters) -> tuple[list, int]:
 
 QUEUE_COLUMNS = ["case_id", "status", "outcome", "assignee", "risk", "band", "budget_share", "n_tx", "amount",
                  "customers", "terminals", "ring_signal", "first_seen", "last_seen", "top_reason", "created_at",
-                 "updated_at", "linked_to", "link_kind"]
+                 "updated_at", "linked_to", "link_kind", "related"]
 
 
 def queue_csv(items: list[Row]) -> str:
@@ -267,7 +292,7 @@ def queue_csv(items: list[Row]) -> str:
         w.writerow([r.case_id, r.status, r.outcome or "", r.assignee or "", f"{r.risk:.2f}", r.band,
                     f"{r.budget_share:.4f}", r.n_tx, f"{r.amount:.2f}", " ".join(r.customers), " ".join(r.terminals),
                     int(r.ring), r.first_seen, r.last_seen, r.reason, r.created_at, r.updated_at, r.linked_to or "",
-                    r.link_kind or ""])
+                    r.link_kind or "", " ".join(r.related)])
     return buf.getvalue()
 
 
