@@ -199,3 +199,38 @@ def test_each_case_is_ranked_by_its_own_alerts(book, tmp_path):
     rows = {r.case_id: r for r in Q.rows(book2, joined, Q.strength(joined.alerts), 100)}
     assert rows["CASE-0001"].ring and not rows["CASE-0002"].ring              # the victims do not inherit it
     assert rows["CASE-0001"].risk > rows["CASE-0002"].risk > 0
+
+
+def test_related_cases_are_listed_together_at_their_clusters_priority(book):
+    a = book.store.read_alerts()
+    ring, victims = tx(a, terminals=["R0", "R1", "R2"]), tx(a, terminals=["T9"])
+    book.sync(fake({"R1": ring[:20], "R2": ring[20:21], "MID": victims[:4]}, a))
+    joined = fake({"R": ring[:21], "MID": victims[:4]}, a)
+    joined.clusters[0].risk, joined.clusters[1].risk = 100.0, 20.0           # priority 21.8 and 10
+    book.sync(joined)
+    rows = Q.rows(book, joined, Q.strength(joined.alerts), 100)
+    by_id = {r.case_id: r for r in rows}
+    assert by_id["CASE-0002"].priority < by_id["CASE-0003"].priority         # alone it would rank below MID
+    assert [r.case_id for r in rows] == ["CASE-0001", "CASE-0002", "CASE-0003"]
+    assert by_id["CASE-0002"].related == ["CASE-0001"] and by_id["CASE-0003"].related == []
+    assert by_id["CASE-0001"].group_priority == pytest.approx(100.0 / 21 ** 0.5)
+    assert Q.queue_csv(rows).splitlines()[1].endswith(",CASE-0002")
+
+
+def test_app_shows_related_cases_on_the_queue_and_the_case_page(book):
+    from fastapi.testclient import TestClient
+
+    from fraud.review.app import create_app
+
+    from .test_app import ALICE, login, users_of
+
+    a = book.store.read_alerts()
+    ring = tx(a, terminals=["R0", "R1", "R2"])
+    book.sync(fake({"A": ring[:30], "B": ring[30:]}, a))                     # two cases, before any link
+    client = TestClient(create_app(book.store, users=users_of(ALICE)))
+    login(client)
+    page = client.get("/case/CASE-0002")                                      # the app re-clusters: one ring
+    assert page.status_code == 200
+    assert "Related to <a href=\"/case/CASE-0001\">CASE-0001</a>" in page.text and 'id="related"' in page.text
+    queue = client.get("/").text
+    assert "related: <a href=\"/case/CASE-0002\">CASE-0002</a>" in queue
