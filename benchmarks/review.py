@@ -258,7 +258,8 @@ def run_bench_seeds(seeds, progress: bool = True, **kw) -> dict:
     if runs and all(r.get("cases") for r in runs):
         summary["cases"] = {k: stat([r["cases"][k] for r in runs if r["cases"].get(k) is not None])
                             for k in ("case_stability", "later_in_case", "later_in_case_or_linked",
-                                      "ring_share_top_open_cases", "ring_live_cases", "opaque_top_reason_share")}
+                                      "ring_share_top_open_cases", "ring_share_top_open_rows", "ring_live_cases",
+                                      "opaque_top_reason_share")}
     summary["seeds"] = seeds
     return {"runs": runs, "summary": summary}
 
@@ -277,12 +278,14 @@ def case_stability(alerts: pd.DataFrame, context: pd.DataFrame | None = None, se
     * later pattern alerts held by the case, or by it or a case linked to it: a case keeping its id by
       refusing new alerts would show here (the pattern going on in unlinked cases, duplicates in the queue).
     * live cases holding ring alerts at the end (fragmentation of the ring over the queue).
-    * ring share of the top ``top_k`` open cases at the end: ring alerts in them / ring alerts.
+    * ring share of the top ``top_k`` open cases at the end: ring alerts in them / ring alerts; the queue's
+      first ``top_k`` entries (a case with the related cases listed under it, what a page shows and an analyst
+      works together), and, as a check, its first ``top_k`` rows (each related case counted apart).
     * opaque top reasons: alerts whose first shown reason is an embedding dimension or a no-signal reason.
     """
     from fraud.review.cases import CaseBook
     from fraud.review.clusters import cluster_alerts
-    from fraud.review.queue import rows, strength
+    from fraud.review.queue import entries, rows, strength
     from fraud.review.reasons import top_reason_is_opaque
     from fraud.store import AlertStore
 
@@ -310,11 +313,13 @@ def case_stability(alerts: pd.DataFrame, context: pd.DataFrame | None = None, se
     frame = book.frame()
     cont = _continuing(first, a, days, owner, _links(book, frame))
     st = strength(res.alerts, context)
-    open_rows = [r for r in rows(book, res, st, 100) if r.status in ("open", "in_progress")][:top_k]
-    top_ids = {r.case_id for r in open_rows}
+    open_rows = [r for r in rows(book, res, st, 100) if r.status in ("open", "in_progress")]
+    top_ids = {r.case_id for g in entries(open_rows)[:top_k] for r in g}
+    top_rows = {r.case_id for r in open_rows[:top_k]}
     live = set(frame.loc[frame["status"].isin(["open", "in_progress"]), "case_id"])
     ring = a[a["scenario"] == 4]
     in_top = int(sum(owner.get(t) in top_ids for t in ring["tx_id"]))
+    in_top_rows = int(sum(owner.get(t) in top_rows for t in ring["tx_id"]))
     opaque = int(sum(top_reason_is_opaque(r) for r in a["reasons"]))
     tmp.cleanup()
     eligible, survived, later, in_case, in_linked = cont
@@ -325,6 +330,7 @@ def case_stability(alerts: pd.DataFrame, context: pd.DataFrame | None = None, se
             "later_in_case_or_linked": round(in_linked / later, 4) if later else None,
             "ring_alerts": int(len(ring)), "ring_in_top_open_cases": in_top,
             "ring_share_top_open_cases": round(in_top / len(ring), 4) if len(ring) else None,
+            "ring_share_top_open_rows": round(in_top_rows / len(ring), 4) if len(ring) else None,
             "ring_live_cases": len({owner[t] for t in ring["tx_id"] if owner.get(t) in live}),
             "live_cases": len(live), "merged": int((frame["status"] == "merged").sum()),
             "related": int((frame["link_kind"] == "related").sum()),

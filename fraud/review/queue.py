@@ -130,6 +130,7 @@ class Row:
     link_kind: str | None
     related: list = field(default_factory=list)   # live or closed cases the current clustering joins with it
     group_priority: float | None = None           # the priority of that cluster (the queue's order), else its own
+    lead: str | None = None                       # the first case of its group when it is listed under it
 
     @property
     def priority(self) -> float:
@@ -198,6 +199,21 @@ def _grouped(out: list, frame: pd.DataFrame, result) -> list:
     key = {r.case_id: (r.group_priority if r.group_priority is not None else r.priority, of.get(r.case_id) or "")
            for r in out}
     out.sort(key=lambda x: (-key[x.case_id][0], key[x.case_id][1], -x.priority, -x.risk, x.case_id))
+    for prev, r in zip(out, out[1:]):
+        if r.group_priority is not None and of.get(r.case_id) == of.get(prev.case_id):
+            r.lead = prev.lead or prev.case_id
+    return out
+
+
+def entries(items: list[Row]) -> list[list[Row]]:
+    """The queue's entries: a case with the related cases listed under it (rows with its id as ``lead``);
+    a related case whose lead is filtered out heads its own entry."""
+    out: list = []
+    for r in items:
+        if r.lead is not None and out and (out[-1][0].lead or out[-1][0].case_id) == r.lead:
+            out[-1].append(r)
+        else:
+            out.append([r])
     return out
 
 
@@ -271,12 +287,14 @@ def _search(book: CaseBook, q: str) -> set:
 
 
 def page(items: list, f: Filters) -> tuple[list, int]:
-    """(the items of page ``f.page``, number of pages)."""
-    pages = max(1, math.ceil(len(items) / f.per_page))
+    """(the rows of page ``f.page``, number of pages); a page holds ``f.per_page`` entries (``entries``: a
+    case with its related cases), so related cases are never cut apart."""
+    groups = entries(items)
+    pages = max(1, math.ceil(len(groups) / f.per_page))
     if f.page > pages:
         f.page = pages
     lo = (f.page - 1) * f.per_page
-    return items[lo:lo + f.per_page], pages
+    return [r for g in groups[lo:lo + f.per_page] for r in g], pages
 
 
 QUEUE_COLUMNS = ["case_id", "status", "outcome", "assignee", "risk", "band", "budget_share", "n_tx", "amount",

@@ -234,3 +234,19 @@ def test_app_shows_related_cases_on_the_queue_and_the_case_page(book):
     assert "Related to <a href=\"/case/CASE-0001\">CASE-0001</a>" in page.text and 'id="related"' in page.text
     queue = client.get("/").text
     assert "related: <a href=\"/case/CASE-0002\">CASE-0002</a>" in queue
+
+
+def test_a_page_holds_whole_entries_a_case_with_its_related_cases(book):
+    a = book.store.read_alerts()
+    ring, victims, lone = tx(a, terminals=["R0", "R1", "R2"]), tx(a, terminals=["T9"]), tx(a, customers=["S0"])
+    book.sync(fake({"R1": ring[:20], "R2": ring[20:21], "MID": victims[:4], "S": lone}, a))
+    joined = fake({"R": ring[:21], "MID": victims[:4], "S": lone}, a)
+    book.sync(joined)
+    rows = Q.rows(book, joined, Q.strength(joined.alerts), 100)
+    assert [r.lead for r in rows][:2] == [None, rows[0].case_id]
+    assert [[r.case_id for r in g] for g in Q.entries(rows)][0] == [rows[0].case_id, rows[1].case_id]
+    shown, pages = Q.page(rows, Q.Filters(per_page=1, page=1))
+    assert pages == 3 and [r.case_id for r in shown] == [rows[0].case_id, rows[1].case_id]
+    book.decide(rows[0].case_id, "fraud", "alice")                           # the lead leaves the open queue
+    rows = Q.select(Q.rows(book, joined, Q.strength(joined.alerts), 100), Q.Filters(), book)
+    assert [len(g) for g in Q.entries(rows)] == [1, 1, 1]
