@@ -129,7 +129,7 @@ class Row:
     linked_to: str | None
     link_kind: str | None
     related: list = field(default_factory=list)   # live or closed cases the current clustering joins with it
-    group_priority: float | None = None           # the priority of that cluster (the queue's order), else its own
+    group_priority: float | None = None           # the group's place in the queue (``_grouped``), else its own
     lead: str | None = None                       # the first case of its group when it is listed under it
 
     @property
@@ -182,7 +182,8 @@ def rows(book: CaseBook, result, strength_df: pd.DataFrame, budget: int) -> list
 
 def _grouped(out: list, frame: pd.DataFrame, result) -> list:
     """Rows ordered by priority, where the cases sharing a cluster (``cluster_id``) form one group placed at
-    that cluster's priority (risk / sqrt(alerts) of the whole cluster), its cases by their own priority."""
+    that cluster's priority (risk / sqrt(alerts) of the whole cluster) or its best case's own priority when
+    higher (grouping never sinks a case), its cases by their own priority."""
     clusters = {c.id: c for c in result.clusters}
     of = dict(zip(frame["case_id"], frame["cluster_id"]))
     groups: dict = {}
@@ -193,8 +194,9 @@ def _grouped(out: list, frame: pd.DataFrame, result) -> list:
         if len(rs) < 2:
             continue
         cl = clusters[cid]
+        place = max([cl.risk / math.sqrt(max(cl.n_tx, 1))] + [r.priority for r in rs])
         for r in rs:
-            r.group_priority = cl.risk / math.sqrt(max(cl.n_tx, 1))
+            r.group_priority = place
             r.related = sorted(x.case_id for x in rs if x is not r)
     key = {r.case_id: (r.group_priority if r.group_priority is not None else r.priority, of.get(r.case_id) or "")
            for r in out}

@@ -206,14 +206,14 @@ def test_related_cases_are_listed_together_at_their_clusters_priority(book):
     ring, victims = tx(a, terminals=["R0", "R1", "R2"]), tx(a, terminals=["T9"])
     book.sync(fake({"R1": ring[:20], "R2": ring[20:21], "MID": victims[:4]}, a))
     joined = fake({"R": ring[:21], "MID": victims[:4]}, a)
-    joined.clusters[0].risk, joined.clusters[1].risk = 100.0, 20.0           # priority 21.8 and 10
+    joined.clusters[0].risk, joined.clusters[1].risk = 2000.0, 20.0          # priority 436 and 10
     book.sync(joined)
     rows = Q.rows(book, joined, Q.strength(joined.alerts), 100)
     by_id = {r.case_id: r for r in rows}
     assert by_id["CASE-0002"].priority < by_id["CASE-0003"].priority         # alone it would rank below MID
     assert [r.case_id for r in rows] == ["CASE-0001", "CASE-0002", "CASE-0003"]
     assert by_id["CASE-0002"].related == ["CASE-0001"] and by_id["CASE-0003"].related == []
-    assert by_id["CASE-0001"].group_priority == pytest.approx(100.0 / 21 ** 0.5)
+    assert by_id["CASE-0001"].group_priority == pytest.approx(2000.0 / 21 ** 0.5)
     assert Q.queue_csv(rows).splitlines()[1].endswith(",CASE-0002")
 
 
@@ -250,3 +250,16 @@ def test_a_page_holds_whole_entries_a_case_with_its_related_cases(book):
     book.decide(rows[0].case_id, "fraud", "alice")                           # the lead leaves the open queue
     rows = Q.select(Q.rows(book, joined, Q.strength(joined.alerts), 100), Q.Filters(), book)
     assert [len(g) for g in Q.entries(rows)] == [1, 1, 1]
+
+
+def test_grouping_never_sinks_a_case_below_its_own_priority(book):
+    a = book.store.read_alerts()
+    ring, victims = tx(a, terminals=["R0", "R1", "R2"]), tx(a, terminals=["T9"])
+    book.sync(fake({"R": ring[:20], "V": victims[:4], "MID": victims[4:8]}, a))
+    joined = fake({"RV": ring[:20] + victims[:4], "MID": victims[4:8]}, a)
+    joined.clusters[0].risk, joined.clusters[1].risk = 1.0, 4.0             # a weak cluster joins the ring case
+    book.sync(joined)
+    rows = Q.rows(book, joined, Q.strength(joined.alerts), 100)
+    ring_row = next(r for r in rows if r.case_id == "CASE-0001")
+    assert ring_row.group_priority == pytest.approx(ring_row.priority) and ring_row.priority > 2.0
+    assert [r.case_id for r in rows] == ["CASE-0001", "CASE-0002", "CASE-0003"]
