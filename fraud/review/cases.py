@@ -41,7 +41,7 @@ cases = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("linked_to", sa.String(32), nullable=True),
-    sa.Column("link_kind", sa.String(16), nullable=True),      # split_from | follows | related (merged_into: older versions)
+    sa.Column("link_kind", sa.String(16), nullable=True),      # split_from | follows | related | merged_into (old)
     sa.Column("cluster_id", sa.String(32), nullable=True),      # the cluster it matched at the last sync
 )
 

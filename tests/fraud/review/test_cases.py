@@ -1,5 +1,5 @@
-"""Cases: stable ids over re-clustering (grow, reshuffle, clusters joining cases, split, reopen, follow), analyst actions with history,
-undo taking labels back, and the queue's filters and CSV."""
+"""Cases: stable ids over re-clustering (grow, reshuffle, clusters joining cases, split, reopen, follow),
+analyst actions with history, undo taking labels back, and the queue's order, entries, filters and CSV."""
 from __future__ import annotations
 
 from types import SimpleNamespace
