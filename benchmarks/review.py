@@ -257,7 +257,9 @@ def run_bench_seeds(seeds, progress: bool = True, **kw) -> dict:
                                                 "top_k_lift")}
     if runs and all(r.get("cases") for r in runs):
         summary["cases"] = {k: stat([r["cases"][k] for r in runs if r["cases"].get(k) is not None])
-                            for k in ("case_stability", "ring_share_top_open_cases", "opaque_top_reason_share")}
+                            for k in ("case_stability", "later_in_case", "later_in_case_or_linked",
+                                      "ring_share_top_open_cases", "ring_share_top_open_rows", "ring_live_cases",
+                                      "opaque_top_reason_share")}
     summary["seeds"] = seeds
     return {"runs": runs, "summary": summary}
 
@@ -270,19 +272,25 @@ def case_stability(alerts: pd.DataFrame, context: pd.DataFrame | None = None, se
 
     * stability: among cases whose alerts are mostly fraud (ground truth) when first seen and whose fraud
       pattern continues (a later fraud alert of the same scenario on one of its customers or terminals), the
-      share whose id survives to the end: most of the alerts it held when first seen still carry its id.
-    * ring share of the top ``top_k`` open cases at the end: ring alerts in them / ring alerts.
+      share whose id survives to the end: most of the alerts it held when first seen still carry its id (the
+      bookmarked id still opens a case holding that pattern's alerts; a case merged away, whose id only
+      redirects, does not count).
+    * later pattern alerts held by the case, or by it or a case linked to it: a case keeping its id by
+      refusing new alerts would show here (the pattern going on in unlinked cases, duplicates in the queue).
+    * live cases holding ring alerts at the end (fragmentation of the ring over the queue).
+    * ring share of the top ``top_k`` open cases at the end: ring alerts in them / ring alerts; the queue's
+      first ``top_k`` entries (a case with the related cases listed under it, what a page shows and an analyst
+      works together), and, as a check, its first ``top_k`` rows (each related case counted apart).
     * opaque top reasons: alerts whose first shown reason is an embedding dimension or a no-signal reason.
     """
     from fraud.review.cases import CaseBook
     from fraud.review.clusters import cluster_alerts
-    from fraud.review.queue import rows, strength
+    from fraud.review.queue import entries, rows, strength
     from fraud.review.reasons import top_reason_is_opaque
     from fraud.store import AlertStore
 
     a = alerts.sort_values("timestamp").reset_index(drop=True)
     a["tx_id"] = a["tx_id"].astype(str)
-    scen = dict(zip(a["tx_id"], a["scenario"].astype(int)))
     tmp = tempfile.TemporaryDirectory(prefix="case_bench_")
     store = AlertStore(f"sqlite:///{Path(tmp.name) / 'alerts.db'}")
     book = CaseBook(store)
@@ -302,37 +310,80 @@ def case_stability(alerts: pd.DataFrame, context: pd.DataFrame | None = None, se
         say(f"day {i + 1}/{len(days)}: {len(res.alerts)} alerts, {len(res.clusters)} clusters, {len(first)} cases")
     m = book.members()
     owner = dict(zip(m["tx_id"], m["case_id"]))
-    ents = a.set_index("tx_id")[["customer_id", "terminal_id", "timestamp"]]
+    frame = book.frame()
+    cont = _continuing(first, a, days, owner, _links(book, frame))
+    st = strength(res.alerts, context)
+    open_rows = [r for r in rows(book, res, st, 100) if r.status in ("open", "in_progress")]
+    top_ids = {r.case_id for g in entries(open_rows)[:top_k] for r in g}
+    top_rows = {r.case_id for r in open_rows[:top_k]}
+    live = set(frame.loc[frame["status"].isin(["open", "in_progress"]), "case_id"])
+    ring = a[a["scenario"] == 4]
+    in_top = int(sum(owner.get(t) in top_ids for t in ring["tx_id"]))
+    in_top_rows = int(sum(owner.get(t) in top_rows for t in ring["tx_id"]))
+    opaque = int(sum(top_reason_is_opaque(r) for r in a["reasons"]))
+    tmp.cleanup()
+    eligible, survived, later, in_case, in_linked = cont
+    return {"days": len(days), "cases": len(first), "cases_fraud_continuing": eligible,
+            "cases_surviving": int(survived), "case_stability": round(survived / eligible, 4) if eligible else None,
+            "later_pattern_alerts": later,
+            "later_in_case": round(in_case / later, 4) if later else None,
+            "later_in_case_or_linked": round(in_linked / later, 4) if later else None,
+            "ring_alerts": int(len(ring)), "ring_in_top_open_cases": in_top,
+            "ring_share_top_open_cases": round(in_top / len(ring), 4) if len(ring) else None,
+            "ring_share_top_open_rows": round(in_top_rows / len(ring), 4) if len(ring) else None,
+            "ring_live_cases": len({owner[t] for t in ring["tx_id"] if owner.get(t) in live}),
+            "live_cases": len(live), "merged": int((frame["status"] == "merged").sum()),
+            "related": int((frame["link_kind"] == "related").sum()),
+            "split": int((frame["link_kind"] == "split_from").sum()),
+            "opaque_top_reasons": opaque, "opaque_top_reason_share": round(opaque / max(len(a), 1), 4)}
+
+
+def _links(book, frame: pd.DataFrame) -> dict:
+    """Case id -> the cases linked to it either way (linked_to of any kind, and "related" history events)."""
+    import json
+
+    import sqlalchemy as sa
+
+    from fraud.review.cases import case_events
+
+    out: dict = {}
+    pairs = [(r["case_id"], r["linked_to"]) for r in frame.to_dict("records") if r["linked_to"]]
+    with book.engine.connect() as conn:
+        q = sa.select(case_events.c.case_id, case_events.c.detail).where(case_events.c.action == "related")
+        pairs += [(c, json.loads(d)["case"]) for c, d in conn.execute(q)]
+    for x, y in pairs:
+        out.setdefault(x, set()).add(y)
+        out.setdefault(y, set()).add(x)
+    return out
+
+
+def _continuing(first: dict, a: pd.DataFrame, days: list, owner: dict, links: dict) -> tuple:
+    """Over the cases mostly fraud when first seen whose fraud pattern continues (a later fraud alert of the
+    same scenario on one of their customers or terminals): (cases, cases whose id still holds most of the
+    alerts it had when first seen, later pattern alerts, of them held by the case, by the case or a case
+    linked to it). The first two give the stability; the last three show whether a case that keeps its id
+    also keeps up with its pattern (or whether the pattern went on in unlinked cases)."""
+    scen = dict(zip(a["tx_id"], a["scenario"].astype(int)))
+    ents = a.set_index("tx_id")[["customer_id", "terminal_id"]]
     frauds = a[a["scenario"] > 0]
-    eligible, survived = 0, 0
+    eligible = survived = n_later = in_case = in_linked = 0
     for cid, (txs, day_i) in first.items():
         sc = pd.Series([scen[t] for t in txs])
         if (sc > 0).mean() <= 0.5:
             continue
         main = int(sc[sc > 0].mode().iloc[0])
-        seen_until = days[day_i] + pd.Timedelta(days=1)
-        cust = set(ents.loc[list(txs), "customer_id"])
-        term = set(ents.loc[list(txs), "terminal_id"])
-        later = frauds[(frauds["timestamp"] >= seen_until) & (frauds["scenario"] == main)
+        cust, term = set(ents.loc[list(txs), "customer_id"]), set(ents.loc[list(txs), "terminal_id"])
+        later = frauds[(frauds["timestamp"] >= days[day_i] + pd.Timedelta(days=1)) & (frauds["scenario"] == main)
                        & (frauds["customer_id"].isin(cust) | frauds["terminal_id"].isin(term))]
         if not len(later):
             continue
         eligible += 1
         survived += sum(owner.get(t) == cid for t in txs) > len(txs) / 2
-    st = strength(res.alerts, context)
-    open_rows = [r for r in rows(book, res, st, 100) if r.status in ("open", "in_progress")][:top_k]
-    top_ids = {r.case_id for r in open_rows}
-    ring = a[a["scenario"] == 4]
-    in_top = int(sum(owner.get(t) in top_ids for t in ring["tx_id"]))
-    opaque = int(sum(top_reason_is_opaque(r) for r in a["reasons"]))
-    frame = book.frame()
-    tmp.cleanup()
-    return {"days": len(days), "cases": len(first), "cases_fraud_continuing": eligible,
-            "cases_surviving": int(survived), "case_stability": round(survived / eligible, 4) if eligible else None,
-            "ring_alerts": int(len(ring)), "ring_in_top_open_cases": in_top,
-            "ring_share_top_open_cases": round(in_top / len(ring), 4) if len(ring) else None,
-            "merged": int((frame["status"] == "merged").sum()), "split": int((frame["link_kind"] == "split_from").sum()),
-            "opaque_top_reasons": opaque, "opaque_top_reason_share": round(opaque / max(len(a), 1), 4)}
+        held = [owner.get(t) for t in later["tx_id"]]
+        n_later += len(held)
+        in_case += sum(h == cid for h in held)
+        in_linked += sum(h == cid or h in links.get(cid, ()) for h in held)
+    return eligible, survived, n_later, in_case, in_linked
 
 
 def _seed_columns(context: bool) -> list:
@@ -384,6 +435,9 @@ def cases_lines(out: dict) -> list[str]:
         c = r["cases"]
         lines.append(f"seed {r['world']['seed']}: cases {c['cases']}, fraud cases whose pattern continues "
                      f"{c['cases_fraud_continuing']}, ids kept {c['cases_surviving']} (stability "
-                     f"{c['case_stability']}), ring share top-10 open cases {c['ring_share_top_open_cases']}, "
-                     f"merged {c['merged']}, split {c['split']}, opaque top reasons {c['opaque_top_reasons']}")
+                     f"{c['case_stability']}), later pattern alerts {c['later_pattern_alerts']} in the case "
+                     f"{c['later_in_case']} or linked {c['later_in_case_or_linked']}, ring share top-10 open cases "
+                     f"{c['ring_share_top_open_cases']}, live cases {c['live_cases']} (holding ring alerts "
+                     f"{c['ring_live_cases']}), related {c.get('related', 0)}, merged {c['merged']}, split "
+                     f"{c['split']}, opaque top reasons {c['opaque_top_reasons']}")
     return lines + [f"{k}: mean {v['mean']} min {v['min']} over {v['n']} seed(s)" for k, v in sm["cases"].items()]

@@ -209,13 +209,13 @@ def register(main: click.Group, bench: click.Group) -> None:
         if as_json:
             click.echo(json.dumps({"cases": [r.__dict__ for r in items]}, default=str))
             return
-        click.echo(f"{len(items)} case(s) ({status}); highest risk first")
+        click.echo(f"{len(items)} case(s) ({status}); highest risk first, related cases (+) under the first of them")
         head = f"{'case':<10} {'status':<16} {'risk':>8} {'band':<8} {'alerts':>6} {'budget':>6} {'assignee':<10} ring"
         click.echo(head + "\n" + "-" * len(head))
         for r in items[:top]:
-            click.echo(f"{r.case_id:<10} {r.status_words[:16]:<16} {r.risk:>8.1f} {r.band:<8} {r.n_tx:>6} "
+            click.echo(f"{('+' if r.lead else '') + r.case_id:<10} {r.status_words[:16]:<16} {r.risk:>8.1f} {r.band:<8} {r.n_tx:>6} "
                        f"{100 * r.budget_share:>5.0f}% {(r.assignee or '-')[:10]:<10} {'yes' if r.ring else ''}")
-            click.echo(f"    why: {r.reason or '-'}")
+            click.echo(f"    why: {r.reason or '-'}" + (f"; related: {', '.join(r.related)}" if r.related else ""))
 
     @cases_grp.command("show")
     @click.argument("case_id")
@@ -232,6 +232,8 @@ def register(main: click.Group, bench: click.Group) -> None:
                    f"assignee {c['assignee'] or '-'}  created {str(c['created_at'])[:16]}  updated {str(c['updated_at'])[:16]}")
         if c["linked_to"]:
             click.echo(f"{c['link_kind'].replace('_', ' ')} {c['linked_to']}")
+        if book.related(case_id):
+            click.echo(f"related cases (the clustering joined their alerts): {', '.join(book.related(case_id))}")
         click.echo("history:")
         for h in book.history(case_id):
             click.echo(f"  #{h['id']} {str(h['at'])[:16]} {h['analyst']}: {h['text']}" + (" (undone)" if h["undone_by"] else ""))

@@ -83,6 +83,7 @@ def add_case_routes(app, ctx) -> None:
             h["undoable"] = h["action"] in UNDOABLE and h["undone_by"] is None
         cl = result.get(c["cluster_id"]) if c["cluster_id"] else None
         return render(request, "case.html", c=c, row=row, txs=txs, history=history, cluster=cl, nearest=nearest,
+                      related=book.related(case_id),
                       STATUS_WORDS=STATUS_WORDS, OUTCOME_WORDS=OUTCOME_WORDS, outcomes=OUTCOME_BUTTONS,
                       flash=request.query_params.get("done"), budget=ctx.budget)
 

@@ -1,13 +1,16 @@
-"""Cases: the stored, stable unit an analyst works on (one per cluster of flagged activity).
+"""Cases: the stored, stable unit an analyst works on (one per group of flagged activity).
 
-Clusters are recomputed whenever alerts arrive, and their content-hash ids change. A case keeps its
-id across recomputation by matching on member overlap (``CaseBook.sync``, ``_match``): a case goes with
-the cluster holding most of its alerts and the rest become new cases "split from" it; a cluster so
-chosen by several cases keeps the one an analyst works on, else the oldest, and the others are
-"merged into" it (their history stays, pointing to it); a merged-away case whose other alerts form a
-cluster of their own keeps that cluster. New alerts joining a closed
-case reopen it; a new cluster on a closed case's customers or terminals starts a case linked to it.
-Every action (sync, assign, status, decide, note, undo) is a row of ``case_events`` with analyst and time.
+Clusters are recomputed whenever alerts arrive, and HDBSCAN regroups them from day to day; a case keeps
+its id because it owns its alerts (``CaseBook.sync``): an alert stays in the case it joined, so an
+analyst's bookmark keeps resolving to the same alerts. Recomputed clusters only place alerts no case holds
+yet (``_home``): a new alert joins the live case of its cluster holding its customer, else its terminal,
+else most of the cluster; a cluster with no live case joins a closed one (which reopens) or starts a new
+case, one that "follows" a closed case sharing its customers or terminals. Live cases a cluster joins stay
+apart and are linked as related (``_relate``, a "related" event on both), so no id disappears in a merge.
+A case splits only when the clustering puts part of its alerts in a cluster sharing no customer or
+terminal with the rest (``_splits``): the largest part keeps the id, the rest is a new case "split from"
+it. Every action (sync, assign, status, decide, note, undo) is a row of ``case_events`` with analyst and
+time. Cases merged by earlier versions keep their status "merged" and their history.
 
 Tables ``cases``, ``case_members``, ``case_events`` (migration ``fraud/migrations/versions/0002_cases.py``).
 """
@@ -38,7 +41,7 @@ cases = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("linked_to", sa.String(32), nullable=True),
-    sa.Column("link_kind", sa.String(16), nullable=True),      # split_from | merged_into | follows
+    sa.Column("link_kind", sa.String(16), nullable=True),      # split_from | follows | related | merged_into (old)
     sa.Column("cluster_id", sa.String(32), nullable=True),      # the cluster it matched at the last sync
 )
 
@@ -57,13 +60,14 @@ case_events = sa.Table(
     sa.Column("case_id", sa.String(32), nullable=False, index=True),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("analyst", sa.String(128), nullable=False),
-    sa.Column("action", sa.String(16), nullable=False),   # created reopened grew split merged linked assign status decide note undo
+    sa.Column("action", sa.String(16), nullable=False),   # created reopened grew split related linked assign ... undo
     sa.Column("text", sa.Text, nullable=False),           # the sentence shown in the history
     sa.Column("detail", sa.Text, nullable=True),          # JSON: decision ids, the state before, ...
     sa.Column("undone_by", sa.Integer, nullable=True),
 )
 
 UNDOABLE = ("assign", "status", "decide")
+LIVE = ("open", "in_progress")
 
 
 def _now() -> datetime:
@@ -71,28 +75,69 @@ def _now() -> datetime:
 
 
 def _seniority(st: dict) -> tuple:
-    """Which of several cases keeps its id in a merge: one an analyst works on, then the oldest."""
+    """Which of several cases leads a group of related cases: one an analyst works on, then the oldest."""
     return (st["status"] != "in_progress", str(st["created_at"]), st["case_id"])
 
 
-def _match(overlaps: list, state: dict) -> dict:
-    """Cluster index -> case id from ``overlaps`` ((alerts shared, cluster index, case id) triples).
+def _components(parts: dict) -> list:
+    """Cluster index -> (tx_ids, entity set) parts of one case, as groups that share no customer or terminal
+    with each other (parts sharing an entity, directly or through another part, stay together)."""
+    groups: list = []
+    for i, (txs, ents) in sorted(parts.items()):
+        joined = [g for g in groups if g[1] & ents]
+        rest = [g for g in groups if not (g[1] & ents)]
+        tx = list(txs) + [t for g in joined for t in g[0]]
+        en = set(ents).union(*[g[1] for g in joined])
+        idx = {i}.union(*[g[2] for g in joined])
+        groups = rest + [(tx, en, idx)]
+    return groups
 
-    Each case goes with the cluster holding most of its alerts; a cluster so chosen by several cases keeps
-    the senior one (``_seniority``) and the others are merged into it. A cluster left without a case then
-    takes the case with most of its alerts among those not yet matched (the rest of a case split apart)."""
-    largest: dict = {}
-    for n, i, case_id in sorted(overlaps, key=lambda x: (-x[0], x[1])):
-        largest.setdefault(case_id, i)
-    case_of: dict = {}
-    for case_id in sorted(largest, key=lambda c: _seniority(state[c])):
-        case_of.setdefault(largest[case_id], case_id)
-    taken = set(case_of.values())
-    for n, i, case_id in sorted(overlaps, key=lambda x: (-x[0], _seniority(state[x[2]]), x[1])):
-        if i not in case_of and case_id not in taken:
-            case_of[i] = case_id
-            taken.add(case_id)
-    return case_of
+
+def _splits(clusters, owner: dict, state: dict, ent: dict) -> list:
+    """(case id, cluster indexes, tx_ids) for each part of a live case to split off: a case whose alerts the
+    clustering now puts in several clusters, some of which share no customer or terminal with the rest. The
+    largest such group keeps the id; re-shuffles of parts that share an entity move nothing."""
+    parts: dict = {}
+    for i, cl in enumerate(clusters):
+        for t in cl.tx_ids:
+            c = owner.get(t)
+            if c is not None and state[c]["status"] in LIVE:
+                txs, ents = parts.setdefault(c, {}).setdefault(i, ([], set()))
+                txs.append(t)
+                ents.update((("c", ent[t][0]), ("t", ent[t][1])))
+    out = []
+    for case_id, by_cluster in sorted(parts.items()):
+        if len(by_cluster) < 2:
+            continue
+        groups = sorted(_components(by_cluster), key=lambda g: (-len(g[0]), min(g[2])))
+        out.extend((case_id, sorted(g[2]), sorted(g[0])) for g in groups[1:])
+    return out
+
+
+def _home(t: str, cl, owner: dict, state: dict, ent: dict, held: Counter):
+    """The existing case a new alert ``t`` of cluster ``cl`` joins, or None (a new case). ``held``: case ->
+    its alerts in the cluster. Among the live cases holding alerts of the cluster: one holding the alert's
+    customer, else its terminal, else the one holding most of the cluster; without a live one, the closed
+    case holding most of the cluster (it reopens)."""
+    live = [c for c in held if state[c]["status"] in LIVE]
+    pool = live or list(held)
+    if not pool:
+        return None
+    for k in (0, 1):
+        hit = {owner[x] for x in cl.tx_ids if owner.get(x) in pool and ent[x][k] == ent[t][k]}
+        if hit:
+            pool = sorted(hit)
+            break
+    return min(pool, key=lambda c: (-held[c], _seniority(state[c])))
+
+
+def _related_pairs(conn) -> dict:
+    """Case id -> the cases linked to it as related (from the ``related`` events of the history)."""
+    out: dict = {}
+    q = sa.select(case_events.c.case_id, case_events.c.detail).where(case_events.c.action == "related")
+    for case_id, detail in conn.execute(q):
+        out.setdefault(case_id, set()).add(json.loads(detail)["case"])
+    return out
 
 
 class CaseBook:
@@ -163,37 +208,128 @@ class CaseBook:
     def _update(self, conn, case_id, at, **values):
         conn.execute(cases.update().where(cases.c.case_id == case_id).values(updated_at=at, **values))
 
+    def related(self, case_id: str) -> list[str]:
+        """Cases linked to this one as related (the clustering joined their alerts; both ids stay)."""
+        with self.engine.connect() as conn:
+            return sorted(_related_pairs(conn).get(case_id, set()))
+
     def sync(self, result, at: datetime | None = None) -> dict:
-        """Match the clusters of ``result`` (a ClusterResult) to cases; returns cluster id -> case id.
-        See the module docstring for the rules."""
+        """Bring the cases up to date with the clusters of ``result`` (a ClusterResult); returns cluster id ->
+        the case holding most of its alerts. See the module docstring for the rules."""
         at = at or _now()
-        alerts = result.alerts
-        ent = {t: (c, m) for t, c, m in zip(alerts["tx_id"].astype(str), alerts["customer_id"].astype(str),
-                                            alerts["terminal_id"].astype(str))}
+        a = result.alerts
+        ent = {t: (c, m) for t, c, m in zip(a["tx_id"].astype(str), a["customer_id"].astype(str),
+                                            a["terminal_id"].astype(str))}
         with self.engine.begin() as conn:
             owner = {r[0]: r[1] for r in conn.execute(sa.select(case_members.c.tx_id, case_members.c.case_id))}
             state = {r["case_id"]: dict(r) for r in conn.execute(sa.select(cases)).mappings()}
-            overlaps = []
-            for i, cl in enumerate(result.clusters):
-                for case_id, n in Counter(owner[t] for t in cl.tx_ids if t in owner).items():
-                    if state[case_id]["status"] != "merged":
-                        overlaps.append((n, i, case_id))
-            case_of = _match(overlaps, state)
-            taken = set(case_of.values())
-            new_idx = [i for i in range(len(result.clusters)) if i not in case_of]
-            for i, case_id in zip(new_idx, self._next_ids(conn, len(new_idx))):
-                case_of[i] = case_id
-            closed_ents = self._closed_entities(conn, state)
-            for i, cl in enumerate(result.clusters):
-                self._apply(conn, cl, case_of[i], state, owner, closed_ents, case_of, result, at)
-            conn.execute(case_members.delete().where(case_members.c.tx_id.in_(list(ent)))) if len(ent) < 30000 \
-                else conn.execute(case_members.delete())
-            rows = [{"tx_id": t, "case_id": case_of[i], "customer_id": ent[t][0], "terminal_id": ent[t][1],
-                     "joined_at": at} for i, cl in enumerate(result.clusters) for t in cl.tx_ids]
-            if rows:
-                conn.execute(case_members.insert(), rows)
-            self._merge_leftovers(conn, state, taken, owner, case_of, result, at)
-        return {cl.id: case_of[i] for i, cl in enumerate(result.clusters)}
+            for case_id, idx, txs in _splits(result.clusters, owner, state, ent):
+                self._split(conn, case_id, txs, owner, state, result.clusters[idx[0]], at)
+            self._place_fresh(conn, result.clusters, owner, state, ent, at)
+            self._relate(conn, result.clusters, owner, state, at)
+            return self._track_clusters(conn, result.clusters, owner, state)
+
+    def _split(self, conn, case_id, txs, owner, state, cl, at) -> None:
+        new = self._next_ids(conn, 1)[0]
+        self._new_case(conn, new, cl, at, case_id, "split_from",
+                       f"split from {case_id}: {len(txs)} of its alerts now share no customer or terminal with the "
+                       f"rest of it", len(txs))
+        self._log(conn, case_id, SYSTEM, "split", f"split: {len(txs)} alert(s) sharing no customer or terminal with "
+                  f"the rest moved to the new case {new}", {"into": new, "tx_ids": txs[:200]}, at)
+        self._update(conn, case_id, at)
+        conn.execute(case_members.update().where(case_members.c.tx_id.in_(txs)).values(case_id=new))
+        owner.update({t: new for t in txs})
+        state[new] = {"case_id": new, "status": "open", "created_at": at, "cluster_id": cl.id, "linked_to": case_id}
+
+    def _place_fresh(self, conn, clusters, owner, state, ent, at) -> None:
+        """Alerts no case holds yet join the case ``_home`` finds, else form a new case per cluster."""
+        joins: dict = {}
+        rows = []
+        closed_ents = self._closed_entities(conn, state)
+        for cl in clusters:
+            fresh = [t for t in cl.tx_ids if t not in owner]
+            if not fresh:
+                continue
+            held = Counter(owner[x] for x in cl.tx_ids if x in owner and state[owner[x]]["status"] != "merged")
+            homeless = []
+            for t in fresh:
+                home = _home(t, cl, owner, state, ent, held)
+                (joins.setdefault(home, []) if home else homeless).append(t)
+            if homeless:
+                new = self._next_ids(conn, 1)[0]
+                self._create(conn, new, cl, homeless, closed_ents, at)
+                state[new] = {"case_id": new, "status": "open", "created_at": at, "cluster_id": cl.id,
+                              "linked_to": None}
+                rows += [(t, new) for t in homeless]
+        for case_id, txs in sorted(joins.items()):
+            self._grow(conn, case_id, txs, state[case_id], at)
+            rows += [(t, case_id) for t in txs]
+        if rows:
+            conn.execute(case_members.insert(), [{"tx_id": t, "case_id": c, "customer_id": ent[t][0],
+                                                  "terminal_id": ent[t][1], "joined_at": at} for t, c in rows])
+        owner.update(dict(rows))
+
+    def _create(self, conn, case_id, cl, txs, closed_ents, at) -> None:
+        linked = sorted(set().union(*[closed_ents.get(("c", c), set()) for c in cl.customers],
+                                    *[closed_ents.get(("t", t), set()) for t in cl.terminals]))
+        if linked:
+            self._new_case(conn, case_id, cl, at, linked[0], "follows",
+                           f"new alerts on the customers or terminals of closed case {', '.join(linked)}: "
+                           f"this case follows it", len(txs))
+            for other in linked:
+                self._log(conn, other, SYSTEM, "linked", f"new alerts on its entities started case {case_id}",
+                          {"case": case_id}, at)
+        else:
+            self._new_case(conn, case_id, cl, at, None, None, f"created with {len(txs)} alerts", len(txs))
+
+    def _grow(self, conn, case_id, txs, st, at) -> None:
+        if st["status"] == "closed":
+            self._update(conn, case_id, at, status="open")
+            self._log(conn, case_id, SYSTEM, "reopened", f"reopened: {len(txs)} new alert(s) joined it after it was "
+                      f"closed as {OUTCOME_WORDS[st['outcome']]}", {"tx_ids": txs[:200],
+                                                                     "outcome_before": st["outcome"]}, at)
+            st["status"] = "open"
+        else:
+            self._update(conn, case_id, at)
+            self._log(conn, case_id, SYSTEM, "grew", f"{len(txs)} new alert(s) joined", {"tx_ids": txs[:200]}, at)
+
+    def _relate(self, conn, clusters, owner, state, at) -> None:
+        """Cases whose alerts the clustering now puts in one cluster stay apart (each keeps its id, members and
+        history) and are linked as related to the case holding most of that cluster."""
+        known = _related_pairs(conn)
+        for cl in clusters:
+            held = Counter(owner[t] for t in cl.tx_ids if t in owner and state[owner[t]]["status"] != "merged")
+            if len(held) < 2:
+                continue
+            lead = min(held, key=lambda c: (-held[c], _seniority(state[c])))
+            for other in sorted(held):
+                if other == lead or other in known.get(lead, set()):
+                    continue
+                for x, y in ((lead, other), (other, lead)):
+                    self._log(conn, x, SYSTEM, "related", f"related to {y}: the clustering now joins their alerts "
+                              f"({held[x]} and {held[y]} in one cluster); both cases stay, each with its own alerts "
+                              f"and history", {"case": y, "cluster_id": cl.id}, at)
+                    known.setdefault(x, set()).add(y)
+                if state[other].get("linked_to") is None:
+                    conn.execute(cases.update().where(cases.c.case_id == other)
+                                 .values(linked_to=lead, link_kind="related"))
+                    state[other]["linked_to"] = lead
+
+    def _track_clusters(self, conn, clusters, owner, state) -> dict:
+        """Each case's cluster (the one holding most of its alerts) is recorded; returns cluster id -> lead case."""
+        best: dict = {}
+        lead = {}
+        for cl in clusters:
+            held = Counter(owner[t] for t in cl.tx_ids if t in owner)
+            for c, n in held.items():
+                if n > best.get(c, (0, None))[0]:
+                    best[c] = (n, cl.id)
+            if held:
+                lead[cl.id] = min(held, key=lambda c: (-held[c], _seniority(state[c])))
+        for c, (_, cid) in best.items():
+            if state[c].get("cluster_id") != cid:
+                conn.execute(cases.update().where(cases.c.case_id == c).values(cluster_id=cid))
+        return lead
 
     def _closed_entities(self, conn, state) -> dict:
         closed = [k for k, v in state.items() if v["status"] == "closed"]
@@ -207,69 +343,11 @@ class CaseBook:
             out.setdefault(("t", t), set()).add(case_id)
         return out
 
-    def _apply(self, conn, cl, case_id, state, owner, closed_ents, case_of, result, at) -> None:
-        mine = [t for t in cl.tx_ids if owner.get(t) == case_id]
-        fresh = [t for t in cl.tx_ids if t not in owner]
-        if case_id not in state:
-            parents = Counter(owner[t] for t in cl.tx_ids if t in owner)
-            if parents:                                    # part of another case: a split
-                parent = parents.most_common(1)[0][0]
-                self._new_case(conn, case_id, cl, at, parent, "split_from",
-                               f"split from {parent}: {sum(parents.values())} of its alerts now form this case")
-                self._log(conn, parent, SYSTEM, "split", f"split: {sum(parents.values())} alerts moved to the new "
-                          f"case {case_id}", {"into": case_id}, at)
-                self._update(conn, parent, at)
-            else:
-                linked = sorted(set().union(*[closed_ents.get(("c", c), set()) for c in cl.customers],
-                                            *[closed_ents.get(("t", t), set()) for t in cl.terminals]))
-                if linked:
-                    self._new_case(conn, case_id, cl, at, linked[0], "follows",
-                                   f"new alerts on the customers or terminals of closed case "
-                                   f"{', '.join(linked)}: this case follows it")
-                    for other in linked:
-                        self._log(conn, other, SYSTEM, "linked", f"new alerts on its entities started case {case_id}",
-                                  {"case": case_id}, at)
-                else:
-                    self._new_case(conn, case_id, cl, at, None, None, f"created with {cl.n_tx} alerts")
-            state[case_id] = {"case_id": case_id, "status": "open", "created_at": at}
-            return
-        st = state[case_id]
-        others = Counter(owner[t] for t in cl.tx_ids if t in owner and owner[t] != case_id)
-        if fresh and st["status"] == "closed":
-            self._update(conn, case_id, at, status="open", cluster_id=cl.id)
-            self._log(conn, case_id, SYSTEM, "reopened", f"reopened: {len(fresh)} new alert(s) joined it "
-                      f"after it was closed as {OUTCOME_WORDS[st['outcome']]}",
-                      {"tx_ids": fresh[:200], "outcome_before": st["outcome"]}, at)
-        elif fresh:
-            self._update(conn, case_id, at, cluster_id=cl.id)
-            self._log(conn, case_id, SYSTEM, "grew", f"{len(fresh)} new alert(s) joined ({len(mine) + len(fresh)} "
-                      f"+ {sum(others.values())} moved in)" if others else f"{len(fresh)} new alert(s) joined",
-                      {"tx_ids": fresh[:200]}, at)
-        elif st.get("cluster_id") != cl.id:              # same alerts, a new cluster id: not an analyst-visible change
-            conn.execute(cases.update().where(cases.c.case_id == case_id).values(cluster_id=cl.id))
-
-    def _new_case(self, conn, case_id, cl, at, linked_to, kind, text) -> None:
+    def _new_case(self, conn, case_id, cl, at, linked_to, kind, text, n_tx) -> None:
         conn.execute(cases.insert().values(case_id=case_id, status="open", outcome=None, assignee=None,
                                            created_at=at, updated_at=at, linked_to=linked_to, link_kind=kind,
                                            cluster_id=cl.id))
-        self._log(conn, case_id, SYSTEM, "created", text, {"cluster_id": cl.id, "n_tx": cl.n_tx}, at)
-
-    def _merge_leftovers(self, conn, state, taken, owner, case_of, result, at) -> None:
-        """Cases that matched no cluster while their alerts now belong to other cases: merged."""
-        now_owner = {t: case_of[i] for i, cl in enumerate(result.clusters) for t in cl.tx_ids}
-        assigned = set(case_of.values())
-        for case_id, st in state.items():
-            if case_id in assigned or st.get("status") == "merged":
-                continue
-            went = Counter(now_owner[t] for t, o in owner.items() if o == case_id and t in now_owner)
-            if not went:
-                continue                                  # its alerts are outside this window: left as it is
-            into = went.most_common(1)[0][0]
-            self._update(conn, case_id, at, status="merged", linked_to=into, link_kind="merged_into")
-            self._log(conn, case_id, SYSTEM, "merged", f"merged into {into}: its {sum(went.values())} alerts "
-                      f"now belong there (this history stays here)", {"into": into}, at)
-            self._log(conn, into, SYSTEM, "merged", f"{case_id} merged into this case "
-                      f"({sum(went.values())} alerts; its history stays on {case_id})", {"from": case_id}, at)
+        self._log(conn, case_id, SYSTEM, "created", text, {"cluster_id": cl.id, "n_tx": n_tx}, at)
 
     # -- analyst actions ---------------------------------------------------------------------
     def assign(self, case_id: str, assignee: str | None, analyst: str) -> int:

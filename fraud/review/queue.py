@@ -128,6 +128,9 @@ class Row:
     updated_at: str
     linked_to: str | None
     link_kind: str | None
+    related: list = field(default_factory=list)   # live or closed cases the current clustering joins with it
+    group_priority: float | None = None           # the group's place in the queue (``_grouped``), else its own
+    lead: str | None = None                       # the first case of its group when it is listed under it
 
     @property
     def priority(self) -> float:
@@ -146,34 +149,102 @@ BAND_ORDER = {"critical": 0, "high": 1, "medium": 2}
 
 
 def rows(book: CaseBook, result, strength_df: pd.DataFrame, budget: int) -> list[Row]:
-    """Every case as a queue row, highest priority (risk / sqrt(alerts)) first (cases with no current cluster: risk 0)."""
+    """Every case as a queue row, highest priority (risk / sqrt(alerts)) first (cases with no current cluster: risk 0).
+    Cases the current clustering joins in one cluster (related cases) are listed together, in the place of that
+    cluster's priority, each with its own risk: the group an analyst works through together."""
     frame = book.frame()
     members = book.members()
-    by_cluster = {c.id: c for c in result.clusters}
     a = result.alerts.set_index("tx_id")
     st = strength_df.set_index("tx_id") if len(strength_df) else None
     groups = dict(tuple(members.groupby("case_id"))) if len(members) else {}
+    risks = case_risks(result, {k: g["tx_id"].tolist() for k, g in groups.items()})
     out = []
     for r in frame.to_dict("records"):
         m = groups.get(r["case_id"])
         tx = m["tx_id"].tolist() if m is not None else []
-        cl = by_cluster.get(r["cluster_id"])
         part = a.loc[[t for t in tx if t in a.index]]
         bands = [st.loc[t, "band"] for t in tx if st is not None and t in st.index]
         first = str(part["timestamp"].min())[:16] if len(part) else ""
         last = str(part["timestamp"].max())[:16] if len(part) else ""
         top = _top_reason(part)
+        risk, ring = risks.get(r["case_id"], (0.0, False))
         out.append(Row(case_id=r["case_id"], status=r["status"], outcome=r["outcome"], assignee=r["assignee"],
-                       risk=float(cl.risk) if cl is not None else 0.0, n_tx=len(tx),
+                       risk=risk, n_tx=len(tx),
                        customers=sorted(set(m["customer_id"])) if m is not None else [],
                        terminals=sorted(set(m["terminal_id"])) if m is not None else [],
                        amount=float(part["amount"].sum()) if len(part) else 0.0, first_seen=first, last_seen=last,
-                       ring=bool(cl is not None and (cl.surging_terminals or cl.colluding_customers)),
-                       band=min(bands, key=BAND_ORDER.get) if bands else "medium",
+                       ring=ring, band=min(bands, key=BAND_ORDER.get) if bands else "medium",
                        budget_share=budget_share(len(part), first, last, budget) if len(part) else 0.0,
                        reason=top, created_at=str(r["created_at"])[:16], updated_at=str(r["updated_at"])[:16],
                        linked_to=r["linked_to"], link_kind=r["link_kind"]))
-    out.sort(key=lambda x: (-x.priority, -x.risk, x.case_id))
+    return _grouped(out, frame, result)
+
+
+def _grouped(out: list, frame: pd.DataFrame, result) -> list:
+    """Rows ordered by priority, where the cases sharing a cluster (``cluster_id``) form one group placed at
+    that cluster's priority (risk / sqrt(alerts) of the whole cluster) or its best case's own priority when
+    higher (grouping never sinks a case), its cases by their own priority."""
+    clusters = {c.id: c for c in result.clusters}
+    of = dict(zip(frame["case_id"], frame["cluster_id"]))
+    groups: dict = {}
+    for r in out:
+        if of.get(r.case_id) in clusters:
+            groups.setdefault(of[r.case_id], []).append(r)
+    for cid, rs in groups.items():
+        if len(rs) < 2:
+            continue
+        cl = clusters[cid]
+        place = max([cl.risk / math.sqrt(max(cl.n_tx, 1))] + [r.priority for r in rs])
+        for r in rs:
+            r.group_priority = place
+            r.related = sorted(x.case_id for x in rs if x is not r)
+    key = {r.case_id: (r.group_priority if r.group_priority is not None else r.priority, of.get(r.case_id) or "")
+           for r in out}
+    out.sort(key=lambda x: (-key[x.case_id][0], key[x.case_id][1], -x.priority, -x.risk, x.case_id))
+    for prev, r in zip(out, out[1:]):
+        if r.group_priority is not None and of.get(r.case_id) == of.get(prev.case_id):
+            r.lead = prev.lead or prev.case_id
+    return out
+
+
+def entries(items: list[Row]) -> list[list[Row]]:
+    """The queue's entries: a case with the related cases listed under it (rows with its id as ``lead``);
+    a related case whose lead is filtered out heads its own entry."""
+    out: list = []
+    for r in items:
+        if r.lead is not None and out and (out[-1][0].lead or out[-1][0].case_id) == r.lead:
+            out[-1].append(r)
+        else:
+            out.append([r])
+    return out
+
+
+def case_risks(result, case_tx: dict) -> dict:
+    """Case id -> (risk, ring signal) of the alerts it holds in ``result``. A case holding exactly one
+    cluster's alerts takes that cluster's figures; a case holding part of a cluster, or parts of several
+    (cases own their alerts, the clustering regroups them), gets the clustering's formula over its own
+    alerts: score percentiles among all clustered alerts, its shared terminals that surge in the context."""
+    from fraud.review.clusters import colluding_customers, collusion_risk, risk_of
+
+    by_tx = {tuple(sorted(c.tx_ids)): c for c in result.clusters}
+    a = result.alerts.assign(_pct=result.alerts["score"].rank(method="average", pct=True)).set_index("tx_id")
+    surging = set().union(*[set(c.surging_terminals) for c in result.clusters])
+    formula = getattr(result, "meta", {}).get("risk", "collusion")
+    out = {}
+    for case_id, txs in case_tx.items():
+        part = a.loc[[t for t in txs if t in a.index]]
+        cl = by_tx.get(tuple(sorted(part.index)))
+        if cl is not None:
+            out[case_id] = (float(cl.risk), bool(cl.surging_terminals or cl.colluding_customers))
+            continue
+        if not len(part):
+            continue
+        per_t = part.groupby("terminal_id")["customer_id"].nunique()
+        n_surging = len(set(per_t.index[per_t >= 2]) & surging)
+        coll = colluding_customers(part["customer_id"], part["terminal_id"])
+        risk = collusion_risk(part["customer_id"], part["terminal_id"], part["_pct"], part["amount"], None, n_surging) \
+            if formula == "collusion" else risk_of(part["score"], part["amount"], part["customer_id"].nunique())
+        out[case_id] = (round(float(risk), 6), bool(coll or n_surging))
     return out
 
 
@@ -218,17 +289,19 @@ def _search(book: CaseBook, q: str) -> set:
 
 
 def page(items: list, f: Filters) -> tuple[list, int]:
-    """(the items of page ``f.page``, number of pages)."""
-    pages = max(1, math.ceil(len(items) / f.per_page))
+    """(the rows of page ``f.page``, number of pages); a page holds ``f.per_page`` entries (``entries``: a
+    case with its related cases), so related cases are never cut apart."""
+    groups = entries(items)
+    pages = max(1, math.ceil(len(groups) / f.per_page))
     if f.page > pages:
         f.page = pages
     lo = (f.page - 1) * f.per_page
-    return items[lo:lo + f.per_page], pages
+    return [r for g in groups[lo:lo + f.per_page] for r in g], pages
 
 
 QUEUE_COLUMNS = ["case_id", "status", "outcome", "assignee", "risk", "band", "budget_share", "n_tx", "amount",
                  "customers", "terminals", "ring_signal", "first_seen", "last_seen", "top_reason", "created_at",
-                 "updated_at", "linked_to", "link_kind"]
+                 "updated_at", "linked_to", "link_kind", "related"]
 
 
 def queue_csv(items: list[Row]) -> str:
@@ -239,7 +312,7 @@ def queue_csv(items: list[Row]) -> str:
         w.writerow([r.case_id, r.status, r.outcome or "", r.assignee or "", f"{r.risk:.2f}", r.band,
                     f"{r.budget_share:.4f}", r.n_tx, f"{r.amount:.2f}", " ".join(r.customers), " ".join(r.terminals),
                     int(r.ring), r.first_seen, r.last_seen, r.reason, r.created_at, r.updated_at, r.linked_to or "",
-                    r.link_kind or ""])
+                    r.link_kind or "", " ".join(r.related)])
     return buf.getvalue()
 
 

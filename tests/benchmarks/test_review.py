@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -93,3 +94,32 @@ def test_context_reports_both_on_the_same_cached_alerts(two_seeds, cache):
     table = CliRunner().invoke(main, args)
     assert table.exit_code == 0, table.output
     assert "share no ctx" in table.output and "with context" in table.output
+
+
+def test_continuing_counts_a_pattern_kept_by_the_case_or_a_linked_one():
+    from benchmarks.review import _continuing
+
+    t0 = pd.Timestamp("2026-01-01", tz="UTC")
+    rows = [("a1", 0, "C1", "R1", 4), ("a2", 0, "C2", "R1", 4), ("n1", 0, "C9", "T9", 0),  # day 0
+            ("b1", 1, "C3", "R1", 4), ("b2", 1, "C1", "R2", 4), ("b3", 1, "C4", "R1", 2)]  # day 1
+    a = pd.DataFrame([{"tx_id": t, "timestamp": t0 + pd.Timedelta(days=d, hours=1), "customer_id": c,
+                       "terminal_id": m, "scenario": s} for t, d, c, m, s in rows])
+    days = [t0, t0 + pd.Timedelta(days=1)]
+    first = {"CASE-1": ({"a1", "a2"}, 0), "CASE-2": ({"n1"}, 0)}          # CASE-2 is a false alarm: not counted
+    owner = {"a1": "CASE-1", "a2": "CASE-1", "n1": "CASE-2", "b1": "CASE-1", "b2": "CASE-3", "b3": "CASE-4"}
+    # b1, b2 continue the ring (b3 is another scenario); b2 went to CASE-3, linked or not
+    assert _continuing(first, a, days, owner, {}) == (1, 1, 2, 1, 1)
+    assert _continuing(first, a, days, owner, {"CASE-1": {"CASE-3"}}) == (1, 1, 2, 1, 2)
+    moved = {**owner, "a1": "CASE-3", "a2": "CASE-3"}                      # its first alerts left it: not kept
+    assert _continuing(first, a, days, moved, {"CASE-1": {"CASE-3"}})[:2] == (1, 0)
+
+
+def test_cases_stream_keeps_ids_and_reports_the_pattern_figures(cache):
+    out = run_bench_seeds([1], progress=False, cache_dir=str(cache), context=True, cases=True, **SMALL)
+    c = out["runs"][0]["cases"]
+    assert c["days"] == 30 and c["cases"] >= c["cases_fraud_continuing"] >= c["cases_surviving"] >= 0
+    assert c["merged"] == 0                                 # cases are linked as related, never merged away
+    if c["later_pattern_alerts"]:
+        assert 0 <= c["later_in_case"] <= c["later_in_case_or_linked"] <= 1
+    assert c["ring_live_cases"] <= c["live_cases"] <= c["cases"]
+    assert out["summary"]["cases"]["case_stability"]["n"] == (1 if c["cases_fraud_continuing"] else 0)

@@ -1,5 +1,5 @@
-"""Cases: stable ids over re-clustering (grow, split, merge, reopen, follow), analyst actions with history,
-undo taking labels back, and the queue's filters and CSV."""
+"""Cases: stable ids over re-clustering (grow, reshuffle, clusters joining cases, split, reopen, follow),
+analyst actions with history, undo taking labels back, and the queue's order, entries, filters and CSV."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -32,22 +32,76 @@ def book(tmp_path):
     return CaseBook(s)
 
 
-def test_ids_survive_growth_split_merge(book):
+def tx(a: pd.DataFrame, customers=None, terminals=None) -> list:
+    """tx_ids of the hand-built alerts at these customers (and/or terminals), in time order."""
+    m = pd.Series(True, index=a.index)
+    if customers is not None:
+        m &= a["customer_id"].isin(customers)
+    if terminals is not None:
+        m &= a["terminal_id"].isin(terminals)
+    return a.loc[m, "tx_id"].tolist()
+
+
+def test_ids_survive_growth_and_reshuffles(book):
     a = book.store.read_alerts()
-    t = a["tx_id"].tolist()
-    m1 = book.sync(fake({"X": t[:10], "Y": t[10:14]}, a))
+    ring, victims = tx(a, customers=["M0", "M1", "M2", "M3"], terminals=["R0", "R1", "R2"]), tx(a, terminals=["T9"])
+    m1 = book.sync(fake({"X": ring[:10], "Y": victims[:4]}, a))
     assert m1 == {"X": "CASE-0001", "Y": "CASE-0002"}
-    m2 = book.sync(fake({"X2": t[:12], "Y2": t[10:12] and t[12:16]}, a))     # both grew: same ids
+    m2 = book.sync(fake({"X2": ring[:14], "Y2": victims[:8]}, a))               # both grew: same ids
     assert m2 == {"X2": "CASE-0001", "Y2": "CASE-0002"}
-    m3 = book.sync(fake({"A": t[:7], "B": t[7:12], "C": t[12:16]}, a))       # CASE-0001 splits
-    assert m3["A"] == "CASE-0001" and m3["B"] == "CASE-0003" and m3["C"] == "CASE-0002"
-    assert book.get("CASE-0003")["link_kind"] == "split_from" and book.get("CASE-0003")["linked_to"] == "CASE-0001"
-    m4 = book.sync(fake({"M": t[:16]}, a))                                   # all merge into the oldest, largest
-    assert m4 == {"M": "CASE-0001"}
-    for c in ("CASE-0002", "CASE-0003"):
-        assert book.get(c)["status"] == "merged" and book.get(c)["linked_to"] == "CASE-0001"
-    texts = " | ".join(h["text"] for h in book.history("CASE-0001"))
-    assert "split" in texts and "merged into this case" in texts
+    assert [h["action"] for h in book.history("CASE-0001")] == ["created", "grew"]
+    # the clustering regroups the ring's alerts (they share customers and terminals): nothing moves
+    before = book.members()
+    m3 = book.sync(fake({"A": ring[:5], "B": ring[5:14], "C": victims[:8]}, a))
+    assert m3 == {"A": "CASE-0001", "B": "CASE-0001", "C": "CASE-0002"}
+    pd.testing.assert_frame_equal(book.members(), before)
+    assert len(book.frame()) == 2
+
+
+def test_merge_keeps_both_ids_resolvable_and_linked(book):
+    a = book.store.read_alerts()
+    ring, victims = tx(a, terminals=["R0", "R1", "R2"]), tx(a, customers=[f"V{i}" for i in range(10)])
+    day = pd.Timestamp("2026-01-01", tz="UTC")
+    book.sync(fake({"R": ring[:30], "V": victims[:6]}, a), at=day)
+    bridge = tx(a, customers=["M0"], terminals=["T9"])                           # the stray alert joins both
+    m = book.sync(fake({"ALL": ring[:30] + victims[:8] + bridge}, a), at=day + pd.Timedelta(days=1))
+    assert m == {"ALL": "CASE-0001"}                                             # the case holding most of it
+    for case_id, other in (("CASE-0001", "CASE-0002"), ("CASE-0002", "CASE-0001")):
+        assert book.get(case_id)["status"] == "open" and book.related(case_id) == [other]
+        assert any(h["action"] == "related" and other in h["text"] for h in book.history(case_id))
+    assert book.get("CASE-0002")["link_kind"] == "related" and book.get("CASE-0002")["linked_to"] == "CASE-0001"
+    mem = book.members().set_index("tx_id")["case_id"]
+    assert set(mem[ring[:30]]) == {"CASE-0001"} and set(mem[victims[:8]]) == {"CASE-0002"}
+    assert mem[bridge[0]] == "CASE-0001"                                         # its customer M0 is in the ring case
+    book.sync(fake({"ALL": ring[:30] + victims[:8] + bridge}, a), at=day + pd.Timedelta(days=2))
+    assert sum(h["action"] == "related" for h in book.history("CASE-0002")) == 1    # linked once, not every sync
+
+
+def test_split_keeps_the_id_on_the_larger_part_and_history(book):
+    a = book.store.read_alerts()
+    ring, lone = tx(a, terminals=["R0", "R1", "R2"]), tx(a, customers=[f"S{i}" for i in range(5)])
+    book.sync(fake({"X": ring[:12] + lone}, a))                                  # context once linked them
+    m = book.sync(fake({"R": ring[:12], "L": lone}, a))                          # now no shared entity: split
+    assert m == {"R": "CASE-0001", "L": "CASE-0002"}
+    new = book.get("CASE-0002")
+    assert new["link_kind"] == "split_from" and new["linked_to"] == "CASE-0001"
+    assert set(book.members("CASE-0002")["tx_id"]) == set(lone)
+    assert any(h["action"] == "split" and "CASE-0002" in h["text"] for h in book.history("CASE-0001"))
+    assert "split from CASE-0001" in book.history("CASE-0002")[0]["text"]
+
+
+def test_new_alert_joins_the_case_holding_its_customer(book):
+    a = book.store.read_alerts()
+    ring = tx(a, terminals=["R0", "R1", "R2"])
+    m0, m1 = tx(a, customers=["M0"], terminals=["R0", "R1", "R2"]), tx(a, customers=["M1"])
+    others = [t for t in ring if t not in m0 + m1]
+    book.sync(fake({"A": others[:20], "B": m1[:2]}, a))
+    book.assign("CASE-0002", "alice", "alice")
+    book.sync(fake({"ALL": others[:20] + m1}, a))                                # M1's new alerts: its own case
+    mem = book.members().set_index("tx_id")["case_id"]
+    assert set(mem[m1]) == {"CASE-0002"} and book.get("CASE-0002")["status"] == "in_progress"
+    book.sync(fake({"ALL": others[:20] + m1 + m0}, a))                           # M0 is in no case: the larger one
+    assert set(book.members().set_index("tx_id")["case_id"][m0]) == {"CASE-0001"}
 
 
 def test_closed_case_reopens_or_is_followed(book):
@@ -108,39 +162,14 @@ def test_queue_filters_search_pages_csv(book):
     assert len(f.errors) == 3 and f.status == "active"
 
 
-def test_merge_keeps_the_older_case_even_when_smaller(book):
+def test_closed_case_in_a_cluster_with_a_live_case_stays_closed(book):
     a = book.store.read_alerts()
-    t = a["tx_id"].tolist()
-    day = pd.Timestamp("2026-01-01", tz="UTC")
-    book.sync(fake({"OLD": t[:2]}, a), at=day)
-    book.sync(fake({"OLD": t[:2], "NEW": t[2:10]}, a), at=day + pd.Timedelta(days=1))
-    m = book.sync(fake({"M": t[:12]}, a), at=day + pd.Timedelta(days=2))   # the younger case holds more alerts
-    assert m == {"M": "CASE-0001"}
-    new = book.get("CASE-0002")
-    assert new["status"] == "merged" and new["link_kind"] == "merged_into" and new["linked_to"] == "CASE-0001"
-    assert set(book.members("CASE-0001")["tx_id"]) == set(t[:12])
-
-
-def test_merge_keeps_the_case_an_analyst_works_on(book):
-    a = book.store.read_alerts()
-    t = a["tx_id"].tolist()
-    day = pd.Timestamp("2026-01-01", tz="UTC")
-    book.sync(fake({"OLD": t[:2]}, a), at=day)
-    book.sync(fake({"OLD": t[:2], "NEW": t[2:6]}, a), at=day + pd.Timedelta(days=1))
-    book.assign("CASE-0002", "alice", "alice")
-    assert book.sync(fake({"M": t[:6]}, a), at=day + pd.Timedelta(days=2)) == {"M": "CASE-0002"}
-    assert book.get("CASE-0001")["linked_to"] == "CASE-0002"
-
-
-def test_split_part_keeps_a_case_whose_largest_part_was_taken(book):
-    a = book.store.read_alerts()
-    t = a["tx_id"].tolist()
-    day = pd.Timestamp("2026-01-01", tz="UTC")
-    book.sync(fake({"OLD": t[:3]}, a), at=day)
-    book.sync(fake({"OLD": t[:3], "NEW": t[3:8]}, a), at=day + pd.Timedelta(days=1))
-    # the younger case's larger part joins the older case; its smaller part stays alone under its id
-    m = book.sync(fake({"J": t[:3] + t[3:6], "R": t[6:8]}, a), at=day + pd.Timedelta(days=2))
-    assert m == {"J": "CASE-0001", "R": "CASE-0002"}
+    ring, victims = tx(a, terminals=["R0", "R1", "R2"]), tx(a, terminals=["T9"])
+    book.sync(fake({"R": ring[:10], "V": victims[:6]}, a))
+    book.decide("CASE-0002", "not_fraud", "alice")
+    book.sync(fake({"ALL": ring[:12] + victims[:6]}, a))                          # new ring alerts: the live case
+    assert book.get("CASE-0002")["status"] == "closed" and book.related("CASE-0002") == ["CASE-0001"]
+    assert set(book.members("CASE-0001")["tx_id"]) == set(ring[:12])
 
 
 def test_queue_puts_a_small_ring_above_a_large_weak_case_and_a_single_alert(book):
@@ -153,3 +182,84 @@ def test_queue_puts_a_small_ring_above_a_large_weak_case_and_a_single_alert(book
     rows = Q.rows(book, res, Q.strength(res.alerts), 100)
     assert [r.case_id for r in rows] == [ids["RING"], ids["WEAK"], ids["ONE"]]
     assert rows[0].priority == pytest.approx(9.0 / 3 ** 0.5)
+
+
+def test_each_case_is_ranked_by_its_own_alerts(book, tmp_path):
+    res = cluster_alerts(book.store.read_alerts(), map_coords=False)
+    ids = book.sync(res)
+    risk = {r.case_id: r.risk for r in Q.rows(book, res, Q.strength(res.alerts), 100)}
+    assert all(risk[ids[c.id]] == pytest.approx(c.risk) for c in res.clusters)   # a case = its cluster: same risk
+    a = book.store.read_alerts()
+    ring, victims = tx(a, terminals=["R0", "R1", "R2"]), tx(a, customers=[f"V{i}" for i in range(10)])
+    book2 = CaseBook(AlertStore(f"sqlite:///{tmp_path / 'b.db'}"))
+    book2.store.write_alerts(a)
+    book2.sync(fake({"R": ring, "V": victims}, a))
+    joined = fake({"ALL": ring + victims}, a)                                   # one cluster, two cases
+    book2.sync(joined)
+    rows = {r.case_id: r for r in Q.rows(book2, joined, Q.strength(joined.alerts), 100)}
+    assert rows["CASE-0001"].ring and not rows["CASE-0002"].ring              # the victims do not inherit it
+    assert rows["CASE-0001"].risk > rows["CASE-0002"].risk > 0
+
+
+def test_related_cases_are_listed_together_at_their_clusters_priority(book):
+    a = book.store.read_alerts()
+    ring, victims = tx(a, terminals=["R0", "R1", "R2"]), tx(a, terminals=["T9"])
+    book.sync(fake({"R1": ring[:20], "R2": ring[20:21], "MID": victims[:4]}, a))
+    joined = fake({"R": ring[:21], "MID": victims[:4]}, a)
+    joined.clusters[0].risk, joined.clusters[1].risk = 2000.0, 20.0          # priority 436 and 10
+    book.sync(joined)
+    rows = Q.rows(book, joined, Q.strength(joined.alerts), 100)
+    by_id = {r.case_id: r for r in rows}
+    assert by_id["CASE-0002"].priority < by_id["CASE-0003"].priority         # alone it would rank below MID
+    assert [r.case_id for r in rows] == ["CASE-0001", "CASE-0002", "CASE-0003"]
+    assert by_id["CASE-0002"].related == ["CASE-0001"] and by_id["CASE-0003"].related == []
+    assert by_id["CASE-0001"].group_priority == pytest.approx(2000.0 / 21 ** 0.5)
+    assert Q.queue_csv(rows).splitlines()[1].endswith(",CASE-0002")
+
+
+def test_app_shows_related_cases_on_the_queue_and_the_case_page(book):
+    from fastapi.testclient import TestClient
+
+    from fraud.review.app import create_app
+
+    from .test_app import ALICE, login, users_of
+
+    a = book.store.read_alerts()
+    ring = tx(a, terminals=["R0", "R1", "R2"])
+    book.sync(fake({"A": ring[:30], "B": ring[30:]}, a))                     # two cases, before any link
+    client = TestClient(create_app(book.store, users=users_of(ALICE)))
+    login(client)
+    page = client.get("/case/CASE-0002")                                      # the app re-clusters: one ring
+    assert page.status_code == 200
+    assert "Related to <a href=\"/case/CASE-0001\">CASE-0001</a>" in page.text and 'id="related"' in page.text
+    queue = client.get("/").text
+    assert "related: <a href=\"/case/CASE-0002\">CASE-0002</a>" in queue
+
+
+def test_a_page_holds_whole_entries_a_case_with_its_related_cases(book):
+    a = book.store.read_alerts()
+    ring, victims, lone = tx(a, terminals=["R0", "R1", "R2"]), tx(a, terminals=["T9"]), tx(a, customers=["S0"])
+    book.sync(fake({"R1": ring[:20], "R2": ring[20:21], "MID": victims[:4], "S": lone}, a))
+    joined = fake({"R": ring[:21], "MID": victims[:4], "S": lone}, a)
+    book.sync(joined)
+    rows = Q.rows(book, joined, Q.strength(joined.alerts), 100)
+    assert [r.lead for r in rows][:2] == [None, rows[0].case_id]
+    assert [[r.case_id for r in g] for g in Q.entries(rows)][0] == [rows[0].case_id, rows[1].case_id]
+    shown, pages = Q.page(rows, Q.Filters(per_page=1, page=1))
+    assert pages == 3 and [r.case_id for r in shown] == [rows[0].case_id, rows[1].case_id]
+    book.decide(rows[0].case_id, "fraud", "alice")                           # the lead leaves the open queue
+    rows = Q.select(Q.rows(book, joined, Q.strength(joined.alerts), 100), Q.Filters(), book)
+    assert [len(g) for g in Q.entries(rows)] == [1, 1, 1]
+
+
+def test_grouping_never_sinks_a_case_below_its_own_priority(book):
+    a = book.store.read_alerts()
+    ring, victims = tx(a, terminals=["R0", "R1", "R2"]), tx(a, terminals=["T9"])
+    book.sync(fake({"R": ring[:20], "V": victims[:4], "MID": victims[4:8]}, a))
+    joined = fake({"RV": ring[:20] + victims[:4], "MID": victims[4:8]}, a)
+    joined.clusters[0].risk, joined.clusters[1].risk = 1.0, 4.0             # a weak cluster joins the ring case
+    book.sync(joined)
+    rows = Q.rows(book, joined, Q.strength(joined.alerts), 100)
+    ring_row = next(r for r in rows if r.case_id == "CASE-0001")
+    assert ring_row.group_priority == pytest.approx(ring_row.priority) and ring_row.priority > 2.0
+    assert [r.case_id for r in rows] == ["CASE-0001", "CASE-0002", "CASE-0003"]
