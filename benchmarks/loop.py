@@ -145,11 +145,12 @@ def retrain(champion, seen: pd.DataFrame, labels: pd.DataFrame | None, until: pd
     gate when ``gated`` (``fraud.training.gate``: the most recent labelled window neither trained on). Returns (the
     challenger, or None when the champion is kept; the decision)."""
     from fraud.training.data import apply_labels
-    from fraud.training.gate import _decide
+    from fraud.training.gate import gate_decision
 
     df = apply_labels(seen[list(CANONICAL)].reset_index(drop=True), labels, source="analyst decisions")
     res = _train(df, until, cfg)
-    (start, end), ch, cl, promote, reason = _decide(champion, champion.version, res, df, cfg.ap_margin, lambda m: None)
+    (start, end), ch, cl, promote, reason = gate_decision(champion, champion.version, res, df, cfg.ap_margin,
+                                                          lambda m: None)
     if not gated:
         promote, reason = True, f"promoted by schedule (no analyst labels to gate on; the gate said: {reason})"
     out = {"until": str(until), "promote": bool(promote), "reason": reason, "window": [str(start), str(end)],

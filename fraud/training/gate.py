@@ -73,7 +73,7 @@ def retrain_flow(settings, df: pd.DataFrame, cfg: TrainConfig, name: str, labels
     train_from = None if window_days is None else until - window_days * DAY
     say(f"training the challenger on {len(df):,} transactions (until {until})")
     res = train(df, cfg, train_from=train_from, train_until=until, progress=say)
-    (start, end), ch, cl, promote, reason = _decide(champion, champ_version, res, df, ap_margin, say)
+    (start, end), ch, cl, promote, reason = gate_decision(champion, champ_version, res, df, ap_margin, say)
     tags = _gate_tags(promote, reason, start, end, ap_margin, champ_version, ch, cl)
     res.metrics.update({f"gate.challenger.{k}": v for k, v in cl.items() if k in ("ap", "auc", "cp@100")})
     res.metrics.update({f"gate.champion.{k}": v for k, v in ch.items() if k in ("ap", "auc", "cp@100")})
@@ -104,8 +104,9 @@ def _champion(settings, name: str, say):
     return registry.load_bundle(f"models:/{name}/{version}", key=settings.bundle_key), version
 
 
-def _decide(champion, champ_version, res, df: pd.DataFrame, ap_margin: float, say):
-    """((start, end) of the gate window, champion metrics, challenger metrics, promote?, reason)."""
+def gate_decision(champion, champ_version, res, df: pd.DataFrame, ap_margin: float, say):
+    """The promotion gate without MLflow (``fraud retrain`` and the closed-loop bench): ((start, end) of the gate
+    window, champion metrics, challenger metrics, promote?, reason)."""
     w = res.windows
     if champion is None:
         return ((w["eval_from"], w["eval_until"]), undefined_metrics(), window_metrics(res.eval_frame), True,
