@@ -324,8 +324,9 @@ def _fresh_py(i, c, t, now, pair, ci, ti, emb_c, emb_t, ec, et, fc, fc_ok, ft, f
         C[i, 3] = rel
         C[i, 4] = tf[t, 0]
         C[i, 5] = tf[t, 2] / tf[t, 1] if tf[t, 1] > 0 else 0.0
-        if n == 0:
+        if n == 0:  # the spread starts at the graph's (a prior worth one visit), not at 0
             tz[t, :] = ec[i, :]
+            tz_d[t] = scale
         else:
             w = 1.0 / min(n + 1, 64) * (0.25 if far > 0 else 1.0)
             for k in range(D):
