@@ -136,3 +136,10 @@ def test_a_state_of_the_other_mode_is_refused(on, hist, live):
         on.update(off.new_state(), live.iloc[:5])
     with pytest.raises(ConfigError, match="refresh_lr"):
         GraphFeatures(**PARAMS, refresh_lr=-1).fit(hist)
+
+
+def test_gnn_embeddings_refresh_too(hist, live):
+    f = GraphFeatures(embedder="gnn", dim=8, proj_dim=4, gnn_epochs=5, **ON).fit(hist)
+    X = f.transform(live.iloc[:600])
+    assert np.isfinite(X.to_numpy()).all() and X["g_c_shift"].max() > 0
+    assert_replay_equals_transform(f, live.iloc[:600], batch_sizes=(9,), atol=1e-12)
