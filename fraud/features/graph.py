@@ -11,7 +11,11 @@ Information rule: a row enters the state only after its features are computed, a
 only once its transaction is older than ``ts - delay_days``; memory per node is bounded; labels come
 with the rows (``label`` column). ``columns="online"`` drops node values frozen at fit time,
 ``known_days`` / ``age_cap_days`` keep counts stationary, and ``drop_columns`` leaves out two drifting
-columns by default. The column table, why each option exists and the figures: docs/detection.md.
+columns by default. ``refresh_lr`` > 0: the state keeps fresh node vectors (one skip-gram SGD step per
+edge, after the row's features, anchored to the fitted vectors) that the embedding columns then use;
+``convergence``: per terminal the centroid and spread of its visitors' vectors, giving a card's distance
+from it and the terminal's recent far first visits (unrelated cards converging). Both off by default.
+The column table, why each option exists and the figures: docs/detection.md.
 """
 from __future__ import annotations
 
@@ -555,7 +559,8 @@ class GraphFeatures(Featurizer):
                  max_customers: int = 64, max_known: int = 64, overlap_terminals: int = 8, new_days: float = 14.0, columns: str = "all",
                  seed: int = 0, known_days: float | None = 28.0, age_cap_days: float | None = 28.0,
                  nbr_days: float | None = None, drop_columns: tuple = ("g_t_ndist", "g_overlap"),
-                 refresh_lr: float = 0.0, refresh_neg: int = 2, refresh_anchor: float = 1.0, convergence: bool = False, conv_days: float = 7.0):
+                 refresh_lr: float = 0.0, refresh_neg: int = 2, refresh_anchor: float = 1.0, convergence: bool = False,
+                 conv_days: float = 7.0):
         self.embedder = embedder
         self.dim = dim
         self.proj_dim = proj_dim
@@ -722,9 +727,9 @@ class GraphFeatures(Featurizer):
                 np.float64(-1.0 if cap is None else float(cap)),
                 np.int64(-1 if nbr is None else round(float(nbr) * _NS_DAY)), S, ec, et, state.fc, state.fc_ok,
                 state.ft, state.ft_ok, state.tz, state.tz_n, state.tz_d, state.tf, state.tf_ts, state.nb_c,
-                state.nb_t, state.fmeta, np.float64(self.refresh_lr), np.int64(self.refresh_neg), np.float64(self.refresh_anchor),
-                np.float64(float(self.conv_days) * _NS_DAY), np.float64(self.scale_), bool(self.convergence), C,
-                np.zeros((2, ndim)))
+                state.nb_t, state.fmeta, np.float64(self.refresh_lr), np.int64(self.refresh_neg),
+                np.float64(self.refresh_anchor), np.float64(float(self.conv_days) * _NS_DAY), np.float64(self.scale_),
+                bool(self.convergence), C, np.zeros((2, ndim)))
             state.last_time = int(t_ns[-1])
         return S, ec, et, C
 

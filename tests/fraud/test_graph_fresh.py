@@ -47,7 +47,8 @@ def test_replay_in_any_micro_batches_equals_transform(on, live):
 def test_update_many_equals_per_state_updates(on, hist, live):
     both = pd.concat([hist.iloc[-1000:], live.iloc[:300]], ignore_index=True)
     part = both["customer_id"].astype(int).to_numpy() % 3
-    assert_update_many_equals_updates(on, hist.iloc[-1000:], live.iloc[:300], part, batch=41, atol=1e-12)  # as the contract
+    # atol as the contract's: the projection's matrix product may differ in the last bit by batch shape
+    assert_update_many_equals_updates(on, hist.iloc[-1000:], live.iloc[:300], part, batch=41, atol=1e-12)
 
 
 def test_state_round_trips_mid_stream(on, live):
@@ -71,8 +72,9 @@ def test_a_node_follows_its_new_neighbours(on, hist):
     far = min(cos, key=cos.get)
     t0 = hist["timestamp"].max() + pd.Timedelta(hours=1)
     n = 40
-    rows = pd.DataFrame({"tx_id": [f"f{i}" for i in range(n)], "timestamp": [t0 + pd.Timedelta(hours=6 * i) for i in range(n)],
-                         "customer_id": cust, "terminal_id": far, "amount": 10.0, "label": np.zeros(n, np.int8)})
+    rows = pd.DataFrame({"tx_id": [f"f{i}" for i in range(n)],
+                         "timestamp": [t0 + pd.Timedelta(hours=6 * i) for i in range(n)], "customer_id": cust,
+                         "terminal_id": far, "amount": 10.0, "label": np.zeros(n, np.int8)})
     X = on.transform(rows)
     assert X["g_cos"].iloc[-1] > X["g_cos"].iloc[0] + 0.2
     assert X["g_c_shift"].iloc[0] == 0 and np.all(np.diff(X["g_c_shift"].to_numpy()[:10]) > 0)
@@ -92,7 +94,8 @@ def test_converging_strangers_stand_out(on, hist):
     t0 = hist["timestamp"].max() + pd.Timedelta(hours=1)
     rows = pd.DataFrame({"tx_id": [f"r{i}" for i in range(len(cust))],
                          "timestamp": [t0 + pd.Timedelta(hours=3 * i) for i in range(len(cust))],
-                         "customer_id": cust, "terminal_id": "T-new", "amount": 10.0, "label": np.zeros(len(cust), np.int8)})
+                         "customer_id": cust, "terminal_id": "T-new", "amount": 10.0,
+                         "label": np.zeros(len(cust), np.int8)})
     for kw in (ON, dict(convergence=True)):
         f = GraphFeatures(**PARAMS, **kw).fit(hist)
         X = f.transform(rows)
