@@ -39,6 +39,33 @@ class WorldsConfig:
         return int(self.budget) if self.budget else max(5, self.customers // 100)
 
 
+def train_overrides(items) -> dict:
+    """TrainConfig overrides from ``KEY=VALUE`` strings (``--set``): ``NAME.PARAM=V`` sets featurizer ``NAME``'s
+    parameter, a plain ``FIELD=V`` a TrainConfig field; values are JSON (``0.05``, ``true``, ``[1,2]``) or text."""
+    import json
+
+    from fraud.training import TrainConfig
+
+    out: dict = {}
+    for item in items or ():
+        key, sep, raw = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"bench worlds: --set {item!r} is not KEY=VALUE")
+        try:
+            val = json.loads(raw)
+        except ValueError:
+            val = raw
+        name, dot, param = key.strip().partition(".")
+        if dot:
+            out.setdefault("featurizer_params", {}).setdefault(name, {})[param] = val
+        elif name in TrainConfig.__dataclass_fields__:
+            out[name] = val
+        else:
+            raise ConfigError(f"bench worlds: --set {item!r}: {name!r} is neither a TrainConfig field nor "
+                              f"FEATURIZER.PARAM")
+    return out
+
+
 def _recall(frame: pd.DataFrame, scores, budget: int) -> dict:
     from fraud.evaluate import recall_at_budget
 

@@ -26,14 +26,18 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--days", default=70, show_default=True, type=int)
     @click.option("--test-days", default=14, show_default=True, type=int)
     @click.option("--budget", default=None, type=int, help="Cards alerted a day [default: 1 % of the customers, >= 5].")
+    @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                  help="Training override, repeatable: graph.refresh_lr=0.05 (a featurizer's parameter) or a "
+                       "TrainConfig field.")
     @click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
     def bench_worlds(**kw):
         """Per random world: AP of the training pipeline and of the book's random forest on the same split, their
         ratio and the recall of aged-account rings (starting after training) at the card budget; worst and mean."""
-        from benchmarks.worlds import WorldsConfig, run_worlds, table
+        from benchmarks.worlds import WorldsConfig, run_worlds, table, train_overrides
 
         cfg = WorldsConfig(seeds=_seeds(kw["seeds"]), customers=kw["customers"], terminals=kw["terminals"],
-                           days=kw["days"], test_days=kw["test_days"], budget=kw["budget"])
+                           days=kw["days"], test_days=kw["test_days"], budget=kw["budget"],
+                           train=train_overrides(kw["sets"]))
         say = (lambda s: None) if kw["as_json"] else (lambda s: click.echo(s, err=True))
         res = run_worlds(cfg, say=say)
         click.echo(json.dumps(res) if kw["as_json"] else table(res))

@@ -11,7 +11,11 @@ Information rule: a row enters the state only after its features are computed, a
 only once its transaction is older than ``ts - delay_days``; memory per node is bounded; labels come
 with the rows (``label`` column). ``columns="online"`` drops node values frozen at fit time,
 ``known_days`` / ``age_cap_days`` keep counts stationary, and ``drop_columns`` leaves out two drifting
-columns by default. The column table, why each option exists and the figures: docs/detection.md.
+columns by default. ``refresh_lr`` > 0: the state keeps fresh node vectors (one skip-gram SGD step per
+edge, after the row's features, anchored to the fitted vectors) that the embedding columns then use;
+``convergence``: per terminal the centroid and spread of its visitors' vectors, giving a card's distance
+from it and the terminal's recent far first visits (unrelated cards converging). Both off by default.
+The column table, why each option exists and the figures: docs/detection.md.
 """
 from __future__ import annotations
 
@@ -49,8 +53,10 @@ class GraphState:
     scratch array used to intersect neighbourhoods.
     """
 
-    def __init__(self, max_terminals: int = 32, max_customers: int = 64, max_known: int = 64):
+    def __init__(self, max_terminals: int = 32, max_customers: int = 64, max_known: int = 64, dim: int = 0,
+                 edges: int = 64):
         self.max_terminals, self.max_customers, self.max_known = int(max_terminals), int(max_customers), int(max_known)
+        self.dim, self.edges = int(dim), int(edges)
         self.c_ids: dict = {}
         self.t_ids: dict = {}
         self.n_c = 0
@@ -76,13 +82,31 @@ class GraphState:
         self.p_t = np.zeros(0, np.int32)
         self.meta = np.zeros(4, np.int64)
         self.last_time: int | None = None
+        # fresh embeddings and convergence (``dim`` columns; dim 0 when both are off): per customer its
+        # fresh vector (``fc``, ``fc_ok`` once set); per terminal its fresh vector, the slow centroid of its
+        # visitors' vectors (``tz``), their count and mean distance from it (``tz_n``, ``tz_d``), and decayed
+        # sums of far visits, visits and relative distances (``tf``, last updated ``tf_ts``); a ring of the
+        # ``edges`` most recent (customer, terminal) pairs gives the negative samples; fmeta[0] = edges seen
+        d = self.dim
+        self.fc = np.zeros((0, d))
+        self.fc_ok = np.zeros(0, np.int8)
+        self.ft = np.zeros((0, d))
+        self.ft_ok = np.zeros(0, np.int8)
+        self.tz = np.zeros((0, d))
+        self.tz_n = np.zeros(0, np.int64)
+        self.tz_d = np.zeros(0)
+        self.tf = np.zeros((0, 3 if d else 0))
+        self.tf_ts = np.zeros(0, np.int64)
+        self.nb_c = np.zeros(self.edges if d else 0, np.int32)
+        self.nb_t = np.zeros(self.edges if d else 0, np.int32)
+        self.fmeta = np.zeros(1, np.int64)
 
     # checkpoints carry only the used rows
     def __getstate__(self):
         d = dict(self.__dict__)
-        for k in ("c_fit", "ct_key", "ct_cnt", "ct_ts", "ct_len", "known_c", "first_seen", "mark"):
+        for k in self.C_ROWS:
             d[k] = d[k][:self.n_c].copy()
-        for k in ("t_fit", "tc_key", "tc_cnt", "tc_ts", "tc_len", "kt_key", "kt_cnt", "kt_len"):
+        for k in self.T_ROWS:
             d[k] = d[k][:self.n_t].copy()
         e, h, t = int(self.meta[3]), int(self.meta[0]), int(self.meta[1])
         for k in ("p_ts", "p_c", "p_t"):
@@ -90,24 +114,39 @@ class GraphState:
         d["meta"] = np.array([h - e, t - e, self.meta[2], 0], np.int64)
         return d
 
+    #: arrays with a row per customer / per terminal
+    C_ROWS = ("c_fit", "ct_key", "ct_cnt", "ct_ts", "ct_len", "known_c", "first_seen", "mark", "fc", "fc_ok")
+    T_ROWS = ("t_fit", "tc_key", "tc_cnt", "tc_ts", "tc_len", "kt_key", "kt_cnt", "kt_len", "ft", "ft_ok", "tz", "tz_n",
+              "tz_d", "tf", "tf_ts")
     #: the arrays of a checkpoint (trimmed to the used rows by ``__getstate__``) and its scalars
     ARRAYS = ("c_fit", "t_fit", "ct_key", "ct_cnt", "ct_len", "ct_ts", "tc_key", "tc_cnt", "tc_len", "tc_ts", "kt_key",
               "kt_cnt", "kt_len", "known_c", "first_seen", "mark", "p_ts", "p_c", "p_t", "meta")
+    FRESH = ("fc", "fc_ok", "ft", "ft_ok", "tz", "tz_n", "tz_d", "tf", "tf_ts", "nb_c", "nb_t", "fmeta")
     SCALARS = ("max_terminals", "max_customers", "max_known", "n_c", "n_t", "last_time")
 
     def to_arrays(self) -> tuple[dict, dict, list]:
         """Checkpoint form (:mod:`fraud.safestate`): what ``__getstate__`` keeps, as arrays."""
         d = self.__getstate__()
-        arrays = {k: d[k] for k in self.ARRAYS}
+        arrays = {k: d[k] for k in self.ARRAYS + (self.FRESH if self.dim else ())}
         arrays["c_ids.keys"], arrays["c_ids.values"] = safestate.str_dict(self.c_ids)
         arrays["t_ids.keys"], arrays["t_ids.values"] = safestate.str_dict(self.t_ids)
-        return {k: (None if d[k] is None else int(d[k])) for k in self.SCALARS}, arrays, []
+        scalars = {k: (None if d[k] is None else int(d[k])) for k in self.SCALARS}
+        if self.dim:  # absent from older checkpoints (read as dim 0)
+            scalars.update(dim=self.dim, edges=self.edges)
+        return scalars, arrays, []
 
     @classmethod
     def from_arrays(cls, meta: dict, arrays: dict, children: list) -> "GraphState":
-        fresh = cls(meta["max_terminals"], meta["max_customers"], meta["max_known"])
+        dim, edges = int(meta.get("dim", 0)), int(meta.get("edges", 64))
+        fresh = cls(meta["max_terminals"], meta["max_customers"], meta["max_known"], dim, edges)
         d = {k: (None if meta[k] is None else int(meta[k])) for k in cls.SCALARS}
-        for k in cls.ARRAYS:
+        d.update(dim=dim, edges=edges)
+        for k in cls.ARRAYS + cls.FRESH:
+            if k in cls.FRESH and not dim:  # off: empty rows of each node
+                n = d["n_c"] if k in cls.C_ROWS else d["n_t"] if k in cls.T_ROWS else None
+                like = getattr(fresh, k)
+                d[k] = like if n is None else _grow(like, n)[:n]
+                continue
             a, like = arrays[k], getattr(fresh, k)
             if a.dtype != like.dtype or a.shape[1:] != like.shape[1:]:
                 raise ValueError(f"GraphState.{k}: {a.dtype} {a.shape}, expected {like.dtype} (n,){like.shape[1:]}")
@@ -143,12 +182,13 @@ class GraphState:
 
     def _reserve(self, customers: bool, n: int) -> None:
         if customers:
-            for k in ("ct_key", "ct_cnt", "ct_ts", "ct_len", "known_c", "mark"):
+            for k in ("ct_key", "ct_cnt", "ct_ts", "ct_len", "known_c", "mark", "fc", "fc_ok"):
                 setattr(self, k, _grow(getattr(self, k), n))
             self.c_fit = _grow(self.c_fit, n, -1)
             self.first_seen = _grow(self.first_seen, n, _UNSET)
         else:
-            for k in ("tc_key", "tc_cnt", "tc_ts", "tc_len", "kt_key", "kt_cnt", "kt_len"):
+            for k in ("tc_key", "tc_cnt", "tc_ts", "tc_len", "kt_key", "kt_cnt", "kt_len", "ft", "ft_ok", "tz", "tz_n",
+                      "tz_d", "tf", "tf_ts"):
                 setattr(self, k, _grow(getattr(self, k), n))
             self.t_fit = _grow(self.t_fit, n, -1)
 
@@ -230,6 +270,105 @@ def _embed_py(out, i, own, own_emb, keys, row, n, this, other_fit, other_emb):
             out[i, d] /= m
 
 
+def _dot_py(a, i, b, j):
+    s = 0.0
+    for d in range(a.shape[1]):
+        s += a[i, d] * b[j, d]
+    return s
+
+
+def _shift_py(fresh, row, fit, emb, scale):
+    """Distance of a node's fresh vector from its fitted one, in units of ``scale`` (0 for nodes unseen at fit)."""
+    if fit < 0:
+        return 0.0
+    s = 0.0
+    for d in range(fresh.shape[1]):
+        s += (fresh[row, d] - emb[fit, d]) ** 2
+    return np.sqrt(s) / scale
+
+
+def _fresh_py(i, c, t, now, pair, ci, ti, emb_c, emb_t, ec, et, fc, fc_ok, ft, ft_ok, tz, tz_n, tz_d, tf, tf_ts,
+              nb_c, nb_t, fmeta, lr, neg, anchor, tau, scale, conv, C, scr):
+    """Fresh embeddings and convergence of row ``i`` (features first, then the row is learned).
+
+    ``lr > 0``: the row's vectors ``ec[i]`` / ``et[i]`` become the nodes' fresh copies (set from the fitted or
+    inductive vector on first sight); C[i, 0:2] = their shifts from the fitted vectors; after the features one
+    skip-gram SGD step on the edge with ``neg`` negatives from the ring of recent edges. ``conv``: C[i, 2:6] =
+    the card's distance from the terminal's visitor centroid (/ ``scale``, / the terminal's own mean distance),
+    the decayed count of far first visits (relative distance > 2) and the decayed mean relative distance;
+    then the visit enters the centroid (a far one with a quarter weight, so a ring does not become the norm)."""
+    D = ec.shape[1]
+    if lr > 0:
+        if fc_ok[c]:
+            ec[i, :] = fc[c, :]
+        else:
+            fc[c, :] = ec[i, :]
+            fc_ok[c] = 1
+        if ft_ok[t]:
+            et[i, :] = ft[t, :]
+        else:
+            ft[t, :] = et[i, :]
+            ft_ok[t] = 1
+        C[i, 0] = _shift(fc, c, ci, emb_c, scale)
+        C[i, 1] = _shift(ft, t, ti, emb_t, scale)
+    if conv:
+        n = tz_n[t]
+        d2 = 0.0
+        for k in range(D):
+            d2 += (ec[i, k] - tz[t, k]) ** 2
+        dist = np.sqrt(d2)
+        rel = dist / (tz_d[t] + 0.1 * scale) if n > 0 else 0.0
+        f = np.exp(-(now - tf_ts[t]) / tau) if n > 0 else 0.0
+        far = 1.0 if n > 0 and rel > 2.0 and pair == 0 else 0.0
+        tf[t, 0] = tf[t, 0] * f + far
+        tf[t, 1] = tf[t, 1] * f + (1.0 if n > 0 else 0.0)
+        tf[t, 2] = tf[t, 2] * f + rel
+        tf_ts[t] = now
+        C[i, 2] = dist / scale if n > 0 else 0.0
+        C[i, 3] = rel
+        C[i, 4] = tf[t, 0]
+        C[i, 5] = tf[t, 2] / tf[t, 1] if tf[t, 1] > 0 else 0.0
+        if n == 0:  # the spread starts at the graph's (a prior worth one visit), not at 0
+            tz[t, :] = ec[i, :]
+            tz_d[t] = scale
+        else:
+            w = 1.0 / min(n + 1, 64) * (0.25 if far > 0 else 1.0)
+            for k in range(D):
+                tz[t, k] += w * (ec[i, k] - tz[t, k])
+            tz_d[t] += w * (dist - tz_d[t])
+        tz_n[t] = n + 1
+    if lr > 0:  # one skip-gram step: pull c and t together, push each from recent others' counterparts
+        g = lr * (1.0 - 1.0 / (1.0 + np.exp(-_dot(fc, c, ft, t))))
+        cnt = fmeta[0]
+        m = min(cnt, nb_c.shape[0])
+        gc = scr[0]
+        gt = scr[1]
+        for k in range(D):
+            gc[k] = g * ft[t, k]
+            gt[k] = g * fc[c, k]
+        for j in range(neg if m > 0 else 0):
+            h = (cnt * 2654435761 + j * 40503) % m
+            tn = nb_t[h]
+            cn = nb_c[h]
+            if tn != t:
+                gn = lr / (1.0 + np.exp(-_dot(fc, c, ft, tn)))
+                for k in range(D):
+                    gc[k] -= gn * ft[tn, k]
+            if cn != c:
+                gn = lr / (1.0 + np.exp(-_dot(ft, t, fc, cn)))
+                for k in range(D):
+                    gt[k] -= gn * fc[cn, k]
+        for k in range(D):  # and back toward the fitted vectors (restart: a shift stays bounded)
+            fc[c, k] += gc[k] - (lr * anchor * (fc[c, k] - emb_c[ci, k]) if ci >= 0 else 0.0)
+            ft[t, k] += gt[k] - (lr * anchor * (ft[t, k] - emb_t[ti, k]) if ti >= 0 else 0.0)
+        nb_c[cnt % nb_c.shape[0]] = c
+        nb_t[cnt % nb_t.shape[0]] = t
+        fmeta[0] = cnt + 1
+
+
+_dot = _dot_py
+_shift = _shift_py
+_fresh = _fresh_py
 _embed = _embed_py
 _fresh_start = _fresh_start_py
 _lru_add = _lru_add_py  # replaced by its numba-compiled form when the kernel is compiled
@@ -237,7 +376,8 @@ _lru_add = _lru_add_py  # replaced by its numba-compiled form when the kernel is
 
 def _kernel_py(cc, tt, ts, lab, c_fit, t_fit, emb_c, emb_t, core_c, core_t, ct_key, ct_cnt, ct_ts, ct_len,
                tc_key, tc_cnt, tc_ts, tc_len, kt_key, kt_cnt, kt_len, known_c, first_seen, p_ts, p_c, p_t, meta, mark,
-               max_overlap, delay, new_ns, unset, known_ns, age_cap, nbr_ns, S, ec, et):
+               max_overlap, delay, new_ns, unset, known_ns, age_cap, nbr_ns, S, ec, et, fc, fc_ok, ft, ft_ok, tz, tz_n,
+               tz_d, tf, tf_ts, nb_c, nb_t, fmeta, lr, neg, anchor, tau, scale, conv, C, scr):
     """The per-row state machine (compiled by numba as ``_kernel``); see the module doc for the columns."""
     n = cc.shape[0]
     maxK = kt_key.shape[1]
@@ -373,6 +513,9 @@ def _kernel_py(cc, tt, ts, lab, c_fit, t_fit, emb_c, emb_t, core_c, core_t, ct_k
         S[i, 15] = nw / ndt if ndt > 0 else 0.0
         if fs == unset:
             first_seen[c] = now
+        if lr > 0 or conv:
+            _fresh(i, c, t, now, pair, ci, ti, emb_c, emb_t, ec, et, fc, fc_ok, ft, ft_ok, tz, tz_n, tz_d, tf, tf_ts,
+                   nb_c, nb_t, fmeta, lr, neg, anchor, tau, scale, conv, C, scr)
         # absorb the row: LRU add t to c's terminals, c to t's customers
         _lru_add(ct_key, ct_cnt, ct_ts, ct_len, c, t, now, nlim)
         _lru_add(tc_key, tc_cnt, tc_ts, tc_len, t, c, now, nlim)
@@ -386,7 +529,7 @@ def _kernel_py(cc, tt, ts, lab, c_fit, t_fit, emb_c, emb_t, core_c, core_t, ct_k
 
 def _compiled_kernel():
     """The numba-compiled kernel (compiled once per process, cached on disk: ``cache=True``)."""
-    global _KERNEL, _lru_add, _fresh_start, _embed
+    global _KERNEL, _lru_add, _fresh_start, _embed, _dot, _shift, _fresh
     if _KERNEL is None:
         try:
             from numba import njit
@@ -396,6 +539,9 @@ def _compiled_kernel():
             _lru_add = njit(cache=True, nogil=True)(_lru_add_py)
             _fresh_start = njit(cache=True, nogil=True)(_fresh_start_py)
             _embed = njit(cache=True, nogil=True)(_embed_py)
+            _dot = njit(cache=True, nogil=True)(_dot_py)
+            _shift = njit(cache=True, nogil=True)(_shift_py)
+            _fresh = njit(cache=True, nogil=True)(_fresh_py)
             _KERNEL = njit(cache=True, nogil=True)(_kernel_py)
     return _KERNEL
 
@@ -404,12 +550,17 @@ _KERNEL = None
 
 
 class GraphFeatures(Featurizer):
+    # defaults for featurizers pickled before these parameters existed
+    refresh_lr, refresh_neg, refresh_anchor, convergence, conv_days, scale_ = 0.0, 2, 1.0, False, 7.0, 1.0
+
     def __init__(self, embedder: str = "node2vec", dim: int = 32, proj_dim: int = 8, window_days: float | None = None,
                  walk_length: int = 20, walks_per_node: int = 10, p: float = 1.0, q: float = 1.0,
                  gnn_epochs: int = 60, delay_days: float = 7.0, max_terminals: int = 32,
                  max_customers: int = 64, max_known: int = 64, overlap_terminals: int = 8, new_days: float = 14.0, columns: str = "all",
                  seed: int = 0, known_days: float | None = 28.0, age_cap_days: float | None = 28.0,
-                 nbr_days: float | None = None, drop_columns: tuple = ("g_t_ndist", "g_overlap")):
+                 nbr_days: float | None = None, drop_columns: tuple = ("g_t_ndist", "g_overlap"),
+                 refresh_lr: float = 0.0, refresh_neg: int = 2, refresh_anchor: float = 1.0, convergence: bool = False,
+                 conv_days: float = 7.0):
         self.embedder = embedder
         self.dim = dim
         self.proj_dim = proj_dim
@@ -431,6 +582,11 @@ class GraphFeatures(Featurizer):
         self.age_cap_days = age_cap_days
         self.nbr_days = nbr_days
         self.drop_columns = drop_columns
+        self.refresh_lr = refresh_lr
+        self.refresh_neg = refresh_neg
+        self.refresh_anchor = refresh_anchor
+        self.convergence = convergence
+        self.conv_days = conv_days
 
     # ------------------------------------------------------------------ fit
     def fit(self, df: pd.DataFrame, y=None) -> "GraphFeatures":
@@ -442,6 +598,10 @@ class GraphFeatures(Featurizer):
             raise ConfigError(f"GraphFeatures: embedder={self.embedder!r} must be 'node2vec' or 'gnn'")
         if len(df) == 0:
             raise ConfigError("GraphFeatures.fit: history is empty")
+        if not (float(self.refresh_lr) >= 0 and int(self.refresh_neg) >= 0 and float(self.refresh_anchor) >= 0
+                and float(self.conv_days) > 0):
+            raise ConfigError(f"GraphFeatures: refresh_lr={self.refresh_lr!r}, refresh_neg={self.refresh_neg!r} and "
+                              f"refresh_anchor={self.refresh_anchor!r} must be >= 0, conv_days={self.conv_days!r} > 0")
         cutoff = df["timestamp"].max() + pd.Timedelta(microseconds=1)
         g = build_graph(df, cutoff, self.window_days)
         nc, nt = g.n_customers, g.n_terminals
@@ -468,6 +628,8 @@ class GraphFeatures(Featurizer):
         comps = np.zeros((self.proj_dim, allemb.shape[1]))
         comps[:k] = vt[:k]
         self.components_ = comps
+        spread = float(np.linalg.norm(allemb - self.mean_, axis=1).mean())
+        self.scale_ = spread if spread > 0 else 1.0  # unit of the shift and convergence distances
         self.emb_c_ = emb_c.astype(np.float64)
         self.emb_t_ = emb_t.astype(np.float64)
         self.c_index_ = g.customer_index
@@ -479,7 +641,9 @@ class GraphFeatures(Featurizer):
                                + ["g_cos", "g_c_seen", "g_t_seen", "g_c_core", "g_t_core", "g_pair_prior",
                                   "g_pair_share", "g_c_ndist", "g_t_ndist", "g_c_known", "g_t_known_cust",
                                   "g_t_known_cust_share", "g_c_nbr_risk", "g_overlap", "g_c_age_days",
-                                  "g_t_new_cust", "g_overlap_share", "g_t_new_cust_share"])
+                                  "g_t_new_cust", "g_overlap_share", "g_t_new_cust_share"]
+                           + (["g_c_shift", "g_t_shift"] if self.refresh_lr > 0 else [])
+                           + (["g_conv_dist", "g_conv_rel", "g_conv_far", "g_conv_disp"] if self.convergence else []))
         static = set(self.all_names_[:2 * self.proj_dim]) | {"g_c_seen", "g_t_seen", "g_c_core", "g_t_core"}
         drop = set(self.drop_columns or ())
         if drop - set(self.all_names_):
@@ -501,8 +665,14 @@ class GraphFeatures(Featurizer):
         return arr[:nc], arr[nc:]
 
     # --------------------------------------------------------------- online
+    def _state_dim(self) -> int:
+        if not (self.refresh_lr > 0 or self.convergence):
+            return 0
+        self._check_fitted()
+        return self.emb_c_.shape[1]
+
     def new_state(self) -> GraphState:
-        return GraphState(self.max_terminals, self.max_customers, self.max_known)
+        return GraphState(self.max_terminals, self.max_customers, self.max_known, self._state_dim())
 
     def transform(self, df: pd.DataFrame) -> pd.DataFrame:
         self._check_fitted()
@@ -519,18 +689,20 @@ class GraphFeatures(Featurizer):
         parts = [self._absorb(st, rows) for st, rows in pairs]
         if not parts:
             return self._finish(np.zeros((0, 16)), np.zeros((0, self.emb_c_.shape[1])),
-                                np.zeros((0, self.emb_c_.shape[1])), pd.RangeIndex(0))
-        S, ec, et = (np.concatenate(x) for x in zip(*parts))
-        return self._finish(S, ec, et, pd.RangeIndex(len(S)))
+                                np.zeros((0, self.emb_c_.shape[1])), np.zeros((0, 6)), pd.RangeIndex(0))
+        S, ec, et, C = (np.concatenate(x) for x in zip(*parts))
+        return self._finish(S, ec, et, C, pd.RangeIndex(len(S)))
 
     def _absorb(self, state: GraphState, rows: pd.DataFrame) -> tuple:
-        """The kernel's (S, customer embedding, terminal embedding) of ``rows``, absorbed into ``state``."""
+        """The kernel's (S, customer embedding, terminal embedding, C: fresh/convergence columns) of ``rows``,
+        absorbed into ``state``."""
         n = len(rows)
-        if (state.max_terminals, state.max_customers, state.max_known) != (
-                self.max_terminals, self.max_customers, self.max_known):
-            raise ConfigError(f"GraphFeatures.update: the state was made for max_terminals/customers/known="
-                              f"{state.max_terminals}/{state.max_customers}/{state.max_known}, this featurizer has "
-                              f"{self.max_terminals}/{self.max_customers}/{self.max_known}")
+        if (state.max_terminals, state.max_customers, state.max_known, state.dim) != (
+                self.max_terminals, self.max_customers, self.max_known, self._state_dim()):
+            raise ConfigError(f"GraphFeatures.update: the state was made for max_terminals/customers/known/dim="
+                              f"{state.max_terminals}/{state.max_customers}/{state.max_known}/{state.dim}, this "
+                              f"featurizer has {self.max_terminals}/{self.max_customers}/{self.max_known}/"
+                              f"{self._state_dim()} (dim > 0: fresh embeddings or convergence on)")
         cc = state.ids(rows["customer_id"], True, self.c_index_)
         tt = state.ids(rows["terminal_id"], False, self.t_index_)
         t_ns = np.ascontiguousarray(rows["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64))
@@ -542,6 +714,7 @@ class GraphFeatures(Featurizer):
         S = np.zeros((n, 16))
         ec = np.zeros((n, ndim))
         et = np.zeros((n, ndim))
+        C = np.zeros((n, 6))
         if n:
             _compiled_kernel()(
                 cc, tt, t_ns, lab, state.c_fit, state.t_fit, self.emb_c_, self.emb_t_, self.core_c_, self.core_t_,
@@ -552,11 +725,15 @@ class GraphFeatures(Featurizer):
                 np.int64(round(float(self.delay_days) * _NS_DAY)), np.int64(round(float(self.new_days) * _NS_DAY)),
                 np.int64(_UNSET), np.int64(-1 if known is None else round(float(known) * _NS_DAY)),
                 np.float64(-1.0 if cap is None else float(cap)),
-                np.int64(-1 if nbr is None else round(float(nbr) * _NS_DAY)), S, ec, et)
+                np.int64(-1 if nbr is None else round(float(nbr) * _NS_DAY)), S, ec, et, state.fc, state.fc_ok,
+                state.ft, state.ft_ok, state.tz, state.tz_n, state.tz_d, state.tf, state.tf_ts, state.nb_c,
+                state.nb_t, state.fmeta, np.float64(self.refresh_lr), np.int64(self.refresh_neg),
+                np.float64(self.refresh_anchor), np.float64(float(self.conv_days) * _NS_DAY), np.float64(self.scale_),
+                bool(self.convergence), C, np.zeros((2, ndim)))
             state.last_time = int(t_ns[-1])
-        return S, ec, et
+        return S, ec, et, C
 
-    def _finish(self, S, ec, et, index) -> pd.DataFrame:
+    def _finish(self, S, ec, et, C, index) -> pd.DataFrame:
         """The feature frame from the kernel's outputs (projections, cosine, shares; the kept columns)."""
         nrm = np.linalg.norm(ec, axis=1) * np.linalg.norm(et, axis=1)
         cos = np.where(nrm > 0, (ec * et).sum(1) / np.where(nrm > 0, nrm, 1.0), 0.0)
@@ -565,7 +742,8 @@ class GraphFeatures(Featurizer):
         pc = np.where(has_c[:, None], (ec - self.mean_) @ self.components_.T, 0.0)
         pt = np.where(has_t[:, None], (et - self.mean_) @ self.components_.T, 0.0)
         ov_share = np.where(S[:, 7] > 0, S[:, 12] / np.maximum(S[:, 7], 1), 0.0)
-        out = np.column_stack([pc, pt, cos, S[:, :15], ov_share, S[:, 15]])
+        extra = ([C[:, :2]] if self.refresh_lr > 0 else []) + ([C[:, 2:]] if self.convergence else [])
+        out = np.column_stack([pc, pt, cos, S[:, :15], ov_share, S[:, 15]] + extra)
         if self.feature_names_ != self.all_names_:  # the kept columns, selected in numpy (a frame's take: ~0.7 ms)
             pos = {c: i for i, c in enumerate(self.all_names_)}
             out = out[:, [pos[c] for c in self.feature_names_]]
