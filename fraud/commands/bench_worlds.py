@@ -6,16 +6,13 @@ import json
 
 import click
 
+from fraud.commands.common import parse_seeds
+
 
 def _seeds(text: str | None):
     from benchmarks.worlds import REPORT_SEEDS
 
-    if not text:
-        return REPORT_SEEDS
-    try:
-        return tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers", param_hint="--seeds") from None
+    return parse_seeds(text, REPORT_SEEDS)
 
 
 def register(main: click.Group, bench: click.Group) -> None:

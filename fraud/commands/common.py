@@ -15,6 +15,16 @@ import click
 from fraud.errors import ConfigError
 
 
+def parse_seeds(text: str | None, default: tuple) -> tuple:
+    """``--seeds`` of the bench commands: a comma-separated list of integers, ``default`` when not given."""
+    if not text:
+        return tuple(default)
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers", param_hint="--seeds") from None
+
+
 def data_options(required: bool = True, rejects: bool = True):
     """--data, --columns, --preset (and --rejects) on a command."""
 
