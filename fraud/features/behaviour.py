@@ -288,6 +288,9 @@ class BehaviourFeatures(Featurizer):
     columns : optional subset of the groups' feature names to output (in the module's order); None = all.
     """
 
+    #: defaults for a featurizer pickled before these parameters existed (it keeps its own groups: no activity)
+    burst_days, small_ratio = 1, 0.25
+
     def __init__(self, delay_days: float = 7, amount_window: float = 60, lag_days: float = 14,
                  recent_days: float = 7, customer_label_window: float = 30, terminal_windows=(1, 7, 28),
                  terminal_label_window: float = 28, normal_ratio: float = 2.0, groups=GROUPS, columns=None,
