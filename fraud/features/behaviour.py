@@ -5,7 +5,9 @@ follow it: docs/simulator.md): a compromised card's inflated amounts, a compromi
 frauds, and a card with a known fraud being likely still compromised. Customer windows end at the row;
 label windows end at ``t - delay``, so only labels at least the delay old are read (the information
 rule). Labels: 1 = fraud, 0 or missing = not (yet) reported; labels come with the rows (``label``
-column). Nothing is learned (``fit`` validates parameters); ``transform`` is
+column). The "activity" group reads no label: a card's and a terminal's events of the last day against its
+own past rate, and the card's run of unusually small amounts (adaptive fraud that stays under the card's
+usual amounts, tests it slowly or rotates terminals: issue 18). Nothing is learned (``fit`` validates parameters); ``transform`` is
 vectorized and ``update`` runs the same kernel on the batch plus the kept history, bounded to the longest
 window. Column definitions, figures and history: docs/detection.md.
 """
@@ -39,8 +41,10 @@ def _range_sum(csum, before, lo, hi):
     return np.where(hi > lo, csum[last] - before[np.minimum(lo, len(csum) - 1)], 0.0)
 
 
-#: columns of the customer block (BH_C_*), in order
+#: columns of the customer block (BH_C_*), in order, before its label-free activity columns
 N_CUSTOMER = 9
+#: label-free activity columns at the end of the customer block (BH_C_TX_EXCESS, BH_C_NB_SMALL)
+N_CUSTOMER_ACTIVITY = 2
 #: positions in the customer block of the lagged amount ratio and the max prior ratio
 C_RATIO_LAG, C_MAX_PRIOR = 3, 6
 
@@ -62,17 +66,30 @@ def _range_max(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray
     return np.where(hi > lo, red, 0.0)
 
 
+def _excess(s: "_Sorted", p, rc, rt, burst: int, window: int) -> np.ndarray:
+    """Events of the entity in (t - burst, t] (the row included) beyond its own usual rate, in Poisson
+    standard deviations: (n - e) / sqrt(e + 1), ``e`` = its events in (t - window, t - burst] per ``burst``
+    over the span they cover (from the first of them, at least ``burst``): label-free, own history only."""
+    lo_b = s.first_after(rc, rt - burst)
+    lo = s.first_after(rc, rt - window)
+    n = (p - lo_b + 1).astype(np.float64)
+    span = np.maximum(rt - burst - s.ts_at(np.minimum(lo, s.n - 1)), burst)
+    e = np.where(lo_b > lo, (lo_b - lo) * (burst / span), 0.0)
+    return (n - e) / np.sqrt(e + 1.0)
+
+
 def _customer_block(code, ts, amount, fraud, p_ns: dict, rows, normal=None, rlag=None) -> np.ndarray:
-    """Customer features (N_CUSTOMER columns) for input rows ``rows`` (all other rows are history).
+    """Customer features (N_CUSTOMER + N_CUSTOMER_ACTIVITY columns) for input rows ``rows`` (all other rows
+    are history).
 
     ``normal``: per input row, whether its amount looked normal for its customer (lagged amount ratio
     <= ``normal_ratio``); ``rlag``: per input row, its lagged amount ratio; only the history rows' values
     are read (the query rows' are computed here); None when every row is a query row."""
     L, lag, rec, d, hc, cw = p_ns["L"], p_ns["lag"], p_ns["recent"], p_ns["d"], p_ns["hc"], p_ns["cw"]
-    out = np.empty((len(rows), N_CUSTOMER), dtype=np.float64)
+    out = np.empty((len(rows), N_CUSTOMER + N_CUSTOMER_ACTIVITY), dtype=np.float64)
     if len(rows) == 0:
         return out
-    s = _Sorted(code, ts, [L, lag, rec, d, d + hc, cw], qmin=ts[rows].min())
+    s = _Sorted(code, ts, [L, lag, rec, d, d + hc, cw, p_ns["burst"]], qmin=ts[rows].min())
     scode = code[s.order]
     samt = amount[s.order]
     c1, b1 = _group_cumsum(samt, scode)
@@ -111,6 +128,10 @@ def _customer_block(code, ts, amount, fraud, p_ns: dict, rows, normal=None, rlag
     sr = np.ones(s.n, dtype=np.float64) if rlag is None else np.asarray(rlag, dtype=np.float64)[s.order]
     sr[p] = ratio_lag
     max_prior = _range_max(sr, s.first_after(rc, rt - cw), p)
+    # the customer's unusually small amounts (lagged ratio below small_ratio) in (t - recent, t], the row included
+    small = sr < p_ns["small_ratio"]
+    scum = np.concatenate(([0], np.cumsum(small.astype(np.int64))))
+    n_small = (scum[p + 1] - scum[lo_r]).astype(np.float64)
 
     hi = s.first_after(rc, rt - d)
     lo_f = s.first_after(rc, rt - d - hc)
@@ -119,7 +140,8 @@ def _customer_block(code, ts, amount, fraud, p_ns: dict, rows, normal=None, rlag
     has = (hi > lo_f) & (j >= lo_f)
     since = np.where(has, (rt - s.ts_at(np.maximum(j, 0))) / DAY_NS, (d + hc) / DAY_NS)
 
-    out[perm] = np.column_stack([cnt, ratio, z, ratio_lag, recent, n_unusual, max_prior, nf, since])
+    out[perm] = np.column_stack([cnt, ratio, z, ratio_lag, recent, n_unusual, max_prior, nf, since,
+                                 _excess(s, p, rc, rt, p_ns["burst"], L), n_small])
     return out
 
 
@@ -128,16 +150,17 @@ N_TERMINAL_EXTRA = 8
 
 
 def _terminal_block(code, ts, fraud, normal, p_ns: dict, rows, plain=None) -> np.ndarray:
-    """Terminal features (len(windows) + N_TERMINAL_EXTRA columns) for input rows ``rows``.
+    """Terminal features (len(windows) + N_TERMINAL_EXTRA columns, then the label-free BH_T_TX_EXCESS) for
+    input rows ``rows``.
 
     ``normal``: per event, True when its amount looked normal for its customer (the lagged amount ratio
     at most ``normal_ratio``: computed from the customer's earlier transactions, no label); ``plain``: per
     event, normal and its card's max prior ratio at most ``card_ratio`` (None: all False)."""
     d, ht, wins = p_ns["d"], p_ns["ht"], p_ns["tw"]
-    out = np.empty((len(rows), len(wins) + N_TERMINAL_EXTRA), dtype=np.float64)
+    out = np.empty((len(rows), len(wins) + N_TERMINAL_EXTRA + 1), dtype=np.float64)
     if len(rows) == 0:
         return out
-    s = _Sorted(code, ts, [d, d + ht] + [d + w for w in wins], qmin=ts[rows].min())
+    s = _Sorted(code, ts, [d, d + ht, p_ns["burst"], p_ns["L"]] + [d + w for w in wins], qmin=ts[rows].min())
     sf = fraud[s.order]
     fcum = np.concatenate(([0], np.cumsum(sf.astype(np.int64))))
     ncum = np.concatenate(([0], np.cumsum((sf & normal[s.order]).astype(np.int64))))
@@ -176,6 +199,8 @@ def _terminal_block(code, ts, fraud, normal, p_ns: dict, rows, plain=None) -> np
     res[:, len(wins) + 6] = np.where(hi > lo, (hi - 1) - np.maximum(lastf[last], lo - 1), 0)
     # known frauds that neither their amount nor their card's earlier amounts explain
     res[:, len(wins) + 7] = pcum[hi] - pcum[lo]
+    # label-free: the terminal's volume of the last ``burst`` against its own past rate
+    res[:, len(wins) + 8] = _excess(s, p, rc, rt, p_ns["burst"], p_ns["L"])
     out[perm] = res
     return out
 
@@ -188,7 +213,12 @@ def _flags(cust: np.ndarray, p_ns: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 #: the feature groups BehaviourFeatures(groups=...) can output (columns per group: BehaviourFeatures._group_of)
-GROUPS = ("amount", "customer_fraud", "terminal")
+GROUPS = ("amount", "customer_fraud", "terminal", "activity")
+
+
+def _assemble(amount, cust, term) -> np.ndarray:
+    """All columns in name order: BH_AMOUNT, the customer and terminal blocks, then the activity columns."""
+    return np.hstack([amount[:, None], cust[:, :N_CUSTOMER], term[:, :-1], cust[:, N_CUSTOMER:], term[:, -1:]])
 
 
 class BehaviourState:
@@ -247,17 +277,28 @@ class BehaviourFeatures(Featurizer):
         (BH_C_MAX_PRIOR_RATIO).
     card_ratio : a known fraud is "plain" (BH_T_KNOWN_PLAIN_FRAUD) when it looked normal and its card's
         BH_C_MAX_PRIOR_RATIO was at most this.
+    burst_days : the short window of the activity group: a card's or terminal's events in the last
+        ``burst_days`` against its own rate over the rest of ``amount_window`` (0 < burst < amount_window).
+    small_ratio : a transaction's amount is "unusually small" for its card when its lagged amount ratio is
+        below this (BH_C_NB_SMALL counts them over ``recent_days``).
     groups : the feature groups to output, a subset of ``GROUPS``: "amount" (BH_AMOUNT and the customer
         amount statistics: no labels; the unsupervised set), "customer_fraud" (the customer's known frauds),
-        "terminal" (the terminal's known frauds).
+        "terminal" (the terminal's known frauds), "activity" (no labels: volume and small amounts against
+        the card's or terminal's own past).
     columns : optional subset of the groups' feature names to output (in the module's order); None = all.
     """
+
+    #: defaults for a featurizer pickled before these parameters existed (it keeps its own groups: no activity)
+    burst_days, small_ratio = 1, 0.25
 
     def __init__(self, delay_days: float = 7, amount_window: float = 60, lag_days: float = 14,
                  recent_days: float = 7, customer_label_window: float = 30, terminal_windows=(1, 7, 28),
                  terminal_label_window: float = 28, normal_ratio: float = 2.0, groups=GROUPS, columns=None,
-                 card_window: float = 14, card_ratio: float = 2.5):
+                 card_window: float = 14, card_ratio: float = 2.5, burst_days: float = 1,
+                 small_ratio: float = 0.25):
         self.delay_days = delay_days
+        self.burst_days = burst_days
+        self.small_ratio = small_ratio
         self.card_window = card_window
         self.card_ratio = card_ratio
         self.columns = columns
@@ -272,11 +313,11 @@ class BehaviourFeatures(Featurizer):
 
     def _params(self) -> dict:
         names = ("delay_days", "amount_window", "lag_days", "recent_days", "customer_label_window",
-                 "terminal_label_window", "normal_ratio", "card_window", "card_ratio")
+                 "terminal_label_window", "normal_ratio", "card_window", "card_ratio", "burst_days", "small_ratio")
         vals = {}
         for n in names:
             v = getattr(self, n)
-            unit = "" if n in ("normal_ratio", "card_ratio") else " of days"
+            unit = "" if n in ("normal_ratio", "card_ratio", "small_ratio") else " of days"
             try:
                 v = float(v)
             except (TypeError, ValueError):
@@ -293,6 +334,9 @@ class BehaviourFeatures(Featurizer):
         if vals["lag_days"] >= vals["amount_window"]:
             raise ConfigError(f"BehaviourFeatures: lag_days={self.lag_days!r} must be < amount_window="
                               f"{self.amount_window!r}")
+        if vals["burst_days"] >= vals["amount_window"]:
+            raise ConfigError(f"BehaviourFeatures: burst_days={self.burst_days!r} must be < amount_window="
+                              f"{self.amount_window!r}")
         if vals["recent_days"] > vals["amount_window"]:
             raise ConfigError(f"BehaviourFeatures: recent_days={self.recent_days!r} must be <= amount_window="
                               f"{self.amount_window!r}")
@@ -300,11 +344,13 @@ class BehaviourFeatures(Featurizer):
                 "lag": _days_ns(vals["lag_days"]), "recent": _days_ns(vals["recent_days"]),
                 "hc": _days_ns(vals["customer_label_window"]), "ht": _days_ns(vals["terminal_label_window"]),
                 "tw": [_days_ns(w) for w in tw], "normal_ratio": vals["normal_ratio"],
-                "cw": _days_ns(vals["card_window"]), "card_ratio": vals["card_ratio"]}
+                "cw": _days_ns(vals["card_window"]), "card_ratio": vals["card_ratio"],
+                "burst": _days_ns(vals["burst_days"]), "small_ratio": vals["small_ratio"]}
 
     def _group_of(self) -> list[str]:
         """The group of each column of the full feature list."""
-        return ["amount"] * 8 + ["customer_fraud"] * 2 + ["terminal"] * (len(self.terminal_windows) + N_TERMINAL_EXTRA)
+        return (["amount"] * 8 + ["customer_fraud"] * 2 + ["terminal"] * (len(self.terminal_windows) + N_TERMINAL_EXTRA)
+                + ["activity"] * 3)
 
     def _selected(self) -> np.ndarray:
         groups = (self.groups,) if isinstance(self.groups, str) else tuple(self.groups)
@@ -327,6 +373,7 @@ class BehaviourFeatures(Featurizer):
 
     def _all_names(self) -> list[str]:
         L, lag, r = _wname(self.amount_window), _wname(self.lag_days), _wname(self.recent_days)
+        b = _wname(self.burst_days)
         names = ["BH_AMOUNT", f"BH_C_NB_TX_{L}D", f"BH_C_AMT_RATIO_{L}D", f"BH_C_AMT_Z_{L}D",
                  f"BH_C_AMT_RATIO_LAG{lag}D", f"BH_C_RECENT_RATIO_{r}D",
                  f"BH_C_NB_UNUSUAL_{r}D", f"BH_C_MAX_PRIOR_RATIO_{_wname(self.card_window)}D",
@@ -336,7 +383,8 @@ class BehaviourFeatures(Featurizer):
         return names + ["BH_T_DAYS_SINCE_FRAUD", "BH_T_DAYS_SINCE_FIRST_FRAUD", "BH_T_FRAUD_SHARE_SINCE_FIRST",
                         "BH_T_LAST_IS_FRAUD", f"BH_T_KNOWN_NORMAL_FRAUD_{_wname(self.terminal_label_window)}D",
                         "BH_T_FRAUD_STREAK", "BH_T_GENUINE_AFTER_FRAUD",
-                        f"BH_T_KNOWN_PLAIN_FRAUD_{_wname(self.terminal_label_window)}D"]
+                        f"BH_T_KNOWN_PLAIN_FRAUD_{_wname(self.terminal_label_window)}D",
+                        f"BH_C_TX_EXCESS_{b}D", f"BH_C_NB_SMALL_{r}D", f"BH_T_TX_EXCESS_{b}D"]
 
     def _out_index(self) -> np.ndarray:
         """Positions of ``feature_names_`` (the selected columns) among all computed columns."""
@@ -364,7 +412,7 @@ class BehaviourFeatures(Featurizer):
                                 columns=list(self.feature_names_))
         cust = _customer_block(cc, ts, amount, fraud, p, rows)
         normal, plain = _flags(cust, p)
-        X = np.hstack([amount[:, None], cust, _terminal_block(tc, ts, fraud, normal, p, rows, plain=plain)])
+        X = _assemble(amount, cust, _terminal_block(tc, ts, fraud, normal, p, rows, plain=plain))
         X = X[:, self._out_index()]
         return pd.DataFrame(X, index=df.index, columns=list(self.feature_names_), copy=False)
 
@@ -414,5 +462,5 @@ class BehaviourFeatures(Featurizer):
             log.append(ccode=cc, tcode=tc, ts=ts, amount=amount, label=labels, normal=nb, rlag=rb, plain=pb)
             log.evict(state.latest_ns - state.horizon_ns)
         amount = np.concatenate([b[3] for b in batches])
-        X = np.hstack([amount[:, None], cust, term])[:, self._out_index()]
+        X = _assemble(amount, cust, term)[:, self._out_index()]
         return pd.DataFrame(X, columns=list(self.feature_names_), copy=False)

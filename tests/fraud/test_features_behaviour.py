@@ -29,8 +29,10 @@ def test_names_and_groups():
     assert amount_only.feature_names_ == ["BH_AMOUNT", "BH_C_NB_TX_60D", "BH_C_AMT_RATIO_60D", "BH_C_AMT_Z_60D",
                                           "BH_C_AMT_RATIO_LAG14D", "BH_C_RECENT_RATIO_7D", "BH_C_NB_UNUSUAL_7D",
                                           "BH_C_MAX_PRIOR_RATIO_14D"]
-    assert f.feature_names_[-1] == "BH_T_KNOWN_PLAIN_FRAUD_28D"
-    assert set(GROUPS) == {"amount", "customer_fraud", "terminal"}
+    assert f.feature_names_[-4:] == ["BH_T_KNOWN_PLAIN_FRAUD_28D", "BH_C_TX_EXCESS_1D", "BH_C_NB_SMALL_7D",
+                                     "BH_T_TX_EXCESS_1D"]
+    assert BehaviourFeatures(groups="activity").fit(None).feature_names_ == f.feature_names_[-3:]
+    assert set(GROUPS) == {"amount", "customer_fraud", "terminal", "activity"}
 
 
 def test_hand_computed_tiny_frame(tiny_frame):
@@ -121,6 +123,30 @@ def test_hand_computed_card_max_prior_ratio_and_plain_terminal_frauds(tiny_frame
     # the replay gives the same values, one row at a time (the per-event ratio and flag kept in the state)
     f = BehaviourFeatures(**SMALL, card_window=3).fit(tiny_frame)
     np.testing.assert_array_equal(replay(f, tiny_frame, batch_size=1).to_numpy(), X.to_numpy())
+
+
+def test_hand_computed_activity_against_own_past(tiny_frame):
+    """The activity group (no labels): a card's / terminal's events of the last day beyond its own usual rate,
+    (n - e) / sqrt(e + 1), and the card's unusually small amounts (lagged ratio below small_ratio)."""
+    X = BehaviourFeatures(**SMALL, small_ratio=1.5).fit(tiny_frame).transform(tiny_frame)
+    # t2 (A, 01-02 09:00): last day = t0, t2; nothing before it: e = 0
+    assert X.loc[2, "BH_C_TX_EXCESS_1D"] == 2.0
+    # t3 (A, 01-03 23:30): last day = t3; before it (12-29 23:30, 01-02 23:30] = t0, t2 over the 37.5 h since t0
+    e = 2 * 24 / 37.5
+    assert X.loc[3, "BH_C_TX_EXCESS_1D"] == pytest.approx((1 - e) / np.sqrt(e + 1))
+    # terminal X at t1 (01-01 12:00): t0, t1 in the last day, no past; at t6 (01-09 10:00): t6, past = t5
+    # (01-06 13:00) over the 45 h to 01-08 10:00
+    assert X.loc[1, "BH_T_TX_EXCESS_1D"] == 2.0
+    e = 24 / 45
+    assert X.loc[6, "BH_T_TX_EXCESS_1D"] == pytest.approx((1 - e) / np.sqrt(e + 1))
+    # lagged ratios (see above): A t0 1, t2 1.5, t3 4, t7 1.33; B t1 1, t6 1.4: below 1.5 = t0, t7, t1, t6
+    small = X["BH_C_NB_SMALL_1D"]
+    assert list(small) == [1, 1, 1, 0, 0, 0, 1, 1]
+    assert (BehaviourFeatures(**SMALL).fit(tiny_frame).transform(tiny_frame)["BH_C_NB_SMALL_1D"] == 0).all()
+    f = BehaviourFeatures(**SMALL, small_ratio=1.5).fit(tiny_frame)
+    np.testing.assert_array_equal(replay(f, tiny_frame, batch_size=1).to_numpy(), X.to_numpy())
+    with pytest.raises(ConfigError, match="burst_days"):
+        BehaviourFeatures(**{**SMALL, "burst_days": 5}).fit(None)
 
 
 def test_columns_selection(random_world):
@@ -221,3 +247,15 @@ def test_errors():
         BehaviourFeatures(groups=("nope",)).fit(None)
     with pytest.raises(SchemaError, match="amount"):
         BehaviourFeatures().fit(None).transform(pd.DataFrame({"timestamp": [], "customer_id": [], "terminal_id": []}))
+
+
+def test_featurizer_pickled_before_the_activity_group_keeps_its_columns(world):
+    """A bundle's featurizer pickled before burst_days / small_ratio and the activity group existed (groups = the
+    three old ones) loads, outputs the columns it was fitted with, and replays them."""
+    old = BehaviourFeatures(groups=("amount", "customer_fraud", "terminal")).fit(world)
+    del old.burst_days, old.small_ratio
+    old = pickle.loads(pickle.dumps(old))
+    assert "burst_days" not in old.__dict__ and not any("EXCESS" in n for n in old.feature_names_)
+    X = old.transform(world)
+    full = BehaviourFeatures().fit(world).transform(world)
+    np.testing.assert_array_equal(X.to_numpy(), full[old.feature_names_].to_numpy())

@@ -32,3 +32,14 @@ def test_glossary_lists_every_family():
     codes = " ".join(r["code"] for r in g)
     for needle in ("BH_T_KNOWN_FRAUD", "g_overlap", "seq_nll_total", "detector:autoencoder", "g_c0", "median"):
         assert needle in codes
+
+
+def test_every_behaviour_feature_is_worded():
+    from fraud.features.behaviour import BehaviourFeatures
+    for name in BehaviourFeatures().fit(None).feature_names_:
+        for d in ("high", "low"):
+            r = words([f"feature:{name} {d} (3.00 vs p99 1.00)"], top=0)[0]
+            assert r.family != "other feature" and name not in r.text, (name, d, r.text)
+    t = texts(["feature:BH_C_NB_SMALL_7D high (4.00 vs p99 1.00)", "feature:BH_T_TX_EXCESS_1D high (3.2 vs p99 1.5)"])
+    assert t == ["4 unusually small amounts on this card in 7 days (card testing?)",
+                 "terminal busier in the last 1 day than its own usual rate (3.2 standard deviations above): compromise?"]
