@@ -46,7 +46,7 @@ from fraud.errors import ModelError, SchemaError
 
 RESULT_COLUMNS = ["tx_id", "score", "is_alert", "reasons"]
 #: the bundle format: raise it when a pickled bundle of the previous code can no longer score as it did
-BUNDLE_FORMAT = 2  # 2: CollusionState holds flat arrays (was dicts of lists)
+BUNDLE_FORMAT = 3  # 2: CollusionState holds flat arrays (was dicts of lists); 3: BehaviourFeatures' activity group
 EXPLAIN_MODES = ("alerts", "all", "none")
 _NO_REASONS: list = []  # the reasons of every row without reasons (shared: never mutate a result's reasons)
 

@@ -7,9 +7,9 @@ label windows end at ``t - delay``, so only labels at least the delay old are re
 rule). Labels: 1 = fraud, 0 or missing = not (yet) reported; labels come with the rows (``label``
 column). The "activity" group reads no label: a card's and a terminal's events of the last day against its
 own past rate, and the card's run of unusually small amounts (adaptive fraud that stays under the card's
-usual amounts, tests it slowly or rotates terminals: issue 18). Nothing is learned (``fit`` validates parameters); ``transform`` is
-vectorized and ``update`` runs the same kernel on the batch plus the kept history, bounded to the longest
-window. Column definitions, figures and history: docs/detection.md.
+usual amounts, tests it slowly or rotates terminals). Nothing is learned (``fit`` validates parameters);
+``transform`` is vectorized and ``update`` runs the same kernel on the batch plus the kept history, bounded to
+the longest window. Column definitions, figures and history: docs/detection.md.
 """
 from __future__ import annotations
 
@@ -287,9 +287,6 @@ class BehaviourFeatures(Featurizer):
         the card's or terminal's own past).
     columns : optional subset of the groups' feature names to output (in the module's order); None = all.
     """
-
-    #: defaults for a featurizer pickled before these parameters existed (it keeps its own groups: no activity)
-    burst_days, small_ratio = 1, 0.25
 
     def __init__(self, delay_days: float = 7, amount_window: float = 60, lag_days: float = 14,
                  recent_days: float = 7, customer_label_window: float = 30, terminal_windows=(1, 7, 28),

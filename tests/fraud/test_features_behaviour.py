@@ -248,14 +248,3 @@ def test_errors():
     with pytest.raises(SchemaError, match="amount"):
         BehaviourFeatures().fit(None).transform(pd.DataFrame({"timestamp": [], "customer_id": [], "terminal_id": []}))
 
-
-def test_featurizer_pickled_before_the_activity_group_keeps_its_columns(world):
-    """A bundle's featurizer pickled before burst_days / small_ratio and the activity group existed (groups = the
-    three old ones) loads, outputs the columns it was fitted with, and replays them."""
-    old = BehaviourFeatures(groups=("amount", "customer_fraud", "terminal")).fit(world)
-    del old.burst_days, old.small_ratio
-    old = pickle.loads(pickle.dumps(old))
-    assert "burst_days" not in old.__dict__ and not any("EXCESS" in n for n in old.feature_names_)
-    X = old.transform(world)
-    full = BehaviourFeatures().fit(world).transform(world)
-    np.testing.assert_array_equal(X.to_numpy(), full[old.feature_names_].to_numpy())
