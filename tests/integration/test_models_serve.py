@@ -95,7 +95,8 @@ def _wait(port: int, proc: subprocess.Popen, limit: float = 180) -> None:
     raise AssertionError("mlflow models serve did not answer /ping")
 
 
-def test_rest_with_fresh_history_equals_fraud_score_on_1000_events(store, tmp_path):
+def _fraud_score(store, tmp_path: Path) -> pd.DataFrame:
+    """`fraud score` on the whole world (history and query) with the registered version: the query's rows."""
     from fraud.cli import main
 
     uri, root, world, query, version = store
@@ -104,7 +105,12 @@ def test_rest_with_fresh_history_equals_fraud_score_on_1000_events(store, tmp_pa
                                   f"models:/{NAME}/{version}", "--out", str(tmp_path / "s.parquet")],
                            env={"MLFLOW_TRACKING_URI": uri}, catch_exceptions=False)
     assert r.exit_code == 0, r.output
-    expected = pd.read_parquet(tmp_path / "s.parquet").set_index("tx_id").loc[query["tx_id"]]
+    return pd.read_parquet(tmp_path / "s.parquet").set_index("tx_id").loc[query["tx_id"]]
+
+
+def test_rest_with_fresh_history_equals_fraud_score_on_1000_events(store, tmp_path):
+    uri, root, world, query, version = store
+    expected = _fraud_score(store, tmp_path)
     got = _served_scores(uri, root, query, {"history": "fresh"})
     diff = np.abs(got["score"].to_numpy() - expected["score"].to_numpy())
     print(f"mlflow models serve vs fraud score on {len(query)} events: max |score difference| {diff.max():.3g}")
@@ -118,18 +124,12 @@ def test_rest_with_fresh_history_equals_fraud_score_on_1000_events(store, tmp_pa
 def test_rest_from_a_rebuilt_virtualenv_equals_fraud_score(store, tmp_path):
     """`--env-manager virtualenv`: MLflow builds a fresh environment from the logged requirements and code paths
     (pyenv and virtualenv on PATH), so the scores prove the model carries everything it needs."""
-    from fraud.cli import main
-
     uri, root, world, query, version = store
-    world.to_parquet(tmp_path / "world.parquet", index=False)
-    r = CliRunner().invoke(main, ["score", "--data", str(tmp_path / "world.parquet"), "--model",
-                                  f"models:/{NAME}/{version}", "--out", str(tmp_path / "s.parquet")],
-                           env={"MLFLOW_TRACKING_URI": uri}, catch_exceptions=False)
-    assert r.exit_code == 0, r.output
-    expected = pd.read_parquet(tmp_path / "s.parquet").set_index("tx_id").loc[query["tx_id"]]
+    expected = _fraud_score(store, tmp_path)
     got = _served_scores(uri, root, query, {"history": "fresh"}, env_manager="virtualenv",
                          path=os.environ.get("PATH", "/usr/bin:/bin"), limit=3000,
-                         extra_env={"PIP_RETRIES": os.environ.get("PIP_RETRIES", "0")})  # no route to the torch index here: fail fast
+                         # no route to the CPU torch index here: pip fails fast on it instead of retrying
+                         extra_env={"PIP_RETRIES": os.environ.get("PIP_RETRIES", "0")})
     diff = np.abs(got["score"].to_numpy() - expected["score"].to_numpy())
     print(f"mlflow models serve (virtualenv) vs fraud score on {len(query)} events: max difference {diff.max():.3g}")
     assert diff.max() < 1e-9
