@@ -6,12 +6,12 @@ split), ``fraud.evasion.inject`` adds the five tactics from ``start`` on for two
 is scored online by the bundle. Reported per tactic: recall of the current model over the two weeks
 and in week 2, of the book-feature random forest (``benchmarks.worlds.baseline_scores``), of the model
 retrained at ``start + 7 d`` with the first week's labels known after one day (the cheap
-adaptation; none after; score week 2), and, when ``benchmarks.loop`` is importable, of its full loop in week 2.
+adaptation; none after; score week 2), and of ``benchmarks.loop``'s full loop in week 2 (unless ``loop=False``).
 """
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -32,7 +32,7 @@ class EvasionConfig:
     delay_days: int = 7
     budget: int | None = None  # cards alerted a day; default: 1 % of the customers, at least 5
     scale: float = 1.0  # fraudsters' activity (fraud.evasion.inject)
-    loop: bool = True  # run benchmarks.loop's full arm when it is importable
+    loop: bool = True  # also run benchmarks.loop's full arm (the slow part)
     train: dict = field(default_factory=dict)  # fraud.training.TrainConfig overrides
 
     def card_budget(self) -> int:
@@ -71,14 +71,11 @@ def adapted_scores(df: pd.DataFrame, start: pd.Timestamp, train_kw: dict) -> np.
     return pipeline_scores(known, cut, kw)[0]
 
 
-def loop_recall(df: pd.DataFrame, start: pd.Timestamp, cfg: EvasionConfig, say) -> tuple[dict | None, str]:
-    """Week-2 recall per tactic of ``benchmarks.loop``'s full arm run from ``start``; (None, why) without it."""
-    try:
-        from benchmarks.loop import LoopConfig, run_arm
-    except ImportError as e:
-        return None, f"loop: not available ({e})"
-    names = {f.name for f in fields(LoopConfig)}
-    kw = {k: v for k, v in (("budget", cfg.card_budget()), ("train_kw", dict(cfg.train))) if k in names and v}
+def loop_recall(df: pd.DataFrame, start: pd.Timestamp, cfg: EvasionConfig, say) -> tuple[dict, str]:
+    """Week-2 recall per tactic of ``benchmarks.loop``'s full arm run from ``start``, and the note naming it."""
+    from benchmarks.loop import LoopConfig, run_arm
+
+    kw = {"budget": cfg.card_budget()} | ({"train_kw": dict(cfg.train)} if cfg.train else {})
     res = run_arm(df, start, WEEKS, "full", LoopConfig(**kw), say=say)
     week = res["weeks"][WEEKS - 1]["by_scenario"]
     return _by_tactic({str(k): float(v) for k, v in week.items()}), "loop: full arm, week 2"

@@ -24,12 +24,12 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--budget", default=None, type=int, help="Cards alerted a day [default: 1 % of the customers, >= 5].")
     @click.option("--scale", default=1.0, show_default=True, type=float, help="Fraudsters' activity multiplier.")
     @click.option("--loop/--no-loop", default=True, show_default=True,
-                  help="Also run benchmarks.loop's full arm for two weeks (when it is available).")
+                  help="Also run benchmarks.loop's full arm for two weeks.")
     @click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
     def bench_evasion(**kw):
         """Per random world with fraud.evasion's five tactics injected after the training window: recall at the
         card budget per tactic of the current model, of the book's random forest, of the model retrained with the
-        first week's labels (week 2), and of the full loop in week 2 (benchmarks.loop, when available)."""
+        first week's labels (week 2), and of the full loop in week 2 (benchmarks.loop)."""
         from benchmarks.evasion import EvasionConfig, run_evasion, table
 
         cfg = EvasionConfig(seeds=_seeds(kw["seeds"]), customers=kw["customers"], terminals=kw["terminals"],

@@ -1,5 +1,5 @@
 """``fraud bench evasion`` on a tiny world: the result's structure and invariants (not the goals), the loop part
-against ``benchmarks.loop``'s API (skipped only when that module cannot be imported), no label leak after week 1."""
+against ``benchmarks.loop``'s API, no label leak after week 1."""
 from __future__ import annotations
 
 import math
@@ -15,14 +15,6 @@ pytestmark = pytest.mark.slow
 
 ARMS = ("current", "current_week2", "forest", "retrained_week1_labels", "loop_week2")
 TINY = {"featurizers": ("tabular", "behaviour", "collusion"), "unsupervised": ("hbos",)}
-
-
-def _loop_import_error():
-    try:
-        import benchmarks.loop  # noqa: F401
-    except ImportError as e:
-        return str(e)
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +48,8 @@ def test_structure_and_invariants(result):
                                "below_0.5_after_adaptation"}
 
 
-def test_loop_part_reports_week2_per_tactic_or_why_not(result):
-    why = _loop_import_error()
+def test_loop_part_reports_week2_per_tactic(result):
     (w,) = result["worlds"]
-    if why is not None:
-        assert result["loop"].startswith("loop: not available") and w["recall"]["loop_week2"] is None
-        assert result["summary"]["goals"]["loop_week2_recall_ge_0.5_every_tactic"] is None
-        pytest.skip(f"loop: not available ({why})")
     assert set(w["recall"]["loop_week2"]) == set(TACTICS.values())
     assert all(_ok(v) for v in w["recall"]["loop_week2"].values())
 
