@@ -238,6 +238,14 @@ def explain(code: str) -> Reason:
         return Reason(code, SEQUENCE, "pairing", 1, "sequence embedding")
     if code in PLAIN:
         return Reason(code, PLAIN[code], "other", 1, code)
+    if code.startswith("feature:"):  # a cluster's grouped code (clusters.reason_code): the feature, no value
+        r = explain(code[len("feature:"):])
+        return Reason(code, r.text, r.kind, r.strength, r.family)
+    if code.startswith("detector:"):  # grouped, no score: the detector's sentence without it
+        name = code[len("detector:"):]
+        tmpl = DETECTORS.get(name, "flagged by the " + name + " detector ({s})")
+        text = tmpl.replace(" ({s})", "").replace(" {s})", ")")
+        return Reason(code, text, "detector", 1, "detector")
     worded = _word(code, True, None, None)  # a bare feature name (e.g. the IForest bench): no value to quote
     if worded is not None:
         w = re.search(r"_(\d+)D(?:AY_WINDOW)?$", code)

@@ -43,3 +43,15 @@ def test_every_behaviour_feature_is_worded():
     t = texts(["feature:BH_C_NB_SMALL_7D high (4.00 vs p99 1.00)", "feature:BH_T_TX_EXCESS_1D high (3.2 vs p99 1.5)"])
     assert t == ["4 unusually small amounts on this card in 7 days (card testing?)",
                  "terminal busier in the last 1 day than its own usual rate (3.2 standard deviations above): compromise?"]
+
+
+def test_cluster_grouped_codes_are_worded():
+    """A cluster's reasons are grouped codes without values (clusters.reason_code): they read as words too."""
+    from fraud.review.reasons import PAIRING, explain, words
+
+    assert explain("feature:g_t1").text == PAIRING
+    assert explain("detector:autoencoder").text == "unusual combination of this transaction's features (autoencoder)"
+    assert explain("detector:newdet").text == "flagged by the newdet detector"
+    for code in ("feature:BH_T_KNOWN_FRAUD_7D", "feature:BH_T_DAYS_SINCE_FIRST_FRAUD", "detector:iforest"):
+        text = words([code], top=1)[0].text
+        assert "feature:" not in text and "detector:" not in text and "_" not in text, text
