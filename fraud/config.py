@@ -20,6 +20,12 @@ def default_artifact_root() -> str:
     return str(MLFLOW_DIR / "artifacts")
 
 
+#: environment variables read as text by Settings.from_env, and the field each sets
+_TEXT_ENV = {"MLFLOW_TRACKING_URI": "tracking_uri", "FRAUD_ARTIFACT_ROOT": "artifact_root",
+             "FRAUD_ALERTS_DB": "alerts_db", "FRAUD_REVIEW_TOKEN": "review_token",
+             "FRAUD_REVIEW_SECRET": "review_secret", "FRAUD_BUNDLE_KEY": "bundle_key", "FRAUD_ARCHIVE": "archive"}
+
+
 @dataclass(frozen=True)
 class Settings:
     feedback_delay_days: int = 7
@@ -43,21 +49,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict | None = None, **overrides) -> "Settings":
         env = os.environ if env is None else env
-        kw: dict = {}
-        if env.get("MLFLOW_TRACKING_URI"):
-            kw["tracking_uri"] = env["MLFLOW_TRACKING_URI"]
-        if env.get("FRAUD_ARTIFACT_ROOT"):
-            kw["artifact_root"] = env["FRAUD_ARTIFACT_ROOT"]
-        if env.get("FRAUD_ALERTS_DB"):
-            kw["alerts_db"] = env["FRAUD_ALERTS_DB"]
-        if env.get("FRAUD_REVIEW_TOKEN"):
-            kw["review_token"] = env["FRAUD_REVIEW_TOKEN"]
-        if env.get("FRAUD_REVIEW_SECRET"):
-            kw["review_secret"] = env["FRAUD_REVIEW_SECRET"]
-        if env.get("FRAUD_BUNDLE_KEY"):
-            kw["bundle_key"] = env["FRAUD_BUNDLE_KEY"]
-        if env.get("FRAUD_ARCHIVE"):
-            kw["archive"] = env["FRAUD_ARCHIVE"]
+        kw: dict = {name: env[key] for key, name in _TEXT_ENV.items() if env.get(key)}
         for name, key, conv in (
             ("feedback_delay_days", "FRAUD_FEEDBACK_DELAY_DAYS", int),
             ("alert_budget_per_day", "FRAUD_ALERT_BUDGET", int),
