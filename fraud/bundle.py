@@ -21,8 +21,6 @@ test; training and evaluation use it for speed.
 Reasons: by default (``explain="alerts"``) reason codes are computed for alerted rows only (the
 detector's ``explain`` is the costly part of scoring); ``explain="all"`` explains every row,
 ``explain="none"`` none. Rows without reasons share one empty list: treat ``reasons`` as read-only.
-Speed (``fraud bench score``): the detector gets a float matrix, BLAS runs on one thread, and the result
-columns are built without per-row objects.
 
 Drift: ``drift_profile`` is the training window's reference (``fraud.drift``, recorded by training); the stream
 scorer sets ``observer`` to count each scored micro-batch's features and scores against it (not pickled).

@@ -22,8 +22,7 @@ Fusion: each detector's raw score is rank-normalised against its own training-sc
 (``fusion.RankNormalizer``, so it lies in [0, 1]); then ``combine``:
 
 * ``"auto"`` (default): ``"stack"`` when the supervised head is trained, else ``"mean"``.
-* ``"stack"``: the supervised head sees the features plus the normalised unsupervised scores
-  (unsupervised scores as features); its fraud probability is the final score.
+* ``"stack"``: the head sees the features plus the normalised unsupervised scores; its probability is the score.
 * ``"mean"`` / ``"max"``: mean / max of the normalised scores (the supervised head's normalised
   probability is one more input when it is trained).
 * ``"logistic"``: a non-negative logistic combiner fitted on the labelled rows over the normalised
