@@ -37,12 +37,18 @@ class EvasionConfig:
     scale: float = 1.0  # fraudsters' activity (fraud.evasion.inject)
     loop: bool = True  # also run benchmarks.loop's full arm (the slow part)
     train: dict = field(default_factory=dict)  # fraud.training.TrainConfig overrides
+    activity_alarm: bool = False  # every arm's model under fraud.detectors.activity (TrainConfig.activity_alarm)
 
     def card_budget(self) -> int:
         return int(self.budget) if self.budget else max(5, self.customers // 100)
 
     def cases_per_day(self) -> int:
         return int(self.cases) if self.cases else self.card_budget()
+
+    def train_kw(self, default: dict | None = None) -> dict:
+        """``train`` (or ``default`` when it is empty) with the activity alarm switch."""
+        kw = dict(self.train or default or {})
+        return kw | {"activity_alarm": True} if self.activity_alarm else kw
 
 
 def _by_tactic(rec: dict) -> dict:
@@ -79,10 +85,9 @@ def adapted_scores(df: pd.DataFrame, start: pd.Timestamp, train_kw: dict) -> np.
 
 def loop_recall(df: pd.DataFrame, start: pd.Timestamp, cfg: EvasionConfig, say) -> tuple[dict, str]:
     """Week-2 recall per tactic of ``benchmarks.loop``'s full arm run from ``start``, and the note naming it."""
-    from benchmarks.loop import LoopConfig, run_arm
+    from benchmarks.loop import FAST_TRAIN, LoopConfig, run_arm
 
-    kw = {"budget": cfg.card_budget(), "cases_per_day": cfg.cases_per_day()}
-    kw |= {"train_kw": dict(cfg.train)} if cfg.train else {}
+    kw = {"budget": cfg.card_budget(), "cases_per_day": cfg.cases_per_day(), "train_kw": cfg.train_kw(FAST_TRAIN)}
     res = run_arm(df, start, WEEKS, "full", LoopConfig(**kw), say=say)
     week = res["weeks"][WEEKS - 1]["by_scenario"]
     return _by_tactic({str(k): float(v) for k, v in week.items()}), "loop: full arm, week 2"
@@ -119,9 +124,9 @@ def run_world(seed: int, cfg: EvasionConfig, say=lambda s: None) -> dict:
     if min(n.values()) == 0:
         raise ConfigError(f"bench evasion: world {seed} has no rows of tactics {[k for k, v in n.items() if not v]}")
     budget = cfg.card_budget()
-    ours = pipeline_scores(df, start, cfg.train)[0]
+    ours = pipeline_scores(df, start, cfg.train_kw())[0]
     forest = baseline_scores(df, start, cfg.delay_days)
-    adapted = adapted_scores(df, start, cfg.train)
+    adapted = adapted_scores(df, start, cfg.train_kw())
     loop, loop_note = loop_recall(df, start, cfg, say) if cfg.loop else (None, "loop: not run (--no-loop)")
     rec = {"current": _recall(df[test], ours[test], budget), "current_week2": _recall(df[week2], ours[week2], budget),
            "forest": _recall(df[test], forest[test], budget),

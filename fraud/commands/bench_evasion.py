@@ -27,6 +27,8 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--scale", default=1.0, show_default=True, type=float, help="Fraudsters' activity multiplier.")
     @click.option("--loop/--no-loop", default=True, show_default=True,
                   help="Also run benchmarks.loop's full arm for two weeks.")
+    @click.option("--activity-alarm", is_flag=True,
+                  help="Train every arm's model with the label-free activity alarm (fraud.detectors.activity).")
     @click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
     def bench_evasion(**kw):
         """Per random world with fraud.evasion's five tactics injected after the training window: recall at the
@@ -37,7 +39,7 @@ def register(main: click.Group, bench: click.Group) -> None:
 
         cfg = EvasionConfig(seeds=_seeds(kw["seeds"]), customers=kw["customers"], terminals=kw["terminals"],
                             train_days=kw["train_days"], budget=kw["budget"], cases=kw["cases"],
-                            scale=kw["scale"], loop=kw["loop"])
+                            scale=kw["scale"], loop=kw["loop"], activity_alarm=kw["activity_alarm"])
         say = (lambda s: None) if kw["as_json"] else (lambda s: click.echo(s, err=True))
         res = run_evasion(cfg, say=say)
         click.echo(json.dumps(res) if kw["as_json"] else table(res))
