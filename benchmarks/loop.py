@@ -313,7 +313,7 @@ def oracle_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, budget: 
     """The ceiling beside :func:`run_arm`'s arms, in their shape (weeks, patterns; no retrains): each loop day the
     ``budget`` cards with the most frauds alerted (``benchmarks.oracle.budget_oracle``, ties at random by ``seed``).
     ``pattern_first``: per pattern new in the loop, its recall per week when its own frauds are ranked first (no
-    ranking catches more of it)."""
+    ranking catches more of it). Its AP is nan: it ranks card-days, not transactions."""
     from benchmarks.oracle import budget_oracle
 
     t0 = time.perf_counter()
@@ -342,7 +342,8 @@ def oracle_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, budget: 
         hit = alerted(m)
         first[s] = {int(w): float(hit[m & (frame["day"].to_numpy() // 7 == w)].mean())
                     for w in np.unique(frame.loc[m, "day"].to_numpy() // 7)}
-    return {"arm": "oracle", "weeks": weekly(frame), "patterns": patterns, "pattern_first": first, "retrains": [],
+    weeks = [{**w, "ap": float("nan")} for w in weekly(frame)]
+    return {"arm": "oracle", "weeks": weeks, "patterns": patterns, "pattern_first": first, "retrains": [],
             "days": [], "final_version": "oracle", "seconds": round(time.perf_counter() - t0, 1)}
 
 
