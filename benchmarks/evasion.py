@@ -137,7 +137,8 @@ def run_world(seed: int, cfg: EvasionConfig, say=lambda s: None) -> dict:
     cards = df[test].groupby(df.loc[test, "timestamp"].dt.floor("D"))["customer_id"].nunique()
     return {"seed": int(seed), "n": int(len(df)), "n_test": int(test.sum()), "tactic_rows": n,
             "median_rank": ranks, "cards_per_day": float(cards.mean()),
-            "recall_all": {k: v["all"] for k, v in rec.items()} | {k: ceil[k]["all"] for k in ("oracle", "oracle_week2")},
+            "recall_all": {k: v["all"] for k, v in rec.items()}
+            | {k: ceil[k]["all"] for k in ("oracle", "oracle_week2")},
             "recall": {k: _by_tactic(v) for k, v in rec.items()} | {"loop_week2": loop}
             | {k: _by_tactic(v) for k, v in ceil.items()}, "loop": loop_note,
             "params": draw_params(seed), "seconds": round(time.perf_counter() - t0, 1)}
@@ -182,7 +183,8 @@ def table(res: dict) -> str:
     from fraud.evasion import TACTICS
 
     s = res["summary"]
-    lines = [f"{'mean recall at budget ' + str(res['config']['budget']):<28}" + "".join(f"{t:>18}" for t in TACTICS.values())]
+    head = f"mean recall at budget {res['config']['budget']}"
+    lines = [f"{head:<28}" + "".join(f"{t:>18}" for t in TACTICS.values())]
     for arm in ("current", "current_week2", "forest", "retrained_week1_labels", "loop_week2", "oracle",
                 "oracle_week2", "tactic_first", "tactic_first_week2"):
         row = s[arm]

@@ -88,6 +88,6 @@ def test_cli_registers_the_command_and_rejects_bad_seeds():
 
     runner = CliRunner()
     ok = runner.invoke(main, ["bench", "evasion", "--help"])
-    assert ok.exit_code == 0 and "--seeds" in ok.output and "--no-loop" in ok.output
+    assert ok.exit_code == 0 and all(o in ok.output for o in ("--seeds", "--no-loop", "--cases", "--activity-alarm"))
     bad = runner.invoke(main, ["bench", "evasion", "--seeds", "3000,x"])
     assert bad.exit_code == 2 and "'3000,x' is not a comma-separated list of integers" in bad.output

@@ -92,3 +92,14 @@ def test_evasion_ceilings_reach_one_per_tactic_at_a_covering_budget():
     low = ceilings(df, test, week2, 1, seed=11)
     assert low["oracle"]["all"] < 1.0
     assert all(low["tactic_first"][str(s)] >= low["oracle"][str(s)] for s in TACTICS)
+
+
+def test_evasion_config_scales_the_analyst_with_the_budget_and_switches_the_alarm():
+    from benchmarks.evasion import EvasionConfig
+    from benchmarks.loop import FAST_TRAIN
+
+    assert (EvasionConfig().card_budget(), EvasionConfig().cases_per_day()) == (5, 5)
+    assert EvasionConfig(budget=50).cases_per_day() == 50 and EvasionConfig(budget=50, cases=7).cases_per_day() == 7
+    assert EvasionConfig().train_kw(FAST_TRAIN) == FAST_TRAIN and EvasionConfig().train_kw() == {}
+    on = EvasionConfig(activity_alarm=True, train={"unsupervised": ("hbos",)})
+    assert on.train_kw(FAST_TRAIN) == {"unsupervised": ("hbos",), "activity_alarm": True}
