@@ -6,8 +6,9 @@ unusually small amounts (``BH_C_NB_SMALL_7D``) and a terminal's day volume again
 (``BH_T_TX_EXCESS_1D``). A row whose column lies above that column's ``quantile`` over the training rows
 outranks every row without an alarm: other scores are scaled into [0, floor], alarms lie in (floor, 1] and
 grow with the excess. ``TrainConfig(activity_alarm=True)`` puts it under the collusion alarm (collusion
-alarms still come first). Why it is off by default (it did not help on the development worlds), and the
-figures: docs/benchmarks.md, "Evasion".
+alarms still come first). It is off by default: no gain at the evasion bench's budget on the development
+worlds, and genuine bursts above the quantile cost AP on every world (figures: docs/benchmarks.md,
+"Evasion", "Activity alarm").
 """
 from __future__ import annotations
 
