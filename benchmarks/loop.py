@@ -324,15 +324,16 @@ def oracle_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, budget: 
                           "customer_id": f["customer_id"].astype(str), "label": f["label"], "scenario": f["scenario"],
                           "day": ((f["timestamp"] - train_until) // DAY).astype(int), "model_version": "oracle"})
     fraud, sc = frame["label"].to_numpy() == 1, frame["scenario"].to_numpy()
+    by_loop_day = frame.assign(timestamp=frame["timestamp"] - (train_until - train_until.floor("D")))
 
     def alerted(target=None) -> np.ndarray:
-        scored = frame.assign(score=budget_oracle(frame, target, seed=seed))
+        scored = frame.assign(score=budget_oracle(by_loop_day, target, seed=seed))
         out = np.zeros(len(frame), bool)
         for _, day in scored.groupby("day", sort=True):
             out[day.index.to_numpy()] = budget_alerts(day, budget)
         return out
 
-    frame["score"] = budget_oracle(frame, seed=seed)
+    frame["score"] = budget_oracle(by_loop_day, seed=seed)  # card-days of the loop's days (from train_until)
     frame["alerted"] = alerted()
     known = set(hist.loc[hist["label"] == 1, "scenario"].astype(int))
     patterns = pattern_timing(frame, known)
