@@ -7,6 +7,8 @@ is scored online by the bundle. Reported per tactic: recall of the current model
 and in week 2, of the book-feature random forest (``benchmarks.worlds.baseline_scores``), of the model
 retrained at ``start + 7 d`` with the first week's labels known after one day (the cheap
 adaptation; none after; score week 2), and of ``benchmarks.loop``'s full loop in week 2 (unless ``loop=False``).
+Beside them the ceilings any ranking can reach at the budget (``benchmarks.oracle.budget_oracle``): ``oracle``
+(every fraud first; both weeks and week 2) and ``tactic_first`` (the tactic's own frauds first, per tactic).
 """
 from __future__ import annotations
 
@@ -31,12 +33,22 @@ class EvasionConfig:
     train_days: int = 56
     delay_days: int = 7
     budget: int | None = None  # cards alerted a day; default: 1 % of the customers, at least 5
+    cases: int | None = None  # cases the loop's analyst decides a day; default: the budget (5 / 5 by default)
     scale: float = 1.0  # fraudsters' activity (fraud.evasion.inject)
     loop: bool = True  # also run benchmarks.loop's full arm (the slow part)
     train: dict = field(default_factory=dict)  # fraud.training.TrainConfig overrides
+    activity_alarm: bool = False  # every arm's model under fraud.detectors.activity (TrainConfig.activity_alarm)
 
     def card_budget(self) -> int:
         return int(self.budget) if self.budget else max(5, self.customers // 100)
+
+    def cases_per_day(self) -> int:
+        return int(self.cases) if self.cases else self.card_budget()
+
+    def train_kw(self, default: dict | None = None) -> dict:
+        """``train`` (or ``default`` when it is empty) with the activity alarm switch."""
+        kw = dict(self.train or default or {})
+        return kw | {"activity_alarm": True} if self.activity_alarm else kw
 
 
 def _by_tactic(rec: dict) -> dict:
@@ -73,12 +85,29 @@ def adapted_scores(df: pd.DataFrame, start: pd.Timestamp, train_kw: dict) -> np.
 
 def loop_recall(df: pd.DataFrame, start: pd.Timestamp, cfg: EvasionConfig, say) -> tuple[dict, str]:
     """Week-2 recall per tactic of ``benchmarks.loop``'s full arm run from ``start``, and the note naming it."""
-    from benchmarks.loop import LoopConfig, run_arm
+    from benchmarks.loop import FAST_TRAIN, LoopConfig, run_arm
 
-    kw = {"budget": cfg.card_budget()} | ({"train_kw": dict(cfg.train)} if cfg.train else {})
+    kw = {"budget": cfg.card_budget(), "cases_per_day": cfg.cases_per_day(), "train_kw": cfg.train_kw(FAST_TRAIN)}
     res = run_arm(df, start, WEEKS, "full", LoopConfig(**kw), say=say)
     week = res["weeks"][WEEKS - 1]["by_scenario"]
     return _by_tactic({str(k): float(v) for k, v in week.items()}), "loop: full arm, week 2"
+
+
+def ceilings(df: pd.DataFrame, test: np.ndarray, week2: np.ndarray, budget: int, seed: int) -> dict:
+    """Recall at ``budget`` of ``benchmarks.oracle.budget_oracle`` over both weeks (``test``) and week 2: every
+    fraud first (``oracle``), and per tactic its own frauds first (``tactic_first``: no ranking does better on it)."""
+    from benchmarks.oracle import budget_oracle
+    from fraud.evasion import TACTICS
+
+    out = {}
+    for name, m in (("", test), ("_week2", week2)):
+        f = df[m].reset_index(drop=True)
+        fraud = f["label"].to_numpy() == 1
+        out["oracle" + name] = _recall(f, budget_oracle(f, seed=seed), budget)
+        out["tactic_first" + name] = {str(sid): _recall(f, budget_oracle(f, fraud & (f["scenario"].to_numpy() == sid),
+                                                                          seed=seed), budget)[str(sid)]
+                                      for sid in TACTICS}
+    return out
 
 
 def run_world(seed: int, cfg: EvasionConfig, say=lambda s: None) -> dict:
@@ -95,20 +124,23 @@ def run_world(seed: int, cfg: EvasionConfig, say=lambda s: None) -> dict:
     if min(n.values()) == 0:
         raise ConfigError(f"bench evasion: world {seed} has no rows of tactics {[k for k, v in n.items() if not v]}")
     budget = cfg.card_budget()
-    ours = pipeline_scores(df, start, cfg.train)[0]
+    ours = pipeline_scores(df, start, cfg.train_kw())[0]
     forest = baseline_scores(df, start, cfg.delay_days)
-    adapted = adapted_scores(df, start, cfg.train)
+    adapted = adapted_scores(df, start, cfg.train_kw())
     loop, loop_note = loop_recall(df, start, cfg, say) if cfg.loop else (None, "loop: not run (--no-loop)")
     rec = {"current": _recall(df[test], ours[test], budget), "current_week2": _recall(df[week2], ours[week2], budget),
            "forest": _recall(df[test], forest[test], budget),
            "retrained_week1_labels": _recall(df[week2], adapted[week2], budget)}
+    ceil = ceilings(df, test, week2, budget, seed)
     ranks = {"current": median_rank(df[test], ours[test]), "forest": median_rank(df[test], forest[test]),
              "retrained_week1_labels": median_rank(df[week2], adapted[week2])}
     cards = df[test].groupby(df.loc[test, "timestamp"].dt.floor("D"))["customer_id"].nunique()
     return {"seed": int(seed), "n": int(len(df)), "n_test": int(test.sum()), "tactic_rows": n,
             "median_rank": ranks, "cards_per_day": float(cards.mean()),
-            "recall_all": {k: v["all"] for k, v in rec.items()},
-            "recall": {k: _by_tactic(v) for k, v in rec.items()} | {"loop_week2": loop}, "loop": loop_note,
+            "recall_all": {k: v["all"] for k, v in rec.items()}
+            | {k: ceil[k]["all"] for k in ("oracle", "oracle_week2")},
+            "recall": {k: _by_tactic(v) for k, v in rec.items()} | {"loop_week2": loop}
+            | {k: _by_tactic(v) for k, v in ceil.items()}, "loop": loop_note,
             "params": draw_params(seed), "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -128,7 +160,9 @@ def summary(worlds: list) -> dict:
                     all(v >= 0.5 for v in out["loop_week2"]["mean"].values()),
                     "retrained_week2_recall_ge_0.5_every_tactic":
                     all(v >= 0.5 for v in out["retrained_week1_labels"]["mean"].values()),
-                    "below_0.5_after_adaptation": sorted(k for k, v in adapted["mean"].items() if not v >= 0.5)}
+                    "below_0.5_after_adaptation": sorted(k for k, v in adapted["mean"].items() if not v >= 0.5),
+                    "oracle_week2_ge_0.5_every_tactic": all(v >= 0.5 for v in out["oracle_week2"]["mean"].values()),
+                    "oracle_week2_below_0.5": sorted(k for k, v in out["oracle_week2"]["mean"].items() if not v >= 0.5)}
     return out
 
 
@@ -149,8 +183,10 @@ def table(res: dict) -> str:
     from fraud.evasion import TACTICS
 
     s = res["summary"]
-    lines = [f"{'arm (mean recall at budget)':<28}" + "".join(f"{t:>18}" for t in TACTICS.values())]
-    for arm in ("current", "current_week2", "forest", "retrained_week1_labels", "loop_week2"):
+    head = f"mean recall at budget {res['config']['budget']}"
+    lines = [f"{head:<28}" + "".join(f"{t:>18}" for t in TACTICS.values())]
+    for arm in ("current", "current_week2", "forest", "retrained_week1_labels", "loop_week2", "oracle",
+                "oracle_week2", "tactic_first", "tactic_first_week2"):
         row = s[arm]
         lines.append(f"{arm:<28}" + ("".join(f"{row['mean'][t]:>18.2f}" for t in TACTICS.values()) if row
                                      else f"{res['loop']:>18}"))

@@ -10,7 +10,9 @@ trained on everything seen so far (``fraud.training.train``) and goes through ``
 (``fraud.training.gate``, without the MLflow registry); a promoted bundle scores from the next day on, its state
 warmed as the stream scorer warms a swapped model. Arms (:func:`run_arm`): ``frozen`` (never retrained),
 ``no_labels`` (retrained with the labels of the initial window only; with no labelled window to gate on it is
-promoted by schedule), ``full`` (analyst labels, gated). Figures and definitions: docs/benchmarks.md.
+promoted by schedule), ``full`` (analyst labels, gated). Beside them :func:`oracle_arm`, the ceiling of recall at
+the budget (``benchmarks.oracle.budget_oracle``: every fraud first; per new pattern, that pattern first).
+Figures and definitions: docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -307,6 +309,45 @@ def pattern_timing(frame: pd.DataFrame, known: set) -> dict:
     return out
 
 
+def oracle_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, budget: int, seed: int = 0) -> dict:
+    """The ceiling beside :func:`run_arm`'s arms, in their shape (weeks, patterns; no retrains): each loop day the
+    ``budget`` cards with the most frauds alerted (``benchmarks.oracle.budget_oracle``, ties at random by ``seed``).
+    ``pattern_first``: per pattern new in the loop, its recall per week when its own frauds are ranked first (no
+    ranking catches more of it). Its AP is nan: it ranks card-days, not transactions."""
+    from benchmarks.oracle import budget_oracle
+
+    t0 = time.perf_counter()
+    train_until = pd.Timestamp(train_until)
+    df = _check(df, train_until, weeks, "frozen")
+    hist, f = df[df["timestamp"] < train_until], df[df["timestamp"] >= train_until].reset_index(drop=True)
+    frame = pd.DataFrame({"tx_id": f["tx_id"].astype(str), "timestamp": f["timestamp"],
+                          "customer_id": f["customer_id"].astype(str), "label": f["label"], "scenario": f["scenario"],
+                          "day": ((f["timestamp"] - train_until) // DAY).astype(int), "model_version": "oracle"})
+    fraud, sc = frame["label"].to_numpy() == 1, frame["scenario"].to_numpy()
+    by_loop_day = frame.assign(timestamp=frame["timestamp"] - (train_until - train_until.floor("D")))
+
+    def alerted(target=None) -> np.ndarray:
+        scored = frame.assign(score=budget_oracle(by_loop_day, target, seed=seed))
+        out = np.zeros(len(frame), bool)
+        for _, day in scored.groupby("day", sort=True):
+            out[day.index.to_numpy()] = budget_alerts(day, budget)
+        return out
+
+    frame["score"] = budget_oracle(by_loop_day, seed=seed)  # card-days of the loop's days (from train_until)
+    frame["alerted"] = alerted()
+    known = set(hist.loc[hist["label"] == 1, "scenario"].astype(int))
+    patterns = pattern_timing(frame, known)
+    first = {}
+    for s in patterns:
+        m = fraud & (sc == s)
+        hit = alerted(m)
+        first[s] = {int(w): float(hit[m & (frame["day"].to_numpy() // 7 == w)].mean())
+                    for w in np.unique(frame.loc[m, "day"].to_numpy() // 7)}
+    weeks = [{**w, "ap": float("nan")} for w in weekly(frame)]
+    return {"arm": "oracle", "weeks": weeks, "patterns": patterns, "pattern_first": first, "retrains": [],
+            "days": [], "final_version": "oracle", "seconds": round(time.perf_counter() - t0, 1)}
+
+
 # -- the bench ----------------------------------------------------------------------------------------
 @dataclass
 class BenchConfig:
@@ -372,6 +413,7 @@ def run_loop(cfg: BenchConfig, say=lambda s: None) -> dict:
         res = run_arm(df, split, cfg.weeks - cfg.train_weeks, arm, lc, say=say, initial=init)
         arms[name] = res
         say(f"{name}: " + " ".join(f"{w['recall']:.2f}" for w in res["weeks"]) + f" ({res['seconds']} s)")
+    arms["oracle"] = oracle_arm(df, split, cfg.weeks - cfg.train_weeks, cfg.loop.budget, seed=cfg.loop.seed)
     names = {int(k): v for k, v in PATTERNS.items()}
     return {"config": {**asdict(cfg), "loop": asdict(cfg.loop)}, "world": spec, "train_until": str(split),
             "onset_week": cfg.onset_weeks, "pattern_names": names, "arms": arms, "skipped_arms": skipped,
@@ -397,6 +439,17 @@ def _median_days(res: dict, key: str) -> float:
     return float(np.median([np.inf if v is None else v for v in vals])) if vals else float("nan")
 
 
+def _pattern_first(res: dict, onset_week: int) -> dict:
+    """Per new pattern: its recall pooled over the weeks from ``onset_week`` when it is ranked first (oracle arm)."""
+    out = {}
+    for s, by_week in res["pattern_first"].items():
+        got = [(by_week[w["week"]], w["n_by_scenario"][s]) for w in res["weeks"]
+               if w["week"] >= onset_week and w["week"] in by_week]
+        k = sum(m for _, m in got)
+        out[s] = sum(r * m for r, m in got) / k if k else float("nan")
+    return out
+
+
 def summary(arms: dict, onset_week: int) -> dict:
     """Per arm: recall after the onset, new-pattern recall, median days to first alert and to 50 % recall; the
     issue's goals for the full loop against the frozen model."""
@@ -404,6 +457,9 @@ def summary(arms: dict, onset_week: int) -> dict:
                   "median_days_to_half_recall": _median_days(res, "days_to_half_recall"),
                   "promotions": sum(r["promote"] for r in res["retrains"]), "retrains": len(res["retrains"])}
            for name, res in arms.items()}
+    for name, res in arms.items():
+        if "pattern_first" in res:
+            out[name]["pattern_first_after_onset"] = _pattern_first(res, onset_week)
     goals = {}
     if "full" in out and "frozen" in out:
         f, z = out["full"], out["frozen"]
@@ -412,6 +468,9 @@ def summary(arms: dict, onset_week: int) -> dict:
         goals["new_pattern_recall_gain"] = f["new_pattern_recall"] - z["new_pattern_recall"]
         goals["median_days_to_first_alert_le_2"] = bool(f["median_days_to_first_alert"] <= 2)
         goals["median_days_to_half_recall_le_10"] = bool(f["median_days_to_half_recall"] <= 10)
+    if "oracle" in out and "frozen" in out:
+        goals["oracle_recall_after_onset"] = out["oracle"]["recall"]
+        goals["largest_possible_gain_over_frozen"] = out["oracle"]["recall"] - out["frozen"]["recall"]
     if "full" in out and "full_fresh" in out:
         fresh, full = out["full_fresh"], out["full"]
         goals["fresh_new_pattern_recall_gain"] = fresh["new_pattern_recall"] - full["new_pattern_recall"]
@@ -434,5 +493,7 @@ def table(res: dict) -> str:
         lines.append(f"{name:>10}: recall after onset {s['recall']:.3f}, new patterns {s['new_pattern_recall']:.3f}, "
                      f"median days to first alert {s['median_days_to_first_alert']}, to 50 % "
                      f"{s['median_days_to_half_recall']}, promoted {s['promotions']}/{s['retrains']}")
+    for s, r in res["summary"]["arms"].get("oracle", {}).get("pattern_first_after_onset", {}).items():
+        lines.append(f"{'oracle':>10}: {names.get(int(s), s)} ranked first, recall after onset {r:.3f}")
     lines.append(f"goals {res['summary']['goals']}; skipped {res['skipped_arms'] or 'none'}")
     return "\n".join(lines)

@@ -7,6 +7,9 @@ known compromise under the feedback delay) and every other transaction after the
 ``oracle-unsupervised`` (no label at all) only scenarios 1 and 3. Importing this module registers both in
 :data:`benchmarks.handbook.MODELS` (not among the defaults). Why they bound every model, and the figures:
 docs/benchmarks.md ("Ceilings of the handbook benchmark").
+
+:func:`budget_oracle` is the ceiling of recall at a daily card budget (``fraud bench evasion`` and ``loop``):
+each day the cards with the most frauds (or rows of one tactic) first, ties at random with a fixed seed.
 """
 from __future__ import annotations
 
@@ -81,3 +84,27 @@ def oracle(train: pd.DataFrame, test: pd.DataFrame, history: pd.DataFrame) -> np
 def oracle_unsupervised(train: pd.DataFrame, test: pd.DataFrame, history: pd.DataFrame) -> np.ndarray:
     """The label-free ceiling (module doc)."""
     return _ranked(evidence(test, history, labels=False))
+
+
+def budget_oracle(frame: pd.DataFrame, target=None, seed: int = 0) -> np.ndarray:
+    """Per row of ``frame`` (timestamp, customer_id, label): its card-day's count of ``target`` rows (default: the
+    frauds; a boolean mask per row otherwise) plus a random tie-break in [0, 1) drawn per card-day from ``seed``.
+    Alerting each UTC day's ``budget`` cards with the highest score (``fraud.evaluate.recall_at_budget``,
+    ``benchmarks.loop.budget_alerts``) then catches the most ``target`` rows any ranking can: the ceiling of
+    recall at budget, for the whole target when ranked by it."""
+    from fraud.features.tabular import DAY_NS, timestamps_ns
+
+    missing = [c for c in ("timestamp", "customer_id", "label") if c not in frame.columns]
+    if missing:
+        raise ConfigError(f"budget oracle: the frame lacks column(s) {missing}; present: {list(frame.columns)}")
+    hit = frame["label"].to_numpy() == 1 if target is None else np.asarray(target, dtype=bool)
+    if hit.shape != (len(frame),):
+        raise ConfigError(f"budget oracle: target has shape {hit.shape}, the frame {len(frame)} rows")
+    if not len(frame):
+        return np.zeros(0)
+    keys = pd.DataFrame({"day": np.floor_divide(timestamps_ns(frame["timestamp"]), DAY_NS),
+                         "card": frame["customer_id"].astype(str).to_numpy()})
+    codes = keys.groupby(["day", "card"], sort=True).ngroup().to_numpy()
+    n = int(codes.max()) + 1
+    count = np.bincount(codes, weights=hit.astype(float), minlength=n)
+    return (count + np.random.default_rng(seed).random(n))[codes]

@@ -22,18 +22,24 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--terminals", default=1000, show_default=True, type=int)
     @click.option("--train-days", default=56, show_default=True, type=int, help="Days before the tactics start.")
     @click.option("--budget", default=None, type=int, help="Cards alerted a day [default: 1 % of the customers, >= 5].")
+    @click.option("--cases", default=None, type=int,
+                  help="Cases the loop's analyst decides a day [default: the budget].")
     @click.option("--scale", default=1.0, show_default=True, type=float, help="Fraudsters' activity multiplier.")
     @click.option("--loop/--no-loop", default=True, show_default=True,
                   help="Also run benchmarks.loop's full arm for two weeks.")
+    @click.option("--activity-alarm", is_flag=True,
+                  help="Train every arm's model with the label-free activity alarm (fraud.detectors.activity).")
     @click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
     def bench_evasion(**kw):
         """Per random world with fraud.evasion's five tactics injected after the training window: recall at the
         card budget per tactic of the current model, of the book's random forest, of the model retrained with the
-        first week's labels (week 2), and of the full loop in week 2 (benchmarks.loop)."""
+        first week's labels (week 2), and of the full loop in week 2 (benchmarks.loop); beside them the ceilings
+        any ranking reaches at the budget (oracle: every fraud first; tactic_first: the tactic's own first)."""
         from benchmarks.evasion import EvasionConfig, run_evasion, table
 
         cfg = EvasionConfig(seeds=_seeds(kw["seeds"]), customers=kw["customers"], terminals=kw["terminals"],
-                            train_days=kw["train_days"], budget=kw["budget"], scale=kw["scale"], loop=kw["loop"])
+                            train_days=kw["train_days"], budget=kw["budget"], cases=kw["cases"],
+                            scale=kw["scale"], loop=kw["loop"], activity_alarm=kw["activity_alarm"])
         say = (lambda s: None) if kw["as_json"] else (lambda s: click.echo(s, err=True))
         res = run_evasion(cfg, say=say)
         click.echo(json.dumps(res) if kw["as_json"] else table(res))

@@ -96,6 +96,13 @@ def under_collusion_alarm(det, Xtr: pd.DataFrame):
     return CollusionAlarm(det).fit(Xtr)
 
 
+def under_activity_alarm(det, Xtr: pd.DataFrame):
+    """``det`` under the label-free activity alarm (``fraud.detectors.activity``), fitted on the training rows."""
+    from fraud.detectors.activity import ActivityAlarm
+
+    return ActivityAlarm(det).fit(Xtr)
+
+
 def row_scores(det, X: pd.DataFrame, in_train: np.ndarray):
     """``scores(mask)``: the detector's scores (clipped to [0, 1]) of the rows ``mask`` of ``X``. The
     ensemble's training scores (``decision_scores_``, PyOD contract) are reused for training rows."""

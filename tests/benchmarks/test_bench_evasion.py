@@ -14,6 +14,7 @@ from fraud.evasion import TACTICS
 pytestmark = pytest.mark.slow
 
 ARMS = ("current", "current_week2", "forest", "retrained_week1_labels", "loop_week2")
+CEILINGS = ("oracle", "tactic_first", "oracle_week2", "tactic_first_week2")
 TINY = {"featurizers": ("tabular", "behaviour", "collusion"), "unsupervised": ("hbos",)}
 
 
@@ -35,17 +36,31 @@ def test_structure_and_invariants(result):
     (w,) = result["worlds"]
     assert result["config"]["budget"] == 5 and w["seed"] == 3000
     assert set(w["tactic_rows"]) == set(TACTICS.values()) and min(w["tactic_rows"].values()) > 0
-    assert tuple(w["recall"]) == ARMS
-    for arm in ARMS[:4]:
+    assert tuple(w["recall"]) == ARMS + CEILINGS
+    for arm in ARMS[:4] + CEILINGS:
         assert set(w["recall"][arm]) == set(TACTICS.values()) and all(_ok(v) for v in w["recall"][arm].values())
-        assert _ok(w["recall_all"][arm])
+    assert set(w["recall_all"]) == set(ARMS[:4]) | {"oracle", "oracle_week2"}
+    assert all(_ok(v) for v in w["recall_all"].values())
     for arm, ranks in w["median_rank"].items():
         assert set(ranks) == set(TACTICS.values()) and all(r >= 1 for r in ranks.values())
     s = result["summary"]
     rounded = {k: round(v, 3) for k, v in w["recall"]["current"].items()}
     assert s["current"]["mean"] == pytest.approx(rounded, nan_ok=True)
     assert set(s["goals"]) == {"loop_week2_recall_ge_0.5_every_tactic", "retrained_week2_recall_ge_0.5_every_tactic",
-                               "below_0.5_after_adaptation"}
+                               "below_0.5_after_adaptation", "oracle_week2_ge_0.5_every_tactic",
+                               "oracle_week2_below_0.5"}
+
+
+def test_every_arm_is_under_its_ceiling(result):
+    (w,) = result["worlds"]
+    rec, every = w["recall"], w["recall_all"]
+    for arm in ARMS:
+        week2 = arm in ("current_week2", "retrained_week1_labels", "loop_week2")
+        first = rec["tactic_first_week2" if week2 else "tactic_first"]
+        assert all(v <= first[t] + 1e-12 for t, v in rec[arm].items()), arm
+        if arm in every:
+            assert every[arm] <= every["oracle_week2" if week2 else "oracle"] + 1e-12, arm
+    assert all(rec["oracle"][t] <= rec["tactic_first"][t] + 1e-12 for t in TACTICS.values())
 
 
 def test_loop_part_reports_week2_per_tactic(result):
@@ -73,6 +88,6 @@ def test_cli_registers_the_command_and_rejects_bad_seeds():
 
     runner = CliRunner()
     ok = runner.invoke(main, ["bench", "evasion", "--help"])
-    assert ok.exit_code == 0 and "--seeds" in ok.output and "--no-loop" in ok.output
+    assert ok.exit_code == 0 and all(o in ok.output for o in ("--seeds", "--no-loop", "--cases", "--activity-alarm"))
     bad = runner.invoke(main, ["bench", "evasion", "--seeds", "3000,x"])
     assert bad.exit_code == 2 and "'3000,x' is not a comma-separated list of integers" in bad.output

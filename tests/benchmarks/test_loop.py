@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.loop import (FRESH_PARAM, BenchConfig, LoopConfig, arm_setup, fresh_available, initial_bundle,
-                             loop_labels, loop_world, run_arm, summary, train_config, weekly)
+                             loop_labels, loop_world, oracle_arm, run_arm, summary, train_config, weekly)
 from fraud.errors import ConfigError
 from fraud.evaluate import recall_at_budget
 
@@ -125,3 +125,23 @@ def test_fresh_embeddings_arm_is_a_training_switch():
         with pytest.raises(ConfigError, match=FRESH_PARAM):
             train_config(lc)
     assert arm_setup("frozen", lc) == ("frozen", lc)
+
+
+def test_oracle_arm_bounds_every_arm_week_by_week(world, arms):
+    cfg, df, split, _ = world
+    oracle = oracle_arm(df, split, WEEKS, cfg.loop.budget)
+    assert [w["week"] for w in oracle["weeks"]] == list(range(WEEKS)) and oracle["retrains"] == []
+    assert set(oracle["pattern_first"]) == set(oracle["patterns"]) == set(arms["full"]["patterns"])
+    for res in arms.values():
+        for o, w in zip(oracle["weeks"], res["weeks"]):
+            assert w["recall"] <= o["recall"] + 1e-12 and o["n_fraud"] == w["n_fraud"]
+            for s, r in w["by_scenario"].items():
+                if s in oracle["pattern_first"]:
+                    assert r <= oracle["pattern_first"][s][w["week"]] + 1e-12
+    wide = oracle_arm(df, split, WEEKS, 10_000)
+    assert all(w["recall"] == 1.0 for w in wide["weeks"])
+    assert all(r == 1.0 for p in wide["pattern_first"].values() for r in p.values())
+    s = summary({**arms, "oracle": oracle}, onset_week=0)
+    assert s["goals"]["largest_possible_gain_over_frozen"] == pytest.approx(s["arms"]["oracle"]["recall"]
+                                                                           - s["arms"]["frozen"]["recall"])
+    assert set(s["arms"]["oracle"]["pattern_first_after_onset"]) == set(oracle["patterns"])

@@ -1,0 +1,83 @@
+"""Activity alarm: a label-free override for adaptive fraud the supervised head never saw (off by default).
+
+Beside the collusion alarm (``fraud.detectors.collusion``), on the "activity" columns of
+``fraud.features.behaviour``: a card's day volume against its own rate (``BH_C_TX_EXCESS_1D``), its run of
+unusually small amounts (``BH_C_NB_SMALL_7D``) and a terminal's day volume against its own rate
+(``BH_T_TX_EXCESS_1D``). A row whose column lies above that column's ``quantile`` over the training rows
+outranks every row without an alarm: other scores are scaled into [0, floor], alarms lie in (floor, 1] and
+grow with the excess. ``TrainConfig(activity_alarm=True)`` puts it under the collusion alarm (collusion
+alarms still come first). It is off by default: no gain at the evasion bench's budget on the development
+worlds, and genuine bursts above the quantile cost AP on every world (figures: docs/benchmarks.md,
+"Evasion", "Activity alarm").
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+
+from fraud.errors import ConfigError, NotFittedError
+
+COLUMNS = ("BH_C_TX_EXCESS_1D", "BH_C_NB_SMALL_7D", "BH_T_TX_EXCESS_1D")
+
+
+class ActivityAlarm(BaseEstimator):
+    """max(floor * base score, floor + (1 - floor) * (1 - 1 / (1 + e))), e = the largest excess of a column over
+    its training ``quantile`` (no alarm when no column exceeds it)."""
+
+    def __init__(self, base=None, columns: tuple = COLUMNS, quantile: float = 0.999, floor: float = 0.999):
+        self.base = base
+        self.columns = columns
+        self.quantile = quantile
+        self.floor = floor
+
+    @property
+    def feature_names_(self):
+        return self.base.feature_names_
+
+    def fit(self, X: pd.DataFrame, y=None) -> "ActivityAlarm":
+        names = [str(c) for c in X.columns]
+        missing = [c for c in self.columns if c not in names]
+        if missing:
+            raise ConfigError(f"ActivityAlarm.fit: feature column(s) {missing} are missing (the behaviour "
+                              f"featurizer's activity group)")
+        if not 0 < self.quantile <= 1 or not 0 < self.floor < 1:
+            raise ConfigError(f"ActivityAlarm: quantile={self.quantile!r} must be in (0, 1] and floor="
+                              f"{self.floor!r} in (0, 1)")
+        self.idx_ = np.array([names.index(c) for c in self.columns])
+        z = self._matrix(X)
+        self.thresholds_ = np.quantile(z, self.quantile, axis=0) if len(z) else np.zeros(len(self.columns))
+        return self
+
+    def _matrix(self, X) -> np.ndarray:
+        if isinstance(X, pd.DataFrame):
+            return np.nan_to_num(X[list(self.columns)].to_numpy(dtype=np.float64))
+        return np.nan_to_num(np.asarray(X, dtype=np.float64)[:, self.idx_])
+
+    def excess(self, X) -> np.ndarray:
+        """Per row: the largest excess of a column over its threshold (<= 0: no alarm)."""
+        if not hasattr(self, "thresholds_"):
+            raise NotFittedError("ActivityAlarm is not fitted; call fit(X) first")
+        z = self._matrix(X)
+        return (z - self.thresholds_).max(axis=1) if len(z) else np.zeros(0)
+
+    def alarm(self, X) -> np.ndarray:
+        e = self.excess(X)
+        return np.where(e > 0, self.floor + (1 - self.floor) * (1 - 1 / (1 + np.maximum(e, 0))), 0.0)
+
+    def decision_function(self, X) -> np.ndarray:
+        s = np.asarray(self.base.decision_function(X), dtype=np.float64)
+        return np.maximum(self.floor * s, self.alarm(X)) if len(s) else s
+
+    def explain(self, X, top: int = 3, **kw):
+        out = self.base.explain(X, top=top, **kw)
+        z, e = self._matrix(X), self.excess(X)
+        words = []
+        for zi, ei, r in zip(z, e, out):
+            if ei <= 0:
+                words.append(r)
+                continue
+            j = int(np.argmax(zi - self.thresholds_))
+            words.append([f"activity: {self.columns[j]} = {zi[j]:g} above its training {self.quantile:g} "
+                          f"quantile {self.thresholds_[j]:g}"] + list(r))
+        return words
