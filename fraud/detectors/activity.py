@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
-
+from fraud.detectors.override import Override
 from fraud.errors import ConfigError, NotFittedError
 
 COLUMNS = ("BH_C_TX_EXCESS_1D", "BH_C_NB_SMALL_7D", "BH_T_TX_EXCESS_1D")
 
 
-class ActivityAlarm(BaseEstimator):
+class ActivityAlarm(Override):
     """max(floor * base score, floor + (1 - floor) * (1 - 1 / (1 + e))), e = the largest excess of a column over
     its training ``quantile`` (no alarm when no column exceeds it)."""
 
@@ -30,10 +29,6 @@ class ActivityAlarm(BaseEstimator):
         self.columns = columns
         self.quantile = quantile
         self.floor = floor
-
-    @property
-    def feature_names_(self):
-        return self.base.feature_names_
 
     def fit(self, X: pd.DataFrame, y=None) -> "ActivityAlarm":
         names = [str(c) for c in X.columns]
@@ -60,14 +55,6 @@ class ActivityAlarm(BaseEstimator):
             raise NotFittedError("ActivityAlarm is not fitted; call fit(X) first")
         z = self._matrix(X)
         return (z - self.thresholds_).max(axis=1) if len(z) else np.zeros(0)
-
-    def alarm(self, X) -> np.ndarray:
-        e = self.excess(X)
-        return np.where(e > 0, self.floor + (1 - self.floor) * (1 - 1 / (1 + np.maximum(e, 0))), 0.0)
-
-    def decision_function(self, X) -> np.ndarray:
-        s = np.asarray(self.base.decision_function(X), dtype=np.float64)
-        return np.maximum(self.floor * s, self.alarm(X)) if len(s) else s
 
     def explain(self, X, top: int = 3, **kw):
         out = self.base.explain(X, top=top, **kw)

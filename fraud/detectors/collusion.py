@@ -9,24 +9,19 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
-
+from fraud.detectors.override import Override
 from fraud.errors import ConfigError, NotFittedError
 
 COLUMN = "CL_T_NEW_AGED"
 
 
-class CollusionAlarm(BaseEstimator):
+class CollusionAlarm(Override):
     """floor + (1 - floor) * (1 - 1 / (1 + z - z_max)) when z > z_max (the training max), else floor * base score."""
 
     def __init__(self, base=None, column: str = COLUMN, floor: float = 0.999):
         self.base = base
         self.column = column
         self.floor = floor
-
-    @property
-    def feature_names_(self):
-        return self.base.feature_names_
 
     def fit(self, X: pd.DataFrame, y=None) -> "CollusionAlarm":
         names = [str(c) for c in X.columns]
@@ -44,13 +39,8 @@ class CollusionAlarm(BaseEstimator):
             return np.nan_to_num(X[self.column].to_numpy(dtype=np.float64))
         return np.nan_to_num(np.asarray(X, dtype=np.float64)[:, self.idx_])
 
-    def alarm(self, X) -> np.ndarray:
-        excess = self._z(X) - self.z_max_
-        return np.where(excess > 0, self.floor + (1 - self.floor) * (1 - 1 / (1 + np.maximum(excess, 0))), 0.0)
-
-    def decision_function(self, X) -> np.ndarray:
-        s = np.asarray(self.base.decision_function(X), dtype=np.float64)
-        return np.maximum(self.floor * s, self.alarm(X)) if len(s) else s
+    def excess(self, X) -> np.ndarray:
+        return self._z(X) - self.z_max_
 
     def explain(self, X, top: int = 3, **kw):
         out = self.base.explain(X, top=top, **kw)
