@@ -249,12 +249,11 @@ def _bench_one(model_uri, tracking_uri, bootstrap, first, second, partitions, of
         if linger_ms is not None:
             kw["linger_ms"] = linger_ms
         cfg = ServeConfig(**{**kw, **serve_kw})
-        marks = {"done": None, "lat": [], "rows": 0}
+        marks = {"done": None, "lat": []}
         target = len(first)
 
-        def on_batch(results, lat):  # after a batch's topic writes: maybe on the send-ahead thread, in order
-            marks["rows"] += 0 if results is None else len(results)
-            if marks["rows"] >= target and marks["done"] is None:  # every event's scores handed to the producer
+        def on_batch(results, lat):
+            if scorer.n_events >= target and marks["done"] is None:
                 marks["done"] = time.perf_counter()
             if marks["done"] is not None and results is not None and len(lat) and marks.get("measure"):
                 marks["lat"].append(lat)

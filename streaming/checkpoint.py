@@ -103,7 +103,6 @@ class Checkpointer:
         self.in_flight = None  # (future, Job)
         self.last = time.monotonic()
         self.polling = threading.Event()  # set while the scoring thread waits (poll, or this job): the writer's gate
-        self.drain = lambda: None  # waits for topic writes still in flight (streaming.ahead.SendAhead.drain)
         self._exec = None
 
     def attach(self, producer, sinks: list, archive, consumer) -> None:
@@ -144,9 +143,7 @@ class Checkpointer:
         return items
 
     def take(self, partitions, version, full: bool = False, max_compact: int | None = None) -> Job:
-        """The records sent and the sinks' buffers so far and the planned items, after a failed job's carry. Topic
-        writes in flight finish first (raises when one fails: nothing is taken)."""
-        self.drain()
+        """The records sent and the sinks' buffers so far and the planned items, after a failed job's carry."""
         job = Job(sent=self.producer.take() if self.producer is not None else [],
                   stores=[(s, s.take()) for s in self.sinks if hasattr(s, "take")],
                   archive=[self.archive.take()] if self.archive is not None else [],

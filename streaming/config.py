@@ -56,9 +56,6 @@ class ServeConfig:
     # archive file, the checkpoint files) when the scoring thread is waiting in poll, or after this many ms
     # (it shares the GIL: see the module doc); 0 = no gate
     writer_gate_ms: float = 50.0
-    # a batch of at least this many results has its topic writes done on a thread while the next batch is polled,
-    # decoded and scored (streaming.ahead; the second core); smaller ones at once (latency); None = always at once
-    send_ahead_rows: int | None = 500
     client_kw: dict = field(default_factory=dict)  # security / SASL / TLS passthrough
     consumer_kw: dict = field(default_factory=dict)
     producer_kw: dict = field(default_factory=dict)
@@ -71,8 +68,6 @@ class ServeConfig:
             raise ConfigError(f"--reload-interval {self.reload_interval!r}: must be > 0")
         if self.snapshot_events < 0:
             raise ConfigError(f"--snapshot-events {self.snapshot_events!r}: must be >= 0")
-        if self.send_ahead_rows is not None and self.send_ahead_rows < 1:
-            raise ConfigError(f"--send-ahead-rows {self.send_ahead_rows!r}: must be >= 1 (or None: never)")
         if self.dedup_max_ids <= 0:
             raise ConfigError(f"--dedup-max-ids {self.dedup_max_ids!r}: must be > 0")
         if self.max_event_age_days <= 0 or self.max_event_lead_hours < 0:

@@ -58,13 +58,6 @@ class DeadLetterSink:
             self.metrics.dead_letters.labels(kind=kind).inc()
         log.warning("dead letter kind=%s source=%s[%d]@%d error=%r", kind, topic, partition, offset, error[:300])
 
-    def send_letters(self, letters, topic: str) -> None:
-        """Send each :class:`streaming.decode.Letter` of a batch of ``topic``, its source named in the error."""
-        for x in letters:
-            m = x.msg
-            self.send(m.value, m.key, x.kind, f"{topic}[{m.partition}]@{m.offset}: {x.reason}", topic, m.partition,
-                      m.offset)
-
     def flush(self, timeout: float | None = None) -> None:
         self.producer.flush(timeout=timeout)
 

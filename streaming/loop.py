@@ -23,7 +23,6 @@ from fraud.errors import FraudError, RegistryError
 from fraud.registry import parse_model_uri
 from streaming import batch
 from streaming.broker import ensure_topics, scorer_clients, wait_for_broker
-from streaming.ahead import SendAhead
 from streaming.checkpoint import Checkpointer
 from streaming.config import ServeConfig
 from streaming.decode import Letter, decode, to_frame
@@ -32,7 +31,7 @@ from streaming.dlq import DeadLetterSink
 from streaming.logwatch import LogWatch
 from streaming.metrics import Metrics
 from streaming.model import default_loader, default_resolver, freeze_heap, newer_model, thaw_heap, warm_up
-from streaming.partitions import advance, fresh, restore, rewind, warm_states
+from streaming.partitions import fresh, restore, warm_states
 from streaming.sinks import AlertStoreSink, TopicSink, TrackedProducer
 from streaming.state import CheckpointStore
 
@@ -47,7 +46,7 @@ class Scorer:
         self.cfg = config
         self.loader = loader or default_loader
         self.resolver = resolver or default_resolver
-        self.on_batch = on_batch  # on_batch(results_df, latencies_ms ndarray) after each batch's topic writes
+        self.on_batch = on_batch  # on_batch(results_df, latencies_ms ndarray) after each batch is written
         self.metrics = Metrics()
         self.metrics.ready = self.readiness  # /readyz on the metrics port
         self.bundle = None
@@ -55,8 +54,6 @@ class Scorer:
         self.parts: dict = {}  # partition -> streaming.partitions.Partition
         self._seen: Callable[[int], SeenIds] = lambda p: self.parts[p].seen
         self.ck = Checkpointer(config, CheckpointStore(config.state_dir, config.topic), self.metrics, self.parts)
-        self.ahead = SendAhead(config.send_ahead_rows)  # topic writes beside the next batch
-        self.ck.drain = self.ahead.drain
         self.watch = LogWatch(config.topic, self._log_reset, self._verified, lag=self.metrics.lag)
         self.consumer = self.producer = self.archive = self.store = None
         self.sinks: list = []
@@ -235,12 +232,23 @@ class Scorer:
         self.metrics.tick_rate(len(msgs))
         good, letters = decode(msgs, self.cfg.rules)
         keep, conflicts = batch.new_events(good, self._seen, self.metrics.replays.inc)
-        results = self._score_and_sink(good.take(keep), letters) if keep else None
-        self.dlq.send_letters(letters + conflicts, self.cfg.topic)
-        advance(self.parts, msgs, self.ck.dirty)  # sent in the background; a checkpoint checks delivery first
+        results, lat = self._score_and_sink(good.take(keep), letters) if keep else (None, np.empty(0))
+        for x in letters + conflicts:
+            self.dlq.send(x.msg.value, x.msg.key, x.kind, f"{self.cfg.topic}[{x.msg.partition}]@{x.msg.offset}: "
+                          f"{x.reason}", self.cfg.topic, x.msg.partition, x.msg.offset)
+        for m in msgs:  # sent in the background; the next checkpoint checks delivery before it commits
+            part = self.parts[m.partition]
+            part.next_offset, part.last = max(part.next_offset or 0, m.offset + 1), m
+            self.ck.dirty.add(m.partition)
         self.metrics.batch_seconds.observe(time.perf_counter() - t0)
-        if results is None and self.on_batch is not None:
-            self.on_batch(None, np.empty(0))
+        if results is not None:
+            n_alert = int(results["is_alert"].sum())
+            self.n_scored += len(results)
+            self.n_alerts += n_alert
+            self.metrics.scored.inc(len(results))
+            self.metrics.alerts.inc(n_alert)
+        if self.on_batch is not None:
+            self.on_batch(results, lat)
         return results if results is not None else pd.DataFrame()
 
     def _start_fresh(self, msgs) -> None:
@@ -258,9 +266,9 @@ class Scorer:
                     self.archive.discard_from(m.partition, m.offset)
                 part.next_offset = m.offset
 
-    def _score_and_sink(self, d, letters: list) -> pd.DataFrame | None:
-        """Score the new events ``d`` and hand them to the sinks (topic writes: ``streaming.ahead``). Returns the
-        results; None when the model fails on the batch: its events go to the dead-letter topic (``letters``)."""
+    def _score_and_sink(self, d, letters: list) -> tuple:
+        """Score the new events ``d`` and hand them to the sinks. Returns (results, latencies in ms). When the
+        model fails on the batch, its events go to the dead-letter topic (``letters``) with the error."""
         rows, order = to_frame(d)
         ms = [d.msgs[i] for i in order]
         part = np.fromiter((m.partition for m in ms), dtype=np.int32, count=len(ms))
@@ -273,30 +281,15 @@ class Scorer:
             log.exception("scoring failed on a batch of %d events (model %s): dead-lettered", len(ms), self.version)
             letters.extend(Letter(m, "scoring_error", f"model {self.version}: {e.__class__.__name__}: "
                                                       f"{str(e)[:300]}") for m in ms)
-            return None
-        sent_ms = sent_ms if order2 is None else sent_ms[order2]
-        self.ahead.submit(lambda: self._send(results, cols, sent_ms), len(results))
+            return None, np.empty(0)
         for s in self.sinks:
-            if not getattr(s, "ahead", False):
-                s.write(results, columns=cols)
+            s.write(results, columns=cols)
         if self.archive is not None:
             self.archive.write(results, columns=cols)
         batch.remember(d, self._seen)
-        n_alert = int(np.count_nonzero(cols["is_alert"]))
-        self.n_scored, self.n_alerts = self.n_scored + len(results), self.n_alerts + n_alert
-        self.metrics.scored.inc(len(results))
-        self.metrics.alerts.inc(n_alert)
-        return results
-
-    def _send(self, results: pd.DataFrame, cols: dict, sent_ms: np.ndarray) -> None:
-        """The topic writes of a batch (maybe on the send-ahead thread), its latencies, then ``on_batch``."""
-        for s in self.sinks:
-            if getattr(s, "ahead", False):
-                s.write(results, columns=cols)
-        lat = time.time() * 1000.0 - sent_ms
+        lat = time.time() * 1000.0 - (sent_ms if order2 is None else sent_ms[order2])
         self.metrics.latency.observe_many(np.maximum(lat, 0.0) / 1000.0)
-        if self.on_batch is not None:
-            self.on_batch(results, lat)
+        return results, lat
 
     # -- main loop ---------------------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, str]:
@@ -351,7 +344,7 @@ class Scorer:
             try:
                 self.process(msgs)
             except Exception:
-                rewind(self.consumer, self.cfg.topic, msgs, self.parts)
+                self._rewind(msgs)
                 raise
         self.watch.watch(self.consumer, self.parts)
         now = time.monotonic()
@@ -361,6 +354,14 @@ class Scorer:
             self.ck.guarded(lambda: self.ck.start(self.version) if self.cfg.background_checkpoint
                                   else self.ck.now(version=self.version))
         self.maybe_reload()
+
+    def _rewind(self, msgs) -> None:
+        """A batch failed part-way: seek its partitions back to its first offsets (read again, not skipped)."""
+        from kafka import TopicPartition
+
+        for m in sorted(msgs, key=lambda m: m.offset, reverse=True):  # the first offset of each partition last
+            if m.partition in self.parts:
+                self.consumer.seek(TopicPartition(self.cfg.topic, m.partition), m.offset)
 
     def _recover(self, e: BaseException, backoff: float) -> None:
         from kafka.errors import KafkaError
@@ -383,7 +384,6 @@ class Scorer:
             except Exception as e:  # noqa: BLE001
                 log.error("%s checkpoint failed error=%r (uncommitted events will be re-read on restart)", what,
                           f"{e.__class__.__name__}: {e}")
-        self.ahead.close()  # (drained by the final checkpoint unless it failed)
         for c, kw in ((self.consumer, {"autocommit": False}), (self.producer, {"timeout": 5})):
             try:
                 c.close(**kw)

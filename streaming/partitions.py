@@ -145,20 +145,3 @@ def absorb(bundle, st, df: pd.DataFrame, chunk: int = 5000) -> int:
         st.n_scored += len(part)
         st.last_timestamp = part["timestamp"].iloc[-1]
     return len(rows)
-
-
-def advance(parts: dict, msgs, dirty: set) -> None:
-    """After a batch: each partition's next offset and last record, and the partition due for a checkpoint."""
-    for m in msgs:
-        part = parts[m.partition]
-        part.next_offset, part.last = max(part.next_offset or 0, m.offset + 1), m
-        dirty.add(m.partition)
-
-
-def rewind(consumer, topic: str, msgs, parts: dict) -> None:
-    """A batch failed part-way: seek its partitions back to its first offsets (read again, not skipped)."""
-    from kafka import TopicPartition
-
-    for m in sorted(msgs, key=lambda m: m.offset, reverse=True):  # the first offset of each partition last
-        if m.partition in parts:
-            consumer.seek(TopicPartition(topic, m.partition), m.offset)

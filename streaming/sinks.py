@@ -140,8 +140,6 @@ class Sent:
 
 
 class TopicSink:
-    ahead = True  # its writes may run on the send-ahead thread (streaming.ahead): they only hand records over
-
     def __init__(self, producer, scores_topic: str | None = "scores", alerts_topic: str | None = "alerts"):
         self.producer = producer
         self.scores_topic = scores_topic

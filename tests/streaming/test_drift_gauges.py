@@ -43,7 +43,7 @@ def _scorer(bundle, tmp_path):
                            state_dir=str(tmp_path)))
     s._install(bundle)
     s.sinks, s.archive = [], None
-    s.dlq = SimpleNamespace(send_letters=lambda *a, **k: None, counts={})
+    s.dlq = SimpleNamespace(send=lambda *a, **k: None, counts={})
     s.parts[0] = fresh(bundle, s.cfg, None)
     return s
 
