@@ -149,7 +149,7 @@ def start_load(bootstrap: str, topic: str, values: list, keys: list, offered: fl
 
 def run_stream_bench(model_uri, tracking_uri: str | None = None, bootstrap: str | None = None,
                      n_events: int = 20000, partitions: int = 4, offered: float = 1000.0, seconds: float = 10.0,
-                     batch_size: int = 2000, verbose: bool = True, data=None, seed: int = 7,
+                     batch_size: int = 10000, verbose: bool = True, data=None, seed: int = 7,
                      linger_ms: int | None = None, customers: int = 1500, terminals: int = 3000,
                      load_linger_ms: float = 5,
                      **serve_kw) -> dict:

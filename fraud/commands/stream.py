@@ -100,7 +100,7 @@ def register(main: click.Group, bench: click.Group) -> None:
                   help="At most this many remembered tx_ids per partition (oldest forgotten first).")
     @click.option("--reload-interval", default=60.0, show_default=True, type=float,
                   help="Seconds between checks of the model alias (hot reload).")
-    @click.option("--batch-size", default=2000, show_default=True, type=int,
+    @click.option("--batch-size", default=10000, show_default=True, type=int,
                   help="Max events per micro-batch (a poll returns fewer at low load; more amortise the model's "
                        "per-call cost under backlog).")
     @click.option("--checkpoint-interval", default=5.0, show_default=True, type=float,
@@ -260,7 +260,7 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--load", "offered", default=1000.0, show_default=True, type=float,
                   help="Offered load (events/s) of the latency phase.")
     @click.option("--seconds", default=10.0, show_default=True, type=float, help="Length of the latency phase.")
-    @click.option("--batch-size", default=2000, show_default=True, type=int)
+    @click.option("--batch-size", default=10000, show_default=True, type=int, help="Max events per scorer micro-batch.")
     @click.option("--linger-ms", default=None, type=int, help="Scorer producer linger [default: serve's].")
     @click.option("--data", default=None, type=click.Path(dir_okay=False, exists=True),
                   help="Events file (canonical .parquet/.csv) instead of a simulated world; the events after "
