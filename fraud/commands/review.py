@@ -52,10 +52,12 @@ def _cluster_table(clusters) -> str:
         lines.append(f"{c.rank:>3} {c.id:<13} {c.risk:>8.1f} {c.n_tx:>6} {c.amount_at_risk:>10.2f} "
                      f"{len(c.customers):>4} {len(c.terminals):>4} {c.score_max:>5.3f}  {c.first_seen[:16]:<16} "
                      f"{c.last_seen[:16]:<16}")
-        said = []
-        for code, _ in c.reasons:
+        said, keys = [], set()
+        for code, _ in c.reasons:  # one sentence per feature family: "terminal fraud history" twice says nothing
             for w in words([code], top=1):
-                if w.text not in said:
+                key = w.family if w.kind == "feature" else w.text
+                if key not in keys:
+                    keys.add(key)
                     said.append(w.text)
         mix = " ".join(f"{k}:{v}" for k, v in (c.scenario_mix or {}).items())
         import textwrap

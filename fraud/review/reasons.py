@@ -246,10 +246,10 @@ def explain(code: str) -> Reason:
         tmpl = DETECTORS.get(name, "flagged by the " + name + " detector ({s})")
         text = tmpl.replace(" ({s})", "").replace(" {s})", ")")
         return Reason(code, text, "detector", 1, "detector")
-    worded = _word(code, True, None, None)  # a bare feature name (e.g. the IForest bench): no value to quote
-    if worded is not None:
+    worded = _word(code, True, None, None)  # a bare feature name (e.g. the IForest bench): no value to quote,
+    if worded is not None:  # and no direction (a cluster groups high and low): "unusual", not "unusually high"
         w = re.search(r"_(\d+)D(?:AY_WINDOW)?$", code)
-        return Reason(code, f"unusually high {worded[0]}" + (f" ({_plural(w.group(1))} window)" if w else ""),
+        return Reason(code, f"unusual {worded[0]}" + (f" ({_plural(w.group(1))} window)" if w else ""),
                       "feature", 1, worded[0])
     return Reason(code, code.replace("_", " "), "other", 1, "other")
 

@@ -55,3 +55,28 @@ def test_cluster_grouped_codes_are_worded():
     for code in ("feature:BH_T_KNOWN_FRAUD_7D", "feature:BH_T_DAYS_SINCE_FIRST_FRAUD", "detector:iforest"):
         text = words([code], top=1)[0].text
         assert "feature:" not in text and "detector:" not in text and "_" not in text, text
+
+
+def test_grouped_feature_codes_claim_no_direction():
+    """A cluster's grouped code drops the direction (clusters.reason_code), so its words must not invent one."""
+    from fraud.review.reasons import explain
+
+    assert explain("feature:BH_T_KNOWN_FRAUD_7D").text == "unusual terminal fraud history (7-day window)"
+    assert explain("feature:g_pair_prior").text == "unusual first visit"
+    assert "high" not in explain("feature:BH_T_LAST_IS_FRAUD").text
+
+
+def test_cluster_table_says_each_feature_family_once():
+    """`fraud review clusters` printed "terminal fraud history; terminal fraud history (7-day window)" for a cluster
+    whose two top reasons were features of one family: the why line keeps one sentence per family."""
+    from types import SimpleNamespace
+
+    from fraud.commands.review import _cluster_table
+
+    c = SimpleNamespace(rank=1, id="C1", risk=1.0, n_tx=3, amount_at_risk=10.0, customers=["a"], terminals=["t"],
+                        score_max=0.9, first_seen="2024-03-01T00:00", last_seen="2024-03-02T00:00", scenario_mix=None,
+                        reasons=[["feature:BH_T_LAST_IS_FRAUD", 3], ["feature:BH_T_KNOWN_FRAUD_7D", 2],
+                                 ["detector:iforest", 1]])
+    why = _cluster_table([c]).split("why: ")[1]
+    assert why.count("terminal fraud history") == 1, why
+    assert "isolation forest" in why, why
