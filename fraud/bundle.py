@@ -41,6 +41,7 @@ import pandas as pd
 
 from fraud import schema
 from fraud.errors import ModelError, SchemaError
+from fraud.features.base import shared_columns
 
 RESULT_COLUMNS = ["tx_id", "score", "is_alert", "reasons"]
 #: the bundle format: raise it when a pickled bundle of the previous code can no longer score as it did
@@ -176,7 +177,7 @@ class ScoringBundle:
         featurizer computes all groups in one ``update_many`` call (its per-call cost dominates small batches)."""
         parts = []
         n = sum(len(rows) for rows, _ in groups)
-        with single_threaded_blas():
+        with single_threaded_blas(), shared_columns():  # each frame's columns read once for all featurizers
             for j, f in enumerate(self.featurizers):
                 t0 = time.perf_counter()
                 pairs = [(st.featurizer_states[j], rows) for rows, st in groups]

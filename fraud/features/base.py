@@ -21,9 +21,14 @@ Two ways to compute, one answer:
 
 Learned attributes end in ``_``; ``__init__`` only stores parameters (scikit-learn contract).
 States are plain picklable objects (they travel in checkpoints).
+
+``shared_columns()``: while a scoring call runs every featurizer over the same frames, ``column`` and ``id_list``
+read each frame's column once for all of them (a small poll's cost is per call, not per row).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -76,3 +81,42 @@ def replay(featurizer: Featurizer, df: pd.DataFrame, batch_size: int = 1000, sta
     if not parts:
         return featurizer.transform(df)
     return pd.concat(parts).reindex(df.index)
+
+
+_SHARED: contextvars.ContextVar = contextvars.ContextVar("fraud_shared_columns", default=None)
+
+
+@contextlib.contextmanager
+def shared_columns():
+    """Within: :func:`column` and :func:`id_list` compute once per frame and column (the frames are held until
+    the context ends, so an id is never reused; they must not change while it is open)."""
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+def _shared(rows: pd.DataFrame, key: str, make):
+    memo = _SHARED.get()
+    if memo is None:
+        return make()
+    hit = memo.get((id(rows), key))
+    if hit is None:
+        hit = memo[(id(rows), key)] = (rows, make())
+    return hit[1]
+
+
+def column(rows: pd.DataFrame, name: str) -> pd.Series:
+    """``rows[name]`` (shared inside :func:`shared_columns`)."""
+    return _shared(rows, name, lambda: rows[name])
+
+
+def id_list(rows: pd.DataFrame, name: str) -> list:
+    """The values of id column ``name`` as a list of str (no astype copy when it already holds strings; a missing
+    value stays as the column gives it). Shared inside :func:`shared_columns`: read it, never change it."""
+    def make():
+        col = column(rows, name)
+        return col.tolist() if isinstance(col.dtype, pd.StringDtype) else col.astype(str).tolist()
+
+    return _shared(rows, "list:" + name, make)

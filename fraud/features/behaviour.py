@@ -18,7 +18,7 @@ import pandas as pd
 
 from fraud import safestate
 from fraud.errors import ConfigError
-from fraud.features.base import Featurizer
+from fraud.features.base import Featurizer, column, id_list
 from fraud.features.tabular import DAY_NS, _codes, _days_ns
 from fraud.features.tabular import _group_cumsum as _run_cumsum
 from fraud.features.tabular import _labels, _Log, _query_order, _require, _Sorted, _stacked, _wname, timestamps_ns
@@ -435,9 +435,10 @@ class BehaviourFeatures(Featurizer):
             n = len(rows)
             if n == 0:
                 continue
-            batches.append((state, rows, timestamps_ns(rows["timestamp"]), rows["amount"].to_numpy(dtype=np.float64),
-                            _labels(rows), _codes(state.customer_codes, rows["customer_id"].astype(str).tolist()),
-                            _codes(state.terminal_codes, rows["terminal_id"].astype(str).tolist())))
+            batches.append((state, rows, timestamps_ns(column(rows, "timestamp")),
+                            column(rows, "amount").to_numpy(dtype=np.float64), _labels(rows),
+                            _codes(state.customer_codes, _text_ids(rows, "customer_id")),
+                            _codes(state.terminal_codes, _text_ids(rows, "terminal_id"))))
         if not batches:
             return pd.DataFrame(np.empty((0, len(self.feature_names_))), columns=list(self.feature_names_))
         ones = [np.ones(len(b[2]), dtype=bool) for b in batches]
@@ -461,3 +462,9 @@ class BehaviourFeatures(Featurizer):
         amount = np.concatenate([b[3] for b in batches])
         X = _assemble(amount, cust, term)[:, self._out_index()]
         return pd.DataFrame(X, columns=list(self.feature_names_), copy=False)
+
+
+def _text_ids(rows: pd.DataFrame, name: str) -> list:
+    """``rows[name].astype(str).tolist()``: the shared id list when it holds only str (then the same values)."""
+    ids = id_list(rows, name)
+    return ids if all(type(v) is str for v in ids) else column(rows, name).astype(str).tolist()

@@ -14,7 +14,7 @@ import pandas as pd
 from fraud import safestate
 from fraud._jit import compiled
 from fraud.errors import ConfigError, StateError
-from fraud.features.base import Featurizer
+from fraud.features.base import Featurizer, column, id_list
 
 NAMES = ["CL_NEW_PAIR", "CL_C_AGE_DAYS", "CL_T_NEW_AGED", "CL_T_UNRELATED_NEW", "CL_T_NEW_RATIO", "CL_CONVERGE"]
 DAY_NS = 86_400 * 10**9
@@ -256,8 +256,8 @@ class CollusionFeatures(Featurizer):
         out = np.zeros((len(rows), len(NAMES)), dtype=np.float64)
         if not len(rows):
             return out
-        ts = np.ascontiguousarray(rows["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64))
-        cc, tt = st.ids(rows["customer_id"], True), st.ids(rows["terminal_id"], False)
+        ts = np.ascontiguousarray(column(rows, "timestamp").to_numpy(dtype="datetime64[ns]").astype(np.int64))
+        cc, tt = st.ids(id_list(rows, "customer_id"), True), st.ids(id_list(rows, "terminal_id"), False)
         st.widen(int(self.max_terminals))
         kernel = compiled(_KERNEL, _kernel_py) or _kernel_py
         win, aged_ns = int(self.window_days * DAY_NS), int(self.aged_days * DAY_NS)

@@ -24,7 +24,7 @@ import pandas as pd
 
 from fraud import safestate
 from fraud.errors import ConfigError
-from fraud.features.base import Featurizer
+from fraud.features.base import Featurizer, column, id_list
 
 _NS_DAY = 86_400 * 1_000_000_000
 _UNSET = np.iinfo(np.int64).min  # first_seen of a node not seen yet
@@ -159,9 +159,14 @@ class GraphState:
 
     def ids(self, values, customers: bool, fit_index: dict) -> np.ndarray:
         """Internal ids of ``values`` (new ones assigned and the arrays grown)."""
-        codes, uniq = pd.factorize(values if isinstance(values, pd.Series) else np.asarray(values, dtype=object),
-                                   use_na_sentinel=False)  # a missing id is one node 'nan', as astype(str) made it
-        uniq = [u if type(u) is str else str(u) for u in uniq.tolist()]
+        if isinstance(values, list) and all(type(v) is str for v in values):  # pd.factorize's codes, by a dict
+            first: dict = {}
+            codes = np.array([first.setdefault(v, len(first)) for v in values], dtype=np.int64)
+            uniq = list(first)
+        else:
+            codes, uniq = pd.factorize(values if isinstance(values, pd.Series) else np.asarray(values, dtype=object),
+                                       use_na_sentinel=False)  # a missing id is one node 'nan', as astype(str) made it
+            uniq = [u if type(u) is str else str(u) for u in uniq.tolist()]
         d = self.c_ids if customers else self.t_ids
         got = [d.get(u, -1) for u in uniq]
         n = self.n_c if customers else self.n_t
@@ -703,10 +708,10 @@ class GraphFeatures(Featurizer):
                               f"{state.max_terminals}/{state.max_customers}/{state.max_known}/{state.dim}, this "
                               f"featurizer has {self.max_terminals}/{self.max_customers}/{self.max_known}/"
                               f"{self._state_dim()} (dim > 0: fresh embeddings or convergence on)")
-        cc = state.ids(rows["customer_id"], True, self.c_index_)
-        tt = state.ids(rows["terminal_id"], False, self.t_index_)
-        t_ns = np.ascontiguousarray(rows["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64))
-        lab = (np.ascontiguousarray(rows["label"].to_numpy(dtype=np.int64)) if "label" in rows.columns
+        cc = state.ids(_id_values(rows, "customer_id"), True, self.c_index_)
+        tt = state.ids(_id_values(rows, "terminal_id"), False, self.t_index_)
+        t_ns = np.ascontiguousarray(column(rows, "timestamp").to_numpy(dtype="datetime64[ns]").astype(np.int64))
+        lab = (np.ascontiguousarray(column(rows, "label").to_numpy(dtype=np.int64)) if "label" in rows.columns
                else np.zeros(n, np.int64))
         state.reserve_pending(int((lab == 1).sum()))
         ndim = self.emb_c_.shape[1]
@@ -759,3 +764,14 @@ class GraphFeatures(Featurizer):
         import joblib
 
         return joblib.load(path)
+
+
+def _id_values(rows: pd.DataFrame, name: str):
+    """What ``GraphState.ids`` factorizes: the shared list of a text column without missing values, else the
+    column itself (pd.factorize then names a missing id as it always did)."""
+    col = column(rows, name)
+    if isinstance(col.dtype, pd.StringDtype):
+        ids = id_list(rows, name)
+        if all(type(v) is str for v in ids):
+            return ids
+    return col

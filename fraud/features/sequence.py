@@ -25,7 +25,8 @@ import pandas as pd
 
 from fraud import schema
 from fraud.errors import ModelError, NotFittedError
-from fraud.features.base import Featurizer
+from fraud.features.base import Featurizer, column, id_list
+from fraud.features.tabular import timestamps_ns
 
 PREFIX = "seq_"
 
@@ -111,12 +112,12 @@ class SequenceFeatures(Featurizer):
             pos = getattr(self, "_term_pos", None)
             if pos is None:
                 pos = self._term_pos = {t: i for i, t in enumerate(self.term_index_)}
-            terms = [str(t) for t in df[schema.TERMINAL_ID].tolist()]
+            terms = [str(t) for t in _listed(df, schema.TERMINAL_ID)]
             idx = np.array([pos.get(t, -1) for t in terms], np.int64)
-            keys = [str(c) for c in df[schema.CUSTOMER_ID].tolist()]
-            ts = df[schema.TIMESTAMP]
-            if isinstance(ts.dtype, pd.DatetimeTZDtype):
-                secs = np.array([t.value for t in ts.tolist()], np.int64).astype(np.float64) / 1e9
+            keys = [str(c) for c in _listed(df, schema.CUSTOMER_ID)]
+            ts = column(df, schema.TIMESTAMP)
+            if isinstance(ts.dtype, pd.DatetimeTZDtype):  # Timestamp.value: int ns, as timestamps_ns gives them
+                secs = timestamps_ns(ts).astype(np.float64) / 1e9
             else:
                 secs = _seconds(ts)
         else:
@@ -131,7 +132,7 @@ class SequenceFeatures(Featurizer):
         vec = np.zeros((len(df), tv.shape[1]), np.float32)
         vec[known] = tv[idx[known]]
         return (keys, secs, self._hashes(terms, idx), vec, known.astype(np.float64),
-                df[schema.AMOUNT].to_numpy(dtype=np.float64))
+                column(df, schema.AMOUNT).to_numpy(dtype=np.float64))
 
     def _hashes(self, terms, idx: np.ndarray) -> np.ndarray:
         """``_hash(terms)``, looked up for the terminals known at fit (their hashes cached once: CRC32 in Python
@@ -262,3 +263,9 @@ class SequenceFeatures(Featurizer):
     def _check_fitted(self) -> None:
         if not hasattr(self, "feature_names_"):
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(history) first")
+
+
+def _listed(df: pd.DataFrame, name: str) -> list:
+    """``df[name].tolist()`` (the shared id list when the column holds text: the same values)."""
+    col = column(df, name)
+    return id_list(df, name) if isinstance(col.dtype, pd.StringDtype) else col.tolist()

@@ -23,7 +23,7 @@ import pandas as pd
 from fraud import safestate
 from fraud._jit import compiled
 from fraud.errors import ConfigError, SchemaError
-from fraud.features.base import Featurizer
+from fraud.features.base import Featurizer, column, id_list
 
 DAY_NS = 86_400 * 10**9
 HOUR_NS = 3_600 * 10**9
@@ -235,7 +235,7 @@ def _labels(df: pd.DataFrame) -> np.ndarray:
     """int8 per row: 1 fraud, 0 genuine, -1 unknown (no label column / missing value)."""
     if "label" not in df.columns:
         return np.full(len(df), -1, dtype=np.int8)
-    col = df["label"]
+    col = column(df, "label")
     if col.dtype.kind in "iu" and isinstance(col.dtype, np.dtype):  # plain integers (the canonical int8)
         return col.to_numpy().astype(np.int8, copy=False)
     lab = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
@@ -536,14 +536,14 @@ class BaselineFeatures(Featurizer):
         batches = []
         for state, rows in pairs:
             _require(rows, ("timestamp", "customer_id", "terminal_id", "amount"), "BaselineFeatures.update")
-            ts = timestamps_ns(rows["timestamp"])
-            amount = rows["amount"].to_numpy(dtype=np.float64)
+            ts = timestamps_ns(column(rows, "timestamp"))
+            amount = column(rows, "amount").to_numpy(dtype=np.float64)
             if len(rows) == 0:
                 batches.append((state, rows, ts, amount, None, None, None))
                 continue
             batches.append((state, rows, ts, amount, _labels(rows),
-                            _codes(state.customer_codes, _str_list(rows["customer_id"])),
-                            _codes(state.terminal_codes, _str_list(rows["terminal_id"]))))
+                            _codes(state.customer_codes, id_list(rows, "customer_id")),
+                            _codes(state.terminal_codes, id_list(rows, "terminal_id"))))
         live = [b for b in batches if b[4] is not None]
         ts_all = np.concatenate([b[2] for b in batches]) if batches else np.empty(0, np.int64)
         amount_all = np.concatenate([b[3] for b in batches]) if batches else np.empty(0)
