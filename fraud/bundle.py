@@ -270,6 +270,27 @@ class ScoringBundle:
         self._observe(X, out, max(st.last_timestamp for rows, st in live))
         return res
 
+    def score_poll(self, rows: pd.DataFrame, bounds, states) -> pd.DataFrame:
+        """:meth:`score_many` of the groups ``rows.iloc[a:b]`` for ``(a, b)`` in ``bounds`` (consecutive, covering
+        ``rows``), each with its state in ``states``, the results as ONE frame in ``rows``' order: a stream poll
+        (rows grouped by partition) without per-group result frames to build and stack again."""
+        bounds, states = list(bounds), list(states)
+        if [a for a, _ in bounds[1:]] != [b for _, b in bounds[:-1]] or bounds[0][0] != 0 or bounds[-1][1] != len(rows):
+            raise ModelError(f"score_poll: bounds {bounds[:5]} do not cover the {len(rows)} rows in order")
+        self.check_columns(rows)
+        live = [(rows if len(bounds) == 1 else rows.iloc[a:b].reset_index(drop=True), st)
+                for (a, b), st in zip(bounds, states) if b > a]
+        if not live:
+            return self._empty()
+        with single_threaded_blas():
+            X = self._features_matrix_many(live)
+            out = self._decide(rows, X)  # reads the tx_ids only: those of the live groups, in order
+        for g, st in live:
+            st.n_scored += len(g)
+            st.last_timestamp = g[schema.TIMESTAMP].iloc[-1]
+        self._observe(X, out, max(st.last_timestamp for _, st in live))
+        return out
+
     def _observe(self, X, out: pd.DataFrame, last_timestamp) -> None:
         obs = self.observer
         if obs is not None:

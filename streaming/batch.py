@@ -2,7 +2,8 @@
 
 A tx_id a partition already scored is not scored again (an exact replay is skipped; the same id with other
 content is a conflict, dead-lettered). The new events are scored with one model call for all partitions
-(``score_many``: per-call costs dominate small batches) and returned as the column dict the sinks buffer.
+(``score_poll``, one result frame for the poll; ``score_many`` for a model without it: per-call costs dominate
+small batches) and returned as the column dict the sinks buffer.
 """
 from __future__ import annotations
 
@@ -56,6 +57,31 @@ def score(bundle, version: str, states: dict, rows: pd.DataFrame, part: np.ndarr
     rows = rows.reset_index(drop=True)
     cuts = np.flatnonzero(part[1:] != part[:-1]) + 1
     bounds = list(zip([0, *cuts.tolist()], [*cuts.tolist(), n]))
+    poll = getattr(bundle, "score_poll", None)
+    if poll is not None:  # one result frame for the poll (fraud.bundle.ScoringBundle)
+        out = poll(rows, bounds, [states[int(part[a])] for a, _ in bounds])
+        if len(out) != n:
+            raise FraudError(f"model version {version}: score_poll() returned {len(out)} rows for the {n} events of "
+                             f"{topic} (partitions {sorted(set(part.tolist()))})")
+        got, score_, alert, reasons = (out[c].to_numpy() for c in ("tx_id", "score", "is_alert", "reasons"))
+    else:
+        got, score_, alert, reasons = _score_groups(bundle, version, states, rows, part, bounds, topic)
+    want = rows["tx_id"].to_numpy()
+    if not np.array_equal(got, want) and not np.array_equal(got.astype(str), want.astype(str)):
+        raise FraudError(f"model version {version}: score() returned tx_ids that do not match the events of {topic} "
+                         f"(partitions {sorted(set(part.tolist()))})")
+    cols = {c: rows[c].array for c in rows.columns}
+    cols["kafka_partition"] = part.astype(np.int32, copy=False)
+    cols["kafka_offset"] = offs.astype(np.int64, copy=False)
+    cols["score"] = score_
+    cols["is_alert"] = alert.astype(bool)
+    cols["reasons"] = reasons
+    cols["model_version"] = _constant(version, n)
+    return pd.DataFrame(cols, copy=False), order, cols
+
+
+def _score_groups(bundle, version: str, states: dict, rows, part, bounds, topic: str) -> tuple:
+    """(tx_id, score, is_alert, reasons) of a model with ``score_many`` only: one result frame per partition."""
     groups = [(rows if len(bounds) == 1 else rows.iloc[a:b].reset_index(drop=True), states[int(part[a])])
               for a, b in bounds]
     results = bundle.score_many(groups)
@@ -63,18 +89,7 @@ def score(bundle, version: str, states: dict, rows: pd.DataFrame, part: np.ndarr
         if len(res) != b - a:
             raise FraudError(f"model version {version}: score() returned {len(res)} rows for the {b - a} events of "
                              f"{topic}[{int(part[a])}]")
-    got, want = _stack(results, "tx_id"), rows["tx_id"].to_numpy()
-    if not np.array_equal(got, want) and not np.array_equal(got.astype(str), want.astype(str)):
-        raise FraudError(f"model version {version}: score() returned tx_ids that do not match the events of {topic} "
-                         f"(partitions {sorted(set(part.tolist()))})")
-    cols = {c: rows[c].array for c in rows.columns}
-    cols["kafka_partition"] = part.astype(np.int32, copy=False)
-    cols["kafka_offset"] = offs.astype(np.int64, copy=False)
-    cols["score"] = _stack(results, "score")
-    cols["is_alert"] = _stack(results, "is_alert").astype(bool)
-    cols["reasons"] = _stack(results, "reasons")
-    cols["model_version"] = _constant(version, n)
-    return pd.DataFrame(cols, copy=False), order, cols
+    return tuple(_stack(results, c) for c in ("tx_id", "score", "is_alert", "reasons"))
 
 
 def _stack(results: list, name: str) -> np.ndarray:

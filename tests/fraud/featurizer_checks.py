@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pandas as pd
 
-from fraud.features.base import Featurizer, replay
+from fraud.features.base import Featurizer, replay, shared_columns
 
 
 def assert_replay_equals_transform(featurizer: Featurizer, df: pd.DataFrame, batch_sizes=(1, 7, 1000),
@@ -25,7 +25,8 @@ def assert_update_many_equals_updates(featurizer: Featurizer, hist: pd.DataFrame
                                       n_parts: int = 3, batch: int = 37, atol: float = 0.0) -> tuple[list, list]:
     """Test helper: ``update_many`` over ``n_parts`` independent states (``part``: the state of each row of
     ``hist`` then ``live``, e.g. a customer hash: the stream's Kafka partitions) equals one ``update`` per state,
-    micro-batch by micro-batch (``atol`` 0: bit for bit), one batch with an empty group. Each state first absorbs
+    micro-batch by micro-batch (``atol`` 0: bit for bit), one batch with an empty group; ``update_many`` runs
+    inside ``shared_columns`` (the bundle's way), ``update`` outside. Each state first absorbs
     its part of ``hist``. Returns (the update_many states, the per-state update states) for further checks."""
     part = np.asarray(part)
     hp, lp = part[:len(hist)], part[len(hist):len(hist) + len(live)]
@@ -38,7 +39,8 @@ def assert_update_many_equals_updates(featurizer: Featurizer, hist: pd.DataFrame
         groups = [b[p == k].reset_index(drop=True) for k in range(n_parts)]
         if lo == 0:
             groups[-1] = groups[-1].iloc[:0]
-        many = featurizer.update_many(list(zip(states, groups)))
+        with shared_columns():  # as the bundle runs it: each group's columns read once for all featurizers
+            many = featurizer.update_many(list(zip(states, groups)))
         one = pd.concat([featurizer.update(st, g) for st, g in zip(ref, groups)], ignore_index=True)
         assert list(many.columns) == list(one.columns) and many.index.equals(pd.RangeIndex(len(one)))
         np.testing.assert_allclose(many.to_numpy(dtype=float), one.to_numpy(dtype=float), rtol=0 if not atol else
