@@ -234,7 +234,7 @@ class ScoringBundle:
             out = self._decide(rows, X)
         state.n_scored += len(rows)
         state.last_timestamp = rows[schema.TIMESTAMP].iloc[-1]
-        self._observe(X, out, state.last_timestamp)
+        self._observe(X, out["score"].to_numpy(), state.last_timestamp)
         return out
 
     def score_many(self, groups) -> list:
@@ -267,13 +267,14 @@ class ScoringBundle:
             i += n
             st.n_scored += n
             st.last_timestamp = rows[schema.TIMESTAMP].iloc[-1]
-        self._observe(X, out, max(st.last_timestamp for rows, st in live))
+        self._observe(X, out["score"].to_numpy(), max(st.last_timestamp for rows, st in live))
         return res
 
     def score_poll(self, rows: pd.DataFrame, bounds, states) -> pd.DataFrame:
         """:meth:`score_many` of the groups ``rows.iloc[a:b]`` for ``(a, b)`` in ``bounds`` (consecutive, covering
-        ``rows``), each with its state in ``states``, the results as ONE frame in ``rows``' order: a stream poll
-        (rows grouped by partition) without per-group result frames to build and stack again."""
+        ``rows``), each with its state in ``states``. Returns the result columns (tx_id, score, is_alert, reasons:
+        arrays in ``rows``' order): a stream poll (rows grouped by partition) without per-group result frames to
+        build and stack again."""
         bounds, states = list(bounds), list(states)
         if [a for a, _ in bounds[1:]] != [b for _, b in bounds[:-1]] or bounds[0][0] != 0 or bounds[-1][1] != len(rows):
             raise ModelError(f"score_poll: bounds {bounds[:5]} do not cover the {len(rows)} rows in order")
@@ -281,21 +282,21 @@ class ScoringBundle:
         live = [(rows if len(bounds) == 1 else rows.iloc[a:b].reset_index(drop=True), st)
                 for (a, b), st in zip(bounds, states) if b > a]
         if not live:
-            return self._empty()
+            return {c: self._empty()[c].to_numpy() for c in RESULT_COLUMNS}
         with single_threaded_blas():
             X = self._features_matrix_many(live)
-            out = self._decide(rows, X)  # reads the tx_ids only: those of the live groups, in order
+            out = self._decide_columns(rows, X)  # reads the tx_ids only: those of the live groups, in order
         for g, st in live:
             st.n_scored += len(g)
             st.last_timestamp = g[schema.TIMESTAMP].iloc[-1]
-        self._observe(X, out, max(st.last_timestamp for _, st in live))
+        self._observe(X, out["score"], max(st.last_timestamp for _, st in live))
         return out
 
-    def _observe(self, X, out: pd.DataFrame, last_timestamp) -> None:
+    def _observe(self, X, scores, last_timestamp) -> None:
         obs = self.observer
         if obs is not None:
             t0 = time.perf_counter()
-            obs(X, out["score"].to_numpy(), last_timestamp)
+            obs(X, np.asarray(scores), last_timestamp)
             self._tick("drift", t0)
 
     def score_frame(self, df: pd.DataFrame, batch_size: int = 10_000, state: BundleState | None = None,
@@ -358,6 +359,10 @@ class ScoringBundle:
         return X
 
     def _decide(self, rows: pd.DataFrame, X: pd.DataFrame, explain: str | None = None) -> pd.DataFrame:
+        return pd.DataFrame(self._decide_columns(rows, X, explain), copy=False)
+
+    def _decide_columns(self, rows: pd.DataFrame, X, explain: str | None = None) -> dict:
+        """The result columns (tx_id, score, is_alert, reasons) of ``rows`` with features ``X``, as arrays."""
         explain = explain or self.explain
         if explain not in EXPLAIN_MODES:
             raise ModelError(f"explain={explain!r}: must be one of {', '.join(EXPLAIN_MODES)}")
@@ -384,12 +389,8 @@ class ScoringBundle:
                         reasons[j] = [str(x) for x in r]
         t0 = time.perf_counter()
         tx = rows[schema.TX_ID]
-        out = pd.DataFrame({
-            "tx_id": (tx if isinstance(tx.dtype, pd.StringDtype) else tx.astype(str)).to_numpy(dtype=object),
-            "score": s,
-            "is_alert": alert,
-            "reasons": reasons,
-        }, copy=False)
+        out = {"tx_id": (tx if isinstance(tx.dtype, pd.StringDtype) else tx.astype(str)).to_numpy(dtype=object),
+               "score": s, "is_alert": alert, "reasons": reasons}
         self._tick("result", t0)
         return out
 

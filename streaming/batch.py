@@ -2,7 +2,7 @@
 
 A tx_id a partition already scored is not scored again (an exact replay is skipped; the same id with other
 content is a conflict, dead-lettered). The new events are scored with one model call for all partitions
-(``score_poll``, one result frame for the poll; ``score_many`` for a model without it: per-call costs dominate
+(``score_poll``, the poll's result columns in one go; ``score_many`` for a model without it: per-call costs dominate
 small batches) and returned as the column dict the sinks buffer.
 """
 from __future__ import annotations
@@ -58,12 +58,12 @@ def score(bundle, version: str, states: dict, rows: pd.DataFrame, part: np.ndarr
     cuts = np.flatnonzero(part[1:] != part[:-1]) + 1
     bounds = list(zip([0, *cuts.tolist()], [*cuts.tolist(), n]))
     poll = getattr(bundle, "score_poll", None)
-    if poll is not None:  # one result frame for the poll (fraud.bundle.ScoringBundle)
+    if poll is not None:  # the poll's result columns in one go (fraud.bundle.ScoringBundle)
         out = poll(rows, bounds, [states[int(part[a])] for a, _ in bounds])
-        if len(out) != n:
-            raise FraudError(f"model version {version}: score_poll() returned {len(out)} rows for the {n} events of "
-                             f"{topic} (partitions {sorted(set(part.tolist()))})")
-        got, score_, alert, reasons = (out[c].to_numpy() for c in ("tx_id", "score", "is_alert", "reasons"))
+        got, score_, alert, reasons = (np.asarray(out[c]) for c in ("tx_id", "score", "is_alert", "reasons"))
+        if not len(got) == len(score_) == len(alert) == len(reasons) == n:
+            raise FraudError(f"model version {version}: score_poll() returned {len(score_)} scores for the {n} events "
+                             f"of {topic} (partitions {sorted(set(part.tolist()))})")
     else:
         got, score_, alert, reasons = _score_groups(bundle, version, states, rows, part, bounds, topic)
     want = rows["tx_id"].to_numpy()

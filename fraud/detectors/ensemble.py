@@ -44,28 +44,16 @@ from fraud.errors import ConfigError, NotFittedError, SchemaError
 
 COMBINES = ("auto", "stack", "mean", "max", "logistic")
 
-_BLAS = []
-
-
 def _single_threaded_blas():
     """A context that limits BLAS (the autoencoder's and combiner's matrix products) to one thread.
 
     The scorer runs single-threaded: on small matrices BLAS threads cost more than they save
     (measured on a 10,000-row autoencoder pass: 20 ms with OpenBLAS's 2 threads on a busy 2-core
-    machine vs 1.1 ms with one). The library lookup (~4 ms) is done once per process; entering
-    the context then costs ~35 us."""
-    if not _BLAS:
-        try:
-            from threadpoolctl import ThreadpoolController
+    machine vs 1.1 ms with one). The bundle's context (one library lookup per process), which is a no-op
+    inside a scoring call that already holds it (entering it anew costs ~35 us)."""
+    from fraud.bundle import single_threaded_blas  # lazy: fraud.bundle imports no detector, but keep it so
 
-            _BLAS.append(ThreadpoolController().select(user_api="blas"))
-        except Exception:  # pragma: no cover - threadpoolctl missing or a BLAS it cannot drive
-            _BLAS.append(None)
-    if _BLAS[0] is None:  # pragma: no cover
-        import contextlib
-
-        return contextlib.nullcontext()
-    return _BLAS[0].limit(limits=1)
+    return single_threaded_blas()
 
 
 class Ensemble(BaseEstimator):
