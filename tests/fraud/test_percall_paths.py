@@ -64,3 +64,26 @@ def test_score_poll_equals_the_score_many_path(drift_bundle, drift_world):
         np.testing.assert_array_equal(a[0]["score"].to_numpy(), b[0]["score"].to_numpy())
     assert [(s.n_scored, s.last_timestamp) for s in poll.values()] == [(s.n_scored, s.last_timestamp)
                                                                        for s in many.values()]
+
+
+def test_drift_bins_of_a_small_batch_equal_searchsorted_per_feature():
+    from fraud.drift import DriftWindow
+
+    rng = np.random.default_rng(5)
+    f = 9
+    edges = [np.unique(rng.normal(size=rng.integers(0, 9))) for _ in range(f)]
+    profile = {"features": [f"x{j}" for j in range(f)], "edges": edges, "score_edges": np.linspace(0.1, 0.9, 9),
+               "shares": [np.full(len(e) + 2, 1.0 / (len(e) + 2)) for e in edges], "score_shares": np.full(11, 1 / 11)}
+    w = DriftWindow(profile)
+    for n in (1, 7, 28, 3000):  # 3000: the per-feature search
+        X = rng.normal(size=(n, f))
+        X[rng.random((n, f)) < 0.1] = np.nan
+        X[rng.random((n, f)) < 0.05] = np.inf
+        X[rng.random((n, f)) < 0.05] = -np.inf
+        ties = rng.random((n, f)) < 0.2  # values exactly on an edge
+        for j in range(f):
+            if len(edges[j]):
+                X[ties[:, j], j] = rng.choice(edges[j], ties[:, j].sum())
+        want = np.stack([np.searchsorted(edges[j], X[:, j], side="left") for j in range(f)], axis=1)
+        fin = ~np.isnan(X)
+        np.testing.assert_array_equal(w._bins(X)[fin], want[fin])  # NaN goes to its own bin after
