@@ -240,35 +240,20 @@ class ScoringBundle:
     def score_many(self, groups) -> list:
         """Score several micro-batches, each with its own online state: ``groups`` is a sequence of
         ``(rows, state)`` (e.g. one per Kafka partition). Returns one result frame per group, equal to
-        ``[self.score(rows, state) for rows, state in groups]`` (and absorbs each group into its state), but
-        each featurizer computes all groups in one ``update_many`` call and the detector (and explanation) runs
-        ONCE over all groups' features: per-call costs dominate small batches, and a row's features and score do
-        not depend on the other groups' rows."""
+        ``[self.score(rows, state) for rows, state in groups]`` (and absorbs each group into its state), through
+        :meth:`score_poll`: each featurizer computes all groups in one call and the detector runs once."""
         groups = list(groups)
         if len(groups) == 1:
             rows, st = groups[0]
             return [self.score(rows, st)]
         for rows, _ in groups:
             self.check_columns(rows)
-        live = [(rows, st) for rows, st in groups if len(rows)]
-        if not live:
+        ends = np.cumsum([len(rows) for rows, _ in groups]).tolist()
+        if not ends or ends[-1] == 0:
             return [self._empty() for _ in groups]
-        with single_threaded_blas():
-            X = self._features_matrix_many(live)
-            all_rows = pd.concat([r for r, _ in live], ignore_index=True) if len(live) > 1 else live[0][0]
-            out = self._decide(all_rows, X)
-        res, i = [], 0
-        for rows, st in groups:
-            n = len(rows)
-            if n == 0:
-                res.append(self._empty())
-                continue
-            res.append(out.iloc[i:i + n].reset_index(drop=True))
-            i += n
-            st.n_scored += n
-            st.last_timestamp = rows[schema.TIMESTAMP].iloc[-1]
-        self._observe(X, out["score"].to_numpy(), max(st.last_timestamp for rows, st in live))
-        return res
+        rows = pd.concat([r for r, _ in groups if len(r)], ignore_index=True)
+        out = pd.DataFrame(self.score_poll(rows, zip([0, *ends[:-1]], ends), [st for _, st in groups]), copy=False)
+        return [out.iloc[a:b].reset_index(drop=True) if b > a else self._empty() for a, b in zip([0, *ends[:-1]], ends)]
 
     def score_poll(self, rows: pd.DataFrame, bounds, states) -> pd.DataFrame:
         """:meth:`score_many` of the groups ``rows.iloc[a:b]`` for ``(a, b)`` in ``bounds`` (consecutive, covering

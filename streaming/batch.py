@@ -2,8 +2,7 @@
 
 A tx_id a partition already scored is not scored again (an exact replay is skipped; the same id with other
 content is a conflict, dead-lettered). The new events are scored with one model call for all partitions
-(``score_poll``, the poll's result columns in one go; ``score_many`` for a model without it: per-call costs dominate
-small batches) and returned as the column dict the sinks buffer.
+(``score_poll``: the poll's result columns in one go; per-call costs dominate small batches) and returned as the column dict the sinks buffer.
 """
 from __future__ import annotations
 
@@ -57,15 +56,11 @@ def score(bundle, version: str, states: dict, rows: pd.DataFrame, part: np.ndarr
     rows = rows.reset_index(drop=True)
     cuts = np.flatnonzero(part[1:] != part[:-1]) + 1
     bounds = list(zip([0, *cuts.tolist()], [*cuts.tolist(), n]))
-    poll = getattr(bundle, "score_poll", None)
-    if poll is not None:  # the poll's result columns in one go (fraud.bundle.ScoringBundle)
-        out = poll(rows, bounds, [states[int(part[a])] for a, _ in bounds])
-        got, score_, alert, reasons = (np.asarray(out[c]) for c in ("tx_id", "score", "is_alert", "reasons"))
-        if not len(got) == len(score_) == len(alert) == len(reasons) == n:
-            raise FraudError(f"model version {version}: score_poll() returned {len(score_)} scores for the {n} events "
-                             f"of {topic} (partitions {sorted(set(part.tolist()))})")
-    else:
-        got, score_, alert, reasons = _score_groups(bundle, version, states, rows, part, bounds, topic)
+    out = bundle.score_poll(rows, bounds, [states[int(part[a])] for a, _ in bounds])
+    got, score_, alert, reasons = (np.asarray(out[c]) for c in ("tx_id", "score", "is_alert", "reasons"))
+    if not len(got) == len(score_) == len(alert) == len(reasons) == n:
+        raise FraudError(f"model version {version}: score_poll() returned {len(score_)} scores for the {n} events "
+                         f"of {topic} (partitions {sorted(set(part.tolist()))})")
     want = rows["tx_id"].to_numpy()
     if not np.array_equal(got, want) and not np.array_equal(got.astype(str), want.astype(str)):
         raise FraudError(f"model version {version}: score() returned tx_ids that do not match the events of {topic} "
@@ -78,24 +73,6 @@ def score(bundle, version: str, states: dict, rows: pd.DataFrame, part: np.ndarr
     cols["reasons"] = reasons
     cols["model_version"] = _constant(version, n)
     return pd.DataFrame(cols, copy=False), order, cols
-
-
-def _score_groups(bundle, version: str, states: dict, rows, part, bounds, topic: str) -> tuple:
-    """(tx_id, score, is_alert, reasons) of a model with ``score_many`` only: one result frame per partition."""
-    groups = [(rows if len(bounds) == 1 else rows.iloc[a:b].reset_index(drop=True), states[int(part[a])])
-              for a, b in bounds]
-    results = bundle.score_many(groups)
-    for (a, b), res in zip(bounds, results):
-        if len(res) != b - a:
-            raise FraudError(f"model version {version}: score() returned {len(res)} rows for the {b - a} events of "
-                             f"{topic}[{int(part[a])}]")
-    return tuple(_stack(results, c) for c in ("tx_id", "score", "is_alert", "reasons"))
-
-
-def _stack(results: list, name: str) -> np.ndarray:
-    """Column ``name`` of the per-partition results, stacked (numpy: ~4 ms less per poll than ``pd.concat``)."""
-    parts = [r[name].to_numpy() for r in results]
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 _CONSTANT: dict = {}

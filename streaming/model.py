@@ -27,7 +27,7 @@ class Bundle(Protocol):
 
     def warm_state(self): ...
 
-    def score_many(self, groups) -> list: ...
+    def score_poll(self, rows: pd.DataFrame, bounds, states) -> dict: ...
 
     def score_batch(self, df: pd.DataFrame, explain: str | None = None) -> pd.DataFrame: ...
 
@@ -70,7 +70,8 @@ def warm_up(bundle: Bundle) -> float:
                          "timestamp": pd.Series([ts, ts + pd.Timedelta(seconds=1)], dtype="datetime64[ns, UTC]"),
                          "customer_id": ["__warmup", "__warmup"], "terminal_id": ["__warmup", "__warmup"],
                          "amount": np.array([10.0, 5000.0])})
-    bundle.score_many([(rows, bundle.new_state()), (rows.assign(tx_id=["__w3", "__w4"]), bundle.new_state())])
+    two = pd.concat([rows, rows.assign(tx_id=["__w3", "__w4"])], ignore_index=True)
+    bundle.score_poll(two, [(0, 2), (2, 4)], [bundle.new_state(), bundle.new_state()])  # a poll of two partitions
     bundle.score_batch(rows, explain="all")  # the explanation path, as an alert takes it
     if hasattr(bundle, "timings"):
         bundle.timings.clear()

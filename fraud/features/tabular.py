@@ -379,11 +379,6 @@ class BaselineState:
         """(customer events kept, terminal events kept)."""
         return len(self.customers), len(self.terminals)
 
-def _str_list(col: pd.Series) -> list:
-    """The values of an id column as a list of str (no astype copy when the column already holds strings)."""
-    return col.tolist() if isinstance(col.dtype, pd.StringDtype) else col.astype(str).tolist()
-
-
 def _column_index(f) -> pd.Index:
     """``feature_names_`` as a cached pd.Index: a DataFrame built with a list of names costs ~120 us more."""
     ci = f.__dict__.get("_columns_index")

@@ -248,5 +248,3 @@ def test_fast_paths_equal_the_general_ones(monkeypatch):
     assert tabular._labels(lab).tolist() == [0, 1, 1, 0] and tabular._labels(lab).dtype == np.int8
     lab = pd.DataFrame({"label": [0.0, np.nan, 1.0, None]})
     assert tabular._labels(lab).tolist() == [0, -1, 1, -1]
-    assert tabular._str_list(pd.Series(["a", "b"])) == ["a", "b"]
-    assert tabular._str_list(pd.Series([1, 22])) == ["1", "22"]

@@ -1,6 +1,6 @@
 """The small-poll fast paths equal their reference paths: GraphState.ids factorizes a list of text ids by a dict
 as pd.factorize does a Series; ``shared_columns`` hands every reader the column it would read itself;
-``streaming.batch.score`` through ``score_poll`` equals the per-partition ``score_many`` path."""
+``streaming.batch.score`` through ``score_poll`` equals one ``score`` per partition."""
 from __future__ import annotations
 
 import copy
@@ -33,37 +33,34 @@ def test_shared_columns_read_once_and_only_inside_the_context():
         assert column(rows, "x") is column(rows, "x")
         assert id_list(rows, "customer_id") is id_list(rows, "customer_id")
         assert id_list(rows, "customer_id")[:2] == ["a", "b"] and pd.isna(id_list(rows, "customer_id")[2])
+        assert id_list(pd.DataFrame({"c": [1, 22]}), "c") == ["1", "22"]  # numbers read as text ids
         other = rows.copy()
         assert column(other, "x") is not column(rows, "x")
     assert column(rows, "x") is not column(rows, "x")
 
 
-class _ManyOnly:
-    """A model offering score_many only (the scorer's Bundle protocol), delegating to a real bundle."""
-
-    def __init__(self, bundle):
-        self.bundle = bundle
-
-    def score_many(self, groups):
-        return self.bundle.score_many(groups)
-
-
-def test_score_poll_equals_the_score_many_path(drift_bundle, drift_world):
+def test_stream_polls_equal_one_score_per_partition(drift_bundle, drift_world):
+    """``batch.score`` (the poll through ``score_poll``) equals scoring each partition's rows alone with ``score``,
+    poll after poll with the states carried over: result columns and state counters."""
     rows = drift_world.sort_values("timestamp", kind="stable").iloc[-400:].reset_index(drop=True)
     part = np.random.default_rng(3).integers(0, 4, len(rows)).astype(np.int32)
     offs = np.arange(len(rows), dtype=np.int64)
     poll = {p: drift_bundle.new_state() for p in range(4)}
-    many = copy.deepcopy(poll)
+    alone = copy.deepcopy(poll)
     for lo in range(0, len(rows), 28):  # polls of 28 events: each partition's state carries over
         sl = slice(lo, lo + 28)
-        a = batch.score(drift_bundle, "1", poll, rows.iloc[sl], part[sl], offs[sl], "tx")
-        b = batch.score(_ManyOnly(drift_bundle), "1", many, rows.iloc[sl], part[sl], offs[sl], "tx")
-        assert a[0].columns.tolist() == b[0].columns.tolist()
-        for c in a[0].columns:
-            assert a[0][c].tolist() == b[0][c].tolist(), c
-        np.testing.assert_array_equal(a[0]["score"].to_numpy(), b[0]["score"].to_numpy())
+        frame, order, _ = batch.score(drift_bundle, "1", poll, rows.iloc[sl], part[sl], offs[sl], "tx")
+        got = frame.set_index("tx_id")
+        for p in range(4):
+            mine = rows.iloc[sl][part[sl] == p].reset_index(drop=True)
+            if not len(mine):
+                continue
+            ref = drift_bundle.score(mine, alone[p])
+            np.testing.assert_array_equal(got.loc[ref["tx_id"], "score"].to_numpy(), ref["score"].to_numpy())
+            assert got.loc[ref["tx_id"], "is_alert"].tolist() == ref["is_alert"].tolist()
+            assert got.loc[ref["tx_id"], "reasons"].tolist() == ref["reasons"].tolist()
     assert [(s.n_scored, s.last_timestamp) for s in poll.values()] == [(s.n_scored, s.last_timestamp)
-                                                                       for s in many.values()]
+                                                                       for s in alone.values()]
 
 
 def test_drift_bins_of_a_small_batch_equal_searchsorted_per_feature():
