@@ -7,7 +7,8 @@ One run, one broker (a local Tansu unless ``bootstrap`` is given), the same even
 (b) scorer: a :class:`streaming.loop.Scorer` (all sinks: scores/alerts topics, SQLite alert store,
     Parquet archive, checkpoints) consumes the same topic in a fresh group.
 Both rates are measured from the first poll that returned data to the last event handled.
-(a') pass-through (``passthrough_rate``/``passthrough_ratio`` in the result): a consumer that decodes every event
+(a') pass-through (``passthrough_rate``; ``passthrough_ratio`` = it / raw; ``scorer_share_of_passthrough`` = (b) / it,
+    the figure to read for the scorer's overhead): a consumer that decodes every event
     and sends it back unchanged to another topic with the scorer's producer settings (:func:`passthrough_rate`):
     the ceiling of any scorer writing one ``scores`` record per event with kafka-python here, model excluded.
 (c) latency: the same scorer keeps running while new events are produced at ``offered`` events/s by a load
@@ -313,6 +314,8 @@ def _bench_one(model_uri, tracking_uri, bootstrap, first, second, partitions, of
         # what a scorer that did nothing but write one record per event would reach (kafka-python's producer)
         res["passthrough_rate"] = round(pass_rate, 1)
         res["passthrough_ratio"] = round(pass_rate / raw_rate, 4)
+        # issue 15's figure: the scorer's rate as a share of the pass-through's (goal >= 0.6)
+        res["scorer_share_of_passthrough"] = round(scorer_rate / pass_rate, 4)
         # the alert share drives the explanation and alert-sink costs: a world unlike the model's alerts far more
         res["alert_rate"] = round(scorer.n_alerts / max(scorer.n_scored, 1), 4)
         _say(verbose, f"    p50 {res['p50_ms']} ms  p99 {res['p99_ms']} ms over {len(lat)} events "

@@ -482,6 +482,8 @@ def test_bench_stream_measures_rates_and_latency(broker, reg):
     assert res["raw_rate"] > 0 and res["scorer_rate"] > 0 and res["passthrough_rate"] > 0
     assert res["ratio"] == pytest.approx(res["scorer_rate"] / res["raw_rate"], rel=1e-3, abs=1e-4)  # 4 decimals
     assert res["passthrough_ratio"] == pytest.approx(res["passthrough_rate"] / res["raw_rate"], rel=1e-3, abs=1e-4)
+    assert res["scorer_share_of_passthrough"] == pytest.approx(res["scorer_rate"] / res["passthrough_rate"], rel=1e-3,
+                                                               abs=1e-4)
     assert 0 < res["p50_ms"] <= res["p99_ms"] < 60_000
     assert 0 <= res["alert_rate"] <= 1
 
