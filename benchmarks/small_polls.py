@@ -4,8 +4,8 @@ broker or a load generator. Prints ms per poll (median, p90) and, with ``--profi
 
 The model is trained once on a simulated world (``--customers/--terminals/--days/--seed``, training until
 ``--train-until-day``); the stream continues from its warm state (``initial_state_``) with the events after the
-cutoff. ``--cache FILE`` keeps the trained bundle (a pickle this harness wrote itself: a bench convenience, never
-for shared files) so that two code trees can be measured back to back on the same model; ``--save FILE`` writes
+cutoff. ``--cache FILE`` keeps the trained bundle (a pickle this harness wrote itself, read back only from a folder
+private to this user) so that two code trees can be measured back to back on the same model; ``--save FILE`` writes
 the scores (npy) so that two trees' scores can be compared bit for bit.
 
 Run: ``python -m benchmarks.small_polls`` (or ``python benchmarks/small_polls.py`` with another tree on
@@ -33,6 +33,7 @@ def trained_bundle(args):
     df = simulate(customers=args.customers, terminals=args.terminals, days=args.days, seed=args.seed)
     df = df.sort_values("timestamp", kind="stable").reset_index(drop=True)
     if args.cache and os.path.exists(args.cache):
+        _check_private(args.cache)
         with open(args.cache, "rb") as fh:
             return pickle.load(fh), df
     from fraud.training import train
@@ -43,6 +44,21 @@ def trained_bundle(args):
         with open(args.cache, "wb") as fh:
             pickle.dump(bundle, fh)
     return bundle, df
+
+
+def _check_private(path: str) -> None:
+    """Refuse a cache that someone else could have written (unpickling runs code): the file and its folder must be
+    this user's and writable by no one else, as ssh's StrictModes asks of its key files."""
+    import stat
+
+    from fraud.errors import ConfigError
+
+    for p in (path, os.path.dirname(os.path.abspath(path))):
+        st = os.stat(p)
+        if st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise ConfigError(f"--cache {path!r}: {p!r} is not private to this user (owner uid {st.st_uid}, mode "
+                              f"{stat.filemode(st.st_mode)}); the cache is a pickle, so it is read only from a folder "
+                              "no one else can write (e.g. mkdir -m 700 ~/.cache/fraud-bench)")
 
 
 def polls(bundle, df, size: int, partitions: int, n_polls: int) -> list:
