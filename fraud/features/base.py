@@ -120,3 +120,13 @@ def id_list(rows: pd.DataFrame, name: str) -> list:
         return col.tolist() if isinstance(col.dtype, pd.StringDtype) else col.astype(str).tolist()
 
     return _shared(rows, "list:" + name, make)
+
+
+def text_ids(rows: pd.DataFrame, name: str) -> list | None:
+    """:func:`id_list` when every value is a str (no missing id), else None: checked once per frame and column
+    inside :func:`shared_columns`, for the readers that need whole text."""
+    def make():
+        ids = id_list(rows, name)
+        return ids if all(type(v) is str for v in ids) else None
+
+    return _shared(rows, "text:" + name, make)

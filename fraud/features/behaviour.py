@@ -18,7 +18,7 @@ import pandas as pd
 
 from fraud import safestate
 from fraud.errors import ConfigError
-from fraud.features.base import Featurizer, column, id_list
+from fraud.features.base import Featurizer, column, text_ids
 from fraud.features.tabular import DAY_NS, _codes, _days_ns
 from fraud.features.tabular import _group_cumsum as _run_cumsum
 from fraud.features.tabular import _labels, _Log, _query_order, _require, _Sorted, _stacked, _wname, timestamps_ns
@@ -466,5 +466,5 @@ class BehaviourFeatures(Featurizer):
 
 def _text_ids(rows: pd.DataFrame, name: str) -> list:
     """``rows[name].astype(str).tolist()``: the shared id list when it holds only str (then the same values)."""
-    ids = id_list(rows, name)
-    return ids if all(type(v) is str for v in ids) else column(rows, name).astype(str).tolist()
+    ids = text_ids(rows, name)
+    return ids if ids is not None else column(rows, name).astype(str).tolist()

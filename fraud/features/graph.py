@@ -24,7 +24,7 @@ import pandas as pd
 
 from fraud import safestate
 from fraud.errors import ConfigError
-from fraud.features.base import Featurizer, column, id_list
+from fraud.features.base import Featurizer, column, text_ids
 
 _NS_DAY = 86_400 * 1_000_000_000
 _UNSET = np.iinfo(np.int64).min  # first_seen of a node not seen yet
@@ -770,8 +770,5 @@ def _id_values(rows: pd.DataFrame, name: str):
     """What ``GraphState.ids`` factorizes: the shared list of a text column without missing values, else the
     column itself (pd.factorize then names a missing id as it always did)."""
     col = column(rows, name)
-    if isinstance(col.dtype, pd.StringDtype):
-        ids = id_list(rows, name)
-        if all(type(v) is str for v in ids):
-            return ids
-    return col
+    ids = text_ids(rows, name) if isinstance(col.dtype, pd.StringDtype) else None
+    return col if ids is None else ids

@@ -8,7 +8,7 @@ import copy
 import numpy as np
 import pandas as pd
 
-from fraud.features.base import column, id_list, shared_columns
+from fraud.features.base import column, id_list, shared_columns, text_ids
 from fraud.features.graph import GraphState
 from streaming import batch
 
@@ -34,6 +34,9 @@ def test_shared_columns_read_once_and_only_inside_the_context():
         assert id_list(rows, "customer_id") is id_list(rows, "customer_id")
         assert id_list(rows, "customer_id")[:2] == ["a", "b"] and pd.isna(id_list(rows, "customer_id")[2])
         assert id_list(pd.DataFrame({"c": [1, 22]}), "c") == ["1", "22"]  # numbers read as text ids
+        assert text_ids(rows, "customer_id") is None  # a missing id: not whole text
+        whole = rows.iloc[:2]
+        assert text_ids(whole, "customer_id") is id_list(whole, "customer_id") == ["a", "b"]
         other = rows.copy()
         assert column(other, "x") is not column(rows, "x")
     assert column(rows, "x") is not column(rows, "x")
