@@ -179,13 +179,17 @@ def _group_cumsum(code: np.ndarray, values: np.ndarray) -> np.ndarray:
     return out
 
 
+def _block_rows(n: int, rows, width: int) -> tuple[np.ndarray, bool, np.ndarray]:
+    """A block's query rows (default: all ``n``, in input order), whether that is every row, and its output."""
+    all_rows = rows is None
+    rows = np.arange(n) if all_rows else rows
+    return rows, all_rows, np.empty((len(rows), width), dtype=np.float64)
+
+
 def _customer_block(code, ts, amount, windows_ns, rows=None) -> np.ndarray:
     """Customer counts and mean amounts, shape (len(rows), 2 * len(windows)), for the input rows
     ``rows`` (default: all, in input order); the other rows act as history."""
-    n = len(code)
-    all_rows = rows is None
-    rows = np.arange(n) if rows is None else rows
-    out = np.empty((len(rows), 2 * len(windows_ns)), dtype=np.float64)
+    rows, all_rows, out = _block_rows(len(code), rows, 2 * len(windows_ns))
     if len(rows) == 0:
         return out
     s = _Sorted(code, ts, windows_ns, qmin=ts[rows].min())
@@ -210,10 +214,7 @@ def _customer_block(code, ts, amount, windows_ns, rows=None) -> np.ndarray:
 
 def _terminal_block(code, ts, fraud, windows_ns, delay_ns, rows=None) -> np.ndarray:
     """Terminal counts and fraud risk over (t - d - w, t - d] for the input rows ``rows``."""
-    n = len(code)
-    all_rows = rows is None
-    rows = np.arange(n) if rows is None else rows
-    out = np.empty((len(rows), 2 * len(windows_ns)), dtype=np.float64)
+    rows, all_rows, out = _block_rows(len(code), rows, 2 * len(windows_ns))
     if len(rows) == 0:
         return out
     s = _Sorted(code, ts, [delay_ns] + [delay_ns + w for w in windows_ns], qmin=ts[rows].min())
