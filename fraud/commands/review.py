@@ -43,7 +43,7 @@ def _cluster(ctx, alerts_db, since, until, embedder="deepwalk", seed=0, refine="
 def _cluster_table(clusters) -> str:
     """Plain fixed-width lines (readable piped and at 100 columns): one line of figures per cluster and an
     indented line of its top reasons in words."""
-    from fraud.review.reasons import words
+    from fraud.review.reasons import grouped_words
 
     head = f"{'#':>3} {'cluster':<13} {'risk':>8} {'alerts':>6} {'amount':>10} {'cust':>4} {'term':>4} " \
            f"{'max':>5}  {'first':<16} {'last':<16}"
@@ -52,17 +52,11 @@ def _cluster_table(clusters) -> str:
         lines.append(f"{c.rank:>3} {c.id:<13} {c.risk:>8.1f} {c.n_tx:>6} {c.amount_at_risk:>10.2f} "
                      f"{len(c.customers):>4} {len(c.terminals):>4} {c.score_max:>5.3f}  {c.first_seen[:16]:<16} "
                      f"{c.last_seen[:16]:<16}")
-        said, keys = [], set()
-        for code, _ in c.reasons:  # one sentence per feature family: "terminal fraud history" twice says nothing
-            for w in words([code], top=1):
-                key = w.family if w.kind == "feature" else w.text
-                if key not in keys:
-                    keys.add(key)
-                    said.append(w.text)
+        said = [text for text, _ in grouped_words(c.reasons, top=2)]
         mix = " ".join(f"{k}:{v}" for k, v in (c.scenario_mix or {}).items())
         import textwrap
 
-        why = f"why: {'; '.join(said[:2]) or '-'}" + (f"  [scenarios {mix}]" if mix else "")
+        why = f"why: {'; '.join(said) or '-'}" + (f"  [scenarios {mix}]" if mix else "")
         lines += textwrap.wrap(why, width=96, initial_indent="    ", subsequent_indent="      ")
     return "\n".join(lines)
 

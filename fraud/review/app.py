@@ -36,6 +36,7 @@ from fraud.errors import ConfigError
 from fraud.review.auth import (SHARED_ANALYST, Authenticator, Sessions, Throttle, Users, check_password,  # noqa: F401
                                hash_password, load_users, server_secret, split_token)
 from fraud.review.clusters import SCENARIO_NAMES, ClusterResult, cluster_alerts
+from fraud.review.reasons import grouped_words, texts as reason_texts
 from fraud.store import AlertStore
 
 HERE = Path(__file__).resolve().parent
@@ -232,6 +233,8 @@ def _templates():
     env = Environment(loader=FileSystemLoader(str(HERE / "templates")),
                       autoescape=select_autoescape(default=True, default_for_string=True))
     env.globals["SCENARIO_NAMES"] = SCENARIO_NAMES
+    env.filters["grouped_words"] = grouped_words  # a cluster's reason codes in words, one per family
+    env.filters["reason_texts"] = reason_texts  # one alert's reason codes in words
     return env
 
 

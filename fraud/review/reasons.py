@@ -152,6 +152,35 @@ RULES: list[tuple[str, str, str, str]] = [
      "customer on the edge of the graph"),
     (r"^g_t_core$", "dense neighbourhood", "terminal sits in a dense part of the graph (core {v})",
      "terminal on the edge of the graph"),
+    (r"^CL_NEW_PAIR$", "first visit", "card's first visit to this terminal (not among its recent places)",
+     "card is a regular at this terminal"),
+    (r"^CL_C_AGE_DAYS$", "new account", "account is {v} days old", "new account: first seen {v} days ago"),
+    (r"^CL_T_NEW_AGED$", "ring signal",
+     "{v} established cards came to this terminal for the first time in the last week (typical {q}): cards "
+     "converging (ring signal)", "few established cards new to this terminal"),
+    (r"^CL_T_UNRELATED_NEW$", "ring signal",
+     "{v} established cards with no place in common with this card came to this terminal for the first time in "
+     "the last week (ring signal)", "no unrelated newcomers at this terminal"),
+    (r"^CL_T_NEW_RATIO$", "new customers at the terminal",
+     "terminal drew {v}x its usual number of first-time customers this week (typical {q})",
+     "terminal drew fewer first-time customers than usual"),
+    (r"^CL_CONVERGE$", "ring signal",
+     "an established card's first visit here, in step with {v} unrelated established cards (ring signal)",
+     "no sign of cards converging on this terminal"),
+    (r"^g_(c|t)_shift$", "changed behaviour",
+     "the {e}'s place in the transaction graph moved far from where the model learned it ({v} graph spreads)",
+     "the {e}'s place in the transaction graph is where the model learned it"),
+    (r"^g_conv_dist$", "ring signal", "card unlike this terminal's usual customers (distance {v}, typical {q})",
+     "card like this terminal's usual customers"),
+    (r"^g_conv_rel$", "ring signal",
+     "card {v}x further from this terminal's usual customers than they are from each other",
+     "card close to this terminal's usual customers"),
+    (r"^g_conv_far$", "ring signal",
+     "{v} recent first visits here by cards unlike its usual customers: cards converging (ring signal)",
+     "no unlike cards converging on this terminal"),
+    (r"^g_conv_disp$", "new customers at the terminal",
+     "this terminal's recent customers are unlike its past ones ({v}x its usual spread)",
+     "this terminal's customers are like its past ones"),
     (r"^seq_nll_amount$", "sequence model", "amount unusual for this customer's history (sequence model)", ""),
     (r"^seq_nll_gap$", "sequence model", "timing unusual for this customer's history (sequence model)", ""),
     (r"^seq_nll_hour$", "sequence model", "hour of day unusual for this customer (sequence model)", ""),
@@ -182,6 +211,27 @@ DETECTORS = {
     "lof": "far from its nearest normal neighbours (LOF {s})",
 }
 
+# a cluster's grouped code has no value and no direction: "unusual <family>", or these where that reads badly
+GROUPED = {
+    "first visit": "cards at terminals new to them",
+    "ring signal": "signs of a ring: cards converging on shared terminals",
+    "sequence model": "unusual for the customers' own histories (sequence model)",
+    "changed behaviour": "cards or terminals acting unlike when the model learned them",
+    "new account": "unusual account ages",
+    "new accounts at the terminal": "new accounts among the terminals' customers",
+    "new customers at the terminal": "unusual numbers of first-time customers at the terminals",
+    "many terminals": "cards used at unusually many or few terminals",
+    "many customers": "terminals with unusually many or few customers",
+    "far terminal": "unusual distance from the cards' usual terminals",
+    "unknown entity": "cards or terminals new to the model",
+    "dense neighbourhood": "unusual place in the transaction graph",
+    "fraud near the terminal": "confirmed frauds among the terminals' customers",
+    "fraud near the card": "confirmed frauds at the cards' other terminals",
+    "unusual amounts": "runs of unusually large or small amounts on the cards",
+    "night": "unusual time of day",
+    "weekend": "unusual day of the week",
+}
+
 # hand-written codes (tests, older scorers) that carry no value
 PLAIN = {
     "amount": "amount unusually high",
@@ -197,10 +247,11 @@ def _word(name: str, high: bool, value: float | None, ref: float | None) -> tupl
         if not m:
             continue
         text = hi if high else lo
-        if not text:
-            return None
+        if not text:  # this direction carries no suspicion (e.g. a low surprise): no sentence
+            return fam, ""
         w = next((g for g in m.groups() if g), None) if m.groups() else None
-        text = text.format(v=_n(value), q=_n(ref), p=_pct(value) if value is not None else "?", w=w or "recent")
+        e = {"c": "card", "t": "terminal"}.get(w, "")  # g_c_* / g_t_*: the group names the entity, not a window
+        text = text.format(v=_n(value), q=_n(ref), p=_pct(value) if value is not None else "?", w=w or "recent", e=e)
         return fam, re.sub(r"\b1 days\b", "1 day", re.sub(r"\b1 times\b", "once", text))
     return None
 
@@ -214,6 +265,8 @@ def _feature(code: str, m) -> Reason:
     if SEQ_EMBEDDING.match(name):
         return Reason(code, SEQUENCE, "pairing", strength, "sequence embedding")
     worded = _word(name, high, value, q if m.group("ref") != "p50" else q)
+    if worded is not None and not worded[1]:
+        return Reason(code, "", "feature", 0, worded[0])  # no signal: words() drops it
     if worded is None:
         text = f"{name} is {'high' if high else 'low'}: {_n(value)} (typical {_n(q)})"
         return Reason(code, text, "feature", strength, "other feature")
@@ -249,7 +302,8 @@ def explain(code: str) -> Reason:
     worded = _word(code, True, None, None)  # a bare feature name (e.g. the IForest bench): no value to quote,
     if worded is not None:  # and no direction (a cluster groups high and low): "unusual", not "unusually high"
         w = re.search(r"_(\d+)D(?:AY_WINDOW)?$", code)
-        return Reason(code, f"unusual {worded[0]}" + (f" ({_plural(w.group(1))} window)" if w else ""),
+        text = GROUPED.get(worded[0], f"unusual {worded[0]}")
+        return Reason(code, text + (f" ({_plural(w.group(1))} window)" if w else ""),
                       "feature", 1, worded[0])
     return Reason(code, code.replace("_", " "), "other", 1, "other")
 
@@ -283,6 +337,24 @@ def words(codes, nearest_fraud_case: str | None = None, top: int = 3) -> list[Re
         lead = [r for r in out if r.kind != "pairing"]
         out = lead + [r for r in out if r.kind == "pairing"] if lead else out
     return out[:top] if top else out
+
+
+def grouped_words(counted, top: int = 3) -> list[tuple[str, int]]:
+    """A cluster's grouped reason codes, ``(code, alerts)`` most frequent first, as ``(sentence, alerts)``: one
+    sentence per feature family (one family twice says nothing new), at most ``top`` (0: all)."""
+    out, keys = [], set()
+    for code, n in counted or []:
+        for w in words([code], top=1):
+            key = w.family if w.kind == "feature" else w.text
+            if key not in keys:
+                keys.add(key)
+                out.append((w.text, n))
+    return out[:top] if top else out
+
+
+def texts(codes) -> list[str]:
+    """One alert's reasons in words (what :func:`words` says, as sentences)."""
+    return [r.text for r in words(codes)]
 
 
 def top_reason_is_opaque(codes) -> bool:

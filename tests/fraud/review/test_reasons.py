@@ -62,7 +62,7 @@ def test_grouped_feature_codes_claim_no_direction():
     from fraud.review.reasons import explain
 
     assert explain("feature:BH_T_KNOWN_FRAUD_7D").text == "unusual terminal fraud history (7-day window)"
-    assert explain("feature:g_pair_prior").text == "unusual first visit"
+    assert explain("feature:g_pair_prior").text == "cards at terminals new to them"  # not "unusual first visit"
     assert "high" not in explain("feature:BH_T_LAST_IS_FRAUD").text
 
 
