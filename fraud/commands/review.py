@@ -137,6 +137,8 @@ def register(main: click.Group, bench: click.Group) -> None:
         """One cluster: summary, transactions and decisions so far (pass the same --archive/--context
         as to `fraud review clusters`: context changes the clusters and so their ids)."""
         from fraud.errors import ConfigError
+        from fraud.review.reasons import grouped_words
+        from fraud.review.reasons import texts as reason_texts
 
         store, res = _cluster(ctx, alerts_db, since, until, archive=archive, context_path=context_path)
         c = res.get(cluster_id)
@@ -165,13 +167,15 @@ def register(main: click.Group, bench: click.Group) -> None:
             click.echo(f"surging terminals: {', '.join(c.surging_terminals[:40]) or '-'}  "
                        f"context transactions at its terminals: {c.context_tx}  "
                        f"alert groups linked by context: {c.context_groups}")
-        click.echo("reasons: " + ", ".join(f"{r} ({n})" for r, n in c.reasons))
+        click.echo("reasons (alerts): " + "; ".join(f"{r} ({n})" for r, n in grouped_words(c.reasons, top=0)))
         if c.scenario_mix:
             click.echo("scenario mix: " + ", ".join(f"{k}={v}" for k, v in c.scenario_mix.items()))
         click.echo("transactions:")
-        for r in a.to_dict("records"):
+        for r in a.to_dict("records"):  # the reason codes in words (--json keeps the codes)
             click.echo(f"  {r['timestamp']}  {r['tx_id']}  c={r['customer_id']}  t={r['terminal_id']}  "
-                       f"amount={r['amount']:.2f}  score={r['score']:.3f}  {','.join(r['reasons'] or [])}")
+                       f"amount={r['amount']:.2f}  score={r['score']:.3f}")
+            for text in reason_texts(r["reasons"] or []):
+                click.echo(f"      - {text}")
         if len(d):
             click.echo("decisions:")
             for r in d.to_dict("records"):

@@ -55,3 +55,25 @@ def test_static_report_in_words(tmp_path):
     table = html.split("<table")[1]
     assert not RAW.search(table), RAW.search(table).group(0)
     assert "terminal fraud history" in table
+
+
+def test_review_show_in_words(tmp_path):
+    """`fraud review show` prints each transaction's reasons as sentences (--json keeps the codes)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from fraud.cli import main
+
+    db = f"sqlite:///{tmp_path / 'alerts.db'}"
+    a = hand_built_alerts()
+    a["reasons"] = [CODES] * len(a)
+    AlertStore(db).write_alerts(a)
+    cl = json.loads(CliRunner().invoke(main, ["review", "clusters", "--alerts-db", db, "--json"]).output)["clusters"]
+    out = CliRunner().invoke(main, ["review", "show", cl[0]["id"], "--alerts-db", db])
+    assert out.exit_code == 0, out.output
+    assert not RAW.search(out.output), RAW.search(out.output).group(0)
+    assert "- terminal had 4 confirmed frauds in the last 7 days" in out.output
+    assert "reasons (alerts): signs of a ring" in out.output
+    js = json.loads(CliRunner().invoke(main, ["review", "show", cl[0]["id"], "--alerts-db", db, "--json"]).output)
+    assert js["transactions"][0]["reasons"] == CODES
