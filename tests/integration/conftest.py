@@ -23,7 +23,7 @@ def broker():
 
 
 @pytest.fixture(scope="session")
-def reg(tmp_path_factory):
+def reg(tmp_path_factory, new_mlflow_store):
     """A bundle trained on the first 14 days of a small world, registered as version 1 (champion) of ``MODEL``
     in a temporary store; ``live`` holds the days after."""
     from fraud import registry
@@ -32,7 +32,7 @@ def reg(tmp_path_factory):
 
     world = simulate(customers=150, terminals=300, days=24, seed=5)
     d = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{d / 'mlflow.db'}"
+    uri = new_mlflow_store(d)
     registry.configure(uri)
     registry.quiet_mlflow()
     hist = world[world["timestamp"] < world["timestamp"].min() + pd.Timedelta(days=14)]
