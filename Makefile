@@ -16,7 +16,8 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/fraud demo --workdir .demo
 
-# two pytest-xdist workers, each file on one worker (module fixtures: broker, MLflow store, built once);
+# two pytest-xdist workers, each file on one worker (its module fixtures built once; the live-scorer tests'
+# broker and registered bundle once per worker: tests/integration/conftest.py);
 # TEST_WORKERS=0 runs the suite in one process (a machine whose cores are busy: no second worker's overhead)
 TEST_WORKERS ?= 2
 

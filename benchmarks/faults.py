@@ -50,6 +50,7 @@ class FaultConfig:
     stall_timeout: float = 30.0  # give up waiting once nothing new was accounted for this long
     ready_timeout: float = 120.0  # first scorer to join its group
     checkpoint_interval: float = 0.5
+    session_timeout_ms: int = 6000  # the scorer's group session: a killed scorer's partitions move after it
 
 
 class Harness:
@@ -81,7 +82,7 @@ class Harness:
                 "--archive", str(self.archive), "--state-dir", str(self.work / "state"),
                 "--dlq-topic", self.dlq, "--partitions", str(c.partitions),
                 "--checkpoint-interval", str(c.checkpoint_interval), "--batch-size", "200",
-                "--session-timeout-ms", "6000", "--max-message-bytes", str(c.max_message_bytes)]
+                "--session-timeout-ms", str(c.session_timeout_ms), "--max-message-bytes", str(c.max_message_bytes)]
 
     def start_scorer(self, tracking_uri: str) -> None:
         import fraud

@@ -16,10 +16,13 @@ KEYS = {"events_sent", "sent_by_category", "expected", "scored", "lost", "lost_a
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    cfg = FaultConfig(events=300, seed=3, workdir=str(tmp_path_factory.mktemp("faults")), customers=150,
+def result(tmp_path_factory, new_mlflow_store):
+    work = tmp_path_factory.mktemp("faults")
+    new_mlflow_store(work)  # the run's store (work/mlflow.db), its tables made once per test process
+    cfg = FaultConfig(events=300, seed=3, workdir=str(work), customers=150,
                       terminals=300, rate=150.0, sink_seconds=2.0, lock_seconds=3.0, settle_timeout=30.0,
-                      final_timeout=90.0, stall_timeout=40.0, ready_timeout=60.0)
+                      final_timeout=90.0, stall_timeout=40.0, ready_timeout=60.0,
+                      session_timeout_ms=2000)  # joins in ~1 s instead of ~3 s (Tansu: ~half the session)
     return run_faults(cfg)
 
 

@@ -33,9 +33,9 @@ class _Planted:
 
 
 @pytest.fixture(scope="module")
-def registered(tmp_path_factory):
+def registered(tmp_path_factory, new_mlflow_store):
     root = tmp_path_factory.mktemp("mlflow")
-    registry.configure(f"sqlite:///{root}/mlflow.db")
+    registry.configure(new_mlflow_store(root))
     from fraud.simulate import simulate
 
     with warnings.catch_warnings():

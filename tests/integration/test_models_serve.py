@@ -29,11 +29,11 @@ LIGHT = dict(featurizers=("tabular", "sequence"), unsupervised=("iforest", "hbos
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, new_mlflow_store):
     from fraud.simulate import simulate
 
     root = tmp_path_factory.mktemp("serve")
-    uri = f"sqlite:///{root}/mlflow.db"
+    uri = new_mlflow_store(root)
     registry.configure(uri)
     world = simulate(customers=200, terminals=400, days=45, seed=5).sort_values(["timestamp", "tx_id"])
     world = world.reset_index(drop=True)

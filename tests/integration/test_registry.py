@@ -26,6 +26,7 @@ NAME = "fraud-detector"
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
+    """A store MLflow makes here from nothing (the other tests of the suite copy a made one: new_mlflow_store)."""
     root = tmp_path_factory.mktemp("mlflow")
     settings = Settings(tracking_uri=f"sqlite:///{root}/mlflow.db", artifact_root=str(root / "artifacts"))
     registry.configure(settings.tracking_uri)
@@ -189,14 +190,14 @@ def test_train_command_without_fraud_labels_falls_back_with_a_warning(world, tmp
     assert out["version"] is None and any("unsupervised" in w.lower() for w in out["warnings"])
 
 
-def test_train_command_unsupervised_without_label_column_registers_a_loadable_model(world, tmp_path):
+def test_train_command_unsupervised_without_label_column_registers_a_loadable_model(world, tmp_path, new_mlflow_store):
     """``fraud train --unsupervised`` on data with no label (nor scenario) column: trained, registered
     (curves skipped: nothing to draw them from), and the version loads and scores."""
     from fraud.cli import main
 
     p = tmp_path / "nolabels.parquet"
     world.drop(columns=[c for c in ("label", "scenario") if c in world]).to_parquet(p)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_mlflow_store(tmp_path)
     env = {"MLFLOW_TRACKING_URI": uri, "FRAUD_ARTIFACT_ROOT": str(tmp_path / "artifacts")}
     r = CliRunner().invoke(main, ["train", "--data", str(p), "--unsupervised",
                                   "--features", "tabular", "--detectors", "hbos", "--name", "label-free",
@@ -210,7 +211,7 @@ def test_train_command_unsupervised_without_label_column_registers_a_loadable_mo
     assert len(scored) == 2000 and scored["score"].between(0, 1).all()
 
 
-def test_retrain_command_registers_a_challenger_with_the_gate_decision(world, tmp_path):
+def test_retrain_command_registers_a_challenger_with_the_gate_decision(world, tmp_path, new_mlflow_store):
     """``fraud train`` then ``fraud retrain`` through the CLI: v1 champion, v2 challenger with the decision tags."""
     import mlflow
 
@@ -218,7 +219,7 @@ def test_retrain_command_registers_a_challenger_with_the_gate_decision(world, tm
 
     p = tmp_path / "world.parquet"
     world.to_parquet(p)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_mlflow_store(tmp_path)
     env = {"MLFLOW_TRACKING_URI": uri, "FRAUD_ARTIFACT_ROOT": str(tmp_path / "artifacts")}
     light = ["--features", "tabular", "--detectors", "hbos", "--head-trees", "30", "--name", "gated"]
     first = CliRunner().invoke(main, ["train", "--data", str(p), *light, "--json"], env=env)

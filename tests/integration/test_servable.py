@@ -22,11 +22,11 @@ NAME = "fraud-detector"
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, new_mlflow_store):
     from fraud.simulate import simulate
 
     root = tmp_path_factory.mktemp("serve")
-    settings = Settings(tracking_uri=f"sqlite:///{root}/mlflow.db", artifact_root=str(root / "artifacts"))
+    settings = Settings(tracking_uri=new_mlflow_store(root), artifact_root=str(root / "artifacts"))
     registry.configure(settings.tracking_uri)
     world = simulate(customers=200, terminals=400, days=45, seed=5)
     with warnings.catch_warnings():
