@@ -578,8 +578,9 @@ def mlflow_download(model_uri: str, dst: str) -> str:
 def resolve_alias(name: str, alias: str = CHAMPION, tracking_uri: str | None = None) -> str:
     """Version string that ``name@alias`` points to (one registry query), in the configured store or in
     ``tracking_uri`` (a client of its own: the process-wide configuration is left as it is)."""
-    client = _client()
-    if tracking_uri is not None:
+    if tracking_uri is None:
+        client = _client()
+    else:  # not the configured client too: building it opens (and may create) the default store
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
