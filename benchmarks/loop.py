@@ -545,7 +545,7 @@ def summary(arms: dict, onset_week: int, injected=()) -> dict:
 
 
 def table(res: dict) -> str:
-    names = res["pattern_names"]
+    names = {int(k): v for k, v in res["pattern_names"].items()}  # also on a JSON round trip (text keys)
     lines = [f"world seed {res['world']['seed']}, training until {res['train_until']}, new patterns from loop week "
              f"{res['onset_week']}"]
     for name, arm in res["arms"].items():
