@@ -207,6 +207,7 @@ def run_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, arm: str, c
     train_until = pd.Timestamp(train_until)
     df = _check(df, train_until, weeks, arm)
     truth = pd.Series(df["label"].to_numpy(np.int8), index=df["tx_id"].astype(str).to_numpy())
+    scenario = pd.Series(df["scenario"].to_numpy(), index=truth.index)
     bundle = initial if initial is not None else initial_bundle(df, train_until, cfg)
     hist = df[df["timestamp"] < train_until]
     state = hot_state(bundle, hist)
@@ -226,6 +227,7 @@ def run_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, arm: str, c
                                    "alerted": alert, "day": d, "model_version": str(bundle.version)}))
         days.append({"day": d, "n": len(rows), "alerted_cards": int(scored.loc[alert, "customer_id"].nunique()),
                      "decided": len(dec), "fraud_decided": int(dec["label"].sum()),
+                     "fraud_decided_by_scenario": _by_scenario(dec, scenario),
                      "model_version": str(bundle.version)})
         if arm != "frozen" and (d + 1) % cfg.retrain_every_days == 0 and d + 1 < 7 * weeks:
             new, seen, decision = _weekly_retrain(bundle, df, lo + DAY, train_until, decided if arm == "full" else [],
@@ -239,6 +241,13 @@ def run_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, arm: str, c
     out = {"arm": arm, "weeks": weekly(frame), "patterns": pattern_timing(frame, known), "retrains": retrains,
            "days": days, "final_version": str(bundle.version), "seconds": round(time.perf_counter() - t0, 1)}
     return {**out, "frame": frame} if keep_frame else out
+
+
+def _by_scenario(dec: pd.DataFrame, scenario: pd.Series) -> dict:
+    """The analyst's fraud decisions of a day per scenario id (what the full loop's retrains learn from)."""
+    sc = scenario.reindex(dec.loc[dec["label"].to_numpy() == 1, "tx_id"]).to_numpy()
+    ids, n = np.unique(sc.astype(int), return_counts=True)
+    return {int(i): int(k) for i, k in zip(ids, n)}
 
 
 def _weekly_retrain(bundle, df: pd.DataFrame, until, train_until, decided: list, cfg: LoopConfig, gated: bool):

@@ -109,3 +109,12 @@ def test_bad_tactics_are_refused():
     assert res.exit_code == 2 and "--tactics" in res.output and "nope" in res.output
     with pytest.raises(ConfigError, match="tactic_scale"):
         loop_world(BenchConfig(**WORLD, tactics=("aged_mules",), tactic_scale=0.0))
+
+
+def test_analyst_frauds_are_counted_per_scenario(result):
+    for name in ("frozen", "full"):
+        for d in result["arms"][name]["days"]:
+            assert sum(d["fraud_decided_by_scenario"].values()) == d["fraud_decided"]
+            assert all(int(s) > 0 for s in d["fraud_decided_by_scenario"])
+    found = {s for d in result["arms"]["full"]["days"] for s in d["fraud_decided_by_scenario"]}
+    assert found & set(map(str, _ids()))  # the analyst decided some injected frauds on this world
