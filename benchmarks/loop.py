@@ -12,6 +12,8 @@ warmed as the stream scorer warms a swapped model. Arms (:func:`run_arm`): ``fro
 ``no_labels`` (retrained with the labels of the initial window only; with no labelled window to gate on it is
 promoted by schedule), ``full`` (analyst labels, gated). Beside them :func:`oracle_arm`, the ceiling of recall at
 the budget (``benchmarks.oracle.budget_oracle``: every fraud first; per new pattern, that pattern first).
+``BenchConfig.tactics`` adds adaptive fraudsters (``fraud.evasion.inject``) from the onset to the end of the world:
+new patterns built to hide from the initial features, reported and bounded like the world's own.
 Figures and definitions: docs/benchmarks.md.
 """
 from __future__ import annotations
@@ -205,6 +207,7 @@ def run_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, arm: str, c
     train_until = pd.Timestamp(train_until)
     df = _check(df, train_until, weeks, arm)
     truth = pd.Series(df["label"].to_numpy(np.int8), index=df["tx_id"].astype(str).to_numpy())
+    scenario = pd.Series(df["scenario"].to_numpy(), index=truth.index)
     bundle = initial if initial is not None else initial_bundle(df, train_until, cfg)
     hist = df[df["timestamp"] < train_until]
     state = hot_state(bundle, hist)
@@ -224,6 +227,7 @@ def run_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, arm: str, c
                                    "alerted": alert, "day": d, "model_version": str(bundle.version)}))
         days.append({"day": d, "n": len(rows), "alerted_cards": int(scored.loc[alert, "customer_id"].nunique()),
                      "decided": len(dec), "fraud_decided": int(dec["label"].sum()),
+                     "fraud_decided_by_scenario": _by_scenario(dec, scenario),
                      "model_version": str(bundle.version)})
         if arm != "frozen" and (d + 1) % cfg.retrain_every_days == 0 and d + 1 < 7 * weeks:
             new, seen, decision = _weekly_retrain(bundle, df, lo + DAY, train_until, decided if arm == "full" else [],
@@ -237,6 +241,13 @@ def run_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, arm: str, c
     out = {"arm": arm, "weeks": weekly(frame), "patterns": pattern_timing(frame, known), "retrains": retrains,
            "days": days, "final_version": str(bundle.version), "seconds": round(time.perf_counter() - t0, 1)}
     return {**out, "frame": frame} if keep_frame else out
+
+
+def _by_scenario(dec: pd.DataFrame, scenario: pd.Series) -> dict:
+    """The analyst's fraud decisions of a day per scenario id (what the full loop's retrains learn from)."""
+    sc = scenario.reindex(dec.loc[dec["label"].to_numpy() == 1, "tx_id"]).to_numpy()
+    ids, n = np.unique(sc.astype(int), return_counts=True)
+    return {int(i): int(k) for i, k in zip(ids, n)}
 
 
 def _weekly_retrain(bundle, df: pd.DataFrame, until, train_until, decided: list, cfg: LoopConfig, gated: bool):
@@ -360,11 +371,51 @@ class BenchConfig:
     new_patterns: tuple = ("aged_ring", "night_burst")
     arms: tuple = ARMS + ("full_fresh",)  # full_fresh: the full loop with fresh embeddings (when available)
     loop: LoopConfig = field(default_factory=LoopConfig)
+    tactics: tuple = ()  # fraud.evasion tactics injected from the onset to the end (names of fraud.evasion.TACTICS)
+    tactic_scale: float | None = None  # their activity; None: customers / 500 (the evasion bench's rate per card)
+
+    def scale(self) -> float:
+        return float(self.tactic_scale) if self.tactic_scale is not None else self.customers / EVASION_CUSTOMERS
+
+
+EVASION_CUSTOMERS = 500  # the world size the tactics' rates (fraud.evasion.draw_params) are written for
+
+
+def check_tactics(names) -> tuple:
+    """``names`` as a tuple of known tactic names (``fraud.evasion.TACTICS``; "all" = every tactic)."""
+    from fraud.evasion import TACTICS
+
+    names = tuple(TACTICS.values()) if tuple(names) == ("all",) else tuple(names)
+    bad = [n for n in names if n not in TACTICS.values()]
+    if bad or len(set(names)) != len(names):
+        raise ConfigError(f"bench loop: tactics {list(names)}: each once, among {', '.join(TACTICS.values())} "
+                          f"(or 'all'); unknown: {bad}")
+    return names
+
+
+def with_tactics(df: pd.DataFrame, cfg: BenchConfig, seed: int) -> tuple[pd.DataFrame, dict]:
+    """``df`` with ``cfg.tactics`` injected (``fraud.evasion.inject``, world ``seed``) from the onset (``onset_weeks``
+    into the loop) to the end of the world; and what was injected (names, ids, scale, window, rows per tactic)."""
+    from fraud.evasion import TACTICS, inject
+
+    names = check_tactics(cfg.tactics)
+    if not names:
+        return df, {}
+    if not cfg.scale() > 0:
+        raise ConfigError(f"bench loop: tactic_scale={cfg.tactic_scale!r} must be > 0")
+    start = df["timestamp"].iloc[0].floor("D") + 7 * (cfg.train_weeks + cfg.onset_weeks) * DAY
+    days = 7 * (cfg.weeks - cfg.train_weeks - cfg.onset_weeks)
+    out = inject(df, start, days, names, seed=seed, scale=cfg.scale())
+    ids = {sid: n for sid, n in TACTICS.items() if n in names}
+    rows = out["scenario"].value_counts()
+    return out, {"names": list(names), "ids": sorted(ids), "scale": cfg.scale(), "start": str(start), "days": days,
+                 "rows": {n: int(rows.get(sid, 0)) for sid, n in ids.items()}}
 
 
 def loop_world(cfg: BenchConfig) -> tuple[pd.DataFrame, dict]:
     """(canonical frame, spec dict) of the first world drawn from ``cfg.seed`` on that holds ``cfg.new_patterns``
-    and a labelled pattern from the start; the new ones start ``onset_weeks`` into the loop."""
+    and a labelled pattern from the start; the new ones start ``onset_weeks`` into the loop, as do ``cfg.tactics``
+    (the spec's ``"injected"``)."""
     from fraud.worlds import draw_spec, generate
 
     days, onset = 7 * cfg.weeks, 7 * (cfg.train_weeks + cfg.onset_weeks)
@@ -381,7 +432,8 @@ def loop_world(cfg: BenchConfig) -> tuple[pd.DataFrame, dict]:
     for p in cfg.new_patterns:
         if p != "aged_ring":
             spec.patterns[p]["from_day"] = onset
-    return generate(spec), spec.to_dict()
+    df, injected = with_tactics(generate(spec), cfg, spec.seed)
+    return df, {**spec.to_dict(), "injected": injected}
 
 
 def arm_setup(name: str, loop: LoopConfig) -> tuple[str, LoopConfig]:
@@ -394,13 +446,11 @@ def arm_setup(name: str, loop: LoopConfig) -> tuple[str, LoopConfig]:
 def run_loop(cfg: BenchConfig, say=lambda s: None) -> dict:
     """Every arm of ``cfg.arms`` on one world, all from the same initial bundle; their weeks, pattern timings,
     retrain decisions and the summary against issue 18's goals."""
-    from fraud.worlds import PATTERNS
-
     t0 = time.perf_counter()
     df, spec = loop_world(cfg)
     split = df["timestamp"].iloc[0].floor("D") + 7 * cfg.train_weeks * DAY
     say(f"world seed {spec['seed']}: {len(df):,} events, {int(df['label'].sum())} frauds, patterns "
-        f"{sorted(spec['patterns'])}; training until {split}")
+        f"{sorted(spec['patterns'])}, tactics {spec['injected'].get('rows', {})}; training until {split}")
     arms, skipped = {}, {}
     base = initial_bundle(df, split, cfg.loop)
     for name in cfg.arms:
@@ -414,10 +464,18 @@ def run_loop(cfg: BenchConfig, say=lambda s: None) -> dict:
         arms[name] = res
         say(f"{name}: " + " ".join(f"{w['recall']:.2f}" for w in res["weeks"]) + f" ({res['seconds']} s)")
     arms["oracle"] = oracle_arm(df, split, cfg.weeks - cfg.train_weeks, cfg.loop.budget, seed=cfg.loop.seed)
-    names = {int(k): v for k, v in PATTERNS.items()}
+    injected = spec["injected"].get("ids", [])
     return {"config": {**asdict(cfg), "loop": asdict(cfg.loop)}, "world": spec, "train_until": str(split),
-            "onset_week": cfg.onset_weeks, "pattern_names": names, "arms": arms, "skipped_arms": skipped,
-            "summary": summary(arms, cfg.onset_weeks), "seconds": round(time.perf_counter() - t0, 1)}
+            "onset_week": cfg.onset_weeks, "pattern_names": pattern_names(), "arms": arms, "skipped_arms": skipped,
+            "summary": summary(arms, cfg.onset_weeks, injected), "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def pattern_names() -> dict:
+    """scenario id -> name: the worlds' patterns (``fraud.worlds.PATTERNS``) and the evasion tactics ("... (tactic)")."""
+    from fraud.evasion import TACTICS
+    from fraud.worlds import PATTERNS
+
+    return {**{int(k): v for k, v in PATTERNS.items()}, **{int(k): f"{v} (tactic)" for k, v in TACTICS.items()}}
 
 
 def _after(res: dict, onset_week: int) -> dict:
@@ -450,14 +508,29 @@ def _pattern_first(res: dict, onset_week: int) -> dict:
     return out
 
 
-def summary(arms: dict, onset_week: int) -> dict:
-    """Per arm: recall after the onset, new-pattern recall, median days to first alert and to 50 % recall; the
-    issue's goals for the full loop against the frozen model."""
+def _injected(res: dict, onset_week: int, ids) -> dict:
+    """An arm's figures on the injected tactics ``ids`` alone: recall after the onset pooled over their frauds,
+    median days to first alert and to 50 % recall over them."""
+    got = [(w["by_scenario"][s], w["n_by_scenario"][s]) for w in res["weeks"] if w["week"] >= onset_week
+           for s in ids if s in w["by_scenario"]]
+    k = sum(m for _, m in got)
+    only = {**res, "patterns": {s: p for s, p in res["patterns"].items() if s in set(ids)}}
+    return {"recall": sum(r * m for r, m in got) / k if k else float("nan"),
+            "median_days_to_first_alert": _median_days(only, "days_to_first_alert"),
+            "median_days_to_half_recall": _median_days(only, "days_to_half_recall")}
+
+
+def summary(arms: dict, onset_week: int, injected=()) -> dict:
+    """Per arm: recall after the onset, new-pattern recall, median days to first alert and to 50 % recall (and the
+    same on the ``injected`` tactics' scenario ids alone); the issue's goals for the full loop against the frozen
+    model."""
     out = {name: {**_after(res, onset_week), "median_days_to_first_alert": _median_days(res, "days_to_first_alert"),
                   "median_days_to_half_recall": _median_days(res, "days_to_half_recall"),
                   "promotions": sum(r["promote"] for r in res["retrains"]), "retrains": len(res["retrains"])}
            for name, res in arms.items()}
     for name, res in arms.items():
+        if injected:
+            out[name]["injected"] = _injected(res, onset_week, injected)
         if "pattern_first" in res:
             out[name]["pattern_first_after_onset"] = _pattern_first(res, onset_week)
     goals = {}
@@ -471,6 +544,9 @@ def summary(arms: dict, onset_week: int) -> dict:
     if "oracle" in out and "frozen" in out:
         goals["oracle_recall_after_onset"] = out["oracle"]["recall"]
         goals["largest_possible_gain_over_frozen"] = out["oracle"]["recall"] - out["frozen"]["recall"]
+        goals["gain_0.25_reachable"] = bool(goals["largest_possible_gain_over_frozen"] >= 0.25)
+    if injected and "full" in out and "frozen" in out:
+        goals["injected_recall_gain"] = out["full"]["injected"]["recall"] - out["frozen"]["injected"]["recall"]
     if "full" in out and "full_fresh" in out:
         fresh, full = out["full_fresh"], out["full"]
         goals["fresh_new_pattern_recall_gain"] = fresh["new_pattern_recall"] - full["new_pattern_recall"]
@@ -478,7 +554,7 @@ def summary(arms: dict, onset_week: int) -> dict:
 
 
 def table(res: dict) -> str:
-    names = res["pattern_names"]
+    names = {int(k): v for k, v in res["pattern_names"].items()}  # also on a JSON round trip (text keys)
     lines = [f"world seed {res['world']['seed']}, training until {res['train_until']}, new patterns from loop week "
              f"{res['onset_week']}"]
     for name, arm in res["arms"].items():
@@ -488,12 +564,22 @@ def table(res: dict) -> str:
         for s, p in arm["patterns"].items():
             lines.append(f"{'':>10} {names.get(int(s), s)}: first fraud day {p['first_fraud_day']}, first alert "
                          f"+{p['days_to_first_alert']} d, 50 % recall +{p['days_to_half_recall']} d, recall "
-                         f"{p['recall']:.2f}")
+                         f"{p['recall']:.2f}; by week " + _by_week(arm["weeks"], s))
     for name, s in res["summary"]["arms"].items():
         lines.append(f"{name:>10}: recall after onset {s['recall']:.3f}, new patterns {s['new_pattern_recall']:.3f}, "
                      f"median days to first alert {s['median_days_to_first_alert']}, to 50 % "
                      f"{s['median_days_to_half_recall']}, promoted {s['promotions']}/{s['retrains']}")
+        if "injected" in s:
+            i = s["injected"]
+            lines.append(f"{'':>10}  injected tactics: recall after onset {i['recall']:.3f}, median days to first "
+                         f"alert {i['median_days_to_first_alert']}, to 50 % {i['median_days_to_half_recall']}")
     for s, r in res["summary"]["arms"].get("oracle", {}).get("pattern_first_after_onset", {}).items():
         lines.append(f"{'oracle':>10}: {names.get(int(s), s)} ranked first, recall after onset {r:.3f}")
     lines.append(f"goals {res['summary']['goals']}; skipped {res['skipped_arms'] or 'none'}")
     return "\n".join(lines)
+
+
+def _by_week(weeks: list, s) -> str:
+    """A pattern's recall per loop week ("-" where it has no fraud that week; JSON turns the ids into text)."""
+    got = [{str(k): v for k, v in w["by_scenario"].items()}.get(str(s)) for w in weeks]
+    return " ".join("-" if r is None else f"{r:.2f}" for r in got)

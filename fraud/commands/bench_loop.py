@@ -17,6 +17,16 @@ def _arms(text: str) -> tuple:
     return names
 
 
+def _tactics(text: str) -> tuple:
+    from benchmarks.loop import check_tactics
+    from fraud.errors import ConfigError
+
+    try:
+        return check_tactics(tuple(a.strip() for a in text.split(",") if a.strip()))
+    except ConfigError as e:
+        raise click.BadParameter(str(e), param_hint="--tactics") from None
+
+
 def register(main: click.Group, bench: click.Group) -> None:
     @bench.command("loop")
     @click.option("--seed", default=3000, show_default=True, type=int, help="First world seed tried.")
@@ -32,18 +42,30 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--cases", default=5, show_default=True, type=int, help="Cases the analyst decides a day.")
     @click.option("--analyst", type=click.Choice(["cases", "cards"]), default="cases", show_default=True,
                   help="What the analyst works: clustered cases (fraud.review) or alerted cards.")
+    @click.option("--tactics", default="", metavar="LIST",
+                  help="Comma-separated evasion tactics (fraud.evasion: under_usual, slow_testing, aged_mules, "
+                       "rotated_terminals, spread_ring; or all) injected from the onset to the end as further new "
+                       "patterns [default: none].")
+    @click.option("--tactic-scale", default=None, type=float,
+                  help="The tactics' activity (fraud.evasion.inject's scale) [default: customers / 500, the "
+                       "evasion bench's rate per card].")
+    @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                  help="Training override, repeatable: a TrainConfig field or FEATURIZER.PARAM (as bench worlds).")
     @click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
     def bench_loop(**kw):
         """Stream scoring with a daily card budget, a simulated analyst deciding the top cases by the ground truth,
         weekly retrain through the promotion gate and hot reload, on a world whose new fraud patterns start after
-        training; per week and arm (frozen, retrained without labels, full loop): recall at budget, AP, alert
-        precision; per new pattern: days to its first alert and to 50 % recall."""
-        from benchmarks.loop import BenchConfig, LoopConfig, run_loop, table
+        training (with --tactics, adaptive fraudsters too); per week and arm (frozen, retrained without labels,
+        full loop, and the oracle ceiling): recall at budget, AP, alert precision; per new pattern: days to its
+        first alert and to 50 % recall, recall per week."""
+        from benchmarks.loop import FAST_TRAIN, BenchConfig, LoopConfig, run_loop, table
+        from benchmarks.worlds import train_overrides
 
-        loop = LoopConfig(budget=kw["budget"], cases_per_day=kw["cases"], analyst=kw["analyst"])
+        loop = LoopConfig(budget=kw["budget"], cases_per_day=kw["cases"], analyst=kw["analyst"],
+                          train_kw={**FAST_TRAIN, **train_overrides(kw["sets"])})
         cfg = BenchConfig(seed=kw["seed"], customers=kw["customers"], terminals=kw["terminals"], weeks=kw["weeks"],
                           train_weeks=kw["train_weeks"], onset_weeks=kw["onset_weeks"], arms=_arms(kw["arms"]),
-                          loop=loop)
+                          loop=loop, tactics=_tactics(kw["tactics"]), tactic_scale=kw["tactic_scale"])
         say = (lambda s: None) if kw["as_json"] else (lambda s: click.echo(s, err=True))
         res = run_loop(cfg, say=say)
         click.echo(json.dumps(res) if kw["as_json"] else table(res))
