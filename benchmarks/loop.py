@@ -2,7 +2,7 @@
 
 A ``fraud.worlds`` world in which new fraud patterns (an aged-account ring and at least one more) start after the
 training window is run day by day, in process: the day's events are scored by ``streaming.batch.score`` with the
-online state carried over (the Kafka transport around it is tested in tests/integration/test_stream.py); the
+online state carried over (the Kafka transport around it is tested in tests/integration/test_stream*.py); the
 ``budget`` cards with the highest score of the day are alerted; a simulated analyst clusters the day's alerts into
 cases (``fraud.review.clusters.cluster_alerts``), works the ``cases_per_day`` riskiest and decides each transaction
 by the ground truth; decisions become labels (the latest per tx_id). Every ``retrain_every_days`` a challenger is
