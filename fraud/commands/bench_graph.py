@@ -6,7 +6,7 @@ import json
 
 import click
 
-from fraud.commands.common import data_options, load_or_fail
+from fraud.commands.common import auto_preset, data_options, load_or_fail
 
 
 def register(main: click.Group, bench: click.Group) -> None:
@@ -39,7 +39,7 @@ def register(main: click.Group, bench: click.Group) -> None:
 
         torch.set_num_threads(max(1, torch_threads))
         con = Console(stderr=True)
-        df = load_or_fail(data, columns, preset)
+        df = load_or_fail(data, columns, auto_preset(data, columns, preset))
         try:
             extra = [int(b) for b in extra_budgets.split(",") if b.strip()]
         except ValueError:
@@ -79,7 +79,7 @@ def register(main: click.Group, bench: click.Group) -> None:
         from benchmarks.node2vec import run_node2vec, table
 
         torch.set_num_threads(max(1, torch_threads))
-        df = load_or_fail(data, columns, preset) if data else None
+        df = load_or_fail(data, columns, auto_preset(data, columns, preset)) if data else None
         res = run_node2vec(df, dataset=data, cutoff=cutoff, window_days=window_days, compare_nodes=compare_nodes,
                            holdout_days=holdout_days, defaults=defaults, compare_sgns=compare_sgns,
                            map_path=map_path, seed=seed)

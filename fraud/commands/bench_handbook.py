@@ -3,35 +3,10 @@ of ``benchmarks.oracle`` and ``benchmarks.ours``) and ``benchmarks.features``.""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
-from fraud.commands.common import data_options
-
-
-def _source_columns(path: str) -> list[str]:
-    p = Path(path)
-    if not p.exists():
-        return []
-    if p.suffix.lower() in (".parquet", ".pq"):
-        import pyarrow.parquet as pq
-
-        return list(pq.read_schema(p).names)
-    import pandas as pd
-
-    return list(pd.read_csv(p, nrows=0).columns)
-
-
-def _auto_preset(data: str, columns, preset):
-    """--preset handbook when no mapping is given and the file has the handbook's column names."""
-    if preset or columns:
-        return preset
-    from fraud.io import PRESETS
-
-    cols = set(_source_columns(data))
-    required = {PRESETS["handbook"][c] for c in ("tx_id", "timestamp", "customer_id", "terminal_id", "amount")}
-    return "handbook" if required <= cols else None
+from fraud.commands.common import auto_preset, data_options
 
 
 def register(main: click.Group, bench: click.Group) -> None:
@@ -58,7 +33,7 @@ def register(main: click.Group, bench: click.Group) -> None:
         from fraud.commands.common import load_or_fail
 
         err = Console(stderr=True)
-        preset = _auto_preset(data, columns, preset)
+        preset = auto_preset(data, columns, preset)
         names = [m.strip() for m in models.split(",") if m.strip()] if models else None
         delay = delay_days if delay_days is not None else (settings.feedback_delay_days if settings is not None else 7)
         with err.status(f"reading {data}" + (f" (preset {preset})" if preset else "")) as status:
@@ -99,7 +74,7 @@ def register(main: click.Group, bench: click.Group) -> None:
         from benchmarks.features import run_features
         from fraud.commands.common import load_or_fail
 
-        preset = _auto_preset(data, columns, preset)
+        preset = auto_preset(data, columns, preset)
         with Console(stderr=True).status(f"reading {data}") as status:
             res = run_features(lambda: load_or_fail(data, columns, preset), repeat=repeat, batch=batch, status=status)
         if as_json:

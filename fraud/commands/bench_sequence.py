@@ -6,7 +6,7 @@ import json
 
 import click
 
-from fraud.commands.common import data_options, load_or_fail
+from fraud.commands.common import auto_preset, data_options, load_or_fail
 
 
 def register(main: click.Group, bench: click.Group) -> None:
@@ -29,7 +29,7 @@ def register(main: click.Group, bench: click.Group) -> None:
         (target median <= 1 ms). Without --data, a handbook-sized simulated world is used."""
         from benchmarks.sequence import run_sequence, table
 
-        load = (lambda: load_or_fail(data, columns, preset)) if data else None
+        load = (lambda: load_or_fail(data, columns, auto_preset(data, columns, preset))) if data else None
         try:
             res = run_sequence(load, data, customers=customers, terminals=terminals, days=days, fit_days=fit_days,
                                epochs=epochs, max_train_events=max_train_events, events=events, threads=threads,

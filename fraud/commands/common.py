@@ -9,6 +9,7 @@ import re
 import sys
 import warnings
 from datetime import datetime, timezone
+from pathlib import Path
 
 import click
 
@@ -45,6 +46,31 @@ def data_options(required: bool = True, rejects: bool = True):
         return functools.wraps(f)(f)
 
     return deco
+
+
+def _source_columns(path: str) -> list[str]:
+    p = Path(path)
+    if not p.exists():
+        return []
+    if p.suffix.lower() in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(p).names)
+    import pandas as pd
+
+    return list(pd.read_csv(p, nrows=0).columns)
+
+
+def auto_preset(data, columns, preset):
+    """--preset handbook when no mapping is given and the file has the handbook's column names (the bench commands'
+    ``--data HANDBOOK``)."""
+    if preset or columns:
+        return preset
+    from fraud.io import PRESETS
+
+    cols = set(_source_columns(data))
+    required = {PRESETS["handbook"][c] for c in ("tx_id", "timestamp", "customer_id", "terminal_id", "amount")}
+    return "handbook" if required <= cols else None
 
 
 def load_or_fail(data, columns, preset, rejects=None, allow_bad: bool = True):

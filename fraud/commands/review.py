@@ -201,7 +201,7 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.pass_context
     def cases_list(ctx, alerts_db, since, until, archive, context_path, status, assignee, min_risk, ring, q, top,
                    as_json):
-        """The queue: cases passing the filters, highest risk first."""
+        """The queue: cases passing the filters, highest priority (risk / sqrt(alerts)) first."""
         from fraud.review.queue import Filters, select
 
         book, res, st, all_rows = _cases(ctx, alerts_db, since, until, archive, context_path)
@@ -209,7 +209,8 @@ def register(main: click.Group, bench: click.Group) -> None:
         if as_json:
             click.echo(json.dumps({"cases": [r.__dict__ for r in items]}, default=str))
             return
-        click.echo(f"{len(items)} case(s) ({status}); highest risk first, related cases (+) under the first of them")
+        click.echo(f"{len(items)} case(s) ({status}); highest priority (risk / sqrt(alerts)) first, "
+                   "related cases (+) under the first of them")
         head = f"{'case':<10} {'status':<16} {'risk':>8} {'band':<8} {'alerts':>6} {'budget':>6} {'assignee':<10} ring"
         click.echo(head + "\n" + "-" * len(head))
         for r in items[:top]:

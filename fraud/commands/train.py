@@ -271,6 +271,7 @@ def retrain(settings, data, archive, columns, preset, labels_path, alerts_db, na
         raise click.UsageError("give exactly one of --data or --archive")
     name = name or settings.model_name
     cfg = _train_config(settings, name, features, unsupervised_detectors, supervised, eval_days, seed, head_trees)
+    labels = labels_from(labels_path, alerts_db)  # first: a wrong --alerts-db fails before the data is read
     say(f"reading {data or archive}")
     df = _read(data, columns, preset) if data else read_archive(archive)
     drift_metrics, drift_tags, skip = _drift_gate(settings, name, df, if_drift, drift_days, say)
@@ -278,7 +279,6 @@ def retrain(settings, data, archive, columns, preset, labels_path, alerts_db, na
         click.echo(json.dumps({"decision": "skipped", "reason": skip, **drift_metrics}) if as_json else
                    f"no retrain: {skip}")
         return
-    labels = labels_from(labels_path, alerts_db)
 
     def log(res, tags):
         res.metrics.update(drift_metrics)
