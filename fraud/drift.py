@@ -186,9 +186,12 @@ class DriftWindow:
 
 def report(bundle, events: pd.DataFrame, days: float = 7.0, lookback_days: float = 30.0) -> dict:
     """PSI per feature and for the score of ``events``' last ``days`` (canonical rows) against ``bundle``'s
-    training profile. Features come from the vectorized path (``features_batch``) over the last
-    ``days + lookback_days`` (the lookback gives customer windows their history); the score is the bundle's own.
-    Raises ValueError when the bundle has no profile or the window has no events."""
+    training profile; the score is the bundle's own. Features as the scorer computed them where the events reach
+    back to the training cutoff: the bundle's warm state replays every event after it (:func:`_replayed`); else
+    from the vectorized path over the window and ``lookback_days`` before it (windows longer than the lookback
+    read short). Clock columns (``clock_columns`` of a featurizer: a card's age grows with the data's span) are
+    reported apart, in ``"clock"``, and count for no verdict. Raises ValueError when the bundle has no profile or
+    the window has no events."""
     profile = getattr(bundle, "drift_profile", None)
     if not profile:
         raise ValueError(f"model {bundle.describe()} has no drift profile (trained before drift monitoring): "
@@ -196,34 +199,55 @@ def report(bundle, events: pd.DataFrame, days: float = 7.0, lookback_days: float
     ts = events["timestamp"]
     end = ts.max()
     start = end - pd.Timedelta(days=days)
-    hist = events[ts > start - pd.Timedelta(days=lookback_days)].reset_index(drop=True)
-    win = (hist["timestamp"] > start).to_numpy()
-    if not win.any():
+    Xw, how = _replayed(bundle, events, start)
+    if Xw is None:
+        hist = events[ts > start - pd.Timedelta(days=lookback_days)].reset_index(drop=True)
+        win = (hist["timestamp"] > start).to_numpy()
+        Xw, how = bundle.features_batch(hist).loc[win], f"recomputed over a {lookback_days:g}-day lookback"
+    if not len(Xw):
         raise ValueError(f"no events in the last {days} days")
-    X = bundle.features_batch(hist)
-    Xw = X.loc[win]
     names = list(profile["features"])
     out = compare(profile, Xw[names].to_numpy(dtype=np.float64, na_value=np.nan), bundle.scores(Xw))
+    clock = {c for f in bundle.featurizers for c in getattr(f, "clock_columns", ())}
+    out["clock"] = {k: out["features"].pop(k) for k in list(out["features"]) if k in clock}
     out["window"] = [str(start), str(end)]
     out["reference_window"] = profile.get("window")
+    out["features_from"] = how
     out["max_psi"] = max_psi(out)
     return out
+
+
+def _replayed(bundle, events: pd.DataFrame, start) -> tuple:
+    """(features of the events after ``start``, how), replayed through the online path from the bundle's warm
+    state (as of its training cutoff) over every event after the cutoff; (None, "") when the bundle keeps no
+    warm state, the events begin more than a day after the cutoff, or the window starts before it."""
+    state = bundle.warm_state() if getattr(bundle, "initial_state_", None) is not None else None
+    cut = getattr(state, "last_timestamp", None)
+    ts = events["timestamp"]
+    if cut is None or ts.min() > cut + pd.Timedelta(days=1) or start < cut:
+        return None, ""
+    after = events[ts > cut].sort_values("timestamp", kind="stable").reset_index(drop=True)
+    parts = [bundle.features_online(after.iloc[i:i + 10_000], state) for i in range(0, len(after), 10_000)]
+    X = pd.concat(parts, ignore_index=True)
+    return X.loc[(after["timestamp"] > start).to_numpy()], "replayed from the model's training cutoff"
 
 
 def mlflow_fields(result: dict, trigger: str) -> tuple[dict, dict]:
     """(metrics, tags) of a :func:`report` for the retrain run: ``drift.max_psi``, ``drift.score_psi``,
     ``drift.psi.<feature>``; tags ``drift.trigger`` (why the retrain ran), ``drift.window``, ``drift.top``."""
     metrics = {"drift.max_psi": result["max_psi"], "drift.score_psi": result["score"], "drift.n": result["n"],
-               **{f"drift.psi.{k}": v for k, v in result["features"].items()}}
+               **{f"drift.psi.{k}": v for k, v in {**result["features"], **result.get("clock", {})}.items()}}
     top = ", ".join(f"{k}={v:.3f}" for k, v, _ in summary(result, top=5))
     return metrics, {"drift.trigger": trigger, "drift.window": f"({result['window'][0]}, {result['window'][1]}]",
                      "drift.top": top[:4000]}
 
 
 def table(result: dict, top: int | None = None) -> str:
-    """The report as text: one line per row of :func:`summary` (name, PSI, verdict)."""
+    """The report as text: one line per row of :func:`summary` (name, PSI, verdict), then the clock columns."""
     rows = summary(result, top)
-    width = max(len(r[0]) for r in rows)
+    clock = result.get("clock") or {}
+    width = max(len(r[0]) for r in rows + [(k,) for k in clock])
     lines = [f"{'':{width}}  {'PSI':>8}  verdict"]
     lines += [f"{name:{width}}  {v:8.4f}  {verdict}" for name, v, verdict in rows]
+    lines += [f"{name:{width}}  {v:8.4f}  not counted (grows with the data's span)" for name, v in clock.items()]
     return "\n".join(lines)

@@ -50,7 +50,7 @@ def monitor(settings, archive, model_uri, days, lookback_days, top, as_json):
         click.echo(json.dumps({"model": model_uri, "version": bundle.version, **r}, default=str))
         return
     click.echo(f"{model_uri} (version {bundle.version}): {r['n']:,} events in ({r['window'][0]}, {r['window'][1]}] "
-               f"vs training window {r['reference_window']}")
+               f"vs training window {r['reference_window']}; features {r['features_from']}")
     click.echo(drift.table(r, top))
     n_drifted = sum(v > drift.DRIFTED for v in [r["score"], *r["features"].values()])
     click.echo(f"max PSI {r['max_psi']:.4f} ({drift.verdict(r['max_psi'])}); {n_drifted} drifted")

@@ -216,6 +216,9 @@ _KERNEL: list = []  # the compiled kernel (fraud._jit.compiled); [None]: the pur
 class CollusionFeatures(Featurizer):
     """Collusion features (no labels); ``aged_days``: a card at least this old is established."""
 
+    #: columns that grow with the span of the data seen (drift reports them apart: fraud.drift.report)
+    clock_columns = ("CL_C_AGE_DAYS",)
+
     def __init__(self, window_days: float = 7.0, aged_days: float = 28.0, age_cap_days: float = 90.0,
                  max_terminals: int = 32):
         self.window_days = window_days
