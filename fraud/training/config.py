@@ -37,6 +37,10 @@ class TrainConfig:
     #: the label-free activity alarm under the collusion alarm (``fraud.detectors.activity``; needs the
     #: behaviour featurizer). Off: no gain on the evasion bench's development worlds, lower AP on bench worlds
     activity_alarm: bool = False
+    #: the label-free terminal alarm (``fraud.detectors.activity.terminal_alarm``: a terminal's distinct cards of
+    #: the last day far above its own rate lift a row just under the model's confident rows; needs the behaviour
+    #: featurizer's activity group, skipped without it)
+    terminal_alarm: bool = False
     seed: int = 0
     explain: str = "alerts"
     top_reasons: int = 3
@@ -51,6 +55,7 @@ class TrainConfig:
             **{f"featurizer.{k}": v for k, v in self.featurizer_params.items()},
             **{f"ensemble.{k}": v for k, v in self.ensemble_params.items()},
             **({"activity_alarm": True} if self.activity_alarm else {}),
+            **({"terminal_alarm": True} if self.terminal_alarm else {}),
         }
 
 
