@@ -9,6 +9,11 @@ grow with the excess. ``TrainConfig(activity_alarm=True)`` puts it under the col
 alarms still come first). It is off by default: no gain at the evasion bench's budget on the development
 worlds, and genuine bursts above the quantile cost AP on every world (figures: docs/benchmarks.md,
 "Evasion", "Activity alarm").
+
+:func:`terminal_alarm` (``TrainConfig(terminal_alarm=True)``, off by default) is the same override on the terminal's
+distinct cards of the last day (``BH_T_CARDS_SURPRISE_1D``, for rotated compromised terminals), placed with
+``below``: its rows are lifted to the model's training score quantile, under its confident rows, not above them
+(docs/benchmarks.md, "Rotated terminals").
 """
 from __future__ import annotations
 
