@@ -81,11 +81,11 @@ def _excess(s: "_Sorted", p, rc, rt, burst: int, window: int) -> np.ndarray:
 def _fresh(s: "_Sorted", cards: np.ndarray, burst: int) -> np.ndarray:
     """Per sorted event (entity = terminal): the card's previous event at this terminal is at least ``burst``
     earlier, or there is none (each card counts once per ``burst`` at a terminal)."""
-    sc = cards[s.order]
-    o = np.lexsort((np.arange(s.n), sc, s.code_at(np.arange(s.n))))  # (terminal, card, sorted position)
-    t = s.ts_at(o)
+    pos = np.arange(s.n)
+    o = np.lexsort((pos, cards[s.order], s.code_at(pos)))  # sorted positions in (terminal, card, time) order
+    term, card, t = s.code_at(o), cards[s.order[o]], s.ts_at(o)
     same = np.zeros(s.n, dtype=bool)
-    same[1:] = (sc[o][1:] == sc[o][:-1]) & (s.code_at(o[1:]) == s.code_at(o[:-1]))
+    same[1:] = (card[1:] == card[:-1]) & (term[1:] == term[:-1])
     out = np.empty(s.n, dtype=bool)
     out[o] = ~same | (np.concatenate(([0], t[1:] - t[:-1])) >= burst)
     return out
@@ -495,10 +495,10 @@ class BehaviourFeatures(Featurizer):
         cuts = np.cumsum([len(b[2]) for b in batches])[:-1]
         normals, plains = np.split(normal, cuts), np.split(plain, cuts)
         rlags = np.split(cust[:, C_RATIO_LAG], cuts)
-        code, t, v, q = _stacked([(st.terminal_codes, st.events, tc, ts, {"label": labels, "normal": nb, "plain": pb,
-                                                                           "ccode": cc, "fresh": one})
-                                  for (st, _, ts, _, labels, cc, tc), nb, pb, one in zip(batches, normals, plains, ones)],
-                                 "tcode")
+        items = [(st.terminal_codes, st.events, tc, ts, {"label": labels, "normal": nb, "plain": pb, "ccode": cc,
+                                                          "fresh": one})
+                 for (st, _, ts, _, labels, cc, tc), nb, pb, one in zip(batches, normals, plains, ones)]
+        code, t, v, q = _stacked(items, "tcode")
         term, fresh = _terminal_block(code, t, v["label"] == 1, v["normal"], p, q, plain=v["plain"], cards=v["ccode"],
                                       fresh=v["fresh"])
         freshes = np.split(fresh, cuts)

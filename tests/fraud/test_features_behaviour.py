@@ -271,8 +271,8 @@ def test_hand_computed_cards_surprise():
     df = _burst_frame()
     f = BehaviourFeatures(amount_window=20).fit(df)
     X = f.transform(df).set_index(df["tx_id"])["BH_T_CARDS_SURPRISE_1D"]
-    at = dict(zip(zip(df["customer_id"], df["timestamp"].dt.day, df["timestamp"].dt.hour + df["timestamp"].dt.minute / 60),
-                  df["tx_id"]))
+    hour = df["timestamp"].dt.hour + df["timestamp"].dt.minute / 60
+    at = dict(zip(zip(df["customer_id"], df["timestamp"].dt.day, hour), df["tx_id"]))  # (card, day of month, hour)
 
     def surprise(n, past, span_days):
         return -poisson.logsf(n - 1, (past + 1) / (span_days + 1)) / np.log(10)
