@@ -78,33 +78,34 @@ def _excess(s: "_Sorted", p, rc, rt, burst: int, window: int) -> np.ndarray:
     return (n - e) / np.sqrt(e + 1.0)
 
 
-def _fresh(s: "_Sorted", cards: np.ndarray, burst: int) -> np.ndarray:
-    """Per sorted event (entity = terminal): the card's previous event at this terminal is at least ``burst``
-    earlier, or there is none (each card counts once per ``burst`` at a terminal)."""
-    pos = np.arange(s.n)
-    o = np.lexsort((pos, cards[s.order], s.code_at(pos)))  # sorted positions in (terminal, card, time) order
-    term, card, t = s.code_at(o), cards[s.order[o]], s.ts_at(o)
-    same = np.zeros(s.n, dtype=bool)
-    same[1:] = (card[1:] == card[:-1]) & (term[1:] == term[:-1])
-    out = np.empty(s.n, dtype=bool)
-    out[o] = ~same | (np.concatenate(([0], t[1:] - t[:-1])) >= burst)
+def _fresh(sc: np.ndarray, p: np.ndarray, lo_b: np.ndarray) -> np.ndarray:
+    """Per query (sorted position ``p``, entity = terminal): no event of its card (``sc``: cards in sorted order)
+    at the terminal in sorted positions [lo_b, p), i.e. in the last ``burst``: a card counts once per ``burst``."""
+    out = np.ones(len(p), dtype=bool)
+    k, live = 1, np.flatnonzero(p - lo_b >= 1)
+    while len(live):
+        hit = sc[p[live] - k] == sc[p[live]]
+        out[live[hit]] = False
+        k += 1
+        live = live[~hit & (p[live] - k >= lo_b[live])]
     return out
 
 
-def _surprise(s: "_Sorted", flag: np.ndarray, p, rc, rt, burst: int, window: int) -> np.ndarray:
+def _surprise(s: "_Sorted", flag: np.ndarray, p, rc, rt, lo_b, burst: int, window: int) -> np.ndarray:
     """-log10 P(N >= n), N ~ Poisson(mu): ``n`` the flagged events of the entity in (t - burst, t] (the row
-    included), ``mu`` = (its flagged events in (t - window, t - burst] + 1) per ``burst`` over the span they
-    cover (from the first event in the window, at least ``burst``) plus one ``burst``: a tail probability
-    for small counts, where a z-score is too coarse; label-free, own history only."""
-    from scipy.stats import poisson
+    included; ``lo_b`` its first sorted position there), ``mu`` = (its flagged events in (t - window, t - burst]
+    + 1) per ``burst`` over the span they cover (from the first event in the window, at least ``burst``) plus one
+    ``burst``: a tail probability for small counts, where a z-score is too coarse; label-free, own history only."""
+    from scipy.special import pdtrc  # P(N > k), N ~ Poisson(mu)
 
     cum = np.concatenate(([0], np.cumsum(flag.astype(np.int64))))
-    lo_b = s.first_after(rc, rt - burst)
     lo = s.first_after(rc, rt - window)
     n = cum[p + 1] - cum[lo_b]
     span = np.maximum(rt - burst - s.ts_at(np.minimum(lo, s.n - 1)), burst)
     mu = (cum[lo_b] - cum[lo] + 1.0) * burst / (span + burst)
-    return np.where(n > 0, np.minimum(-poisson.logsf(n - 1, mu) / np.log(10), 50.0), 0.0)
+    with np.errstate(divide="ignore"):
+        tail = np.log(pdtrc(np.maximum(n - 1, 0), mu))
+    return np.where(n > 0, np.minimum(-tail / np.log(10), 50.0), 0.0)
 
 
 def _customer_block(code, ts, amount, fraud, p_ns: dict, rows, normal=None, rlag=None) -> np.ndarray:
@@ -235,8 +236,9 @@ def _terminal_block(code, ts, fraud, normal, p_ns: dict, rows, plain=None, cards
     res[:, len(wins) + 8] = _excess(s, p, rc, rt, p_ns["burst"], p_ns["L"])
     # label-free: its distinct cards of the last ``burst`` (each card's first visit there in a ``burst``)
     fr = np.ones(s.n, dtype=bool) if fresh is None else np.asarray(fresh, dtype=bool)[s.order]
-    fr[p] = _fresh(s, np.zeros(s.n, np.int64) if cards is None else np.asarray(cards), p_ns["burst"])[p]
-    res[:, len(wins) + 9] = _surprise(s, fr, p, rc, rt, p_ns["burst"], p_ns["L"])
+    lo_b = s.first_after(rc, rt - p_ns["burst"])
+    fr[p] = _fresh((np.zeros(s.n, np.int64) if cards is None else np.asarray(cards))[s.order], p, lo_b)
+    res[:, len(wins) + 9] = _surprise(s, fr, p, rc, rt, lo_b, p_ns["burst"], p_ns["L"])
     out[perm] = res
     fresh_rows = np.empty(len(rows), dtype=bool)
     fresh_rows[perm] = fr[p]
