@@ -326,6 +326,8 @@ class BehaviourFeatures(Featurizer):
         ``burst_days`` against its own rate over the rest of ``amount_window`` (0 < burst < amount_window).
     small_ratio : a transaction's amount is "unusually small" for its card when its lagged amount ratio is
         below this (BH_C_NB_SMALL counts them over ``recent_days``).
+    cards_surprise : output BH_T_CARDS_SURPRISE (activity group; off by default: on the evasion bench it lifted
+        rotated terminals a little and cost a little elsewhere; ``TrainConfig(terminal_alarm=True)`` turns it on).
     groups : the feature groups to output, a subset of ``GROUPS``: "amount" (BH_AMOUNT and the customer
         amount statistics: no labels; the unsupervised set), "customer_fraud" (the customer's known frauds),
         "terminal" (the terminal's known frauds), "activity" (no labels: volume and small amounts against
@@ -337,8 +339,9 @@ class BehaviourFeatures(Featurizer):
                  recent_days: float = 7, customer_label_window: float = 30, terminal_windows=(1, 7, 28),
                  terminal_label_window: float = 28, normal_ratio: float = 2.0, groups=GROUPS, columns=None,
                  card_window: float = 14, card_ratio: float = 2.5, burst_days: float = 1,
-                 small_ratio: float = 0.25):
+                 small_ratio: float = 0.25, cards_surprise: bool = False):
         self.delay_days = delay_days
+        self.cards_surprise = cards_surprise
         self.burst_days = burst_days
         self.small_ratio = small_ratio
         self.card_window = card_window
@@ -400,6 +403,8 @@ class BehaviourFeatures(Featurizer):
         if bad or not groups:
             raise ConfigError(f"BehaviourFeatures: groups={self.groups!r} must be a non-empty subset of {GROUPS}")
         keep = np.array([g in groups for g in self._group_of()])
+        if not self.cards_surprise:  # opt-in (docs/benchmarks.md, "Rotated terminals"); its state flag is kept anyway
+            keep &= ~np.char.startswith(np.array(self._all_names()), "BH_T_CARDS_SURPRISE_")
         if self.columns is not None:
             cols = [self.columns] if isinstance(self.columns, str) else list(self.columns)
             names = self._all_names()

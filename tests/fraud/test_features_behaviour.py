@@ -29,9 +29,11 @@ def test_names_and_groups():
     assert amount_only.feature_names_ == ["BH_AMOUNT", "BH_C_NB_TX_60D", "BH_C_AMT_RATIO_60D", "BH_C_AMT_Z_60D",
                                           "BH_C_AMT_RATIO_LAG14D", "BH_C_RECENT_RATIO_7D", "BH_C_NB_UNUSUAL_7D",
                                           "BH_C_MAX_PRIOR_RATIO_14D"]
-    assert f.feature_names_[-5:] == ["BH_T_KNOWN_PLAIN_FRAUD_28D", "BH_C_TX_EXCESS_1D", "BH_C_NB_SMALL_7D",
-                                     "BH_T_TX_EXCESS_1D", "BH_T_CARDS_SURPRISE_1D"]
-    assert BehaviourFeatures(groups="activity").fit(None).feature_names_ == f.feature_names_[-4:]
+    assert f.feature_names_[-4:] == ["BH_T_KNOWN_PLAIN_FRAUD_28D", "BH_C_TX_EXCESS_1D", "BH_C_NB_SMALL_7D",
+                                     "BH_T_TX_EXCESS_1D"]
+    assert BehaviourFeatures(groups="activity").fit(None).feature_names_ == f.feature_names_[-3:]
+    on = BehaviourFeatures(cards_surprise=True).fit(None).feature_names_
+    assert on == f.feature_names_ + ["BH_T_CARDS_SURPRISE_1D"]
     assert set(GROUPS) == {"amount", "customer_fraud", "terminal", "activity"}
 
 
@@ -166,6 +168,8 @@ def test_replay_equals_transform(world):
     f = BehaviourFeatures(amount_window=20, lag_days=5, customer_label_window=10, terminal_windows=(1, 7),
                           terminal_label_window=14).fit(world)
     assert_replay_equals_transform(f, world, batch_sizes=(13, 500))
+    assert_replay_equals_transform(BehaviourFeatures(amount_window=20, cards_surprise=True).fit(world), world,
+                                   batch_sizes=(13,))
     assert_replay_equals_transform(f, world.iloc[:300], batch_sizes=(1,))
     # a card window longer than the amount window: the state keeps the events it needs
     f = BehaviourFeatures(delay_days=1, amount_window=4, lag_days=2, recent_days=2, card_window=9,
@@ -269,7 +273,7 @@ def test_hand_computed_cards_surprise():
     from scipy.stats import poisson
 
     df = _burst_frame()
-    f = BehaviourFeatures(amount_window=20).fit(df)
+    f = BehaviourFeatures(amount_window=20, cards_surprise=True).fit(df)
     X = f.transform(df).set_index(df["tx_id"])["BH_T_CARDS_SURPRISE_1D"]
     hour = df["timestamp"].dt.hour + df["timestamp"].dt.minute / 60
     at = dict(zip(zip(df["customer_id"], df["timestamp"].dt.day, hour), df["tx_id"]))  # (card, day of month, hour)
