@@ -39,8 +39,8 @@ class TrainConfig:
     activity_alarm: bool = False
     #: the label-free terminal alarm (``fraud.detectors.activity.terminal_alarm``: a terminal's distinct cards of
     #: the last day far above its own rate lift a row just under the model's confident rows; needs the behaviour
-    #: featurizer's activity group, skipped without it). Off: on the development worlds it lifts rotated terminals
-    #: by 0.06-0.2 at a 50-card budget, not to 0.5, and costs other tactics and AP (docs/benchmarks.md)
+    #: featurizer, whose BH_T_CARDS_SURPRISE column it turns on; skipped without it). Off: rotated terminals 0.26 ->
+    #: 0.29 in the loop at a 50-card budget, not 0.5, at a small cost elsewhere (docs/benchmarks.md)
     terminal_alarm: bool = False
     seed: int = 0
     explain: str = "alerts"
