@@ -38,6 +38,7 @@ class EvasionConfig:
     loop: bool = True  # also run benchmarks.loop's full arm (the slow part)
     train: dict = field(default_factory=dict)  # fraud.training.TrainConfig overrides
     activity_alarm: bool = False  # every arm's model under fraud.detectors.activity (TrainConfig.activity_alarm)
+    terminal_alarm: bool | None = None  # TrainConfig.terminal_alarm for every arm (None: TrainConfig's default)
 
     def card_budget(self) -> int:
         return int(self.budget) if self.budget else max(5, self.customers // 100)
@@ -46,9 +47,10 @@ class EvasionConfig:
         return int(self.cases) if self.cases else self.card_budget()
 
     def train_kw(self, default: dict | None = None) -> dict:
-        """``train`` (or ``default`` when it is empty) with the activity alarm switch."""
+        """``train`` (or ``default`` when it is empty) with the activity and terminal alarm switches."""
         kw = dict(self.train or default or {})
-        return kw | {"activity_alarm": True} if self.activity_alarm else kw
+        kw = kw | {"activity_alarm": True} if self.activity_alarm else kw
+        return kw if self.terminal_alarm is None else kw | {"terminal_alarm": bool(self.terminal_alarm)}
 
 
 def _by_tactic(rec: dict) -> dict:

@@ -29,6 +29,9 @@ def register(main: click.Group, bench: click.Group) -> None:
                   help="Also run benchmarks.loop's full arm for two weeks.")
     @click.option("--activity-alarm", is_flag=True,
                   help="Train every arm's model with the label-free activity alarm (fraud.detectors.activity).")
+    @click.option("--terminal-alarm/--no-terminal-alarm", default=None,
+                  help="Train every arm's model with / without the terminal alarm (fraud.detectors.activity."
+                       "terminal_alarm) [default: TrainConfig's].")
     @click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
     def bench_evasion(**kw):
         """Per random world with fraud.evasion's five tactics injected after the training window: recall at the
@@ -39,7 +42,8 @@ def register(main: click.Group, bench: click.Group) -> None:
 
         cfg = EvasionConfig(seeds=_seeds(kw["seeds"]), customers=kw["customers"], terminals=kw["terminals"],
                             train_days=kw["train_days"], budget=kw["budget"], cases=kw["cases"],
-                            scale=kw["scale"], loop=kw["loop"], activity_alarm=kw["activity_alarm"])
+                            scale=kw["scale"], loop=kw["loop"], activity_alarm=kw["activity_alarm"],
+                            terminal_alarm=kw["terminal_alarm"])
         say = (lambda s: None) if kw["as_json"] else (lambda s: click.echo(s, err=True))
         res = run_evasion(cfg, say=say)
         click.echo(json.dumps(res) if kw["as_json"] else table(res))

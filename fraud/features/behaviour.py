@@ -78,6 +78,36 @@ def _excess(s: "_Sorted", p, rc, rt, burst: int, window: int) -> np.ndarray:
     return (n - e) / np.sqrt(e + 1.0)
 
 
+def _fresh(sc: np.ndarray, p: np.ndarray, lo_b: np.ndarray) -> np.ndarray:
+    """Per query (sorted position ``p``, entity = terminal): no event of its card (``sc``: cards in sorted order)
+    at the terminal in sorted positions [lo_b, p), i.e. in the last ``burst``: a card counts once per ``burst``."""
+    out = np.ones(len(p), dtype=bool)
+    k, live = 1, np.flatnonzero(p - lo_b >= 1)
+    while len(live):
+        hit = sc[p[live] - k] == sc[p[live]]
+        out[live[hit]] = False
+        k += 1
+        live = live[~hit & (p[live] - k >= lo_b[live])]
+    return out
+
+
+def _surprise(s: "_Sorted", flag: np.ndarray, p, rc, rt, lo_b, burst: int, window: int) -> np.ndarray:
+    """-log10 P(N >= n), N ~ Poisson(mu): ``n`` the flagged events of the entity in (t - burst, t] (the row
+    included; ``lo_b`` its first sorted position there), ``mu`` = (its flagged events in (t - window, t - burst]
+    + 1) per ``burst`` over the span they cover (from the first event in the window, at least ``burst``) plus one
+    ``burst``: a tail probability for small counts, where a z-score is too coarse; label-free, own history only."""
+    from scipy.special import pdtrc  # P(N > k), N ~ Poisson(mu)
+
+    cum = np.concatenate(([0], np.cumsum(flag.astype(np.int64))))
+    lo = s.first_after(rc, rt - window)
+    n = cum[p + 1] - cum[lo_b]
+    span = np.maximum(rt - burst - s.ts_at(np.minimum(lo, s.n - 1)), burst)
+    mu = (cum[lo_b] - cum[lo] + 1.0) * burst / (span + burst)
+    with np.errstate(divide="ignore"):
+        tail = np.log(pdtrc(np.maximum(n - 1, 0), mu))
+    return np.where(n > 0, np.minimum(-tail / np.log(10), 50.0), 0.0)
+
+
 def _customer_block(code, ts, amount, fraud, p_ns: dict, rows, normal=None, rlag=None) -> np.ndarray:
     """Customer features (N_CUSTOMER + N_CUSTOMER_ACTIVITY columns) for input rows ``rows`` (all other rows
     are history).
@@ -149,17 +179,20 @@ def _customer_block(code, ts, amount, fraud, p_ns: dict, rows, normal=None, rlag
 N_TERMINAL_EXTRA = 8
 
 
-def _terminal_block(code, ts, fraud, normal, p_ns: dict, rows, plain=None) -> np.ndarray:
-    """Terminal features (len(windows) + N_TERMINAL_EXTRA columns, then the label-free BH_T_TX_EXCESS) for
-    input rows ``rows``.
+def _terminal_block(code, ts, fraud, normal, p_ns: dict, rows, plain=None, cards=None,
+                    fresh=None) -> tuple[np.ndarray, np.ndarray]:
+    """(Terminal features: len(windows) + N_TERMINAL_EXTRA columns, then the label-free BH_T_TX_EXCESS and
+    BH_T_CARDS_SURPRISE; per input row ``rows``, its fresh flag) for input rows ``rows``.
 
     ``normal``: per event, True when its amount looked normal for its customer (the lagged amount ratio
     at most ``normal_ratio``: computed from the customer's earlier transactions, no label); ``plain``: per
-    event, normal and its card's max prior ratio at most ``card_ratio`` (None: all False)."""
+    event, normal and its card's max prior ratio at most ``card_ratio`` (None: all False); ``cards``: per
+    event, its customer code; ``fresh``: per event, whether it was its card's first at the terminal in the
+    last ``burst`` (only the history rows' values are read; None when every row is a query row)."""
     d, ht, wins = p_ns["d"], p_ns["ht"], p_ns["tw"]
-    out = np.empty((len(rows), len(wins) + N_TERMINAL_EXTRA + 1), dtype=np.float64)
+    out = np.empty((len(rows), len(wins) + N_TERMINAL_EXTRA + 2), dtype=np.float64)
     if len(rows) == 0:
-        return out
+        return out, np.zeros(0, dtype=bool)
     s = _Sorted(code, ts, [d, d + ht, p_ns["burst"], p_ns["L"]] + [d + w for w in wins], qmin=ts[rows].min())
     sf = fraud[s.order]
     fcum = np.concatenate(([0], np.cumsum(sf.astype(np.int64))))
@@ -201,8 +234,15 @@ def _terminal_block(code, ts, fraud, normal, p_ns: dict, rows, plain=None) -> np
     res[:, len(wins) + 7] = pcum[hi] - pcum[lo]
     # label-free: the terminal's volume of the last ``burst`` against its own past rate
     res[:, len(wins) + 8] = _excess(s, p, rc, rt, p_ns["burst"], p_ns["L"])
+    # label-free: its distinct cards of the last ``burst`` (each card's first visit there in a ``burst``)
+    fr = np.ones(s.n, dtype=bool) if fresh is None else np.asarray(fresh, dtype=bool)[s.order]
+    lo_b = s.first_after(rc, rt - p_ns["burst"])
+    fr[p] = _fresh((np.zeros(s.n, np.int64) if cards is None else np.asarray(cards))[s.order], p, lo_b)
+    res[:, len(wins) + 9] = _surprise(s, fr, p, rc, rt, lo_b, p_ns["burst"], p_ns["L"])
     out[perm] = res
-    return out
+    fresh_rows = np.empty(len(rows), dtype=bool)
+    fresh_rows[perm] = fr[p]
+    return out, fresh_rows
 
 
 def _flags(cust: np.ndarray, p_ns: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -216,9 +256,14 @@ def _flags(cust: np.ndarray, p_ns: dict) -> tuple[np.ndarray, np.ndarray]:
 GROUPS = ("amount", "customer_fraud", "terminal", "activity")
 
 
+#: label-free activity columns at the end of the terminal block (BH_T_TX_EXCESS, BH_T_CARDS_SURPRISE)
+N_TERMINAL_ACTIVITY = 2
+
+
 def _assemble(amount, cust, term) -> np.ndarray:
     """All columns in name order: BH_AMOUNT, the customer and terminal blocks, then the activity columns."""
-    return np.hstack([amount[:, None], cust[:, :N_CUSTOMER], term[:, :-1], cust[:, N_CUSTOMER:], term[:, -1:]])
+    k = N_TERMINAL_ACTIVITY
+    return np.hstack([amount[:, None], cust[:, :N_CUSTOMER], term[:, :-k], cust[:, N_CUSTOMER:], term[:, -k:]])
 
 
 class BehaviourState:
@@ -233,7 +278,7 @@ class BehaviourState:
         self.latest_ns: int | None = None
 
     COLUMNS = {"ccode": np.int64, "tcode": np.int64, "ts": np.int64, "amount": np.float64, "label": np.int8,
-               "normal": np.bool_, "rlag": np.float64, "plain": np.bool_}
+               "normal": np.bool_, "rlag": np.float64, "plain": np.bool_, "fresh": np.bool_}
 
     def to_arrays(self) -> tuple[dict, dict, list]:
         """Checkpoint form (:mod:`fraud.safestate`)."""
@@ -281,6 +326,8 @@ class BehaviourFeatures(Featurizer):
         ``burst_days`` against its own rate over the rest of ``amount_window`` (0 < burst < amount_window).
     small_ratio : a transaction's amount is "unusually small" for its card when its lagged amount ratio is
         below this (BH_C_NB_SMALL counts them over ``recent_days``).
+    cards_surprise : output BH_T_CARDS_SURPRISE (activity group; off by default: on the evasion bench it lifted
+        rotated terminals a little and cost a little elsewhere; ``TrainConfig(terminal_alarm=True)`` turns it on).
     groups : the feature groups to output, a subset of ``GROUPS``: "amount" (BH_AMOUNT and the customer
         amount statistics: no labels; the unsupervised set), "customer_fraud" (the customer's known frauds),
         "terminal" (the terminal's known frauds), "activity" (no labels: volume and small amounts against
@@ -292,8 +339,9 @@ class BehaviourFeatures(Featurizer):
                  recent_days: float = 7, customer_label_window: float = 30, terminal_windows=(1, 7, 28),
                  terminal_label_window: float = 28, normal_ratio: float = 2.0, groups=GROUPS, columns=None,
                  card_window: float = 14, card_ratio: float = 2.5, burst_days: float = 1,
-                 small_ratio: float = 0.25):
+                 small_ratio: float = 0.25, cards_surprise: bool = False):
         self.delay_days = delay_days
+        self.cards_surprise = cards_surprise
         self.burst_days = burst_days
         self.small_ratio = small_ratio
         self.card_window = card_window
@@ -347,7 +395,7 @@ class BehaviourFeatures(Featurizer):
     def _group_of(self) -> list[str]:
         """The group of each column of the full feature list."""
         return (["amount"] * 8 + ["customer_fraud"] * 2 + ["terminal"] * (len(self.terminal_windows) + N_TERMINAL_EXTRA)
-                + ["activity"] * 3)
+                + ["activity"] * 4)
 
     def _selected(self) -> np.ndarray:
         groups = (self.groups,) if isinstance(self.groups, str) else tuple(self.groups)
@@ -355,6 +403,8 @@ class BehaviourFeatures(Featurizer):
         if bad or not groups:
             raise ConfigError(f"BehaviourFeatures: groups={self.groups!r} must be a non-empty subset of {GROUPS}")
         keep = np.array([g in groups for g in self._group_of()])
+        if not self.cards_surprise:  # opt-in (docs/benchmarks.md, "Rotated terminals"); its state flag is kept anyway
+            keep &= ~np.char.startswith(np.array(self._all_names()), "BH_T_CARDS_SURPRISE_")
         if self.columns is not None:
             cols = [self.columns] if isinstance(self.columns, str) else list(self.columns)
             names = self._all_names()
@@ -381,7 +431,8 @@ class BehaviourFeatures(Featurizer):
                         "BH_T_LAST_IS_FRAUD", f"BH_T_KNOWN_NORMAL_FRAUD_{_wname(self.terminal_label_window)}D",
                         "BH_T_FRAUD_STREAK", "BH_T_GENUINE_AFTER_FRAUD",
                         f"BH_T_KNOWN_PLAIN_FRAUD_{_wname(self.terminal_label_window)}D",
-                        f"BH_C_TX_EXCESS_{b}D", f"BH_C_NB_SMALL_{r}D", f"BH_T_TX_EXCESS_{b}D"]
+                        f"BH_C_TX_EXCESS_{b}D", f"BH_C_NB_SMALL_{r}D", f"BH_T_TX_EXCESS_{b}D",
+                        f"BH_T_CARDS_SURPRISE_{b}D"]
 
     def _out_index(self) -> np.ndarray:
         """Positions of ``feature_names_`` (the selected columns) among all computed columns."""
@@ -409,7 +460,8 @@ class BehaviourFeatures(Featurizer):
                                 columns=list(self.feature_names_))
         cust = _customer_block(cc, ts, amount, fraud, p, rows)
         normal, plain = _flags(cust, p)
-        X = _assemble(amount, cust, _terminal_block(tc, ts, fraud, normal, p, rows, plain=plain))
+        term, _ = _terminal_block(tc, ts, fraud, normal, p, rows, plain=plain, cards=cc)
+        X = _assemble(amount, cust, term)
         X = X[:, self._out_index()]
         return pd.DataFrame(X, index=df.index, columns=list(self.feature_names_), copy=False)
 
@@ -450,14 +502,18 @@ class BehaviourFeatures(Featurizer):
         cuts = np.cumsum([len(b[2]) for b in batches])[:-1]
         normals, plains = np.split(normal, cuts), np.split(plain, cuts)
         rlags = np.split(cust[:, C_RATIO_LAG], cuts)
-        code, t, v, q = _stacked([(st.terminal_codes, st.events, tc, ts, {"label": labels, "normal": nb, "plain": pb})
-                                  for (st, _, ts, _, labels, _, tc), nb, pb in zip(batches, normals, plains)], "tcode")
-        term = _terminal_block(code, t, v["label"] == 1, v["normal"], p, q, plain=v["plain"])
-        for (state, rows, ts, amount, labels, cc, tc), nb, pb, rb in zip(batches, normals, plains, rlags):
+        items = [(st.terminal_codes, st.events, tc, ts, {"label": labels, "normal": nb, "plain": pb, "ccode": cc,
+                                                          "fresh": one})
+                 for (st, _, ts, _, labels, cc, tc), nb, pb, one in zip(batches, normals, plains, ones)]
+        code, t, v, q = _stacked(items, "tcode")
+        term, fresh = _terminal_block(code, t, v["label"] == 1, v["normal"], p, q, plain=v["plain"], cards=v["ccode"],
+                                      fresh=v["fresh"])
+        freshes = np.split(fresh, cuts)
+        for (state, rows, ts, amount, labels, cc, tc), nb, pb, rb, fb in zip(batches, normals, plains, rlags, freshes):
             latest = int(ts.max())
             state.latest_ns = latest if state.latest_ns is None else max(state.latest_ns, latest)
             log = state.events
-            log.append(ccode=cc, tcode=tc, ts=ts, amount=amount, label=labels, normal=nb, rlag=rb, plain=pb)
+            log.append(ccode=cc, tcode=tc, ts=ts, amount=amount, label=labels, normal=nb, rlag=rb, plain=pb, fresh=fb)
             log.evict(state.latest_ns - state.horizon_ns)
         amount = np.concatenate([b[3] for b in batches])
         X = _assemble(amount, cust, term)[:, self._out_index()]

@@ -120,6 +120,9 @@ RULES: list[tuple[str, str, str, str]] = [
     (r"^BH_T_TX_EXCESS_(\d+)D$", "terminal activity",
      "terminal busier in the last {w} days than its own usual rate ({v} standard deviations above): compromise?",
      "terminal no busier than its own usual rate"),
+    (r"^BH_T_CARDS_SURPRISE_(\d+)D$", "terminal activity",
+     "more distinct cards at this terminal in the last {w} days than its own rate explains (surprise {v}): "
+     "compromise?", "no more distinct cards at this terminal than its own rate explains"),
     (r"^g_pair_prior$", "first visit", "card used at this terminal {v} times before",
      "card used at this terminal only {v} times before (0 = first visit)"),
     (r"^g_pair_share$", "first visit", "this terminal is {p} of the card's recent use",

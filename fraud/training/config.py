@@ -37,6 +37,11 @@ class TrainConfig:
     #: the label-free activity alarm under the collusion alarm (``fraud.detectors.activity``; needs the
     #: behaviour featurizer). Off: no gain on the evasion bench's development worlds, lower AP on bench worlds
     activity_alarm: bool = False
+    #: the label-free terminal alarm (``fraud.detectors.activity.terminal_alarm``: a terminal's distinct cards of
+    #: the last day far above its own rate lift a row just under the model's confident rows; needs the behaviour
+    #: featurizer, whose BH_T_CARDS_SURPRISE column it turns on; skipped without it). Off: rotated terminals 0.26 ->
+    #: 0.29 in the loop at a 50-card budget, not 0.5, at a small cost elsewhere (docs/benchmarks.md)
+    terminal_alarm: bool = False
     seed: int = 0
     explain: str = "alerts"
     top_reasons: int = 3
@@ -51,6 +56,7 @@ class TrainConfig:
             **{f"featurizer.{k}": v for k, v in self.featurizer_params.items()},
             **{f"ensemble.{k}": v for k, v in self.ensemble_params.items()},
             **({"activity_alarm": True} if self.activity_alarm else {}),
+            **({"terminal_alarm": True} if self.terminal_alarm else {}),
         }
 
 

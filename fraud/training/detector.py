@@ -103,6 +103,14 @@ def under_activity_alarm(det, Xtr: pd.DataFrame):
     return ActivityAlarm(det).fit(Xtr)
 
 
+def under_terminal_alarm(det, Xtr: pd.DataFrame):
+    """``det`` under the label-free terminal alarm (``fraud.detectors.activity.terminal_alarm``), fitted on the
+    training rows; ``det`` itself when the training rows lack its column (no behaviour activity group)."""
+    from fraud.detectors.activity import TERMINAL_COLUMNS, terminal_alarm
+
+    return terminal_alarm(det).fit(Xtr) if set(TERMINAL_COLUMNS) <= set(map(str, Xtr.columns)) else det
+
+
 def row_scores(det, X: pd.DataFrame, in_train: np.ndarray):
     """``scores(mask)``: the detector's scores (clipped to [0, 1]) of the rows ``mask`` of ``X``. The
     ensemble's training scores (``decision_scores_``, PyOD contract) are reused for training rows."""

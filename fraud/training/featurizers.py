@@ -57,6 +57,8 @@ def make_featurizer(name: str, cfg: TrainConfig):
                      ("seed", cfg.seed), ("random_state", cfg.seed)):
         if key in sig and key not in kw:
             kw[key] = val
+    if cfg.terminal_alarm and "cards_surprise" in sig and "cards_surprise" not in kw:
+        kw["cards_surprise"] = True  # the terminal alarm's column
     return cls(**kw)
 
 

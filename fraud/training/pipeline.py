@@ -88,8 +88,8 @@ class _Scores:
 
 
 def _register_detector(cfg, det, X, df, w, in_train, supervised, say) -> tuple[object, dict, _Scores]:
-    """(the detector the bundle gets: the ensemble, after the baseline guard, the activity alarm when asked and the
-    collusion alarm; the guard's MLflow tags; its scores)."""
+    """(the detector the bundle gets: the ensemble, after the baseline guard, the terminal and activity alarms when
+    asked and the collusion alarm; the guard's MLflow tags; its scores)."""
     from fraud.training.baseline import guard_step
 
     ts = df[schema.TIMESTAMP]
@@ -97,6 +97,8 @@ def _register_detector(cfg, det, X, df, w, in_train, supervised, say) -> tuple[o
     fitted = det
     det, tags, ev_scores = guard_step(cfg, det, X, df, w, in_train, ev, supervised and "tabular" in cfg.featurizers,
                                       say)
+    if cfg.terminal_alarm:
+        det, ev_scores = detector.under_terminal_alarm(det, X.loc[in_train].reset_index(drop=True)), None
     if cfg.activity_alarm:
         det, ev_scores = detector.under_activity_alarm(det, X.loc[in_train].reset_index(drop=True)), None
     if "collusion" in cfg.featurizers:

@@ -91,3 +91,12 @@ def test_cli_registers_the_command_and_rejects_bad_seeds():
     assert ok.exit_code == 0 and all(o in ok.output for o in ("--seeds", "--no-loop", "--cases", "--activity-alarm"))
     bad = runner.invoke(main, ["bench", "evasion", "--seeds", "3000,x"])
     assert bad.exit_code == 2 and "'3000,x' is not a comma-separated list of integers" in bad.output
+
+
+def test_alarm_switches_reach_every_arms_training_config():
+    from benchmarks.loop import FAST_TRAIN
+
+    assert "terminal_alarm" not in EvasionConfig(train=TINY).train_kw()  # TrainConfig's own default
+    on = EvasionConfig(train=TINY, terminal_alarm=True, activity_alarm=True)
+    assert on.train_kw() == {**TINY, "terminal_alarm": True, "activity_alarm": True}
+    assert EvasionConfig(terminal_alarm=False).train_kw(FAST_TRAIN) == {**FAST_TRAIN, "terminal_alarm": False}

@@ -78,3 +78,45 @@ def test_train_config_switch_puts_it_under_the_collusion_alarm():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             train(world, TrainConfig(**{**light, "featurizers": ("tabular", "collusion")}, activity_alarm=True))
+
+
+def test_below_lifts_alarms_under_the_confident_rows_only():
+    """``below``: an alarm lifts a row to the base's training score at that quantile (not above every row); rows
+    scored above it by the base keep their place, rows without an alarm keep their score."""
+    train = _train()
+    alarm = ActivityAlarm(Base(), columns=("BH_T_TX_EXCESS_1D",), quantile=0.99, below=0.9).fit(train)
+    assert alarm.level_ == pytest.approx(np.quantile(train["x"], 0.9))
+    th = alarm.thresholds_[0]
+    X = np.array([[0.95, 0, 0, th - 1],    # confident, no alarm
+                  [0.10, 0, 0, th - 1],    # no alarm: unchanged
+                  [0.10, 0, 0, th + 0.5],  # alarm: lifted to the level
+                  [0.10, 0, 0, th + 4],    # a larger excess: a little higher
+                  [0.97, 0, 0, th + 4]])   # an alarm on a confident row: its own score
+    s = alarm.decision_function(X)
+    assert s[0] == 0.95 and s[1] == 0.10 and s[4] == 0.97
+    assert alarm.level_ < s[2] < s[3] < alarm.level_ + 1e-5 < s[0]
+    with pytest.raises(ConfigError, match="below"):
+        ActivityAlarm(Base(), below=1.5).fit(train)
+
+
+def test_train_config_terminal_alarm_lifts_bursts_under_the_model_and_needs_its_column():
+    from fraud.detectors.activity import TERMINAL_COLUMNS
+    from fraud.simulate import simulate
+    from fraud.training import TrainConfig, train
+
+    world = simulate(customers=120, terminals=240, days=35, seed=3)
+    light = dict(featurizers=("tabular", "behaviour"), unsupervised=("hbos",), warm_state_days=0,
+                 baseline_guard=False, ensemble_params={"supervised_params": {"n_estimators": 30, "n_jobs": 1}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        on = train(world, TrainConfig(**light, terminal_alarm=True)).bundle
+        without = train(world, TrainConfig(**{**light, "featurizers": ("tabular",)}, terminal_alarm=True)).bundle
+    assert isinstance(on.detector, ActivityAlarm) and on.detector.columns == TERMINAL_COLUMNS
+    assert not isinstance(without.detector, ActivityAlarm)  # no activity column: skipped, not an error
+    assert TrainConfig(terminal_alarm=True).params()["terminal_alarm"] is True
+    X = on.features_batch(world)
+    fired = on.detector.alarm(X) > 0
+    assert 0 < fired.sum() < 0.01 * len(X)
+    base, s = on.detector.base.decision_function(X), on.detector.decision_function(X)
+    assert (s[~fired] == base[~fired]).all() and (s[fired] >= base[fired]).all()
+    assert (s[fired] < on.detector.level_ + 1e-5).sum() == (base[fired] < on.detector.level_).sum()

@@ -32,6 +32,8 @@ def test_names_and_groups():
     assert f.feature_names_[-4:] == ["BH_T_KNOWN_PLAIN_FRAUD_28D", "BH_C_TX_EXCESS_1D", "BH_C_NB_SMALL_7D",
                                      "BH_T_TX_EXCESS_1D"]
     assert BehaviourFeatures(groups="activity").fit(None).feature_names_ == f.feature_names_[-3:]
+    on = BehaviourFeatures(cards_surprise=True).fit(None).feature_names_
+    assert on == f.feature_names_ + ["BH_T_CARDS_SURPRISE_1D"]
     assert set(GROUPS) == {"amount", "customer_fraud", "terminal", "activity"}
 
 
@@ -166,6 +168,8 @@ def test_replay_equals_transform(world):
     f = BehaviourFeatures(amount_window=20, lag_days=5, customer_label_window=10, terminal_windows=(1, 7),
                           terminal_label_window=14).fit(world)
     assert_replay_equals_transform(f, world, batch_sizes=(13, 500))
+    assert_replay_equals_transform(BehaviourFeatures(amount_window=20, cards_surprise=True).fit(world), world,
+                                   batch_sizes=(13,))
     assert_replay_equals_transform(f, world.iloc[:300], batch_sizes=(1,))
     # a card window longer than the amount window: the state keeps the events it needs
     f = BehaviourFeatures(delay_days=1, amount_window=4, lag_days=2, recent_days=2, card_window=9,
@@ -248,3 +252,44 @@ def test_errors():
     with pytest.raises(SchemaError, match="amount"):
         BehaviourFeatures().fit(None).transform(pd.DataFrame({"timestamp": [], "customer_id": [], "terminal_id": []}))
 
+
+
+def _burst_frame() -> pd.DataFrame:
+    """Terminal T: card a at 12:00 on days 0-9; on day 10 cards b (10:00, 11:30), c (11:00, 12:00) and a (13:00);
+    terminal U: one visit of card d a day at 09:00 (another terminal, not counted at T)."""
+    day = pd.Timestamp("2024-01-01", tz="UTC")
+    rows = [(day + pd.Timedelta(days=i, hours=12), "a", "T") for i in range(10)]
+    rows += [(day + pd.Timedelta(days=i, hours=9), "d", "U") for i in range(11)]
+    rows += [(day + pd.Timedelta(days=10, hours=h), c, "T") for h, c in ((10, "b"), (11, "c"), (11.5, "b"),
+                                                                           (12, "c"), (13, "a"))]
+    df = pd.DataFrame(rows, columns=["timestamp", "customer_id", "terminal_id"]).sort_values("timestamp", kind="stable")
+    return df.assign(tx_id=[f"t{i}" for i in range(len(df))], amount=10.0, label=0).reset_index(drop=True)
+
+
+def test_hand_computed_cards_surprise():
+    """BH_T_CARDS_SURPRISE: -log10 P(N >= n), N ~ Poisson(mu), n = the distinct cards at the terminal in the last
+    day (a card's second visit within a day is not counted again), mu = (its past such visits + 1) per day over
+    the span they cover plus one day; no labels."""
+    from scipy.stats import poisson
+
+    df = _burst_frame()
+    f = BehaviourFeatures(amount_window=20, cards_surprise=True).fit(df)
+    X = f.transform(df).set_index(df["tx_id"])["BH_T_CARDS_SURPRISE_1D"]
+    hour = df["timestamp"].dt.hour + df["timestamp"].dt.minute / 60
+    at = dict(zip(zip(df["customer_id"], df["timestamp"].dt.day, hour), df["tx_id"]))  # (card, day of month, hour)
+
+    def surprise(n, past, span_days):
+        return -poisson.logsf(n - 1, (past + 1) / (span_days + 1)) / np.log(10)
+
+    # a's first visit: one card, no past: mu = 1 / (1 + 1)
+    assert X[at["a", 1, 12]] == pytest.approx(surprise(1, 0, 1))
+    # day 10, 11:00: b and c are new at T today; a's visit of day 9 at 12:00 lies within the last day too
+    assert X[at["c", 11, 11]] == pytest.approx(surprise(3, 9, 8 + 23 / 24))
+    # 12:00: b's and c's second visits are not counted again; a's visit at day 9 12:00 left the window:
+    # past = a's 10 visits (days 0-9, each a day after the previous one) over the 9 days they span
+    assert X[at["c", 11, 12]] == pytest.approx(surprise(2, 10, 9))
+    assert X[at["b", 11, 11.5]] == pytest.approx(surprise(3, 9, 8 + 23.5 / 24))
+    # 13:00: a's visit is fresh again (its previous was 25 h before): b, c, a
+    assert X[at["a", 11, 13]] == pytest.approx(surprise(3, 10, 9 + 1 / 24))
+    # the flag of each event is kept in the state: one row at a time gives the same values
+    np.testing.assert_array_equal(replay(f, df, batch_size=1).to_numpy(), f.transform(df).to_numpy())
