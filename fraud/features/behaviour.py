@@ -187,8 +187,9 @@ def _terminal_block(code, ts, fraud, normal, p_ns: dict, rows, plain=None, cards
     ``normal``: per event, True when its amount looked normal for its customer (the lagged amount ratio
     at most ``normal_ratio``: computed from the customer's earlier transactions, no label); ``plain``: per
     event, normal and its card's max prior ratio at most ``card_ratio`` (None: all False); ``cards``: per
-    event, its customer code; ``fresh``: per event, whether it was its card's first at the terminal in the
-    last ``burst`` (only the history rows' values are read; None when every row is a query row)."""
+    event, its customer code (None: BH_T_CARDS_SURPRISE is not computed); ``fresh``: per event, whether it was
+    its card's first at the terminal in the last ``burst`` (only the history rows' values are read; None when
+    every row is a query row)."""
     d, ht, wins = p_ns["d"], p_ns["ht"], p_ns["tw"]
     out = np.empty((len(rows), len(wins) + N_TERMINAL_EXTRA + 2), dtype=np.float64)
     if len(rows) == 0:
@@ -234,11 +235,15 @@ def _terminal_block(code, ts, fraud, normal, p_ns: dict, rows, plain=None, cards
     res[:, len(wins) + 7] = pcum[hi] - pcum[lo]
     # label-free: the terminal's volume of the last ``burst`` against its own past rate
     res[:, len(wins) + 8] = _excess(s, p, rc, rt, p_ns["burst"], p_ns["L"])
-    # label-free: its distinct cards of the last ``burst`` (each card's first visit there in a ``burst``)
+    # label-free: its distinct cards of the last ``burst`` (each card's first visit there in a ``burst``); not
+    # computed without ``cards`` (the column is opt-in: its rows read 0 and every fresh flag True, never used)
     fr = np.ones(s.n, dtype=bool) if fresh is None else np.asarray(fresh, dtype=bool)[s.order]
-    lo_b = s.first_after(rc, rt - p_ns["burst"])
-    fr[p] = _fresh((np.zeros(s.n, np.int64) if cards is None else np.asarray(cards))[s.order], p, lo_b)
-    res[:, len(wins) + 9] = _surprise(s, fr, p, rc, rt, lo_b, p_ns["burst"], p_ns["L"])
+    if cards is None:
+        res[:, len(wins) + 9] = 0.0
+    else:
+        lo_b = s.first_after(rc, rt - p_ns["burst"])
+        fr[p] = _fresh(np.asarray(cards)[s.order], p, lo_b)
+        res[:, len(wins) + 9] = _surprise(s, fr, p, rc, rt, lo_b, p_ns["burst"], p_ns["L"])
     out[perm] = res
     fresh_rows = np.empty(len(rows), dtype=bool)
     fresh_rows[perm] = fr[p]
@@ -460,7 +465,8 @@ class BehaviourFeatures(Featurizer):
                                 columns=list(self.feature_names_))
         cust = _customer_block(cc, ts, amount, fraud, p, rows)
         normal, plain = _flags(cust, p)
-        term, _ = _terminal_block(tc, ts, fraud, normal, p, rows, plain=plain, cards=cc)
+        cards = cc if self.cards_surprise else None
+        term, _ = _terminal_block(tc, ts, fraud, normal, p, rows, plain=plain, cards=cards)
         X = _assemble(amount, cust, term)
         X = X[:, self._out_index()]
         return pd.DataFrame(X, index=df.index, columns=list(self.feature_names_), copy=False)
@@ -502,12 +508,15 @@ class BehaviourFeatures(Featurizer):
         cuts = np.cumsum([len(b[2]) for b in batches])[:-1]
         normals, plains = np.split(normal, cuts), np.split(plain, cuts)
         rlags = np.split(cust[:, C_RATIO_LAG], cuts)
-        items = [(st.terminal_codes, st.events, tc, ts, {"label": labels, "normal": nb, "plain": pb, "ccode": cc,
-                                                          "fresh": one})
-                 for (st, _, ts, _, labels, cc, tc), nb, pb, one in zip(batches, normals, plains, ones)]
+        items = []
+        for (st, _, ts, _, labels, cc, tc), nb, pb, one in zip(batches, normals, plains, ones):
+            cols = {"label": labels, "normal": nb, "plain": pb}
+            if self.cards_surprise:  # BH_T_CARDS_SURPRISE's inputs, gathered only when it is output
+                cols.update(ccode=cc, fresh=one)
+            items.append((st.terminal_codes, st.events, tc, ts, cols))
         code, t, v, q = _stacked(items, "tcode")
-        term, fresh = _terminal_block(code, t, v["label"] == 1, v["normal"], p, q, plain=v["plain"], cards=v["ccode"],
-                                      fresh=v["fresh"])
+        term, fresh = _terminal_block(code, t, v["label"] == 1, v["normal"], p, q, plain=v["plain"],
+                                      cards=v.get("ccode"), fresh=v.get("fresh"))
         freshes = np.split(fresh, cuts)
         for (state, rows, ts, amount, labels, cc, tc), nb, pb, rb, fb in zip(batches, normals, plains, rlags, freshes):
             latest = int(ts.max())
