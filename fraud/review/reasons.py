@@ -14,6 +14,8 @@ from dataclasses import dataclass
 FEATURE = re.compile(r"^feature:(?P<name>\S+) (?P<dir>high|low) \((?P<value>\S+) vs (?P<ref>p1|p50|p99) "
                      r"(?P<q>\S+)\)$")
 DETECTOR = re.compile(r"^detector:(?P<name>\S+) (?P<score>\S+)$")
+# fraud.detectors.activity's alarm reason: a feature above its training quantile
+ALARM = re.compile(r"^activity: (?P<name>\S+) = (?P<value>\S+) above its training \S+ quantile (?P<q>\S+)$")
 GRAPH_EMBEDDING = re.compile(r"^g_(c|t)\d+$|^g_cos$")
 SEQ_EMBEDDING = re.compile(r"^seq_emb_\d+$")
 PAIRING = "unusual customer-terminal pairing in the transaction graph"
@@ -288,6 +290,10 @@ def explain(code: str) -> Reason:
         tmpl = DETECTORS.get(name, "flagged by the " + name + " detector ({s})")
         return Reason(code, tmpl.format(s=f"{s:.2f}" if s is not None else "?"), "detector",
                       2 if (s or 0) >= 0.9 else 1, "detector")
+    m = ALARM.match(code)
+    worded = m and _word(m.group("name"), True, _num(m.group("value")), _num(m.group("q")))
+    if worded:
+        return Reason(code, worded[1], "feature", 2, worded[0])
     if GRAPH_EMBEDDING.match(code):
         return Reason(code, PAIRING, "pairing", 1, "graph embedding")
     if SEQ_EMBEDDING.match(code):

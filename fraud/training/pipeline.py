@@ -97,12 +97,12 @@ def _register_detector(cfg, det, X, df, w, in_train, supervised, say) -> tuple[o
     fitted = det
     det, tags, ev_scores = guard_step(cfg, det, X, df, w, in_train, ev, supervised and "tabular" in cfg.featurizers,
                                       say)
-    if cfg.terminal_alarm:
-        det, ev_scores = detector.under_terminal_alarm(det, X.loc[in_train].reset_index(drop=True)), None
-    if cfg.activity_alarm:
-        det, ev_scores = detector.under_activity_alarm(det, X.loc[in_train].reset_index(drop=True)), None
-    if "collusion" in cfg.featurizers:
-        det, ev_scores = detector.under_collusion_alarm(det, X.loc[in_train].reset_index(drop=True)), None
+    alarms = [a for on, a in ((cfg.terminal_alarm, detector.under_terminal_alarm),
+                              (cfg.activity_alarm, detector.under_activity_alarm),
+                              ("collusion" in cfg.featurizers, detector.under_collusion_alarm)) if on]
+    xtr = X.loc[in_train].reset_index(drop=True) if alarms else None  # the training rows, copied once
+    for under in alarms:  # innermost first: the collusion alarm's rows still come first
+        det, ev_scores = under(det, xtr), None
     # the ensemble's training scores are only valid for the ensemble itself
     return det, tags, _Scores(det, X, in_train if det is fitted else np.zeros(len(X), bool), ev, ev_scores)
 

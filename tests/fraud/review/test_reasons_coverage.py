@@ -46,3 +46,10 @@ def test_collusion_and_graph_sentences():
                  "converging (ring signal)",
                  "the card's place in the transaction graph moved far from where the model learned it (2.5 graph "
                  "spreads)"]
+
+
+def test_activity_alarm_reason_is_worded():
+    """The activity alarm (off by default) cites a column above its training quantile: that reads as words too."""
+    r = explain("activity: BH_T_TX_EXCESS_1D = 4.2 above its training 0.999 quantile 2.5")
+    assert r.text == ("terminal busier in the last 1 day than its own usual rate (4.2 standard deviations above): "
+                      "compromise?") and r.kind == "feature"
