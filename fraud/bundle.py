@@ -30,9 +30,7 @@ than the feedback delay (the information rule); the bundle itself never reads la
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -40,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from fraud import schema
+from fraud._blas import single_threaded_blas
 from fraud.errors import ModelError, SchemaError
 from fraud.features.base import shared_columns
 
@@ -49,39 +48,6 @@ BUNDLE_FORMAT = 4  # 2: CollusionState holds flat arrays (was dicts of lists); 3
 #                     4: BH_T_CARDS_SURPRISE_1D (a column, and a per-event flag in BehaviourState)
 EXPLAIN_MODES = ("alerts", "all", "none")
 _NO_REASONS: list = []  # the reasons of every row without reasons (shared: never mutate a result's reasons)
-
-_BLAS = []
-
-
-def single_threaded_blas():
-    """A context limiting BLAS to one thread while a micro-batch is scored. The scorer runs single-threaded:
-    OpenBLAS's threads on the small matrices of the sequence encoder's GRU and heads cost far more than they
-    save (measured on a 10,000-row batch: 102 ms of CPU with 2 threads vs 40 ms with one, the GRU loop alone
-    52 ms vs 2 ms). The library lookup is done once per process; entering costs ~35 us."""
-    if not _BLAS:
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            _BLAS.append(ThreadpoolController().select(user_api="blas"))
-        except Exception:  # pragma: no cover - threadpoolctl missing or a BLAS it cannot drive
-            _BLAS.append(None)
-    if _BLAS[0] is None or getattr(_ONE_THREAD, "active", False):  # already limited by an outer call
-        return contextlib.nullcontext()
-    return _limited(_BLAS[0])
-
-
-_ONE_THREAD = threading.local()
-
-
-@contextlib.contextmanager
-def _limited(controller):
-    with controller.limit(limits=1):
-        _ONE_THREAD.active = True
-        try:
-            yield
-        finally:
-            _ONE_THREAD.active = False
-
 
 @dataclass
 class BundleState:
@@ -256,7 +222,7 @@ class ScoringBundle:
         out = pd.DataFrame(self.score_poll(rows, zip([0, *ends[:-1]], ends), [st for _, st in groups]), copy=False)
         return [out.iloc[a:b].reset_index(drop=True) if b > a else self._empty() for a, b in zip([0, *ends[:-1]], ends)]
 
-    def score_poll(self, rows: pd.DataFrame, bounds, states) -> pd.DataFrame:
+    def score_poll(self, rows: pd.DataFrame, bounds, states) -> dict:
         """:meth:`score_many` of the groups ``rows.iloc[a:b]`` for ``(a, b)`` in ``bounds`` (consecutive, covering
         ``rows``), each with its state in ``states``. Returns the result columns (tx_id, score, is_alert, reasons:
         arrays in ``rows``' order): a stream poll (rows grouped by partition) without per-group result frames to

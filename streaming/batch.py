@@ -2,7 +2,8 @@
 
 A tx_id a partition already scored is not scored again (an exact replay is skipped; the same id with other
 content is a conflict, dead-lettered). The new events are scored with one model call for all partitions
-(``score_poll``: the poll's result columns in one go; per-call costs dominate small batches) and returned as the column dict the sinks buffer.
+(``score_poll``: the poll's result columns in one go; per-call costs dominate small batches) and returned as
+the column dict the sinks buffer.
 """
 from __future__ import annotations
 

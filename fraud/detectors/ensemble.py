@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
+from fraud._blas import single_threaded_blas
 from fraud.detectors.fusion import RankNormalizer, make_combiner
 from fraud.detectors.reasons import FeatureProfile, build_reasons
 from fraud.detectors.supervised import SUPERVISED, SupervisedHead, labelled_mask
@@ -43,17 +44,6 @@ from fraud.detectors.unsupervised import UNSUPERVISED, FastECOD, make_detector
 from fraud.errors import ConfigError, NotFittedError, SchemaError
 
 COMBINES = ("auto", "stack", "mean", "max", "logistic")
-
-def _single_threaded_blas():
-    """A context that limits BLAS (the autoencoder's and combiner's matrix products) to one thread.
-
-    The scorer runs single-threaded: on small matrices BLAS threads cost more than they save
-    (measured on a 10,000-row autoencoder pass: 20 ms with OpenBLAS's 2 threads on a busy 2-core
-    machine vs 1.1 ms with one). The bundle's context (one library lookup per process), which is a no-op
-    inside a scoring call that already holds it (entering it anew costs ~35 us)."""
-    from fraud.bundle import single_threaded_blas  # lazy: fraud.bundle imports no detector, but keep it so
-
-    return single_threaded_blas()
 
 
 class Ensemble(BaseEstimator):
@@ -132,7 +122,7 @@ class Ensemble(BaseEstimator):
 
     def _components(self, A: np.ndarray):
         """(unsupervised ranks, supervised probability or None, component matrix for the combiner)."""
-        with _single_threaded_blas():
+        with single_threaded_blas():
             R = self._unsup_ranks(A)
             if self.supervised_ is None:
                 return R, None, R
@@ -270,7 +260,7 @@ class Ensemble(BaseEstimator):
         R, p, comps = self._components(A)
         if self.combine_ == "stack":
             return np.clip(p, 0.0, 1.0)
-        with _single_threaded_blas():
+        with single_threaded_blas():
             return np.clip(self.combiner_.combine(comps), 0.0, 1.0)
 
     def predict(self, X) -> np.ndarray:
