@@ -43,6 +43,8 @@ def _cluster(ctx, alerts_db, since, until, embedder="deepwalk", seed=0, refine="
 def _cluster_table(clusters) -> str:
     """Plain fixed-width lines (readable piped and at 100 columns): one line of figures per cluster and an
     indented line of its top reasons in words."""
+    import textwrap
+
     from fraud.review.reasons import grouped_words
 
     head = f"{'#':>3} {'cluster':<13} {'risk':>8} {'alerts':>6} {'amount':>10} {'cust':>4} {'term':>4} " \
@@ -54,8 +56,6 @@ def _cluster_table(clusters) -> str:
                      f"{c.last_seen[:16]:<16}")
         said = [text for text, _ in grouped_words(c.reasons, top=2)]
         mix = " ".join(f"{k}:{v}" for k, v in (c.scenario_mix or {}).items())
-        import textwrap
-
         why = f"why: {'; '.join(said) or '-'}" + (f"  [scenarios {mix}]" if mix else "")
         lines += textwrap.wrap(why, width=96, initial_indent="    ", subsequent_indent="      ")
     return "\n".join(lines)
