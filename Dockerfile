@@ -18,8 +18,11 @@ COPY streaming streaming
 COPY benchmarks benchmarks
 RUN pip install '.[postgres]' && rm -rf /src/build
 
+# the numba kernels compiled once into the image (`fraud compile`); numba needs its cache folder writable
+ENV NUMBA_CACHE_DIR=/opt/numba-cache
 RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin fraud \
-    && mkdir -p /data /shared && chown fraud:fraud /data /shared
+    && mkdir -p /data /shared && chown fraud:fraud /data /shared \
+    && fraud compile && chown -R fraud:fraud /opt/numba-cache
 USER fraud
 WORKDIR /data
 EXPOSE 9108 8765

@@ -80,6 +80,8 @@ def test_dockerfile_installs_cpu_torch_first_runs_as_non_root_with_fraud_entry_p
     assert torch < project and "whl/cpu" in lines[torch]
     assert re.search(r"^USER (?!root)\S+", text, re.M)
     assert 'ENTRYPOINT ["fraud"]' in text
+    compile_at = next(i for i, line in enumerate(lines) if "fraud compile" in line)  # kernels cached in the image
+    assert project < compile_at and "NUMBA_CACHE_DIR" in text
     for src in re.findall(r"^COPY (\S+)", text, re.M):
         assert (ROOT / src).exists(), src
 

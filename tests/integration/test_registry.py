@@ -18,7 +18,8 @@ from fraud.training import TrainConfig, retrain_flow, train
 
 pytestmark = pytest.mark.integration
 
-LIGHT = dict(featurizers=("tabular",), unsupervised=("iforest", "hbos"),
+# the baseline guard (its random forests: most of a training's time here) is tested in tests/fraud/test_baseline.py
+LIGHT = dict(featurizers=("tabular",), unsupervised=("iforest", "hbos"), baseline_guard=False,
              ensemble_params={"detector_params": {"iforest": {"n_estimators": 50}},
                               "supervised_params": {"n_estimators": 40, "n_jobs": 1}})
 NAME = "fraud-detector"
