@@ -3,6 +3,8 @@
 Windows (half-open, UTC; ``delay`` = feedback delay): training examples ``[train_from, train_until)``,
 earlier rows are history; labels newer than ``train_until - delay`` are hidden (0 = "not reported");
 the evaluation window ``[label_cutoff, train_until - delay)`` holds labels the supervised head never saw.
+A label of :data:`UNKNOWN` (-1) is neither: the head, the baseline guard and the evaluation skip the row,
+the featurizers read it as not fraud (e.g. a closed loop's events no analyst reviewed).
 """
 from __future__ import annotations
 
@@ -17,6 +19,13 @@ from fraud.errors import ConfigError, SchemaError
 from fraud.training.config import FraudTrainingWarning, TrainConfig
 
 DAY = pd.Timedelta(days=1)
+UNKNOWN = -1  # a label value: not reported and not known genuine either (skipped wherever labels are learnt)
+
+
+def known_labels(labels) -> np.ndarray:
+    """``labels`` as floats with NaN where unknown (:data:`UNKNOWN`, NaN, anything but 0 or 1)."""
+    y = pd.to_numeric(pd.Series(np.asarray(labels).ravel()), errors="coerce").to_numpy(dtype=np.float64)
+    return np.where(np.isin(y, (0.0, 1.0)), y, np.nan)
 
 
 def to_utc(value, option: str) -> pd.Timestamp | None:

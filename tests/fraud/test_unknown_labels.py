@@ -1,0 +1,73 @@
+"""Unknown labels (``fraud.training.data.UNKNOWN`` = -1) in training: the supervised head, the baseline guard and the
+evaluation (hence the promotion gate) skip those rows; the featurizers read them as not fraud."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import average_precision_score
+
+from fraud.training import TrainConfig, train
+from fraud.training.baseline import _ap
+from fraud.training.data import UNKNOWN, known_labels, windows_for
+from fraud.training.detector import head_labels, training_rows
+from fraud.training.evaluation import window_metrics
+
+LIGHT = dict(featurizers=("tabular",), unsupervised=("hbos",),
+             ensemble_params={"supervised_params": {"n_estimators": 30, "n_jobs": 1}})
+
+
+@pytest.fixture(scope="module")
+def world() -> pd.DataFrame:
+    from fraud.simulate import simulate
+
+    return simulate(customers=120, terminals=240, days=35, seed=11)
+
+
+def _hide(df: pd.DataFrame, share: float, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """``df`` with a random ``share`` of its genuine rows and of its frauds labelled UNKNOWN; the mask."""
+    rng = np.random.default_rng(seed)
+    hid = rng.random(len(df)) < share
+    out = df.copy()
+    out["label"] = np.where(hid, UNKNOWN, out["label"]).astype(np.int8)
+    return out, hid
+
+
+def test_known_labels_keeps_0_and_1_only():
+    got = known_labels(pd.Series([1, 0, UNKNOWN, np.nan, 2]))
+    assert np.array_equal(got[:2], [1.0, 0.0]) and np.isnan(got[2:]).all()
+
+
+def test_head_skips_unknown_rows(world):
+    cfg = TrainConfig(**LIGHT)
+    df, hid = _hide(world, 0.3)
+    w = windows_for(df, cfg)
+    rows = training_rows(df, w)
+    y = head_labels(df, cfg, w, rows, False, lambda m: None)
+    y_all = head_labels(world, cfg, w, rows, False, lambda m: None)
+    usable = np.isfinite(y_all)
+    assert np.isnan(y[hid[rows]]).all() and (hid[rows] & usable).any()
+    assert np.array_equal(y[usable & ~hid[rows]], y_all[usable & ~hid[rows]])
+
+
+def test_evaluation_and_guard_score_known_rows_only(world):
+    df, hid = _hide(world, 0.5, seed=1)
+    frame = df.assign(score=np.random.default_rng(2).random(len(df)))
+    assert window_metrics(frame) == window_metrics(frame[~hid])
+    y = known_labels(frame["label"])
+    assert _ap(y, frame["score"].to_numpy()) == pytest.approx(
+        average_precision_score(world["label"][~hid], frame["score"][~hid]))
+
+
+def test_training_with_unknown_labels_evaluates_on_the_known_ones(world):
+    df, hid = _hide(world, 0.5, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = train(df, TrainConfig(**LIGHT))
+    w = res.windows
+    ev = ((df["timestamp"] >= w["eval_from"]) & (df["timestamp"] < w["eval_until"])).to_numpy()
+    assert res.metrics["n"] == int((ev & ~hid).sum()) and res.metrics["n_fraud"] == int(df["label"][ev & ~hid].sum())
+    assert np.isfinite(res.metrics["ap"])
+    assert res.tags["baseline.choice"] != "pipeline (no labelled fraud to compare on)"
