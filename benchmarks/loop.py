@@ -32,6 +32,9 @@ from fraud.errors import ConfigError
 DAY = pd.Timedelta(days=1)
 CANONICAL = ("tx_id", "timestamp", "customer_id", "terminal_id", "amount", "label")
 ARMS = ("frozen", "no_labels", "full")
+#: label policies for loop events no analyst decided: 0 ("not reported", as fraud retrain reads an archive) or
+#: fraud.training.data.UNKNOWN (-1: skipped by the supervised head, the baseline guard and the promotion gate)
+UNREVIEWED = {"genuine": 0, "unknown": -1}
 FRESH_PARAM = "refresh_lr"  # the graph featurizer's rate of embedding updates from the stream (0 = frozen vectors)
 #: a TrainConfig that retrains in seconds on a small world (all featurizers, two fast detectors, a small head)
 FAST_TRAIN = {"unsupervised": ("iforest", "hbos"), "ensemble_params": {"supervised_params": {"n_estimators": 100}},
@@ -51,6 +54,7 @@ class LoopConfig:
     analyst: str = "cases"  # "cases": the top cases of fraud.review's clustering; "cards": the top alerted cards
     batch_rows: int = 1000  # events per scoring micro-batch
     ap_margin: float = 0.01  # the promotion gate's AP margin (fraud retrain --ap-margin)
+    unreviewed: str = "genuine"  # a loop event no analyst decided: "genuine" (0, not reported) or "unknown" (-1)
 
     def check(self) -> None:
         for name in ("budget", "cases_per_day", "retrain_every_days", "batch_rows"):
@@ -62,6 +66,8 @@ class LoopConfig:
             raise ConfigError(f"bench loop: history_days={self.history_days!r} must be None or an integer >= 21")
         if self.analyst not in ("cases", "cards"):
             raise ConfigError(f"bench loop: analyst={self.analyst!r} must be 'cases' or 'cards'")
+        if self.unreviewed not in UNREVIEWED:
+            raise ConfigError(f"bench loop: unreviewed={self.unreviewed!r} must be one of {', '.join(UNREVIEWED)}")
 
 
 def fresh_available() -> bool:
@@ -148,17 +154,19 @@ def retrain(champion, seen: pd.DataFrame, labels: pd.DataFrame | None, until: pd
     """A challenger trained on ``seen`` (its labels overridden by ``labels``), through ``fraud retrain``'s promotion
     gate when ``gated`` (``fraud.training.gate``: the most recent labelled window neither trained on). Returns (the
     challenger, or None when the champion is kept; the decision)."""
-    from fraud.training.data import apply_labels
     from fraud.training.gate import gate_decision
 
-    df = apply_labels(seen[list(CANONICAL)].reset_index(drop=True), labels, source="analyst decisions")
+    df = with_labels(seen, labels)
     res = _train(df, until, cfg)
     (start, end), ch, cl, promote, reason = gate_decision(champion, champion.version, res, df, cfg.ap_margin,
                                                           lambda m: None)
     if not gated:
         promote, reason = True, f"promoted by schedule (no analyst labels to gate on; the gate said: {reason})"
+    lab = df["label"].to_numpy()
     out = {"until": str(until), "promote": bool(promote), "reason": reason, "window": [str(start), str(end)],
-           "champion_ap": ch.get("ap"), "challenger_ap": cl.get("ap")}
+           "champion_ap": ch.get("ap"), "challenger_ap": cl.get("ap"), "gate_n_labelled": ch.get("n"),
+           "labels": {"fraud": int((lab == 1).sum()), "genuine": int((lab == 0).sum()),
+                      "unknown": int((lab == UNREVIEWED["unknown"]).sum())}}
     if not promote:
         return None, out
     res.bundle.version = str(int(champion.version) + 1)
@@ -256,19 +264,36 @@ def _weekly_retrain(bundle, df: pd.DataFrame, until, train_until, decided: list,
     seen = df[df["timestamp"] < until]
     if cfg.history_days:
         seen = seen[seen["timestamp"] >= until - cfg.history_days * DAY]
-    labels = loop_labels(seen, train_until, decided)
+    labels = loop_labels(seen, train_until, decided, cfg.unreviewed)
     new, decision = retrain(bundle, seen, labels, until, cfg, gated=gated)
     decision["loop_frauds_labelled"] = int(labels.loc[len(seen):, "label"].sum())  # the analyst's fraud decisions
     return new, seen, decision
 
 
-def loop_labels(seen: pd.DataFrame, train_until: pd.Timestamp, decided: list) -> pd.DataFrame:
-    """Labels a retrain knows: the initial file's (ground truth before ``train_until``), no report (0) on later
-    events, then the analyst's decisions (the latest per tx_id wins, as ``fraud.training.data.apply_labels``)."""
+def loop_labels(seen: pd.DataFrame, train_until: pd.Timestamp, decided: list,
+                unreviewed: str = "genuine") -> pd.DataFrame:
+    """Labels a retrain knows: the initial file's (ground truth before ``train_until``), then for later events
+    the ``unreviewed`` policy's value (:data:`UNREVIEWED`: 0 not reported, or -1 unknown), then the analyst's
+    decisions (the latest per tx_id wins, as ``fraud.training.data.apply_labels``)."""
+    if unreviewed not in UNREVIEWED:
+        raise ConfigError(f"bench loop: unreviewed={unreviewed!r} must be one of {', '.join(UNREVIEWED)}")
     later = seen["timestamp"] >= train_until
     base = pd.DataFrame({"tx_id": seen["tx_id"].astype(str).to_numpy(),
-                         "label": np.where(later, 0, seen["label"]).astype(np.int8)})
+                         "label": np.where(later, UNREVIEWED[unreviewed], seen["label"]).astype(np.int8)})
     return pd.concat([base, *decided], ignore_index=True) if decided else base
+
+
+def with_labels(seen: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """The canonical columns of ``seen`` with, per tx_id, the last of ``labels`` (:func:`loop_labels`, which
+    labels every event of ``seen``; -1 = unknown is kept, which ``apply_labels`` would refuse)."""
+    last = labels.drop_duplicates("tx_id", keep="last").set_index("tx_id")["label"]
+    df = seen[list(CANONICAL)].reset_index(drop=True)
+    lab = last.reindex(df["tx_id"].astype(str).to_numpy())
+    if lab.isna().any():
+        raise ConfigError(f"bench loop: {int(lab.isna().sum())} event(s) have no label, e.g. tx_id "
+                          f"{lab.index[lab.isna().to_numpy()][0]!r}")
+    df["label"] = lab.to_numpy().astype(np.int8)
+    return df
 
 
 # -- measures -----------------------------------------------------------------------------------------

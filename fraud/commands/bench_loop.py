@@ -49,6 +49,10 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--tactic-scale", default=None, type=float,
                   help="The tactics' activity (fraud.evasion.inject's scale) [default: customers / 500, the "
                        "evasion bench's rate per card].")
+    @click.option("--unreviewed", type=click.Choice(["genuine", "unknown"]), default="genuine", show_default=True,
+                  help="Label of a loop event no analyst decided, for the weekly retrain: genuine (0, 'not "
+                       "reported', as fraud retrain reads an archive) or unknown (skipped by the supervised head, "
+                       "the baseline guard and the promotion gate; the label-free detectors still fit on it).")
     @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                   help="Training override, repeatable: a TrainConfig field or FEATURIZER.PARAM (as bench worlds).")
     @click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
@@ -62,6 +66,7 @@ def register(main: click.Group, bench: click.Group) -> None:
         from benchmarks.worlds import train_overrides
 
         loop = LoopConfig(budget=kw["budget"], cases_per_day=kw["cases"], analyst=kw["analyst"],
+                          unreviewed=kw["unreviewed"],
                           train_kw={**FAST_TRAIN, **train_overrides(kw["sets"])})
         cfg = BenchConfig(seed=kw["seed"], customers=kw["customers"], terminals=kw["terminals"], weeks=kw["weeks"],
                           train_weeks=kw["train_weeks"], onset_weeks=kw["onset_weeks"], arms=_arms(kw["arms"]),
