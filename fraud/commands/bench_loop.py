@@ -53,6 +53,10 @@ def register(main: click.Group, bench: click.Group) -> None:
                   help="Label of a loop event no analyst decided, for the weekly retrain: genuine (0, 'not "
                        "reported', as fraud retrain reads an archive) or unknown (skipped by the supervised head, "
                        "the baseline guard and the promotion gate; the label-free detectors still fit on it).")
+    @click.option("--explore", default=0, show_default=True, type=int,
+                  help="Of the analyst's --cases a day, those taken from the cards the budget did not alert, "
+                       "ranked by the model's label-free detectors alone (exploration: labels for patterns the "
+                       "head does not score high yet); recall at budget still counts the budget's alerts only.")
     @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                   help="Training override, repeatable: a TrainConfig field or FEATURIZER.PARAM (as bench worlds).")
     @click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
@@ -66,7 +70,7 @@ def register(main: click.Group, bench: click.Group) -> None:
         from benchmarks.worlds import train_overrides
 
         loop = LoopConfig(budget=kw["budget"], cases_per_day=kw["cases"], analyst=kw["analyst"],
-                          unreviewed=kw["unreviewed"],
+                          unreviewed=kw["unreviewed"], explore=kw["explore"],
                           train_kw={**FAST_TRAIN, **train_overrides(kw["sets"])})
         cfg = BenchConfig(seed=kw["seed"], customers=kw["customers"], terminals=kw["terminals"], weeks=kw["weeks"],
                           train_weeks=kw["train_weeks"], onset_weeks=kw["onset_weeks"], arms=_arms(kw["arms"]),
