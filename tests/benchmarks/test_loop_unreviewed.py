@@ -1,5 +1,6 @@
 """``fraud bench loop --unreviewed``: the label a weekly retrain gives loop events no analyst decided, through the CLI
-on a tiny world ("genuine": 0, today's rule; "unknown": -1, skipped by the head, the guard and the gate)."""
+on a tiny world ("genuine": 0, today's rule; "unknown": -1, skipped by the head, the guard and the gate); and
+``--explore``: cases taken from the cards the budget left out, ranked by the label-free detectors."""
 from __future__ import annotations
 
 import json
@@ -8,19 +9,22 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from benchmarks.loop import LoopConfig, loop_labels, with_labels
+import numpy as np
+
+from benchmarks.loop import LoopConfig, budget_alerts, exploration_alerts, loop_labels, with_labels
 from fraud.cli import main
 from fraud.errors import ConfigError
 
 pytestmark = pytest.mark.slow
 
-WORLD = {"seed": 5, "customers": 150, "terminals": 300, "weeks": 6, "train_weeks": 3, "onset_weeks": 1}
+WORLD = {"seed": 5, "customers": 150, "terminals": 300, "weeks": 5, "train_weeks": 3, "onset_weeks": 0}
 TINY = ['featurizers=["tabular","behaviour"]', 'unsupervised=["hbos"]', "supervised=lightgbm",
         'ensemble_params={"supervised_params":{"n_estimators":30}}', "warm_state_days=14"]
 
 
 def _run(policy: str) -> dict:
-    args = ["bench", "loop", "--arms", "full", "--budget", "5", "--cases", "3", "--unreviewed", policy, "--json"]
+    args = ["bench", "loop", "--arms", "full", "--budget", "5", "--cases", "3", "--explore", "1", "--unreviewed",
+            policy, "--json"]
     for k, v in WORLD.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
     res = CliRunner().invoke(main, args + [a for s in TINY for a in ("--set", s)])
@@ -82,3 +86,26 @@ def test_loop_labels_policy_and_latest_decision():
         LoopConfig(unreviewed="maybe").check()
     with pytest.raises(ConfigError, match="no label"):
         with_labels(seen, pd.DataFrame({"tx_id": ["a"], "label": [1]}))
+
+
+def test_exploration_decides_cases_beside_the_budget(runs):
+    for res in runs.values():
+        days = res["arms"]["full"]["days"]
+        assert res["config"]["loop"]["explore"] == 1
+        assert sum(d["explored"] for d in days) > 0
+        assert all(0 <= d["fraud_explored"] <= d["explored"] <= d["decided"] for d in days)
+
+
+def test_exploration_alerts_rank_the_cards_the_budget_left_out():
+    rng = np.random.default_rng(0)
+    scored = pd.DataFrame({"customer_id": rng.integers(0, 40, 400).astype(str), "score": rng.random(400),
+                           "label_free": rng.random(400)})
+    alert = budget_alerts(scored, 5)
+    got = exploration_alerts(scored, alert, 5)
+    alerted = set(scored.loc[alert, "customer_id"])
+    rest = scored[~scored["customer_id"].isin(alerted)]
+    best = rest.groupby("customer_id")["label_free"].max().nlargest(5).index
+    assert set(got["customer_id"]) == set(best) and alerted.isdisjoint(got["customer_id"])
+    assert np.array_equal(got["score"].to_numpy(), got["label_free"].to_numpy())  # ranked by the label-free score
+    with pytest.raises(ConfigError, match="explore=4"):
+        LoopConfig(cases_per_day=3, explore=4).check()
