@@ -1,17 +1,23 @@
 """Unknown labels (``fraud.training.data.UNKNOWN`` = -1) in training: the supervised head, the baseline guard and the
-evaluation (hence the promotion gate) skip those rows; the featurizers read them as not fraud."""
+evaluation (hence the promotion gate) skip those rows; the featurizers read them as not fraud. ``fraud retrain
+--unreviewed unknown`` gives them to the events no analyst decided and nobody reported."""
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 from sklearn.metrics import average_precision_score
+
+from fraud.cli import main
+from fraud.errors import ConfigError
 
 from fraud.training import TrainConfig, train
 from fraud.training.baseline import _ap
-from fraud.training.data import UNKNOWN, known_labels, windows_for
+from fraud.training.data import UNKNOWN, apply_labels, known_labels, windows_for
 from fraud.training.detector import head_labels, training_rows
 from fraud.training.evaluation import window_metrics
 
@@ -71,3 +77,38 @@ def test_training_with_unknown_labels_evaluates_on_the_known_ones(world):
     assert res.metrics["n"] == int((ev & ~hid).sum()) and res.metrics["n_fraud"] == int(df["label"][ev & ~hid].sum())
     assert np.isfinite(res.metrics["ap"])
     assert res.tags["baseline.choice"] != "pipeline (no labelled fraud to compare on)"
+
+
+def test_apply_labels_unreviewed_unknown_keeps_decisions_and_reported_frauds():
+    df = pd.DataFrame({"tx_id": ["a", "b", "c", "d"], "label": [1, 0, 0, 1]})
+    labels = pd.DataFrame({"tx_id": ["b", "d"], "label": [1, 0]})
+    assert apply_labels(df, labels)["label"].tolist() == [1, 1, 0, 0]
+    assert apply_labels(df, labels, unreviewed="unknown")["label"].tolist() == [1, 1, UNKNOWN, 0]
+    assert apply_labels(df, None, unreviewed="unknown")["label"].tolist() == [1, UNKNOWN, UNKNOWN, 1]
+    with pytest.raises(ConfigError, match="unreviewed='maybe'"):
+        apply_labels(df, labels, unreviewed="maybe")
+
+
+def test_retrain_cli_unreviewed_unknown_gates_on_decided_events_only(world, tmp_path):
+    """``fraud retrain --unreviewed unknown``: the first challenger's evaluation (the gate's window) scores only the
+    events an analyst decided or that are labelled fraud; "genuine" scores every event of the window."""
+    data, labels = tmp_path / "world.csv", tmp_path / "labels.csv"
+    world.assign(label=0).to_csv(data, index=False)  # an archive-like file: nothing reported
+    decided = world.sample(frac=0.3, random_state=0)
+    decided[["tx_id", "label"]].to_csv(labels, index=False)
+    out = {}
+    for policy in ("genuine", "unknown"):
+        env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / policy}.db",
+               "FRAUD_ARTIFACT_ROOT": str(tmp_path / policy)}
+        r = CliRunner().invoke(main, ["retrain", "--data", str(data), "--labels", str(labels), "--unreviewed", policy,
+                                      "--features", "tabular", "--detectors", "hbos", "--head-trees", "30", "--json"],
+                               env=env)
+        assert r.exit_code == 0, r.output
+        out[policy] = json.loads(r.output.strip().splitlines()[-1])
+    start, end = (pd.Timestamp(t) for t in out["genuine"]["window"])
+    ts = world["timestamp"]
+    window = (ts >= start) & (ts < end)
+    assert out["unknown"]["window"] == out["genuine"]["window"]
+    assert out["genuine"]["challenger"]["n"] == int(window.sum())
+    assert out["unknown"]["challenger"]["n"] == int((window & world["tx_id"].isin(decided["tx_id"])).sum())
+    assert out["unknown"]["challenger"]["n_fraud"] == int(decided.loc[window[decided.index], "label"].sum())
