@@ -14,6 +14,9 @@ promoted by schedule), ``full`` (analyst labels, gated). Beside them :func:`orac
 the budget (``benchmarks.oracle.budget_oracle``: every fraud first; per new pattern, that pattern first).
 ``BenchConfig.tactics`` adds adaptive fraudsters (``fraud.evasion.inject``) from the onset to the end of the world:
 new patterns built to hide from the initial features, reported and bounded like the world's own.
+``LoopConfig.unreviewed``: a loop event no analyst decided is "genuine" (0, not reported) or "unknown" (-1, which
+the supervised head, the baseline guard and the gate skip); ``LoopConfig.explore``: cases a day the analyst takes
+from the cards the budget left out, ranked by the label-free detectors alone.
 Figures and definitions: docs/benchmarks.md.
 """
 from __future__ import annotations

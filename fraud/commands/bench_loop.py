@@ -65,7 +65,9 @@ def register(main: click.Group, bench: click.Group) -> None:
         weekly retrain through the promotion gate and hot reload, on a world whose new fraud patterns start after
         training (with --tactics, adaptive fraudsters too); per week and arm (frozen, retrained without labels,
         full loop, and the oracle ceiling): recall at budget, AP, alert precision; per new pattern: days to its
-        first alert and to 50 % recall, recall per week."""
+        first alert and to 50 % recall, recall per week. The retrain's label policy (--unreviewed: whether a loop
+        event no analyst decided is genuine or unknown) and exploration (--explore) are options; figures per
+        policy in docs/benchmarks.md, "Closed loop"."""
         from benchmarks.loop import FAST_TRAIN, BenchConfig, LoopConfig, run_loop, table
         from benchmarks.worlds import train_overrides
 
