@@ -256,7 +256,8 @@ def _store_alerts(df, res, alerts_db: str, version) -> int:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def retrain(settings, data, archive, columns, preset, labels_path, alerts_db, unreviewed, name, ap_margin,
-            window_days, if_drift, drift_days, features, unsupervised_detectors, supervised, eval_days, seed, head_trees, as_json):
+            window_days, if_drift, drift_days, features, unsupervised_detectors, supervised, eval_days, seed,
+            head_trees, as_json):
     """Train a challenger on the latest data + analyst labels and promote it only if it wins.
 
     Champion and challenger are compared on the most recent labelled window whose labels neither

@@ -29,9 +29,7 @@ def window_metrics(frame: pd.DataFrame, k: int = 100) -> dict:
     frame = frame[np.isfinite(known_labels(frame["label"]))]  # unknown labels (-1, NaN) are not scored
     y = frame["label"].to_numpy().astype(np.int8)
     out = {**undefined_metrics(len(frame), k), "n_fraud": int(y.sum())}
-    if len(frame) == 0:
-        return out
-    if y.min() == y.max():
+    if len(frame) == 0 or y.min() == y.max():
         return out
     s = frame["score"].to_numpy(dtype=float)
     out["ap"] = float(average_precision_score(y, s))
