@@ -14,6 +14,9 @@ promoted by schedule), ``full`` (analyst labels, gated). Beside them :func:`orac
 the budget (``benchmarks.oracle.budget_oracle``: every fraud first; per new pattern, that pattern first).
 ``BenchConfig.tactics`` adds adaptive fraudsters (``fraud.evasion.inject``) from the onset to the end of the world:
 new patterns built to hide from the initial features, reported and bounded like the world's own.
+``LoopConfig.unreviewed``: a loop event no analyst decided is "genuine" (0, not reported) or "unknown" (-1, which
+the supervised head, the baseline guard and the gate skip); ``LoopConfig.explore``: cases a day the analyst takes
+from the cards the budget left out, ranked by the label-free detectors alone.
 Figures and definitions: docs/benchmarks.md.
 """
 from __future__ import annotations
@@ -32,6 +35,9 @@ from fraud.errors import ConfigError
 DAY = pd.Timedelta(days=1)
 CANONICAL = ("tx_id", "timestamp", "customer_id", "terminal_id", "amount", "label")
 ARMS = ("frozen", "no_labels", "full")
+#: label policies for loop events no analyst decided: 0 ("not reported", as fraud retrain reads an archive) or
+#: fraud.training.data.UNKNOWN (-1: skipped by the supervised head, the baseline guard and the promotion gate)
+UNREVIEWED = {"genuine": 0, "unknown": -1}
 FRESH_PARAM = "refresh_lr"  # the graph featurizer's rate of embedding updates from the stream (0 = frozen vectors)
 #: a TrainConfig that retrains in seconds on a small world (all featurizers, two fast detectors, a small head)
 FAST_TRAIN = {"unsupervised": ("iforest", "hbos"), "ensemble_params": {"supervised_params": {"n_estimators": 100}},
@@ -51,6 +57,8 @@ class LoopConfig:
     analyst: str = "cases"  # "cases": the top cases of fraud.review's clustering; "cards": the top alerted cards
     batch_rows: int = 1000  # events per scoring micro-batch
     ap_margin: float = 0.01  # the promotion gate's AP margin (fraud retrain --ap-margin)
+    unreviewed: str = "genuine"  # a loop event no analyst decided: "genuine" (0, not reported) or "unknown" (-1)
+    explore: int = 0  # of the cases_per_day, those taken from the label-free ranking of the cards not alerted
 
     def check(self) -> None:
         for name in ("budget", "cases_per_day", "retrain_every_days", "batch_rows"):
@@ -62,6 +70,11 @@ class LoopConfig:
             raise ConfigError(f"bench loop: history_days={self.history_days!r} must be None or an integer >= 21")
         if self.analyst not in ("cases", "cards"):
             raise ConfigError(f"bench loop: analyst={self.analyst!r} must be 'cases' or 'cards'")
+        if not isinstance(self.explore, (int, np.integer)) or not 0 <= self.explore <= self.cases_per_day:
+            raise ConfigError(f"bench loop: explore={self.explore!r} must be an integer in [0, cases_per_day="
+                              f"{self.cases_per_day}]")
+        if self.unreviewed not in UNREVIEWED:
+            raise ConfigError(f"bench loop: unreviewed={self.unreviewed!r} must be one of {', '.join(UNREVIEWED)}")
 
 
 def fresh_available() -> bool:
@@ -102,19 +115,48 @@ def initial_bundle(df: pd.DataFrame, train_until: pd.Timestamp, cfg: LoopConfig)
 
 
 # -- one day ------------------------------------------------------------------------------------------
-def score_day(bundle, state, rows: pd.DataFrame, batch_rows: int) -> pd.DataFrame:
+def score_day(bundle, state, rows: pd.DataFrame, batch_rows: int, label_free: bool = False) -> pd.DataFrame:
     """The day's events scored as the stream scorer scores them (``streaming.batch.score``, one partition, the state
-    carried over), in micro-batches of ``batch_rows``."""
+    carried over), in micro-batches of ``batch_rows``; ``label_free``: also the column ``label_free``
+    (:func:`label_free_scorer` of the features the scorer computed, read through the bundle's ``observer`` hook)."""
     from streaming.batch import score
 
-    out = []
-    for i in range(0, len(rows), batch_rows):
-        part = rows.iloc[i:i + batch_rows].reset_index(drop=True)
-        n = len(part)
-        res, _, _ = score(bundle, str(bundle.version), {0: state}, part, np.zeros(n, np.int32),
-                          np.arange(i, i + n, dtype=np.int64), "loop")
-        out.append(res)
-    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+    out, free, observer = [], [], bundle.observer
+    if label_free:
+        scorer = label_free_scorer(bundle)
+        bundle.observer = lambda X, s, ts: free.append(scorer(X))
+    try:
+        for i in range(0, len(rows), batch_rows):
+            part = rows.iloc[i:i + batch_rows].reset_index(drop=True)
+            n = len(part)
+            res, _, _ = score(bundle, str(bundle.version), {0: state}, part, np.zeros(n, np.int32),
+                              np.arange(i, i + n, dtype=np.int64), "loop")
+            out.append(res)
+    finally:
+        bundle.observer = observer
+    res = pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+    return res.assign(label_free=np.concatenate(free)) if label_free and out else res
+
+
+def label_free_scorer(bundle):
+    """X (the bundle's features) -> the mean normalised score of its ensemble's unsupervised detectors: a ranking
+    that learnt no label (what exploration reviews; the bundle's score fuses it with the supervised head)."""
+    from fraud.detectors.ensemble import Ensemble
+
+    det = bundle.detector
+    while not isinstance(det, Ensemble):  # alarms wrap it as ``base``, the baseline guard's blend as ``pipeline``
+        inner = getattr(det, "base", None) or getattr(det, "pipeline", None)
+        if inner is None:
+            raise ConfigError(f"bench loop: explore needs an Ensemble inside the bundle's detector "
+                              f"{type(bundle.detector).__name__}; found {type(det).__name__}")
+        det = inner
+    names = list(bundle.feature_names)
+
+    def score(X) -> np.ndarray:
+        comps = det.detector_scores(pd.DataFrame(np.asarray(X, dtype=np.float64), columns=names))
+        return comps.drop(columns=["supervised"], errors="ignore").mean(axis=1).to_numpy()
+
+    return score
 
 
 def budget_alerts(scored: pd.DataFrame, budget: int) -> np.ndarray:
@@ -124,22 +166,39 @@ def budget_alerts(scored: pd.DataFrame, budget: int) -> np.ndarray:
     return scored["customer_id"].isin(best.index[:budget]).to_numpy()
 
 
-def analyst(alerts: pd.DataFrame, truth: pd.Series, cfg: LoopConfig) -> pd.DataFrame:
+def analyst(alerts: pd.DataFrame, truth: pd.Series, cfg: LoopConfig, explore: pd.DataFrame | None = None
+            ) -> pd.DataFrame:
     """The analyst's decisions on the day's alerts (tx_id, label): the ``cases_per_day`` riskiest cases (clusters
-    of ``fraud.review.clusters``; or cards with ``analyst="cards"``), every transaction decided by ``truth``."""
-    if not len(alerts):
-        return pd.DataFrame({"tx_id": pd.Series(dtype=str), "label": pd.Series(dtype=np.int8)})
+    of ``fraud.review.clusters``; or cards with ``analyst="cards"``), every transaction decided by ``truth``.
+    With ``cfg.explore`` > 0, that many of the cases come from ``explore`` (:func:`exploration_alerts`, ranked by
+    their ``score`` column) instead."""
+    k = cfg.explore if explore is not None else 0
+    main, extra = _top_cases(alerts, cfg.cases_per_day - k, cfg), (_top_cases(explore, k, cfg) if k else [])
+    tx = pd.Index(pd.Series([*main, *extra], dtype=str))
+    return pd.DataFrame({"tx_id": tx.to_numpy(), "label": truth.reindex(tx).to_numpy().astype(np.int8),
+                         "explored": np.arange(len(tx)) >= len(main)})
+
+
+def _top_cases(alerts: pd.DataFrame, n: int, cfg: LoopConfig) -> list:
+    """tx_ids of the ``n`` riskiest cases (or cards, ``analyst="cards"``) of ``alerts`` by their ``score``."""
+    if not len(alerts) or n < 1:
+        return []
     if cfg.analyst == "cards":
         top = alerts.groupby("customer_id")["score"].max().sort_values(ascending=False, kind="stable")
-        tx = alerts.loc[alerts["customer_id"].isin(top.index[:cfg.cases_per_day]), "tx_id"]
-    else:
-        from fraud.review.clusters import cluster_alerts
+        return alerts.loc[alerts["customer_id"].isin(top.index[:n]), "tx_id"].tolist()
+    from fraud.review.clusters import cluster_alerts
 
-        cols = ["tx_id", "timestamp", "customer_id", "terminal_id", "amount", "score", "reasons"]
-        res = cluster_alerts(alerts[cols], refine="louvain", map_coords=False, seed=cfg.seed)
-        tx = [t for c in res.clusters[:cfg.cases_per_day] for t in c.tx_ids]
-    tx = pd.Index(pd.Series(tx, dtype=str))
-    return pd.DataFrame({"tx_id": tx.to_numpy(), "label": truth.reindex(tx).to_numpy().astype(np.int8)})
+    cols = ["tx_id", "timestamp", "customer_id", "terminal_id", "amount", "score", "reasons"]
+    res = cluster_alerts(alerts[cols], refine="louvain", map_coords=False, seed=cfg.seed)
+    return [t for c in res.clusters[:n] for t in c.tx_ids]
+
+
+def exploration_alerts(scored: pd.DataFrame, alert: np.ndarray, budget: int) -> pd.DataFrame:
+    """The day's events of the ``budget`` cards the label-free ranking (``label_free``) puts first among those the
+    budget alerts (``alert``) left out, with ``label_free`` as their ``score``: where exploration looks."""
+    rest = scored.loc[~scored["customer_id"].isin(scored.loc[alert, "customer_id"])]
+    ranked = rest.assign(score=rest["label_free"].to_numpy())
+    return ranked.loc[budget_alerts(ranked, budget)] if len(ranked) else ranked
 
 
 # -- retrain and hot reload ---------------------------------------------------------------------------
@@ -148,17 +207,19 @@ def retrain(champion, seen: pd.DataFrame, labels: pd.DataFrame | None, until: pd
     """A challenger trained on ``seen`` (its labels overridden by ``labels``), through ``fraud retrain``'s promotion
     gate when ``gated`` (``fraud.training.gate``: the most recent labelled window neither trained on). Returns (the
     challenger, or None when the champion is kept; the decision)."""
-    from fraud.training.data import apply_labels
     from fraud.training.gate import gate_decision
 
-    df = apply_labels(seen[list(CANONICAL)].reset_index(drop=True), labels, source="analyst decisions")
+    df = with_labels(seen, labels)
     res = _train(df, until, cfg)
     (start, end), ch, cl, promote, reason = gate_decision(champion, champion.version, res, df, cfg.ap_margin,
                                                           lambda m: None)
     if not gated:
         promote, reason = True, f"promoted by schedule (no analyst labels to gate on; the gate said: {reason})"
+    lab = df["label"].to_numpy()
     out = {"until": str(until), "promote": bool(promote), "reason": reason, "window": [str(start), str(end)],
-           "champion_ap": ch.get("ap"), "challenger_ap": cl.get("ap")}
+           "champion_ap": ch.get("ap"), "challenger_ap": cl.get("ap"), "gate_n_labelled": ch.get("n"),
+           "labels": {"fraud": int((lab == 1).sum()), "genuine": int((lab == 0).sum()),
+                      "unknown": int((lab == UNREVIEWED["unknown"]).sum())}}
     if not promote:
         return None, out
     res.bundle.version = str(int(champion.version) + 1)
@@ -217,9 +278,10 @@ def run_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, arm: str, c
         lo = train_until + d * DAY
         rows = df[(df["timestamp"] >= lo) & (df["timestamp"] < lo + DAY)].reset_index(drop=True)
         with np.errstate(over="ignore"):  # the head's sigmoid overflows to exactly 0 or 1 on extreme margins
-            scored = score_day(bundle, state, rows[list(CANONICAL)], cfg.batch_rows)
+            scored = score_day(bundle, state, rows[list(CANONICAL)], cfg.batch_rows, label_free=cfg.explore > 0)
         alert = budget_alerts(scored, cfg.budget) if len(scored) else np.zeros(0, bool)
-        dec = analyst(scored.loc[alert], truth, cfg)
+        explore = exploration_alerts(scored, alert, cfg.budget) if cfg.explore and len(scored) else None
+        dec = analyst(scored.loc[alert], truth, cfg, explore)
         decided.append(dec)
         parts.append(pd.DataFrame({"tx_id": rows["tx_id"].astype(str), "timestamp": rows["timestamp"],
                                    "customer_id": rows["customer_id"].astype(str), "label": rows["label"],
@@ -227,6 +289,8 @@ def run_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, arm: str, c
                                    "alerted": alert, "day": d, "model_version": str(bundle.version)}))
         days.append({"day": d, "n": len(rows), "alerted_cards": int(scored.loc[alert, "customer_id"].nunique()),
                      "decided": len(dec), "fraud_decided": int(dec["label"].sum()),
+                     "explored": int(dec["explored"].sum()),
+                     "fraud_explored": int(dec.loc[dec["explored"], "label"].sum()),
                      "fraud_decided_by_scenario": _by_scenario(dec, scenario),
                      "model_version": str(bundle.version)})
         if arm != "frozen" and (d + 1) % cfg.retrain_every_days == 0 and d + 1 < 7 * weeks:
@@ -256,19 +320,36 @@ def _weekly_retrain(bundle, df: pd.DataFrame, until, train_until, decided: list,
     seen = df[df["timestamp"] < until]
     if cfg.history_days:
         seen = seen[seen["timestamp"] >= until - cfg.history_days * DAY]
-    labels = loop_labels(seen, train_until, decided)
+    labels = loop_labels(seen, train_until, decided, cfg.unreviewed)
     new, decision = retrain(bundle, seen, labels, until, cfg, gated=gated)
     decision["loop_frauds_labelled"] = int(labels.loc[len(seen):, "label"].sum())  # the analyst's fraud decisions
     return new, seen, decision
 
 
-def loop_labels(seen: pd.DataFrame, train_until: pd.Timestamp, decided: list) -> pd.DataFrame:
-    """Labels a retrain knows: the initial file's (ground truth before ``train_until``), no report (0) on later
-    events, then the analyst's decisions (the latest per tx_id wins, as ``fraud.training.data.apply_labels``)."""
+def loop_labels(seen: pd.DataFrame, train_until: pd.Timestamp, decided: list,
+                unreviewed: str = "genuine") -> pd.DataFrame:
+    """Labels a retrain knows: the initial file's (ground truth before ``train_until``), then for later events
+    the ``unreviewed`` policy's value (:data:`UNREVIEWED`: 0 not reported, or -1 unknown), then the analyst's
+    decisions (the latest per tx_id wins, as ``fraud.training.data.apply_labels``)."""
+    if unreviewed not in UNREVIEWED:
+        raise ConfigError(f"bench loop: unreviewed={unreviewed!r} must be one of {', '.join(UNREVIEWED)}")
     later = seen["timestamp"] >= train_until
     base = pd.DataFrame({"tx_id": seen["tx_id"].astype(str).to_numpy(),
-                         "label": np.where(later, 0, seen["label"]).astype(np.int8)})
+                         "label": np.where(later, UNREVIEWED[unreviewed], seen["label"]).astype(np.int8)})
     return pd.concat([base, *decided], ignore_index=True) if decided else base
+
+
+def with_labels(seen: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """The canonical columns of ``seen`` with, per tx_id, the last of ``labels`` (:func:`loop_labels`, which
+    labels every event of ``seen``; -1 = unknown is kept, which ``apply_labels`` would refuse)."""
+    last = labels.drop_duplicates("tx_id", keep="last").set_index("tx_id")["label"]
+    df = seen[list(CANONICAL)].reset_index(drop=True)
+    lab = last.reindex(df["tx_id"].astype(str).to_numpy())
+    if lab.isna().any():
+        raise ConfigError(f"bench loop: {int(lab.isna().sum())} event(s) have no label, e.g. tx_id "
+                          f"{lab.index[lab.isna().to_numpy()][0]!r}")
+    df["label"] = lab.to_numpy().astype(np.int8)
+    return df
 
 
 # -- measures -----------------------------------------------------------------------------------------

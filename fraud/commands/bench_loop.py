@@ -49,6 +49,14 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--tactic-scale", default=None, type=float,
                   help="The tactics' activity (fraud.evasion.inject's scale) [default: customers / 500, the "
                        "evasion bench's rate per card].")
+    @click.option("--unreviewed", type=click.Choice(["genuine", "unknown"]), default="genuine", show_default=True,
+                  help="Label of a loop event no analyst decided, for the weekly retrain: genuine (0, 'not "
+                       "reported', as fraud retrain reads an archive) or unknown (skipped by the supervised head, "
+                       "the baseline guard and the promotion gate; the label-free detectors still fit on it).")
+    @click.option("--explore", default=0, show_default=True, type=int,
+                  help="Of the analyst's --cases a day, those taken from the cards the budget did not alert, "
+                       "ranked by the model's label-free detectors alone (exploration: labels for patterns the "
+                       "head does not score high yet); recall at budget still counts the budget's alerts only.")
     @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                   help="Training override, repeatable: a TrainConfig field or FEATURIZER.PARAM (as bench worlds).")
     @click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
@@ -57,11 +65,14 @@ def register(main: click.Group, bench: click.Group) -> None:
         weekly retrain through the promotion gate and hot reload, on a world whose new fraud patterns start after
         training (with --tactics, adaptive fraudsters too); per week and arm (frozen, retrained without labels,
         full loop, and the oracle ceiling): recall at budget, AP, alert precision; per new pattern: days to its
-        first alert and to 50 % recall, recall per week."""
+        first alert and to 50 % recall, recall per week. The retrain's label policy (--unreviewed: whether a loop
+        event no analyst decided is genuine or unknown) and exploration (--explore) are options; figures per
+        policy in docs/benchmarks.md, "Closed loop"."""
         from benchmarks.loop import FAST_TRAIN, BenchConfig, LoopConfig, run_loop, table
         from benchmarks.worlds import train_overrides
 
         loop = LoopConfig(budget=kw["budget"], cases_per_day=kw["cases"], analyst=kw["analyst"],
+                          unreviewed=kw["unreviewed"], explore=kw["explore"],
                           train_kw={**FAST_TRAIN, **train_overrides(kw["sets"])})
         cfg = BenchConfig(seed=kw["seed"], customers=kw["customers"], terminals=kw["terminals"], weeks=kw["weeks"],
                           train_weeks=kw["train_weeks"], onset_weeks=kw["onset_weeks"], arms=_arms(kw["arms"]),

@@ -238,6 +238,10 @@ def _store_alerts(df, res, alerts_db: str, version) -> int:
 @click.option("--labels", "labels_path", default=None, type=click.Path(dir_okay=False),
               help="CSV/Parquet of tx_id,label (analyst labels).")
 @click.option("--alerts-db", default=None, help="Take analyst labels from this alert store.")
+@click.option("--unreviewed", type=click.Choice(["genuine", "unknown"]), default="genuine", show_default=True,
+              help="Events no analyst decided and not labelled fraud: genuine (0, not reported) or unknown "
+                   "(skipped by the supervised head, the baseline guard and the gate; without chargebacks, a "
+                   "missed fraud labelled genuine teaches the head that its pattern is genuine).")
 @click.option("--name", default=None, help="Registered model name (default fraud-detector).")
 @click.option("--ap-margin", default=0.01, show_default=True, type=float,
               help="The challenger must beat the champion's AP by this much.")
@@ -251,8 +255,9 @@ def _store_alerts(df, res, alerts_db: str, version) -> int:
 @_model_options
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def retrain(settings, data, archive, columns, preset, labels_path, alerts_db, name, ap_margin, window_days,
-            if_drift, drift_days, features, unsupervised_detectors, supervised, eval_days, seed, head_trees, as_json):
+def retrain(settings, data, archive, columns, preset, labels_path, alerts_db, unreviewed, name, ap_margin,
+            window_days, if_drift, drift_days, features, unsupervised_detectors, supervised, eval_days, seed,
+            head_trees, as_json):
     """Train a challenger on the latest data + analyst labels and promote it only if it wins.
 
     Champion and challenger are compared on the most recent labelled window whose labels neither
@@ -287,7 +292,7 @@ def retrain(settings, data, archive, columns, preset, labels_path, alerts_db, na
 
     with _echo_training_warnings():
         out = retrain_flow(settings, df, cfg, name=name, labels=labels, ap_margin=ap_margin,
-                           window_days=window_days, progress=say, log=log)
+                           window_days=window_days, progress=say, log=log, unreviewed=unreviewed)
     if as_json:
         click.echo(json.dumps(out, default=str))
     else:

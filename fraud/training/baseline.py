@@ -12,6 +12,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from fraud.errors import ConfigError, NotFittedError
+from fraud.training.data import known_labels
 from fraud.training.detector import subsample_genuine
 
 #: blend weights of the pipeline tried on the evaluation week (1 = pipeline alone, 0 = forest alone)
@@ -94,10 +95,18 @@ class Blend(BaseEstimator):
         return self.pipeline.explain(X, top=top, **kw)
 
 
+def _two_classes(y) -> bool:
+    """Whether the known labels of ``y`` (NaN = unknown) hold a fraud and a genuine row."""
+    k = y[np.isfinite(y)]
+    return bool(0 < k.sum() < len(k))
+
+
 def _ap(y, s) -> float:
+    """AP over the rows whose label is known (NaN = unknown); NaN without both classes."""
     from sklearn.metrics import average_precision_score
 
-    return float(average_precision_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
+    k = np.isfinite(y)
+    return float(average_precision_score(y[k], np.asarray(s)[k])) if _two_classes(y) else float("nan")
 
 
 def guard(det, X: pd.DataFrame, y_fit: np.ndarray, y_eval: np.ndarray, ev: np.ndarray, y_all: np.ndarray,
@@ -127,11 +136,11 @@ def training_guard(det, X: pd.DataFrame, df: pd.DataFrame, windows: dict, in_tra
     """:func:`guard` with the training windows of ``fraud.training.train``: the comparison forest learns the
     head's labels ``[train_from, label_cutoff)``, the final one every label known at train-until."""
     ts = df["timestamp"]
-    lab = df["label"].to_numpy(dtype=np.float64)
+    lab = known_labels(df["label"])  # NaN: unknown (not learnt, not scored)
     fit = in_train & (ts < windows["label_cutoff"]).to_numpy()
     known = in_train & (ts < windows["labels_known_before"]).to_numpy()
     y_eval = lab[ev]
-    if not (ev.any() and 0 < y_eval.sum() < len(y_eval) and 0 < lab[fit].sum() < fit.sum()):
+    if not (_two_classes(y_eval) and _two_classes(lab[fit])):
         return det, {"baseline.choice": "pipeline (no labelled fraud to compare on)"}
     y_fit = subsample_genuine(np.where(fit, lab, np.nan), max_rows, seed)
     y_all = subsample_genuine(np.where(known, lab, np.nan), max_rows, seed)

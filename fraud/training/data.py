@@ -3,6 +3,8 @@
 Windows (half-open, UTC; ``delay`` = feedback delay): training examples ``[train_from, train_until)``,
 earlier rows are history; labels newer than ``train_until - delay`` are hidden (0 = "not reported");
 the evaluation window ``[label_cutoff, train_until - delay)`` holds labels the supervised head never saw.
+A label of :data:`UNKNOWN` (-1) is neither: the head, the baseline guard and the evaluation skip the row,
+the featurizers read it as not fraud (e.g. a closed loop's events no analyst reviewed).
 """
 from __future__ import annotations
 
@@ -17,6 +19,15 @@ from fraud.errors import ConfigError, SchemaError
 from fraud.training.config import FraudTrainingWarning, TrainConfig
 
 DAY = pd.Timedelta(days=1)
+UNKNOWN = -1  # a label value: not reported and not known genuine either (skipped wherever labels are learnt)
+#: what an event no analyst decided and nobody reported counts as (``fraud retrain --unreviewed``)
+UNREVIEWED = ("genuine", "unknown")
+
+
+def known_labels(labels) -> np.ndarray:
+    """``labels`` as floats with NaN where unknown (:data:`UNKNOWN`, NaN, anything but 0 or 1)."""
+    y = pd.to_numeric(pd.Series(np.asarray(labels).ravel()), errors="coerce").to_numpy(dtype=np.float64)
+    return np.where(np.isin(y, (0.0, 1.0)), y, np.nan)
 
 
 def to_utc(value, option: str) -> pd.Timestamp | None:
@@ -87,11 +98,15 @@ def hide_recent_labels(df: pd.DataFrame, known_before: pd.Timestamp) -> pd.DataF
     return out
 
 
-def apply_labels(df: pd.DataFrame, labels: pd.DataFrame | None, source: str = "--labels") -> pd.DataFrame:
+def apply_labels(df: pd.DataFrame, labels: pd.DataFrame | None, source: str = "--labels",
+                 unreviewed: str = "genuine") -> pd.DataFrame:
     """Override ``df.label`` with analyst labels (``tx_id``, ``label``); rows without any label get 0
-    ("not reported as fraud"). Returns a new frame."""
+    ("not reported as fraud"), or with ``unreviewed="unknown"`` every row no analyst decided and not reported
+    as fraud gets :data:`UNKNOWN`. Returns a new frame."""
+    if unreviewed not in UNREVIEWED:
+        raise ConfigError(f"unreviewed={unreviewed!r}: must be one of {', '.join(UNREVIEWED)}")
     if labels is None:
-        return df
+        return df if unreviewed == "genuine" else _unknown_unless(df, np.zeros(len(df), bool))
     if "tx_id" not in labels.columns or "label" not in labels.columns:
         raise SchemaError(f"{source}: labels need columns 'tx_id' and 'label'; present: {list(labels.columns)}")
     lab = pd.to_numeric(labels["label"], errors="coerce")
@@ -107,7 +122,14 @@ def apply_labels(df: pd.DataFrame, labels: pd.DataFrame | None, source: str = "-
     has = new.notna().to_numpy()
     base[has] = new.to_numpy()[has].astype(np.int8)
     out["label"] = base
-    return out
+    return out if unreviewed == "genuine" else _unknown_unless(out, has)
+
+
+def _unknown_unless(df: pd.DataFrame, decided: np.ndarray) -> pd.DataFrame:
+    """``df`` with :data:`UNKNOWN` on the rows neither ``decided`` nor labelled fraud."""
+    lab = df["label"].to_numpy(dtype=np.int8).copy() if "label" in df else np.zeros(len(df), dtype=np.int8)
+    lab[~decided & (lab != 1)] = UNKNOWN
+    return df.assign(label=lab)
 
 
 def read_labels(path) -> pd.DataFrame:

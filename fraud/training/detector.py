@@ -17,6 +17,7 @@ import pandas as pd
 from fraud import schema
 from fraud.errors import ConfigError, ModelError
 from fraud.training.config import TrainConfig
+from fraud.training.data import known_labels
 
 
 def make_detector(cfg: TrainConfig, supervised: bool):
@@ -65,7 +66,7 @@ def head_labels(df: pd.DataFrame, cfg: TrainConfig, windows: dict, in_train: np.
     if not cfg.supervised:
         return None
     lab_ok = in_train & (df[schema.TIMESTAMP] < windows["label_cutoff"]).to_numpy()
-    y = np.where(lab_ok, df["label"].to_numpy(dtype=float), np.nan)[in_train]
+    y = np.where(lab_ok, known_labels(df["label"]), np.nan)[in_train]
     if np.nansum(y) > 0:
         return subsample_genuine(y, cfg.max_supervised_rows, cfg.seed)
     warn(f"no labelled fraud among training transactions before {windows['label_cutoff']} "

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from fraud import schema
+from fraud.training.data import known_labels
 
 #: columns of an evaluation frame besides ``score`` (those present)
 FRAME_COLUMNS = (schema.TX_ID, schema.TIMESTAMP, schema.CUSTOMER_ID, "label", "scenario")
@@ -19,15 +20,16 @@ def undefined_metrics(n: int = 0, k: int = 100) -> dict:
 
 
 def window_metrics(frame: pd.DataFrame, k: int = 100) -> dict:
-    """AP, AUC, CP@k of ``frame`` (timestamp, customer_id, label, score); NaN where undefined (no label
-    column, or one class only)."""
+    """AP, AUC, CP@k of ``frame`` (timestamp, customer_id, label, score) over its rows with a known label
+    (0 or 1); NaN where undefined (no label column, or one class only)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     if "label" not in frame or len(frame) == 0:
         return undefined_metrics(len(frame), k)
-    y = frame["label"].to_numpy()
+    frame = frame[np.isfinite(known_labels(frame["label"]))]  # unknown labels (-1, NaN) are not scored
+    y = frame["label"].to_numpy().astype(np.int8)
     out = {**undefined_metrics(len(frame), k), "n_fraud": int(y.sum())}
-    if y.min() == y.max():
+    if len(frame) == 0 or y.min() == y.max():
         return out
     s = frame["score"].to_numpy(dtype=float)
     out["ap"] = float(average_precision_score(y, s))

@@ -52,11 +52,13 @@ def compare_on_window(champion, challenger, df: pd.DataFrame, start, end) -> dic
 
 
 def retrain_flow(settings, df: pd.DataFrame, cfg: TrainConfig, name: str, labels: pd.DataFrame | None = None,
-                 ap_margin: float = 0.01, window_days: int | None = None, progress=None, log=None) -> dict:
+                 ap_margin: float = 0.01, window_days: int | None = None, progress=None, log=None,
+                 unreviewed: str = "genuine") -> dict:
     """Train a challenger on ``df`` (+ analyst ``labels``), compare it with ``name@champion`` on the most
     recent labelled window neither trained on, register it with the decision as tags, move the alias
     only if it wins. ``log(result, tags) -> version`` registers the challenger (the CLI logs curves
-    and plots there); default: :func:`fraud.registry.log_and_register`.
+    and plots there); default: :func:`fraud.registry.log_and_register`. ``unreviewed``: events without an
+    analyst label or a reported fraud are "genuine" (0) or "unknown" (learnt and scored by neither).
 
     Returns {"decision": "promote"|"keep", "reason", "window", "champion", "challenger" (metric dicts),
     "champion_version", "challenger_version"}.
@@ -66,7 +68,7 @@ def retrain_flow(settings, df: pd.DataFrame, cfg: TrainConfig, name: str, labels
     say = progress or (lambda msg: None)
     registry.configure(settings.tracking_uri)
     champion, champ_version = _champion(settings, name, say)
-    df = apply_labels(df, labels)
+    df = apply_labels(df, labels, unreviewed=unreviewed)
     if len(df) == 0:
         raise ConfigError("retrain: no transactions in the data or archive given")
     until = df[schema.TIMESTAMP].iloc[-1].floor("D") + DAY

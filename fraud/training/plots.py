@@ -17,6 +17,8 @@ from fraud.training.config import FraudTrainingWarning
 def curve_figures(frame: pd.DataFrame, title: str = "") -> dict:
     """PR and ROC curves (matplotlib figures) of the evaluation window; none without labels (label-free
     training) or without both classes."""
+    if "label" in frame:
+        frame = frame[frame["label"].isin((0, 1)).to_numpy()]  # unknown labels (-1) have no place on a curve
     if "label" not in frame or len(frame) == 0 or frame["label"].min() == frame["label"].max():
         return {}
     from sklearn.metrics import precision_recall_curve, roc_curve
