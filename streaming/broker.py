@@ -99,13 +99,15 @@ class LocalBroker:
         self.stop()
         raise BrokerError(f"tansu broker did not listen on {self.bootstrap} within {self.start_timeout:.0f}s")
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, grace: float = 0.5, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds: Tansu's graceful shutdown waits ~5 s for connected
+        clients to leave, and its in-memory log has nothing to save either way."""
         p, self.proc = self.proc, None
         if p is None or p.poll() is not None:
             return
         p.send_signal(signal.SIGTERM)
         try:
-            p.wait(timeout)
+            p.wait(grace)
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait(timeout)
