@@ -9,6 +9,7 @@ are consumed again (:meth:`ArchiveWriter.discard_from`): every event is archived
 """
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import re
@@ -271,7 +272,9 @@ class ArchiveWriter:
                 os.replace(tmp, f.with_name(name))
                 f.unlink(missing_ok=True)
                 n += 1
-        for t in self.root.glob("date=*/.part-*.tmp"):  # half-written files of a crashed writer
+        # half-written files of this partition by a crashed writer; not other partitions': this scorer's writer
+        # (or another scorer's, on a shared archive) may be writing one of theirs right now
+        for t in self.root.glob(f"date=*/.part-{glob.escape(self.topic)}-p{partition:04d}-o*.tmp"):
             t.unlink(missing_ok=True)
         if n:
             log.warning("archive: removed %d file(s) of partition %d at offsets >= %d (written after the last "

@@ -22,3 +22,19 @@ def test_archive_parts_skip_hidden_and_vanished_files(tmp_path, monkeypatch):
 
     monkeypatch.setattr(archive.pd, "read_parquet", vanishing)
     assert pd.concat(archive.frames(tmp_path))["x"].tolist() == [1]
+
+
+def test_a_restored_partition_removes_only_its_own_half_written_files(tmp_path):
+    """A scorer restoring partition 3 removes the temporary files a crashed writer left for partition 3, never
+    one that its own writer (or another scorer on a shared archive) is writing for another partition."""
+    from fraud.archive import ArchiveWriter
+
+    day = tmp_path / "date=2024-01-01"
+    day.mkdir()
+    stale = day / ".part-tx-p0003-o000000000010-000000000019.parquet.tmp"
+    in_flight = day / ".part-tx-p0001-o000000000154-000000000191.parquet.tmp"
+    other_topic = day / ".part-cards-p0003-o000000000000-000000000005.parquet.tmp"
+    for f in (stale, in_flight, other_topic):
+        f.write_bytes(b"half")
+    ArchiveWriter(tmp_path, "tx").discard_from(3, 10)
+    assert not stale.exists() and in_flight.exists() and other_topic.exists()

@@ -37,7 +37,7 @@ def test_crash_restart_loses_nothing_and_duplicates_nothing(broker, reg, tmp_pat
           "the first scorer to join the group")
     assert p1.poll() is None, (tmp_path / "serve1.log").read_text()[-3000:]
     stop = threading.Event()
-    th = threading.Thread(target=replay, args=(data, broker.bootstrap, topic), kwargs={"rate": 250, "stop": stop},
+    th = threading.Thread(target=replay, args=(data, broker.bootstrap, topic), kwargs={"rate": 500, "stop": stop},
                           daemon=True)
     th.start()
     try:
