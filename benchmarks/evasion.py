@@ -9,6 +9,7 @@ retrained at ``start + 7 d`` with the first week's labels known after one day (t
 adaptation; none after; score week 2), and of ``benchmarks.loop``'s full loop in week 2 (unless ``loop=False``).
 Beside them the ceilings any ranking can reach at the budget (``benchmarks.oracle.budget_oracle``): ``oracle``
 (every fraud first; both weeks and week 2) and ``tactic_first`` (the tactic's own frauds first, per tactic).
+``reach_back``: the same arms with the day's card-days ranked by ``fraud.review.compromise`` cases (``*_reach``).
 """
 from __future__ import annotations
 
@@ -113,13 +114,11 @@ def loop_reranker(df: pd.DataFrame, surprise: np.ndarray, fit_rows: np.ndarray):
     from fraud.review.compromise import CompromiseCases
 
     z_of = pd.Series(surprise, index=df["tx_id"].astype(str).to_numpy())
-    threshold = CompromiseCases().fit([0.0], surprise[fit_rows]).threshold_
+    fitted = CompromiseCases().fit(surprise[fit_rows], surprise[fit_rows])  # the threshold; the level is the day's
 
     def rerank(rows: pd.DataFrame, scores: np.ndarray) -> np.ndarray:
         z = z_of.reindex(rows["tx_id"].astype(str).to_numpy()).to_numpy()
-        cc = CompromiseCases().fit(scores, [0.0])
-        cc.threshold_ = threshold
-        return cc.case_scores(rows, scores, z)
+        return fitted.placed_on(scores).case_scores(rows, scores, z)
 
     return rerank
 

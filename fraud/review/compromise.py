@@ -74,6 +74,18 @@ class CompromiseCases:
         self.level_ = float(np.quantile(s, self.below))
         return self
 
+    def placed_on(self, scores) -> "CompromiseCases":
+        """A copy whose lifts sit at the ``below`` quantile of other reference ``scores`` (e.g. the day's own, when
+        the model changes during a run), ``threshold_`` kept."""
+        if not hasattr(self, "threshold_"):
+            raise NotFittedError("CompromiseCases is not fitted; call fit(scores, surprise) first")
+        s = np.asarray(scores, dtype=np.float64)
+        if s.ndim != 1 or not len(s):
+            raise ConfigError(f"CompromiseCases.placed_on: needs non-empty 1-d scores, got shape {s.shape}")
+        out = CompromiseCases(self.quantile, self.below)
+        out.threshold_, out.level_ = self.threshold_, float(np.quantile(s, self.below))
+        return out
+
     def lift(self, frame: pd.DataFrame, scores, surprise) -> np.ndarray:
         """Per row: its card-day's lift (0 when none of the card's terminals of the day exceeds ``threshold_``)."""
         if not hasattr(self, "threshold_"):

@@ -89,3 +89,13 @@ def test_errors_name_the_bad_value():
         _fitted().case_scores(f.drop(columns="terminal_id"), f["score"], f["z"])
     with pytest.raises(ConfigError, match="one value per row"):
         _fitted().case_scores(f, f["score"][:3], f["z"])
+
+
+def test_placed_on_moves_the_level_to_other_scores_and_keeps_the_threshold():
+    f, cc = _day(), _fitted()
+    day = cc.placed_on(f["score"])
+    assert day.threshold_ == cc.threshold_ and day.level_ == pytest.approx(np.quantile(f["score"], 0.97))
+    case = pd.Series(day.case_scores(f, f["score"], f["z"]), index=f["customer_id"]).groupby(level=0).max()
+    assert case["early"] >= day.level_ and case["before"] == pytest.approx(0.10)
+    with pytest.raises(NotFittedError):
+        CompromiseCases().placed_on([0.5])
