@@ -9,6 +9,7 @@ retrained at ``start + 7 d`` with the first week's labels known after one day (t
 adaptation; none after; score week 2), and of ``benchmarks.loop``'s full loop in week 2 (unless ``loop=False``).
 Beside them the ceilings any ranking can reach at the budget (``benchmarks.oracle.budget_oracle``): ``oracle``
 (every fraud first; both weeks and week 2) and ``tactic_first`` (the tactic's own frauds first, per tactic).
+``reach_back``: the same arms with the day's card-days ranked by ``fraud.review.compromise`` cases (``*_reach``).
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ class EvasionConfig:
     train: dict = field(default_factory=dict)  # fraud.training.TrainConfig overrides
     activity_alarm: bool = False  # every arm's model under fraud.detectors.activity (TrainConfig.activity_alarm)
     terminal_alarm: bool | None = None  # TrainConfig.terminal_alarm for every arm (None: TrainConfig's default)
+    reach_back: bool = False  # also rank card-days by fraud.review.compromise's case scores (arms ``*_reach``)
 
     def card_budget(self) -> int:
         return int(self.budget) if self.budget else max(5, self.customers // 100)
@@ -85,14 +87,40 @@ def adapted_scores(df: pd.DataFrame, start: pd.Timestamp, train_kw: dict) -> np.
     return pipeline_scores(known, cut, kw)[0]
 
 
-def loop_recall(df: pd.DataFrame, start: pd.Timestamp, cfg: EvasionConfig, say) -> tuple[dict, str]:
-    """Week-2 recall per tactic of ``benchmarks.loop``'s full arm run from ``start``, and the note naming it."""
+def loop_recall(df: pd.DataFrame, start: pd.Timestamp, cfg: EvasionConfig, say, rerank=None) -> tuple[dict, str, float]:
+    """Week-2 recall per tactic of ``benchmarks.loop``'s full arm run from ``start``, the note naming it, and its
+    week-2 recall over all fraud; ``rerank``: the loop's day ranking (``benchmarks.loop.run_arm``)."""
     from benchmarks.loop import FAST_TRAIN, LoopConfig, run_arm
 
     kw = {"budget": cfg.card_budget(), "cases_per_day": cfg.cases_per_day(), "train_kw": cfg.train_kw(FAST_TRAIN)}
-    res = run_arm(df, start, WEEKS, "full", LoopConfig(**kw), say=say)
+    res = run_arm(df, start, WEEKS, "full", LoopConfig(**kw), say=say, rerank=rerank)
     week = res["weeks"][WEEKS - 1]["by_scenario"]
-    return _by_tactic({str(k): float(v) for k, v in week.items()}), "loop: full arm, week 2"
+    return _by_tactic({str(k): float(v) for k, v in week.items()}), "loop: full arm, week 2", \
+        float(res["weeks"][WEEKS - 1]["recall"])
+
+
+def reach_scores(df: pd.DataFrame, scores: np.ndarray, surprise: np.ndarray, fit_rows: np.ndarray) -> np.ndarray:
+    """Per row: its card-day's case score of ``fraud.review.compromise.CompromiseCases``, fitted on the model's
+    training rows ``fit_rows`` (its scores and the surprise column there; no label)."""
+    from fraud.review.compromise import CompromiseCases
+
+    cc = CompromiseCases().fit(scores[fit_rows], surprise[fit_rows])
+    return cc.case_scores(df, scores, surprise)
+
+
+def loop_reranker(df: pd.DataFrame, surprise: np.ndarray, fit_rows: np.ndarray):
+    """The loop's day ranking with reach-back: (the day's rows, scores) -> case scores; the surprise threshold
+    from the training rows, the placement from the day's own scores (the loop's model changes at each promotion)."""
+    from fraud.review.compromise import CompromiseCases
+
+    z_of = pd.Series(surprise, index=df["tx_id"].astype(str).to_numpy())
+    fitted = CompromiseCases().fit(surprise[fit_rows], surprise[fit_rows])  # the threshold; the level is the day's
+
+    def rerank(rows: pd.DataFrame, scores: np.ndarray) -> np.ndarray:
+        z = z_of.reindex(rows["tx_id"].astype(str).to_numpy()).to_numpy()
+        return fitted.placed_on(scores).case_scores(rows, scores, z)
+
+    return rerank
 
 
 def ceilings(df: pd.DataFrame, test: np.ndarray, week2: np.ndarray, budget: int, seed: int) -> dict:
@@ -112,6 +140,27 @@ def ceilings(df: pd.DataFrame, test: np.ndarray, week2: np.ndarray, budget: int,
     return out
 
 
+def reach_arms(df: pd.DataFrame, start: pd.Timestamp, cfg: EvasionConfig, scores: tuple, masks: tuple,
+               say) -> tuple[dict, dict]:
+    """Recall of the arms ranked by reach-back card-day cases (``*_reach``): the current model (both weeks, week 2)
+    and the retrained one (week 2) as ``_recall`` gives it; and ``{"loop_week2_reach": (per tactic, all)}`` of a
+    second full loop whose alerts and analyst use them (week 2; empty without the loop)."""
+    from fraud.review.compromise import surprise_column
+
+    (ours, adapted), (test, week2), budget = scores, masks, cfg.card_budget()
+    z = surprise_column(df)
+    ts = df["timestamp"]
+    cur = reach_scores(df, ours, z, (ts < start).to_numpy())
+    ret = reach_scores(df, adapted, z, (ts < start + 7 * DAY).to_numpy())
+    out = {"current_reach": _recall(df[test], cur[test], budget),
+           "current_week2_reach": _recall(df[week2], cur[week2], budget),
+           "retrained_week1_labels_reach": _recall(df[week2], ret[week2], budget)}
+    if not cfg.loop:
+        return out, {}
+    loop, _, loop_all = loop_recall(df, start, cfg, say, rerank=loop_reranker(df, z, (ts < start).to_numpy()))
+    return out, {"loop_week2_reach": (loop, loop_all)}
+
+
 def run_world(seed: int, cfg: EvasionConfig, say=lambda s: None) -> dict:
     from fraud.evasion import TACTICS, draw_params, inject
     from fraud.worlds import draw_spec, generate
@@ -129,19 +178,23 @@ def run_world(seed: int, cfg: EvasionConfig, say=lambda s: None) -> dict:
     ours = pipeline_scores(df, start, cfg.train_kw())[0]
     forest = baseline_scores(df, start, cfg.delay_days)
     adapted = adapted_scores(df, start, cfg.train_kw())
-    loop, loop_note = loop_recall(df, start, cfg, say) if cfg.loop else (None, "loop: not run (--no-loop)")
+    loop, loop_note, loop_all = loop_recall(df, start, cfg, say) if cfg.loop else (None, "loop: not run (--no-loop)",
+                                                                                  None)
     rec = {"current": _recall(df[test], ours[test], budget), "current_week2": _recall(df[week2], ours[week2], budget),
            "forest": _recall(df[test], forest[test], budget),
            "retrained_week1_labels": _recall(df[week2], adapted[week2], budget)}
+    reach, loop_reach = reach_arms(df, start, cfg, (ours, adapted), (test, week2), say) if cfg.reach_back else ({}, {})
+    rec |= reach
     ceil = ceilings(df, test, week2, budget, seed)
     ranks = {"current": median_rank(df[test], ours[test]), "forest": median_rank(df[test], forest[test]),
              "retrained_week1_labels": median_rank(df[week2], adapted[week2])}
     cards = df[test].groupby(df.loc[test, "timestamp"].dt.floor("D"))["customer_id"].nunique()
     return {"seed": int(seed), "n": int(len(df)), "n_test": int(test.sum()), "tactic_rows": n,
             "median_rank": ranks, "cards_per_day": float(cards.mean()),
-            "recall_all": {k: v["all"] for k, v in rec.items()}
-            | {k: ceil[k]["all"] for k in ("oracle", "oracle_week2")},
+            "recall_all": {k: v["all"] for k, v in rec.items()} | {"loop_week2": loop_all}
+            | {k: v[1] for k, v in loop_reach.items()} | {k: ceil[k]["all"] for k in ("oracle", "oracle_week2")},
             "recall": {k: _by_tactic(v) for k, v in rec.items()} | {"loop_week2": loop}
+            | {k: v[0] for k, v in loop_reach.items()}
             | {k: _by_tactic(v) for k, v in ceil.items()}, "loop": loop_note,
             "params": draw_params(seed), "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -158,6 +211,7 @@ def summary(worlds: list) -> dict:
         out[arm] = {"mean": dict(zip(TACTICS.values(), np.nanmean(r, 0).round(3).tolist())),
                     "worst": dict(zip(TACTICS.values(), np.nanmin(r, 0).round(3).tolist()))}
     adapted = out["loop_week2"] or out["retrained_week1_labels"]
+    reach = out.get("loop_week2_reach") or out.get("retrained_week1_labels_reach")
     out["goals"] = {"loop_week2_recall_ge_0.5_every_tactic": None if out["loop_week2"] is None else
                     all(v >= 0.5 for v in out["loop_week2"]["mean"].values()),
                     "retrained_week2_recall_ge_0.5_every_tactic":
@@ -165,6 +219,8 @@ def summary(worlds: list) -> dict:
                     "below_0.5_after_adaptation": sorted(k for k, v in adapted["mean"].items() if not v >= 0.5),
                     "oracle_week2_ge_0.5_every_tactic": all(v >= 0.5 for v in out["oracle_week2"]["mean"].values()),
                     "oracle_week2_below_0.5": sorted(k for k, v in out["oracle_week2"]["mean"].items() if not v >= 0.5)}
+    if reach:  # the same goal with the card-days ranked by reach-back cases (--reach-back)
+        out["goals"]["below_0.5_after_adaptation_reach"] = sorted(k for k, v in reach["mean"].items() if not v >= 0.5)
     return out
 
 
@@ -187,8 +243,11 @@ def table(res: dict) -> str:
     s = res["summary"]
     head = f"mean recall at budget {res['config']['budget']}"
     lines = [f"{head:<28}" + "".join(f"{t:>18}" for t in TACTICS.values())]
-    for arm in ("current", "current_week2", "forest", "retrained_week1_labels", "loop_week2", "oracle",
+    reach = ("current_reach", "current_week2_reach", "retrained_week1_labels_reach", "loop_week2_reach")
+    for arm in ("current", "current_week2", "forest", "retrained_week1_labels", "loop_week2", *reach, "oracle",
                 "oracle_week2", "tactic_first", "tactic_first_week2"):
+        if arm not in s:
+            continue
         row = s[arm]
         lines.append(f"{arm:<28}" + ("".join(f"{row['mean'][t]:>18.2f}" for t in TACTICS.values()) if row
                                      else f"{res['loop']:>18}"))

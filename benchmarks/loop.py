@@ -257,10 +257,11 @@ def _check(df: pd.DataFrame, train_until, weeks: int, arm: str) -> pd.DataFrame:
 
 
 def run_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, arm: str, cfg: LoopConfig,
-            say=lambda s: None, initial=None, keep_frame: bool = False) -> dict:
+            say=lambda s: None, initial=None, keep_frame: bool = False, rerank=None) -> dict:
     """Run one arm for ``weeks`` weeks from ``train_until`` on the canonical frame ``df`` (with ``scenario``).
     ``initial``: the starting bundle (default: trained here on the rows before ``train_until``; it is not changed);
-    ``keep_frame``: add the scored loop events as ``"frame"`` (not JSON).
+    ``keep_frame``: add the scored loop events as ``"frame"`` (not JSON); ``rerank``: (the day's rows, their
+    scores) -> the scores its card-days are alerted and reviewed by (``fraud.review.compromise``; None: the model's).
     Returns {"arm", "weeks": [{week, recall, ap, precision, by_scenario, model_version}], "patterns": first-alert
     and 50 %-recall days per scenario starting in the loop, "retrains": gate decisions, "days", "seconds"}."""
     cfg.check()
@@ -279,6 +280,8 @@ def run_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, arm: str, c
         rows = df[(df["timestamp"] >= lo) & (df["timestamp"] < lo + DAY)].reset_index(drop=True)
         with np.errstate(over="ignore"):  # the head's sigmoid overflows to exactly 0 or 1 on extreme margins
             scored = score_day(bundle, state, rows[list(CANONICAL)], cfg.batch_rows, label_free=cfg.explore > 0)
+        if rerank is not None and len(scored):
+            scored["score"] = rerank(rows, scored["score"].to_numpy(float))
         alert = budget_alerts(scored, cfg.budget) if len(scored) else np.zeros(0, bool)
         explore = exploration_alerts(scored, alert, cfg.budget) if cfg.explore and len(scored) else None
         dec = analyst(scored.loc[alert], truth, cfg, explore)

@@ -32,6 +32,9 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--terminal-alarm/--no-terminal-alarm", default=None,
                   help="Train every arm's model with / without the terminal alarm (fraud.detectors.activity."
                        "terminal_alarm) [default: TrainConfig's].")
+    @click.option("--reach-back", is_flag=True,
+                  help="Also rank card-days by fraud.review.compromise's cases (a day's card-days lifted by the "
+                       "most surprising terminal they used that day): arms *_reach, and a second loop using them.")
     @click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
     def bench_evasion(**kw):
         """Per random world with fraud.evasion's five tactics injected after the training window: recall at the
@@ -43,7 +46,7 @@ def register(main: click.Group, bench: click.Group) -> None:
         cfg = EvasionConfig(seeds=_seeds(kw["seeds"]), customers=kw["customers"], terminals=kw["terminals"],
                             train_days=kw["train_days"], budget=kw["budget"], cases=kw["cases"],
                             scale=kw["scale"], loop=kw["loop"], activity_alarm=kw["activity_alarm"],
-                            terminal_alarm=kw["terminal_alarm"])
+                            terminal_alarm=kw["terminal_alarm"], reach_back=kw["reach_back"])
         say = (lambda s: None) if kw["as_json"] else (lambda s: click.echo(s, err=True))
         res = run_evasion(cfg, say=say)
         click.echo(json.dumps(res) if kw["as_json"] else table(res))

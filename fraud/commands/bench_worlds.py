@@ -26,6 +26,8 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                   help="Training override, repeatable: graph.refresh_lr=0.05 (a featurizer's parameter) or a "
                        "TrainConfig field.")
+    @click.option("--reach-back", is_flag=True,
+                  help="Also recall at budget with card-days ranked by fraud.review.compromise (AP unchanged).")
     @click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
     def bench_worlds(**kw):
         """Per random world: AP of the training pipeline and of the book's random forest on the same split, their
@@ -34,7 +36,7 @@ def register(main: click.Group, bench: click.Group) -> None:
 
         cfg = WorldsConfig(seeds=_seeds(kw["seeds"]), customers=kw["customers"], terminals=kw["terminals"],
                            days=kw["days"], test_days=kw["test_days"], budget=kw["budget"],
-                           train=train_overrides(kw["sets"]))
+                           train=train_overrides(kw["sets"]), reach_back=kw["reach_back"])
         say = (lambda s: None) if kw["as_json"] else (lambda s: click.echo(s, err=True))
         res = run_worlds(cfg, say=say)
         click.echo(json.dumps(res) if kw["as_json"] else table(res))
