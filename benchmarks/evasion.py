@@ -9,7 +9,7 @@ retrained at ``start + 7 d`` with the first week's labels known after one day (t
 adaptation; none after; score week 2), and of ``benchmarks.loop``'s full loop in week 2 (unless ``loop=False``).
 Beside them the ceilings any ranking can reach at the budget (``benchmarks.oracle.budget_oracle``): ``oracle``
 (every fraud first; both weeks and week 2) and ``tactic_first`` (the tactic's own frauds first, per tactic).
-``reach_back``: the same arms with the day's card-days ranked by ``fraud.review.compromise`` cases (``*_reach``).
+``reach_back``: the same arms with the day's card-days ranked by ``benchmarks.compromise`` cases (``*_reach``).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class EvasionConfig:
     train: dict = field(default_factory=dict)  # fraud.training.TrainConfig overrides
     activity_alarm: bool = False  # every arm's model under fraud.detectors.activity (TrainConfig.activity_alarm)
     terminal_alarm: bool | None = None  # TrainConfig.terminal_alarm for every arm (None: TrainConfig's default)
-    reach_back: bool = False  # also rank card-days by fraud.review.compromise's case scores (arms ``*_reach``)
+    reach_back: bool = False  # also rank card-days by benchmarks.compromise's case scores (arms ``*_reach``)
 
     def card_budget(self) -> int:
         return int(self.budget) if self.budget else max(5, self.customers // 100)
@@ -100,9 +100,9 @@ def loop_recall(df: pd.DataFrame, start: pd.Timestamp, cfg: EvasionConfig, say, 
 
 
 def reach_scores(df: pd.DataFrame, scores: np.ndarray, surprise: np.ndarray, fit_rows: np.ndarray) -> np.ndarray:
-    """Per row: its card-day's case score of ``fraud.review.compromise.CompromiseCases``, fitted on the model's
+    """Per row: its card-day's case score of ``benchmarks.compromise.CompromiseCases``, fitted on the model's
     training rows ``fit_rows`` (its scores and the surprise column there; no label)."""
-    from fraud.review.compromise import CompromiseCases
+    from benchmarks.compromise import CompromiseCases
 
     cc = CompromiseCases().fit(scores[fit_rows], surprise[fit_rows])
     return cc.case_scores(df, scores, surprise)
@@ -111,7 +111,7 @@ def reach_scores(df: pd.DataFrame, scores: np.ndarray, surprise: np.ndarray, fit
 def loop_reranker(df: pd.DataFrame, surprise: np.ndarray, fit_rows: np.ndarray):
     """The loop's day ranking with reach-back: (the day's rows, scores) -> case scores; the surprise threshold
     from the training rows, the placement from the day's own scores (the loop's model changes at each promotion)."""
-    from fraud.review.compromise import CompromiseCases
+    from benchmarks.compromise import CompromiseCases
 
     z_of = pd.Series(surprise, index=df["tx_id"].astype(str).to_numpy())
     fitted = CompromiseCases().fit(surprise[fit_rows], surprise[fit_rows])  # the threshold; the level is the day's
@@ -145,7 +145,7 @@ def reach_arms(df: pd.DataFrame, start: pd.Timestamp, cfg: EvasionConfig, scores
     """Recall of the arms ranked by reach-back card-day cases (``*_reach``): the current model (both weeks, week 2)
     and the retrained one (week 2) as ``_recall`` gives it; and ``{"loop_week2_reach": (per tactic, all)}`` of a
     second full loop whose alerts and analyst use them (week 2; empty without the loop)."""
-    from fraud.review.compromise import surprise_column
+    from benchmarks.compromise import surprise_column
 
     (ours, adapted), (test, week2), budget = scores, masks, cfg.card_budget()
     z = surprise_column(df)

@@ -261,7 +261,7 @@ def run_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, arm: str, c
     """Run one arm for ``weeks`` weeks from ``train_until`` on the canonical frame ``df`` (with ``scenario``).
     ``initial``: the starting bundle (default: trained here on the rows before ``train_until``; it is not changed);
     ``keep_frame``: add the scored loop events as ``"frame"`` (not JSON); ``rerank``: (the day's rows, their
-    scores) -> the scores its card-days are alerted and reviewed by (``fraud.review.compromise``; None: the model's).
+    scores) -> the scores its card-days are alerted and reviewed by (``benchmarks.compromise``; None: the model's).
     Returns {"arm", "weeks": [{week, recall, ap, precision, by_scenario, model_version}], "patterns": first-alert
     and 50 %-recall days per scenario starting in the loop, "retrains": gate decisions, "days", "seconds"}."""
     cfg.check()

@@ -34,7 +34,7 @@ class WorldsConfig:
     delay_days: int = 7
     budget: int | None = None  # cards alerted a day; default: 1 % of the customers, at least 5
     train: dict = field(default_factory=dict)  # fraud.training.TrainConfig overrides
-    reach_back: bool = False  # also recall at budget with card-days ranked by fraud.review.compromise (AP unchanged)
+    reach_back: bool = False  # also recall at budget with card-days ranked by benchmarks.compromise (AP unchanged)
 
     def card_budget(self) -> int:
         return int(self.budget) if self.budget else max(5, self.customers // 100)
@@ -102,9 +102,9 @@ def pipeline_scores(df: pd.DataFrame, split: pd.Timestamp, train_kw: dict) -> tu
 
 
 def reach_recall(df: pd.DataFrame, ours: np.ndarray, split: pd.Timestamp, test: np.ndarray, budget: int) -> dict:
-    """Recall at budget of the test days with card-days ranked by ``fraud.review.compromise`` case scores (fitted on
+    """Recall at budget of the test days with card-days ranked by ``benchmarks.compromise`` case scores (fitted on
     the training rows' scores and surprise column, no label): the queue changes, the row scores (AP) do not."""
-    from fraud.review.compromise import CompromiseCases, surprise_column
+    from benchmarks.compromise import CompromiseCases, surprise_column
     from fraud.worlds import PATTERNS, RING
 
     z = surprise_column(df)

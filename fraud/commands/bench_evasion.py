@@ -33,7 +33,7 @@ def register(main: click.Group, bench: click.Group) -> None:
                   help="Train every arm's model with / without the terminal alarm (fraud.detectors.activity."
                        "terminal_alarm) [default: TrainConfig's].")
     @click.option("--reach-back", is_flag=True,
-                  help="Also rank card-days by fraud.review.compromise's cases (a day's card-days lifted by the "
+                  help="Also rank card-days by benchmarks.compromise's cases (a day's card-days lifted by the "
                        "most surprising terminal they used that day): arms *_reach, and a second loop using them.")
     @click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
     def bench_evasion(**kw):

@@ -27,7 +27,7 @@ def register(main: click.Group, bench: click.Group) -> None:
                   help="Training override, repeatable: graph.refresh_lr=0.05 (a featurizer's parameter) or a "
                        "TrainConfig field.")
     @click.option("--reach-back", is_flag=True,
-                  help="Also recall at budget with card-days ranked by fraud.review.compromise (AP unchanged).")
+                  help="Also recall at budget with card-days ranked by benchmarks.compromise (AP unchanged).")
     @click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
     def bench_worlds(**kw):
         """Per random world: AP of the training pipeline and of the book's random forest on the same split, their

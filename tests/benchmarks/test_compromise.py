@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from fraud.errors import ConfigError, NotFittedError
-from fraud.review.compromise import CompromiseCases, surprise_column
+from benchmarks.compromise import CompromiseCases, surprise_column
 
 DAY1 = pd.Timestamp("2024-03-01", tz="UTC")
 
