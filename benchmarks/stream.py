@@ -403,7 +403,10 @@ class CycleTrace:
                 t0 = now()
                 out = orig(*a, **k)
                 ts = [m.timestamp for recs in out.values() for m in recs]
-                if ts:
+                cur = self._cur
+                if ts and cur is not None and "proc0" not in cur:  # a second poll before the batch: one batch
+                    cur["poll1"], cur["n"], cur["ts"] = now(), cur["n"] + len(ts), cur["ts"] + ts
+                elif ts:
                     ck = s.ck.in_flight
                     self._cur = {"poll0": t0, "poll1": now(), "n": len(ts), "ts": ts, "score": 0.0, "sinks": 0.0,
                                  "gc": 0.0, "ck_in_flight": ck is not None and not ck[0].done()}
