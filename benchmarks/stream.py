@@ -30,6 +30,7 @@ alerted 95% of events against 2.9% for the demo's world, and explanation and ale
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import pickle
@@ -152,13 +153,14 @@ def run_stream_bench(model_uri, tracking_uri: str | None = None, bootstrap: str 
                      n_events: int = 20000, partitions: int = 4, offered: float = 1000.0, seconds: float = 10.0,
                      batch_size: int = 10000, verbose: bool = True, data=None, seed: int = 7,
                      linger_ms: int | None = None, customers: int = 1500, terminals: int = 3000,
-                     load_linger_ms: float = 5,
+                     load_linger_ms: float = 5, trace: str | None = None,
                      **serve_kw) -> dict:
     """``model_uri``: one URI, or several (list): each model is measured in turn against the same broker and
     events (fresh topic and group each); the result is then the first model's figures plus
     ``"models": {uri: figures}`` for all of them. ``data``: the events (canonical frame; those after the
     newest model's training cutoff when there are enough of them), default simulated (module doc).
-    ``serve_kw``: other :class:`streaming.loop.ServeConfig` fields for the scorer."""
+    ``serve_kw``: other :class:`streaming.loop.ServeConfig` fields for the scorer. ``trace``: a JSON file for
+    the latency phase's :class:`CycleTrace` (first model; its summary is added to the result as ``trace``)."""
     import pandas as pd
 
     from fraud.simulate import simulate
@@ -200,7 +202,8 @@ def run_stream_bench(model_uri, tracking_uri: str | None = None, bootstrap: str 
         out = {}
         for uri in uris:
             out[uri] = _bench_one(uri, tracking_uri, bootstrap, first, second, partitions, offered, batch_size,
-                                  verbose, linger_ms, bundles[uri], serve_kw, load_linger_ms)
+                                  verbose, linger_ms, bundles[uri], serve_kw, load_linger_ms,
+                                  trace if uri == uris[0] else None)
     finally:
         if broker is not None:
             broker.stop()
@@ -211,7 +214,7 @@ def run_stream_bench(model_uri, tracking_uri: str | None = None, bootstrap: str 
 
 
 def _bench_one(model_uri, tracking_uri, bootstrap, first, second, partitions, offered, batch_size, verbose,
-               linger_ms, bundle, serve_kw, load_linger_ms: float = 0) -> dict:
+               linger_ms, bundle, serve_kw, load_linger_ms: float = 0, trace: str | None = None) -> dict:
     from streaming.broker import ensure_topics
     from streaming.loop import Scorer, ServeConfig
     from streaming.model import freeze_heap, warm_up
@@ -282,6 +285,7 @@ def _bench_one(model_uri, tracking_uri, bootstrap, first, second, partitions, of
                           f"validation, sinks, Kafka")
 
         _say(verbose, f"(c) latency at {offered:,.0f} events/s for {len(second) / offered:.0f}s ...")
+        tracer = CycleTrace(scorer).install() if trace else None
         marks["measure"] = True
         values, keys = encode_events(second)
         gen = start_load(bootstrap, topic, values, keys, offered, load_linger_ms)
@@ -301,6 +305,9 @@ def _bench_one(model_uri, tracking_uri, bootstrap, first, second, partitions, of
         while sum(len(x) for x in marks["lat"]) < len(values) and time.monotonic() < deadline:
             time.sleep(0.02)
         lat = np.concatenate(marks["lat"]) if marks["lat"] else np.array([np.nan])
+        if tracer is not None:
+            tracer.remove()
+            tracer.dump(trace)
         bt = marks.get("batches", [])
         if len(bt) > 1:
             sizes = np.array([b[0] for b in bt])
@@ -318,6 +325,8 @@ def _bench_one(model_uri, tracking_uri, bootstrap, first, second, partitions, of
         res["scorer_share_of_passthrough"] = round(scorer_rate / pass_rate, 4)
         # the alert share drives the explanation and alert-sink costs: a world unlike the model's alerts far more
         res["alert_rate"] = round(scorer.n_alerts / max(scorer.n_scored, 1), 4)
+        if tracer is not None:
+            res["trace"] = tracer.summary()
         _say(verbose, f"    p50 {res['p50_ms']} ms  p99 {res['p99_ms']} ms over {len(lat)} events "
                       f"(offered {offered:,.0f}/s; model version {scorer.version}; partitions {partitions}; "
                       f"batch size {batch_size})")
@@ -329,3 +338,188 @@ def _bench_one(model_uri, tracking_uri, bootstrap, first, second, partitions, of
         except NameError:
             pass
         tmp.cleanup()
+
+
+_MISSING = object()
+
+
+class CycleTrace:
+    """``--trace FILE``: what each scoring cycle of the latency phase did, joined to its events' latencies.
+
+    Bench only: it wraps the running scorer's objects (instance attributes, put back by :meth:`remove`), never
+    the product's code. Per poll that returned events: poll start and end, size, ``process()`` and its model call
+    and sink writes, whether a checkpoint job was in flight, the collections on the scoring thread and when the
+    results were handed over; beside it the writer thread's jobs and gated steps and every garbage collection
+    (``gc.callbacks``). Times are wall-clock ms (``time.time``: the clock of the events' Kafka timestamps).
+    :meth:`summary` compares the events above the p95 latency with the others (docs/streaming.md, Tail latency)."""
+
+    def __init__(self, scorer):
+        self.s = scorer
+        self.cycles: list[dict] = []
+        self.writer: list[tuple] = []  # (t0, t1, what): "take" (scoring thread); the writer's "job", its "gate"
+        # waits and its steps (producer "flush", each sink's flush, "save" of the checkpoint files)
+        self.gcs: list[tuple] = []  # (t0, t1, generation, thread name)
+        self._saved: list = []
+        self._cur: dict | None = None
+        self._gc0: dict = {}
+        self._on_batch = None
+
+    @staticmethod
+    def _now() -> float:
+        return time.time() * 1000.0
+
+    def _wrap(self, obj, name: str, make) -> None:
+        self._saved.append((obj, name, obj.__dict__.get(name, _MISSING)))
+        setattr(obj, name, make(getattr(obj, name)))
+
+    def _span(self, what: str):
+        def mk(orig):
+            def f(*a, **k):
+                t0 = self._now()
+                try:
+                    return orig(*a, **k)
+                finally:
+                    self.writer.append((t0, self._now(), what))
+            return f
+        return mk
+
+    def _add(self, key: str):
+        def mk(orig):
+            def f(*a, **k):
+                t0 = self._now()
+                try:
+                    return orig(*a, **k)
+                finally:
+                    if self._cur is not None:
+                        self._cur[key] += self._now() - t0
+            return f
+        return mk
+
+    def install(self) -> "CycleTrace":
+        s, now = self.s, self._now
+
+        def poll(orig):
+            def f(*a, **k):
+                t0 = now()
+                out = orig(*a, **k)
+                ts = [m.timestamp for recs in out.values() for m in recs]
+                cur = self._cur
+                if ts and cur is not None and "proc0" not in cur:  # a second poll before the batch: one batch
+                    cur["poll1"], cur["n"], cur["ts"] = now(), cur["n"] + len(ts), cur["ts"] + ts
+                elif ts:
+                    ck = s.ck.in_flight
+                    self._cur = {"poll0": t0, "poll1": now(), "n": len(ts), "ts": ts, "score": 0.0, "sinks": 0.0,
+                                 "gc": 0.0, "ck_in_flight": ck is not None and not ck[0].done()}
+                return out
+            return f
+
+        def process(orig):
+            def f(msgs):
+                cur = self._cur
+                if cur is not None:
+                    cur["proc0"], c0, p0 = now(), time.thread_time(), time.process_time()
+                try:
+                    return orig(msgs)
+                finally:
+                    if cur is not None:
+                        cur["proc1"] = now()
+                        # CPU time of the scoring thread and of the whole process during process(): the rest of
+                        # the wall time it waited (for the GIL, or for a core)
+                        cur["cpu_thread"] = 1000.0 * (time.thread_time() - c0)
+                        cur["cpu_proc"] = 1000.0 * (time.process_time() - p0)
+                        self.cycles.append(cur)
+                        self._cur = None
+            return f
+
+        def on_batch(results, lat):
+            if self._cur is not None and len(lat) == self._cur["n"]:
+                # the scorer's latency is (hand-off time - Kafka timestamp) per event: the newest event has the least
+                self._cur["handoff"] = float(max(self._cur["ts"]) + np.min(lat))
+            if self._on_batch is not None:
+                self._on_batch(results, lat)
+
+        self._wrap(s.consumer, "poll", poll)
+        self._wrap(s, "process", process)
+        self._wrap(s.bundle, "score_poll", self._add("score"))
+        for sink in [*s.sinks, *([s.archive] if s.archive is not None else [])]:
+            self._wrap(sink, "write", self._add("sinks"))
+        self._wrap(s.ck, "run", self._span("job"))
+        self._wrap(s.ck, "gate", self._span("gate"))
+        self._wrap(s.ck, "start", self._span("take"))
+        self._wrap(s.ck, "save", self._span("save"))
+        self._wrap(s.producer, "flush", self._span("flush"))
+        for sink in [*s.sinks, *([s.archive] if s.archive is not None else [])]:
+            if hasattr(sink, "take"):
+                self._wrap(sink, "flush", self._span(type(sink).__name__))
+        self._on_batch, s.on_batch = s.on_batch, on_batch
+        gc.callbacks.append(self._on_gc)
+        return self
+
+    def _on_gc(self, phase, info) -> None:
+        th = threading.current_thread().name
+        if phase == "start":
+            self._gc0[th] = self._now()
+        elif th in self._gc0:
+            t0, t1 = self._gc0.pop(th), self._now()
+            self.gcs.append((t0, t1, info.get("generation"), th))
+            if self._cur is not None and th == "bench-scorer":
+                self._cur["gc"] += t1 - t0
+
+    def remove(self) -> None:
+        gc.callbacks.remove(self._on_gc)
+        self.s.on_batch = self._on_batch
+        for obj, name, old in reversed(self._saved):
+            if old is _MISSING:
+                delattr(obj, name)
+            else:
+                setattr(obj, name, old)
+
+    def per_event(self) -> dict:
+        """One row per traced event: latency and its parts, and the features of its cycle."""
+        cyc = [c for c in self.cycles if "handoff" in c]
+        jobs = [(a, b) for a, b, w in self.writer if w == "job"]
+        cols: dict = {k: [] for k in ("lat", "age_at_poll", "after_poll", "polls_passed", "poll_n", "poll_wait",
+                                      "process", "cpu_thread", "cpu_proc", "score", "sinks", "gc", "ck_in_flight",
+                                      "writer_overlap", "prev_process")}
+        prev = 0.0
+        returns = np.array([c["poll1"] for c in cyc])
+        for k, c in enumerate(cyc):
+            ts = np.asarray(c["ts"], dtype=float)
+            lo, hi = c["poll0"], c["handoff"]
+            w = sum(max(0.0, min(b, hi) - max(a, lo)) for a, b in jobs)
+            feats = {"poll_n": c["n"], "process": c["proc1"] - c["proc0"], "cpu_thread": c["cpu_thread"],
+                     "cpu_proc": c["cpu_proc"], "score": c["score"], "sinks": c["sinks"],
+                     "gc": c["gc"], "ck_in_flight": float(c["ck_in_flight"]), "writer_overlap": w,
+                     "prev_process": prev, "poll_wait": c["poll1"] - c["poll0"]}
+            prev = feats["process"]
+            cols["lat"].append(hi - ts)
+            cols["age_at_poll"].append(c["poll1"] - ts)
+            cols["after_poll"].append(np.full(len(ts), hi - c["poll1"]))
+            # polls that returned without the event although it was created 10 ms (the load generator's linger
+            # and the broker) before them: it waited in the broker or the client's buffer for a later fetch
+            cols["polls_passed"].append(np.maximum(0, k - np.searchsorted(returns, ts + 10.0)).astype(float))
+            for name, v in feats.items():
+                cols[name].append(np.full(len(ts), float(v)))
+        return {k: np.concatenate(v) if v else np.empty(0) for k, v in cols.items()}
+
+    def summary(self, q: float = 95.0) -> dict:
+        """Mean of each per-event column for the events above the ``q`` percentile latency vs the others."""
+        ev = self.per_event()
+        if not len(ev["lat"]):
+            return {}
+        cut = np.percentile(ev["lat"], q)
+        slow = ev["lat"] > cut
+        out = {"cut_ms": round(float(cut), 2), "n_slow": int(slow.sum()), "n": int(len(slow)),
+               "load_avg": os.getloadavg()[0]}
+        for g in (0, 1, 2):
+            ms = [b - a for a, b, gen, th in self.gcs if gen == g and th == "bench-scorer"]
+            out[f"gc{g}_scoring_thread"] = (len(ms), round(max(ms, default=0.0), 1))
+        for k, v in ev.items():
+            out[k] = (round(float(v[slow].mean()), 2), round(float(v[~slow].mean()), 2))
+        return out
+
+    def dump(self, path: str) -> None:
+        """The raw trace and its summary as JSON."""
+        cyc = [{k: (list(map(float, v)) if k == "ts" else v) for k, v in c.items()} for c in self.cycles]
+        Path(path).write_text(json.dumps({"cycles": cyc, "writer": self.writer, "gc": self.gcs,
+                                          "summary": self.summary()}, default=float))

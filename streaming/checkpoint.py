@@ -85,8 +85,9 @@ def run_job(job: Job, producer, archive, save, gate=None) -> None:
     if archive is not None:
         for group in job.archive:
             archive.flush(group, gate=gate)
-    gate()
-    save(job.items, job.version)
+    for it in job.items:  # one file each: a step each
+        gate()
+        save([it], job.version)
 
 
 class Checkpointer:
@@ -103,6 +104,8 @@ class Checkpointer:
         self.in_flight = None  # (future, Job)
         self.last = time.monotonic()
         self.polling = threading.Event()  # set while the scoring thread waits (poll, or this job): the writer's gate
+        self.hurry = threading.Event()  # set while the scoring thread waits for the job: the writer stops pacing
+        self._paced: list | None = None  # [job start, step start] while the writer thread runs a job
         self._exec = None
 
     def attach(self, producer, sinks: list, archive, consumer) -> None:
@@ -171,12 +174,32 @@ class Checkpointer:
     def run(self, job: Job, gate=None) -> None:
         run_job(job, self.producer, self.archive, self.save, gate)
 
+    def run_paced(self, job: Job) -> None:
+        """The writer thread's job: :meth:`run` with :meth:`gate` before each step, paced."""
+        self._paced = [time.monotonic(), None]
+        try:
+            self.run(job, self.gate)
+        finally:
+            self._paced = None
+
     def gate(self) -> None:
-        """The writer thread, before each step: wait until the scoring thread is in poll (or waits for this job),
-        at most ``writer_gate_ms`` (the threads share the GIL: see docs/streaming.md)."""
+        """The writer thread, before each step. Inside :meth:`run_paced`, first give the scoring thread
+        ``writer_pace`` times the time the last step took (the threads share the GIL: a job's ~0.1-0.2 s of
+        concatenation, conversion and file writes run back to back stretched a dozen consecutive batches, whose
+        polls then grew: docs/streaming.md, Tail latency); not once the job has run half the checkpoint interval,
+        nor while the scoring thread waits for the job. Then wait until the scoring thread is in poll (or waits
+        for this job), at most ``writer_gate_ms``."""
+        paced, pace = self._paced, self.cfg.writer_pace
+        if paced is not None and paced[1] is not None and pace > 0 and not self.hurry.is_set():
+            now = time.monotonic()
+            left = paced[0] + self.cfg.checkpoint_interval / 2 - now
+            if left > 0:
+                self.hurry.wait(min(pace * (now - paced[1]), left))
         ms = self.cfg.writer_gate_ms
         if ms and ms > 0:
             self.polling.wait(ms / 1000.0)
+        if paced is not None:
+            paced[1] = time.monotonic()
 
     # -- completion (scoring thread) ----------------------------------------------------------------
     def done(self, job: Job, error: BaseException | None, commit: bool, sync: bool = True) -> None:
@@ -237,7 +260,7 @@ class Checkpointer:
         job = self.take(sorted(self.dirty), version, max_compact=1)
         if self._exec is None:
             self._exec = ThreadPoolExecutor(1, thread_name_prefix="fraud-checkpoint")
-        self.in_flight = (self._exec.submit(self.run, job, self.gate), job)
+        self.in_flight = (self._exec.submit(self.run_paced, job), job)
         self.last = time.monotonic()
         return True
 
@@ -248,13 +271,15 @@ class Checkpointer:
             return
         fut, job = pending
         was_open = self.polling.is_set()  # (inside poll when a rebalance callback checkpoints)
-        self.polling.set()  # the scoring thread waits here: the writer's gate is open
+        self.polling.set()  # the scoring thread waits here: the writer's gate is open, and it stops pacing
+        self.hurry.set()
         try:
             fut.result()
         except Exception as e:
             self.done(job, e, commit)
             raise
         finally:
+            self.hurry.clear()
             if not was_open:
                 self.polling.clear()
         self.done(job, None, commit, sync=sync)

@@ -56,6 +56,11 @@ class ServeConfig:
     # archive file, the checkpoint files) when the scoring thread is waiting in poll, or after this many ms
     # (it shares the GIL: see the module doc); 0 = no gate
     writer_gate_ms: float = 50.0
+    # and, before each step, it first sleeps this many times the time its previous step took (at most until the
+    # job has run half the checkpoint interval): its share of the GIL <= 1 / (1 + pace) while it paces, so a job
+    # is spread over ~1 s instead of stretching a dozen consecutive batches (docs/streaming.md: Tail latency);
+    # 0 = no pacing
+    writer_pace: float = 4.0
     client_kw: dict = field(default_factory=dict)  # security / SASL / TLS passthrough
     consumer_kw: dict = field(default_factory=dict)
     producer_kw: dict = field(default_factory=dict)
@@ -68,6 +73,8 @@ class ServeConfig:
             raise ConfigError(f"--reload-interval {self.reload_interval!r}: must be > 0")
         if self.snapshot_events < 0:
             raise ConfigError(f"--snapshot-events {self.snapshot_events!r}: must be >= 0")
+        if self.writer_pace < 0:
+            raise ConfigError(f"writer_pace {self.writer_pace!r}: must be >= 0")
         if self.dedup_max_ids <= 0:
             raise ConfigError(f"--dedup-max-ids {self.dedup_max_ids!r}: must be > 0")
         if self.max_event_age_days <= 0 or self.max_event_lead_hours < 0:

@@ -272,6 +272,8 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--terminals", default=3000, show_default=True, type=int, help="Simulated world: terminals.")
     @click.option("--seed", default=7, show_default=True, type=int, help="Simulated world: seed.")
     @click.option("--snapshot-events", default=None, type=int, help="Scorer --snapshot-events [default: serve's].")
+    @click.option("--trace", default=None, type=click.Path(dir_okay=False),
+                  help="Write a per-cycle trace of the latency phase (JSON) here; its summary joins the result.")
     @click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
     @click.pass_obj
     def bench_stream(settings, **kw):
@@ -290,5 +292,6 @@ def register(main: click.Group, bench: click.Group) -> None:
                                linger_ms=kw["linger_ms"],
                                tracking_uri=kw["tracking_uri"] or settings.tracking_uri, bootstrap=kw["bootstrap"],
                                n_events=kw["events"], partitions=kw["partitions"], offered=kw["offered"],
-                               seconds=kw["seconds"], batch_size=kw["batch_size"], verbose=not kw["as_json"])
+                               seconds=kw["seconds"], batch_size=kw["batch_size"], verbose=not kw["as_json"],
+                               trace=kw["trace"])
         click.echo(json.dumps(res))

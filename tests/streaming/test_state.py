@@ -296,3 +296,56 @@ def test_waiting_for_the_checkpoint_job_opens_the_writer_gate():
         s.ck.wait(commit=False)
         assert time.perf_counter() - t0 < 1.5
     assert not s.ck.polling.is_set()  # closed again once the scoring thread goes back to work
+
+
+def _paced_job(s, steps, step_s):
+    """Run ``steps`` gated steps of ``step_s`` seconds each as the writer thread runs a job; returns its seconds."""
+    import time
+
+    from streaming.checkpoint import Job
+
+    def save(items, version):  # each item is one gated step of the job
+        t = time.perf_counter()
+        while time.perf_counter() - t < step_s:
+            pass
+
+    s.ck.save = save
+    t0 = time.perf_counter()
+    s.ck.run_paced(Job(items=list(range(steps))))
+    return time.perf_counter() - t0
+
+
+def test_writer_paces_its_steps():
+    """Between two steps of a background job the writer leaves the scoring thread ``writer_pace`` times the time
+    the last step took (its share of the GIL <= 1 / (1 + pace)), never past half the checkpoint interval."""
+    from streaming.loop import Scorer, ServeConfig
+
+    s = Scorer(ServeConfig(bootstrap="127.0.0.1:1", writer_gate_ms=0, writer_pace=3.0, checkpoint_interval=60))
+    paced = _paced_job(s, 5, 0.04)  # 5 steps of 40 ms: 4 pauses of >= 120 ms
+    assert paced >= 0.2 + 4 * 0.12 * 0.9
+    s.cfg.writer_pace = 0
+    assert _paced_job(s, 5, 0.04) < paced / 2  # no pacing: the steps back to back
+    s.cfg.writer_pace, s.cfg.checkpoint_interval = 50.0, 0.6
+    assert _paced_job(s, 5, 0.04) < 0.3 + 0.2 + 0.3  # pauses end when the job has run half the interval
+    assert s.ck._paced is None  # only a running job is paced
+    s.ck.gate()  # outside a job: no pause
+
+
+def test_waiting_for_the_job_stops_the_pacing():
+    """The scoring thread waiting for a job (a rebalance, a model swap, shutdown) must not wait out its pauses."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from streaming.checkpoint import Job
+    from streaming.loop import Scorer, ServeConfig
+
+    s = Scorer(ServeConfig(bootstrap="127.0.0.1:1", writer_gate_ms=0, writer_pace=100.0, checkpoint_interval=60))
+    s.ck.save = lambda items, version: time.sleep(0.02)  # 20 ms steps: 2 s pauses when paced
+
+    with ThreadPoolExecutor(1) as ex:
+        s.ck.in_flight = (ex.submit(s.ck.run_paced, Job(items=list(range(4)))), Job())
+        time.sleep(0.1)  # inside the first pause
+        t0 = time.perf_counter()
+        s.ck.wait(commit=False)
+        assert time.perf_counter() - t0 < 1.0
+    assert not s.ck.hurry.is_set()
