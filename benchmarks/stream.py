@@ -372,28 +372,26 @@ class CycleTrace:
         self._saved.append((obj, name, obj.__dict__.get(name, _MISSING)))
         setattr(obj, name, make(getattr(obj, name)))
 
-    def _span(self, what: str):
+    def _timed(self, record):
+        """A wrapper maker: ``record(t0, t1)`` (ms) after each call of the wrapped function."""
         def mk(orig):
             def f(*a, **k):
                 t0 = self._now()
                 try:
                     return orig(*a, **k)
                 finally:
-                    self.writer.append((t0, self._now(), what))
+                    record(t0, self._now())
             return f
         return mk
 
+    def _span(self, what: str):
+        return self._timed(lambda t0, t1: self.writer.append((t0, t1, what)))
+
     def _add(self, key: str):
-        def mk(orig):
-            def f(*a, **k):
-                t0 = self._now()
-                try:
-                    return orig(*a, **k)
-                finally:
-                    if self._cur is not None:
-                        self._cur[key] += self._now() - t0
-            return f
-        return mk
+        def add(t0, t1):
+            if self._cur is not None:
+                self._cur[key] += t1 - t0
+        return self._timed(add)
 
     def install(self) -> "CycleTrace":
         s, now = self.s, self._now
