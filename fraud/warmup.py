@@ -61,28 +61,25 @@ def _review_kernels() -> None:
 
 
 def numba_dispatchers(prefixes=("fraud", "models", "streaming")) -> dict:
-    """{name: dispatcher} of every numba kernel the loaded product modules hold (module globals and the
-    ``fraud._jit.compiled`` stores); a test checks that :func:`warm_kernels` leaves none uncompiled."""
-    from numba.core.registry import CPUDispatcher
-
+    """{module.function: dispatcher} of every numba kernel the loaded product modules hold (module globals and
+    the ``fraud._jit.compiled`` stores); a test checks that :func:`warm_kernels` leaves each with an on-disk
+    cache."""
     found = {}
     for mod_name, mod in list(sys.modules.items()):
-        if mod is None or not mod_name.split(".")[0] in prefixes:
+        if mod is None or mod_name.split(".")[0] not in prefixes:
             continue
-        for attr, val in list(vars(mod).items()):
-            for i, d in enumerate(_dispatchers_in(val)):
-                found[f"{mod_name}.{attr}" + (f"[{i}]" if not isinstance(val, CPUDispatcher) else "")] = d
+        for val in list(vars(mod).values()):
+            for d in _dispatchers_in(val):
+                found[f"{mod_name}.{d.py_func.__name__}"] = d
     return found
 
 
 def _dispatchers_in(val) -> list:
+    """The numba dispatchers in a module global: itself, or a ``compiled`` store (a list, or a dict of them)."""
     from numba.core.registry import CPUDispatcher
 
     if isinstance(val, CPUDispatcher):
         return [val]
-    if isinstance(val, list):
-        return [v for v in val if isinstance(v, CPUDispatcher)]
     if isinstance(val, dict):
-        return [v for store in val.values() if isinstance(store, list) for v in store
-                if isinstance(v, CPUDispatcher)]
-    return []
+        val = [d for store in val.values() if isinstance(store, list) for d in store]
+    return [d for d in val if isinstance(d, CPUDispatcher)] if isinstance(val, list) else []
