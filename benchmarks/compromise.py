@@ -77,8 +77,7 @@ class CompromiseCases:
     def placed_on(self, scores) -> "CompromiseCases":
         """A copy whose lifts sit at the ``below`` quantile of other reference ``scores`` (e.g. the day's own, when
         the model changes during a run), ``threshold_`` kept."""
-        if not hasattr(self, "threshold_"):
-            raise NotFittedError("CompromiseCases is not fitted; call fit(scores, surprise) first")
+        self._fitted()
         s = np.asarray(scores, dtype=np.float64)
         if s.ndim != 1 or not len(s):
             raise ConfigError(f"CompromiseCases.placed_on: needs non-empty 1-d scores, got shape {s.shape}")
@@ -88,12 +87,31 @@ class CompromiseCases:
 
     def lift(self, frame: pd.DataFrame, scores, surprise) -> np.ndarray:
         """Per row: its card-day's lift (0 when none of the card's terminals of the day exceeds ``threshold_``)."""
-        if not hasattr(self, "threshold_"):
-            raise NotFittedError("CompromiseCases is not fitted; call fit(scores, surprise) first")
+        self._fitted()
         _, z = _check(frame, scores, surprise, "CompromiseCases")
         if not len(frame):
             return np.zeros(0)
         cd, td, _ = _keys(frame)
+        return self._lift(z, cd, td)
+
+    def case_scores(self, frame: pd.DataFrame, scores, surprise) -> np.ndarray:
+        """Per row: its card-day's case score, max(the card's own max score of the day, its lift); rank the day's
+        card-days by it (each row carries its card-day's value, so a card-day max gives it back)."""
+        s, z = _check(frame, scores, surprise, "CompromiseCases")
+        if not len(frame):
+            return np.zeros(0)
+        self._fitted()
+        cd, td, _ = _keys(frame)
+        own = np.full(cd.max() + 1, -np.inf)
+        np.maximum.at(own, cd, s)
+        return np.maximum(own[cd], self._lift(z, cd, td))
+
+    def _fitted(self) -> None:
+        if not hasattr(self, "threshold_"):
+            raise NotFittedError("CompromiseCases is not fitted; call fit(scores, surprise) first")
+
+    def _lift(self, z: np.ndarray, cd: np.ndarray, td: np.ndarray) -> np.ndarray:
+        """The lift per row from its surprise ``z``, card-day codes ``cd`` and terminal-day codes ``td``."""
         term_max = np.full(td.max() + 1, -np.inf)
         np.maximum.at(term_max, td, z)  # a terminal's largest surprise of the day, at any time of it
         card_max = np.full(cd.max() + 1, -np.inf)
@@ -101,17 +119,6 @@ class CompromiseCases:
         e = card_max[cd] - self.threshold_
         up = self.level_ + _TINY * (1 - self.level_) * (1 - 1 / (1 + np.maximum(e, 0)))
         return np.where(e > 0, up, 0.0)
-
-    def case_scores(self, frame: pd.DataFrame, scores, surprise) -> np.ndarray:
-        """Per row: its card-day's case score, max(the card's own max score of the day, its lift); rank the day's
-        card-days by it (each row carries its card-day's value, so a card-day max gives it back)."""
-        s, _ = _check(frame, scores, surprise, "CompromiseCases")
-        if not len(frame):
-            return np.zeros(0)
-        cd, _, _ = _keys(frame)
-        own = np.full(cd.max() + 1, -np.inf)
-        np.maximum.at(own, cd, s)
-        return np.maximum(own[cd], self.lift(frame, scores, surprise))
 
     def terminals(self, frame: pd.DataFrame, surprise) -> pd.DataFrame:
         """The day's compromise candidates: one row per terminal-day above ``threshold_`` (day, terminal_id,

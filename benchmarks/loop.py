@@ -31,13 +31,14 @@ import numpy as np
 import pandas as pd
 
 from fraud.errors import ConfigError
+from fraud.training.data import UNKNOWN
 
 DAY = pd.Timedelta(days=1)
 CANONICAL = ("tx_id", "timestamp", "customer_id", "terminal_id", "amount", "label")
 ARMS = ("frozen", "no_labels", "full")
 #: label policies for loop events no analyst decided: 0 ("not reported", as fraud retrain reads an archive) or
 #: fraud.training.data.UNKNOWN (-1: skipped by the supervised head, the baseline guard and the promotion gate)
-UNREVIEWED = {"genuine": 0, "unknown": -1}
+UNREVIEWED = {"genuine": 0, "unknown": UNKNOWN}
 FRESH_PARAM = "refresh_lr"  # the graph featurizer's rate of embedding updates from the stream (0 = frozen vectors)
 #: a TrainConfig that retrains in seconds on a small world (all featurizers, two fast detectors, a small head)
 FAST_TRAIN = {"unsupervised": ("iforest", "hbos"), "ensemble_params": {"supervised_params": {"n_estimators": 100}},
