@@ -44,8 +44,9 @@ from fraud.features.base import shared_columns
 
 RESULT_COLUMNS = ["tx_id", "score", "is_alert", "reasons"]
 #: the bundle format: raise it when a pickled bundle of the previous code can no longer score as it did
-BUNDLE_FORMAT = 4  # 2: CollusionState holds flat arrays (was dicts of lists); 3: BehaviourFeatures' activity group;
-#                     4: BH_T_CARDS_SURPRISE_1D (a column, and a per-event flag in BehaviourState)
+BUNDLE_FORMAT = 5  # 2: CollusionState holds flat arrays (was dicts of lists); 3: BehaviourFeatures' activity group;
+#                     4: BH_T_CARDS_SURPRISE_1D (a column, and a per-event flag in BehaviourState);
+#                     5: the featurizers' event logs are fraud.features.eventlog.EventLog (was tabular._Log)
 EXPLAIN_MODES = ("alerts", "all", "none")
 _NO_REASONS: list = []  # the reasons of every row without reasons (shared: never mutate a result's reasons)
 

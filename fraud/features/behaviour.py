@@ -21,7 +21,8 @@ from fraud.errors import ConfigError
 from fraud.features.base import Featurizer, column, text_ids
 from fraud.features.tabular import DAY_NS, _codes, _days_ns
 from fraud.features.tabular import _group_cumsum as _run_cumsum
-from fraud.features.tabular import _labels, _Log, _query_order, _require, _Sorted, _stacked, _wname, timestamps_ns
+from fraud.features.eventlog import EventLog
+from fraud.features.tabular import _labels, _query_order, _require, _Sorted, _stacked, _wname, timestamps_ns
 
 
 def _group_cumsum(values: np.ndarray, scode: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -279,7 +280,7 @@ class BehaviourState:
         self.horizon_ns = int(horizon_ns)
         self.customer_codes: dict = {}
         self.terminal_codes: dict = {}
-        self.events = _Log(**self.COLUMNS)
+        self.events = EventLog(**self.COLUMNS)
         self.latest_ns: int | None = None
 
     COLUMNS = {"ccode": np.int64, "tcode": np.int64, "ts": np.int64, "amount": np.float64, "label": np.int8,
@@ -301,7 +302,7 @@ class BehaviourState:
                                                 "customer_codes")
         st.terminal_codes = safestate.dict_from(arrays["terminal_codes.keys"], arrays["terminal_codes.values"],
                                                 "terminal_codes")
-        st.events = _Log.from_arrays({k: v for k, v in arrays.items() if k.startswith("events.")}, "events.",
+        st.events = EventLog.from_arrays({k: v for k, v in arrays.items() if k.startswith("events.")}, "events.",
                                      cls.COLUMNS, meta["events_sorted"])
         return st
 
@@ -500,7 +501,7 @@ class BehaviourFeatures(Featurizer):
         if not batches:
             return pd.DataFrame(np.empty((0, len(self.feature_names_))), columns=list(self.feature_names_))
         ones = [np.ones(len(b[2]), dtype=bool) for b in batches]
-        code, t, v, q = _stacked([(st.customer_codes, st.events, cc, ts,
+        code, t, v, q = _stacked([(st.events, cc, ts,
                                    {"amount": amount, "label": labels, "normal": one, "rlag": one.astype(np.float64)})
                                   for (st, _, ts, amount, labels, cc, _), one in zip(batches, ones)], "ccode")
         cust = _customer_block(code, t, v["amount"], v["label"] == 1, p, q, normal=v["normal"], rlag=v["rlag"])
@@ -513,7 +514,7 @@ class BehaviourFeatures(Featurizer):
             cols = {"label": labels, "normal": nb, "plain": pb}
             if self.cards_surprise:  # BH_T_CARDS_SURPRISE's inputs, gathered only when it is output
                 cols.update(ccode=cc, fresh=one)
-            items.append((st.terminal_codes, st.events, tc, ts, cols))
+            items.append((st.events, tc, ts, cols))
         code, t, v, q = _stacked(items, "tcode")
         term, fresh = _terminal_block(code, t, v["label"] == 1, v["normal"], p, q, plain=v["plain"],
                                       cards=v.get("ccode"), fresh=v.get("fresh"))

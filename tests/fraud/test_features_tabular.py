@@ -232,12 +232,6 @@ def test_fast_paths_equal_the_general_ones(monkeypatch):
     monkeypatch.setattr(tabular, "_CUMSUM", [None])
     np.testing.assert_array_equal(tabular._group_cumsum(code, v), ref)
     monkeypatch.undo()
-    present = rng.random(300) < 0.1
-    ref = np.flatnonzero(present[code])
-    np.testing.assert_array_equal(tabular._present_positions(code, present), ref)  # compiled one-pass scan
-    monkeypatch.setattr(tabular, "_PRESENT", [None])
-    np.testing.assert_array_equal(tabular._present_positions(code, present), ref)
-    monkeypatch.undo()
     for unit in ("ns", "us", "s"):
         ts = pd.Series(pd.to_datetime(rng.integers(0, 2 * 10**9, 50), unit="s", utc=True)).astype(
             f"datetime64[{unit}, UTC]")
