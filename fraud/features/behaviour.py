@@ -470,7 +470,7 @@ class BehaviourFeatures(Featurizer):
         term, _ = _terminal_block(tc, ts, fraud, normal, p, rows, plain=plain, cards=cards)
         X = _assemble(amount, cust, term)
         X = X[:, self._out_index()]
-        return pd.DataFrame(X, index=df.index, columns=list(self.feature_names_), copy=False)
+        return self.output_frame(X, df.index)
 
     # -- online -------------------------------------------------------------------------------
     def new_state(self) -> BehaviourState:
@@ -527,7 +527,7 @@ class BehaviourFeatures(Featurizer):
             log.evict(state.latest_ns - state.horizon_ns)
         amount = np.concatenate([b[3] for b in batches])
         X = _assemble(amount, cust, term)[:, self._out_index()]
-        return pd.DataFrame(X, columns=list(self.feature_names_), copy=False)
+        return self.output_frame(X)
 
 
 def _text_ids(rows: pd.DataFrame, name: str) -> list:
