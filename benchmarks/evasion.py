@@ -49,8 +49,8 @@ class EvasionConfig:
         return int(self.cases) if self.cases else self.card_budget()
 
     def train_kw(self, default: dict | None = None) -> dict:
-        """``train`` (or ``default`` when it is empty) with the activity and terminal alarm switches."""
-        kw = dict(self.train or default or {})
+        """``default`` updated by ``train`` (``--set``), with the activity and terminal alarm switches."""
+        kw = {**(default or {}), **(self.train or {})}
         kw = kw | {"activity_alarm": True} if self.activity_alarm else kw
         return kw if self.terminal_alarm is None else kw | {"terminal_alarm": bool(self.terminal_alarm)}
 

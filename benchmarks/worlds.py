@@ -40,7 +40,7 @@ class WorldsConfig:
         return int(self.budget) if self.budget else max(5, self.customers // 100)
 
 
-def train_overrides(items) -> dict:
+def train_overrides(items, where: str = "bench worlds") -> dict:
     """TrainConfig overrides from ``KEY=VALUE`` strings (``--set``): ``NAME.PARAM=V`` sets featurizer ``NAME``'s
     parameter, a plain ``FIELD=V`` a TrainConfig field; values are JSON (``0.05``, ``true``, ``[1,2]``) or text."""
     import json
@@ -51,7 +51,7 @@ def train_overrides(items) -> dict:
     for item in items or ():
         key, sep, raw = str(item).partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"bench worlds: --set {item!r} is not KEY=VALUE")
+            raise ConfigError(f"{where}: --set {item!r} is not KEY=VALUE")
         try:
             val = json.loads(raw)
         except ValueError:
@@ -62,7 +62,7 @@ def train_overrides(items) -> dict:
         elif name in TrainConfig.__dataclass_fields__:
             out[name] = val
         else:
-            raise ConfigError(f"bench worlds: --set {item!r}: {name!r} is neither a TrainConfig field nor "
+            raise ConfigError(f"{where}: --set {item!r}: {name!r} is neither a TrainConfig field nor "
                               f"FEATURIZER.PARAM")
     return out
 

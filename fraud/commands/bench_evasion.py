@@ -35,6 +35,9 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--reach-back", is_flag=True,
                   help="Also rank card-days by benchmarks.compromise's cases (a day's card-days lifted by the "
                        "most surprising terminal they used that day): arms *_reach, and a second loop using them.")
+    @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                  help="Training override for every arm, repeatable: graph.refresh_lr=0.05 (a featurizer's "
+                       "parameter) or a TrainConfig field.")
     @click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
     def bench_evasion(**kw):
         """Per random world with fraud.evasion's five tactics injected after the training window: recall at the
@@ -42,11 +45,13 @@ def register(main: click.Group, bench: click.Group) -> None:
         first week's labels (week 2), and of the full loop in week 2 (benchmarks.loop); beside them the ceilings
         any ranking reaches at the budget (oracle: every fraud first; tactic_first: the tactic's own first)."""
         from benchmarks.evasion import EvasionConfig, run_evasion, table
+        from benchmarks.worlds import train_overrides
 
         cfg = EvasionConfig(seeds=_seeds(kw["seeds"]), customers=kw["customers"], terminals=kw["terminals"],
                             train_days=kw["train_days"], budget=kw["budget"], cases=kw["cases"],
                             scale=kw["scale"], loop=kw["loop"], activity_alarm=kw["activity_alarm"],
-                            terminal_alarm=kw["terminal_alarm"], reach_back=kw["reach_back"])
+                            terminal_alarm=kw["terminal_alarm"], reach_back=kw["reach_back"],
+                            train=train_overrides(kw["sets"], "bench evasion"))
         say = (lambda s: None) if kw["as_json"] else (lambda s: click.echo(s, err=True))
         res = run_evasion(cfg, say=say)
         click.echo(json.dumps(res) if kw["as_json"] else table(res))

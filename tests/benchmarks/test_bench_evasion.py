@@ -102,6 +102,22 @@ def test_alarm_switches_reach_every_arms_training_config():
     assert EvasionConfig(terminal_alarm=False).train_kw(FAST_TRAIN) == {**FAST_TRAIN, "terminal_alarm": False}
 
 
+def test_set_overrides_reach_every_arm_and_keep_the_loops_fast_training():
+    """``--set`` goes into every arm's TrainConfig; the loop's arm keeps its fast defaults beside the override."""
+    from click.testing import CliRunner
+
+    from benchmarks.loop import FAST_TRAIN
+    from benchmarks.worlds import train_overrides
+    from fraud.cli import main
+
+    fresh = train_overrides(["graph.refresh_lr=0.05", "graph.convergence=true"], "bench evasion")
+    assert fresh == {"featurizer_params": {"graph": {"refresh_lr": 0.05, "convergence": True}}}
+    cfg = EvasionConfig(train=fresh)
+    assert cfg.train_kw() == fresh and cfg.train_kw(FAST_TRAIN) == {**FAST_TRAIN, **fresh}
+    bad = CliRunner().invoke(main, ["bench", "evasion", "--set", "nonsense", "--json"])
+    assert bad.exit_code != 0 and "bench evasion: --set 'nonsense' is not KEY=VALUE" in str(bad.exception)
+
+
 
 def test_reach_back_through_the_cli_reports_its_arms_beside_todays():
     """``fraud bench evasion --reach-back`` on a tiny world without the loop: the ``*_reach`` arms beside the
