@@ -486,6 +486,10 @@ class BehaviourFeatures(Featurizer):
     def update_many(self, pairs) -> pd.DataFrame:
         """``update`` for several independent states in one pass (tabular's ``_stacked``: each state's entities
         get their own codes), one customer block and one terminal block for all of them."""
+        return self.output_frame(self.update_many_matrix(pairs))
+
+    def update_many_matrix(self, pairs) -> np.ndarray:
+        """``update_many``'s values as a float64 matrix (the scoring bundle's path: no frame to build)."""
         self._check_fitted()
         p = self._params()
         batches = []
@@ -499,7 +503,7 @@ class BehaviourFeatures(Featurizer):
                             _codes(state.customer_codes, _text_ids(rows, "customer_id")),
                             _codes(state.terminal_codes, _text_ids(rows, "terminal_id"))))
         if not batches:
-            return pd.DataFrame(np.empty((0, len(self.feature_names_))), columns=list(self.feature_names_))
+            return np.empty((0, len(self.feature_names_)))
         ones = [np.ones(len(b[2]), dtype=bool) for b in batches]
         code, t, v, q = _stacked([(st.events, cc, ts,
                                    {"amount": amount, "label": labels, "normal": one, "rlag": one.astype(np.float64)})
@@ -526,8 +530,7 @@ class BehaviourFeatures(Featurizer):
             log.append(ccode=cc, tcode=tc, ts=ts, amount=amount, label=labels, normal=nb, rlag=rb, plain=pb, fresh=fb)
             log.evict(state.latest_ns - state.horizon_ns)
         amount = np.concatenate([b[3] for b in batches])
-        X = _assemble(amount, cust, term)[:, self._out_index()]
-        return self.output_frame(X)
+        return _assemble(amount, cust, term)[:, self._out_index()]
 
 
 def _text_ids(rows: pd.DataFrame, name: str) -> list:

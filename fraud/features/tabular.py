@@ -383,11 +383,12 @@ class BaselineFeatures(Featurizer):
         ccode = pd.factorize(df["customer_id"], sort=False)[0].astype(np.int64)
         tcode = pd.factorize(df["terminal_id"], sort=False)[0].astype(np.int64)
         fraud = _labels(df) == 1
-        return self._assemble(df.index, ts, amount,
-                              _customer_block(ccode, ts, amount, windows_ns),
-                              _terminal_block(tcode, ts, fraud, windows_ns, delay_ns))
+        X = self._matrix(ts, amount, _customer_block(ccode, ts, amount, windows_ns),
+                         _terminal_block(tcode, ts, fraud, windows_ns, delay_ns))
+        return self.output_frame(X, df.index)
 
-    def _assemble(self, index, ts, amount, cust, term) -> pd.DataFrame:
+    def _matrix(self, ts, amount, cust, term) -> np.ndarray:
+        """The 15 columns in ``feature_names_`` order."""
         weekend, night = _calendar(ts)
         X = np.empty((len(ts), len(self.feature_names_)), dtype=np.float64)
         X[:, 0] = amount
@@ -396,7 +397,7 @@ class BaselineFeatures(Featurizer):
         k = cust.shape[1]
         X[:, 3:3 + k] = cust
         X[:, 3 + k:] = term
-        return self.output_frame(X, index)
+        return X
 
     # -- online -------------------------------------------------------------------------------
     def new_state(self) -> BaselineState:
@@ -416,6 +417,10 @@ class BaselineFeatures(Featurizer):
     def update_many(self, pairs) -> pd.DataFrame:
         """``update`` for several independent states in one pass: each state's entities get their own codes
         (offset past the previous states'), so one customer block and one terminal block serve them all."""
+        return self.output_frame(self.update_many_matrix(pairs))
+
+    def update_many_matrix(self, pairs) -> np.ndarray:
+        """``update_many``'s values as a float64 matrix (the scoring bundle's path: no frame to build)."""
         self._check_fitted()
         windows_ns, delay_ns = self._params()
         nw = 2 * len(windows_ns)
@@ -444,7 +449,7 @@ class BaselineFeatures(Featurizer):
             cust = term = np.empty((0, nw))
         for state, rows, ts, amount, labels, cc, tc in live:
             self._absorb(state, cc, tc, ts, amount, labels)
-        return self._assemble(pd.RangeIndex(len(ts_all)), ts_all, amount_all, cust, term)
+        return self._matrix(ts_all, amount_all, cust, term)
 
     @staticmethod
     def _absorb(state: BaselineState, cc, tc, ts, amount, labels) -> None:
