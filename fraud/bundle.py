@@ -248,9 +248,10 @@ class ScoringBundle:
         with single_threaded_blas():
             X = self._features_matrix_many(live)
             out = self._decide_columns(rows, X)  # reads the tx_ids only: those of the live groups, in order
-        for g, st in live:
+        ts = rows[schema.TIMESTAMP].array  # each group's last timestamp, read from the poll's column once
+        for (g, st), b in zip(live, [b for a, b in bounds if b > a]):
             st.n_scored += len(g)
-            st.last_timestamp = g[schema.TIMESTAMP].iloc[-1]
+            st.last_timestamp = ts[b - 1]
         self._observe(X, out["score"], max(st.last_timestamp for _, st in live))
         return out
 
