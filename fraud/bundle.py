@@ -49,6 +49,13 @@ BUNDLE_FORMAT = 4  # 2: CollusionState holds flat arrays (was dicts of lists); 3
 EXPLAIN_MODES = ("alerts", "all", "none")
 _NO_REASONS: list = []  # the reasons of every row without reasons (shared: never mutate a result's reasons)
 
+def _part(rows: pd.DataFrame, a: int, b: int) -> pd.DataFrame:
+    """``rows.iloc[a:b].reset_index(drop=True)``, with the new index set on the slice (~12 us less a group)."""
+    part = rows.iloc[a:b]
+    part.index = pd.RangeIndex(b - a)
+    return part
+
+
 @dataclass
 class BundleState:
     """Online state of a bundle: one sub-state per featurizer (picklable, travels in checkpoints)."""
@@ -241,8 +248,7 @@ class ScoringBundle:
         if [a for a, _ in bounds[1:]] != [b for _, b in bounds[:-1]] or bounds[0][0] != 0 or bounds[-1][1] != len(rows):
             raise ModelError(f"score_poll: bounds {bounds[:5]} do not cover the {len(rows)} rows in order")
         self.check_columns(rows)
-        live = [(rows if len(bounds) == 1 else rows.iloc[a:b].reset_index(drop=True), st)
-                for (a, b), st in zip(bounds, states) if b > a]
+        live = [(rows if len(bounds) == 1 else _part(rows, a, b), st) for (a, b), st in zip(bounds, states) if b > a]
         if not live:
             return {c: self._empty()[c].to_numpy() for c in RESULT_COLUMNS}
         with single_threaded_blas():

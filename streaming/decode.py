@@ -339,4 +339,4 @@ def to_frame(d: Decoded, has_label: bool | None = None) -> tuple[pd.DataFrame, n
         cols[schema.SCENARIO] = np.array(d.scenario, dtype=np.int16)
     if any(a is not None for a in d.attrs):
         cols[ATTRIBUTES] = pd.array(d.attrs, dtype="str")
-    return pd.DataFrame(cols), order
+    return pd.DataFrame(cols, copy=False), order  # the arrays are this frame's own: no copy (~40 us a poll)
