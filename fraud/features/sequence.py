@@ -232,8 +232,7 @@ class SequenceFeatures(Featurizer):
         live = [(st, rows) for st, rows in pairs if len(rows)]
         if not live:
             return np.zeros((0, len(self.feature_names_)))
-        feats = self.encoder_.process_many([st for st, _ in live], [self._events(rows) for _, rows in live])
-        feats = np.concatenate(feats) if len(feats) > 1 else feats[0]
+        feats = self.encoder_.process_stacked([st for st, _ in live], [self._events(rows) for _, rows in live])
         return (feats if self.embedding else feats[:, self.encoder_.hidden:]).astype(np.float64)
 
     def score_rows(self, state, rows: pd.DataFrame) -> pd.DataFrame:
