@@ -351,8 +351,11 @@ class ScoringBundle:
                 idx = np.arange(len(s)) if explain == "all" else np.flatnonzero(alert)
                 if len(idx):
                     t0 = time.perf_counter()
-                    ex = self.detector.explain(A[idx] if isinstance(A, np.ndarray) else A.iloc[idx],
-                                               top=self.top_reasons)
+                    if getattr(self.detector, "explains_rows", False):  # reuses the decision's components
+                        ex = self.detector.explain(A, top=self.top_reasons, rows=idx)
+                    else:
+                        ex = self.detector.explain(A[idx] if isinstance(A, np.ndarray) else A.iloc[idx],
+                                                   top=self.top_reasons)
                     self._tick("explain", t0)
                     for j, r in zip(idx, ex):
                         reasons[j] = [str(x) for x in r]
