@@ -168,7 +168,8 @@ class ScoringBundle:
         t0 = time.perf_counter()
         cols = self._column_map(tuple(names))
         if cols is None:  # duplicate or missing names: the DataFrame path (raises on missing features)
-            frames = [pd.DataFrame(p, columns=list(k)) if isinstance(p, np.ndarray) else p for p, k in zip(parts, names)]
+            frames = [pd.DataFrame(p, columns=list(k)) if isinstance(p, np.ndarray) else p
+                      for p, k in zip(parts, names)]
             X = self._assemble(frames, pd.RangeIndex(n)).to_numpy(dtype=np.float64, na_value=np.nan)
         else:
             blocks = [p if isinstance(p, np.ndarray) else p.to_numpy(dtype=np.float64, na_value=np.nan) for p in parts]

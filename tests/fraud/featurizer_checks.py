@@ -46,7 +46,8 @@ def assert_update_many_equals_updates(featurizer: Featurizer, hist: pd.DataFrame
             many = featurizer.update_many(list(zip(states, groups)))
             if fast is not None:
                 got = fast(list(zip(mats, groups)))
-                assert got.dtype == np.float64 and np.array_equal(got, many.to_numpy(dtype=np.float64), equal_nan=True), \
+                want = many.to_numpy(dtype=np.float64)
+                assert got.dtype == np.float64 and np.array_equal(got, want, equal_nan=True), \
                     f"update_many_matrix differs from update_many (rows {lo}..)"
         one = pd.concat([featurizer.update(st, g) for st, g in zip(ref, groups)], ignore_index=True)
         assert list(many.columns) == list(one.columns) and many.index.equals(pd.RangeIndex(len(one)))
