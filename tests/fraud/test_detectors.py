@@ -494,3 +494,16 @@ def test_explain_rows_reuses_the_decision_and_equals_explaining_the_taken_rows(d
         ens.decision_function(X.iloc[:ens.reuse_rows + 1])
         assert len(ens._last[0]) <= ens.reuse_rows
     assert not CollusionAlarm.rows_aware or CollusionAlarm(fitted["lightgbm"]).explains_rows is False
+
+
+def test_pickling_a_head_leaves_its_own_walk_in_place(data, fitted):
+    """The pickle drops the packed walk and per-leaf paths (rebuilt on first use), the pickled head keeps them."""
+    X, _ = data
+    head = fitted["lightgbm"]
+    head.path_contributions(X.iloc[:5].to_numpy())
+    head.decision_function(X.iloc[:5].to_numpy())
+    built = set(head._paths)
+    back = pickle.loads(pickle.dumps(head))
+    assert {"packed", "leaves"} <= built
+    assert set(head._paths) == built and not {"packed", "leaves"} & set(back._paths)
+    np.testing.assert_array_equal(back.decision_function(X.iloc[:50]), head.decision_function(X.iloc[:50]))
