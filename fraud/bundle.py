@@ -50,6 +50,14 @@ BUNDLE_FORMAT = 5  # 2: CollusionState holds flat arrays (was dicts of lists); 3
 EXPLAIN_MODES = ("alerts", "all", "none")
 _NO_REASONS: list = []  # the reasons of every row without reasons (shared: never mutate a result's reasons)
 
+
+def _part(rows: pd.DataFrame, a: int, b: int) -> pd.DataFrame:
+    """``rows.iloc[a:b].reset_index(drop=True)``, with the new index set on the slice (~12 us less a group)."""
+    part = rows.iloc[a:b]
+    part.index = pd.RangeIndex(b - a)
+    return part
+
+
 @dataclass
 class BundleState:
     """Online state of a bundle: one sub-state per featurizer (picklable, travels in checkpoints)."""
@@ -142,35 +150,46 @@ class ScoringBundle:
 
     def _features_matrix_many(self, groups) -> np.ndarray:
         """The matrix of several ``(rows, state)`` groups (independent states), rows stacked in group order: each
-        featurizer computes all groups in one ``update_many`` call (its per-call cost dominates small batches)."""
-        parts = []
+        featurizer computes all groups in one ``update_many`` call (its per-call cost dominates small batches).
+        A featurizer with ``update_many_matrix`` (the same values as ``update_many``, as a float64 matrix whose
+        columns are its ``feature_names_``) hands over its matrix: no frame to build and read back."""
+        parts, names = [], []
         n = sum(len(rows) for rows, _ in groups)
         with single_threaded_blas(), shared_columns():  # each frame's columns read once for all featurizers
             for j, f in enumerate(self.featurizers):
                 t0 = time.perf_counter()
                 pairs = [(st.featurizer_states[j], rows) for rows, st in groups]
-                parts.append(f.update(*pairs[0]) if len(pairs) == 1 else f.update_many(pairs))
+                fast = getattr(f, "update_many_matrix", None)
+                if fast is not None:
+                    parts.append(fast(pairs))
+                    names.append(tuple(f.feature_names_))
+                else:
+                    parts.append(f.update(*pairs[0]) if len(pairs) == 1 else f.update_many(pairs))
+                    names.append(tuple(parts[-1].columns))
                 self._tick(f"features.{type(f).__name__}", t0)
         t0 = time.perf_counter()
-        cols = self._column_map(parts)
+        cols = self._column_map(tuple(names))
         if cols is None:  # duplicate or missing names: the DataFrame path (raises on missing features)
-            X = self._assemble(parts, pd.RangeIndex(n)).to_numpy(dtype=np.float64, na_value=np.nan)
-        elif len(cols) == sum(p.shape[1] for p in parts) and (cols == np.arange(len(cols))).all():
-            # the featurizers' columns are the detector's, in order: one copy into the matrix
-            X = np.empty((n, len(cols)), dtype=np.float64)
-            j = 0
-            for p in parts:
-                X[:, j:j + p.shape[1]] = p.to_numpy(dtype=np.float64, na_value=np.nan)
-                j += p.shape[1]
+            frames = [pd.DataFrame(p, columns=list(k)) if isinstance(p, np.ndarray) else p
+                      for p, k in zip(parts, names)]
+            X = self._assemble(frames, pd.RangeIndex(n)).to_numpy(dtype=np.float64, na_value=np.nan)
         else:
-            blocks = [p.to_numpy(dtype=np.float64, na_value=np.nan) for p in parts]
-            X = (np.hstack(blocks) if len(blocks) > 1 else blocks[0])[:, cols]
+            blocks = [p if isinstance(p, np.ndarray) else p.to_numpy(dtype=np.float64, na_value=np.nan) for p in parts]
+            if len(cols) == sum(b.shape[1] for b in blocks) and (cols == np.arange(len(cols))).all():
+                # the featurizers' columns are the detector's, in order: one copy into the matrix
+                X = np.empty((n, len(cols)), dtype=np.float64)
+                j = 0
+                for b in blocks:
+                    X[:, j:j + b.shape[1]] = b
+                    j += b.shape[1]
+            else:
+                X = (np.hstack(blocks) if len(blocks) > 1 else blocks[0])[:, cols]
         self._tick("assemble", t0)
         return X
 
-    def _column_map(self, parts) -> np.ndarray | None:
-        """Positions of ``feature_names`` in the featurizers' concatenated columns (cached per layout)."""
-        key = tuple(tuple(p.columns) for p in parts)
+    def _column_map(self, key: tuple) -> np.ndarray | None:
+        """Positions of ``feature_names`` in the featurizers' concatenated columns (``key``: each featurizer's
+        column names, a tuple per featurizer; cached per layout)."""
         cache = self.__dict__.setdefault("_colmap", {})
         if key not in cache:
             names = [c for k in key for c in k]
@@ -232,16 +251,16 @@ class ScoringBundle:
         if [a for a, _ in bounds[1:]] != [b for _, b in bounds[:-1]] or bounds[0][0] != 0 or bounds[-1][1] != len(rows):
             raise ModelError(f"score_poll: bounds {bounds[:5]} do not cover the {len(rows)} rows in order")
         self.check_columns(rows)
-        live = [(rows if len(bounds) == 1 else rows.iloc[a:b].reset_index(drop=True), st)
-                for (a, b), st in zip(bounds, states) if b > a]
+        live = [(rows if len(bounds) == 1 else _part(rows, a, b), st) for (a, b), st in zip(bounds, states) if b > a]
         if not live:
             return {c: self._empty()[c].to_numpy() for c in RESULT_COLUMNS}
         with single_threaded_blas():
             X = self._features_matrix_many(live)
             out = self._decide_columns(rows, X)  # reads the tx_ids only: those of the live groups, in order
-        for g, st in live:
+        ts = rows[schema.TIMESTAMP].array  # each group's last timestamp, read from the poll's column once
+        for (g, st), b in zip(live, [b for a, b in bounds if b > a]):
             st.n_scored += len(g)
-            st.last_timestamp = g[schema.TIMESTAMP].iloc[-1]
+            st.last_timestamp = ts[b - 1]
         self._observe(X, out["score"], max(st.last_timestamp for _, st in live))
         return out
 
@@ -335,8 +354,11 @@ class ScoringBundle:
                 idx = np.arange(len(s)) if explain == "all" else np.flatnonzero(alert)
                 if len(idx):
                     t0 = time.perf_counter()
-                    ex = self.detector.explain(A[idx] if isinstance(A, np.ndarray) else A.iloc[idx],
-                                               top=self.top_reasons)
+                    if getattr(self.detector, "explains_rows", False):  # reuses the decision's components
+                        ex = self.detector.explain(A, top=self.top_reasons, rows=idx)
+                    else:
+                        ex = self.detector.explain(A[idx] if isinstance(A, np.ndarray) else A.iloc[idx],
+                                                   top=self.top_reasons)
                     self._tick("explain", t0)
                     for j, r in zip(idx, ex):
                         reasons[j] = [str(x) for x in r]

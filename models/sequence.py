@@ -453,8 +453,7 @@ class SequenceEncoder:
             if self.verbose:
                 print(f"epoch {ep + 1}/{self.epochs}: mean NLL {self.train_loss_[-1]:.4f}")
 
-    # ---------------- online / batch processing (one path)
-    @torch.no_grad()
+    # ---------------- online / batch processing (one path: numpy only, no torch call)
     def process(self, state: SequenceState, keys, ts, term_hash, term_vec, known, amount,
                 commit: bool = True) -> np.ndarray:
         """Features of a batch of events (time order) given ``state``; absorb them when ``commit``.
@@ -463,21 +462,26 @@ class SequenceEncoder:
         """
         self._check()
         n = len(ts)
-        H = self.hidden
         if n == 0:
-            return np.zeros((0, H + len(SCORE_NAMES)), np.float32)
+            return np.zeros((0, self.hidden + len(SCORE_NAMES)), np.float32)
         if n == 1 and self.fast_single:
             return self._process_one(state, keys[0], float(ts[0]), term_hash[0], np.asarray(term_vec[0], np.float32),
                                      float(known[0]), float(amount[0]), commit)[None]
+        slots = state.slot_of(keys, self._np()["prior"])
+        uslots, group = np.unique(slots, return_inverse=True)  # local sequence ids for the GRU
+        return self._process_slots(state, slots, uslots, group, ts, term_hash, term_vec, known, amount, commit)
+
+    def _process_slots(self, state: SequenceState, slots, uslots, group, ts, term_hash, term_vec, known, amount,
+                       commit: bool = True) -> np.ndarray:
+        """:meth:`process` of 2+ events whose slots are known: ``slots`` per event, ``uslots`` the distinct ones
+        (sorted) and ``group`` each event's position in ``uslots``."""
+        n = len(ts)
+        H = self.hidden
         term_vec = np.asarray(term_vec, np.float32)
         known = np.asarray(known, np.float64)
         ts = np.asarray(ts, np.float64)
-        prior = self.net_.h0.detach().numpy()
-        slots = state.slot_of(keys, prior)
         x, hour, first, extra, raw = self._inputs(state, slots, ts, term_hash, term_vec, known,
                                                   np.asarray(amount, np.float64))
-        # local sequence ids for the GRU
-        uslots, group = np.unique(slots, return_inverse=True)
         packed, batch_sizes, rank, step, offsets = build_packed(group)
         data = np.empty_like(x)
         data[packed] = x
@@ -518,8 +522,14 @@ class SequenceEncoder:
         batched GRU/head products). Returns one feature array per state."""
         if len(states) == 1:
             return [self.process(states[0], *batches[0])]
+        return np.split(self.process_stacked(states, batches), np.cumsum([len(b[1]) for b in batches])[:-1])
+
+    def process_stacked(self, states, batches) -> np.ndarray:
+        """:meth:`process_many`'s feature arrays stacked in state order (one array: no split to undo)."""
+        if len(states) == 1:
+            return self.process(states[0], *batches[0])
         self._check()
-        prior = self.net_.h0.detach().numpy()
+        prior = self._np()["prior"]
         touched, local, off = [], [], 0
         for st, b in zip(states, batches):
             u, inv = np.unique(st.slot_of(b[0], prior), return_inverse=True)
@@ -530,15 +540,18 @@ class SequenceEncoder:
         tmp = SequenceState(st0.hidden, st0.novelty_buckets, st0.term_dim, slots={i: i for i in range(off)},
                             **{a: np.concatenate([getattr(st, a)[u] for st, u in zip(states, touched)])
                                for a in self.SLOT_ARRAYS})
-        cols = list(zip(*batches))
-        feats = self.process(tmp, np.concatenate(local).tolist(), *[np.concatenate([np.asarray(x) for x in c])
-                                                                      for c in cols[1:]])
+        cols = [np.concatenate([np.asarray(x) for x in c]) for c in list(zip(*batches))[1:]]
+        local = np.concatenate(local)
+        if len(local) > 1:  # the temporary state's slots are 0..off-1, each used: no lookup, no np.unique
+            feats = self._process_slots(tmp, local, np.arange(off), local, *cols)
+        else:
+            feats = self.process(tmp, local.tolist(), *cols)
         i = 0
         for st, u in zip(states, touched):
             for a in self.SLOT_ARRAYS:
                 getattr(st, a)[u] = getattr(tmp, a)[i:i + len(u)]
             i += len(u)
-        return np.split(feats, np.cumsum([len(b[1]) for b in batches])[:-1])
+        return feats
 
     # ---------------- single event fast path (numpy; same arithmetic as process)
     def _np(self):

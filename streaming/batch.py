@@ -54,7 +54,9 @@ def score(bundle, version: str, states: dict, rows: pd.DataFrame, part: np.ndarr
     if n > 1 and (part[1:] < part[:-1]).any():  # not grouped by partition yet (streaming.decode.to_frame groups)
         order = np.argsort(part, kind="stable")
         rows, part, offs = rows.take(order), part[order], offs[order]
-    rows = rows.reset_index(drop=True)
+    idx = rows.index
+    if not (isinstance(idx, pd.RangeIndex) and idx.start == 0 and idx.step == 1):  # to_frame's index already is
+        rows = rows.reset_index(drop=True)
     cuts = np.flatnonzero(part[1:] != part[:-1]) + 1
     bounds = list(zip([0, *cuts.tolist()], [*cuts.tolist(), n]))
     out = bundle.score_poll(rows, bounds, [states[int(part[a])] for a, _ in bounds])
@@ -66,7 +68,7 @@ def score(bundle, version: str, states: dict, rows: pd.DataFrame, part: np.ndarr
     if not np.array_equal(got, want) and not np.array_equal(got.astype(str), want.astype(str)):
         raise FraudError(f"model version {version}: score() returned tx_ids that do not match the events of {topic} "
                          f"(partitions {sorted(set(part.tolist()))})")
-    cols = {c: rows[c].array for c in rows.columns}
+    cols = {c: s.array for c, s in rows.items()}
     cols["kafka_partition"] = part.astype(np.int32, copy=False)
     cols["kafka_offset"] = offs.astype(np.int64, copy=False)
     cols["score"] = score_

@@ -307,7 +307,9 @@ def _hashes(d: Decoded) -> tuple[list[int], list[int]]:
         return [], []
     text = [f"{ts}|{cu}|{te}|{am!r}|{lab}|{sc}|{at}" for ts, cu, te, am, lab, sc, at in
             zip(d.ts, d.cust, d.term, d.amount, d.label, d.scenario, d.attrs)]
-    h = pd.util.hash_array(np.array(d.tx + text, dtype=object)).view(np.int64)  # one call: each value on its own
+    # one call, each value hashed on its own: categorize=False skips a factorize and an Index (~85 us of ~95 per
+    # poll) and gives the same hashes for texts (categorize only hashes each distinct value once)
+    h = pd.util.hash_array(np.array(d.tx + text, dtype=object), categorize=False).view(np.int64)
     return h[:len(d)].tolist(), h[len(d):].tolist()
 
 
@@ -337,4 +339,4 @@ def to_frame(d: Decoded, has_label: bool | None = None) -> tuple[pd.DataFrame, n
         cols[schema.SCENARIO] = np.array(d.scenario, dtype=np.int16)
     if any(a is not None for a in d.attrs):
         cols[ATTRIBUTES] = pd.array(d.attrs, dtype="str")
-    return pd.DataFrame(cols), order
+    return pd.DataFrame(cols, copy=False), order  # the arrays are this frame's own: no copy (~40 us a poll)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from fraud.detectors.override import Override
+from fraud.detectors.override import Override, taken
 from fraud.errors import ConfigError, NotFittedError
 
 COLUMNS = ("BH_C_TX_EXCESS_1D", "BH_C_NB_SMALL_7D", "BH_T_TX_EXCESS_1D")
@@ -31,6 +31,8 @@ class ActivityAlarm(Override):
     its training ``quantile`` (no alarm when no column exceeds it). With ``below`` (a quantile in (0, 1)): alarms
     are not put first but lifted to the base's training score at that quantile (``level_``), just under the
     model's confident rows: max(base score, level_ + tiny * (1 - 1 / (1 + e))); other rows keep their score."""
+
+    rows_aware = True
 
     def __init__(self, base=None, columns: tuple = COLUMNS, quantile: float = 0.999, floor: float = 0.999,
                  below: float | None = None):
@@ -81,6 +83,7 @@ class ActivityAlarm(Override):
 
     def explain(self, X, top: int = 3, **kw):
         out = self.base.explain(X, top=top, **kw)
+        X = taken(X, kw.get("rows"))  # rows: explain these rows of X only (a base with explains_rows)
         z, e = self._matrix(X), self.excess(X)
         words = []
         for zi, ei, r in zip(z, e, out):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from fraud.detectors.override import Override
+from fraud.detectors.override import Override, taken
 from fraud.errors import ConfigError, NotFittedError
 
 COLUMN = "CL_T_NEW_AGED"
@@ -17,6 +17,8 @@ COLUMN = "CL_T_NEW_AGED"
 
 class CollusionAlarm(Override):
     """floor + (1 - floor) * (1 - 1 / (1 + z - z_max)) when z > z_max (the training max), else floor * base score."""
+
+    rows_aware = True
 
     def __init__(self, base=None, column: str = COLUMN, floor: float = 0.999):
         self.base = base
@@ -44,6 +46,6 @@ class CollusionAlarm(Override):
 
     def explain(self, X, top: int = 3, **kw):
         out = self.base.explain(X, top=top, **kw)
-        z = self._z(X)
+        z = self._z(taken(X, kw.get("rows")))  # rows: explain these rows of X only (a base with explains_rows)
         return [([f"collusion: {int(zi)} established cards new to this merchant in a week (training max "
                   f"{self.z_max_:g})"] + list(r)) if zi > self.z_max_ else r for zi, r in zip(z, out)]

@@ -47,6 +47,11 @@ COMBINES = ("auto", "stack", "mean", "max", "logistic")
 
 
 class Ensemble(BaseEstimator):
+    #: ``explain(X, rows=...)`` explains rows of ``X``, from the components ``decision_function(X)`` computed
+    explains_rows = True
+    #: a decision on at most this many rows keeps its components for ``explain(X, rows=...)`` (a stream poll)
+    reuse_rows = 512
+
     def __init__(self, unsupervised=UNSUPERVISED, supervised: str | None = "lightgbm", combine: str = "auto",
                  contamination: float = 0.01, max_train_rows: int | None = 200_000, detector_params=None,
                  supervised_params=None, seed: int = 0):
@@ -258,6 +263,8 @@ class Ensemble(BaseEstimator):
         if len(A) == 0:
             return np.empty(0)
         R, p, comps = self._components(A)
+        if len(A) <= self.reuse_rows:  # one tuple, replaced whole: a reader sees one call's X and components
+            self._last = (X, A, R, comps)
         if self.combine_ == "stack":
             return np.clip(p, 0.0, 1.0)
         with single_threaded_blas():
@@ -275,7 +282,27 @@ class Ensemble(BaseEstimator):
         index = X.index if isinstance(X, pd.DataFrame) else None
         return pd.DataFrame(comps, columns=self.component_names_, index=index)
 
-    def explain(self, X, top: int = 3, top_detectors: int = 2) -> list[list[str]]:
+    def __getstate__(self):
+        d = dict(super().__getstate__())  # object.__getstate__ hands out the instance's own __dict__
+        d.pop("_last", None)  # the last small decision's input and components: a scoring aid, never pickled
+        return d
+
+    def _explained(self, X, rows):
+        """(matrix, unsupervised ranks, components) of the rows of ``X`` to explain (``rows`` None: all): taken
+        from the last ``decision_function`` when it scored this very ``X`` (unchanged since), else computed."""
+        last = self.__dict__.get("_last")
+        if rows is not None and last is not None and last[0] is X:
+            rows = np.asarray(rows, dtype=np.int64)
+            return last[1][rows], last[2][rows], last[3][rows]
+        if rows is not None:
+            X = X.iloc[rows] if isinstance(X, pd.DataFrame) else np.asarray(X)[rows]
+        A = self._matrix(X)
+        if len(A) == 0:
+            return A, None, None
+        R, p, comps = self._components(A)
+        return A, R, comps
+
+    def explain(self, X, top: int = 3, top_detectors: int = 2, rows=None) -> list[list[str]]:
         """Reason codes per row: the ``top`` contributing features, then the ``top_detectors``
         detectors with the highest normalised scores (see ``fraud.detectors.reasons``).
 
@@ -283,12 +310,13 @@ class Ensemble(BaseEstimator):
         (``SupervisedHead.path_contributions``: per-split log-odds credit along each tree path, one
         tree descent per row; its top features agree with TreeSHAP's on most alerted rows, see
         ``fraud bench heads``, at ~1% of TreeSHAP's cost), else the per-feature ECOD tail
-        outlyingness (-log of the tail probability). All rows are attributed in one vectorised pass."""
+        outlyingness (-log of the tail probability). All rows are attributed in one vectorised pass.
+        ``rows``: explain only these rows of ``X`` (the same as ``explain(X[rows])``); right after
+        ``decision_function(X)`` on this ``X`` its detector components are reused, not computed again."""
         self._check_fitted()
-        A = self._matrix(X)
+        A, R, comps = self._explained(X, rows)
         if len(A) == 0:
             return []
-        R, p, comps = self._components(A)
         if self.supervised_ is not None:
             contrib = self.supervised_.path_contributions(self._stack(A, R))[:, :A.shape[1]]
         else:

@@ -8,6 +8,7 @@ needs a way to the top without labels. Subclasses say how far a row's columns ex
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from sklearn.base import BaseEstimator
 
 
@@ -17,6 +18,14 @@ class Override(BaseEstimator):
     @property
     def feature_names_(self):
         return self.base.feature_names_
+
+    #: a subclass whose ``explain`` reads its own columns of ``taken(X, kw.get("rows"))`` sets this
+    rows_aware = False
+
+    @property
+    def explains_rows(self) -> bool:
+        """``explain(X, rows=...)`` is understood: this class reads ``rows`` and so does the base detector."""
+        return type(self).rows_aware and bool(getattr(self.base, "explains_rows", False))
 
     def excess(self, X) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -28,3 +37,10 @@ class Override(BaseEstimator):
     def decision_function(self, X) -> np.ndarray:
         s = np.asarray(self.base.decision_function(X), dtype=np.float64)
         return np.maximum(self.floor * s, self.alarm(X)) if len(s) else s
+
+
+def taken(X, rows):
+    """The rows ``rows`` of ``X`` (a frame or a matrix); all of ``X`` when ``rows`` is None."""
+    if rows is None:
+        return X
+    return X.iloc[rows] if isinstance(X, pd.DataFrame) else np.asarray(X)[rows]

@@ -96,8 +96,8 @@ class SupervisedHead(BaseEstimator):
     def __getstate__(self):
         """Pickles keep the flattened trees and the QuickScorer tables (~0.4 s to build); the packed walk and
         the per-leaf paths (~1.3 MB, ~20-30 ms to build) are rebuilt on first use."""
-        d = super().__getstate__()
-        a = d.get("_paths")
+        d = dict(super().__getstate__())  # object.__getstate__ hands out the instance's own __dict__: copy it,
+        a = d.get("_paths")                 # or pickling would strip the live head's walk too (rebuilt per pickle)
         if isinstance(a, dict):
             d["_paths"] = {k: v for k, v in a.items() if k not in ("packed", "leaves")}
         return d

@@ -246,10 +246,13 @@ class CollusionFeatures(Featurizer):
 
     def update_many(self, pairs) -> pd.DataFrame:
         """``update`` for several independent states, one frame for all of them."""
+        return pd.DataFrame(self.update_many_matrix(pairs), columns=list(NAMES), copy=False)
+
+    def update_many_matrix(self, pairs) -> np.ndarray:
+        """:meth:`update_many`'s values as a float64 matrix (columns ``NAMES``): what the scoring bundle reads."""
         self._check_fitted()
         out = [self._absorb(st, rows) for st, rows in pairs]
-        out = np.concatenate(out) if out else np.zeros((0, len(NAMES)))
-        return pd.DataFrame(out, columns=list(NAMES), copy=False)
+        return (np.concatenate(out) if len(out) > 1 else out[0]) if out else np.zeros((0, len(NAMES)))
 
     def _absorb(self, st: CollusionState, rows: pd.DataFrame) -> np.ndarray:
         """The features of ``rows`` as a matrix; ``rows`` absorbed into ``st``."""

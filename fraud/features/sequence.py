@@ -225,6 +225,16 @@ class SequenceFeatures(Featurizer):
         feats = self.encoder_.process_many([st for st, _ in pairs], [self._events(rows) for _, rows in pairs])
         return self._frame(np.concatenate(feats), pd.RangeIndex(sum(len(r) for _, r in pairs)))
 
+    def update_many_matrix(self, pairs) -> np.ndarray:
+        """:meth:`update_many`'s values as a float64 matrix (columns ``feature_names_``): what the scoring bundle
+        reads, without a frame."""
+        self._check_fitted()
+        live = [(st, rows) for st, rows in pairs if len(rows)]
+        if not live:
+            return np.zeros((0, len(self.feature_names_)))
+        feats = self.encoder_.process_stacked([st for st, _ in live], [self._events(rows) for _, rows in live])
+        return (feats if self.embedding else feats[:, self.encoder_.hidden:]).astype(np.float64)
+
     def score_rows(self, state, rows: pd.DataFrame) -> pd.DataFrame:
         """Features of ``rows`` given ``state`` without absorbing them (River's score_one)."""
         self._check_fitted()

@@ -466,3 +466,44 @@ def test_hbos_kernel_is_bit_identical_to_numpy_path():
     restored = pickle.loads(pickle.dumps(det))
     assert "_log_hist_cache" not in restored.__dict__
     assert np.array_equal(restored.decision_function(Q), det.decision_function(Q))
+
+
+def test_explain_rows_reuses_the_decision_and_equals_explaining_the_taken_rows(data, fitted):
+    """``explain(X, rows=idx)`` (what the scoring bundle calls right after ``decision_function(X)``: the components
+    are reused) equals ``explain(X[idx])``, for the ensemble and the alarms laid over it, frame or matrix; the kept
+    components are never pickled and a large decision keeps none."""
+    from fraud.detectors.activity import ActivityAlarm
+    from fraud.detectors.collusion import CollusionAlarm
+
+    X, y = data
+    Xc = X.assign(CL_T_NEW_AGED=np.where(np.arange(len(X)) % 97 == 0, 9.0, 0.0))
+    with_c = _make("ensemble-sup").fit(Xc, y)  # a matrix holds every column the alarm reads: the bundle's way
+    for name in ("ensemble-unsup", "ensemble-sup"):
+        ens = fitted[name]
+        coll = CollusionAlarm(with_c).fit(Xc.iloc[:1000].assign(CL_T_NEW_AGED=0.0))
+        act = ActivityAlarm(ens, columns=("amount",), quantile=0.99).fit(X)
+        for det, frame in ((ens, X), (coll, Xc), (act, X)):
+            assert det.explains_rows
+            for rows in (frame.iloc[:200], frame.iloc[:200].to_numpy()):
+                idx = np.flatnonzero(det.decision_function(rows) >= 0.3)[:7]
+                got = det.explain(rows, top=3, rows=idx)
+                take = rows.iloc[idx] if isinstance(rows, pd.DataFrame) else rows[idx]
+                assert got == det.explain(take, top=3) and len(got) == len(idx)
+                assert det.explain(rows.copy(), top=3, rows=idx) == got  # another X: computed, not reused
+        assert "_last" in vars(ens) and "_last" not in vars(pickle.loads(pickle.dumps(ens)))
+        ens.decision_function(X.iloc[:ens.reuse_rows + 1])
+        assert len(ens._last[0]) <= ens.reuse_rows
+    assert not CollusionAlarm.rows_aware or CollusionAlarm(fitted["lightgbm"]).explains_rows is False
+
+
+def test_pickling_a_head_leaves_its_own_walk_in_place(data, fitted):
+    """The pickle drops the packed walk and per-leaf paths (rebuilt on first use), the pickled head keeps them."""
+    X, _ = data
+    head = fitted["lightgbm"]
+    head.path_contributions(X.iloc[:5].to_numpy())
+    head.decision_function(X.iloc[:5].to_numpy())
+    built = set(head._paths)
+    back = pickle.loads(pickle.dumps(head))
+    assert {"packed", "leaves"} <= built
+    assert set(head._paths) == built and not {"packed", "leaves"} & set(back._paths)
+    np.testing.assert_array_equal(back.decision_function(X.iloc[:50]), head.decision_function(X.iloc[:50]))

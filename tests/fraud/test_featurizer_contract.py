@@ -146,3 +146,19 @@ def test_update_many_default_stacks_updates(random_world):
     expect = np.vstack([f.update(f.new_state(), a).to_numpy(), f.update(f.new_state(), b).to_numpy()])
     assert out.index.equals(pd.RangeIndex(70))
     np.testing.assert_array_equal(out.to_numpy(), expect)
+
+
+def test_update_many_matrix_of_one_group_and_of_none(fitted, split):
+    """Where a featurizer has the bundle's frameless path: one live group (with an empty one) equals ``update``,
+    no live group gives no rows."""
+    name, f = fitted
+    if not hasattr(f, "update_many_matrix"):
+        pytest.skip(f"{name} has no update_many_matrix")
+    hist, live = split
+    a, b = f.new_state(), f.new_state()
+    f.update(a, hist.iloc[-500:].reset_index(drop=True))
+    f.update(b, hist.iloc[-500:].reset_index(drop=True))
+    rows, empty = live.iloc[:23].reset_index(drop=True), live.iloc[:0]
+    got = f.update_many_matrix([(a, rows), (f.new_state(), empty)])
+    assert np.array_equal(got, f.update(b, rows).to_numpy(dtype=np.float64), equal_nan=True), name
+    assert f.update_many_matrix([(a, empty)]).shape == (0, len(f.feature_names_))

@@ -121,3 +121,52 @@ def test_determinism_and_unfitted():
     np.testing.assert_array_equal(a.process(a.new_state(), *ev), c.process(c.new_state(), *ev))
     with pytest.raises(AttributeError, match="not fitted"):
         SequenceEncoder().new_state()
+
+
+def _process_many_reference(enc, states, batches):
+    """process_many as it was: the touched slots gathered into a temporary state that ``process`` looks up by key."""
+    from models.sequence import SequenceState
+
+    touched, local, off = [], [], 0
+    for st, b in zip(states, batches):
+        u, inv = np.unique(st.slot_of(b[0], enc.net_.h0.detach().numpy()), return_inverse=True)
+        touched.append(u)
+        local.append(inv.reshape(-1) + off)
+        off += len(u)
+    tmp = SequenceState(enc.hidden, enc.novelty_buckets, enc.term_dim_, slots={i: i for i in range(off)},
+                        **{a: np.concatenate([getattr(st, a)[u] for st, u in zip(states, touched)])
+                           for a in enc.SLOT_ARRAYS})
+    cols = list(zip(*batches))
+    feats = enc.process(tmp, np.concatenate(local).tolist(), *[np.concatenate([np.asarray(x) for x in c])
+                                                                for c in cols[1:]])
+    i = 0
+    for st, u in zip(states, touched):
+        for a in enc.SLOT_ARRAYS:
+            getattr(st, a)[u] = getattr(tmp, a)[i:i + len(u)]
+        i += len(u)
+    return feats
+
+
+def test_process_stacked_equals_the_keyed_reference_bit_for_bit(fitted):
+    """process_stacked / process_many (slots known: no lookup, no np.unique on the temporary state) give the
+    features and states of the reference path exactly, on random polls over 3 states (1-event and empty ones too)."""
+    enc, ev = fitted
+    rng = np.random.default_rng(4)
+    part = rng.integers(0, 3, len(ev[1]))
+    fast = [enc.new_state() for _ in range(3)]
+    ref = [enc.new_state() for _ in range(3)]
+    lo = 0
+    while lo < len(ev[1]):
+        size = int(rng.choice([1, 2, 5, 28]))
+        sl = np.arange(lo, min(lo + size, len(ev[1])))
+        lo += size
+        batches = [tuple(e[sl[part[sl] == k]] for e in ev) for k in range(3)]
+        got = enc.process_stacked(fast, batches)
+        want = _process_many_reference(enc, ref, batches)
+        assert np.array_equal(got, want, equal_nan=True)
+        split = enc.process_many([enc.new_state(), enc.new_state()], batches[:2])
+        assert [len(s) for s in split] == [len(b[1]) for b in batches[:2]]
+    for a, b in zip(fast, ref):
+        assert a.slots == b.slots
+        for name in enc.SLOT_ARRAYS:
+            assert np.array_equal(getattr(a, name), getattr(b, name), equal_nan=True), name

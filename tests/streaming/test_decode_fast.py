@@ -65,3 +65,16 @@ def test_a_plain_poll_takes_the_fast_paths():
     assert dec._plain_event(json.loads(values[0])) is not None
     good, letters = dec.decode(msgs, RULES)
     assert not letters and dec._all_in_window(good.ts, good.msgs, RULES) and good.tx == [f"t{i}" for i in range(5)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=8), min_size=1, max_size=40))
+def test_hashes_without_categorize_equal_the_categorized_ones(texts):
+    """``_hashes`` hashes with ``categorize=False``: the same values as pandas' default (duplicates included)."""
+    d = dec.Decoded(tx=list(texts), ts=[0] * len(texts), cust=list(reversed(texts)), term=["T"] * len(texts),
+                    amount=[1.5] * len(texts), label=[-1] * len(texts), scenario=[-1] * len(texts),
+                    attrs=[None] * len(texts), msgs=[None] * len(texts))
+    key, content = dec._hashes(d)
+    text = [f"0|{c}|T|1.5|-1|-1|None" for c in d.cust]
+    ref = pd.util.hash_array(pd.array(d.tx + text, dtype=object).to_numpy()).view("int64").tolist()
+    assert key + content == ref
