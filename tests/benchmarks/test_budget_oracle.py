@@ -102,4 +102,4 @@ def test_evasion_config_scales_the_analyst_with_the_budget_and_switches_the_alar
     assert EvasionConfig(budget=50).cases_per_day() == 50 and EvasionConfig(budget=50, cases=7).cases_per_day() == 7
     assert EvasionConfig().train_kw(FAST_TRAIN) == FAST_TRAIN and EvasionConfig().train_kw() == {}
     on = EvasionConfig(activity_alarm=True, train={"unsupervised": ("hbos",)})
-    assert on.train_kw(FAST_TRAIN) == {"unsupervised": ("hbos",), "activity_alarm": True}
+    assert on.train_kw(FAST_TRAIN) == {**FAST_TRAIN, "unsupervised": ("hbos",), "activity_alarm": True}
