@@ -63,7 +63,7 @@ class LoopConfig:
     batch_rows: int = 1000  # events per scoring micro-batch
     ap_margin: float = 0.01  # the promotion gate's AP margin (fraud retrain --ap-margin)
     unreviewed: str = "genuine"  # a loop event no analyst decided: "genuine" (0), "unknown" (-1) or "reliable"
-    reliable_quantile: float = 0.9  # "reliable": genuine below this quantile of the scoring model's live scores
+    reliable_quantile: float = 0.97  # "reliable": genuine below this quantile of the scoring model's live scores
     explore: int = 0  # of the cases_per_day, those taken from the label-free ranking of the cards not alerted
 
     def check(self) -> None:

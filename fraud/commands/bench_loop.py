@@ -56,7 +56,7 @@ def register(main: click.Group, bench: click.Group) -> None:
                        "the baseline guard and the promotion gate; the label-free detectors still fit on it) or "
                        "reliable (genuine when the model that scored it live put it below --reliable-quantile of "
                        "its own live scores, a 'reliable negative'; unknown above: the near misses).")
-    @click.option("--reliable-quantile", default=0.9, show_default=True, type=click.FloatRange(0, 1, min_open=True,
+    @click.option("--reliable-quantile", default=0.97, show_default=True, type=click.FloatRange(0, 1, min_open=True,
                                                                                                max_open=True),
                   help="With --unreviewed reliable: the quantile of each model version's live scores below which "
                        "an unreviewed loop event counts as genuine.")
