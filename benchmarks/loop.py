@@ -339,9 +339,26 @@ def _weekly_retrain(bundle, df: pd.DataFrame, until, train_until, decided: list,
     labels = loop_labels(seen, train_until, decided, cfg.unreviewed, reliable)
     new, decision = retrain(bundle, seen, labels, until, cfg, gated=gated)
     decision["loop_frauds_labelled"] = int(labels.loc[len(seen):, "label"].sum())  # the analyst's fraud decisions
+    decision["unreviewed_frauds"] = unreviewed_frauds(seen, labels, train_until)
     if cuts:
         decision["reliable_cuts"] = cuts
     return new, seen, decision
+
+
+def unreviewed_frauds(seen: pd.DataFrame, labels: pd.DataFrame, train_until: pd.Timestamp) -> dict:
+    """The world's frauds among the loop events of ``seen`` no analyst decided, per scenario id, by the label
+    ``labels`` (:func:`loop_labels`: the policy's rows, then the decisions) gave them: {"genuine": {id: n},
+    "unknown": {id: n}}. A measure of the bench (it reads the ground truth): missed frauds taught as genuine."""
+    n = len(seen)
+    given = labels["label"].to_numpy()[:n]
+    decided = seen["tx_id"].astype(str).isin(labels["tx_id"].iloc[n:]).to_numpy()
+    missed = (seen["timestamp"] >= train_until).to_numpy() & ~decided & (seen["label"].to_numpy() == 1)
+    sc = seen["scenario"].to_numpy()
+    out = {}
+    for name, value in (("genuine", 0), ("unknown", UNKNOWN)):
+        ids, k = np.unique(sc[missed & (given == value)].astype(int), return_counts=True)
+        out[name] = {int(i): int(c) for i, c in zip(ids, k)}
+    return out
 
 
 def reliable_negatives(live: pd.DataFrame, q: float) -> tuple[pd.Series, dict]:

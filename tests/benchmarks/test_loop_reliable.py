@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import benchmarks.loop as loop
-from benchmarks.loop import LoopConfig, loop_labels, reliable_negatives, with_labels
+from benchmarks.loop import LoopConfig, loop_labels, reliable_negatives, unreviewed_frauds, with_labels
 from fraud.cli import main
 from fraud.errors import ConfigError
 
@@ -106,3 +106,13 @@ def test_loop_labels_reliable_keeps_history_and_the_latest_decision():
     for q in (0, 1, 1.5, True, "0.9"):
         with pytest.raises(ConfigError, match="reliable_quantile"):
             LoopConfig(unreviewed="reliable", reliable_quantile=q).check()
+
+
+def test_unreviewed_frauds_counts_missed_frauds_by_the_label_they_got():
+    ts = pd.to_datetime([f"2019-01-0{d}" for d in range(1, 8)], utc=True)
+    seen = pd.DataFrame({"tx_id": list("abcdefg"), "timestamp": ts, "label": [1, 1, 1, 1, 1, 0, 1],
+                         "scenario": [2, 2, 21, 21, 3, 0, 21]})
+    ok = pd.Series([True, False, True, False, True, False], index=list("bcdefg"))
+    labels = loop_labels(seen, ts[1], [pd.DataFrame({"tx_id": ["e", "g"], "label": [1, 1]})], "reliable", ok)
+    # a: before the loop; e, g: decided; f: genuine; b (2) and d (21) taught genuine, c (21) skipped
+    assert unreviewed_frauds(seen, labels, ts[1]) == {"genuine": {2: 1, 21: 1}, "unknown": {21: 1}}
