@@ -14,9 +14,11 @@ promoted by schedule), ``full`` (analyst labels, gated). Beside them :func:`orac
 the budget (``benchmarks.oracle.budget_oracle``: every fraud first; per new pattern, that pattern first).
 ``BenchConfig.tactics`` adds adaptive fraudsters (``fraud.evasion.inject``) from the onset to the end of the world:
 new patterns built to hide from the initial features, reported and bounded like the world's own.
-``LoopConfig.unreviewed``: a loop event no analyst decided is "genuine" (0, not reported) or "unknown" (-1, which
-the supervised head, the baseline guard and the gate skip); ``LoopConfig.explore``: cases a day the analyst takes
-from the cards the budget left out, ranked by the label-free detectors alone.
+``LoopConfig.unreviewed``: a loop event no analyst decided is "genuine" (0, not reported), "unknown" (-1, which
+the supervised head, the baseline guard and the gate skip) or "reliable" (0 when the model that scored it live put
+it below the ``reliable_quantile`` of its own live scores, else -1: positive-unlabelled learning's reliable
+negatives); ``LoopConfig.explore``: cases a day the analyst takes from the cards the budget left out, ranked by the
+label-free detectors alone.
 Figures and definitions: docs/benchmarks.md.
 """
 from __future__ import annotations
@@ -39,6 +41,8 @@ ARMS = ("frozen", "no_labels", "full")
 #: label policies for loop events no analyst decided: 0 ("not reported", as fraud retrain reads an archive) or
 #: fraud.training.data.UNKNOWN (-1: skipped by the supervised head, the baseline guard and the promotion gate)
 UNREVIEWED = {"genuine": 0, "unknown": UNKNOWN}
+#: ... and "reliable": 0 below the scoring model's live-score quantile (a reliable negative), UNKNOWN above it
+POLICIES = (*UNREVIEWED, "reliable")
 FRESH_PARAM = "refresh_lr"  # the graph featurizer's rate of embedding updates from the stream (0 = frozen vectors)
 #: a TrainConfig that retrains in seconds on a small world (all featurizers, two fast detectors, a small head)
 FAST_TRAIN = {"unsupervised": ("iforest", "hbos"), "ensemble_params": {"supervised_params": {"n_estimators": 100}},
@@ -58,7 +62,8 @@ class LoopConfig:
     analyst: str = "cases"  # "cases": the top cases of fraud.review's clustering; "cards": the top alerted cards
     batch_rows: int = 1000  # events per scoring micro-batch
     ap_margin: float = 0.01  # the promotion gate's AP margin (fraud retrain --ap-margin)
-    unreviewed: str = "genuine"  # a loop event no analyst decided: "genuine" (0, not reported) or "unknown" (-1)
+    unreviewed: str = "genuine"  # a loop event no analyst decided: "genuine" (0), "unknown" (-1) or "reliable"
+    reliable_quantile: float = 0.97  # "reliable": genuine below this quantile of the scoring model's live scores
     explore: int = 0  # of the cases_per_day, those taken from the label-free ranking of the cards not alerted
 
     def check(self) -> None:
@@ -74,8 +79,11 @@ class LoopConfig:
         if not isinstance(self.explore, (int, np.integer)) or not 0 <= self.explore <= self.cases_per_day:
             raise ConfigError(f"bench loop: explore={self.explore!r} must be an integer in [0, cases_per_day="
                               f"{self.cases_per_day}]")
-        if self.unreviewed not in UNREVIEWED:
-            raise ConfigError(f"bench loop: unreviewed={self.unreviewed!r} must be one of {', '.join(UNREVIEWED)}")
+        if self.unreviewed not in POLICIES:
+            raise ConfigError(f"bench loop: unreviewed={self.unreviewed!r} must be one of {', '.join(POLICIES)}")
+        q = self.reliable_quantile
+        if isinstance(q, bool) or not isinstance(q, (int, float, np.floating)) or not 0 < q < 1:
+            raise ConfigError(f"bench loop: reliable_quantile={q!r} must be a number in (0, 1)")
 
 
 def fresh_available() -> bool:
@@ -298,8 +306,9 @@ def run_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, arm: str, c
                      "fraud_decided_by_scenario": _by_scenario(dec, scenario),
                      "model_version": str(bundle.version)})
         if arm != "frozen" and (d + 1) % cfg.retrain_every_days == 0 and d + 1 < 7 * weeks:
+            live = pd.concat(parts, ignore_index=True) if cfg.unreviewed == "reliable" else None
             new, seen, decision = _weekly_retrain(bundle, df, lo + DAY, train_until, decided if arm == "full" else [],
-                                                  cfg, gated=arm == "full")
+                                                  cfg, gated=arm == "full", live=live)
             retrains.append({**decision, "day": d})
             say(f"  {arm} day {d}: {decision['reason']}")
             if new is not None:
@@ -318,29 +327,78 @@ def _by_scenario(dec: pd.DataFrame, scenario: pd.Series) -> dict:
     return {int(i): int(k) for i, k in zip(ids, n)}
 
 
-def _weekly_retrain(bundle, df: pd.DataFrame, until, train_until, decided: list, cfg: LoopConfig, gated: bool):
+def _weekly_retrain(bundle, df: pd.DataFrame, until, train_until, decided: list, cfg: LoopConfig, gated: bool,
+                    live: pd.DataFrame | None = None):
     """(the promoted bundle or None, the events it read, the decision) of a retrain at ``until`` on the last
-    ``history_days`` of events with the labels ``loop_labels`` gives."""
+    ``history_days`` of events with the labels ``loop_labels`` gives (``live``: the loop events scored so far, as
+    run_arm keeps them, for the "reliable" policy)."""
     seen = df[df["timestamp"] < until]
     if cfg.history_days:
         seen = seen[seen["timestamp"] >= until - cfg.history_days * DAY]
-    labels = loop_labels(seen, train_until, decided, cfg.unreviewed)
+    reliable, cuts = reliable_negatives(live, cfg.reliable_quantile) if cfg.unreviewed == "reliable" else (None, {})
+    labels = loop_labels(seen, train_until, decided, cfg.unreviewed, reliable)
     new, decision = retrain(bundle, seen, labels, until, cfg, gated=gated)
     decision["loop_frauds_labelled"] = int(labels.loc[len(seen):, "label"].sum())  # the analyst's fraud decisions
+    decision["unreviewed_frauds"] = unreviewed_frauds(seen, labels, train_until)
+    if cuts:
+        decision["reliable_cuts"] = cuts
     return new, seen, decision
 
 
-def loop_labels(seen: pd.DataFrame, train_until: pd.Timestamp, decided: list,
-                unreviewed: str = "genuine") -> pd.DataFrame:
+def unreviewed_frauds(seen: pd.DataFrame, labels: pd.DataFrame, train_until: pd.Timestamp) -> dict:
+    """The world's frauds among the loop events of ``seen`` no analyst decided, per scenario id, by the label
+    ``labels`` (:func:`loop_labels`: the policy's rows, then the decisions) gave them: {"genuine": {id: n},
+    "unknown": {id: n}}. A measure of the bench (it reads the ground truth): missed frauds taught as genuine."""
+    n = len(seen)
+    given = labels["label"].to_numpy()[:n]
+    decided = seen["tx_id"].astype(str).isin(labels["tx_id"].iloc[n:]).to_numpy()
+    missed = (seen["timestamp"] >= train_until).to_numpy() & ~decided & (seen["label"].to_numpy() == 1)
+    sc = seen["scenario"].to_numpy()
+    out = {}
+    for name, value in (("genuine", 0), ("unknown", UNKNOWN)):
+        ids, k = np.unique(sc[missed & (given == value)].astype(int), return_counts=True)
+        out[name] = {int(i): int(c) for i, c in zip(ids, k)}
+    return out
+
+
+def reliable_negatives(live: pd.DataFrame, q: float) -> tuple[pd.Series, dict]:
+    """(per loop event scored so far, by tx_id: whether it is a reliable negative, its live score below the ``q``
+    quantile of the live scores of the model version that scored it; that cut per version). ``live``: tx_id,
+    score, model_version of every loop event scored so far (the scores the loop alerted by; no second pass)."""
+    if live is None or not len(live):
+        raise ConfigError("bench loop: unreviewed='reliable' needs the loop's live scores; none were kept")
+    score = live["score"].to_numpy(np.float64)
+    cuts = live.groupby("model_version", sort=True)["score"].quantile(q)
+    below = score < live["model_version"].map(cuts).to_numpy(np.float64)
+    return pd.Series(below, index=live["tx_id"].astype(str).to_numpy()), {str(k): float(v) for k, v in cuts.items()}
+
+
+def loop_labels(seen: pd.DataFrame, train_until: pd.Timestamp, decided: list, unreviewed: str = "genuine",
+                reliable: pd.Series | None = None) -> pd.DataFrame:
     """Labels a retrain knows: the initial file's (ground truth before ``train_until``), then for later events
-    the ``unreviewed`` policy's value (:data:`UNREVIEWED`: 0 not reported, or -1 unknown), then the analyst's
-    decisions (the latest per tx_id wins, as ``fraud.training.data.apply_labels``)."""
-    if unreviewed not in UNREVIEWED:
-        raise ConfigError(f"bench loop: unreviewed={unreviewed!r} must be one of {', '.join(UNREVIEWED)}")
-    later = seen["timestamp"] >= train_until
-    base = pd.DataFrame({"tx_id": seen["tx_id"].astype(str).to_numpy(),
-                         "label": np.where(later, UNREVIEWED[unreviewed], seen["label"]).astype(np.int8)})
+    the ``unreviewed`` policy's value (:data:`UNREVIEWED`: 0 not reported, or -1 unknown; "reliable": 0 where
+    ``reliable`` (tx_id -> bool, :func:`reliable_negatives`) is true, else -1), then the analyst's decisions (the
+    latest per tx_id wins, as ``fraud.training.data.apply_labels``)."""
+    if unreviewed not in POLICIES:
+        raise ConfigError(f"bench loop: unreviewed={unreviewed!r} must be one of {', '.join(POLICIES)}")
+    later = (seen["timestamp"] >= train_until).to_numpy()
+    tx = seen["tx_id"].astype(str).to_numpy()
+    value = UNREVIEWED.get(unreviewed, UNKNOWN)
+    if unreviewed == "reliable":
+        value = np.where(_reliable_of(reliable, tx[later]), 0, UNKNOWN)
+    lab = seen["label"].to_numpy().astype(np.int8)
+    lab[later] = value
+    base = pd.DataFrame({"tx_id": tx, "label": lab})
     return pd.concat([base, *decided], ignore_index=True) if decided else base
+
+
+def _reliable_of(reliable: pd.Series | None, tx: np.ndarray) -> np.ndarray:
+    """``reliable`` (tx_id -> bool) at the loop events ``tx``; each must have been scored live."""
+    got = (reliable if reliable is not None else pd.Series(dtype=bool)).reindex(tx)
+    if got.isna().any():
+        raise ConfigError(f"bench loop: unreviewed='reliable': {int(got.isna().sum())} loop event(s) have no live "
+                          f"score, e.g. tx_id {tx[got.isna().to_numpy()][0]!r}")
+    return got.to_numpy(bool)
 
 
 def with_labels(seen: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
