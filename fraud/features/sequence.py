@@ -194,10 +194,7 @@ class SequenceFeatures(Featurizer):
     def _frame(self, feats: np.ndarray, index) -> pd.DataFrame:
         if not self.embedding:
             feats = feats[:, self.encoder_.hidden:]
-        ci = self.__dict__.get("_columns_index")
-        if ci is None or list(ci) != list(self.feature_names_):  # a cached Index: ~120 us less than a list
-            ci = self._columns_index = pd.Index(list(self.feature_names_))
-        return pd.DataFrame(feats, index=index, columns=ci, copy=False)
+        return self.output_frame(feats, index)
 
     def transform(self, df: pd.DataFrame) -> pd.DataFrame:
         self._check_fitted()
