@@ -38,6 +38,7 @@ from sklearn.base import BaseEstimator
 
 from fraud._blas import single_threaded_blas
 from fraud.detectors.fusion import RankNormalizer, make_combiner
+from fraud.detectors.override import taken
 from fraud.detectors.reasons import FeatureProfile, build_reasons
 from fraud.detectors.supervised import SUPERVISED, SupervisedHead, labelled_mask
 from fraud.detectors.unsupervised import UNSUPERVISED, FastECOD, make_detector
@@ -294,9 +295,7 @@ class Ensemble(BaseEstimator):
         if rows is not None and last is not None and last[0] is X:
             rows = np.asarray(rows, dtype=np.int64)
             return last[1][rows], last[2][rows], last[3][rows]
-        if rows is not None:
-            X = X.iloc[rows] if isinstance(X, pd.DataFrame) else np.asarray(X)[rows]
-        A = self._matrix(X)
+        A = self._matrix(taken(X, rows))
         if len(A) == 0:
             return A, None, None
         R, p, comps = self._components(A)

@@ -246,7 +246,7 @@ class CollusionFeatures(Featurizer):
 
     def update_many(self, pairs) -> pd.DataFrame:
         """``update`` for several independent states, one frame for all of them."""
-        return pd.DataFrame(self.update_many_matrix(pairs), columns=list(NAMES), copy=False)
+        return self.output_frame(self.update_many_matrix(pairs))
 
     def update_many_matrix(self, pairs) -> np.ndarray:
         """:meth:`update_many`'s values as a float64 matrix (columns ``NAMES``): what the scoring bundle reads."""

@@ -685,13 +685,13 @@ class GraphFeatures(Featurizer):
 
     def update(self, state: GraphState, rows: pd.DataFrame) -> pd.DataFrame:
         self._check_fitted()
-        return self._frame(self._finish(*self._absorb(state, rows)), rows.index)
+        return self.output_frame(self._finish(*self._absorb(state, rows)), rows.index)
 
     def update_many(self, pairs) -> pd.DataFrame:
         """``update`` for several independent states: the kernel runs per state, the projections and the frame
         once for all of them."""
         out = self.update_many_matrix(pairs)
-        return self._frame(out, pd.RangeIndex(len(out)))
+        return self.output_frame(out, pd.RangeIndex(len(out)))
 
     def update_many_matrix(self, pairs) -> np.ndarray:
         """:meth:`update_many`'s values as a float64 matrix (columns ``feature_names_``): what the scoring bundle
@@ -765,9 +765,6 @@ class GraphFeatures(Featurizer):
             pos = {c: i for i, c in enumerate(self.all_names_)}
             got = self._kept_cache = (key, None if key[0] == key[1] else np.asarray([pos[c] for c in key[0]], np.int64))
         return got[1]
-
-    def _frame(self, out: np.ndarray, index) -> pd.DataFrame:
-        return pd.DataFrame(out, index=index, columns=list(self.feature_names_), copy=False)
 
     def save(self, path) -> None:
         import joblib
