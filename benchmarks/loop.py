@@ -18,7 +18,8 @@ new patterns built to hide from the initial features, reported and bounded like 
 the supervised head, the baseline guard and the gate skip) or "reliable" (0 when the model that scored it live put
 it below the ``reliable_quantile`` of its own live scores, else -1: positive-unlabelled learning's reliable
 negatives); ``LoopConfig.explore``: cases a day the analyst takes from the cards the budget left out, ranked by the
-label-free detectors alone.
+label-free detectors alone; ``LoopConfig.chargebacks``: the share of fraud cards whose holders dispute the charges,
+each fraud reaching the retrains ``chargeback_days`` after it happened (labels from outside the alert budget).
 Figures and definitions: docs/benchmarks.md.
 """
 from __future__ import annotations
@@ -65,6 +66,8 @@ class LoopConfig:
     unreviewed: str = "genuine"  # a loop event no analyst decided: "genuine" (0), "unknown" (-1) or "reliable"
     reliable_quantile: float = 0.97  # "reliable": genuine below this quantile of the scoring model's live scores
     explore: int = 0  # of the cases_per_day, those taken from the label-free ranking of the cards not alerted
+    chargebacks: float = 0.0  # share of fraud cards whose holders dispute their fraud (0: the analyst's labels only)
+    chargeback_days: int = 7  # a disputed fraud is known this many days after it happened (the handbook's delay)
 
     def check(self) -> None:
         for name in ("budget", "cases_per_day", "retrain_every_days", "batch_rows"):
@@ -81,6 +84,12 @@ class LoopConfig:
                               f"{self.cases_per_day}]")
         if self.unreviewed not in POLICIES:
             raise ConfigError(f"bench loop: unreviewed={self.unreviewed!r} must be one of {', '.join(POLICIES)}")
+        c = self.chargebacks
+        if isinstance(c, bool) or not isinstance(c, (int, float, np.floating)) or not 0 <= c <= 1:
+            raise ConfigError(f"bench loop: chargebacks={c!r} must be a number in [0, 1]")
+        d = self.chargeback_days
+        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0:
+            raise ConfigError(f"bench loop: chargeback_days={d!r} must be an integer >= 0")
         q = self.reliable_quantile
         if isinstance(q, bool) or not isinstance(q, (int, float, np.floating)) or not 0 < q < 1:
             raise ConfigError(f"bench loop: reliable_quantile={q!r} must be a number in (0, 1)")
@@ -336,17 +345,33 @@ def _weekly_retrain(bundle, df: pd.DataFrame, until, train_until, decided: list,
     if cfg.history_days:
         seen = seen[seen["timestamp"] >= until - cfg.history_days * DAY]
     reliable, cuts = reliable_negatives(live, cfg.reliable_quantile) if cfg.unreviewed == "reliable" else (None, {})
-    labels = loop_labels(seen, train_until, decided, cfg.unreviewed, reliable)
+    disputed = chargebacks(seen, train_until, until, cfg)
+    labels = loop_labels(seen, train_until, [disputed, *decided], cfg.unreviewed, reliable)
     new, decision = retrain(bundle, seen, labels, until, cfg, gated=gated)
-    decision["loop_frauds_labelled"] = int(labels.loc[len(seen):, "label"].sum())  # the analyst's fraud decisions
+    decision["loop_frauds_labelled"] = int(sum(int(d["label"].sum()) for d in decided))  # the analyst's decisions
+    decision["chargebacks"] = len(disputed)
     decision["unreviewed_frauds"] = unreviewed_frauds(seen, labels, train_until)
     if cuts:
         decision["reliable_cuts"] = cuts
     return new, seen, decision
 
 
+def chargebacks(seen: pd.DataFrame, train_until: pd.Timestamp, until: pd.Timestamp, cfg: LoopConfig) -> pd.DataFrame:
+    """The disputes a retrain at ``until`` knows (tx_id, label 1): the loop frauds of ``seen`` at least
+    ``cfg.chargeback_days`` old, on the cards whose holders dispute (a ``cfg.chargebacks`` share of cards, drawn
+    once per card from its id and the loop's seed, so a card disputes in every arm and week or in none). Read from
+    the ground truth, as the analyst's decisions are; none when ``cfg.chargebacks`` is 0."""
+    loop = seen[(seen["timestamp"] >= train_until) & (seen["label"].to_numpy() == 1)
+                & (seen["timestamp"] <= until - cfg.chargeback_days * DAY)]
+    cards = loop["customer_id"].astype(str).to_numpy(object)
+    key = f"chargeback{cfg.seed % 10**6:06d}"  # pandas' hash key: 16 characters
+    draw = pd.util.hash_array(cards, hash_key=key, categorize=False) / np.float64(2.0 ** 64)
+    tx = loop["tx_id"].astype(str).to_numpy()[draw < cfg.chargebacks]
+    return pd.DataFrame({"tx_id": tx, "label": np.ones(len(tx), np.int8)})
+
+
 def unreviewed_frauds(seen: pd.DataFrame, labels: pd.DataFrame, train_until: pd.Timestamp) -> dict:
-    """The world's frauds among the loop events of ``seen`` no analyst decided, per scenario id, by the label
+    """The world's frauds among the loop events of ``seen`` no analyst decided (nor a dispute named), per scenario id, by the label
     ``labels`` (:func:`loop_labels`: the policy's rows, then the decisions) gave them: {"genuine": {id: n},
     "unknown": {id: n}}. A measure of the bench (it reads the ground truth): missed frauds taught as genuine."""
     n = len(seen)

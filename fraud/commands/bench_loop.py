@@ -65,6 +65,12 @@ def register(main: click.Group, bench: click.Group) -> None:
                   help="Of the analyst's --cases a day, those taken from the cards the budget did not alert, "
                        "ranked by the model's label-free detectors alone (exploration: labels for patterns the "
                        "head does not score high yet); recall at budget still counts the budget's alerts only.")
+    @click.option("--chargebacks", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+                  help="Share of fraud cards whose holders dispute the charges: their frauds reach the weekly "
+                       "retrains --chargeback-days after they happened, in every retrained arm (labels from "
+                       "outside the alert budget; 0: the analyst's decisions are the only loop labels).")
+    @click.option("--chargeback-days", default=7, show_default=True, type=click.IntRange(0),
+                  help="Days from a disputed fraud to its label (7: the handbook's feedback delay).")
     @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                   help="Training override, repeatable: a TrainConfig field or FEATURIZER.PARAM (as bench worlds).")
     @click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
@@ -75,14 +81,15 @@ def register(main: click.Group, bench: click.Group) -> None:
         full loop, and the oracle ceiling): recall at budget, AP, alert precision; per new pattern: days to its
         first alert and to 50 % recall, recall per week. The retrain's label policy (--unreviewed: whether a loop
         event no analyst decided is genuine, unknown, or genuine only below the scoring model's own score
-        quantile) and exploration (--explore) are options; figures per policy in docs/benchmarks.md, "Closed
-        loop"."""
+        quantile), exploration (--explore) and cardholder disputes (--chargebacks) are options; figures per option
+        in docs/benchmarks.md, "Closed loop"."""
         from benchmarks.loop import FAST_TRAIN, BenchConfig, LoopConfig, run_loop, table
         from benchmarks.worlds import train_overrides
 
         loop = LoopConfig(budget=kw["budget"], cases_per_day=kw["cases"], analyst=kw["analyst"],
                           unreviewed=kw["unreviewed"], explore=kw["explore"],
-                          reliable_quantile=kw["reliable_quantile"],
+                          reliable_quantile=kw["reliable_quantile"], chargebacks=kw["chargebacks"],
+                          chargeback_days=kw["chargeback_days"],
                           train_kw={**FAST_TRAIN, **train_overrides(kw["sets"])})
         cfg = BenchConfig(seed=kw["seed"], customers=kw["customers"], terminals=kw["terminals"], weeks=kw["weeks"],
                           train_weeks=kw["train_weeks"], onset_weeks=kw["onset_weeks"], arms=_arms(kw["arms"]),
