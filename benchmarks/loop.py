@@ -373,7 +373,8 @@ def chargebacks(seen: pd.DataFrame, train_until: pd.Timestamp, until: pd.Timesta
 def unreviewed_frauds(seen: pd.DataFrame, labels: pd.DataFrame, train_until: pd.Timestamp) -> dict:
     """The world's frauds among the loop events of ``seen`` no analyst decided (nor a dispute named), per scenario
     id, by the label ``labels`` (:func:`loop_labels`: the policy's rows, then the disputes and decisions) gave them:
-    {"genuine": {id: n}, "unknown": {id: n}}. A measure of the bench (it reads the ground truth): missed frauds taught as genuine."""
+    {"genuine": {id: n}, "unknown": {id: n}}. A measure of the bench (it reads the ground truth): missed frauds
+    taught as genuine."""
     n = len(seen)
     given = labels["label"].to_numpy()[:n]
     decided = seen["tx_id"].astype(str).isin(labels["tx_id"].iloc[n:]).to_numpy()

@@ -57,7 +57,8 @@ def test_disputes_are_old_enough_loop_frauds_of_whole_cards_drawn_by_seed():
 def test_a_retrain_without_analyst_labels_receives_the_disputes_through_the_cli(monkeypatch):
     trained = []
     real = loop._train
-    monkeypatch.setattr(loop, "_train", lambda df, until, cfg: trained.append((df.copy(), until)) or real(df, until, cfg))
+    monkeypatch.setattr(loop, "_train",
+                        lambda df, until, cfg: trained.append((df.copy(), until)) or real(df, until, cfg))
     args = ["bench", "loop", "--arms", "no_labels", "--chargebacks", "0.5", "--chargeback-days", "3", "--json"]
     args += [a for k, v in WORLD.items() for a in (f"--{k.replace('_', '-')}", str(v))]
     res = CliRunner().invoke(main, args + [a for s in TINY for a in ("--set", s)])
