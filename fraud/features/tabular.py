@@ -328,7 +328,9 @@ def _stacked(items, code_col: str = "code") -> tuple:
     for log, cc, ts, cols in items:
         present, local = np.unique(cc, return_inverse=True)
         h = log.rows_of(code_col, present)
-        codes += [np.searchsorted(present, log[code_col][h]) + off, local.reshape(-1) + off]
+        lut = np.empty(int(present[-1]) + 1 if len(present) else 0, dtype=np.int64)  # code -> its rank in present
+        lut[present] = np.arange(off, off + len(present))  # (a gather: history rows come in chain order, unsorted)
+        codes += [lut[log[code_col][h]], local.reshape(-1) + off]
         times += [log["ts"][h], ts]
         for col, v in cols.items():
             vals.setdefault(col, []).extend([log[col][h], v])
