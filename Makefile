@@ -17,8 +17,8 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/fraud demo --workdir .demo
 
-# three pytest-xdist workers on two cores, each file on one worker (its module fixtures built once; the live-scorer tests'
-# broker and registered bundle once per worker: tests/integration/conftest.py);
+# three pytest-xdist workers on two cores, each file on one worker (its module fixtures built once; the
+# live-scorer tests' broker and registered bundle once per worker: tests/integration/conftest.py);
 # the third worker fills the time the broker, scorer-process and model-server tests spend waiting (their files
 # use 55-65 % of their wall time in CPU): 147 s against 173 s with two, same machine back to back;
 # TEST_WORKERS=0 runs the suite in one process (a machine whose cores are busy: no second worker's overhead)

@@ -328,8 +328,10 @@ def _stacked(items, code_col: str = "code") -> tuple:
     for log, cc, ts, cols in items:
         present, local = np.unique(cc, return_inverse=True)
         h = log.rows_of(code_col, present)
-        lut = np.empty(int(present[-1]) + 1 if len(present) else 0, dtype=np.int64)  # code -> its rank in present
-        lut[present] = np.arange(off, off + len(present))  # (a gather: history rows come in chain order, unsorted)
+        # code -> its new number (rank in present, past the previous states'): a table, not a binary search per
+        # history row (the rows come in chain order, so each search would miss the cache)
+        lut = np.empty(int(present[-1]) + 1 if len(present) else 0, dtype=np.int64)
+        lut[present] = np.arange(off, off + len(present))
         codes += [lut[log[code_col][h]], local.reshape(-1) + off]
         times += [log["ts"][h], ts]
         for col, v in cols.items():
