@@ -150,40 +150,30 @@ class ScoringBundle:
 
     def _features_matrix_many(self, groups) -> np.ndarray:
         """The matrix of several ``(rows, state)`` groups (independent states), rows stacked in group order: each
-        featurizer computes all groups in one ``update_many`` call (its per-call cost dominates small batches).
-        A featurizer with ``update_many_matrix`` (the same values as ``update_many``, as a float64 matrix whose
-        columns are its ``feature_names_``) hands over its matrix: no frame to build and read back."""
+        featurizer computes all groups in one ``update_many_matrix`` call (its per-call cost dominates small
+        batches), a float64 matrix whose columns are its ``feature_names_``: no frame to build and read back."""
         parts, names = [], []
         n = sum(len(rows) for rows, _ in groups)
         with single_threaded_blas(), shared_columns():  # each frame's columns read once for all featurizers
             for j, f in enumerate(self.featurizers):
                 t0 = time.perf_counter()
-                pairs = [(st.featurizer_states[j], rows) for rows, st in groups]
-                fast = getattr(f, "update_many_matrix", None)
-                if fast is not None:
-                    parts.append(fast(pairs))
-                    names.append(tuple(f.feature_names_))
-                else:
-                    parts.append(f.update(*pairs[0]) if len(pairs) == 1 else f.update_many(pairs))
-                    names.append(tuple(parts[-1].columns))
+                parts.append(f.update_many_matrix([(st.featurizer_states[j], rows) for rows, st in groups]))
+                names.append(tuple(f.feature_names_))
                 self._tick(f"features.{type(f).__name__}", t0)
         t0 = time.perf_counter()
         cols = self._column_map(tuple(names))
         if cols is None:  # duplicate or missing names: the DataFrame path (raises on missing features)
-            frames = [pd.DataFrame(p, columns=list(k)) if isinstance(p, np.ndarray) else p
-                      for p, k in zip(parts, names)]
+            frames = [pd.DataFrame(p, columns=list(k)) for p, k in zip(parts, names)]
             X = self._assemble(frames, pd.RangeIndex(n)).to_numpy(dtype=np.float64, na_value=np.nan)
+        elif len(cols) == sum(p.shape[1] for p in parts) and (cols == np.arange(len(cols))).all():
+            # the featurizers' columns are the detector's, in order: one copy into the matrix
+            X = np.empty((n, len(cols)), dtype=np.float64)
+            j = 0
+            for p in parts:
+                X[:, j:j + p.shape[1]] = p
+                j += p.shape[1]
         else:
-            blocks = [p if isinstance(p, np.ndarray) else p.to_numpy(dtype=np.float64, na_value=np.nan) for p in parts]
-            if len(cols) == sum(b.shape[1] for b in blocks) and (cols == np.arange(len(cols))).all():
-                # the featurizers' columns are the detector's, in order: one copy into the matrix
-                X = np.empty((n, len(cols)), dtype=np.float64)
-                j = 0
-                for b in blocks:
-                    X[:, j:j + b.shape[1]] = b
-                    j += b.shape[1]
-            else:
-                X = (np.hstack(blocks) if len(blocks) > 1 else blocks[0])[:, cols]
+            X = (np.hstack(parts) if len(parts) > 1 else parts[0])[:, cols]
         self._tick("assemble", t0)
         return X
 

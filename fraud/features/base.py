@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from fraud.errors import NotFittedError
+from fraud.errors import ModelError, NotFittedError
 
 
 class Featurizer(BaseEstimator, ABC):
@@ -73,6 +73,16 @@ class Featurizer(BaseEstimator, ABC):
         if not parts:
             return pd.DataFrame(np.empty((0, len(self.feature_names_))), columns=list(self.feature_names_))
         return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
+
+    def update_many_matrix(self, pairs) -> np.ndarray:
+        """``update_many``'s values as a float64 matrix whose columns are ``feature_names_``, in order: what the
+        scoring bundle reads (no frame to build and read back). This default converts ``update_many``'s frame;
+        the built-in featurizers compute the matrix directly (and build their frames from it)."""
+        out = self.update_many(pairs)
+        if list(out.columns) != list(self.feature_names_):
+            raise ModelError(f"{type(self).__name__}.update_many returned columns {list(out.columns)[:10]}, not its "
+                             f"feature_names_ {list(self.feature_names_)[:10]}")
+        return out.to_numpy(dtype=np.float64, na_value=np.nan)
 
     def fit_transform(self, df: pd.DataFrame, y=None) -> pd.DataFrame:
         return self.fit(df, y).transform(df)
