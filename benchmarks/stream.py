@@ -11,6 +11,9 @@ Both rates are measured from the first poll that returned data to the last event
     the figure to read for the scorer's overhead): a consumer that decodes every event
     and sends it back unchanged to another topic with the scorer's producer settings (:func:`passthrough_rate`):
     the ceiling of any scorer writing one ``scores`` record per event with kafka-python here, model excluded.
+(a'') with ``ceiling``: the scorer of (b) with a model that does no work (:func:`null_model`: score 0, no alert),
+    in its own group: the ceiling of this scorer's own path (decode, dedup, frames, every sink, checkpoints)
+    (``null_model_rate``; ``null_model_share_of_passthrough``: the most (b)'s share could reach with a free model).
 (c) latency: the same scorer keeps running while new events are produced at ``offered`` events/s by a load
     generator in another process (:func:`offer_load`; its producer lingers ``load_linger_ms``, 5 ms, as
     ``fraud replay``'s does: sending each event in its own request cost the generator ~40% and the broker ~60%
@@ -30,6 +33,8 @@ alerted 95% of events against 2.9% for the demo's world, and explanation and ale
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import gc
 import json
 import os
@@ -153,14 +158,15 @@ def run_stream_bench(model_uri, tracking_uri: str | None = None, bootstrap: str 
                      n_events: int = 20000, partitions: int = 4, offered: float = 1000.0, seconds: float = 10.0,
                      batch_size: int = 10000, verbose: bool = True, data=None, seed: int = 7,
                      linger_ms: int | None = None, customers: int = 1500, terminals: int = 3000,
-                     load_linger_ms: float = 5, trace: str | None = None,
+                     load_linger_ms: float = 5, trace: str | None = None, ceiling: bool = False,
                      **serve_kw) -> dict:
     """``model_uri``: one URI, or several (list): each model is measured in turn against the same broker and
     events (fresh topic and group each); the result is then the first model's figures plus
     ``"models": {uri: figures}`` for all of them. ``data``: the events (canonical frame; those after the
     newest model's training cutoff when there are enough of them), default simulated (module doc).
     ``serve_kw``: other :class:`streaming.loop.ServeConfig` fields for the scorer. ``trace``: a JSON file for
-    the latency phase's :class:`CycleTrace` (first model; its summary is added to the result as ``trace``)."""
+    the latency phase's :class:`CycleTrace` (first model; its summary is added to the result as ``trace``).
+    ``ceiling``: also measure each model's scorer with :func:`null_model` (module doc, (a'')))."""
     import pandas as pd
 
     from fraud.simulate import simulate
@@ -203,7 +209,7 @@ def run_stream_bench(model_uri, tracking_uri: str | None = None, bootstrap: str 
         for uri in uris:
             out[uri] = _bench_one(uri, tracking_uri, bootstrap, first, second, partitions, offered, batch_size,
                                   verbose, linger_ms, bundles[uri], serve_kw, load_linger_ms,
-                                  trace if uri == uris[0] else None)
+                                  trace if uri == uris[0] else None, ceiling=ceiling)
     finally:
         if broker is not None:
             broker.stop()
@@ -213,8 +219,62 @@ def run_stream_bench(model_uri, tracking_uri: str | None = None, bootstrap: str 
     return res
 
 
+def null_model(bundle):
+    """A shallow copy of ``bundle`` whose ``score_poll`` does no work: every event scores 0, no alert, no
+    reasons; the states only count the events, as the real call does. Bench only (an instance attribute)."""
+    from fraud.bundle import RESULT_COLUMNS
+
+    nb = copy.copy(bundle)
+
+    def score_poll(rows, bounds, states):
+        n = len(rows)
+        reasons = np.empty(n, dtype=object)
+        reasons.fill([])
+        ts = rows["timestamp"].array
+        for (a, b), st in zip(bounds, states):
+            if b > a:
+                st.n_scored += b - a
+                st.last_timestamp = ts[b - 1]
+        out = {"tx_id": rows["tx_id"].to_numpy(), "score": np.zeros(n), "is_alert": np.zeros(n, dtype=bool),
+               "reasons": reasons}
+        return {c: out[c] for c in RESULT_COLUMNS}
+
+    nb.score_poll = score_poll
+    return nb
+
+
+def null_scorer_rate(cfg, bundle, n: int, timeout: float = 300.0) -> float:
+    """Events/s of a :class:`streaming.loop.Scorer` with ``cfg`` and :func:`null_model` of ``bundle`` over the
+    first ``n`` events of its topic, from its first poll that returned data to the batch that reached ``n``; the
+    scorer is stopped (and its last checkpoint written) afterwards."""
+    from streaming.loop import Scorer
+
+    done = {}
+
+    def on_batch(results, lat):
+        if scorer.n_events >= n and "t" not in done:
+            done["t"] = time.perf_counter()
+
+    scorer = Scorer(cfg, on_batch=on_batch)
+    scorer._install(null_model(bundle))
+    stop = threading.Event()
+    th = threading.Thread(target=scorer.run, args=(stop,), name="bench-null-scorer", daemon=True)
+    th.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while "t" not in done and time.monotonic() < deadline and th.is_alive():
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        th.join(30)
+    if "t" not in done:
+        raise RuntimeError(f"the scorer with a null model handled {scorer.n_events} of {n} events")
+    return n / (done["t"] - scorer.t_first_poll)
+
+
 def _bench_one(model_uri, tracking_uri, bootstrap, first, second, partitions, offered, batch_size, verbose,
-               linger_ms, bundle, serve_kw, load_linger_ms: float = 0, trace: str | None = None) -> dict:
+               linger_ms, bundle, serve_kw, load_linger_ms: float = 0, trace: str | None = None,
+               ceiling: bool = False) -> dict:
     from streaming.broker import ensure_topics
     from streaming.loop import Scorer, ServeConfig
     from streaming.model import freeze_heap, warm_up
@@ -253,6 +313,14 @@ def _bench_one(model_uri, tracking_uri, bootstrap, first, second, partitions, of
         if linger_ms is not None:
             kw["linger_ms"] = linger_ms
         cfg = ServeConfig(**{**kw, **serve_kw})
+        null_rate = None
+        if ceiling:
+            _say(verbose, "    the scorer with a model that does no work (its own path's ceiling) ...")
+            null_rate = null_scorer_rate(dataclasses.replace(
+                cfg, group=f"bench-null-{tag}", alerts_db=f"sqlite:///{d / 'null-alerts.db'}",
+                archive_dir=str(d / "null-archive"), state_dir=str(d / "null-state")), bundle, len(first))
+            _say(verbose, f"    null_model_rate {null_rate:,.0f} events/s ({null_rate / pass_rate:.2f} of the "
+                          f"pass-through)")
         marks = {"done": None, "lat": []}
         target = len(first)
 
@@ -323,6 +391,9 @@ def _bench_one(model_uri, tracking_uri, bootstrap, first, second, partitions, of
         res["passthrough_ratio"] = round(pass_rate / raw_rate, 4)
         # issue 15's figure: the scorer's rate as a share of the pass-through's (goal >= 0.6)
         res["scorer_share_of_passthrough"] = round(scorer_rate / pass_rate, 4)
+        if null_rate is not None:  # the most that share could be with a model that costs nothing
+            res["null_model_rate"] = round(null_rate, 1)
+            res["null_model_share_of_passthrough"] = round(null_rate / pass_rate, 4)
         # the alert share drives the explanation and alert-sink costs: a world unlike the model's alerts far more
         res["alert_rate"] = round(scorer.n_alerts / max(scorer.n_scored, 1), 4)
         if tracer is not None:

@@ -274,6 +274,9 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--snapshot-events", default=None, type=int, help="Scorer --snapshot-events [default: serve's].")
     @click.option("--trace", default=None, type=click.Path(dir_okay=False),
                   help="Write a per-cycle trace of the latency phase (JSON) here; its summary joins the result.")
+    @click.option("--ceiling", is_flag=True,
+                  help="Also measure the scorer with a model that does no work (score 0): the most its share of "
+                       "the pass-through could be with a free model (null_model_rate).")
     @click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
     @click.pass_obj
     def bench_stream(settings, **kw):
@@ -293,5 +296,5 @@ def register(main: click.Group, bench: click.Group) -> None:
                                tracking_uri=kw["tracking_uri"] or settings.tracking_uri, bootstrap=kw["bootstrap"],
                                n_events=kw["events"], partitions=kw["partitions"], offered=kw["offered"],
                                seconds=kw["seconds"], batch_size=kw["batch_size"], verbose=not kw["as_json"],
-                               trace=kw["trace"])
+                               trace=kw["trace"], ceiling=kw["ceiling"])
         click.echo(json.dumps(res))

@@ -217,19 +217,22 @@ def test_undelivered_records_fail_the_checkpoint():
 
 
 def test_bench_stream_measures_rates_and_latency(broker, reg):
-    """``fraud bench stream`` end to end on a small scale: the raw, pass-through and scorer rates of the same
-    events, and the latency of every event offered in the latency phase."""
+    """``fraud bench stream --ceiling`` end to end on a small scale: the raw, pass-through, null-model and scorer
+    rates of the same events, and the latency of every event offered in the latency phase."""
     from benchmarks.stream import run_stream_bench
 
     res = run_stream_bench(f"models:/{MODEL}@champion", tracking_uri=reg.uri, bootstrap=broker.bootstrap,
                            data=reg.live, n_events=400, offered=200.0, seconds=1.0, verbose=False,
-                           consumer_kw=dict(GROUP_KW))
+                           consumer_kw=dict(GROUP_KW), ceiling=True)
     assert res["events_measured"] == 200
     assert res["raw_rate"] > 0 and res["scorer_rate"] > 0 and res["passthrough_rate"] > 0
     assert res["ratio"] == pytest.approx(res["scorer_rate"] / res["raw_rate"], rel=1e-3, abs=1e-4)  # 4 decimals
     assert res["passthrough_ratio"] == pytest.approx(res["passthrough_rate"] / res["raw_rate"], rel=1e-3, abs=1e-4)
     assert res["scorer_share_of_passthrough"] == pytest.approx(res["scorer_rate"] / res["passthrough_rate"], rel=1e-3,
                                                                abs=1e-4)
+    assert res["null_model_rate"] > 0  # the same scorer with a model that does no work
+    assert res["null_model_share_of_passthrough"] == pytest.approx(res["null_model_rate"] / res["passthrough_rate"],
+                                                                   rel=1e-3, abs=1e-4)
     assert 0 < res["p50_ms"] <= res["p99_ms"] < 60_000
     assert 0 <= res["alert_rate"] <= 1
 
