@@ -21,15 +21,12 @@ Both rates are measured from the first poll that returned data to the last event
     latency = time the batch's scores were handed to the producer (``scores`` topic; the producer sends
     within its linger) minus the event's Kafka timestamp (producer create time).
 
-Events: a simulated world (``customers``, ``terminals``, ``seed``) whose traffic starts at the newest model's
-training cutoff (``config["train_until"]``), so the stream continues the time line of the model's warm
-state. (Events dated before the state's last event look anomalous to every time-window feature: at the
-earlier default start, 2018-04-01, ~98% of events alerted and the explanation cost dominated.) The default
-world is ``fraud demo``'s (1,500 customers, 3,000 terminals, seed 7: the simulator draws the same customers and
-terminals for the same sizes and seed), so the default model sees its own customers continue; another world
-alerts far more (its customers are strangers to the model: measured, 2,000/4,000/seed 0, the earlier default,
-alerted 95% of events against 2.9% for the demo's world, and explanation and alert sinks dominated). For another model, pass the sizes and seed it was simulated with, or
-``data``. The result's ``alert_rate`` says which regime was measured.
+Events: a simulated world (``customers``, ``terminals``, ``seed``; default ``fraud demo``'s, the default model's)
+whose traffic starts at the newest model's training cutoff (``config["train_until"]``), so the stream continues the
+time line and the customers of the model's warm state; events before it, or another world's strangers, alert
+nearly every event and measure the explanation and alert sinks instead (docs/streaming.md). For another model,
+pass the sizes and seed it was simulated with, or ``data``. The result's ``alert_rate`` says which regime was
+measured.
 """
 from __future__ import annotations
 
