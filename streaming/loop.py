@@ -21,7 +21,7 @@ import pandas as pd
 from fraud.archive import ArchiveWriter
 from fraud.errors import FraudError, RegistryError
 from fraud.registry import parse_model_uri
-from streaming import batch
+from streaming import batch, rejoin
 from streaming.broker import ensure_topics, scorer_clients, wait_for_broker
 from streaming.checkpoint import Checkpointer
 from streaming.config import ServeConfig
@@ -347,6 +347,7 @@ class Scorer:
                 self._rewind(msgs)
                 raise
         self.watch.watch(self.consumer, self.parts)
+        rejoin.unstick(self.consumer, self.metrics.rejoins)
         now = time.monotonic()
         if self.ck.in_flight is not None and self.ck.in_flight[0].done():
             self.ck.guarded(lambda: self.ck.wait(commit=True, sync=False))

@@ -146,6 +146,8 @@ class Metrics:
         self.offset_resets = Counter("fraud_offset_resets", "Partitions whose log no longer held the position this "
                                      "scorer had reached (log replaced or truncated); read again from its start",
                                      ["partition"], registry=r)
+        self.rejoins = Counter("fraud_consumer_rejoins", "Group joins kafka-python finished but never applied, "
+                               "asked again (streaming.rejoin)", registry=r)
         self.drift = DriftGauges(registry=r)
         self._rate_t = time.monotonic()
         self._rate_n = 0
