@@ -198,7 +198,8 @@ def run_bench(customers: int = 2000, terminals: int = 4000, days: int = 60, seed
         timings["cluster_without_context"] = time.perf_counter() - t0
         qb = quality(base, top_k=top_k, ring_total=ring_test)
         without = {k: qb.get(k) for k in ("ring_in_top_k", "ring_share_top_k", "ring_share_top_k_of_all", "purity",
-                                          "top_k_load", "top_k_lift", "n_clusters", "top_k_dominant")}
+                                          "top_k_load", "top_k_lift", "n_clusters", "top_k_dominant",
+                                          "largest_cluster")}
     t0 = time.perf_counter()
     say(f"seed {seed}: clustering {len(alerts)} alerts" + (f" with {len(ctx)} context transactions" if context else ""))
     res = cluster_alerts(stored, seed=seed, context=ctx, **(cluster_kw or {}))
@@ -250,6 +251,9 @@ def run_bench_seeds(seeds, progress: bool = True, **kw) -> dict:
 
     for k in SUMMARY_KEYS:
         summary[k] = stat([r[k] for r in runs if r.get(k) is not None])
+    sizes = [r["largest_cluster"] for r in runs if r.get("largest_cluster") is not None]
+    summary["largest_cluster"] = {"mean": round(float(np.mean(sizes)), 1) if sizes else None,
+                                  "max": int(max(sizes)) if sizes else None, "n": len(sizes)}
     if runs and all(r.get("without_context") for r in runs):
         summary["without_context"] = {k: stat([r["without_context"][k] for r in runs
                                                if r["without_context"].get(k) is not None])

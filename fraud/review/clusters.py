@@ -521,6 +521,24 @@ def _louvain_labels(g, comp, resolution: float, seed: int) -> dict:
     return out
 
 
+def _noise_groups(cn: np.ndarray, tn: np.ndarray, min_nodes: int, seed: int) -> list[str]:
+    """Group keys of transactions between two HDBSCAN-noise entities (customer nodes ``cn``, terminal nodes
+    ``tn``): the connected components they form, and within a component of at least ``min_nodes`` entities its
+    Louvain communities (edges weighted by alerts): over a long window the leftovers join into one web of
+    unrelated false alarms, too large to review as one group (docs/review.md)."""
+    import networkx as nx
+
+    h = nx.Graph()
+    for c, t in zip(cn, tn):
+        h.add_edge(c, t, n=h.get_edge_data(c, t, {"n": 0})["n"] + 1)
+    key_of = {}
+    for j, sub in enumerate(sorted((sorted(s) for s in nx.connected_components(h)), key=lambda s: s[0])):
+        lab = _louvain_labels(h, sub, 1.0, seed) if len(sub) >= min_nodes else dict.fromkeys(sub, None)
+        for node in sub:
+            key_of[node] = f"noise{j}" if lab[node] is None else f"noise{j}.{lab[node]}"
+    return [key_of[c] for c in cn]
+
+
 def cluster_alerts(alerts: pd.DataFrame, since=None, until=None, min_refine_nodes: int = 12,
                    min_cluster_size: int = 4, dim: int = 16, embedder: str = "deepwalk", seed: int = 0,
                    map_coords: bool = True, selection: str = "eom", walk_weight: str | None = None,
@@ -618,17 +636,9 @@ def cluster_alerts(alerts: pd.DataFrame, since=None, until=None, min_refine_node
         else:
             keys.append(None)
             noise_edges.setdefault(comp, []).append(i)
-    # transactions between two noise entities: grouped by the components they form
     for comp, idx in noise_edges.items():
-        h = nx.Graph()
-        for i in idx:
-            h.add_edge(cn[i], tn[i])
-        sub_of = {}
-        for j, sub in enumerate(sorted((sorted(s) for s in nx.connected_components(h)), key=lambda s: s[0])):
-            for node in sub:
-                sub_of[node] = j
-        for i in idx:
-            keys[i] = f"{comp}/noise{sub_of[cn[i]]}"
+        for i, k in zip(idx, _noise_groups(cn[idx], tn[idx], max(min_refine_nodes, 2 * min_cluster_size), seed)):
+            keys[i] = f"{comp}/{k}"
     seen = visits_n = via = None
     links: list = []
     n_groups: dict = {}
@@ -751,7 +761,8 @@ def quality(result: ClusterResult, ring_scenario: int = 4, top_k: int = 10, ring
     top_k_load: share of all alerts inside the ``top_k`` clusters (the review work they hold; a
     ranking that puts everything in ten huge clusters has a high ring share and a load near 1), and
     top_k_lift = ring_share_top_k / top_k_load (1 = no better than taking alerts at random).
-    ring_clusters: how many clusters hold ring alerts, and how many hold 80% of them.
+    ring_clusters: how many clusters hold ring alerts, and how many hold 80% of them. largest_cluster: alerts
+    in the largest cluster (what one review of a group can mean).
     """
     a = result.alerts
     sc = pd.to_numeric(a["scenario"], errors="coerce") if "scenario" in a.columns else pd.Series(dtype=float)
@@ -773,6 +784,7 @@ def quality(result: ClusterResult, ring_scenario: int = 4, top_k: int = 10, ring
         weighted[cid] = float(row.max() / row.sum())
     return {
         "n_alerts": int(len(a)), "n_clusters": len(result.clusters), "purity": round(purity, 4),
+        "largest_cluster": max((c.n_tx for c in result.clusters), default=0),
         "ring_alerts": n_ring, "ring_in_top_k": in_top, "top_k": top_k,
         "ring_share_top_k": round(share, 4) if share is not None else None,
         "ring_total": ring_total,

@@ -110,3 +110,30 @@ def test_project_node2vec_embedder_gives_the_same_split():
     assert r.meta["n_refined_components"] == 1
     mixes = sorted((c.scenario_mix for c in r.clusters if c.n_tx > 1), key=lambda m: -sum(m.values()))
     assert mixes == [{"0": 1, "4": 48}, {"2": 20}]
+
+
+def test_a_large_web_of_noise_alerts_is_split_into_its_communities():
+    """Alerts between HDBSCAN-noise entities are grouped by the components they form; a component of at least
+    ``min_nodes`` entities (two dense groups joined by one stray alert here) is split by Louvain, a small one
+    stays whole (docs/review.md: one 737-alert web on a 75-day world before)."""
+    from fraud.review.clusters import _noise_groups
+
+    cn, tn = [], []
+    for g in range(2):  # two groups of 5 customers x 3 terminals, every pair alerted twice
+        for c in range(5):
+            for t in range(3):
+                cn += [f"c:{g}{c}"] * 2
+                tn += [f"t:{g}{t}"] * 2
+    cn.append("c:00")
+    tn.append("t:10")  # the stray alert between them
+    cn += ["c:x", "c:y"]  # a separate small web: one terminal, two customers
+    tn += ["t:x", "t:x"]
+    keys = _noise_groups(np.array(cn), np.array(tn), min_nodes=12, seed=0)
+    by = pd.Series(keys, index=[f"{c}|{t}" for c, t in zip(cn, tn)])
+    first = {k for k, c in zip(keys, cn) if c[2] == "0" and c != "c:x"}
+    second = {k for k, c in zip(keys, cn) if c[2] == "1"}
+    assert len(first) == 1 and len(second) == 1 and first != second  # two communities, each whole
+    assert all(k.startswith("noise0.") for k in first | second)  # of the same web
+    assert by["c:x|t:x"] == by["c:y|t:x"] == "noise1"  # the small web: one group, not split
+    # the same input gives the same keys (seeded)
+    assert _noise_groups(np.array(cn), np.array(tn), min_nodes=12, seed=0) == keys
