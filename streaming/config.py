@@ -31,6 +31,7 @@ class ServeConfig:
     max_message_bytes: int = 256 * 1024
     max_event_age_days: float = 3650.0  # older events (against the broker's time) are dead-lettered
     max_event_lead_hours: float = 24.0  # so are events this far ahead of it (a broken clock moves the state's)
+    late_event_hours: float = 24.0  # events this far behind their partition state's newest are counted and warned of
     dedup_days: float = 7.0  # a tx_id scored within this many days (event time) is not scored again
     dedup_max_ids: int = 500_000  # remembered tx_ids per partition (bounded memory; oldest forgotten first)
     max_pending_rows: int = 2_000_000  # archive rows failed checkpoints may leave unwritten before input pauses

@@ -21,7 +21,7 @@ import pandas as pd
 from fraud.archive import ArchiveWriter
 from fraud.errors import FraudError, RegistryError
 from fraud.registry import parse_model_uri
-from streaming import batch, rejoin
+from streaming import batch, late, rejoin
 from streaming.broker import ensure_topics, scorer_clients, wait_for_broker
 from streaming.checkpoint import Checkpointer
 from streaming.config import ServeConfig
@@ -55,6 +55,7 @@ class Scorer:
         self._seen: Callable[[int], SeenIds] = lambda p: self.parts[p].seen
         self.ck = Checkpointer(config, CheckpointStore(config.state_dir, config.topic), self.metrics, self.parts)
         self.watch = LogWatch(config.topic, self._log_reset, self._verified, lag=self.metrics.lag)
+        self.late = late.LateEvents(self.metrics.late_events, config.late_event_hours)
         self.consumer = self.producer = self.archive = self.store = None
         self.sinks: list = []
         self.dlq: DeadLetterSink | None = None
@@ -228,8 +229,7 @@ class Scorer:
         self._start_fresh(msgs)
         msgs = self.watch.check(msgs, self.parts)
         self.n_events += len(msgs)
-        self.metrics.events.inc(len(msgs))
-        self.metrics.tick_rate(len(msgs))
+        self.metrics.consumed(len(msgs))
         good, letters = decode(msgs, self.cfg.rules)
         keep, conflicts = batch.new_events(good, self._seen, self.metrics.replays.inc)
         results, lat = self._score_and_sink(good.take(keep), letters) if keep else (None, np.empty(0))
@@ -243,8 +243,7 @@ class Scorer:
         self.metrics.batch_seconds.observe(time.perf_counter() - t0)
         if results is not None:
             n_alert = int(results["is_alert"].sum())
-            self.n_scored += len(results)
-            self.n_alerts += n_alert
+            self.n_scored, self.n_alerts = self.n_scored + len(results), self.n_alerts + n_alert
             self.metrics.scored.inc(len(results))
             self.metrics.alerts.inc(n_alert)
         if self.on_batch is not None:
@@ -276,6 +275,7 @@ class Scorer:
         sent_ms = np.fromiter((m.timestamp for m in ms), dtype=np.float64, count=len(ms))
         try:
             states = {p: self.parts[p].state for p in set(part.tolist())}
+            self.late.check(rows, part, states, self.version)
             results, order2, cols = batch.score(self.bundle, self.version, states, rows, part, offs, self.cfg.topic)
         except Exception as e:  # noqa: BLE001 - a model failure must not stop the stream
             log.exception("scoring failed on a batch of %d events (model %s): dead-lettered", len(ms), self.version)

@@ -146,6 +146,8 @@ class Metrics:
         self.offset_resets = Counter("fraud_offset_resets", "Partitions whose log no longer held the position this "
                                      "scorer had reached (log replaced or truncated); read again from its start",
                                      ["partition"], registry=r)
+        self.late_events = Counter("fraud_late_events", "Events dated over late_event_hours before the newest event "
+                                   "their partition's state had seen (scored; they alert far too often)", registry=r)
         self.rejoins = Counter("fraud_consumer_rejoins", "Group joins kafka-python finished but never applied, "
                                "asked again (streaming.rejoin)", registry=r)
         self.drift = DriftGauges(registry=r)
@@ -164,7 +166,9 @@ class Metrics:
         self.set_version(version)
         self.drift.watch(bundle)
 
-    def tick_rate(self, n: int) -> None:
+    def consumed(self, n: int) -> None:
+        """``n`` events consumed: the counter, and the rate gauge once a second."""
+        self.events.inc(n)
         self._rate_n += n
         now = time.monotonic()
         if now - self._rate_t >= 1.0:

@@ -15,7 +15,8 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--protocol", type=click.Choice(["single", "prequential"]), default="single", show_default=True,
                   help="The book's single split (chapter 3) or its 4 prequential folds (chapters 5-7).")
     @click.option("--models", default=None, metavar="NAMES",
-                  help="Comma-separated models from the registry (default: logistic_regression,random_forest).")
+                  help="Comma-separated models from the registry (default: logistic_regression,random_forest,ours,"
+                       "ours-unsupervised).")
     @click.option("--dates", type=click.Choice(["auto", "handbook", "end"]), default="auto", show_default=True,
                   help="Split dates: the book's (when the data covers them) or derived from the end of the data.")
     @click.option("--delay-days", type=int, default=None, help="Feedback delay in days (default: settings, 7).")

@@ -246,6 +246,11 @@ PLAIN = {
 }
 
 
+# counts said as an analyst says them: "once", "1 day", "not used", "no transactions"
+_PLAIN_COUNTS = [(r"\b1 days\b", "1 day"), (r"\b1 times\b", "once"), (r"\bused only 0 times\b", "not used"),
+                 (r"\bhad only 0 (\w)", r"had no \1")]
+
+
 def _word(name: str, high: bool, value: float | None, ref: float | None) -> tuple[str, str] | None:
     for rx, fam, hi, lo in _RULES:
         m = rx.match(name)
@@ -257,7 +262,9 @@ def _word(name: str, high: bool, value: float | None, ref: float | None) -> tupl
         w = next((g for g in m.groups() if g), None) if m.groups() else None
         e = {"c": "card", "t": "terminal"}.get(w, "")  # g_c_* / g_t_*: the group names the entity, not a window
         text = text.format(v=_n(value), q=_n(ref), p=_pct(value) if value is not None else "?", w=w or "recent", e=e)
-        return fam, re.sub(r"\b1 days\b", "1 day", re.sub(r"\b1 times\b", "once", text))
+        for pat, rep in _PLAIN_COUNTS:
+            text = re.sub(pat, rep, text)
+        return fam, text
     return None
 
 

@@ -131,6 +131,7 @@ def test_end_to_end_and_dead_letters(broker, reg, tmp_path):
     assert 'fraud_dead_letters_total{kind="invalid"} 4.0' in metrics
     assert f"fraud_scored_total {float(len(good))}" in metrics
     assert "fraud_latency_seconds_count" in metrics
+    assert "fraud_late_events_total 0.0" in metrics  # the stream continues the model's time line
 
 
 def test_registry_unavailable_at_start_names_the_uri(broker, tmp_path):

@@ -80,3 +80,11 @@ def test_cluster_table_says_each_feature_family_once():
     why = _cluster_table([c]).split("why: ")[1]
     assert why.count("terminal fraud history") == 1, why
     assert "isolation forest" in why, why
+
+
+def test_zero_counts_read_as_an_analyst_says_them():
+    from fraud.review.reasons import _word
+
+    assert _word("TERMINAL_ID_NB_TX_7DAY_WINDOW", False, 0.0, 12.0)[1] == "terminal had no transactions in 7 days"
+    assert _word("CUSTOMER_ID_NB_TX_7DAY_WINDOW", False, 0.0, 12.0)[1].startswith("card not used in 7 days")
+    assert _word("TERMINAL_ID_NB_TX_7DAY_WINDOW", False, 3.0, 12.0)[1] == "terminal had only 3 transactions in 7 days"

@@ -1,0 +1,52 @@
+"""Events dated long before what their partition's state has already absorbed.
+
+A state's time windows end at the newest event it has seen (for a fresh partition: the model's training cutoff).
+An event dated well before that is scored against windows that already hold its future, so its counts and sums
+are too high and most such events alert: replaying a file from before the serving model's cutoff does exactly
+this (docs/streaming.md, "Late events"). A late event is legitimate in a stream, so it is still scored; the
+scorer counts those older than ``hours`` behind their state and says so in a warning (at most once a minute).
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger("streaming.late")
+
+
+class LateEvents:
+    def __init__(self, counter=None, hours: float = 24.0, every_s: float = 60.0):
+        self.counter = counter  # fraud_late_events (a prometheus Counter) or None
+        self.lag = pd.Timedelta(hours=hours)
+        self.hours = hours
+        self.every_s = every_s
+        self._last_warn = -np.inf
+
+    def check(self, rows: pd.DataFrame, part: np.ndarray, states: dict, model: str = "") -> int:
+        """How many of ``rows`` (partition ``part[i]``, scored with ``states[part[i]]``) are more than ``hours``
+        older than their state's newest event; counted, and named in a warning now and then."""
+        ts = rows["timestamp"]
+        late, first, newest = 0, None, None
+        for p in np.unique(part):
+            last = states[int(p)].last_timestamp
+            if last is None:
+                continue
+            old = ts[part == p] < last - self.lag
+            k = int(old.sum())
+            if k:
+                late += k
+                first, newest = (ts[part == p][old].iloc[0], last) if first is None else (first, newest)
+        if late:
+            if self.counter is not None:
+                self.counter.inc(late)
+            now = time.monotonic()
+            if now - self._last_warn >= self.every_s:
+                self._last_warn = now
+                log.warning("%d event(s) dated more than %gh before what their partition's state has seen (e.g. %s, "
+                            "state's newest %s, model %s): scored against windows that hold their future, so they "
+                            "alert far too often; was a file replayed from before the model's training cutoff?",
+                            late, self.hours, first, newest, model)
+        return late
