@@ -89,6 +89,9 @@ def split_token(token: str) -> tuple[str, str]:
 def load_users(path) -> dict:
     """A users file: JSON object ``{"name": "pbkdf2_sha256$..."}`` (``fraud review add-analyst``)."""
     p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"--users {str(p)!r}: no such file; create it with `fraud review add-analyst NAME --users "
+                          f"{str(p)}` (it prints the analyst's token once)")
     try:
         users = json.loads(p.read_text())
     except (OSError, ValueError) as e:

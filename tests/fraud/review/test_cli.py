@@ -111,3 +111,11 @@ def test_review_secret_is_read_by_the_cli_settings_only():
 
     s = Settings.from_env({"FRAUD_REVIEW_SECRET": "s" * 32, "FRAUD_REVIEW_TOKEN": "t" * 16})
     assert s.review_secret == "s" * 32 and "s" * 32 not in repr(s) and "t" * 16 not in repr(s)
+
+
+def test_serve_without_a_users_file_says_how_to_make_one(tmp_path):
+    from fraud.errors import ConfigError
+    from fraud.review.auth import load_users
+
+    with pytest.raises(ConfigError, match=r"no such file; create it with `fraud review add-analyst NAME --users"):
+        load_users(tmp_path / "analysts.json")
