@@ -29,22 +29,22 @@ class LateEvents:
         """How many of ``rows`` (partition ``part[i]``, scored with ``states[part[i]]``) are more than ``hours``
         older than their state's newest event; counted, and named in a warning now and then."""
         ts = rows["timestamp"]
-        late, first, newest = 0, None, None
+        t = ts.to_numpy(dtype="datetime64[ns]").view(np.int64)  # ns since the epoch, UTC
+        cut = np.full(len(t), np.iinfo(np.int64).min)  # a partition without state time: never late
         for p in np.unique(part):
             last = states[int(p)].last_timestamp
-            if last is None:
-                continue
-            old = ts[part == p] < last - self.lag
-            k = int(old.sum())
-            if k:
-                late += k
-                first, newest = (ts[part == p][old].iloc[0], last) if first is None else (first, newest)
+            if last is not None:
+                cut[part == p] = last.value - self.lag.value  # Timestamp.value: ns since the epoch, UTC
+        old = t < cut
+        late = int(old.sum())
         if late:
             if self.counter is not None:
                 self.counter.inc(late)
             now = time.monotonic()
             if now - self._last_warn >= self.every_s:
                 self._last_warn = now
+                i = int(np.argmax(old))
+                first, newest = ts.iloc[i], states[int(part[i])].last_timestamp
                 log.warning("%d event(s) dated more than %gh before what their partition's state has seen (e.g. %s, "
                             "state's newest %s, model %s): scored against windows that hold their future, so they "
                             "alert far too often; was a file replayed from before the model's training cutoff?",
