@@ -4,8 +4,9 @@ A :class:`ScoringBundle` holds everything needed to score a canonical transactio
 
 * ``featurizers``: fitted :class:`fraud.features.base.Featurizer` objects (tabular, graph,
   sequence ... the list is configurable at training time);
-* ``detector``: the fitted detector ensemble (``fraud.detectors.Ensemble``: ``decision_function(X)``
-  in [0, 1], ``explain(X, top)``);
+* ``detector``: the fitted detector (``fraud.detectors.Ensemble``, an alarm wrapping it, or the baseline
+  guard's ``Blend``): ``decision_function(X)`` in [0, 1], ``explain(X, top)``, and ``explains_rows`` (True:
+  ``explain(X, top, rows=)`` reuses the components of the decision just made on the same ``X``);
 * ``threshold``: scores ``>= threshold`` are alerts (chosen at training from the alert budget);
 * ``feature_names``: the detector's input columns, in order;
 * ``config``: a plain dict describing how it was trained (delay, budget, windows, featurizer names,
@@ -344,7 +345,7 @@ class ScoringBundle:
                 idx = np.arange(len(s)) if explain == "all" else np.flatnonzero(alert)
                 if len(idx):
                     t0 = time.perf_counter()
-                    if getattr(self.detector, "explains_rows", False):  # reuses the decision's components
+                    if self.detector.explains_rows:  # reuses the decision's components
                         ex = self.detector.explain(A, top=self.top_reasons, rows=idx)
                     else:
                         ex = self.detector.explain(A[idx] if isinstance(A, np.ndarray) else A.iloc[idx],

@@ -76,6 +76,8 @@ class BookForest(BaseEstimator):
 class Blend(BaseEstimator):
     """``weight * pipeline + (1 - weight) * forest`` (both in [0, 1]); reasons from the pipeline."""
 
+    explains_rows = False  # the bundle hands ``explain`` the rows to explain, not the whole decision's X
+
     def __init__(self, pipeline=None, forest=None, weight: float = 0.5):
         self.pipeline = pipeline
         self.forest = forest
