@@ -4,9 +4,8 @@ A :class:`ScoringBundle` holds everything needed to score a canonical transactio
 
 * ``featurizers``: fitted :class:`fraud.features.base.Featurizer` objects (tabular, graph,
   sequence ... the list is configurable at training time);
-* ``detector``: the fitted detector (``fraud.detectors.Ensemble``, an alarm wrapping it, or the baseline
-  guard's ``Blend``): ``decision_function(X)`` in [0, 1], ``explain(X, top)``, and ``explains_rows`` (True:
-  ``explain(X, top, rows=)`` reuses the components of the decision just made on the same ``X``);
+* ``detector``: the fitted detector (``Ensemble``, an alarm over it, or the baseline guard's ``Blend``):
+  ``decision_function(X)`` in [0, 1], ``explain(X, top)``, ``explains_rows`` (True: ``rows=`` reuses the decision);
 * ``threshold``: scores ``>= threshold`` are alerts (chosen at training from the alert budget);
 * ``feature_names``: the detector's input columns, in order;
 * ``config``: a plain dict describing how it was trained (delay, budget, windows, featurizer names,
