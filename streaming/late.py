@@ -20,7 +20,6 @@ log = logging.getLogger("streaming.late")
 class LateEvents:
     def __init__(self, counter=None, hours: float = 24.0, every_s: float = 60.0):
         self.counter = counter  # fraud_late_events (a prometheus Counter) or None
-        self.lag = pd.Timedelta(hours=hours)
         self.hours = hours
         self.every_s = every_s
         self._last_warn = -np.inf
@@ -31,10 +30,11 @@ class LateEvents:
         ts = rows["timestamp"]
         t = ts.to_numpy(dtype="datetime64[ns]").view(np.int64)  # ns since the epoch, UTC
         cut = np.full(len(t), np.iinfo(np.int64).min)  # a partition without state time: never late
+        lag_ns = int(self.hours * 3600 * 10**9)
         for p in np.unique(part):
             last = states[int(p)].last_timestamp
             if last is not None:
-                cut[part == p] = last.value - self.lag.value  # Timestamp.value: ns since the epoch, UTC
+                cut[part == p] = last.value - lag_ns  # Timestamp.value: ns since the epoch, UTC
         old = t < cut
         late = int(old.sum())
         if late:
