@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,8 +34,9 @@ from fastapi import Request  # module level: route annotations are resolved here
 from fraud.errors import ConfigError
 from fraud.review.auth import (SHARED_ANALYST, Authenticator, Sessions, Throttle, Users, check_password,  # noqa: F401
                                hash_password, load_users, server_secret, split_token)
-from fraud.review.clusters import SCENARIO_NAMES, ClusterResult, cluster_alerts
+from fraud.review.clusters import SCENARIO_NAMES, ClusterResult
 from fraud.review.reasons import grouped_words, texts as reason_texts
+from fraud.review.view import ClusterCache
 from fraud.store import AlertStore
 
 HERE = Path(__file__).resolve().parent
@@ -45,40 +45,10 @@ SORT_KEYS = {"risk": "risk", "rank": "rank", "tx": "n_tx", "amount": "amount_at_
              "terminals": "terminals", "score": "score_max", "first": "first_seen", "last": "last_seen"}
 
 
-# -- cluster cache ------------------------------------------------------------------------------
-class ClusterCache:
-    """Clusters of the store's alerts, recomputed when the number of alerts changes or, with a
-    ``context_source`` (:class:`fraud.review.clusters.ContextSource`: the scorer's archive as it grows), when
-    the context does."""
-
-    def __init__(self, store: AlertStore, since=None, until=None, context_source=None, **cluster_kwargs):
-        self.store, self.since, self.until, self.kw = store, since, until, cluster_kwargs
-        self.context_source = context_source
-        self._lock = threading.Lock()
-        self._key = None
-        self._result: ClusterResult | None = None
-        self.book = None                # a CaseBook: synced with every new result (stable case ids)
-        self.context = None             # the context of the last result (entity pages, strength)
-        self.strength = None            # per-alert percentile and band of the last result
-
-    def get(self) -> ClusterResult:
-        with self._lock:
-            kw = dict(self.kw)
-            ctx_version = None
-            if self.context_source is not None:
-                ctx_version, kw["context"] = self.context_source.get()
-            key = (self.store.count_alerts(), ctx_version)
-            if self._result is None or key != self._key:
-                from fraud.review.queue import strength
-
-                alerts = self.store.read_alerts()
-                self._result = cluster_alerts(alerts, since=self.since, until=self.until, **kw)
-                self.context = kw.get("context")
-                self.strength = strength(self._result.alerts, self.context)
-                if self.book is not None:
-                    self.book.sync(self._result)
-                self._key = key
-            return self._result
+def _api_json(cache: ClusterCache) -> dict:
+    """The clusters as JSON, with when they were grouped and whether newer alerts are being grouped."""
+    view = cache.view()
+    return {**view.result.to_json_dict(), "as_of": view.as_of.isoformat(), "updating": cache.refreshing}
 
 
 # -- authentication -----------------------------------------------------------------------------
@@ -241,22 +211,23 @@ def _templates():
 def create_app(store, token: str | None = None, users=None, secret: str | bytes | None = None,
                since=None, until=None, https_only: bool = False, session_hours: float = 12.0,
                throttle: Throttle | None = None, cluster_kwargs: dict | None = None, context_source=None,
-               alert_budget: int = 100):
+               alert_budget: int = 100, refresh_wait_s: float | None = 0.5):
     """The review app. ``store``: an AlertStore or a database URL. ``users``: the users file (path,
     re-read when it changes) or a dict name -> token hash; ``token``: the shared token (local use;
     not with ``users``). ``secret``: the server secret (default: the one kept in the store).
     ``throttle``: wrong sign-ins allowed (default 5 a minute per address and per name, then backoff).
     ``context_source``: a :class:`fraud.review.clusters.ContextSource` (context kept current).
-    ``alert_budget``: alerts a day the analysts can review (a case's budget share)."""
+    ``alert_budget``: alerts a day the analysts can review (a case's budget share).
+    ``refresh_wait_s``: the longest a page waits for new alerts to be grouped (None: until they are)."""
     from fastapi import FastAPI
     from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
     store = store if isinstance(store, AlertStore) else AlertStore(store)
     gate = Gate(store, token, users, secret, session_hours, throttle or Throttle(), https_only)
-    cache = ClusterCache(store, since=since, until=until, context_source=context_source, **(cluster_kwargs or {}))
     from fraud.review.cases import CaseBook
 
-    cache.book = CaseBook(store)
+    cache = ClusterCache(store, since=since, until=until, context_source=context_source, book=CaseBook(store),
+                         wait_s=refresh_wait_s, **(cluster_kwargs or {}))
     env = _templates()
 
     app = FastAPI(title="fraud review", docs_url=None, redoc_url=None, openapi_url=None)
@@ -271,6 +242,7 @@ def create_app(store, token: str | None = None, users=None, secret: str | bytes 
         who = who_of(request)
         ctx.setdefault("analyst", who.analyst if who and who.sid else None)
         ctx["csrf"] = gate.sessions.csrf(who.sid) if who and who.sid else ""
+        ctx["grouping_since"] = cache.as_of if who and cache.refreshing else None
         html = env.get_template(name).render(**ctx)
         return HTMLResponse(html, status_code=http_status, headers={
             "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'",
@@ -376,7 +348,7 @@ def create_app(store, token: str | None = None, users=None, secret: str | bytes 
             return redirect
         sort = sort if sort in SORT_KEYS else "risk"
         order = order if order in ("asc", "desc") else "desc"
-        result = cache.get()
+        result = cache.view().result
         attr = SORT_KEYS[sort]
 
         def key(c):
@@ -397,7 +369,7 @@ def create_app(store, token: str | None = None, users=None, secret: str | bytes 
         redirect = need_page(request)
         if redirect:
             return redirect
-        result = cache.get()
+        result = cache.view().result
         c = result.get(cluster_id)
         if c is None:
             return render(request, "notfound.html", http_status=404, cluster_id=cluster_id)
@@ -424,7 +396,7 @@ def create_app(store, token: str | None = None, users=None, secret: str | bytes 
             return err
         from fraud.review import plots
 
-        result = cache.get()
+        result = cache.view().result
         c = result.get(cluster_id)
         if c is None:
             return JSONResponse({"detail": f"no cluster {cluster_id!r}"}, status_code=404)
@@ -448,7 +420,7 @@ def create_app(store, token: str | None = None, users=None, secret: str | bytes 
         err = need_auth(request)
         if err:
             return err
-        return cache.get().to_json_dict()
+        return _api_json(cache)
 
     @app.post("/cluster/{cluster_id}/decision")
     async def decide(request: Request, cluster_id: str):
@@ -459,7 +431,7 @@ def create_app(store, token: str | None = None, users=None, secret: str | bytes 
             return err
         who, form = res
         analyst = who.analyst
-        result = cache.get()
+        result = cache.view().result
         c = result.get(cluster_id)
         if c is None:
             return JSONResponse({"detail": f"no cluster {cluster_id!r} (the alerts may have changed; reload the list)"},

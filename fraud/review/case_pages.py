@@ -30,42 +30,42 @@ def add_case_routes(app, ctx) -> None:
     cache, book, render = ctx.cache, ctx.book, ctx.render
 
     def current():
-        result = cache.get()
-        return result, Q.rows(book, result, cache.strength, ctx.budget)
+        view = cache.view()
+        return view, Q.rows(book, view.result, view.strength, ctx.budget, view.first_reasons)
 
     def filtered(request: Request):
         f = Q.Filters.parse(request.query_params)
-        result, all_rows = current()
-        return f, Q.select(all_rows, f, book), all_rows
+        view, all_rows = current()
+        return f, Q.select(all_rows, f, book), all_rows, view
 
     @app.get("/", response_class=HTMLResponse)
     def queue_page(request: Request):
         redirect = ctx.need_page(request)
         if redirect:
             return redirect
-        f, items, all_rows = filtered(request)
+        f, items, all_rows, view = filtered(request)
         shown, pages = Q.page(items, f)
         assignees = sorted({r.assignee for r in all_rows if r.assignee})
         n_open = sum(r.status in ("open", "in_progress") for r in all_rows)
         return render(request, "queue.html", rows=shown, f=f, pages=pages, n=len(items), n_open=n_open,
                       assignees=assignees, STATUS_WORDS=STATUS_WORDS, budget=ctx.budget,
-                      basis=cache.strength["basis"].iloc[0] if len(cache.strength) else "alerts")
+                      basis=view.strength["basis"].iloc[0] if len(view.strength) else "alerts")
 
     @app.get("/queue.csv")
     def queue_csv(request: Request):
         err = ctx.need_auth(request)
         if err:
             return err
-        _, items, _ = filtered(request)
+        _, items, _, _ = filtered(request)
         return _csv(Q.queue_csv(items), "queue.csv")
 
     def case_context(case_id: str):
-        result = cache.get()
+        view = cache.view()
         c = book.get(case_id)
         m = book.members(case_id)
         nearest = Q.nearest_fraud_case(book, set(m["customer_id"]), set(m["terminal_id"]), exclude=case_id)
-        txs = Q.transactions(book, case_id, result, cache.strength, nearest)
-        return result, c, m, txs, nearest
+        txs = Q.transactions(book, case_id, view.result, view.strength, nearest)
+        return view, c, m, txs, nearest
 
     @app.get("/case/{case_id}", response_class=HTMLResponse)
     def case_page(request: Request, case_id: str):
@@ -73,15 +73,15 @@ def add_case_routes(app, ctx) -> None:
         if redirect:
             return redirect
         try:
-            result, c, m, txs, nearest = case_context(case_id)
+            view, c, m, txs, nearest = case_context(case_id)
         except FraudError:
             return render(request, "notfound.html", http_status=404, cluster_id=case_id, what="case")
-        row = next((r for r in Q.rows(book, result, cache.strength, ctx.budget) if r.case_id == case_id), None)
+        row = next((r for r in Q.rows(book, view.result, view.strength, ctx.budget, view.first_reasons) if r.case_id == case_id), None)
         history = book.history(case_id)
         for h in history:
             h["at_text"] = pd.Timestamp(h["at"]).strftime("%Y-%m-%d %H:%M UTC")
             h["undoable"] = h["action"] in UNDOABLE and h["undone_by"] is None
-        cl = result.get(c["cluster_id"]) if c["cluster_id"] else None
+        cl = view.result.get(c["cluster_id"]) if c["cluster_id"] else None
         return render(request, "case.html", c=c, row=row, txs=txs, history=history, cluster=cl, nearest=nearest,
                       related=book.related(case_id),
                       STATUS_WORDS=STATUS_WORDS, OUTCOME_WORDS=OUTCOME_WORDS, outcomes=OUTCOME_BUTTONS,
@@ -179,10 +179,10 @@ def add_case_routes(app, ctx) -> None:
         redirect = ctx.need_page(request)
         if redirect:
             return redirect
-        result = cache.get()
+        view = cache.view()
         col = "customer_id" if kind == "customer" else "terminal_id"
-        a = result.alerts[result.alerts[col].astype(str) == entity].sort_values("timestamp")
-        st = cache.strength.set_index("tx_id") if len(cache.strength) else None
+        a = view.result.alerts[view.result.alerts[col].astype(str) == entity].sort_values("timestamp")
+        st = view.strength.set_index("tx_id") if len(view.strength) else None
         mem = book.members()
         owner = dict(zip(mem["tx_id"], mem["case_id"]))
         alerts = [{"tx_id": r["tx_id"], "time": pd.Timestamp(r["timestamp"]).strftime("%Y-%m-%d %H:%M"),
@@ -190,7 +190,7 @@ def add_case_routes(app, ctx) -> None:
                    "band": st.loc[r["tx_id"], "band"] if st is not None and r["tx_id"] in st.index else "",
                    "case": owner.get(r["tx_id"])}
                   for r in a.to_dict("records")]
-        ctxf = cache.context
+        ctxf = view.context
         archive = None
         if ctxf is not None:
             part = ctxf[ctxf[col].astype(str) == entity].sort_values("timestamp")
@@ -225,6 +225,6 @@ def add_case_routes(app, ctx) -> None:
         err = ctx.need_auth(request)
         if err:
             return err
-        _, items, _ = filtered(request)
+        _, items, _, _ = filtered(request)
         return {"cases": [r.__dict__ for r in items]}
 

@@ -16,7 +16,9 @@ Tables ``cases``, ``case_members``, ``case_events`` (migration ``fraud/migration
 """
 from __future__ import annotations
 
+import functools
 import json
+import threading
 from collections import Counter
 from datetime import datetime, timezone
 
@@ -140,12 +142,24 @@ def _related_pairs(conn) -> dict:
     return out
 
 
+def _one_at_a_time(method):
+    """Writes to the book run one at a time in this process (the review app's refresh thread syncs while request
+    handlers act on cases), each reading the cases as the previous write left them: a sync never grows a case
+    that was closed after it read the case's status, and an action's "before" state is the one it changed."""
+    @functools.wraps(method)
+    def serialised(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return serialised
+
+
 class CaseBook:
     """Cases over an alert store (same database)."""
 
     def __init__(self, store: AlertStore):
         self.store = store
         self.engine = store.engine
+        self._lock = threading.RLock()
 
     # -- reading -----------------------------------------------------------------------------
     def frame(self) -> pd.DataFrame:
@@ -213,6 +227,7 @@ class CaseBook:
         with self.engine.connect() as conn:
             return sorted(_related_pairs(conn).get(case_id, set()))
 
+    @_one_at_a_time
     def sync(self, result, at: datetime | None = None) -> dict:
         """Bring the cases up to date with the clusters of ``result`` (a ClusterResult); returns cluster id ->
         the case holding most of its alerts. See the module docstring for the rules."""
@@ -350,6 +365,7 @@ class CaseBook:
         self._log(conn, case_id, SYSTEM, "created", text, {"cluster_id": cl.id, "n_tx": n_tx}, at)
 
     # -- analyst actions ---------------------------------------------------------------------
+    @_one_at_a_time
     def assign(self, case_id: str, assignee: str | None, analyst: str) -> int:
         st = self.get(case_id)
         status = "in_progress" if assignee and st["status"] == "open" else st["status"]
@@ -359,6 +375,7 @@ class CaseBook:
                              f"assigned to {assignee}" if assignee else "unassigned",
                              {"before": {"assignee": st["assignee"], "status": st["status"]}})
 
+    @_one_at_a_time
     def set_status(self, case_id: str, status: str, analyst: str) -> int:
         if status not in ("open", "in_progress"):
             raise ConfigError(f"status {status!r}: set open or in_progress here; a case is closed by a decision")
@@ -368,6 +385,7 @@ class CaseBook:
             return self._log(conn, case_id, analyst, "status", f"status set to {STATUS_WORDS[status]}",
                              {"before": {"status": st["status"], "outcome": st["outcome"]}})
 
+    @_one_at_a_time
     def decide(self, case_id: str, outcome: str, analyst: str, tx_ids=None, note: str | None = None) -> tuple[int, int]:
         """Label transactions and (for the whole case) close it. ``outcome``: fraud | not_fraud label every
         member (or only ``tx_ids``, leaving the case open); mixed closes it with the labels given so far.
@@ -399,6 +417,7 @@ class CaseBook:
                              "before": {"status": st["status"], "outcome": st["outcome"]}}, at)
         return eid, len(targets)
 
+    @_one_at_a_time
     def note(self, case_id: str, text: str, analyst: str) -> int:
         self.get(case_id)
         if not text.strip():
@@ -407,6 +426,7 @@ class CaseBook:
             self._update(conn, case_id, _now())
             return self._log(conn, case_id, analyst, "note", text.strip()[:4000])
 
+    @_one_at_a_time
     def undo(self, event_id: int, analyst: str) -> int:
         """Undo an assign, status or decide event: its labels are taken back (retraining then uses the
         decision before it, if any) and the case returns to its state before. Returns the undo event id."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -148,36 +149,69 @@ class Row:
 BAND_ORDER = {"critical": 0, "high": 1, "medium": 2}
 
 
-def rows(book: CaseBook, result, strength_df: pd.DataFrame, budget: int) -> list[Row]:
+def rows(book: CaseBook, result, strength_df: pd.DataFrame, budget: int,
+         first_reasons: pd.Series | None = None) -> list[Row]:
     """Every case as a queue row, highest priority (risk / sqrt(alerts)) first (cases with no current cluster: risk 0).
     Cases the current clustering joins in one cluster (related cases) are listed together, in the place of that
-    cluster's priority, each with its own risk: the group an analyst works through together."""
+    cluster's priority, each with its own risk: the group an analyst works through together. ``first_reasons``:
+    :func:`first_reasons` of ``result``'s alerts, when the caller keeps it (the app computes it once per grouping)."""
     frame = book.frame()
     members = book.members()
-    a = result.alerts.set_index("tx_id")
-    st = strength_df.set_index("tx_id") if len(strength_df) else None
-    groups = dict(tuple(members.groupby("case_id"))) if len(members) else {}
-    risks = case_risks(result, {k: g["tx_id"].tolist() for k, g in groups.items()})
+    held = _held_alerts(members, result.alerts, strength_df, first_reasons)
+    risks = case_risks(result, held)
+    who = members.groupby("case_id", sort=False).agg(n=("tx_id", "size"), customers=("customer_id", _sorted_set),
+                                                     terminals=("terminal_id", _sorted_set))
+    per = held.assign(_band=held["band"].map(BAND_ORDER)).groupby("case_id", sort=False).agg(
+        n=("tx_id", "size"), first=("timestamp", "min"), last=("timestamp", "max"), amount=("amount", "sum"),
+        band=("_band", "min"), reason=("first_reason", _most_frequent))
+    band_of = {v: k for k, v in BAND_ORDER.items()}
     out = []
     for r in frame.to_dict("records"):
-        m = groups.get(r["case_id"])
-        tx = m["tx_id"].tolist() if m is not None else []
-        part = a.loc[[t for t in tx if t in a.index]]
-        bands = [st.loc[t, "band"] for t in tx if st is not None and t in st.index]
-        first = str(part["timestamp"].min())[:16] if len(part) else ""
-        last = str(part["timestamp"].max())[:16] if len(part) else ""
-        top = _top_reason(part)
-        risk, ring = risks.get(r["case_id"], (0.0, False))
-        out.append(Row(case_id=r["case_id"], status=r["status"], outcome=r["outcome"], assignee=r["assignee"],
-                       risk=risk, n_tx=len(tx),
-                       customers=sorted(set(m["customer_id"])) if m is not None else [],
-                       terminals=sorted(set(m["terminal_id"])) if m is not None else [],
-                       amount=float(part["amount"].sum()) if len(part) else 0.0, first_seen=first, last_seen=last,
-                       ring=ring, band=min(bands, key=BAND_ORDER.get) if bands else "medium",
-                       budget_share=budget_share(len(part), first, last, budget) if len(part) else 0.0,
-                       reason=top, created_at=str(r["created_at"])[:16], updated_at=str(r["updated_at"])[:16],
+        cid = r["case_id"]
+        w = who.loc[cid] if cid in who.index else None
+        p = per.loc[cid] if cid in per.index else None
+        first = str(p["first"])[:16] if p is not None else ""
+        last = str(p["last"])[:16] if p is not None else ""
+        risk, ring = risks.get(cid, (0.0, False))
+        out.append(Row(case_id=cid, status=r["status"], outcome=r["outcome"], assignee=r["assignee"],
+                       risk=risk, n_tx=int(w["n"]) if w is not None else 0,
+                       customers=w["customers"] if w is not None else [],
+                       terminals=w["terminals"] if w is not None else [],
+                       amount=float(p["amount"]) if p is not None else 0.0, first_seen=first, last_seen=last,
+                       ring=ring, band=band_of.get(p["band"], "medium") if p is not None else "medium",
+                       budget_share=budget_share(int(p["n"]), first, last, budget) if p is not None else 0.0,
+                       reason=p["reason"] if p is not None else "",
+                       created_at=str(r["created_at"])[:16], updated_at=str(r["updated_at"])[:16],
                        linked_to=r["linked_to"], link_kind=r["link_kind"]))
     return _grouped(out, frame, result)
+
+
+def first_reasons(alerts: pd.DataFrame) -> pd.Series:
+    """Per alert (index ``tx_id``): its first reason in words ("" when none stands out)."""
+    texts = [w[0].text if w else "" for w in (words(r, top=1) for r in alerts["reasons"])]
+    return pd.Series(texts, index=alerts["tx_id"].to_numpy(), dtype=object)
+
+
+def _held_alerts(members: pd.DataFrame, alerts: pd.DataFrame, strength_df: pd.DataFrame,
+                 reasons: pd.Series | None) -> pd.DataFrame:
+    """The alerts of ``alerts`` each case holds, in the case's member order, with ``case_id``, ``band`` (None
+    where strength has none) and ``first_reason``."""
+    held = members[["tx_id", "case_id"]].merge(alerts, on="tx_id", how="inner", sort=False)
+    band = strength_df.set_index("tx_id")["band"] if len(strength_df) else pd.Series(dtype=object)
+    held["band"] = held["tx_id"].map(band).astype(object).where(held["tx_id"].isin(band.index), None)
+    reasons = first_reasons(held) if reasons is None else reasons
+    held["first_reason"] = held["tx_id"].map(reasons).fillna("")
+    return held
+
+
+def _sorted_set(values: pd.Series) -> list:
+    return sorted(set(values))
+
+
+def _most_frequent(texts: pd.Series) -> str:
+    """The most frequent non-empty text (ties: the first seen)."""
+    counts = Counter(t for t in texts if t)
+    return counts.most_common(1)[0][0] if counts else ""
 
 
 def _grouped(out: list, frame: pd.DataFrame, result) -> list:
@@ -219,25 +253,24 @@ def entries(items: list[Row]) -> list[list[Row]]:
     return out
 
 
-def case_risks(result, case_tx: dict) -> dict:
-    """Case id -> (risk, ring signal) of the alerts it holds in ``result``. A case holding exactly one
-    cluster's alerts takes that cluster's figures; a case holding part of a cluster, or parts of several
-    (cases own their alerts, the clustering regroups them), gets the clustering's formula over its own
-    alerts: score percentiles among all clustered alerts, its shared terminals that surge in the context."""
+def case_risks(result, held: pd.DataFrame) -> dict:
+    """Case id -> (risk, ring signal) of the alerts it holds in ``result`` (``held``: one row per held alert,
+    with ``case_id``, in the case's member order). A case holding exactly one cluster's alerts takes that
+    cluster's figures; a case holding part of a cluster, or parts of several (cases own their alerts, the
+    clustering regroups them), gets the clustering's formula over its own alerts: score percentiles among all
+    clustered alerts, its shared terminals that surge in the context."""
     from fraud.review.clusters import colluding_customers, collusion_risk, risk_of
 
     by_tx = {tuple(sorted(c.tx_ids)): c for c in result.clusters}
-    a = result.alerts.assign(_pct=result.alerts["score"].rank(method="average", pct=True)).set_index("tx_id")
+    pct = pd.Series(result.alerts["score"].rank(method="average", pct=True).to_numpy(), index=result.alerts["tx_id"])
+    held = held.assign(_pct=held["tx_id"].map(pct).to_numpy())
     surging = set().union(*[set(c.surging_terminals) for c in result.clusters])
     formula = getattr(result, "meta", {}).get("risk", "collusion")
     out = {}
-    for case_id, txs in case_tx.items():
-        part = a.loc[[t for t in txs if t in a.index]]
-        cl = by_tx.get(tuple(sorted(part.index)))
+    for case_id, part in held.groupby("case_id", sort=False):
+        cl = by_tx.get(tuple(sorted(part["tx_id"])))
         if cl is not None:
             out[case_id] = (float(cl.risk), bool(cl.surging_terminals or cl.colluding_customers))
-            continue
-        if not len(part):
             continue
         per_t = part.groupby("terminal_id")["customer_id"].nunique()
         n_surging = len(set(per_t.index[per_t >= 2]) & surging)
@@ -246,14 +279,6 @@ def case_risks(result, case_tx: dict) -> dict:
             if formula == "collusion" else risk_of(part["score"], part["amount"], part["customer_id"].nunique())
         out[case_id] = (round(float(risk), 6), bool(coll or n_surging))
     return out
-
-
-def _top_reason(part: pd.DataFrame) -> str:
-    """The most frequent first worded reason among a case's alerts."""
-    firsts = [w[0].text for w in (words(r, top=1) for r in part["reasons"]) if w] if len(part) else []
-    if not firsts:
-        return ""
-    return pd.Series(firsts).value_counts().index[0]
 
 
 def select(all_rows: list[Row], f: Filters, book: CaseBook | None = None) -> list[Row]:

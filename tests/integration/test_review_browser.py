@@ -70,7 +70,7 @@ def test_login_open_confirm_reaches_store(server):
         pytest.skip(f"Chromium is absent at {CHROMIUM} (install it: apt-get install -y chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="Python Playwright is not installed")
     base, store, app = server
-    top = app.state.cache.get().clusters[0]
+    top = app.state.cache.view().result.clusters[0]
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
@@ -84,7 +84,7 @@ def test_login_open_confirm_reaches_store(server):
             page.wait_for_selector("#clusters")
             page.screenshot(path=str(SHOTS / "review_list.png"), full_page=True)
             links = page.locator("a.cluster-link")
-            assert links.count() == len(app.state.cache.get().clusters)
+            assert links.count() == len(app.state.cache.view().result.clusters)
             assert links.first.inner_text() == top.id     # highest risk first
             links.first.click()
             page.wait_for_selector("#cluster-id")

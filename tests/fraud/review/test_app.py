@@ -67,7 +67,7 @@ def test_unauthenticated_reads_and_writes_are_refused(app, store):
     c = TestClient(app)
     r = c.get("/", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"].startswith("/login")
-    cid = app.state.cache.get().clusters[0].id
+    cid = app.state.cache.view().result.clusters[0].id
     r = c.get(f"/cluster/{cid}", follow_redirects=False)
     assert r.status_code == 303 and "/login?next=" in r.headers["location"]
     assert c.get(f"/cluster/{cid}/graph.png").status_code == 401
@@ -124,7 +124,7 @@ def test_login_next_is_local_only(app):
 def test_csrf_is_checked_on_every_post(app, store):
     c = TestClient(app)
     login(c)
-    cid = app.state.cache.get().clusters[0].id
+    cid = app.state.cache.view().result.clusters[0].id
     token = csrf_of(c.get("/").text)
     r = c.post(f"/cluster/{cid}/decision", data={"decision": "fraud"}, follow_redirects=False)
     assert r.status_code == 403
@@ -186,7 +186,7 @@ def test_wrong_logins_are_throttled_per_name_then_back_off(store):
 def test_logout_revokes_the_session(app, store):
     c = TestClient(app)
     login(c)
-    cid = app.state.cache.get().clusters[0].id
+    cid = app.state.cache.view().result.clusters[0].id
     token = csrf_of(c.get("/").text)
     old = c.cookies["fraud_review"]
     assert c.post("/logout", data={"csrf": token}, follow_redirects=False).status_code == 303
@@ -205,7 +205,7 @@ def test_rotating_or_removing_a_token_revokes_its_sessions(store, tmp_path):
     app = create_app(store, users=users)
     c, cb = TestClient(app), TestClient(app)
     assert login(c, secret=first).status_code == 303 and login(cb, secret=bob).status_code == 303
-    cid = app.state.cache.get().clusters[0].id
+    cid = app.state.cache.view().result.clusters[0].id
     token = csrf_of(c.get("/").text)
     second = add_analyst(users, "alice")                        # rotate while the app runs
     r = c.post(f"/cluster/{cid}/decision", data={"decision": "fraud", "csrf": token}, follow_redirects=False)
@@ -221,7 +221,7 @@ def test_rotating_or_removing_a_token_revokes_its_sessions(store, tmp_path):
 def test_the_analyst_is_the_tokens_holder(app, store):
     c = TestClient(app)
     assert login(c, secret=ALICE, analyst="mallory").status_code == 303    # a typed name is ignored
-    res = app.state.cache.get()
+    res = app.state.cache.view().result
     cid, other = res.clusters[0].id, res.clusters[1].id
     page = c.get(f"/cluster/{cid}")
     assert "mallory" not in page.text
@@ -277,7 +277,7 @@ def test_access_log_records_requests_and_sign_ins(app, caplog):
 def test_pages_escape_html_ids(app):
     c = TestClient(app)
     login(c)
-    res = app.state.cache.get()
+    res = app.state.cache.view().result
     evil = next(cl for cl in res.clusters if EVIL in cl.customers)
     page = c.get(f"/cluster/{evil.id}")
     assert page.status_code == 200
@@ -294,7 +294,7 @@ def test_pages_escape_html_ids(app):
 def test_cluster_and_transaction_decisions_reach_the_store(app, store):
     c = TestClient(app)
     login(c, BOB)
-    res = app.state.cache.get()
+    res = app.state.cache.view().result
     top = res.clusters[0]
     page = c.get(f"/cluster/{top.id}")
     assert page.status_code == 200 and top.id in page.text

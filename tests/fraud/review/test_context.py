@@ -206,7 +206,7 @@ def test_app_cluster_page_shows_the_context(tmp_path, world):
     client = TestClient(create_app(store, token=token, cluster_kwargs={"context": ctx}))
     r = client.post("/login", data={"secret": token, "next": "/"})
     assert r.status_code == 200
-    top = client.app.state.cache.get().clusters[0]
+    top = client.app.state.cache.view().result.clusters[0]
     assert top.context_groups == 3
     html = client.get(f"/cluster/{top.id}").text
     assert "surging terminals: R0, R1, R2" in html and "3 alert group(s) linked" in html
@@ -223,8 +223,8 @@ def _write_archive_day(root, part: pd.DataFrame, name: str):
 def test_context_source_follows_a_growing_archive(tmp_path, world):
     """The review app's context: new archive files join it (each read once), removed ones leave it, a changed
     context file is read again, and the app's clusters follow; nothing is re-read within refresh_s."""
-    from fraud.review.app import ClusterCache
     from fraud.review.clusters import ContextSource
+    from fraud.review.view import ClusterCache
 
     alerts, ctx = world
     root = tmp_path / "archive"
@@ -239,9 +239,9 @@ def test_context_source_follows_a_growing_archive(tmp_path, world):
     (root / "date=2099-01-01" / ".part-x-p0000-o1-2.parquet.tmp").write_bytes(b"half")  # being written: ignored
     store = AlertStore(f"sqlite:///{tmp_path / 'alerts.db'}")
     store.write_alerts(alerts)
-    cache = ClusterCache(store, context_source=src)
-    before = cache.get()
-    assert cache.get() is before
+    cache = ClusterCache(store, context_source=src, wait_s=None, min_interval_s=0)
+    before = cache.view().result
+    assert cache.view().result is before
     assert before.clusters[0].customers != [f"M{i}" for i in range(9)]  # the ring's context is not there yet
     days = rest["timestamp"].dt.strftime("%Y-%m-%d")
     for i, (_, part) in enumerate(rest.groupby(days)):
@@ -249,7 +249,7 @@ def test_context_source_follows_a_growing_archive(tmp_path, world):
     v2, c2 = src.get()
     assert v2 != v1 and len(c2) == len(ctx)
     pd.testing.assert_frame_equal(c2, read_context(archive=root))
-    after = cache.get()
+    after = cache.view().result
     assert after is not before and after.clusters[0].customers == [f"M{i}" for i in range(9)]
     # a file removed (a restarting scorer discards what it had not checkpointed) leaves the context
     (root / f"date={first['timestamp'].iloc[0]:%Y-%m-%d}" / "part-x-p0000-o000-039.parquet").unlink()
@@ -269,7 +269,8 @@ def test_context_source_follows_a_growing_archive(tmp_path, world):
 
 
 def test_review_serve_picks_up_new_archive_files(tmp_path, world):
-    """`fraud review serve --archive` as a process: archive files written while it runs reach its clusters."""
+    """`fraud review serve --archive` as a process: archive files written while it runs reach its clusters (after
+    a background refresh: a page reloaded a few seconds later shows them)."""
     import os
     import socket
     import subprocess
@@ -313,7 +314,10 @@ def test_review_serve_picks_up_new_archive_files(tmp_path, world):
         rest = ctx.iloc[40:]
         for i, (_, part) in enumerate(rest.groupby(rest["timestamp"].dt.strftime("%Y-%m-%d"))):
             _write_archive_day(root, part.reset_index(drop=True), f"part-x-p0001-o{i:03d}-{i:03d}.parquet")
-        assert top_customers() == ring
+        deadline = time.monotonic() + 60          # grouped off the request path: reload until it shows
+        while top_customers() != ring:
+            assert time.monotonic() < deadline, "the new archive files never reached the clusters"
+            time.sleep(0.2)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

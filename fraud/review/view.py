@@ -1,0 +1,124 @@
+"""What the review pages show: the clusters of the store's alerts, each alert's strength and the context, kept
+fresh off the request path.
+
+A live scorer writes alerts at every checkpoint and clustering a long window takes seconds, so a page never waits
+for it longer than ``wait_s``: the request that sees new alerts (or a new context) starts one refresh on a
+background thread and, if it is not done in time, is served the last view; the pages then say that newer alerts
+are being grouped. At most one refresh runs at a time, and one starts at most every ``min_interval_s``. A refresh
+syncs the case book before it publishes its view, so the queue's cases always match the clusters shown. A failed
+refresh keeps the last view, is logged, and is tried again by the next request that sees the change.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import pandas as pd
+
+from fraud.errors import FraudError
+from fraud.review.clusters import ClusterResult, cluster_alerts
+from fraud.review.queue import first_reasons, strength
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class View:
+    """One consistent state of the pages: the clusters, each alert's strength and first reason in words, and the
+    context they were built with; ``key``: the store's alert count and the context's version it was built for."""
+    result: ClusterResult
+    strength: pd.DataFrame
+    first_reasons: pd.Series
+    context: pd.DataFrame | None
+    key: tuple
+    as_of: datetime
+
+
+class ClusterCache:
+    """The current :class:`View` of ``store``'s alerts (``since``/``until`` bound the window). ``book``: a
+    CaseBook synced with every new result; ``context_source``: a ContextSource (the scorer's archive as it
+    grows); ``wait_s``: the longest a request waits for a refresh it started (None: until it is done);
+    ``cluster_kwargs``: passed to :func:`fraud.review.clusters.cluster_alerts`."""
+
+    def __init__(self, store, since=None, until=None, context_source=None, book=None, wait_s: float | None = 0.5,
+                 min_interval_s: float = 5.0, **cluster_kwargs):
+        self.store, self.since, self.until, self.kw = store, since, until, cluster_kwargs
+        self.context_source, self.book = context_source, book
+        self.wait_s, self.min_interval_s = wait_s, min_interval_s
+        self.error: str | None = None       # why the last refresh failed (None: it did not)
+        self._lock = threading.Lock()
+        self._view: View | None = None
+        self._done: threading.Event | None = None   # set when the running refresh ends (None: none runs)
+        self._last_start = float("-inf")
+
+    @property
+    def refreshing(self) -> bool:
+        """A refresh is running or waiting for its turn: newer alerts than the view's exist."""
+        return self._done is not None
+
+    @property
+    def as_of(self) -> datetime | None:
+        """When the current view was built (None: not yet)."""
+        view = self._view
+        return None if view is None else view.as_of
+
+    def view(self) -> View:
+        """The current view; starts a refresh when the alerts or the context changed since it was built."""
+        with self._lock:
+            key, kw = self._look()
+            current = self._view
+            if current is not None and current.key == key:
+                return current
+            done = self._start(key, kw)
+        done.wait(None if current is None or self.wait_s is None else self.wait_s)
+        with self._lock:
+            if self._view is None:
+                raise FraudError(f"review: the alerts of {self.store.url!r} could not be grouped: {self.error}")
+            return self._view
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the running refresh, if any; False if it is still running after ``timeout`` s."""
+        done = self._done
+        return done is None or done.wait(timeout)
+
+    def _look(self) -> tuple[tuple, dict]:
+        kw = dict(self.kw)
+        version = None
+        if self.context_source is not None:
+            version, kw["context"] = self.context_source.get()
+        return (self.store.count_alerts(), version), kw
+
+    def _start(self, key: tuple, kw: dict) -> threading.Event:
+        if self._done is None:
+            self._done = threading.Event()
+            threading.Thread(target=self._refresh, args=(key, kw, self._done), name="review-refresh",
+                             daemon=True).start()
+        return self._done
+
+    def _refresh(self, key: tuple, kw: dict, done: threading.Event) -> None:
+        try:
+            delay = self._last_start + self.min_interval_s - time.monotonic()
+            if delay > 0 and self._view is not None:
+                time.sleep(delay)
+            self._last_start = time.monotonic()
+            view = self._compute(key, kw)
+            if self.book is not None:
+                self.book.sync(view.result)
+            with self._lock:
+                self._view, self.error = view, None
+        except Exception as e:  # noqa: BLE001 - the app keeps serving the last view; the next request retries
+            self.error = f"{e.__class__.__name__}: {e}"
+            log.exception("review: grouping the alerts of %s failed; the pages keep the last view", self.store.url)
+        finally:
+            with self._lock:
+                self._done = None
+            done.set()
+
+    def _compute(self, key: tuple, kw: dict) -> View:
+        result = cluster_alerts(self.store.read_alerts(), since=self.since, until=self.until, **kw)
+        context = kw.get("context")
+        return View(result, strength(result.alerts, context), first_reasons(result.alerts), context, key,
+                    datetime.now(timezone.utc))

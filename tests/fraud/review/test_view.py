@@ -1,0 +1,134 @@
+"""The review app's view (fraud.review.view): pages never wait for new alerts to be grouped, the case book is
+synced before a new view is shown, a failed refresh keeps the last view. Real SQLite store, real clustering."""
+from __future__ import annotations
+
+import logging
+import time
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from fraud.errors import FraudError
+from fraud.review.app import create_app
+from fraud.review.view import ClusterCache
+from fraud.store import AlertStore
+
+from .helpers import hand_built_alerts
+
+TOKEN = "view-test-token"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture()
+def split(tmp_path):
+    """A store holding all but the last 5 hand-built alerts, and those 5."""
+    a = hand_built_alerts()
+    store = AlertStore(f"sqlite:///{tmp_path / 'alerts.db'}")
+    store.write_alerts(a.iloc[:-5])
+    return store, a.iloc[-5:]
+
+
+def test_pages_get_the_last_view_while_new_alerts_are_grouped(split):
+    store, late = split
+    app = create_app(store, token=TOKEN, refresh_wait_s=0.2)
+    cache, book = app.state.cache, app.state.cache.book
+    cache.min_interval_s = 0
+    c = TestClient(app)
+    first = c.get("/api/clusters", headers=BEARER).json()
+    assert first["meta"]["n_alerts"] == len(store.read_alerts()) and first["updating"] is False
+    assert c.post("/login", data={"secret": TOKEN, "next": "/"}).status_code == 200
+    assert "being grouped" not in c.get("/").text
+    with book._lock:                     # the refresh cannot sync the book, so it cannot publish its view
+        store.write_alerts(late)
+        t0 = time.monotonic()
+        stale = c.get("/api/clusters", headers=BEARER).json()
+        assert time.monotonic() - t0 < 30                     # answered while the refresh is held
+        assert stale["meta"]["n_alerts"] == first["meta"]["n_alerts"] and stale["updating"] is True
+        assert stale["as_of"] == first["as_of"]
+        page = c.get("/").text
+        assert "New alerts are being grouped into cases" in page and "reload in a few seconds" in page
+        assert not set(late["tx_id"]) & set(book.members()["tx_id"])
+    assert cache.wait(60)
+    fresh = c.get("/api/clusters", headers=BEARER).json()
+    assert fresh["meta"]["n_alerts"] == first["meta"]["n_alerts"] + len(late) and fresh["updating"] is False
+    assert set(late["tx_id"]) <= set(book.members()["tx_id"])          # the new alerts are in cases
+    assert "being grouped" not in c.get("/").text
+
+
+class Flaky(ClusterCache):
+    """Fails its refreshes while ``broken``: stands for a database or clustering error."""
+    broken = False
+
+    def _compute(self, key, kw):
+        if self.broken:
+            raise RuntimeError("the database went away")
+        return super()._compute(key, kw)
+
+
+def test_a_failed_refresh_keeps_the_last_view_and_is_retried(split, caplog):
+    store, late = split
+    cache = Flaky(store, wait_s=None, min_interval_s=0)
+    before = cache.view()
+    cache.broken = True
+    store.write_alerts(late.iloc[:2])
+    with caplog.at_level(logging.ERROR, logger="fraud.review.view"):
+        assert cache.view() is before
+    assert cache.error == "RuntimeError: the database went away" and not cache.refreshing
+    assert "the pages keep the last view" in caplog.text
+    cache.broken = False
+    after = cache.view()                              # the next request sees the change again and retries
+    assert after.result.meta["n_alerts"] == before.result.meta["n_alerts"] + 2 and cache.error is None
+
+
+def test_a_first_view_that_fails_says_why(split):
+    store, _ = split
+    cache = Flaky(store, wait_s=None)
+    cache.broken = True
+    with pytest.raises(FraudError, match="could not be grouped: RuntimeError: the database went away"):
+        cache.view()
+
+
+def test_refreshes_are_spaced_by_min_interval(split):
+    store, late = split
+    cache = ClusterCache(store, wait_s=None, min_interval_s=1.0)
+    started = time.monotonic()
+    cache.view()
+    store.write_alerts(late.iloc[:1])
+    assert cache.view().result.meta["n_alerts"] == len(store.read_alerts())
+    assert time.monotonic() - started >= 0.9          # the second refresh waited for its turn
+
+
+def test_a_case_closed_while_new_alerts_are_grouped_is_reopened_by_them(split):
+    """The refresh syncs after the analyst's close (the book's writes run one at a time), so the new alert at the
+    closed case's terminal reopens it instead of sitting unseen in a closed case."""
+    store, _ = split
+    app = create_app(store, token=TOKEN, refresh_wait_s=0)
+    cache, book = app.state.cache, app.state.cache.book
+    cache.min_interval_s = 0
+    cache.view()
+    a = store.read_alerts()
+    victim = a[a["terminal_id"] == "T9"].iloc[[-1]]
+    case_id = book.members().set_index("tx_id").loc[victim["tx_id"].iloc[0], "case_id"]
+    with book._lock:
+        store.write_alerts(victim.assign(tx_id="late-T9", timestamp=victim["timestamp"] + pd.Timedelta(hours=1)))
+        cache.view()                                          # starts the refresh; its sync waits for the lock
+        assert cache.refreshing
+        book.decide(case_id, "not_fraud", analyst="alice")
+        assert book.get(case_id)["status"] == "closed"
+    assert cache.wait(60)
+    assert book.members().set_index("tx_id").loc["late-T9", "case_id"] == case_id
+    assert book.get(case_id)["status"] == "open"
+    assert [h["action"] for h in book.history(case_id)][-2:] == ["decide", "reopened"]
+
+
+def test_queue_rows_are_the_same_with_the_views_reasons(split):
+    from fraud.review import queue as Q
+
+    store, _ = split
+    app = create_app(store, token=TOKEN)
+    view = app.state.cache.view()
+    book = app.state.cache.book
+    with_view = Q.rows(book, view.result, view.strength, 100, view.first_reasons)
+    assert [r.__dict__ for r in with_view] == [r.__dict__ for r in Q.rows(book, view.result, view.strength, 100)]
+    assert any(r.reason for r in with_view)
