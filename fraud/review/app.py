@@ -228,6 +228,7 @@ def create_app(store, token: str | None = None, users=None, secret: str | bytes 
 
     cache = ClusterCache(store, since=since, until=until, context_source=context_source, book=CaseBook(store),
                          wait_s=refresh_wait_s, **(cluster_kwargs or {}))
+    cache.start()
     env = _templates()
 
     app = FastAPI(title="fraud review", docs_url=None, redoc_url=None, openapi_url=None)

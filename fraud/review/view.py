@@ -79,6 +79,14 @@ class ClusterCache:
                 raise FraudError(f"review: the alerts of {self.store.url!r} could not be grouped: {self.error}")
             return self._view
 
+    def start(self) -> None:
+        """Start grouping now, without waiting (the app does at its start: its first page then waits only for
+        what is left)."""
+        with self._lock:
+            key, kw = self._look()
+            if self._view is None or self._view.key != key:
+                self._start(key, kw)
+
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the running refresh, if any; False if it is still running after ``timeout`` s."""
         done = self._done

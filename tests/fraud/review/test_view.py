@@ -132,3 +132,9 @@ def test_queue_rows_are_the_same_with_the_views_reasons(split):
     with_view = Q.rows(book, view.result, view.strength, 100, view.first_reasons)
     assert [r.__dict__ for r in with_view] == [r.__dict__ for r in Q.rows(book, view.result, view.strength, 100)]
     assert any(r.reason for r in with_view)
+
+
+def test_the_app_starts_grouping_when_it_is_created(split):
+    store, _ = split
+    app = create_app(store, token=TOKEN)
+    assert app.state.cache.wait(60) and app.state.cache.as_of is not None     # grouped with no request made
