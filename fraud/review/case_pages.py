@@ -11,7 +11,7 @@ from fastapi import Request
 
 from fraud.errors import FraudError
 from fraud.review import queue as Q
-from fraud.review.cases import OUTCOME_WORDS, STATUS_WORDS, UNDOABLE
+from fraud.review.cases import OUTCOME_WORDS, STATUS_WORDS, UNDOABLE, CaseChanged
 from fraud.review.reasons import glossary
 
 OUTCOME_BUTTONS = (("fraud", "Close as fraud"), ("not_fraud", "Close as not fraud"), ("mixed", "Close as mixed"))
@@ -138,7 +138,9 @@ def add_case_routes(app, ctx) -> None:
     @app.post("/case/{case_id}/decide")
     async def decide(request: Request, case_id: str):
         """Fields: ``outcome`` (fraud | not_fraud | mixed), optional ``tx_id`` (repeatable), ``note``,
-        ``confirm`` ("yes"): a browser form without it gets the confirmation page first."""
+        ``confirm`` ("yes"): a browser form without it gets the confirmation page first; ``members``: the case's
+        alerts the analyst confirmed (the page sends it): if the case holds another number now, nothing is
+        recorded (409; a browser gets the confirmation page again, saying so)."""
         res, err = await ctx.check_post(request)
         if err:
             return err
@@ -146,13 +148,21 @@ def add_case_routes(app, ctx) -> None:
         outcome = str(form.get("outcome", ""))
         chosen = [str(t) for t in form.getlist("tx_id")]
         note = str(form.get("note", "")).strip()[:4000] or None
+        def confirm_page(n_members: int, changed: str | None = None):
+            n = len(chosen) if chosen else (n_members if outcome in ("fraud", "not_fraud") else 0)
+            return render(request, "confirm.html", case_id=case_id, outcome=outcome, chosen=chosen, note=note,
+                          n=n, n_members=n_members, changed=changed, OUTCOME_WORDS=OUTCOME_WORDS)
+
         try:
-            n_members = len(book.members(case_id))
             if who.sid and form.get("confirm") != "yes":
-                n = len(chosen) if chosen else (n_members if outcome in ("fraud", "not_fraud") else 0)
-                return render(request, "confirm.html", case_id=case_id, outcome=outcome, chosen=chosen, note=note,
-                              n=n, n_members=n_members, OUTCOME_WORDS=OUTCOME_WORDS)
-            eid, n = book.decide(case_id, outcome, who.analyst, tx_ids=chosen, note=note)
+                return confirm_page(len(book.members(case_id)))
+            expect = str(form.get("members", "")).strip()
+            eid, n = book.decide(case_id, outcome, who.analyst, tx_ids=chosen, note=note,
+                                 expect_members=int(expect) if expect.isdigit() else None)
+        except CaseChanged as e:
+            if who.sid:
+                return confirm_page(e.members, changed=str(e))
+            return JSONResponse({"detail": str(e)}, status_code=409)
         except FraudError as e:
             return JSONResponse({"detail": str(e)}, status_code=400)
         return done(request, who, case_id, f"{OUTCOME_WORDS[outcome]}, {n} transaction(s) labelled",

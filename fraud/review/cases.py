@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 import pandas as pd
 import sqlalchemy as sa
 
-from fraud.errors import ConfigError
+from fraud.errors import ConfigError, FraudError
 from fraud.store import AlertStore, metadata
 
 SYSTEM = "system"
@@ -140,6 +140,15 @@ def _related_pairs(conn) -> dict:
     for case_id, detail in conn.execute(q):
         out.setdefault(case_id, set()).add(json.loads(detail)["case"])
     return out
+
+
+class CaseChanged(FraudError):
+    """A whole-case decision on a case that gained alerts since the analyst confirmed it (``members``: its
+    alerts now)."""
+
+    def __init__(self, message: str, members: int):
+        super().__init__(message)
+        self.members = members
 
 
 def _one_at_a_time(method):
@@ -386,9 +395,12 @@ class CaseBook:
                              {"before": {"status": st["status"], "outcome": st["outcome"]}})
 
     @_one_at_a_time
-    def decide(self, case_id: str, outcome: str, analyst: str, tx_ids=None, note: str | None = None) -> tuple[int, int]:
+    def decide(self, case_id: str, outcome: str, analyst: str, tx_ids=None, note: str | None = None,
+               expect_members: int | None = None) -> tuple[int, int]:
         """Label transactions and (for the whole case) close it. ``outcome``: fraud | not_fraud label every
         member (or only ``tx_ids``, leaving the case open); mixed closes it with the labels given so far.
+        ``expect_members``: the case's alerts the analyst saw; a whole-case decision on a case that holds
+        another number now raises :class:`CaseChanged` (alerts that joined meanwhile are never closed unseen).
         Returns (event id, transactions labelled)."""
         if outcome not in OUTCOMES:
             raise ConfigError(f"outcome {outcome!r} is not one of {', '.join(OUTCOMES)}")
@@ -400,6 +412,9 @@ class CaseBook:
             raise ConfigError(f"tx_id(s) {outside[:5]} are not in case {case_id!r}")
         if chosen and outcome == "mixed":
             raise ConfigError("outcome mixed closes a whole case; label single transactions fraud or not_fraud")
+        if not chosen and expect_members is not None and len(members) != expect_members:
+            raise CaseChanged(f"case {case_id} holds {len(members)} alert(s), not the {expect_members} you confirmed: "
+                              f"alerts joined or left it meanwhile; look at them, then decide again", len(members))
         label = {"fraud": "fraud", "not_fraud": "legit"}.get(outcome)
         targets = chosen or (members if label else [])
         ids = self.store.add_decision_rows(label, analyst, targets, cluster_id=case_id, note=note) if targets else []

@@ -138,3 +138,41 @@ def test_the_app_starts_grouping_when_it_is_created(split):
     store, _ = split
     app = create_app(store, token=TOKEN)
     assert app.state.cache.wait(60) and app.state.cache.as_of is not None     # grouped with no request made
+
+
+def test_a_case_that_grew_after_the_confirmation_is_not_closed_unseen(split):
+    """The confirmation page carries the alerts the analyst saw; alerts grouped into the case before "yes" stop
+    the close (nothing recorded) and the page asks again with the new number."""
+    import re
+
+    store, _ = split
+    app = create_app(store, token=TOKEN)
+    cache, book = app.state.cache, app.state.cache.book
+    cache.min_interval_s = 0
+    c = TestClient(app)
+    assert c.post("/login", data={"secret": TOKEN, "next": "/"}).status_code == 200
+    a = store.read_alerts()
+    victim = a[a["terminal_id"] == "T9"].iloc[[-1]]
+    case_id = book.members().set_index("tx_id").loc[victim["tx_id"].iloc[0], "case_id"]
+    n = len(book.members(case_id))
+    page = c.post(f"/case/{case_id}/decide", data={"outcome": "fraud", "csrf": _csrf(c)}).text
+    assert re.search(r'name="members" value="(\d+)"', page).group(1) == str(n)
+    store.write_alerts(victim.assign(tx_id="late-T9", timestamp=victim["timestamp"] + pd.Timedelta(hours=1)))
+    cache.view()
+    assert cache.wait(60) and len(book.members(case_id)) == n + 1
+    again = c.post(f"/case/{case_id}/decide", data={"outcome": "fraud", "confirm": "yes", "members": str(n),
+                                                    "csrf": _csrf(c)})
+    assert again.status_code == 200 and "Nothing was recorded" in again.text
+    assert f'name="members" value="{n + 1}"' in again.text
+    assert book.get(case_id)["status"] != "closed" and len(store.read_decisions()) == 0
+    api = c.post(f"/case/{case_id}/decide", data={"outcome": "fraud", "members": str(n)}, headers=BEARER)
+    assert api.status_code == 409 and f"holds {n + 1} alert(s), not the {n} you confirmed" in api.json()["detail"]
+    done = c.post(f"/case/{case_id}/decide", data={"outcome": "fraud", "confirm": "yes", "members": str(n + 1),
+                                                   "csrf": _csrf(c)})
+    assert done.status_code == 200 and book.get(case_id)["status"] == "closed"
+
+
+def _csrf(client) -> str:
+    import re
+
+    return re.search(r'name="csrf" value="([^"]+)"', client.get("/").text).group(1)
