@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
 from fraud.errors import ConfigError, FraudError
 from fraud.store import AlertStore, metadata
@@ -69,6 +70,7 @@ case_events = sa.Table(
 )
 
 UNDOABLE = ("assign", "status", "decide")
+SYNC_ATTEMPTS = 3
 LIVE = ("open", "in_progress")
 
 
@@ -228,6 +230,12 @@ class CaseBook:
         top = max((int(i.split("-")[1]) for i in ids), default=0)
         return [f"CASE-{top + k:04d}" for k in range(1, n + 1)]
 
+    @staticmethod
+    def _touch_live(conn, case_id, at) -> bool:
+        """Mark a case updated if it is still live; False when another process closed it since it was read."""
+        return conn.execute(cases.update().where(cases.c.case_id == case_id, cases.c.status.in_(LIVE))
+                            .values(updated_at=at)).rowcount > 0
+
     def _update(self, conn, case_id, at, **values):
         conn.execute(cases.update().where(cases.c.case_id == case_id).values(updated_at=at, **values))
 
@@ -244,6 +252,15 @@ class CaseBook:
         a = result.alerts
         ent = {t: (c, m) for t, c, m in zip(a["tx_id"].astype(str), a["customer_id"].astype(str),
                                             a["terminal_id"].astype(str))}
+        for attempt in range(1, SYNC_ATTEMPTS + 1):
+            try:
+                return self._sync_once(result, ent, at)
+            except IntegrityError as e:   # another process placed the same alerts first: read the book again
+                if attempt == SYNC_ATTEMPTS:
+                    raise FraudError(f"case book in {self.store.url!r}: another process kept writing the same cases "
+                                     f"({SYNC_ATTEMPTS} attempts); try again") from e
+
+    def _sync_once(self, result, ent: dict, at: datetime) -> dict:
         with self.engine.begin() as conn:
             owner = {r[0]: r[1] for r in conn.execute(sa.select(case_members.c.tx_id, case_members.c.case_id))}
             state = {r["case_id"]: dict(r) for r in conn.execute(sa.select(cases)).mappings()}
@@ -307,15 +324,16 @@ class CaseBook:
             self._new_case(conn, case_id, cl, at, None, None, f"created with {len(txs)} alerts", len(txs))
 
     def _grow(self, conn, case_id, txs, st, at) -> None:
-        if st["status"] == "closed":
-            self._update(conn, case_id, at, status="open")
-            self._log(conn, case_id, SYSTEM, "reopened", f"reopened: {len(txs)} new alert(s) joined it after it was "
-                      f"closed as {OUTCOME_WORDS[st['outcome']]}", {"tx_ids": txs[:200],
-                                                                     "outcome_before": st["outcome"]}, at)
-            st["status"] = "open"
-        else:
-            self._update(conn, case_id, at)
-            self._log(conn, case_id, SYSTEM, "grew", f"{len(txs)} new alert(s) joined", {"tx_ids": txs[:200]}, at)
+        if st["status"] != "closed":
+            if self._touch_live(conn, case_id, at):
+                self._log(conn, case_id, SYSTEM, "grew", f"{len(txs)} new alert(s) joined", {"tx_ids": txs[:200]}, at)
+                return
+            st.update(conn.execute(sa.select(cases).where(cases.c.case_id == case_id)).mappings().one())
+        self._update(conn, case_id, at, status="open")
+        self._log(conn, case_id, SYSTEM, "reopened", f"reopened: {len(txs)} new alert(s) joined it after it was "
+                  f"closed as {OUTCOME_WORDS[st['outcome']]}", {"tx_ids": txs[:200],
+                                                                 "outcome_before": st["outcome"]}, at)
+        st["status"] = "open"
 
     def _relate(self, conn, clusters, owner, state, at) -> None:
         """Cases whose alerts the clustering now puts in one cluster stay apart (each keeps its id, members and

@@ -263,3 +263,40 @@ def test_grouping_never_sinks_a_case_below_its_own_priority(book):
     ring_row = next(r for r in rows if r.case_id == "CASE-0001")
     assert ring_row.group_priority == pytest.approx(ring_row.priority) and ring_row.priority > 2.0
     assert [r.case_id for r in rows] == ["CASE-0001", "CASE-0002", "CASE-0003"]
+
+
+class Interleaved(CaseBook):
+    """A book whose sync lets ``meanwhile`` run after it has read the cases and before it places new alerts:
+    another process (its own engine, its own lock) acting at that moment."""
+    meanwhile = None
+
+    def _place_fresh(self, conn, *args):
+        if self.meanwhile is not None:
+            self.meanwhile()
+        return super()._place_fresh(conn, *args)
+
+
+def test_a_case_another_process_closes_during_a_sync_is_reopened_by_its_new_alerts(book):
+    a = book.store.read_alerts()
+    ring = tx(a, customers=["M0", "M1", "M2", "M3"], terminals=["R0", "R1", "R2"])
+    assert book.sync(fake({"X": ring[:10]}, a)) == {"X": "CASE-0001"}
+    other = CaseBook(AlertStore(book.store.url))
+    mine = Interleaved(AlertStore(book.store.url))
+    mine.meanwhile = lambda: other.decide("CASE-0001", "fraud", analyst="bob") if other.get("CASE-0001")[
+        "status"] != "closed" else None
+    mine.sync(fake({"X2": ring[:14]}, a))
+    assert mine.get("CASE-0001")["status"] == "open"                  # not 4 new alerts hidden in a closed case
+    assert [h["action"] for h in mine.history("CASE-0001")] == ["created", "decide", "reopened"]
+    assert set(mine.members("CASE-0001")["tx_id"]) == set(ring[:14])
+
+
+def test_two_processes_placing_the_same_new_alerts_put_each_in_one_case(book):
+    a = book.store.read_alerts()
+    ring, victims = tx(a, customers=["M0", "M1", "M2", "M3"], terminals=["R0", "R1", "R2"]), tx(a, terminals=["T9"])
+    res = fake({"X": ring[:10], "Y": victims[:4]}, a)
+    other = CaseBook(AlertStore(book.store.url))
+    mine = Interleaved(AlertStore(book.store.url))
+    mine.meanwhile = lambda: other.sync(res)              # the other process places them first (then: nothing new)
+    assert mine.sync(res) == {"X": "CASE-0001", "Y": "CASE-0002"}
+    members = mine.members()
+    assert len(mine.frame()) == 2 and members["tx_id"].is_unique and len(members) == 14
