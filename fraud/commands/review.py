@@ -418,6 +418,27 @@ def register(main: click.Group, bench: click.Group) -> None:
         path = write_report(res, out_dir, top=top, decisions=store.read_decisions(), detail=detail)
         click.echo(f"report written to {path}")
 
+    @bench.command("pages")
+    @click.option("--alerts-db", required=True, help="A SQLite alert store (sqlite:///FILE); the bench works on a copy.")
+    @click.option("--repeat", default=3, show_default=True, help="Calls per page, and new alerts added one by one.")
+    @click.option("--json", "as_json", is_flag=True)
+    def bench_pages(alerts_db, repeat, as_json):
+        """The review app's page times on a store: the first grouping, each main page with nothing new, and the
+        queue right after one new alert (with the time the new grouping takes to land)."""
+        from benchmarks.review_pages import run
+
+        out = run(alerts_db, repeat=repeat)
+        if as_json:
+            click.echo(json.dumps(out))
+            return
+        click.echo(f"{out['alerts']} alerts, {out['cases']} cases, {out['clusters']} clusters; "
+                   f"first grouping {out['first_grouping_s']} s")
+        for name, t in out["pages"].items():
+            click.echo(f"  {name:<13} best {t['best_ms']:>8} ms   median {t['median_ms']:>8} ms")
+        for k, a in enumerate(out["after_one_new_alert"], 1):
+            click.echo(f"  new alert {k}: queue {a['queue_ms']} ms (note shown: {'yes' if a['showed_note'] else 'no'}), "
+                       f"grouping landed after {a['grouping_landed_s']} s")
+
     @bench.command("review")
     @click.option("--customers", default=2000, show_default=True)
     @click.option("--terminals", default=4000, show_default=True)
