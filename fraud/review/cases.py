@@ -184,7 +184,11 @@ class CaseBook:
 
     def get(self, case_id: str) -> dict:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(cases).where(cases.c.case_id == case_id)).mappings().first()
+            return self._case(conn, case_id)
+
+    @staticmethod
+    def _case(conn, case_id: str) -> dict:
+        row = conn.execute(sa.select(cases).where(cases.c.case_id == case_id)).mappings().first()
         if row is None:
             raise ConfigError(f"case {case_id!r}: no such case (list them with `fraud review cases list`)")
         return dict(row)
@@ -394,9 +398,9 @@ class CaseBook:
     # -- analyst actions ---------------------------------------------------------------------
     @_one_at_a_time
     def assign(self, case_id: str, assignee: str | None, analyst: str) -> int:
-        st = self.get(case_id)
-        status = "in_progress" if assignee and st["status"] == "open" else st["status"]
         with self.engine.begin() as conn:
+            st = self._case(conn, case_id)    # read in the transaction that changes it: its "before" for undo
+            status = "in_progress" if assignee and st["status"] == "open" else st["status"]
             self._update(conn, case_id, _now(), assignee=assignee or None, status=status)
             return self._log(conn, case_id, analyst, "assign",
                              f"assigned to {assignee}" if assignee else "unassigned",
@@ -406,8 +410,8 @@ class CaseBook:
     def set_status(self, case_id: str, status: str, analyst: str) -> int:
         if status not in ("open", "in_progress"):
             raise ConfigError(f"status {status!r}: set open or in_progress here; a case is closed by a decision")
-        st = self.get(case_id)
         with self.engine.begin() as conn:
+            st = self._case(conn, case_id)
             self._update(conn, case_id, _now(), status=status, outcome=None if status == "open" else st["outcome"])
             return self._log(conn, case_id, analyst, "status", f"status set to {STATUS_WORDS[status]}",
                              {"before": {"status": st["status"], "outcome": st["outcome"]}})
@@ -422,7 +426,7 @@ class CaseBook:
         Returns (event id, transactions labelled)."""
         if outcome not in OUTCOMES:
             raise ConfigError(f"outcome {outcome!r} is not one of {', '.join(OUTCOMES)}")
-        st = self.get(case_id)
+        self.get(case_id)                     # a case that does not exist fails here, before any label
         members = self.members(case_id)["tx_id"].tolist()
         chosen = [str(t) for t in (tx_ids or [])]
         outside = [t for t in chosen if t not in set(members)]
@@ -441,6 +445,7 @@ class CaseBook:
         what = (f"labelled {len(targets)} transaction(s) {OUTCOME_WORDS[outcome]}" if chosen else
                 f"closed as {OUTCOME_WORDS[outcome]}" + (f", {len(targets)} transaction(s) labelled" if targets else ""))
         with self.engine.begin() as conn:
+            st = self._case(conn, case_id)
             if whole:
                 self._update(conn, case_id, at, status="closed", outcome=outcome)
             else:
@@ -473,6 +478,10 @@ class CaseBook:
         n = self.store.undo_decisions(detail.get("decision_ids", []), analyst)
         at = _now()
         with self.engine.begin() as conn:
+            mark = conn.execute(case_events.update().where(case_events.c.id == int(event_id),
+                                                           case_events.c.undone_by.is_(None)).values(undone_by=-1))
+            if mark.rowcount == 0:             # another process undid it first
+                raise ConfigError(f"event {event_id} was already undone (event {self.event(event_id)['undone_by']})")
             self._update(conn, ev["case_id"], at, **detail.get("before", {}))
             uid = self._log(conn, ev["case_id"], analyst, "undo", f"undid: {ev['text']}"
                             + (f" ({n} label(s) taken back)" if n else ""), {"event": int(event_id)}, at)

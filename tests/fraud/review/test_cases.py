@@ -300,3 +300,22 @@ def test_two_processes_placing_the_same_new_alerts_put_each_in_one_case(book):
     assert mine.sync(res) == {"X": "CASE-0001", "Y": "CASE-0002"}
     members = mine.members()
     assert len(mine.frame()) == 2 and members["tx_id"].is_unique and len(members) == 14
+
+
+def test_an_undo_another_process_made_first_is_not_made_twice(book):
+    a = book.store.read_alerts()
+    ring = tx(a, customers=["M0", "M1", "M2", "M3"], terminals=["R0", "R1", "R2"])
+    book.sync(fake({"X": ring[:10]}, a))
+    eid, _ = book.decide("CASE-0001", "fraud", analyst="bob")
+    other = CaseBook(AlertStore(book.store.url))
+
+    class Racing(AlertStore):
+        def undo_decisions(self, ids, analyst):
+            other.undo(eid, "carol")                       # the other process's undo lands first
+            return super().undo_decisions(ids, analyst)
+
+    mine = CaseBook(Racing(book.store.url))
+    with pytest.raises(ConfigError, match=f"event {eid} was already undone"):
+        mine.undo(eid, "alice")
+    assert [h["action"] for h in mine.history("CASE-0001")] == ["created", "decide", "undo"]
+    assert mine.get("CASE-0001")["status"] == "open"
