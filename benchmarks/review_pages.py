@@ -48,7 +48,7 @@ def run(alerts_db: str, repeat: int = 3, wait_s: float = 0.5, interval_s: float 
         store = AlertStore(copy_store(alerts_db, Path(tmp)), must_exist=True)
         token = secrets.token_hex(12)
         t0 = time.perf_counter()
-        app = create_app(store, token=token, refresh_wait_s=wait_s)
+        app = create_app(store, token=token, refresh_wait_s=wait_s, first_wait_s=None)
         cache = app.state.cache
         cache.min_interval_s = interval_s
         client = TestClient(app)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +37,7 @@ from fraud.review.auth import (SHARED_ANALYST, Authenticator, Sessions, Throttle
                                hash_password, load_users, server_secret, split_token)
 from fraud.review.clusters import SCENARIO_NAMES, ClusterResult
 from fraud.review.reasons import grouped_words, texts as reason_texts
-from fraud.review.view import ClusterCache
+from fraud.review.view import ClusterCache, NotGroupedYet
 from fraud.store import AlertStore
 
 HERE = Path(__file__).resolve().parent
@@ -211,14 +212,16 @@ def _templates():
 def create_app(store, token: str | None = None, users=None, secret: str | bytes | None = None,
                since=None, until=None, https_only: bool = False, session_hours: float = 12.0,
                throttle: Throttle | None = None, cluster_kwargs: dict | None = None, context_source=None,
-               alert_budget: int = 100, refresh_wait_s: float | None = 0.5):
+               alert_budget: int = 100, refresh_wait_s: float | None = 0.5, first_wait_s: float | None = 10.0):
     """The review app. ``store``: an AlertStore or a database URL. ``users``: the users file (path,
     re-read when it changes) or a dict name -> token hash; ``token``: the shared token (local use;
     not with ``users``). ``secret``: the server secret (default: the one kept in the store).
     ``throttle``: wrong sign-ins allowed (default 5 a minute per address and per name, then backoff).
     ``context_source``: a :class:`fraud.review.clusters.ContextSource` (context kept current).
     ``alert_budget``: alerts a day the analysts can review (a case's budget share).
-    ``refresh_wait_s``: the longest a page waits for new alerts to be grouped (None: until they are)."""
+    ``refresh_wait_s``: the longest a page waits for new alerts to be grouped (None: until they are);
+    ``first_wait_s``: the same for the first grouping (it starts with the server), after which a page says it is
+    being done and reloads itself (503 with Retry-After for scripts)."""
     from fastapi import FastAPI
     from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
@@ -227,12 +230,23 @@ def create_app(store, token: str | None = None, users=None, secret: str | bytes 
     from fraud.review.cases import CaseBook
 
     cache = ClusterCache(store, since=since, until=until, context_source=context_source, book=CaseBook(store),
-                         wait_s=refresh_wait_s, **(cluster_kwargs or {}))
-    cache.start()
+                         wait_s=refresh_wait_s, first_wait_s=first_wait_s, **(cluster_kwargs or {}))
     env = _templates()
 
-    app = FastAPI(title="fraud review", docs_url=None, redoc_url=None, openapi_url=None)
+    @asynccontextmanager
+    async def lifespan(_app):
+        cache.start()          # the first grouping starts with the server: the first page waits only for the rest
+        yield
+
+    app = FastAPI(title="fraud review", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.middleware("http")(_access_log)
+
+    @app.exception_handler(NotGroupedYet)
+    def not_grouped_yet(request: Request, exc: NotGroupedYet):
+        retry = {"Retry-After": "5"}
+        if request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", ""):
+            return JSONResponse({"detail": f"{exc}; try again in a few seconds"}, status_code=503, headers=retry)
+        return render(request, "grouping.html", http_status=503, headers=retry, message=str(exc))
     app.state.store = store
     app.state.cache = cache
     app.state.gate = gate

@@ -25,6 +25,10 @@ from fraud.review.queue import first_reasons, strength
 log = logging.getLogger(__name__)
 
 
+class NotGroupedYet(FraudError):
+    """The first grouping is still running after ``first_wait_s``: the pages say so and reload."""
+
+
 @dataclass(frozen=True)
 class View:
     """One consistent state of the pages: the clusters, each alert's strength and first reason in words, and the
@@ -41,13 +45,13 @@ class ClusterCache:
     """The current :class:`View` of ``store``'s alerts (``since``/``until`` bound the window). ``book``: a
     CaseBook synced with every new result; ``context_source``: a ContextSource (the scorer's archive as it
     grows); ``wait_s``: the longest a request waits for a refresh it started (None: until it is done);
-    ``cluster_kwargs``: passed to :func:`fraud.review.clusters.cluster_alerts`."""
+    ``first_wait_s``: the same for the first grouping, after which :class:`NotGroupedYet` is raised; ``cluster_kwargs``: passed to :func:`fraud.review.clusters.cluster_alerts`."""
 
     def __init__(self, store, since=None, until=None, context_source=None, book=None, wait_s: float | None = 0.5,
-                 min_interval_s: float = 5.0, **cluster_kwargs):
+                 first_wait_s: float | None = None, min_interval_s: float = 5.0, **cluster_kwargs):
         self.store, self.since, self.until, self.kw = store, since, until, cluster_kwargs
         self.context_source, self.book = context_source, book
-        self.wait_s, self.min_interval_s = wait_s, min_interval_s
+        self.wait_s, self.first_wait_s, self.min_interval_s = wait_s, first_wait_s, min_interval_s
         self.error: str | None = None       # why the last refresh failed (None: it did not)
         self._lock = threading.Lock()
         self._view: View | None = None
@@ -73,11 +77,13 @@ class ClusterCache:
             if current is not None and current.key == key:
                 return current
             done = self._start(key, kw)
-        done.wait(None if current is None or self.wait_s is None else self.wait_s)
+        done.wait(self.first_wait_s if current is None else self.wait_s)
         with self._lock:
-            if self._view is None:
-                raise FraudError(f"review: the alerts of {self.store.url!r} could not be grouped: {self.error}")
-            return self._view
+            if self._view is not None:
+                return self._view
+            if self._done is not None:
+                raise NotGroupedYet(f"the {key[0]:,} alerts are being grouped for the first time")
+            raise FraudError(f"review: the alerts of {self.store.url!r} could not be grouped: {self.error}")
 
     def start(self) -> None:
         """Start grouping now, without waiting (the app does at its start: its first page then waits only for

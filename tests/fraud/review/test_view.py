@@ -134,10 +134,25 @@ def test_queue_rows_are_the_same_with_the_views_reasons(split):
     assert any(r.reason for r in with_view)
 
 
-def test_the_app_starts_grouping_when_it_is_created(split):
+def test_the_app_starts_grouping_with_the_server_and_says_so_until_it_is_done(split):
+    """The first grouping starts with the server; a page that would wait longer than first_wait_s says the alerts
+    are being grouped and reloads itself (scripts get 503 with Retry-After); then the queue is there."""
     store, _ = split
-    app = create_app(store, token=TOKEN)
-    assert app.state.cache.wait(60) and app.state.cache.as_of is not None     # grouped with no request made
+    app = create_app(store, token=TOKEN, first_wait_s=0.2)
+    cache = app.state.cache
+    with cache.book._lock:                # the grouping cannot sync its cases, so it cannot finish
+        with TestClient(app) as c:        # the server starts: so does the grouping
+            assert cache.refreshing
+            assert c.post("/login", data={"secret": TOKEN, "next": "/"}).status_code == 503
+            page = c.get("/", headers={"accept": "text/html,application/xhtml+xml"})     # a browser
+            assert page.status_code == 503 and page.headers["retry-after"] == "5"
+            assert f"The {len(store.read_alerts())} alerts are being grouped for the first time" in page.text
+            assert '<meta http-equiv="refresh" content="5">' in page.text
+            api = c.get("/api/clusters", headers=BEARER)
+            assert api.status_code == 503 and "being grouped for the first time" in api.json()["detail"]
+    assert cache.wait(60) and cache.as_of is not None
+    with TestClient(app) as c:
+        assert c.get("/api/clusters", headers=BEARER).status_code == 200
 
 
 def test_a_case_that_grew_after_the_confirmation_is_not_closed_unseen(split):
