@@ -76,7 +76,8 @@ def add_case_routes(app, ctx) -> None:
             view, c, m, txs, nearest = case_context(case_id)
         except FraudError:
             return render(request, "notfound.html", http_status=404, cluster_id=case_id, what="case")
-        row = next((r for r in Q.rows(book, view.result, view.strength, ctx.budget, view.first_reasons) if r.case_id == case_id), None)
+        rows = Q.rows(book, view.result, view.strength, ctx.budget, view.first_reasons)
+        row = next((r for r in rows if r.case_id == case_id), None)
         history = book.history(case_id)
         for h in history:
             h["at_text"] = pd.Timestamp(h["at"]).strftime("%Y-%m-%d %H:%M UTC")

@@ -45,7 +45,8 @@ class ClusterCache:
     """The current :class:`View` of ``store``'s alerts (``since``/``until`` bound the window). ``book``: a
     CaseBook synced with every new result; ``context_source``: a ContextSource (the scorer's archive as it
     grows); ``wait_s``: the longest a request waits for a refresh it started (None: until it is done);
-    ``first_wait_s``: the same for the first grouping, after which :class:`NotGroupedYet` is raised; ``cluster_kwargs``: passed to :func:`fraud.review.clusters.cluster_alerts`."""
+    ``first_wait_s``: the same for the first grouping, after which :class:`NotGroupedYet` is raised;
+    ``cluster_kwargs``: passed to :func:`fraud.review.clusters.cluster_alerts`."""
 
     def __init__(self, store, since=None, until=None, context_source=None, book=None, wait_s: float | None = 0.5,
                  first_wait_s: float | None = None, min_interval_s: float = 5.0, **cluster_kwargs):
@@ -82,7 +83,7 @@ class ClusterCache:
             if self._view is not None:
                 return self._view
             if self._done is not None:
-                raise NotGroupedYet(f"the {key[0]:,} alerts are being grouped for the first time")
+                raise NotGroupedYet(f"the alerts are being grouped for the first time ({key[0]:,} in the store)")
             raise FraudError(f"review: the alerts of {self.store.url!r} could not be grouped: {self.error}")
 
     def start(self) -> None:

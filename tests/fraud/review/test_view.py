@@ -146,7 +146,8 @@ def test_the_app_starts_grouping_with_the_server_and_says_so_until_it_is_done(sp
             assert c.post("/login", data={"secret": TOKEN, "next": "/"}).status_code == 503
             page = c.get("/", headers={"accept": "text/html,application/xhtml+xml"})     # a browser
             assert page.status_code == 503 and page.headers["retry-after"] == "5"
-            assert f"The {len(store.read_alerts())} alerts are being grouped for the first time" in page.text
+            n = len(store.read_alerts())
+            assert f"The alerts are being grouped for the first time ({n} in the store)" in page.text
             assert '<meta http-equiv="refresh" content="5">' in page.text
             api = c.get("/api/clusters", headers=BEARER)
             assert api.status_code == 503 and "being grouped for the first time" in api.json()["detail"]
