@@ -40,7 +40,7 @@ def test_figures_are_all_there_and_the_store_is_left_alone(store_url):
     from benchmarks.review_pages import run
 
     before = AlertStore(store_url).count_alerts()
-    out = run(store_url, repeat=2, interval_s=0)
+    out = run(store_url, repeat=2)
     assert out["alerts"] == before and out["cases"] >= 1 and out["first_grouping_s"] > 0
     assert set(out["pages"]) == {"queue", "clusters", "api_clusters", "cluster", "case"}
     assert all(t["best_ms"] > 0 and t["median_ms"] >= t["best_ms"] for t in out["pages"].values())
