@@ -121,32 +121,38 @@ def colluding_customers(customers, terminals, seen: dict | None = None) -> list:
 
     With ``seen`` (customer -> terminals it was seen at in the context, see ``cluster_alerts``),
     a customer counts at every one of the given (flagged) terminals it was seen at, alerted or
-    not: a mule alerted once is still seen at the ring's other terminals."""
-    p = pd.DataFrame({"c": np.asarray(customers, dtype=object), "t": np.asarray(terminals, dtype=object)})
-    if not len(p):
-        return []
-    if seen is not None:
-        flagged = set(p["t"])
-        extra = [(c, t) for c in p["c"].unique() for t in seen.get(c, ()) if t in flagged]
-        if extra:
-            p = pd.concat([p, pd.DataFrame(extra, columns=["c", "t"])], ignore_index=True)
-    per_t = p.groupby("t")["c"].nunique()
-    shared = per_t.index[per_t >= 2]
-    k = p[p["t"].isin(shared)].groupby("c")["t"].nunique()
-    return sorted(k.index[k >= 2].tolist())
+    not: a mule alerted once is still seen at the ring's other terminals. Plain sets: called once
+    per cluster, on a few dozen alerts, where pandas' per-call cost would dominate."""
+    pairs = list(zip(customers, terminals))
+    if seen is not None and pairs:
+        flagged = {t for _, t in pairs}
+        pairs += [(c, t) for c in dict.fromkeys(c for c, _ in pairs) for t in seen.get(c, ()) if t in flagged]
+    visitors: dict = {}
+    for c, t in pairs:
+        visitors.setdefault(t, set()).add(c)
+    shared = {t for t, cs in visitors.items() if len(cs) >= 2}
+    at: dict = {}
+    for c, t in pairs:
+        if t in shared:
+            at.setdefault(c, set()).add(t)
+    return sorted(c for c, ts in at.items() if len(ts) >= 2)
 
 
 def collusion_risk(customers, terminals, pct, amounts, seen: dict | None = None, n_surging: int = 0) -> float:
     """The default ranking formula, ``risk="collusion"`` (see module docstring). ``pct``: each
     alert's score percentile among all clustered alerts, in (0, 1]."""
     amounts = np.clip(np.asarray(amounts, dtype=float), 0.0, None)
-    p = pd.DataFrame({"c": np.asarray(customers, dtype=object), "t": np.asarray(terminals, dtype=object),
-                      "v": np.asarray(pct, dtype=float) * np.log10(10.0 + amounts)})
-    if not len(p):
+    v = np.asarray(pct, dtype=float) * np.log10(10.0 + amounts)
+    customers, terminals = list(customers), list(terminals)
+    if not customers:
         return 0.0
-    base = float(p.groupby(["c", "t"])["v"].max().sum())
-    n_cust = int(p["c"].nunique())
-    n_coll = len(colluding_customers(p["c"], p["t"], seen))
+    best: dict = {}
+    for c, t, x in zip(customers, terminals, v.tolist()):
+        if (c, t) not in best or x > best[(c, t)]:
+            best[(c, t)] = x
+    base = float(np.sum(np.array([best[k] for k in sorted(best)])))   # pair order as pandas' group-by gave it
+    n_cust = len(set(customers))
+    n_coll = len(colluding_customers(customers, terminals, seen))
     return base * (1.0 + math.log2(n_cust)) * (1.0 + math.log2(1 + n_coll)) * (1.0 + math.log2(1 + int(n_surging)))
 
 
@@ -370,13 +376,18 @@ def flagged_graph(alerts: pd.DataFrame):
     g = nx.Graph()
     if len(alerts) == 0:
         return g
-    grp = alerts.groupby(["customer_id", "terminal_id"], sort=True)
-    for (c, t), part in grp:
+    a = alerts.sort_values(["customer_id", "terminal_id"], kind="stable")   # pairs in order, rows in order
+    cust, term = a["customer_id"].tolist(), a["terminal_id"].tolist()
+    tx = [str(x) for x in a["tx_id"]]
+    score, amount = a["score"].to_numpy(dtype=float), a["amount"].to_numpy(dtype=float)
+    starts = [i for i in range(len(a)) if i == 0 or (cust[i], term[i]) != (cust[i - 1], term[i - 1])]
+    for lo, hi in zip(starts, starts[1:] + [len(a)]):
+        c, t = cust[lo], term[lo]
         cn, tn = cnode(c), tnode(t)
         g.add_node(cn, kind="customer", entity=str(c))
         g.add_node(tn, kind="terminal", entity=str(t))
-        g.add_edge(cn, tn, n=int(len(part)), tx_ids=[str(x) for x in part["tx_id"]],
-                   score=float(part["score"].sum()), amount=float(part["amount"].sum()))
+        g.add_edge(cn, tn, n=hi - lo, tx_ids=tx[lo:hi], score=float(score[lo:hi].sum()),
+                   amount=float(amount[lo:hi].sum()))
     return g
 
 
@@ -465,38 +476,57 @@ def reason_code(reason) -> str:
     return s.split()[0] if s else s
 
 
-def _summarise(part: pd.DataFrame, component: str, refined: bool, risk: str = "collusion", seen: dict | None = None,
-               visits_n: dict | None = None, n_groups: int = 1, surging: set | None = None) -> Cluster:
-    tx_ids = sorted(part["tx_id"].astype(str).tolist())
-    customers = sorted(part["customer_id"].unique().tolist())
-    terminals = sorted(part["terminal_id"].unique().tolist())
-    per_term = part.groupby("terminal_id")["customer_id"].nunique()
-    shared = sorted(per_term[per_term >= 2].index.tolist())
+class _Rows:
+    """The clustered alerts' columns as plain arrays, read once: a cluster's summary then gathers its rows by
+    position (pandas' per-call cost on a few dozen rows, for hundreds of clusters, was most of a grouping)."""
+
+    def __init__(self, a: pd.DataFrame):
+        self.tx = np.array([str(x) for x in a["tx_id"]], dtype=object)
+        self.customer = a["customer_id"].to_numpy(dtype=object)
+        self.terminal = a["terminal_id"].to_numpy(dtype=object)
+        self.score = a["score"].to_numpy(dtype=float)
+        self.amount = a["amount"].to_numpy(dtype=float)
+        self.pct = a["_pct"].to_numpy(dtype=float)
+        self.timestamp = a["timestamp"].array
+        self.reasons = a["reasons"].to_numpy(dtype=object)
+        self.scenario = pd.to_numeric(a["scenario"], errors="coerce").to_numpy(dtype=float)
+        mv = a["model_version"] if "model_version" in a.columns else pd.Series([None] * len(a), dtype=object)
+        self.model_version = mv.to_numpy(dtype=object)
+
+
+def _summarise(rows: _Rows, idx: np.ndarray, component: str, refined: bool, risk: str = "collusion",
+               seen: dict | None = None, visits_n: dict | None = None, n_groups: int = 1,
+               surging: set | None = None) -> Cluster:
+    """One cluster of the alerts at positions ``idx`` (their original order) of ``rows``."""
+    cust, term = rows.customer[idx].tolist(), rows.terminal[idx].tolist()
+    tx_ids = sorted(rows.tx[idx].tolist())
+    customers, terminals = sorted(set(cust)), sorted(set(term))
+    visitors: dict = {}
+    for c, t in zip(cust, term):
+        visitors.setdefault(t, set()).add(c)
+    shared = sorted(t for t, cs in visitors.items() if len(cs) >= 2)
     reasons = Counter()
-    for r in part["reasons"]:
+    for r in rows.reasons[idx]:
         if isinstance(r, (list, tuple, np.ndarray)):
             reasons.update(reason_code(x) for x in r)
         elif isinstance(r, str) and r:
             reasons[reason_code(r)] += 1
-    sc = pd.to_numeric(part["scenario"], errors="coerce")
-    mix = None
-    if sc.notna().any():
-        vc = sc.dropna().astype(int).value_counts().sort_index()
-        mix = {str(k): int(v) for k, v in vc.items()}
-    s = part["score"].to_numpy(dtype=float)
-    amounts = part["amount"].to_numpy(dtype=float)
-    mv = sorted({str(x) for x in part.get("model_version", pd.Series([], dtype=object)).dropna()})
-    colluding = colluding_customers(part["customer_id"], part["terminal_id"], seen)
+    sc = rows.scenario[idx]
+    sc = sc[~np.isnan(sc)].astype(int)
+    mix = {str(k): int(v) for k, v in sorted(Counter(sc.tolist()).items())} if len(sc) else None
+    s, amounts = rows.score[idx], rows.amount[idx]
+    mv = sorted({str(x) for x in rows.model_version[idx] if not pd.isna(x)})
+    colluding = colluding_customers(cust, term, seen)
     if risk == "collusion":
-        pct = part["_pct"] if "_pct" in part.columns else part["score"].rank(pct=True)
         n_surging = len(set(shared) & surging) if surging else 0
-        value = collusion_risk(part["customer_id"], part["terminal_id"], pct, amounts, seen, n_surging)
+        value = collusion_risk(cust, term, rows.pct[idx], amounts, seen, n_surging)
     else:
         value = risk_of(s, amounts, len(customers))
+    ts = rows.timestamp[idx]
     return Cluster(
         id=cluster_id_for(tx_ids), risk=round(value, 6), rank=0,
         tx_ids=tx_ids, customers=customers, terminals=terminals, n_tx=len(tx_ids),
-        first_seen=part["timestamp"].min().isoformat(), last_seen=part["timestamp"].max().isoformat(),
+        first_seen=ts.min().isoformat(), last_seen=ts.max().isoformat(),
         amount_at_risk=round(float(amounts.sum()), 2), score_sum=round(float(s.sum()), 6),
         score_mean=round(float(s.mean()), 6), score_min=round(float(s.min()), 6),
         score_median=round(float(np.median(s)), 6), score_max=round(float(s.max()), 6),
@@ -506,6 +536,14 @@ def _summarise(part: pd.DataFrame, component: str, refined: bool, risk: str = "c
         context_tx=int(sum(visits_n.get((c, t), 0) for c in customers for t in terminals)) if visits_n else 0,
         context_groups=int(n_groups),
     )
+
+
+def _groups(keys: np.ndarray):
+    """(key, positions in original order) per distinct key, keys in sorted order (as a sorted group-by)."""
+    order = np.argsort(keys, kind="stable")
+    sk = keys[order]
+    cuts = [0] + [i for i in range(1, len(sk)) if sk[i] != sk[i - 1]] + [len(sk)]
+    return [(sk[lo], order[lo:hi]) for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
 
 
 def _louvain_labels(g, comp, resolution: float, seed: int) -> dict:
@@ -689,17 +727,17 @@ def cluster_alerts(alerts: pd.DataFrame, since=None, until=None, min_refine_node
     # the score's percentile among the clustered alerts (the collusion risk's evidence unit)
     a["_pct"] = a["score"].rank(method="average", pct=True) if len(a) else a["score"]
 
-    clusters = []
-    for key, part in a.groupby("_key", sort=True):
+    clusters, id_of_key = [], {}
+    rows = _Rows(a)
+    for key, idx in _groups(a["_key"].to_numpy(dtype=object)):
         comp = key.split("/")[0]
-        clusters.append(_summarise(part, comp, comp in refined_comps, risk, seen if context_collusion else None,
-                                   visits_n, n_groups.get(key, 1), via if surge_risk else None))
+        cl = _summarise(rows, idx, comp, comp in refined_comps, risk, seen if context_collusion else None,
+                        visits_n, n_groups.get(key, 1), via if surge_risk else None)
+        clusters.append(cl)
+        id_of_key[key] = cl.id
     clusters.sort(key=lambda c: (-c.risk, c.id))
     for r, c in enumerate(clusters, start=1):
         c.rank = r
-    id_of_key = {}
-    for key, part in a.groupby("_key", sort=True):
-        id_of_key[key] = cluster_id_for(part["tx_id"])
     a["cluster_id"] = a["_key"].map(id_of_key)
     a = a.drop(columns=["_key", "_pct"])
 
