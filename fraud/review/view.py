@@ -135,5 +135,15 @@ class ClusterCache:
     def _compute(self, key: tuple, kw: dict) -> View:
         result = cluster_alerts(self.store.read_alerts(), since=self.since, until=self.until, **kw)
         context = kw.get("context")
-        return View(result, strength(result.alerts, context), first_reasons(result.alerts), context, key,
+        return View(result, strength(result.alerts, context), self._first_reasons(result.alerts), context, key,
                     datetime.now(timezone.utc))
+
+    def _first_reasons(self, alerts: pd.DataFrame) -> pd.Series:
+        """:func:`fraud.review.queue.first_reasons`, worded only for alerts the last view did not hold (a stored
+        alert's reasons never change)."""
+        known = self._view.first_reasons if self._view is not None else pd.Series([], dtype=object)
+        tx = alerts["tx_id"].to_numpy()
+        new = ~pd.Index(tx).isin(known.index)
+        if not new.any():
+            return known.reindex(tx)
+        return pd.concat([known[known.index.isin(tx)], first_reasons(alerts[new])]).reindex(tx)

@@ -192,3 +192,16 @@ def _csrf(client) -> str:
     import re
 
     return re.search(r'name="csrf" value="([^"]+)"', client.get("/").text).group(1)
+
+
+def test_first_reasons_are_worded_once_and_equal_a_fresh_wording(split):
+    from fraud.review.queue import first_reasons
+
+    store, late = split
+    cache = ClusterCache(store, wait_s=None, min_interval_s=0)
+    before = cache.view()
+    store.write_alerts(late)
+    after = cache.view()
+    fresh = first_reasons(after.result.alerts)
+    pd.testing.assert_series_equal(after.first_reasons, fresh, check_names=False)
+    assert after.first_reasons.loc[before.first_reasons.index].equals(before.first_reasons)
