@@ -29,9 +29,16 @@ def add_case_routes(app, ctx) -> None:
 
     cache, book, render = ctx.cache, ctx.book, ctx.render
 
+    kept: dict = {}     # (key, view, rows) of the last view and book version: the queue's rows, read by every page
+
     def current():
         view = cache.view()
-        return view, Q.rows(book, view.result, view.strength, ctx.budget, view.first_reasons)
+        key = (id(view), book.version())            # the view is kept with its rows: its id is not reused meanwhile
+        entry = kept.get("last")
+        if entry is None or entry[0] != key:
+            entry = (key, view, Q.rows(book, view.result, view.strength, ctx.budget, view.first_reasons))
+            kept["last"] = entry
+        return view, entry[2]
 
     def filtered(request: Request):
         f = Q.Filters.parse(request.query_params)
@@ -76,8 +83,7 @@ def add_case_routes(app, ctx) -> None:
             view, c, m, txs, nearest = case_context(case_id)
         except FraudError:
             return render(request, "notfound.html", http_status=404, cluster_id=case_id, what="case")
-        rows = Q.rows(book, view.result, view.strength, ctx.budget, view.first_reasons)
-        row = next((r for r in rows if r.case_id == case_id), None)
+        row = next((r for r in current()[1] if r.case_id == case_id), None)
         history = book.history(case_id)
         for h in history:
             h["at_text"] = pd.Timestamp(h["at"]).strftime("%Y-%m-%d %H:%M UTC")

@@ -182,6 +182,12 @@ class CaseBook:
             df[c] = df[c].astype(object).where(df[c].notna(), None)
         return df
 
+    def version(self) -> int:
+        """The id of the book's last event: every write to the book (sync, action, undo) logs one, so the cases,
+        their members and history are unchanged while it is."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.max(case_events.c.id))).scalar() or 0)
+
     def get(self, case_id: str) -> dict:
         with self.engine.connect() as conn:
             return self._case(conn, case_id)

@@ -205,3 +205,26 @@ def test_first_reasons_are_worded_once_and_equal_a_fresh_wording(split):
     fresh = first_reasons(after.result.alerts)
     pd.testing.assert_series_equal(after.first_reasons, fresh, check_names=False)
     assert after.first_reasons.loc[before.first_reasons.index].equals(before.first_reasons)
+
+
+def test_queue_rows_are_kept_until_the_book_or_the_view_changes(split):
+    """Pages reuse the queue's rows while neither the grouping nor the case book changed; an action (here an
+    assignment) or new alerts give new rows at once."""
+    store, late = split
+    app = create_app(store, token=TOKEN)
+    cache, book = app.state.cache, app.state.cache.book
+    cache.min_interval_s = 0
+    c = TestClient(app)
+    first = c.get("/api/cases", headers=BEARER).json()["cases"]
+    v0 = book.version()
+    assert c.get("/api/cases", headers=BEARER).json()["cases"] == first and book.version() == v0
+    case_id = first[0]["case_id"]
+    book.assign(case_id, "dora", analyst="alice")
+    assert book.version() > v0
+    after = {r["case_id"]: r for r in c.get("/api/cases", headers=BEARER).json()["cases"]}
+    assert after[case_id]["assignee"] == "dora"
+    store.write_alerts(late)
+    cache.view()
+    assert cache.wait(60)
+    grown = c.get("/api/cases", headers=BEARER).json()["cases"]
+    assert sum(r["n_tx"] for r in grown) == sum(r["n_tx"] for r in first) + len(late)
