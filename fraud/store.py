@@ -15,6 +15,7 @@ The schema is versioned by Alembic (``fraud/migrations``): opening a store migra
 from __future__ import annotations
 
 import json
+import logging
 import time
 from datetime import datetime, timezone
 from typing import Iterable
@@ -84,6 +85,26 @@ def _check_sqlite_exists(url: str) -> None:
     if not path.is_file():
         raise ConfigError(f"--alerts-db {url!r}: no alert store at {str(path.resolve())!r} (the file does not "
                           "exist; `fraud serve` and `fraud score --alerts-db` create it): check the path")
+
+
+def _reason_lists(texts: pd.Series, tx_ids: pd.Series, url: str) -> list:
+    """Each stored reasons text as its list. A text that is not a JSON list (written by another tool) becomes a
+    one-item list of the text itself, with one warning naming such rows: readers (the review app, retraining)
+    keep the alert and its words instead of failing on it."""
+    out, bad = [], []
+    for text, tx in zip(texts, tx_ids):
+        try:
+            value = json.loads(text) if text is not None else []
+        except (TypeError, ValueError):
+            value = None
+        if not isinstance(value, list):
+            bad.append(str(tx))
+            value = [] if text is None else [str(text)]
+        out.append(value)
+    if bad:
+        logging.getLogger(__name__).warning("alert store %s: %d alert(s) have reasons that are not a JSON list "
+                                            "(kept as text), e.g. tx_id %s", url, len(bad), ", ".join(bad[:5]))
+    return out
 
 
 class AlertStore:
@@ -192,7 +213,7 @@ class AlertStore:
             df = pd.read_sql(q.order_by(alerts.c.timestamp, alerts.c.tx_id), conn)
         if len(df):
             df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
-            df["reasons"] = df["reasons"].map(json.loads)
+            df["reasons"] = _reason_lists(df["reasons"], df["tx_id"], self.url)
         return df
 
     def count_alerts(self) -> int:

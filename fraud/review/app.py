@@ -47,9 +47,11 @@ SORT_KEYS = {"risk": "risk", "rank": "rank", "tx": "n_tx", "amount": "amount_at_
 
 
 def _api_json(cache: ClusterCache) -> dict:
-    """The clusters as JSON, with when they were grouped and whether newer alerts are being grouped."""
+    """The clusters as JSON, with when they were grouped, whether newer alerts are being grouped, and why the
+    last grouping failed (None: it did not)."""
     view = cache.view()
-    return {**view.result.to_json_dict(), "as_of": view.as_of.isoformat(), "updating": cache.refreshing}
+    return {**view.result.to_json_dict(), "as_of": view.as_of.isoformat(), "updating": cache.refreshing,
+            "error": cache.error}
 
 
 # -- authentication -----------------------------------------------------------------------------
@@ -258,6 +260,8 @@ def create_app(store, token: str | None = None, users=None, secret: str | bytes 
         ctx.setdefault("analyst", who.analyst if who and who.sid else None)
         ctx["csrf"] = gate.sessions.csrf(who.sid) if who and who.sid else ""
         ctx["grouping_since"] = cache.as_of if who and cache.refreshing else None
+        ctx["grouping_error"] = cache.error if who and cache.as_of is not None else None
+        ctx["view_as_of"] = cache.as_of
         html = env.get_template(name).render(**ctx)
         return HTMLResponse(html, status_code=http_status, headers={
             "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'",

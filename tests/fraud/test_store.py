@@ -25,6 +25,18 @@ def test_alerts_are_idempotent_by_tx_id(tmp_path):
     assert got["reasons"].iloc[0] == ["feature:amount high"] and got["model_version"].iloc[0] == "3"
 
 
+def test_reasons_written_by_another_tool_are_kept_as_text_with_a_warning(tmp_path, caplog):
+    s = AlertStore(f"sqlite:///{tmp_path}/a.db")
+    s.write_alerts(alerts_frame(["1", "2", "3"]))
+    with s.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alerts SET reasons = 'amount far above usual' WHERE tx_id = '2'")
+        conn.exec_driver_sql("UPDATE alerts SET reasons = '{\"a\": 1}' WHERE tx_id = '3'")
+    with caplog.at_level("WARNING", logger="fraud.store"):
+        got = s.read_alerts()
+    assert got["reasons"].tolist() == [["feature:amount high"], ["amount far above usual"], ['{"a": 1}']]
+    assert "2 alert(s) have reasons that are not a JSON list (kept as text), e.g. tx_id 2, 3" in caplog.text
+
+
 def test_alert_rows_keep_their_values_naive_times_are_utc_and_a_racing_writer_is_ignored(tmp_path):
     s = AlertStore(f"sqlite:///{tmp_path}/a.db")
     df = alerts_frame(["a", "b"]).assign(timestamp=pd.to_datetime(["2024-01-01 10:00", "2024-01-01 11:30"]),

@@ -81,6 +81,29 @@ def test_a_failed_refresh_keeps_the_last_view_and_is_retried(split, caplog):
     assert after.result.meta["n_alerts"] == before.result.meta["n_alerts"] + 2 and cache.error is None
 
 
+def test_pages_say_when_the_newest_alerts_could_not_be_grouped(split):
+    """A refresh that fails (here the store's alerts table lost a column) leaves the last view on the pages with
+    a notice saying why; once the store is readable again the next page load groups the alerts."""
+    store, late = split
+    app = create_app(store, token=TOKEN, refresh_wait_s=None)
+    cache = app.state.cache
+    cache.min_interval_s = 0
+    c = TestClient(app)
+    assert c.post("/login", data={"secret": TOKEN, "next": "/"}).status_code == 200
+    n = cache.view().result.meta["n_alerts"]
+    store.write_alerts(late.iloc[:1])
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE alerts RENAME COLUMN amount TO amount_moved")
+    page = c.get("/").text
+    assert "OperationalError" in cache.error and "could not be grouped into cases" in page
+    assert c.get("/api/clusters", headers=BEARER).json()["error"] == cache.error
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE alerts RENAME COLUMN amount_moved TO amount")
+    fresh = c.get("/api/clusters", headers=BEARER).json()
+    assert fresh["error"] is None and fresh["meta"]["n_alerts"] == n + 1
+    assert "could not be grouped" not in c.get("/").text
+
+
 def test_a_first_view_that_fails_says_why(split):
     store, _ = split
     cache = Flaky(store, wait_s=None)
