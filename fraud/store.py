@@ -14,6 +14,7 @@ The schema is versioned by Alembic (``fraud/migrations``): opening a store migra
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -87,6 +88,16 @@ def _check_sqlite_exists(url: str) -> None:
                           "exist; `fraud serve` and `fraud score --alerts-db` create it): check the path")
 
 
+@contextlib.contextmanager
+def _transaction(engine, conn=None):
+    """``conn`` when a caller's transaction is open (its commit is the caller's), else a new one."""
+    if conn is not None:
+        yield conn
+        return
+    with engine.begin() as c:
+        yield c
+
+
 def _reason_lists(texts: pd.Series, tx_ids: pd.Series, url: str) -> list:
     """Each stored reasons text as its list. A text that is not a JSON list (written by another tool) becomes a
     one-item list of the text itself, with one warning naming such rows: readers (the review app, retraining)
@@ -101,10 +112,15 @@ def _reason_lists(texts: pd.Series, tx_ids: pd.Series, url: str) -> list:
             bad.append(str(tx))
             value = [] if text is None else [str(text)]
         out.append(value)
-    if bad:
+    new = [t for t in bad if t not in _WARNED.setdefault(url, set())]
+    if new:                       # once per row and store: readers such as the review app read every few seconds
+        _WARNED[url].update(new)
         logging.getLogger(__name__).warning("alert store %s: %d alert(s) have reasons that are not a JSON list "
-                                            "(kept as text), e.g. tx_id %s", url, len(bad), ", ".join(bad[:5]))
+                                            "(kept as text), e.g. tx_id %s", url, len(new), ", ".join(new[:5]))
     return out
+
+
+_WARNED: dict[str, set] = {}
 
 
 class AlertStore:
@@ -222,8 +238,9 @@ class AlertStore:
 
     # -- decisions --------------------------------------------------------------------------
     def add_decision(self, decision: str, analyst: str, tx_ids: Iterable[str] = (), cluster_id: str | None = None,
-                     note: str | None = None) -> int:
-        """Record a decision for each tx_id (or one row for a cluster note without tx_ids)."""
+                     note: str | None = None, conn=None) -> int:
+        """Record a decision for each tx_id (or one row for a cluster note without tx_ids). ``conn``: write in
+        this open transaction (the case book's, so that a case and its labels change together)."""
         if decision not in DECISIONS:
             raise ConfigError(f"decision {decision!r} is not one of {', '.join(DECISIONS)}")
         if not analyst:
@@ -234,34 +251,35 @@ class AlertStore:
         if not rows:
             rows = [{"tx_id": None, "cluster_id": cluster_id, "decision": decision, "analyst": analyst,
                      "note": note, "decided_at": now}]
-        with self.engine.begin() as conn:
-            conn.execute(decisions.insert(), rows)
+        with _transaction(self.engine, conn) as c:
+            c.execute(decisions.insert(), rows)
         return len(rows)
 
     def add_decision_rows(self, decision: str, analyst: str, tx_ids: Iterable[str] = (),
-                          cluster_id: str | None = None, note: str | None = None) -> list[int]:
-        """Like ``add_decision``, returning the new rows' ids (so that the action can be undone)."""
-        with self.engine.connect() as conn:
-            before = conn.execute(sa.select(sa.func.max(decisions.c.id))).scalar() or 0
-        self.add_decision(decision, analyst, tx_ids, cluster_id, note)
-        with self.engine.connect() as conn:
+                          cluster_id: str | None = None, note: str | None = None, conn=None) -> list[int]:
+        """Like ``add_decision``, returning the new rows' ids (so that the action can be undone), in one
+        transaction (``conn``: this open one)."""
+        with _transaction(self.engine, conn) as c:
+            before = c.execute(sa.select(sa.func.max(decisions.c.id))).scalar() or 0
+            self.add_decision(decision, analyst, tx_ids, cluster_id, note, conn=c)
             q = sa.select(decisions.c.id).where(decisions.c.id > before, decisions.c.analyst == analyst,
                                                 decisions.c.decision == decision)
             if cluster_id is not None:
                 q = q.where(decisions.c.cluster_id == cluster_id)
-            return [int(r[0]) for r in conn.execute(q.order_by(decisions.c.id))]
+            return [int(r[0]) for r in c.execute(q.order_by(decisions.c.id))]
 
-    def undo_decisions(self, ids: Iterable[int], analyst: str) -> int:
-        """Take decision rows back (already undone ones are skipped). Returns rows undone."""
+    def undo_decisions(self, ids: Iterable[int], analyst: str, conn=None) -> int:
+        """Take decision rows back (already undone ones are skipped). Returns rows undone. ``conn``: in this open
+        transaction."""
         if not analyst:
             raise ConfigError("undo without analyst: every undo names who made it")
         ids = sorted({int(i) for i in ids})
         now = _utcnow()
-        with self.engine.begin() as conn:
-            have = {r[0] for r in conn.execute(sa.select(undone.c.decision_id).where(undone.c.decision_id.in_(ids)))}
+        with _transaction(self.engine, conn) as c:
+            have = {r[0] for r in c.execute(sa.select(undone.c.decision_id).where(undone.c.decision_id.in_(ids)))}
             new = [{"decision_id": i, "analyst": analyst, "undone_at": now} for i in ids if i not in have]
             if new:
-                conn.execute(undone.insert(), new)
+                c.execute(undone.insert(), new)
         return len(new)
 
     def undone_ids(self) -> set[int]:

@@ -31,13 +31,14 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 from fastapi import Request  # module level: route annotations are resolved here (postponed annotations)
+from starlette.concurrency import run_in_threadpool
 
-from fraud.errors import ConfigError
+from fraud.errors import ConfigError, FraudError
 from fraud.review.auth import (SHARED_ANALYST, Authenticator, Sessions, Throttle, Users, check_password,  # noqa: F401
                                hash_password, load_users, server_secret, split_token)
 from fraud.review.clusters import SCENARIO_NAMES, ClusterResult
 from fraud.review.reasons import grouped_words, texts as reason_texts
-from fraud.review.view import ClusterCache, NotGroupedYet
+from fraud.review.view import ClusterCache, GroupingFailed, NotGroupedYet
 from fraud.store import AlertStore
 
 HERE = Path(__file__).resolve().parent
@@ -214,7 +215,7 @@ def _templates():
 def create_app(store, token: str | None = None, users=None, secret: str | bytes | None = None,
                since=None, until=None, https_only: bool = False, session_hours: float = 12.0,
                throttle: Throttle | None = None, cluster_kwargs: dict | None = None, context_source=None,
-               alert_budget: int = 100, refresh_wait_s: float | None = 0.5, first_wait_s: float | None = 10.0):
+               alert_budget: int = 100, refresh_wait_s: float | None = 0.5, first_wait_s: float | None = 15.0):
     """The review app. ``store``: an AlertStore or a database URL. ``users``: the users file (path,
     re-read when it changes) or a dict name -> token hash; ``token``: the shared token (local use;
     not with ``users``). ``secret``: the server secret (default: the one kept in the store).
@@ -243,12 +244,17 @@ def create_app(store, token: str | None = None, users=None, secret: str | bytes 
     app = FastAPI(title="fraud review", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.middleware("http")(_access_log)
 
-    @app.exception_handler(NotGroupedYet)
-    def not_grouped_yet(request: Request, exc: NotGroupedYet):
+    def no_view_yet(request: Request, exc: FraudError):
+        """No grouping to show yet (the first is running, or failed and is retried): 503, Retry-After."""
         retry = {"Retry-After": "5"}
-        if request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", ""):
+        page = request.method == "GET" and "text/html" in request.headers.get("accept", "")
+        if not page or request.url.path.startswith("/api/"):
             return JSONResponse({"detail": f"{exc}; try again in a few seconds"}, status_code=503, headers=retry)
-        return render(request, "grouping.html", http_status=503, headers=retry, message=str(exc))
+        return render(request, "grouping.html", http_status=503, headers=retry, message=str(exc),
+                      failed=isinstance(exc, GroupingFailed))
+
+    app.exception_handler(NotGroupedYet)(no_view_yet)
+    app.exception_handler(GroupingFailed)(no_view_yet)
     app.state.store = store
     app.state.cache = cache
     app.state.gate = gate
@@ -450,7 +456,7 @@ def create_app(store, token: str | None = None, users=None, secret: str | bytes 
             return err
         who, form = res
         analyst = who.analyst
-        result = cache.view().result
+        result = (await run_in_threadpool(cache.view)).result       # it may wait for a grouping: off the loop
         c = result.get(cluster_id)
         if c is None:
             return JSONResponse({"detail": f"no cluster {cluster_id!r} (the alerts may have changed; reload the list)"},
@@ -470,7 +476,7 @@ def create_app(store, token: str | None = None, users=None, secret: str | bytes 
             tx_ids = chosen
         else:
             tx_ids = [] if decision == "note" else list(c.tx_ids)
-        n = store.add_decision(decision, analyst=analyst, tx_ids=tx_ids, cluster_id=c.id, note=note)
+        n = await run_in_threadpool(store.add_decision, decision, analyst, tx_ids, c.id, note)
         if "text/html" in request.headers.get("accept", "") and who.sid:
             return RedirectResponse(f"/cluster/{c.id}?done={decision}", status_code=303)
         return {"cluster_id": c.id, "decision": decision, "rows": n, "analyst": analyst}

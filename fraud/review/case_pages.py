@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from fraud.errors import FraudError
 from fraud.review import queue as Q
@@ -31,8 +32,8 @@ def add_case_routes(app, ctx) -> None:
 
     kept: dict = {}     # (key, view, rows) of the last view and book version: the queue's rows, read by every page
 
-    def current():
-        view = cache.view()
+    def current(view=None):
+        view = view or cache.view()
         key = (id(view), book.version())            # the view is kept with its rows: its id is not reused meanwhile
         entry = kept.get("last")
         if entry is None or entry[0] != key:
@@ -66,8 +67,7 @@ def add_case_routes(app, ctx) -> None:
         _, items, _, _ = filtered(request)
         return _csv(Q.queue_csv(items), "queue.csv")
 
-    def case_context(case_id: str):
-        view = cache.view()
+    def case_context(case_id: str, view):
         c = book.get(case_id)
         m = book.members(case_id)
         nearest = Q.nearest_fraud_case(book, set(m["customer_id"]), set(m["terminal_id"]), exclude=case_id)
@@ -79,17 +79,19 @@ def add_case_routes(app, ctx) -> None:
         redirect = ctx.need_page(request)
         if redirect:
             return redirect
+        view = cache.view()                 # outside the try: no grouping yet is not "no such case"
         try:
-            view, c, m, txs, nearest = case_context(case_id)
+            view, c, m, txs, nearest = case_context(case_id, view)
         except FraudError:
             return render(request, "notfound.html", http_status=404, cluster_id=case_id, what="case")
-        row = next((r for r in current()[1] if r.case_id == case_id), None)
+        row = next((r for r in current(view)[1] if r.case_id == case_id), None)
         history = book.history(case_id)
         for h in history:
             h["at_text"] = pd.Timestamp(h["at"]).strftime("%Y-%m-%d %H:%M UTC")
             h["undoable"] = h["action"] in UNDOABLE and h["undone_by"] is None
         cl = view.result.get(c["cluster_id"]) if c["cluster_id"] else None
         return render(request, "case.html", c=c, row=row, txs=txs, history=history, cluster=cl, nearest=nearest,
+                      seen=book.members_digest(case_id),
                       related=book.related(case_id),
                       STATUS_WORDS=STATUS_WORDS, OUTCOME_WORDS=OUTCOME_WORDS, outcomes=OUTCOME_BUTTONS,
                       flash=request.query_params.get("done"), budget=ctx.budget)
@@ -99,8 +101,9 @@ def add_case_routes(app, ctx) -> None:
         err = ctx.need_auth(request)
         if err:
             return err
+        view = cache.view()
         try:
-            _, _, _, txs, _ = case_context(case_id)
+            _, _, _, txs, _ = case_context(case_id, view)
         except FraudError as e:
             return JSONResponse({"detail": str(e)}, status_code=404)
         return _csv(Q.transactions_csv(txs), f"{case_id}-transactions.csv")
@@ -117,11 +120,14 @@ def add_case_routes(app, ctx) -> None:
         if err:
             return err
         who, form = res
-        try:
-            book.get(case_id)
-            return fn(who, form)
-        except FraudError as e:
-            return JSONResponse({"detail": str(e)}, status_code=400)
+
+        def run():
+            try:
+                book.get(case_id)
+                return fn(who, form)
+            except FraudError as e:
+                return JSONResponse({"detail": str(e)}, status_code=400)
+        return await run_in_threadpool(run)      # the book's writes wait for each other: off the event loop
 
     @app.post("/case/{case_id}/assign")
     async def assign(request: Request, case_id: str):
@@ -145,9 +151,9 @@ def add_case_routes(app, ctx) -> None:
     @app.post("/case/{case_id}/decide")
     async def decide(request: Request, case_id: str):
         """Fields: ``outcome`` (fraud | not_fraud | mixed), optional ``tx_id`` (repeatable), ``note``,
-        ``confirm`` ("yes"): a browser form without it gets the confirmation page first; ``members``: the case's
-        alerts the analyst confirmed (the page sends it): if the case holds another number now, nothing is
-        recorded (409; a browser gets the confirmation page again, saying so)."""
+        ``confirm`` ("yes"): a browser form without it gets the confirmation page first; ``seen``: the digest of
+        the case's alerts the analyst looked at (the case page sends it): if they changed since, nothing is
+        recorded (409; a browser gets the confirmation page saying so, without its "yes")."""
         res, err = await ctx.check_post(request)
         if err:
             return err
@@ -155,25 +161,30 @@ def add_case_routes(app, ctx) -> None:
         outcome = str(form.get("outcome", ""))
         chosen = [str(t) for t in form.getlist("tx_id")]
         note = str(form.get("note", "")).strip()[:4000] or None
-        def confirm_page(n_members: int, changed: str | None = None):
+        seen = str(form.get("seen", "")).strip() or None
+
+        def confirm_page(changed: str | None = None):
+            n_members = len(book.members(case_id))
             n = len(chosen) if chosen else (n_members if outcome in ("fraud", "not_fraud") else 0)
             return render(request, "confirm.html", case_id=case_id, outcome=outcome, chosen=chosen, note=note,
-                          n=n, n_members=n_members, changed=changed, OUTCOME_WORDS=OUTCOME_WORDS)
+                          n=n, n_members=n_members, seen=seen, changed=changed, OUTCOME_WORDS=OUTCOME_WORDS)
 
-        try:
-            if who.sid and form.get("confirm") != "yes":
-                return confirm_page(len(book.members(case_id)))
-            expect = str(form.get("members", "")).strip()
-            eid, n = book.decide(case_id, outcome, who.analyst, tx_ids=chosen, note=note,
-                                 expect_members=int(expect) if expect.isdigit() else None)
-        except CaseChanged as e:
-            if who.sid:
-                return confirm_page(e.members, changed=str(e))
-            return JSONResponse({"detail": str(e)}, status_code=409)
-        except FraudError as e:
-            return JSONResponse({"detail": str(e)}, status_code=400)
-        return done(request, who, case_id, f"{OUTCOME_WORDS[outcome]}, {n} transaction(s) labelled",
-                    {"case_id": case_id, "outcome": outcome, "labelled": n, "event": eid, "analyst": who.analyst})
+        def run():
+            try:
+                if who.sid and form.get("confirm") != "yes":
+                    book.get(case_id)
+                    if seen and not chosen and book.members_digest(case_id) != seen:
+                        return confirm_page(changed=f"alerts joined or left case {case_id} since you opened it")
+                    return confirm_page()
+                eid, n = book.decide(case_id, outcome, who.analyst, tx_ids=chosen, note=note, expect_digest=seen)
+            except CaseChanged as e:
+                return confirm_page(changed=str(e)) if who.sid else JSONResponse({"detail": str(e)}, status_code=409)
+            except FraudError as e:
+                return JSONResponse({"detail": str(e)}, status_code=400)
+            return done(request, who, case_id, f"{OUTCOME_WORDS[outcome]}, {n} transaction(s) labelled",
+                        {"case_id": case_id, "outcome": outcome, "labelled": n, "event": eid,
+                         "analyst": who.analyst})
+        return await run_in_threadpool(run)
 
     @app.post("/case/{case_id}/note")
     async def note(request: Request, case_id: str):

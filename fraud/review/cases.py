@@ -17,6 +17,7 @@ Tables ``cases``, ``case_members``, ``case_events`` (migration ``fraud/migration
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import threading
 from collections import Counter
@@ -153,6 +154,10 @@ class CaseChanged(FraudError):
         self.members = members
 
 
+def _digest(tx_ids) -> str:
+    return hashlib.sha1("\n".join(sorted(str(t) for t in tx_ids)).encode("utf-8")).hexdigest()[:16]
+
+
 def _one_at_a_time(method):
     """Writes to the book run one at a time in this process (the review app's refresh thread syncs while request
     handlers act on cases), each reading the cases as the previous write left them: a sync never grows a case
@@ -183,14 +188,31 @@ class CaseBook:
         return df
 
     def version(self) -> int:
-        """The id of the book's last event: every write to the book (sync, action, undo) logs one, so the cases,
-        their members and history are unchanged while it is."""
+        """The id of the book's last event. Every action, undo and case-changing sync logs one; a sync that only
+        moves cases to other cluster ids does not (the app's own syncs come with a new view anyway)."""
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.max(case_events.c.id))).scalar() or 0)
 
     def get(self, case_id: str) -> dict:
         with self.engine.connect() as conn:
             return self._case(conn, case_id)
+
+    def _locked_case(self, conn, case_id: str) -> dict:
+        """The case, read after taking its write lock in ``conn``'s transaction (a no-op update first: a row lock
+        on PostgreSQL, the database's write lock on SQLite), so no other process changes it until ``conn``
+        commits: an action's checks and its "before" state for undo are the state it changes."""
+        conn.execute(cases.update().where(cases.c.case_id == case_id).values(updated_at=cases.c.updated_at))
+        return self._case(conn, case_id)
+
+    def _members(self, conn, case_id: str) -> list[str]:
+        return [r[0] for r in conn.execute(sa.select(case_members.c.tx_id).where(case_members.c.case_id == case_id)
+                                           .order_by(case_members.c.tx_id))]
+
+    def members_digest(self, case_id: str) -> str:
+        """A short digest of the case's alerts (tx_ids): what an analyst saw, to check before a whole-case
+        decision that no alert joined or left the case since."""
+        with self.engine.connect() as conn:
+            return _digest(self._members(conn, case_id))
 
     @staticmethod
     def _case(conn, case_id: str) -> dict:
@@ -405,7 +427,7 @@ class CaseBook:
     @_one_at_a_time
     def assign(self, case_id: str, assignee: str | None, analyst: str) -> int:
         with self.engine.begin() as conn:
-            st = self._case(conn, case_id)    # read in the transaction that changes it: its "before" for undo
+            st = self._locked_case(conn, case_id)    # its "before" for undo is the state this changes
             status = "in_progress" if assignee and st["status"] == "open" else st["status"]
             self._update(conn, case_id, _now(), assignee=assignee or None, status=status)
             return self._log(conn, case_id, analyst, "assign",
@@ -417,45 +439,44 @@ class CaseBook:
         if status not in ("open", "in_progress"):
             raise ConfigError(f"status {status!r}: set open or in_progress here; a case is closed by a decision")
         with self.engine.begin() as conn:
-            st = self._case(conn, case_id)
+            st = self._locked_case(conn, case_id)
             self._update(conn, case_id, _now(), status=status, outcome=None if status == "open" else st["outcome"])
             return self._log(conn, case_id, analyst, "status", f"status set to {STATUS_WORDS[status]}",
                              {"before": {"status": st["status"], "outcome": st["outcome"]}})
 
     @_one_at_a_time
     def decide(self, case_id: str, outcome: str, analyst: str, tx_ids=None, note: str | None = None,
-               expect_members: int | None = None) -> tuple[int, int]:
+               expect_digest: str | None = None) -> tuple[int, int]:
         """Label transactions and (for the whole case) close it. ``outcome``: fraud | not_fraud label every
         member (or only ``tx_ids``, leaving the case open); mixed closes it with the labels given so far.
-        ``expect_members``: the case's alerts the analyst saw; a whole-case decision on a case that holds
-        another number now raises :class:`CaseChanged` (alerts that joined meanwhile are never closed unseen).
-        Returns (event id, transactions labelled)."""
+        ``expect_digest``: :meth:`members_digest` of the alerts the analyst saw; a whole-case decision on a case
+        whose alerts changed since raises :class:`CaseChanged` (alerts are never closed unseen). The checks,
+        the labels and the case's change are one transaction. Returns (event id, transactions labelled)."""
         if outcome not in OUTCOMES:
             raise ConfigError(f"outcome {outcome!r} is not one of {', '.join(OUTCOMES)}")
-        self.get(case_id)                     # a case that does not exist fails here, before any label
-        members = self.members(case_id)["tx_id"].tolist()
         chosen = [str(t) for t in (tx_ids or [])]
-        outside = [t for t in chosen if t not in set(members)]
-        if outside:
-            raise ConfigError(f"tx_id(s) {outside[:5]} are not in case {case_id!r}")
         if chosen and outcome == "mixed":
             raise ConfigError("outcome mixed closes a whole case; label single transactions fraud or not_fraud")
-        if not chosen and expect_members is not None and len(members) != expect_members:
-            raise CaseChanged(f"case {case_id} holds {len(members)} alert(s), not the {expect_members} you confirmed: "
-                              f"alerts joined or left it meanwhile; look at them, then decide again", len(members))
-        label = {"fraud": "fraud", "not_fraud": "legit"}.get(outcome)
-        targets = chosen or (members if label else [])
-        ids = self.store.add_decision_rows(label, analyst, targets, cluster_id=case_id, note=note) if targets else []
-        whole = not chosen
         at = _now()
-        what = (f"labelled {len(targets)} transaction(s) {OUTCOME_WORDS[outcome]}" if chosen else
-                f"closed as {OUTCOME_WORDS[outcome]}" + (f", {len(targets)} transaction(s) labelled" if targets else ""))
         with self.engine.begin() as conn:
-            st = self._case(conn, case_id)
-            if whole:
-                self._update(conn, case_id, at, status="closed", outcome=outcome)
-            else:
+            st = self._locked_case(conn, case_id)
+            members = self._members(conn, case_id)
+            outside = [t for t in chosen if t not in set(members)]
+            if outside:
+                raise ConfigError(f"tx_id(s) {outside[:5]} are not in case {case_id!r}")
+            if not chosen and expect_digest is not None and _digest(members) != expect_digest:
+                raise CaseChanged(f"alerts joined or left case {case_id} since you looked at it (it holds "
+                                  f"{len(members)} now); look at them, then decide again", len(members))
+            label = {"fraud": "fraud", "not_fraud": "legit"}.get(outcome)
+            targets = chosen or (members if label else [])
+            ids = self.store.add_decision_rows(label, analyst, targets, cluster_id=case_id, note=note,
+                                               conn=conn) if targets else []
+            what = (f"labelled {len(targets)} transaction(s) {OUTCOME_WORDS[outcome]}" if chosen else
+                    f"closed as {OUTCOME_WORDS[outcome]}" + (f", {len(targets)} transaction(s) labelled" if targets else ""))
+            if chosen:
                 self._update(conn, case_id, at)
+            else:
+                self._update(conn, case_id, at, status="closed", outcome=outcome)
             eid = self._log(conn, case_id, analyst, "decide", what + (f": {note}" if note else ""),
                             {"decision_ids": ids, "n_tx": len(targets), "outcome": outcome,
                              "before": {"status": st["status"], "outcome": st["outcome"]}}, at)
@@ -463,31 +484,30 @@ class CaseBook:
 
     @_one_at_a_time
     def note(self, case_id: str, text: str, analyst: str) -> int:
-        self.get(case_id)
         if not text.strip():
             raise ConfigError("a note needs text")
         with self.engine.begin() as conn:
+            self._locked_case(conn, case_id)
             self._update(conn, case_id, _now())
             return self._log(conn, case_id, analyst, "note", text.strip()[:4000])
 
     @_one_at_a_time
     def undo(self, event_id: int, analyst: str) -> int:
         """Undo an assign, status or decide event: its labels are taken back (retraining then uses the
-        decision before it, if any) and the case returns to its state before. Returns the undo event id."""
+        decision before it, if any) and the case returns to its state before, in one transaction with the
+        case locked (two analysts undoing one event: the second is told it was undone). Returns the undo's id."""
         ev = self.event(event_id)
         if ev["action"] not in UNDOABLE:
             raise ConfigError(f"event {event_id}: a {ev['action']!r} event cannot be undone "
                               f"(only {', '.join(UNDOABLE)})")
-        if ev["undone_by"] is not None:
-            raise ConfigError(f"event {event_id} was already undone (event {ev['undone_by']})")
         detail = json.loads(ev["detail"] or "{}")
-        n = self.store.undo_decisions(detail.get("decision_ids", []), analyst)
         at = _now()
         with self.engine.begin() as conn:
-            mark = conn.execute(case_events.update().where(case_events.c.id == int(event_id),
-                                                           case_events.c.undone_by.is_(None)).values(undone_by=-1))
-            if mark.rowcount == 0:             # another process undid it first
-                raise ConfigError(f"event {event_id} was already undone (event {self.event(event_id)['undone_by']})")
+            self._locked_case(conn, ev["case_id"])
+            now = conn.execute(sa.select(case_events.c.undone_by).where(case_events.c.id == int(event_id))).scalar()
+            if now is not None:
+                raise ConfigError(f"event {event_id} was already undone (event {now})")
+            n = self.store.undo_decisions(detail.get("decision_ids", []), analyst, conn=conn)
             self._update(conn, ev["case_id"], at, **detail.get("before", {}))
             uid = self._log(conn, ev["case_id"], analyst, "undo", f"undid: {ev['text']}"
                             + (f" ({n} label(s) taken back)" if n else ""), {"event": int(event_id)}, at)

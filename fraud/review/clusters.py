@@ -122,7 +122,8 @@ def colluding_customers(customers, terminals, seen: dict | None = None) -> list:
     With ``seen`` (customer -> terminals it was seen at in the context, see ``cluster_alerts``),
     a customer counts at every one of the given (flagged) terminals it was seen at, alerted or
     not: a mule alerted once is still seen at the ring's other terminals. Plain sets: called once
-    per cluster, on a few dozen alerts, where pandas' per-call cost would dominate."""
+    per cluster, on a few dozen alerts, where pandas' per-call cost would dominate. Ids as the store
+    holds them (no missing values)."""
     pairs = list(zip(customers, terminals))
     if seen is not None and pairs:
         flagged = {t for _, t in pairs}
@@ -140,7 +141,8 @@ def colluding_customers(customers, terminals, seen: dict | None = None) -> list:
 
 def collusion_risk(customers, terminals, pct, amounts, seen: dict | None = None, n_surging: int = 0) -> float:
     """The default ranking formula, ``risk="collusion"`` (see module docstring). ``pct``: each
-    alert's score percentile among all clustered alerts, in (0, 1]."""
+    alert's score percentile among all clustered alerts, in (0, 1]; ids, amounts and percentiles as the
+    store and ``cluster_alerts`` give them (no missing values)."""
     amounts = np.clip(np.asarray(amounts, dtype=float), 0.0, None)
     v = np.asarray(pct, dtype=float) * np.log10(10.0 + amounts)
     customers, terminals = list(customers), list(terminals)

@@ -29,6 +29,21 @@ class NotGroupedYet(FraudError):
     """The first grouping is still running after ``first_wait_s``: the pages say so and reload."""
 
 
+class GroupingFailed(FraudError):
+    """The first grouping failed: there is no view to show (the next request tries again)."""
+
+
+def _short(e: BaseException) -> str:
+    """An exception in a line an analyst can be shown: its root cause (the driver's message, not the SQL
+    around it)."""
+    for _ in range(5):
+        if e.__cause__ is None:
+            break
+        e = e.__cause__
+    text = str(e).split("\n")[0].split(" [SQL:")[0].strip()
+    return f"{e.__class__.__name__}: {text[:200]}"
+
+
 @dataclass(frozen=True)
 class View:
     """One consistent state of the pages: the clusters, each alert's strength and first reason in words, and the
@@ -53,16 +68,23 @@ class ClusterCache:
         self.store, self.since, self.until, self.kw = store, since, until, cluster_kwargs
         self.context_source, self.book = context_source, book
         self.wait_s, self.first_wait_s, self.min_interval_s = wait_s, first_wait_s, min_interval_s
-        self.error: str | None = None       # why the last refresh failed (None: it did not)
+        self._refresh_error: str | None = None   # why the last refresh failed (None: it did not)
+        self._look_error: str | None = None      # why the last look for new alerts failed
         self._lock = threading.Lock()
         self._view: View | None = None
         self._done: threading.Event | None = None   # set when the running refresh ends (None: none runs)
         self._last_start = float("-inf")
+        self._tried: tuple | None = None        # the key the last refresh was for
 
     @property
     def refreshing(self) -> bool:
         """A refresh is running or waiting for its turn: newer alerts than the view's exist."""
         return self._done is not None
+
+    @property
+    def error(self) -> str | None:
+        """Why the newest alerts are not on the pages (the last look or refresh failed); None: they are."""
+        return self._look_error or self._refresh_error
 
     @property
     def as_of(self) -> datetime | None:
@@ -71,20 +93,46 @@ class ClusterCache:
         return None if view is None else view.as_of
 
     def view(self) -> View:
-        """The current view; starts a refresh when the alerts or the context changed since it was built."""
+        """The current view; starts a refresh when the alerts or the context changed since it was built. Waits
+        for the refresh only when this request started it and it can run at once."""
         with self._lock:
-            key, kw = self._look()
+            try:
+                key, kw = self._look()
+            except Exception as e:  # noqa: BLE001 - the store or the context cannot be read: keep the last view
+                if self._view is None:
+                    raise
+                self._look_error = _short(e)
+                log.warning("review: cannot look for new alerts in %s (%s); the pages keep the last view",
+                            self.store.url, self._look_error)
+                return self._view
+            self._look_error = None
             current = self._view
             if current is not None and current.key == key:
                 return current
-            done = self._start(key, kw)
-        done.wait(self.first_wait_s if current is None else self.wait_s)
+            done, started = self._start(key, kw)
+            wait = self.first_wait_s if current is None else (self.wait_s if started and not self._spaced() else 0)
+        if current is not None and self.wait_s is None:       # wait until this change is on the view
+            return self._until_current(key, kw, done)
+        if wait != 0:
+            done.wait(wait)
         with self._lock:
             if self._view is not None:
+                if self._view.key != key and self._done is None and self._tried != key:
+                    self._start(key, kw)            # the refresh that ran was for an older change
                 return self._view
             if self._done is not None:
-                raise NotGroupedYet(f"the alerts are being grouped for the first time ({key[0]:,} in the store)")
-            raise FraudError(f"review: the alerts of {self.store.url!r} could not be grouped: {self.error}")
+                raise NotGroupedYet("the alerts are being grouped into cases for the first time since the app "
+                                    f"started ({key[0]:,} in the store)"
+                                    + (f"; the last attempt failed: {self.error}" if self.error else ""))
+            raise GroupingFailed(f"the alerts of {self.store.url!r} could not be grouped into cases: {self.error}")
+
+    def _until_current(self, key: tuple, kw: dict, done: threading.Event) -> View:
+        while True:
+            done.wait()
+            with self._lock:
+                if self._view.key == key or self._tried == key:     # on the view, or its refresh failed
+                    return self._view
+                done, _ = self._start(key, kw)
 
     def start(self) -> None:
         """Start grouping now, without waiting (the app does at its start: its first page then waits only for
@@ -106,27 +154,35 @@ class ClusterCache:
             version, kw["context"] = self.context_source.get()
         return (self.store.count_alerts(), version), kw
 
-    def _start(self, key: tuple, kw: dict) -> threading.Event:
-        if self._done is None:
-            self._done = threading.Event()
-            threading.Thread(target=self._refresh, args=(key, kw, self._done), name="review-refresh",
-                             daemon=True).start()
-        return self._done
+    def _start(self, key: tuple, kw: dict) -> tuple[threading.Event, bool]:
+        """(the running refresh's end, whether this call started it)."""
+        if self._done is not None:
+            return self._done, False
+        self._done = threading.Event()
+        threading.Thread(target=self._refresh, args=(key, kw, self._done), name="review-refresh", daemon=True).start()
+        return self._done, True
+
+    def _spaced(self) -> float:
+        """Seconds a refresh starting now waits for its turn (after a view or a failure: one every min_interval_s)."""
+        if self._view is None and self.error is None:
+            return 0.0
+        return max(0.0, self._last_start + self.min_interval_s - time.monotonic())
 
     def _refresh(self, key: tuple, kw: dict, done: threading.Event) -> None:
         try:
-            delay = self._last_start + self.min_interval_s - time.monotonic()
-            if delay > 0 and self._view is not None:
+            delay = self._spaced()
+            if delay > 0:
                 time.sleep(delay)
-            self._last_start = time.monotonic()
+            self._last_start, self._tried = time.monotonic(), key
             view = self._compute(key, kw)
             if self.book is not None:
                 self.book.sync(view.result)
             with self._lock:
-                self._view, self.error = view, None
+                self._view, self._refresh_error = view, None
         except Exception as e:  # noqa: BLE001 - the app keeps serving the last view; the next request retries
-            self.error = f"{e.__class__.__name__}: {e}"
-            log.exception("review: grouping the alerts of %s failed; the pages keep the last view", self.store.url)
+            self._refresh_error = _short(e)
+            log.exception("review: grouping the alerts of %s failed; %s", self.store.url,
+                          "the pages keep the last view" if self._view is not None else "no view yet: retried")
         finally:
             with self._lock:
                 self._done = None

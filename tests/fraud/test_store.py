@@ -35,6 +35,10 @@ def test_reasons_written_by_another_tool_are_kept_as_text_with_a_warning(tmp_pat
         got = s.read_alerts()
     assert got["reasons"].tolist() == [["feature:amount high"], ["amount far above usual"], ['{"a": 1}']]
     assert "2 alert(s) have reasons that are not a JSON list (kept as text), e.g. tx_id 2, 3" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fraud.store"):
+        s.read_alerts()
+    assert "not a JSON list" not in caplog.text                   # said once per row
 
 
 def test_alert_rows_keep_their_values_naive_times_are_utc_and_a_racing_writer_is_ignored(tmp_path):

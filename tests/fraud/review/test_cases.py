@@ -2,6 +2,7 @@
 analyst actions with history, undo taking labels back, and the queue's order, entries, filters and CSV."""
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pandas as pd
@@ -309,13 +310,41 @@ def test_an_undo_another_process_made_first_is_not_made_twice(book):
     eid, _ = book.decide("CASE-0001", "fraud", analyst="bob")
     other = CaseBook(AlertStore(book.store.url))
 
-    class Racing(AlertStore):
-        def undo_decisions(self, ids, analyst):
-            other.undo(eid, "carol")                       # the other process's undo lands first
-            return super().undo_decisions(ids, analyst)
+    class Racing(CaseBook):
+        def event(self, event_id):
+            ev = super().event(event_id)
+            if ev["undone_by"] is None:
+                other.undo(event_id, "carol")              # the other process's undo lands after this read
+            return ev
 
-    mine = CaseBook(Racing(book.store.url))
+    mine = Racing(AlertStore(book.store.url))
     with pytest.raises(ConfigError, match=f"event {eid} was already undone"):
         mine.undo(eid, "alice")
     assert [h["action"] for h in mine.history("CASE-0001")] == ["created", "decide", "undo"]
-    assert mine.get("CASE-0001")["status"] == "open"
+    assert mine.get("CASE-0001")["status"] == "open" and len(mine.store.labels()) == 0
+
+
+def test_an_action_holds_its_case_from_reading_it_to_changing_it(book):
+    """Another process cannot change a case between an action's read (its checks, its "before" for undo) and
+    its write: on SQLite the other's write waits for the action's transaction (here: gives up after 0.2 s)."""
+    a = book.store.read_alerts()
+    book.sync(fake({"X": tx(a, customers=["M0", "M1", "M2", "M3"], terminals=["R0", "R1", "R2"])[:10]}, a))
+    other = CaseBook(AlertStore(book.store.url, lock_wait=0.2))
+    seen = {}
+
+    class Reading(CaseBook):
+        def _case(self, conn, case_id):               # inside the action's transaction, as it reads the case
+            if "other" not in seen:
+                try:
+                    other.decide(case_id, "fraud", analyst="bob")
+                    seen["other"] = "closed it"
+                except Exception as e:  # noqa: BLE001 - what the other process got is the point
+                    seen["other"] = type(e).__name__
+            return CaseBook._case(conn, case_id)
+
+    mine = Reading(AlertStore(book.store.url))
+    eid = mine.assign("CASE-0001", "dora", analyst="alice")
+    assert seen["other"] == "OperationalError"                       # database is locked: it waited, gave up
+    st = mine.get("CASE-0001")
+    assert (st["status"], st["assignee"], st["outcome"]) == ("in_progress", "dora", None)
+    assert json.loads(mine.event(eid)["detail"])["before"] == {"assignee": None, "status": "open"}
