@@ -259,3 +259,16 @@ def test_queue_rows_are_kept_until_the_book_or_the_view_changes(split):
     assert cache.wait(60)
     grown = c.get("/api/cases", headers=BEARER).json()["cases"]
     assert sum(r["n_tx"] for r in grown) == sum(r["n_tx"] for r in first) + len(late)
+
+
+def test_a_case_page_during_the_first_grouping_says_so_instead_of_not_found(split):
+    """After a restart the book holds cases before the new app has grouped the alerts: their pages wait for the
+    grouping (503 page, reloads itself), they are not "no such case"."""
+    store, _ = split
+    create_app(store, token=TOKEN).state.cache.view()          # the first app grouped them: the book has cases
+    app = create_app(store, token=TOKEN, first_wait_s=0.2)
+    with app.state.cache.book._lock, TestClient(app) as c:
+        page = c.get("/case/CASE-0001", headers={"accept": "text/html", **BEARER})
+        assert page.status_code == 503 and "grouped into cases for the first time" in page.text
+        csv = c.get("/case/CASE-0001/transactions.csv", headers=BEARER)
+        assert csv.status_code == 503
