@@ -13,6 +13,7 @@ Each step and why: docs/review.md; measured figures: docs/benchmarks.md ("Review
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -252,8 +253,9 @@ class ContextSource:
     changes it after; a file it removes on restart is dropped here too) and the context file again when its
     size or modification time changes. Looked at no more often than every ``refresh_s`` seconds.
 
-    ``get()`` -> ``(version, context)``; the version changes whenever the context did (the app's cluster cache
-    keys on it). Same frame as :func:`read_context` over the same files."""
+    ``look()`` -> a number that changes when the files do (cheap: a listing and a stat; the app keys its view on
+    it on every request); ``get()`` -> ``(version, context)``, reading what changed (the app's refresh thread
+    calls it). Same frame as :func:`read_context` over the same files."""
 
     def __init__(self, archive=None, path=None, refresh_s: float = 30.0):
         from pathlib import Path
@@ -264,20 +266,44 @@ class ContextSource:
             raise ConfigError(f"--context-refresh {refresh_s!r}: must be >= 0 seconds")
         self.archive, self.path, self.refresh_s = archive, path, float(refresh_s)
         self._files: dict = {}
+        self._unreadable: set = set()      # archive files that could not be read (each said once)
         self._path_sig = None
         self._path_frame = None
         self._checked: float | None = None
+        self._listing = None
+        self._looks = 0
         self._version = 0
         self._ctx: pd.DataFrame | None = None
 
-    def get(self) -> tuple[int, pd.DataFrame | None]:
+    def look(self) -> int:
+        """A number that changes when the archive's files or the context file changed (looked at no more often
+        than every ``refresh_s`` seconds; nothing is read)."""
         import time
         from pathlib import Path
 
         now = time.monotonic()
         if self._checked is not None and now - self._checked < self.refresh_s:
-            return self._version, self._ctx
+            return self._looks
         self._checked = now
+        names = ()
+        if self.archive is not None:
+            from fraud.archive import paths
+
+            names = tuple(sorted(str(f) for f in paths(self.archive)))
+        sig = None
+        if self.path is not None:
+            st = Path(self.path).stat()
+            sig = (st.st_size, st.st_mtime_ns)
+        if (names, sig) != self._listing:
+            self._listing = (names, sig)
+            self._looks += 1
+        return self._looks
+
+    def get(self) -> tuple[int, pd.DataFrame | None]:
+        """(version, context) as the files are now: new archive files are read, removed ones dropped, the
+        context file read again if it changed."""
+        from pathlib import Path
+
         changed = self._version == 0
         if self.archive is not None:
             from fraud.archive import paths
@@ -287,10 +313,16 @@ class ContextSource:
                 del self._files[gone]
                 changed = True
             for f in names:
-                if f not in self._files:
+                if f not in self._files and f not in self._unreadable:
                     try:
                         self._files[f] = _context_part(f"--archive {str(self.archive)!r}", pd.read_parquet(f))
                     except FileNotFoundError:  # removed by a restarting scorer between listing and reading
+                        continue
+                    except Exception as e:  # noqa: BLE001 - one foreign or damaged file must not stop the context
+                        self._unreadable.add(f)
+                        logging.getLogger(__name__).warning(
+                            "--archive %r: left out of the context, cannot read %s (%s: %s)", str(self.archive), f,
+                            e.__class__.__name__, str(e).split("\n")[0][:200])
                         continue
                     changed = True
             if not self._files and self._version == 0:

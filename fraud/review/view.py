@@ -148,11 +148,9 @@ class ClusterCache:
         return done is None or done.wait(timeout)
 
     def _look(self) -> tuple[tuple, dict]:
-        kw = dict(self.kw)
-        version = None
-        if self.context_source is not None:
-            version, kw["context"] = self.context_source.get()
-        return (self.store.count_alerts(), version), kw
+        """The key of what the pages should show now (cheap: a count and a file listing; nothing is read)."""
+        version = self.context_source.look() if self.context_source is not None else None
+        return (self.store.count_alerts(), version), dict(self.kw)
 
     def _start(self, key: tuple, kw: dict) -> tuple[threading.Event, bool]:
         """(the running refresh's end, whether this call started it)."""
@@ -189,6 +187,8 @@ class ClusterCache:
             done.set()
 
     def _compute(self, key: tuple, kw: dict) -> View:
+        if self.context_source is not None:
+            _, kw["context"] = self.context_source.get()       # the archive's new files are read here, off the pages
         result = cluster_alerts(self.store.read_alerts(), since=self.since, until=self.until, **kw)
         context = kw.get("context")
         return View(result, strength(result.alerts, context), self._first_reasons(result.alerts), context, key,

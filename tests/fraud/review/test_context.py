@@ -222,7 +222,7 @@ def _write_archive_day(root, part: pd.DataFrame, name: str):
 
 def test_context_source_follows_a_growing_archive(tmp_path, world):
     """The review app's context: new archive files join it (each read once), removed ones leave it, a changed
-    context file is read again, and the app's clusters follow; nothing is re-read within refresh_s."""
+    context file is read again, and the app's clusters follow; look() sees no change within refresh_s."""
     from fraud.review.clusters import ContextSource
     from fraud.review.view import ClusterCache
 
@@ -255,15 +255,17 @@ def test_context_source_follows_a_growing_archive(tmp_path, world):
     (root / f"date={first['timestamp'].iloc[0]:%Y-%m-%d}" / "part-x-p0000-o000-039.parquet").unlink()
     v3, c3 = src.get()
     assert v3 != v2 and len(c3) == len(ctx) - 40
-    # a context file is read again when it changes; nothing is looked at within refresh_s
+    # a context file is read again when it changes; look() sees a change no sooner than refresh_s after the last
     path = tmp_path / "ctx.parquet"
     first.to_parquet(path, index=False)
     slow = ContextSource(path=path, refresh_s=3600)
+    seen = slow.look()
     assert len(slow.get()[1]) == 40
     ctx.to_parquet(path, index=False)
-    assert len(slow.get()[1]) == 40
+    assert slow.look() == seen                          # within refresh_s: not looked at
     slow.refresh_s = 0
-    assert len(slow.get()[1]) == len(ctx)
+    assert slow.look() != seen and len(slow.get()[1]) == len(ctx)
+    assert slow.look() == slow.look()                   # nothing changed since: the same number
     with pytest.raises(ConfigError, match="context-refresh"):
         ContextSource(path=path, refresh_s=-1)
 
@@ -321,3 +323,28 @@ def test_review_serve_picks_up_new_archive_files(tmp_path, world):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_damaged_archive_file_is_left_out_of_the_context_with_a_warning(tmp_path, world, caplog):
+    """The app keeps following the archive: a file it cannot read is named once in the log and left out; the
+    pages never read files themselves (look() only lists them)."""
+    from fraud.review.clusters import ContextSource
+    from fraud.review.view import ClusterCache
+
+    alerts, ctx = world
+    ctx = ctx.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    root = tmp_path / "archive"
+    _write_archive_day(root, ctx.iloc[:40], "part-x-p0000-o000-039.parquet")
+    store = AlertStore(f"sqlite:///{tmp_path / 'alerts.db'}")
+    store.write_alerts(alerts)
+    cache = ClusterCache(store, context_source=ContextSource(root, refresh_s=0), wait_s=None, min_interval_s=0)
+    before = cache.view()
+    bad = root / "date=2099-01-02" / "part-x-p0009-o000-001.parquet"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not a parquet file")
+    _write_archive_day(root, ctx.iloc[40:80].reset_index(drop=True), "part-x-p0001-o000-039.parquet")
+    with caplog.at_level("WARNING", logger="fraud.review.clusters"):
+        after = cache.view()
+        again = cache.view()
+    assert after is not before and cache.error is None and len(after.context) == 80
+    assert again is after and caplog.text.count("cannot read") == 1 and str(bad) in caplog.text
