@@ -459,8 +459,11 @@ def create_app(store, token: str | None = None, users=None, secret: str | bytes 
         result = (await run_in_threadpool(cache.view)).result       # it may wait for a grouping: off the loop
         c = result.get(cluster_id)
         if c is None:
+            code = 409 if cluster_id.startswith("C") else 404
+            if who.sid and "text/html" in request.headers.get("accept", ""):
+                return render(request, "notfound.html", http_status=code, cluster_id=cluster_id, posted=True)
             return JSONResponse({"detail": f"no cluster {cluster_id!r} (the alerts may have changed; reload the list)"},
-                                status_code=409 if cluster_id.startswith("C") else 404)
+                                status_code=code)
         decision = str(form.get("decision", ""))
         if decision not in ("fraud", "legit", "note"):
             return JSONResponse({"detail": f"decision {decision!r} is not one of fraud, legit, note"}, status_code=400)

@@ -272,3 +272,29 @@ def test_a_case_page_during_the_first_grouping_says_so_instead_of_not_found(spli
         assert page.status_code == 503 and "grouped into cases for the first time" in page.text
         csv = c.get("/case/CASE-0001/transactions.csv", headers=BEARER)
         assert csv.status_code == 503
+
+
+def test_a_decision_on_a_cluster_that_changed_tells_the_browser_nothing_was_recorded(split):
+    """New alerts joining a cluster give it a new id: a decision posted from its old page records nothing and the
+    browser gets a page saying so (scripts: 409)."""
+    import re
+
+    store, late = split
+    app = create_app(store, token=TOKEN)
+    cache = app.state.cache
+    cache.min_interval_s = 0
+    c = TestClient(app)
+    assert c.post("/login", data={"secret": TOKEN, "next": "/"}).status_code == 200
+    old = cache.view().result
+    cid = next(cl.id for cl in old.clusters if "T9" in cl.terminals)
+    page = c.get(f"/cluster/{cid}").text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    victim = old.alerts[old.alerts["terminal_id"] == "T9"].iloc[[-1]].drop(columns=["cluster_id"])
+    store.write_alerts(victim.assign(tx_id="late-T9", timestamp=victim["timestamp"] + pd.Timedelta(hours=1)))
+    cache.view()
+    assert cache.wait(60) and cache.view().result.get(cid) is None
+    r = c.post(f"/cluster/{cid}/decision", data={"decision": "fraud", "csrf": csrf},
+               headers={"accept": "text/html"})
+    assert r.status_code == 409 and "Nothing was recorded" in r.text and "work from the case queue" in r.text
+    api = c.post(f"/cluster/{cid}/decision", data={"decision": "fraud"}, headers=BEARER)
+    assert api.status_code == 409 and len(store.read_decisions()) == 0
