@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from fraud.errors import FraudError
 from fraud.review import queue as Q
-from fraud.review.cases import OUTCOME_WORDS, STATUS_WORDS, UNDOABLE, CaseChanged
+from fraud.review.cases import OUTCOME_WORDS, STATUS_WORDS, UNDOABLE, CaseChanged, alerts_digest
 from fraud.review.reasons import glossary
 
 OUTCOME_BUTTONS = (("fraud", "Close as fraud"), ("not_fraud", "Close as not fraud"), ("mixed", "Close as mixed"))
@@ -91,7 +91,7 @@ def add_case_routes(app, ctx) -> None:
             h["undoable"] = h["action"] in UNDOABLE and h["undone_by"] is None
         cl = view.result.get(c["cluster_id"]) if c["cluster_id"] else None
         return render(request, "case.html", c=c, row=row, txs=txs, history=history, cluster=cl, nearest=nearest,
-                      seen=book.members_digest(case_id),
+                      seen=alerts_digest(m["tx_id"]),
                       related=book.related(case_id),
                       STATUS_WORDS=STATUS_WORDS, OUTCOME_WORDS=OUTCOME_WORDS, outcomes=OUTCOME_BUTTONS,
                       flash=request.query_params.get("done"), budget=ctx.budget)

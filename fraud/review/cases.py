@@ -17,7 +17,6 @@ Tables ``cases``, ``case_members``, ``case_events`` (migration ``fraud/migration
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import threading
 from collections import Counter
@@ -28,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from fraud.errors import ConfigError, FraudError
+from fraud.review.clusters import tx_digest
 from fraud.store import AlertStore, metadata
 
 SYSTEM = "system"
@@ -154,8 +154,9 @@ class CaseChanged(FraudError):
         self.members = members
 
 
-def _digest(tx_ids) -> str:
-    return hashlib.sha1("\n".join(sorted(str(t) for t in tx_ids)).encode("utf-8")).hexdigest()[:16]
+def alerts_digest(tx_ids) -> str:
+    """What an analyst saw of a case: a short digest of its alerts (tx_ids), checked before a whole-case decision."""
+    return tx_digest(tx_ids)[:16]
 
 
 def _one_at_a_time(method):
@@ -212,7 +213,7 @@ class CaseBook:
         """A short digest of the case's alerts (tx_ids): what an analyst saw, to check before a whole-case
         decision that no alert joined or left the case since."""
         with self.engine.connect() as conn:
-            return _digest(self._members(conn, case_id))
+            return alerts_digest(self._members(conn, case_id))
 
     @staticmethod
     def _case(conn, case_id: str) -> dict:
@@ -464,7 +465,7 @@ class CaseBook:
             outside = [t for t in chosen if t not in set(members)]
             if outside:
                 raise ConfigError(f"tx_id(s) {outside[:5]} are not in case {case_id!r}")
-            if not chosen and expect_digest is not None and _digest(members) != expect_digest:
+            if not chosen and expect_digest is not None and alerts_digest(members) != expect_digest:
                 raise CaseChanged(f"alerts joined or left case {case_id} since you looked at it (it holds "
                                   f"{len(members)} now); look at them, then decide again", len(members))
             label = {"fraud": "fraud", "not_fraud": "legit"}.get(outcome)

@@ -94,9 +94,13 @@ class ClusterResult:
         return {"clusters": [c.to_dict() for c in self.clusters], "meta": self.meta}
 
 
+def tx_digest(tx_ids) -> str:
+    """A hex digest of a set of transactions (order-free): cluster ids and the case book's "alerts seen"."""
+    return hashlib.sha1("\n".join(sorted(str(t) for t in tx_ids)).encode("utf-8")).hexdigest()
+
+
 def cluster_id_for(tx_ids) -> str:
-    h = hashlib.sha1("\n".join(sorted(str(t) for t in tx_ids)).encode("utf-8")).hexdigest()
-    return "C" + h[:12]
+    return "C" + tx_digest(tx_ids)[:12]
 
 
 RISKS = {
@@ -129,10 +133,7 @@ def colluding_customers(customers, terminals, seen: dict | None = None) -> list:
     if seen is not None and pairs:
         flagged = {t for _, t in pairs}
         pairs += [(c, t) for c in dict.fromkeys(c for c, _ in pairs) for t in seen.get(c, ()) if t in flagged]
-    visitors: dict = {}
-    for c, t in pairs:
-        visitors.setdefault(t, set()).add(c)
-    shared = {t for t, cs in visitors.items() if len(cs) >= 2}
+    shared = _shared_terminals(pairs)
     at: dict = {}
     for c, t in pairs:
         if t in shared:
@@ -140,10 +141,20 @@ def colluding_customers(customers, terminals, seen: dict | None = None) -> list:
     return sorted(c for c, ts in at.items() if len(ts) >= 2)
 
 
-def collusion_risk(customers, terminals, pct, amounts, seen: dict | None = None, n_surging: int = 0) -> float:
+def _shared_terminals(pairs) -> set:
+    """Terminals at which two or more of the (customer, terminal) pairs' customers were seen."""
+    visitors: dict = {}
+    for c, t in pairs:
+        visitors.setdefault(t, set()).add(c)
+    return {t for t, cs in visitors.items() if len(cs) >= 2}
+
+
+def collusion_risk(customers, terminals, pct, amounts, seen: dict | None = None, n_surging: int = 0,
+                   n_colluding: int | None = None) -> float:
     """The default ranking formula, ``risk="collusion"`` (see module docstring). ``pct``: each
     alert's score percentile among all clustered alerts, in (0, 1]; ids, amounts and percentiles as the
-    store and ``cluster_alerts`` give them (no missing values)."""
+    store and ``cluster_alerts`` give them (no missing values). ``n_colluding``: the number of
+    :func:`colluding_customers`, when the caller has them already."""
     amounts = np.clip(np.asarray(amounts, dtype=float), 0.0, None)
     v = np.asarray(pct, dtype=float) * np.log10(10.0 + amounts)
     customers, terminals = list(customers), list(terminals)
@@ -155,7 +166,7 @@ def collusion_risk(customers, terminals, pct, amounts, seen: dict | None = None,
             best[(c, t)] = x
     base = float(np.sum(np.array([best[k] for k in sorted(best)])))   # pair order as pandas' group-by gave it
     n_cust = len(set(customers))
-    n_coll = len(colluding_customers(customers, terminals, seen))
+    n_coll = len(colluding_customers(customers, terminals, seen)) if n_colluding is None else n_colluding
     return base * (1.0 + math.log2(n_cust)) * (1.0 + math.log2(1 + n_coll)) * (1.0 + math.log2(1 + int(n_surging)))
 
 
@@ -535,10 +546,7 @@ def _summarise(rows: _Rows, idx: np.ndarray, component: str, refined: bool, risk
     cust, term = rows.customer[idx].tolist(), rows.terminal[idx].tolist()
     tx_ids = sorted(rows.tx[idx].tolist())
     customers, terminals = sorted(set(cust)), sorted(set(term))
-    visitors: dict = {}
-    for c, t in zip(cust, term):
-        visitors.setdefault(t, set()).add(c)
-    shared = sorted(t for t, cs in visitors.items() if len(cs) >= 2)
+    shared = sorted(_shared_terminals(zip(cust, term)))
     reasons = Counter()
     for r in rows.reasons[idx]:
         if isinstance(r, (list, tuple, np.ndarray)):
@@ -553,7 +561,7 @@ def _summarise(rows: _Rows, idx: np.ndarray, component: str, refined: bool, risk
     colluding = colluding_customers(cust, term, seen)
     if risk == "collusion":
         n_surging = len(set(shared) & surging) if surging else 0
-        value = collusion_risk(cust, term, rows.pct[idx], amounts, seen, n_surging)
+        value = collusion_risk(cust, term, rows.pct[idx], amounts, seen, n_surging, len(colluding))
     else:
         value = risk_of(s, amounts, len(customers))
     ts = rows.timestamp[idx]

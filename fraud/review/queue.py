@@ -275,7 +275,8 @@ def case_risks(result, held: pd.DataFrame) -> dict:
         per_t = part.groupby("terminal_id")["customer_id"].nunique()
         n_surging = len(set(per_t.index[per_t >= 2]) & surging)
         coll = colluding_customers(part["customer_id"], part["terminal_id"])
-        risk = collusion_risk(part["customer_id"], part["terminal_id"], part["_pct"], part["amount"], None, n_surging) \
+        risk = collusion_risk(part["customer_id"], part["terminal_id"], part["_pct"], part["amount"], None, n_surging,
+                              len(coll)) \
             if formula == "collusion" else risk_of(part["score"], part["amount"], part["customer_id"].nunique())
         out[case_id] = (round(float(risk), 6), bool(coll or n_surging))
     return out
