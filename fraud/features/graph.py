@@ -766,17 +766,6 @@ class GraphFeatures(Featurizer):
             got = self._kept_cache = (key, None if key[0] == key[1] else np.asarray([pos[c] for c in key[0]], np.int64))
         return got[1]
 
-    def save(self, path) -> None:
-        import joblib
-
-        joblib.dump(self, path)
-
-    @staticmethod
-    def load(path) -> "GraphFeatures":
-        import joblib
-
-        return joblib.load(path)
-
 
 def _id_values(rows: pd.DataFrame, name: str):
     """What ``GraphState.ids`` factorizes: the shared list of a text column without missing values, else the

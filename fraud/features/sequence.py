@@ -18,7 +18,6 @@ No labels are used at all (self-supervised), so the feedback-delay rule holds tr
 from __future__ import annotations
 
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -237,35 +236,6 @@ class SequenceFeatures(Featurizer):
         self._check_fitted()
         feats = self.encoder_.process(state, *self._events(rows), commit=False)
         return self._frame(feats, rows.index)
-
-    # ------------------------------------------------------------------
-    def save(self, path) -> Path:
-        import torch
-
-        self._check_fitted()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(dict(params={k: v for k, v in self.get_params().items() if k != "terminal_vectors"},
-                        encoder=self.encoder_.get_state(), term_index=list(self.term_index_),
-                        term_vectors=self.term_vectors_), path)
-        return path
-
-    @classmethod
-    def load(cls, path) -> "SequenceFeatures":
-        import torch
-
-        from models.sequence import SequenceEncoder
-
-        path = Path(path)
-        if not path.exists():
-            raise ModelError(f"SequenceFeatures.load: file {str(path)!r} does not exist")
-        d = torch.load(path, weights_only=False)
-        self = cls(**d["params"])
-        self.encoder_ = SequenceEncoder.from_state(d["encoder"])
-        self.term_index_ = pd.Index(np.asarray(d["term_index"], dtype=object))
-        self.term_vectors_ = d["term_vectors"]
-        self.feature_names_ = self._names()
-        return self
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "feature_names_"):
