@@ -44,6 +44,47 @@ def _chain_walk(last, prev, start, wanted, out):  # pragma: no cover - compiled
 _EXTEND, _WALK = [], []
 
 
+def find_events(ts: np.ndarray, cols: dict, q_ts: np.ndarray, q_cols: dict, ts_sorted: bool) -> np.ndarray:
+    """Per query, the position of the kept event with its time ``q_ts`` and its values ``q_cols`` (column -> values;
+    ``cols`` holds the kept ones), -1 when none. Queries sharing a key take the events sharing it in kept order (the
+    kept state cannot tell such transactions apart). One ``searchsorted`` on the kept times (sorted first unless
+    ``ts_sorted``): the cost is in the queries, not the history."""
+    m = len(q_ts)
+    out = np.full(m, -1, dtype=np.int64)
+    if m == 0 or len(ts) == 0:
+        return out
+    order = None if ts_sorted else np.argsort(ts, kind="stable")
+    sts = ts if order is None else ts[order]
+    lo = np.searchsorted(sts, q_ts, side="left")
+    width = np.searchsorted(sts, q_ts, side="right") - lo
+    qi = np.repeat(np.arange(m), width)  # candidate pairs (query, event of the same time), events in kept order
+    pos = lo[qi] + np.arange(len(qi)) - np.repeat(np.cumsum(width) - width, width)
+    pos = pos if order is None else order[pos]
+    ok = np.ones(len(qi), dtype=bool)
+    for k, v in q_cols.items():
+        ok &= cols[k][pos] == np.asarray(v)[qi]
+    qi, pos = qi[ok], pos[ok]
+    n = np.bincount(qi, minlength=m)
+    rank = _rank_in_key(q_ts, q_cols)
+    hit = rank < n
+    out[hit] = pos[(np.cumsum(n) - n)[hit] + rank[hit]]
+    return out
+
+
+def _rank_in_key(q_ts: np.ndarray, q_cols: dict) -> np.ndarray:
+    """Per query, how many earlier queries share its time and values."""
+    keys = [np.asarray(v) for v in reversed(list(q_cols.values()))] + [q_ts]
+    o = np.lexsort([np.arange(len(q_ts))] + keys)  # by key, then query order
+    same = np.ones(max(len(o) - 1, 0), dtype=bool)
+    for k in keys:
+        same &= k[o][1:] == k[o][:-1]
+    start = np.flatnonzero(np.concatenate(([True], ~same)))
+    run = np.repeat(start, np.diff(np.concatenate((start, [len(o)]))))
+    rank = np.empty(len(o), dtype=np.int64)
+    rank[o] = np.arange(len(o)) - run
+    return rank
+
+
 class EventLog:
     """Append-only event columns in arrival order with amortized O(batch) append and eviction.
 
@@ -105,6 +146,16 @@ class EventLog:
         self._chains = {}
         t = self["ts"]
         self._ts_sorted = bool(np.all(t[1:] >= t[:-1]))
+
+    def find(self, ts: np.ndarray, **values) -> np.ndarray:
+        """Live positions of the events with times ``ts`` and column values ``values`` (-1: not kept), as
+        :func:`find_events` matches them."""
+        return find_events(self["ts"], {k: self[k] for k in values}, np.asarray(ts, dtype=np.int64), values,
+                           self._ts_sorted)
+
+    def set(self, name: str, positions: np.ndarray, values) -> None:
+        """Overwrite column ``name`` (not an indexed entity column) at live ``positions``."""
+        self._cols[name][self._start + np.asarray(positions, dtype=np.int64)] = values
 
     def rows_of(self, col: str, codes: np.ndarray) -> np.ndarray:
         """Live positions (ascending, as ``self[col]`` indexes) of the events whose ``col`` is one of ``codes``
