@@ -18,6 +18,9 @@ Two ways to compute, one answer:
 * ``update_many([(state, rows), ...])``: several independent states at once (a stream scorer keeps one
   state per Kafka partition), equal to one ``update`` per pair with the results stacked. Featurizers whose
   per-call cost dominates small micro-batches compute all pairs in one pass.
+* ``add_labels(state, rows)``: label feedback. A live stream's rows carry no label (analyst decisions and
+  chargebacks come days later); the labels of rows ``state`` already absorbed are set in it afterwards, so that
+  later ``update`` calls compute as if the rows had carried them.
 
 Learned attributes end in ``_``; ``__init__`` only stores parameters (scikit-learn contract).
 States are plain picklable objects (they travel in checkpoints).
@@ -35,7 +38,10 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from fraud.errors import ModelError, NotFittedError
+from fraud.errors import ModelError, NotFittedError, SchemaError, ValidationError
+
+#: the columns ``add_labels`` reads (``tx_id``, when present: a transaction labelled twice takes its last label)
+LABEL_COLUMNS = ("timestamp", "customer_id", "terminal_id", "label")
 
 
 class Featurizer(BaseEstimator, ABC):
@@ -84,12 +90,41 @@ class Featurizer(BaseEstimator, ABC):
                              f"feature_names_ {list(self.feature_names_)[:10]}")
         return out.to_numpy(dtype=np.float64, na_value=np.nan)
 
+    def add_labels(self, state, rows: pd.DataFrame) -> int:
+        """Set the labels (``rows``: canonical rows with ``label`` 0/1 that ``state`` already absorbed, usually
+        unlabelled) in ``state``, so that later ``update`` calls compute as if the rows had carried them. Returns
+        how many labels were applied (each featurizer says what it counts); rows the state no longer keeps or
+        never saw are ignored. This default, for featurizers that read no label, applies none."""
+        return 0
+
     def fit_transform(self, df: pd.DataFrame, y=None) -> pd.DataFrame:
         return self.fit(df, y).transform(df)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "feature_names_"):
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(history) first")
+
+
+def label_rows(rows: pd.DataFrame, where: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """``add_labels``' input checked: (``rows``, the last of each ``tx_id``; their labels as int8). SchemaError for a
+    missing column, ValidationError for a label that is not 0 or 1 (each names the value and its transaction)."""
+    missing = [c for c in LABEL_COLUMNS if c not in rows.columns]
+    if missing:
+        raise SchemaError(f"{where}: missing column(s) {missing}; columns present: {list(rows.columns)}")
+    lab = pd.to_numeric(rows["label"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.flatnonzero(~np.isin(lab, (0.0, 1.0)))
+    if len(bad):
+        tx = rows["tx_id"].iloc[bad].tolist() if "tx_id" in rows.columns else [f"row {i + 1}" for i in bad]
+        values = rows["label"].iloc[bad].tolist()
+        problems = pd.DataFrame({"source": where, "line": bad + 1, "field": "label", "value": values,
+                                 "reason": "not 0 or 1"})
+        raise ValidationError(f"{where}: label {values[0]!r} of transaction {tx[0]!r} is not 0 or 1 "
+                              f"({len(bad)} such row(s))", problems)
+    if "tx_id" in rows.columns:
+        last = ~rows["tx_id"].astype(str).duplicated(keep="last").to_numpy()
+        if not last.all():
+            rows, lab = rows.loc[last], lab[last]
+    return rows, lab.astype(np.int8)
 
 
 def replay(featurizer: Featurizer, df: pd.DataFrame, batch_size: int = 1000, state=None) -> pd.DataFrame:
