@@ -5,11 +5,11 @@ follow it: docs/simulator.md): a compromised card's inflated amounts, a compromi
 frauds, and a card with a known fraud being likely still compromised. Customer windows end at the row;
 label windows end at ``t - delay``, so only labels at least the delay old are read (the information
 rule). Labels: 1 = fraud, 0 or missing = not (yet) reported; labels come with the rows (``label``
-column). The "activity" group reads no label: a card's and a terminal's events of the last day against its
-own past rate, and the card's run of unusually small amounts (adaptive fraud that stays under the card's
-usual amounts, tests it slowly or rotates terminals). Nothing is learned (``fit`` validates parameters);
-``transform`` is vectorized and ``update`` runs the same kernel on the batch plus the kept history, bounded to
-the longest window. Column definitions, figures and history: docs/detection.md.
+column) or later through ``add_labels``. The "activity" group reads no label: a card's and a terminal's
+events of the last day against its own past rate, and the card's run of unusually small amounts (adaptive
+fraud that stays under the card's usual amounts, tests it slowly or rotates terminals). Nothing is learned
+(``fit`` validates parameters); ``transform`` is vectorized and ``update`` runs the same kernel on the batch
+plus the kept history, bounded to the longest window. Column definitions, figures and history: docs/detection.md.
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import pandas as pd
 
 from fraud import safestate
 from fraud.errors import ConfigError
-from fraud.features.base import Featurizer, column, text_ids
-from fraud.features.tabular import DAY_NS, _codes, _days_ns
+from fraud.features.base import Featurizer, column, label_rows, text_ids
+from fraud.features.tabular import DAY_NS, _codes, _days_ns, _known_codes
 from fraud.features.tabular import _group_cumsum as _run_cumsum
 from fraud.features.eventlog import EventLog
 from fraud.features.tabular import _labels, _query_order, _require, _Sorted, _stacked, _wname, timestamps_ns
@@ -531,6 +531,19 @@ class BehaviourFeatures(Featurizer):
             log.evict(state.latest_ns - state.horizon_ns)
         amount = np.concatenate([b[3] for b in batches])
         return _assemble(amount, cust, term)[:, self._out_index()]
+
+    def add_labels(self, state: BehaviourState, rows: pd.DataFrame) -> int:
+        """Label feedback (``Featurizer.add_labels``): each row's label is set on the kept event of its customer,
+        terminal and time (rows sharing all three take such events in order). Returns the number of rows matched,
+        again on a repeat; a row of an entity never seen or older than the horizon matches nothing."""
+        self._check_fitted()
+        rows, lab = label_rows(rows, "BehaviourFeatures.add_labels")
+        cc = _known_codes(state.customer_codes, _text_ids(rows, "customer_id"))
+        tc = _known_codes(state.terminal_codes, _text_ids(rows, "terminal_id"))
+        pos = state.events.find(timestamps_ns(rows["timestamp"]), ccode=cc, tcode=tc)
+        hit = pos >= 0
+        state.events.set("label", pos[hit], lab[hit])
+        return int(hit.sum())
 
 
 def _text_ids(rows: pd.DataFrame, name: str) -> list:

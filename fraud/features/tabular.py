@@ -9,7 +9,7 @@ Features (names as in the Fraud Detection Handbook, chapter 3, in this order)::
 Definitions are identical to the book's pandas ``rolling('{w}d')`` code: customer windows ``(t - w, t]``
 up to and including the row in time order; terminal windows shifted back by the feedback delay ``d``,
 ``(t - d - w, t - d]``, so only labels at least ``d`` days old are read (the information rule). A row
-without a label counts as a transaction but not as a fraud.
+without a label counts as a transaction but not as a fraud (until ``add_labels`` gives it one).
 
 Speed: ``transform`` sorts once per entity type and answers every window with one exact ``searchsorted``
 on an integer (entity, timestamp-rank) key; ``update`` runs the same kernel on the batch plus the kept
@@ -23,7 +23,7 @@ import pandas as pd
 from fraud import safestate
 from fraud._jit import compiled
 from fraud.errors import ConfigError, SchemaError
-from fraud.features.base import Featurizer, column, id_list
+from fraud.features.base import Featurizer, column, id_list, label_rows
 from fraud.features.eventlog import EventLog
 
 DAY_NS = 86_400 * 10**9
@@ -316,6 +316,11 @@ def _codes(index: dict, keys) -> np.ndarray:
     return np.array(got, dtype=np.int64)
 
 
+def _known_codes(index: dict, keys) -> np.ndarray:
+    """Integer code per key, -1 for a key never seen (the index does not grow)."""
+    return np.fromiter(map(index.get, keys, [-1] * len(keys)), dtype=np.int64, count=len(keys))
+
+
 def _stacked(items, code_col: str = "code") -> tuple:
     """The online blocks' input over several independent states: for each item ``(log, codes, ts, {column: batch
     values})`` (a state's event log, and its batch's entity codes, times and values), the log's kept events of the
@@ -454,6 +459,19 @@ class BaselineFeatures(Featurizer):
         for state, rows, ts, amount, labels, cc, tc in live:
             self._absorb(state, cc, tc, ts, amount, labels)
         return self._matrix(ts_all, amount_all, cust, term)
+
+    def add_labels(self, state: BaselineState, rows: pd.DataFrame) -> int:
+        """Label feedback (``Featurizer.add_labels``): each row's label is set on the kept terminal event of its
+        terminal and time (the terminal log keeps no customer; rows sharing both take such events in order).
+        Returns the number of rows matched, again on a repeat; a row of a terminal never seen or older than the
+        terminal horizon matches nothing."""
+        self._check_fitted()
+        rows, lab = label_rows(rows, "BaselineFeatures.add_labels")
+        tc = _known_codes(state.terminal_codes, id_list(rows, "terminal_id"))
+        pos = state.terminals.find(timestamps_ns(rows["timestamp"]), code=tc)
+        hit = pos >= 0
+        state.terminals.set("label", pos[hit], lab[hit])
+        return int(hit.sum())
 
     @staticmethod
     def _absorb(state: BaselineState, cc, tc, ts, amount, labels) -> None:
