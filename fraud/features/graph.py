@@ -9,9 +9,9 @@ counts, known frauds around the customer and the terminal, ring overlap and new-
 
 Information rule: a row enters the state only after its features are computed, and a fraud label counts
 only once its transaction is older than ``ts - delay_days``; memory per node is bounded; labels come
-with the rows (``label`` column). ``columns="online"`` drops node values frozen at fit time,
-``known_days`` / ``age_cap_days`` keep counts stationary, and ``drop_columns`` leaves out two drifting
-columns by default. ``refresh_lr`` > 0: the state keeps fresh node vectors (one skip-gram SGD step per
+with the rows (``label`` column) or later through ``add_labels``. ``columns="online"`` drops node values
+frozen at fit time, ``known_days`` / ``age_cap_days`` keep counts stationary, and ``drop_columns`` leaves out
+two drifting columns by default. ``refresh_lr`` > 0: the state keeps fresh node vectors (one skip-gram SGD step per
 edge, after the row's features, anchored to the fitted vectors) that the embedding columns then use;
 ``convergence``: per terminal the centroid and spread of its visitors' vectors, giving a card's distance
 from it and the terminal's recent far first visits (unrelated cards converging). Both off by default.
@@ -24,7 +24,9 @@ import pandas as pd
 
 from fraud import safestate
 from fraud.errors import ConfigError
-from fraud.features.base import Featurizer, column, text_ids
+from fraud.features.base import Featurizer, column, label_rows, text_ids
+from fraud.features.eventlog import find_events
+from fraud.features.tabular import timestamps_ns
 
 _NS_DAY = 86_400 * 1_000_000_000
 _UNSET = np.iinfo(np.int64).min  # first_seen of a node not seen yet
@@ -371,6 +373,56 @@ def _fresh_py(i, c, t, now, pair, ci, ti, emb_c, emb_t, ec, et, fc, fc_ok, ft, f
         fmeta[0] = cnt + 1
 
 
+def _release_py(pc, pt, known_c, kt_key, kt_cnt, kt_len):
+    """A released fraud of customer ``pc`` at terminal ``pt`` counts: the customer's known frauds + 1, and ``pc``'s
+    entry among the terminal's known-fraud customers + 1 (a new entry is the most recent; a full list drops its
+    oldest)."""
+    known_c[pc] += 1
+    L = kt_len[pt]
+    for j in range(L):
+        if kt_key[pt, j] == pc:
+            kt_cnt[pt, j] += 1
+            return
+    if L < kt_key.shape[1]:
+        kt_key[pt, L] = pc
+        kt_cnt[pt, L] = 1
+        kt_len[pt] = L + 1
+        return
+    for j in range(L - 1):
+        kt_key[pt, j] = kt_key[pt, j + 1]
+        kt_cnt[pt, j] = kt_cnt[pt, j + 1]
+    kt_key[pt, L - 1] = pc
+    kt_cnt[pt, L - 1] = 1
+
+
+def _expire_py(pc, pt, known_c, kt_key, kt_cnt, kt_len):
+    """The inverse of ``_release``: the fraud counts no more (an entry at count 0 is dropped, the others keep their
+    release order)."""
+    known_c[pc] -= 1
+    L = kt_len[pt]
+    for j in range(L):
+        if kt_key[pt, j] == pc:
+            kt_cnt[pt, j] -= 1
+            if kt_cnt[pt, j] == 0:
+                for jj in range(j, L - 1):
+                    kt_key[pt, jj] = kt_key[pt, jj + 1]
+                    kt_cnt[pt, jj] = kt_cnt[pt, jj + 1]
+                kt_len[pt] = L - 1
+            return
+
+
+def _count_known_py(pcs, pts, add, known_c, kt_key, kt_cnt, kt_len):
+    """``_release`` (``add``) or ``_expire`` (not) each fraud (``pcs[i]``, ``pts[i]``), in order: label feedback."""
+    for i in range(pcs.shape[0]):
+        if add[i]:
+            _release(pcs[i], pts[i], known_c, kt_key, kt_cnt, kt_len)
+        else:
+            _expire(pcs[i], pts[i], known_c, kt_key, kt_cnt, kt_len)
+
+
+_release = _release_py
+_expire = _expire_py
+_count_known = _count_known_py
 _dot = _dot_py
 _shift = _shift_py
 _fresh = _fresh_py
@@ -385,7 +437,6 @@ def _kernel_py(cc, tt, ts, lab, c_fit, t_fit, emb_c, emb_t, core_c, core_t, ct_k
                tz_d, tf, tf_ts, nb_c, nb_t, fmeta, lr, neg, anchor, tau, scale, conv, C, scr):
     """The per-row state machine (compiled by numba as ``_kernel``); see the module doc for the columns."""
     n = cc.shape[0]
-    maxK = kt_key.shape[1]
     for i in range(n):
         c = cc[i]
         t = tt[i]
@@ -397,25 +448,7 @@ def _kernel_py(cc, tt, ts, lab, c_fit, t_fit, emb_c, emb_t, core_c, core_t, ct_k
             pc = p_c[h]
             pt = p_t[h]
             meta[0] = h + 1
-            known_c[pc] += 1
-            L = kt_len[pt]
-            found = False
-            for j in range(L):
-                if kt_key[pt, j] == pc:
-                    kt_cnt[pt, j] += 1
-                    found = True
-                    break
-            if not found:
-                if L < maxK:
-                    kt_key[pt, L] = pc
-                    kt_cnt[pt, L] = 1
-                    kt_len[pt] = L + 1
-                else:
-                    for j in range(L - 1):
-                        kt_key[pt, j] = kt_key[pt, j + 1]
-                        kt_cnt[pt, j] = kt_cnt[pt, j + 1]
-                    kt_key[pt, L - 1] = pc
-                    kt_cnt[pt, L - 1] = 1
+            _release(pc, pt, known_c, kt_key, kt_cnt, kt_len)
         # expire released labels older than now - delay - known window (known_ns < 0: never)
         lim2 = lim - known_ns
         while known_ns >= 0 and meta[3] < meta[0] and p_ts[meta[3]] < lim2:
@@ -423,17 +456,7 @@ def _kernel_py(cc, tt, ts, lab, c_fit, t_fit, emb_c, emb_t, core_c, core_t, ct_k
             pc = p_c[e]
             pt = p_t[e]
             meta[3] = e + 1
-            known_c[pc] -= 1
-            L = kt_len[pt]
-            for j in range(L):
-                if kt_key[pt, j] == pc:
-                    kt_cnt[pt, j] -= 1
-                    if kt_cnt[pt, j] == 0:  # drop, keeping the release order of the others
-                        for jj in range(j, L - 1):
-                            kt_key[pt, jj] = kt_key[pt, jj + 1]
-                            kt_cnt[pt, jj] = kt_cnt[pt, jj + 1]
-                        kt_len[pt] = L - 1
-                    break
+            _expire(pc, pt, known_c, kt_key, kt_cnt, kt_len)
         ci = c_fit[c]
         ti = t_fit[t]
         Lc = ct_len[c]
@@ -534,7 +557,7 @@ def _kernel_py(cc, tt, ts, lab, c_fit, t_fit, emb_c, emb_t, core_c, core_t, ct_k
 
 def _compiled_kernel():
     """The numba-compiled kernel (compiled once per process, cached on disk: ``cache=True``)."""
-    global _KERNEL, _lru_add, _fresh_start, _embed, _dot, _shift, _fresh
+    global _KERNEL, _lru_add, _fresh_start, _embed, _dot, _shift, _fresh, _release, _expire, _count_known
     if _KERNEL is None:
         try:
             from numba import njit
@@ -547,6 +570,9 @@ def _compiled_kernel():
             _dot = njit(cache=True, nogil=True)(_dot_py)
             _shift = njit(cache=True, nogil=True)(_shift_py)
             _fresh = njit(cache=True, nogil=True)(_fresh_py)
+            _release = njit(cache=True, nogil=True)(_release_py)
+            _expire = njit(cache=True, nogil=True)(_expire_py)
+            _count_known = njit(cache=True, nogil=True)(_count_known_py)
             _KERNEL = njit(cache=True, nogil=True)(_kernel_py)
     return _KERNEL
 
@@ -703,6 +729,43 @@ class GraphFeatures(Featurizer):
                                 np.zeros((0, self.emb_c_.shape[1])), np.zeros((0, 6)))
         return self._finish(*(np.concatenate(x) if len(parts) > 1 else x[0] for x in zip(*parts)))
 
+    def add_labels(self, state: GraphState, rows: pd.DataFrame) -> int:
+        """Label feedback (``Featurizer.add_labels``). The state keeps its frauds, not its transactions: a fraud
+        label (both nodes seen, at or before the last absorbed row) joins them as ``update`` would have queued it,
+        counted at once when older than the delay, ignored when it would have expired; label 0 withdraws a fraud
+        held with that exact (time, customer, terminal), from the queue or from the counts. Returns the number of
+        frauds added or withdrawn (a repeat changes nothing and returns 0)."""
+        self._check_fitted()
+        rows, lab = label_rows(rows, "GraphFeatures.add_labels")
+        if state.last_time is None or not len(rows):
+            return 0
+        c, t = _known_ids(state.c_ids, rows["customer_id"]), _known_ids(state.t_ids, rows["terminal_id"])
+        ts = timestamps_ns(rows["timestamp"])
+        lim = state.last_time - int(round(float(self.delay_days) * _NS_DAY))
+        ok = (c >= 0) & (t >= 0) & (ts <= state.last_time)
+        if self.known_days is not None:
+            ok &= ts >= lim - int(round(float(self.known_days) * _NS_DAY))
+        ok &= ~pd.DataFrame({"ts": ts, "c": c, "t": t}).duplicated(keep="last").to_numpy()  # one label per fraud
+        e, h, q = (int(state.meta[k]) for k in (3, 0, 1))
+        held = state.p_ts[e:q], state.p_c[e:q], state.p_t[e:q]
+        pos = find_events(held[0], {"c": held[1], "t": held[2]}, ts, {"c": c, "t": t},
+                          bool(np.all(held[0][1:] >= held[0][:-1])))
+        add, drop = ok & (lab == 1) & (pos < 0), ok & (lab == 0) & (pos >= 0)
+        if not (add.any() or drop.any()):
+            return 0
+        now = add & (ts < lim)  # released by the last absorbed row already
+        out = np.flatnonzero(drop & (pos < h - e))  # released ones: their counts go
+        new = np.flatnonzero(now)[np.argsort(ts[now], kind="stable")]
+        _compiled_kernel()
+        which = np.concatenate([out, new])
+        _count_known(c[which].astype(np.int32), t[which].astype(np.int32), np.arange(len(which)) >= len(out),
+                     state.known_c, state.kt_key, state.kt_cnt, state.kt_len)
+        keep = np.ones(q - e, dtype=bool)
+        keep[pos[drop]] = False
+        _set_frauds(state, [a[:h - e][keep[:h - e]] for a in held], [x[now] for x in (ts, c, t)],
+                    [a[h - e:][keep[h - e:]] for a in held], [x[add & ~now] for x in (ts, c, t)])
+        return int(add.sum() + drop.sum())
+
     def _absorb(self, state: GraphState, rows: pd.DataFrame) -> tuple:
         """The kernel's (S, customer embedding, terminal embedding, C: fresh/convergence columns) of ``rows``,
         absorbed into ``state``."""
@@ -765,6 +828,25 @@ class GraphFeatures(Featurizer):
             pos = {c: i for i, c in enumerate(self.all_names_)}
             got = self._kept_cache = (key, None if key[0] == key[1] else np.asarray([pos[c] for c in key[0]], np.int64))
         return got[1]
+
+
+def _known_ids(ids: dict, col: pd.Series) -> np.ndarray:
+    """Internal ids of ``col``'s values as ``GraphState.ids`` names them, -1 for a node never seen (none assigned)."""
+    return np.fromiter((ids.get(v if type(v) is str else str(v), -1) for v in col.tolist()), np.int64, len(col))
+
+
+def _set_frauds(state: GraphState, released, released_new, pending, pending_new) -> None:
+    """Rewrite the state's frauds: the released ones then the pending ones, each part (ts, customer, terminal)
+    merged in time order with its new frauds (the kept ones first on equal times)."""
+    parts = []
+    for old, new in ((released, released_new), (pending, pending_new)):
+        o = np.argsort(np.concatenate([old[0], new[0]]), kind="stable")
+        parts.append([np.concatenate([a, b])[o] for a, b in zip(old, new)])
+    n_rel = len(parts[0][0])
+    state.p_ts = np.concatenate([parts[0][0], parts[1][0]]).astype(np.int64)
+    state.p_c = np.concatenate([parts[0][1], parts[1][1]]).astype(np.int32)
+    state.p_t = np.concatenate([parts[0][2], parts[1][2]]).astype(np.int32)
+    state.meta[3], state.meta[0], state.meta[1] = 0, n_rel, len(state.p_ts)
 
 
 def _id_values(rows: pd.DataFrame, name: str):
