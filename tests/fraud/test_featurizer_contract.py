@@ -2,9 +2,11 @@
 (``fraud.training.featurizers.FEATURIZERS``), as River's ``check_estimator`` runs over every estimator: fit returns self and
 only adds learned attributes ending in ``_``; the online replay equals the batch transform; ``update_many`` equals
 one ``update`` per state; a label newer than ``t - delay`` does not change features at ``t``; a fresh state scores
-safely; a state round-trips through :mod:`fraud.safestate`. Labels reach featurizers only in the rows' ``label``
-column (the scorer's one path)."""
+safely; a state round-trips through :mod:`fraud.safestate`. Labels reach featurizers in the rows' ``label``
+column or, after the rows were scored, through ``add_labels``: both give the same later features."""
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pandas as pd
@@ -13,7 +15,7 @@ from featurizer_checks import assert_replay_equals_transform, assert_update_many
 from sklearn.base import clone
 
 from fraud import safestate
-from fraud.errors import NotFittedError
+from fraud.errors import NotFittedError, SchemaError, ValidationError
 from fraud.training.featurizers import FEATURIZERS, featurizer_class
 
 #: small parameters per featurizer (every registered featurizer must have an entry: a new one is checked too)
@@ -28,6 +30,8 @@ PARAMS = {
 #: tolerance of online vs batch paths (float32 torch inside the sequence encoder; 0: bit for bit)
 ATOL = {"sequence": 1e-5, "graph": 1e-12}
 NAMES = sorted(FEATURIZERS)
+#: the featurizers that read labels (add_labels matters for them; the others apply none)
+LABELLED = {"tabular", "behaviour", "graph"}
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +166,106 @@ def test_update_many_matrix_of_one_group_and_of_none(fitted, split):
     got = f.update_many_matrix([(a, rows), (f.new_state(), empty)])
     assert np.array_equal(got, f.update(b, rows).to_numpy(dtype=np.float64), equal_nan=True), name
     assert f.update_many_matrix([(a, empty)]).shape == (0, len(f.feature_names_))
+
+
+def _same_state(a, b) -> bool:
+    """Two states hold the same data (their :mod:`fraud.safestate` form)."""
+    (ha, aa), (hb, ab) = safestate.encode(a), safestate.encode(b)
+    return ha == hb and aa.keys() == ab.keys() and all(
+        np.array_equal(aa[k], ab[k], equal_nan=aa[k].dtype.kind in "fc") for k in aa)
+
+
+@pytest.fixture(scope="module")
+def feedback(split):
+    """(history with labels, the live rows after it): the history reaches past the delay, so its labels count."""
+    hist, live = split
+    return hist.iloc[-3000:].reset_index(drop=True), live.iloc[:300].reset_index(drop=True)
+
+
+def _absorbed(f, rows):
+    st = f.new_state()
+    f.update(st, rows)
+    return st
+
+
+def test_labels_that_arrive_later_equal_labels_that_came_with_the_rows(fitted, feedback):
+    """History scored without labels, then ``add_labels``: the next rows' features equal those after the labelled
+    history (and differ without the feedback, where the featurizer reads labels)."""
+    name, f = fitted
+    hist, nxt = feedback
+    with_labels, late, never = _absorbed(f, hist), _absorbed(f, hist.drop(columns="label")), \
+        _absorbed(f, hist.drop(columns="label"))
+    n = f.add_labels(late, hist)
+    assert (n > 0) == (name in LABELLED), (name, n)
+    want = f.update(with_labels, nxt).to_numpy()
+    np.testing.assert_allclose(f.update(late, nxt).to_numpy(), want, rtol=0, atol=ATOL.get(name, 0.0), err_msg=name)
+    if name in LABELLED:
+        assert (f.update(never, nxt).to_numpy() != want).any(), f"{name}: the history's labels should count"
+
+
+def test_labels_within_the_delay_give_the_labelled_replay(fitted, feedback):
+    """A stream whose labels arrive two days after their rows (within the delay) gives, row for row, the features
+    of the labelled replay: nothing reads a label before it arrived."""
+    name, f = fitted
+    df = pd.concat(feedback, ignore_index=True)
+    st, parts, done = f.new_state(), [], 0
+    for i in range(0, len(df), 97):
+        batch = df.iloc[i:i + 97]
+        parts.append(f.update(st, batch.drop(columns="label")).to_numpy())
+        ready = df.iloc[done:i + 97]
+        ready = ready.loc[ready["timestamp"] <= batch["timestamp"].iloc[-1] - pd.Timedelta(days=2)]
+        f.add_labels(st, ready)
+        done += len(ready)
+    assert done > len(df) // 2
+    np.testing.assert_allclose(np.vstack(parts), f.transform(df).to_numpy(), rtol=0, atol=ATOL.get(name, 0.0) or 1e-9,
+                               err_msg=name)
+
+
+def test_add_labels_is_idempotent_and_ignores_rows_never_seen(fitted, feedback):
+    name, f = fitted
+    hist, nxt = feedback
+    once = _absorbed(f, hist.drop(columns="label"))
+    twice = copy.deepcopy(once)
+    n = f.add_labels(once, hist)
+    f.add_labels(twice, hist)
+    again = f.add_labels(twice, hist)
+    assert again == (0 if name == "graph" else n), (name, again)  # graph counts changes; the others rows matched
+    assert _same_state(once, twice), name
+    unseen = hist.iloc[-50:].assign(customer_id=lambda d: "new-c" + d["customer_id"].astype(str),
+                                    terminal_id=lambda d: "new-t" + d["terminal_id"].astype(str), label=np.int8(1))
+    future = nxt.iloc[:50].assign(label=np.int8(1))  # rows after the state's events: not absorbed
+    for rows in (unseen, future):
+        assert f.add_labels(twice, rows) == 0, name
+        assert _same_state(once, twice), name
+    assert f.update(once, nxt).equals(f.update(twice, nxt))
+
+
+def test_label_0_after_1_withdraws_the_fraud(fitted, feedback):
+    """The analyst undid a fraud label: the state is as if it never came (released and pending frauds alike)."""
+    name, f = fitted
+    hist, nxt = feedback
+    undone, never = _absorbed(f, hist.drop(columns="label")), _absorbed(f, hist.drop(columns="label"))
+    frauds = hist.loc[hist["label"] == 1]
+    f.add_labels(undone, frauds)
+    f.add_labels(undone, frauds.assign(label=np.int8(0)))
+    np.testing.assert_array_equal(f.update(undone, nxt).to_numpy(), f.update(never, nxt).to_numpy(), err_msg=name)
+
+
+def test_a_state_with_late_labels_round_trips_through_safestate(fitted, feedback):
+    name, f = fitted
+    hist, nxt = feedback
+    st = _absorbed(f, hist.drop(columns="label"))
+    f.add_labels(st, hist)
+    back = safestate.loads(safestate.dumps(st))
+    np.testing.assert_array_equal(f.update(back, nxt).to_numpy(), f.update(st, nxt).to_numpy(), err_msg=name)
+
+
+def test_add_labels_checks_its_rows(fitted, feedback):
+    name, f = fitted
+    if name not in LABELLED:
+        pytest.skip(f"{name} reads no label")
+    st = _absorbed(f, feedback[0].iloc[:100])
+    with pytest.raises(SchemaError, match="label"):
+        f.add_labels(st, feedback[0].iloc[:5].drop(columns="label"))
+    with pytest.raises(ValidationError, match="label 2 of transaction"):
+        f.add_labels(st, feedback[0].iloc[:5].assign(label=[0, 1, 2, 0, 1]))
