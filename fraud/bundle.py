@@ -26,7 +26,8 @@ Drift: ``drift_profile`` is the training window's reference (``fraud.drift``, re
 scorer sets ``observer`` to count each scored micro-batch's features and scores against it (not pickled).
 
 Labels in the rows are handed to the featurizers, which use a label only once its transaction is older
-than the feedback delay (the information rule); the bundle itself never reads labels.
+than the feedback delay (the information rule); the bundle itself never reads labels. Labels that arrive after
+their rows were scored (a live stream's rows carry none) reach the state through :meth:`add_labels`.
 """
 from __future__ import annotations
 
@@ -40,9 +41,11 @@ import pandas as pd
 from fraud import schema
 from fraud._blas import single_threaded_blas
 from fraud.errors import ModelError, SchemaError
-from fraud.features.base import shared_columns
+from fraud.features.base import label_rows, shared_columns
 
 RESULT_COLUMNS = ["tx_id", "score", "is_alert", "reasons"]
+#: the columns :meth:`ScoringBundle.add_labels` reads
+LABEL_COLUMNS = [schema.TX_ID, schema.TIMESTAMP, schema.CUSTOMER_ID, schema.TERMINAL_ID, schema.LABEL]
 #: the bundle format: raise it when a pickled bundle of the previous code can no longer score as it did
 BUNDLE_FORMAT = 5  # 2: CollusionState holds flat arrays (was dicts of lists); 3: BehaviourFeatures' activity group;
 #                     4: BH_T_CARDS_SURPRISE_1D (a column, and a per-event flag in BehaviourState);
@@ -213,6 +216,27 @@ class ScoringBundle:
         state.last_timestamp = rows[schema.TIMESTAMP].iloc[-1]
         self._observe(X, out["score"].to_numpy(), state.last_timestamp)
         return out
+
+    def add_labels(self, state: BundleState, rows: pd.DataFrame, source: str = "labels") -> dict[str, int]:
+        """Label feedback: ``rows`` (canonical, ``label`` 0/1) were scored into ``state`` earlier, usually without a
+        label; each featurizer sets their labels in its part of ``state``, so later scores count them as if the
+        rows had carried them. ``source`` names the rows in error messages. Returns, per featurizer class name,
+        the labels it applied (``Featurizer.add_labels``: rows matched, or frauds added/withdrawn; 0 for
+        featurizers that read no label): a transaction labelled twice takes its last label."""
+        missing = [c for c in LABEL_COLUMNS if c not in rows.columns]
+        if missing:
+            raise SchemaError(
+                f"{source}: missing field(s) {', '.join(repr(m) for m in missing)} that label feedback needs "
+                f"(model {self.describe()}); columns present: {', '.join(repr(c) for c in rows.columns)}")
+        if len(state.featurizer_states) != len(self.featurizers):
+            raise ModelError(f"{source}: the state holds {len(state.featurizer_states)} featurizer state(s), model "
+                             f"{self.describe()} has {len(self.featurizers)} featurizers")
+        rows = label_rows(rows, source)[0]
+        applied: dict[str, int] = {}
+        for f, st in zip(self.featurizers, state.featurizer_states):
+            name = type(f).__name__
+            applied[name] = applied.get(name, 0) + int(f.add_labels(st, rows))
+        return applied
 
     def score_many(self, groups) -> list:
         """Score several micro-batches, each with its own online state: ``groups`` is a sequence of

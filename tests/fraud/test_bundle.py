@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from fraud.bundle import RESULT_COLUMNS, ScoringBundle
-from fraud.errors import ModelError, SchemaError
+from fraud import safestate
+from fraud.errors import ModelError, SchemaError, ValidationError
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +150,34 @@ def test_matrix_scoring_path_equals_the_frame_path(bundle, world):
     assert "_colmap" in vars(bundle) and "_plain_input" in vars(bundle)
     b2 = pickle.loads(pickle.dumps(bundle))
     assert "_colmap" not in vars(b2) and "_plain_input" not in vars(b2)
+
+
+def test_labels_added_after_scoring_equal_labelled_rows(bundle, world):
+    """The stream scores rows without labels and gets them later through add_labels: the next rows score as if
+    the history had carried its labels, also after a checkpoint round trip; without the feedback they do not."""
+    hist, nxt = world.iloc[:6000], world.iloc[6000:7000]
+    labelled, late, never = bundle.new_state(), bundle.new_state(), bundle.new_state()
+    bundle.score_frame(hist, batch_size=1000, state=labelled)
+    for st in (late, never):
+        bundle.score_frame(hist.drop(columns="label"), batch_size=1000, state=st)
+    f = bundle.featurizers[0]
+    horizon = pd.Timedelta(days=float(f.delay_days) + max(f.windows))  # what the terminal log keeps
+    assert bundle.add_labels(late, hist) == {
+        "BaselineFeatures": int((hist["timestamp"] > hist["timestamp"].iloc[-1] - horizon).sum())}
+    back = safestate.loads(safestate.dumps(late))
+    want = bundle.score(nxt, labelled)["score"].to_numpy()
+    np.testing.assert_array_equal(bundle.score(nxt, late)["score"].to_numpy(), want)
+    np.testing.assert_array_equal(bundle.score(nxt, back)["score"].to_numpy(), want)
+    assert (bundle.score(nxt, never)["score"].to_numpy() != want).any()
+
+
+def test_add_labels_names_bad_input(bundle, world):
+    st = bundle.new_state()
+    bundle.score(world.iloc[:50], st)
+    with pytest.raises(SchemaError, match=r"feedback\.csv: missing field\(s\) 'label'"):
+        bundle.add_labels(st, world.iloc[:5].drop(columns="label"), source="feedback.csv")
+    bad = world.iloc[:3].assign(label=[0, 7, 1])
+    with pytest.raises(ValidationError, match=f"feedback.csv: label 7 of transaction '{bad['tx_id'].iloc[1]}'"):
+        bundle.add_labels(st, bad, source="feedback.csv")
+    with pytest.raises(ModelError, match="featurizer state"):
+        bundle.add_labels(type(st)([]), world.iloc[:5])
