@@ -3,7 +3,7 @@
 Each cycle: poll -> decode each event on its own (bad ones to the dead-letter topic with the reason:
 ``streaming.decode``) -> skip tx_ids already scored -> score with each partition's own online state (one model
 call for all partitions) -> hand to the sinks (scores/alerts topics at once; the alert store and the archive
-buffer). Every ``checkpoint_interval`` a :class:`streaming.checkpoint.Checkpointer` job flushes the producer and
+buffer) -> apply the poll's label events to the states (``streaming.feedback``). Every ``checkpoint_interval`` a :class:`streaming.checkpoint.Checkpointer` job flushes the producer and
 writes the sinks, then saves each partition's state with the offset it reflects, then commits: nothing is
 committed that was not written, and a failed job's writes are kept for the next. No error stops the loop: it
 logs, waits and goes on. Design figures and history: docs/streaming.md.
@@ -21,7 +21,7 @@ import pandas as pd
 from fraud.archive import ArchiveWriter
 from fraud.errors import FraudError, RegistryError
 from fraud.registry import parse_model_uri
-from streaming import batch, late, rejoin
+from streaming import batch, feedback, late, rejoin
 from streaming.broker import ensure_topics, scorer_clients, wait_for_broker
 from streaming.checkpoint import Checkpointer
 from streaming.config import ServeConfig
@@ -230,9 +230,12 @@ class Scorer:
         msgs = self.watch.check(msgs, self.parts)
         self.n_events += len(msgs)
         self.metrics.consumed(len(msgs))
-        good, letters = decode(msgs, self.cfg.rules)
+        tx_msgs, label_msgs = feedback.split(msgs)
+        good, letters = decode(tx_msgs, self.cfg.rules)
         keep, conflicts = batch.new_events(good, self._seen, self.metrics.replays.inc)
         results, lat = self._score_and_sink(good.take(keep), letters) if keep else (None, np.empty(0))
+        if label_msgs:  # after scoring: a label may follow its transaction in the same poll
+            letters += feedback.apply(self.bundle, self.parts, label_msgs, self.cfg.rules, self.metrics)
         for x in letters + conflicts:
             self.dlq.send(x.msg.value, x.msg.key, x.kind, f"{self.cfg.topic}[{x.msg.partition}]@{x.msg.offset}: "
                           f"{x.reason}", self.cfg.topic, x.msg.partition, x.msg.offset)
@@ -244,8 +247,7 @@ class Scorer:
         if results is not None:
             n_alert = int(results["is_alert"].sum())
             self.n_scored, self.n_alerts = self.n_scored + len(results), self.n_alerts + n_alert
-            self.metrics.scored.inc(len(results))
-            self.metrics.alerts.inc(n_alert)
+            self.metrics.scored.inc(len(results)), self.metrics.alerts.inc(n_alert)
         if self.on_batch is not None:
             self.on_batch(results, lat)
         return results if results is not None else pd.DataFrame()
@@ -312,7 +314,6 @@ class Scorer:
             self.load_model()
         if self.cfg.metrics_port is not None:
             self.metrics.serve(self.cfg.metrics_port, addr=self.cfg.metrics_host)
-            log.info("metrics on http://%s:%d/metrics", self.cfg.metrics_host, self.cfg.metrics_port)
         if self.consumer is None:
             self.connect()
         if self.cfg.gc_freeze:
@@ -339,8 +340,7 @@ class Scorer:
             self.ck.polling.clear()
         msgs = [m for tp in sorted(polled, key=lambda t: t.partition) for m in polled[tp]]
         if msgs:
-            if self.t_first_poll is None:
-                self.t_first_poll = time.perf_counter()
+            self.t_first_poll = self.t_first_poll or time.perf_counter()
             try:
                 self.process(msgs)
             except Exception:

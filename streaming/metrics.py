@@ -5,6 +5,7 @@ connected"; 503 with the reason otherwise)."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -148,6 +149,8 @@ class Metrics:
                                      ["partition"], registry=r)
         self.late_events = Counter("fraud_late_events", "Events dated over late_event_hours before the newest event "
                                    "their partition's state had seen (scored; they alert far too often)", registry=r)
+        self.labels = Counter("fraud_labels", "Label events read (streaming.feedback): result=applied (handed to the "
+                              "partition's state) or rejected (dead-lettered)", ["result"], registry=r)
         self.rejoins = Counter("fraud_consumer_rejoins", "Group joins kafka-python finished but never applied, "
                                "asked again (streaming.rejoin)", registry=r)
         self.drift = DriftGauges(registry=r)
@@ -182,6 +185,7 @@ class Metrics:
         thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
         thread.start()
         self._server = (server, thread)
+        logging.getLogger("streaming.loop").info("metrics on http://%s:%d/metrics", addr, port)
         return self._server
 
     def close(self) -> None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import crc32c
 import numpy as np
 import pandas as pd
 
 from fraud.archive import partition_rows
+from streaming import feedback
 from streaming.dedup import SeenIds
 from streaming.state import load_state
 
@@ -33,10 +34,12 @@ class Partition:
     next_offset: int | None = None  # None until the first message when there was no checkpoint
     last: object = None  # the last message consumed
     verify: tuple | None = None  # (offset, timestamp, crc) of the record a restored log must still hold
+    labels: list = field(default_factory=list)  # label events applied since the base (streaming.feedback)
 
     def extras(self) -> dict:
-        """Arrays saved with the checkpoint: the scored tx_ids and the last record consumed."""
-        out = self.seen.to_arrays()
+        """Arrays saved with the checkpoint: the scored tx_ids, the last record consumed and the label events
+        applied since the base (the archive holds only scored events, so a light checkpoint carries them)."""
+        out = {**self.seen.to_arrays(), **feedback.to_arrays(self.labels)}
         if self.last is not None:
             out["last_record"] = np.array([self.last.offset, self.last.timestamp, crc(self.last.value)],
                                           dtype=np.int64)
@@ -67,8 +70,10 @@ def restore(ck, bundle, version: str, cfg, store, archive_root: str | None) -> t
     events since; a checkpoint of another model, or one that cannot be read, is rebuilt from the archive."""
     seen = SeenIds(cfg.dedup_days, cfg.dedup_max_ids).restore(ck.extras)
     light = archive_root is not None and cfg.snapshot_events > 0
+    labels = feedback.from_arrays(ck.extras)  # a light checkpoint's label events since its base
     if ck.model_version != version:
         st = warm_states(bundle, {ck.partition: ck.offset}, archive_root, cfg)[ck.partition]
+        feedback.reapply(bundle, st, labels)
         return Partition(st, None, seen), f"rebuilt from the archive (checkpoint was model {ck.model_version})"
     if ck.base is None:
         base = None
@@ -84,10 +89,13 @@ def restore(ck, bundle, version: str, cfg, store, archive_root: str | None) -> t
         log.error("checkpoint restore failed partition=%d error=%r: rebuilding the state from the archive's last %s "
                   "days", ck.partition, f"{e.__class__.__name__}: {e}", cfg.warmup_days)
         st = warm_states(bundle, {ck.partition: ck.offset}, archive_root, cfg)[ck.partition]
+        feedback.reapply(bundle, st, labels)
         return Partition(st, None, seen), "rebuilt from the archive (light checkpoint unreadable)"
+    feedback.reapply(bundle, st, labels)
     own = ck.base.get("archive") == archive_root
-    return (Partition(st, dict(ck.base) if own and light else None, seen),
-            f"restored (base {ck.base['kind']} at offset {ck.base['offset']} + {n} archived events)")
+    return (Partition(st, dict(ck.base) if own and light else None, seen, labels=labels if own and light else []),
+            f"restored (base {ck.base['kind']} at offset {ck.base['offset']} + {n} archived events"
+            f"{f' + {len(labels)} labels' if labels else ''})")
 
 
 def restore_light(ck, bundle, store, archive_root: str | None, topic: str) -> tuple:

@@ -213,6 +213,44 @@ def register(main: click.Group, bench: click.Group) -> None:
         click.echo(f"sent {res['sent']} events to {kw['topic']} in {res['seconds']:.1f}s "
                    f"({res['rate']:.0f} events/s)")
 
+    @main.command("send-labels")
+    @kafka_options
+    @click.option("--topic", default="transactions", show_default=True,
+                  help="The scorer's input topic (label events go where their transactions went).")
+    @click.option("--alerts-db", default=None, help="Send the analysts' decisions of this alert store.")
+    @click.option("--labels", "labels_path", default=None, type=click.Path(dir_okay=False),
+                  help="CSV/Parquet of tx_id,label (e.g. chargebacks); the transactions are looked up in "
+                       "--archive or --data.")
+    @click.option("--archive", default=None, type=click.Path(file_okay=False),
+                  help="The scorer's archive, where --labels' transactions are found.")
+    @click.option("--data", default=None, type=click.Path(dir_okay=False, exists=True),
+                  help="A transactions file, where --labels' transactions are found.")
+    @click.option("--since", default=None, metavar="DATE",
+                  help="With --alerts-db: only decisions made at or after this time.")
+    def send_labels(**kw):
+        """Send fraud labels (analysts' decisions, chargebacks) to the live scorer.
+
+        Each labelled transaction goes to the input topic as a label event; the scorer applies it to its
+        state, so the card and terminal fraud-history features count confirmed frauds as training did.
+        Sending a label twice changes nothing."""
+        from fraud.errors import ConfigError
+        from streaming.broker import wait_for_broker
+        from streaming.feedback import labelled_transactions, send
+
+        setup_logging("WARNING")
+        ckw = client_kw(kw)
+        labels, tx = _labels_to_send(kw)
+        rows, missing = labelled_transactions(labels, tx)
+        if missing:
+            click.echo(f"{len(missing)} labelled tx_id(s) not found among the transactions (not sent), e.g. "
+                       f"{', '.join(map(repr, missing[:5]))}", err=True)
+        if not len(rows):
+            raise ConfigError("no labelled transaction to send (see above)" if missing else "no labels to send")
+        wait_for_broker(kw["bootstrap"], timeout=60, client_kw=ckw)
+        n = send(rows, kw["bootstrap"], kw["topic"], client_kw=ckw)
+        click.echo(f"sent {n} label(s) to {kw['topic']} ({int(rows['label'].sum())} fraud, "
+                   f"{int((rows['label'] == 0).sum())} genuine)")
+
     @main.command()
     @click.option("--port", default=9092, show_default=True, type=int)
     @click.option("--host", default="127.0.0.1", show_default=True)
@@ -298,3 +336,31 @@ def register(main: click.Group, bench: click.Group) -> None:
                                seconds=kw["seconds"], batch_size=kw["batch_size"], verbose=not kw["as_json"],
                                trace=kw["trace"], ceiling=kw["ceiling"])
         click.echo(json.dumps(res))
+
+
+def _labels_to_send(kw) -> tuple:
+    """(labels tx_id,label; the transactions they name) from ``fraud send-labels``' options."""
+    from fraud.errors import ConfigError
+
+    if bool(kw["alerts_db"]) == bool(kw["labels_path"]):
+        raise ConfigError("give --alerts-db or --labels (one of them)")
+    if kw["alerts_db"]:
+        from fraud.store import AlertStore
+        from fraud.training.data import to_utc
+
+        store = AlertStore(kw["alerts_db"], must_exist=True)
+        labels = store.labels()
+        if kw["since"] is not None:
+            labels = labels[labels["decided_at"] >= to_utc(kw["since"], "--since")]
+        return labels, store.read_alerts()
+    from fraud.training.data import read_labels
+
+    if bool(kw["archive"]) == bool(kw["data"]):
+        raise ConfigError("--labels needs --archive or --data (one of them): where its transactions are")
+    if kw["archive"]:
+        from fraud.archive import events
+
+        return read_labels(kw["labels_path"]), events(kw["archive"])
+    from fraud.commands.common import load_or_fail
+
+    return read_labels(kw["labels_path"]), load_or_fail(kw["data"], None, None)

@@ -1,0 +1,153 @@
+"""Label feedback: fraud labels that arrive after their transaction was scored, applied to the live state.
+
+A live transaction carries no label; it is known days later (an analyst's decision, a cardholder's dispute).
+The featurizers count a fraud only once its transaction is older than the feedback delay, so without feedback
+the live state never learns of any fraud and the card / terminal risk features stay at "none known", unlike in
+training. A label event is the labelled transaction (the same JSON as the event, with ``label`` 0 or 1) on the
+transactions topic, keyed by customer_id, with the Kafka header ``fraud-event: label``: it reaches the
+partition whose state holds the transaction, in order, and is checkpointed with the same offsets. The scorer
+applies it after scoring its poll (``ScoringBundle.add_labels``); it is not scored, archived or deduplicated
+(applying a label twice changes nothing).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from streaming.decode import UNKNOWN, Letter, decode, to_frame
+
+HEADER = "fraud-event"
+LABEL_EVENT = b"label"
+HEADERS = [(HEADER, LABEL_EVENT)]
+COLUMNS = ("tx_id", "timestamp", "customer_id", "terminal_id", "amount", "label")
+MAX_KEPT = 10_000  # label events a partition keeps for its light checkpoints before it saves a new base
+
+
+def is_label(msg) -> bool:
+    """True when ``msg`` is a label event (its headers say so)."""
+    return any(k == HEADER and v == LABEL_EVENT for k, v in (msg.headers or ()))
+
+
+def split(msgs) -> tuple[list, list]:
+    """(transaction messages, label messages) of a poll, each in arrival order."""
+    if not any(m.headers for m in msgs):  # the common poll: no headers at all
+        return msgs, []
+    tx, labels = [], []
+    for m in msgs:
+        (labels if is_label(m) else tx).append(m)
+    return tx, labels
+
+
+def apply(bundle, parts: dict, msgs, rules, metrics=None) -> list[Letter]:
+    """Apply the label events ``msgs`` to their partitions' states (``parts[p].state``). Returns the dead letters:
+    events that are not valid labelled transactions, of a partition not held here, or that the model refused.
+    ``metrics.labels`` counts the events applied and rejected."""
+    good, letters = decode(msgs, rules)
+    keep = []
+    for i, (m, lab) in enumerate(zip(good.msgs, good.label)):
+        if lab == UNKNOWN:
+            letters.append(Letter(m, "invalid", "label event without field 'label' (0 or 1)"))
+        elif m.partition not in parts:
+            letters.append(Letter(m, "label_error", f"partition {m.partition} is not held by this scorer"))
+        else:
+            keep.append(i)
+    if keep:
+        letters += _apply(bundle, parts, good.take(keep))
+    if metrics is not None:
+        metrics.labels.labels(result="applied").inc(len(msgs) - len(letters))
+        metrics.labels.labels(result="rejected").inc(len(letters))
+    return letters
+
+
+def _apply(bundle, parts: dict, d) -> list[Letter]:
+    """``bundle.add_labels`` per partition of the valid label events ``d``; a refused group is dead-lettered."""
+    rows, order = to_frame(d)
+    part = np.fromiter((d.msgs[i].partition for i in order), dtype=np.int64, count=len(order))
+    letters = []
+    for p in np.unique(part).tolist():
+        sel = np.flatnonzero(part == p)
+        try:
+            bundle.add_labels(parts[p].state, rows.iloc[sel].reset_index(drop=True))
+        except Exception as e:  # noqa: BLE001 - one bad label must not stop the scorer
+            letters.extend(Letter(d.msgs[order[i]], "label_error", f"{e.__class__.__name__}: {str(e)[:300]}")
+                           for i in sel)
+            continue
+        kept = parts[p].labels
+        kept.extend(bytes(d.msgs[order[i]].value) for i in sel)
+        if len(kept) > MAX_KEPT:  # the next checkpoint saves a new base holding them (and forgets them here)
+            parts[p].base = None
+    return letters
+
+
+def to_arrays(values: list) -> dict:
+    """Label events (their JSON values) as checkpoint arrays; none when there are none."""
+    if not values:
+        return {}
+    return {"label_bytes": np.frombuffer(b"".join(values), dtype=np.uint8),
+            "label_sizes": np.array([len(v) for v in values], dtype=np.int64)}
+
+
+def from_arrays(arrays: dict) -> list:
+    """Inverse of :func:`to_arrays`."""
+    if "label_sizes" not in arrays:
+        return []
+    data, ends = bytes(arrays["label_bytes"]), np.cumsum(arrays["label_sizes"]).tolist()
+    return [data[a:b] for a, b in zip([0, *ends[:-1]], ends)]
+
+
+def reapply(bundle, state, values: list) -> None:
+    """Apply label events a checkpoint carried (valid when they were read) to a restored state."""
+    if values:
+        recs = [json.loads(v) for v in values]
+        rows = pd.DataFrame({c: [r[c] for r in recs] for c in COLUMNS})
+        rows["timestamp"] = pd.to_datetime(rows["timestamp"], utc=True, format="ISO8601").astype("datetime64[ns, UTC]")
+        rows["amount"] = rows["amount"].astype(np.float64)
+        rows["label"] = rows["label"].astype(np.int8)
+        bundle.add_labels(state, rows)
+
+
+def encode(df: pd.DataFrame) -> tuple[list[bytes], list[bytes]]:
+    """Label events of canonical rows with a ``label`` column: (values, keys), keyed by customer_id."""
+    ts = pd.DatetimeIndex(df["timestamp"]).tz_convert("UTC").tz_localize(None).to_numpy("datetime64[ns]")
+    recs = zip(df["tx_id"].astype(str), np.datetime_as_string(ts, unit="ns"), df["customer_id"].astype(str),
+               df["terminal_id"].astype(str), df["amount"].astype(float), df["label"].astype(int))
+    # exact: the state finds the transaction by its time (to the nanosecond) and amount (a float's repr)
+    values = [json.dumps({"tx_id": tx, "timestamp": t + "Z", "customer_id": c, "terminal_id": te, "amount": a,
+                          "label": lab}).encode() for tx, t, c, te, a, lab in recs]
+    return values, [str(k).encode() for k in df["customer_id"].to_numpy()]
+
+
+def send(df: pd.DataFrame, bootstrap: str, topic: str, client_kw: dict | None = None) -> int:
+    """Produce label events for ``df`` (canonical rows with ``label``) to ``topic``; returns how many."""
+    from streaming.replay import make_producer
+
+    values, keys = encode(df)
+    prod = make_producer(bootstrap, client_kw, client_id="fraud-labels")
+    try:
+        for k, v in zip(keys, values):
+            prod.send(topic, key=k, value=v, headers=HEADERS)
+        prod.flush()
+    finally:
+        prod.close(timeout=10)
+    return len(values)
+
+
+def labelled_transactions(labels: pd.DataFrame, transactions: pd.DataFrame) -> tuple[pd.DataFrame, list]:
+    """``labels`` (tx_id, label) joined to the transactions they name: (rows to send, tx_ids not found)."""
+    from fraud.errors import ConfigError
+
+    missing_cols = [c for c in ("tx_id", "label") if c not in labels.columns]
+    if missing_cols:
+        raise ConfigError(f"labels: missing column(s) {missing_cols}; columns present: {list(labels.columns)}")
+    bad = ~labels["label"].isin([0, 1])
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ConfigError(f"labels: row {i + 1} (tx_id {labels['tx_id'].iloc[i]!r}) has label "
+                          f"{labels['label'].iloc[i]}; a label is 0 (genuine) or 1 (fraud)")
+    tx = transactions.drop(columns=["label"], errors="ignore").drop_duplicates("tx_id", keep="last")
+    lab = labels[["tx_id", "label"]].astype({"tx_id": str}).drop_duplicates("tx_id", keep="last")
+    rows = lab.merge(tx.astype({"tx_id": str}), on="tx_id", how="inner")
+    missing = sorted(set(lab["tx_id"]) - set(rows["tx_id"]))
+    return rows.sort_values("timestamp", kind="stable").reset_index(drop=True), missing

@@ -1,0 +1,89 @@
+"""Label feedback through a real broker (``streaming.feedback``): transactions sent without labels, their labels
+sent later as label events, then later transactions. The later scores must equal scoring the same events with
+the labels present from the start (per partition, from the model's starting state), also across a restart
+whose light checkpoint carries the labels; without the labels they differ. A label event without a label is
+dead-lettered with the reason."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from streamkit import archive_ids, halt, new_topic, read_topic, serve_config, start, wait
+
+from fraud.archive import read as read_archive
+from streaming import feedback
+from streaming.dlq import parse_dead_letter
+from streaming.replay import encode_events, make_producer
+
+pytestmark = pytest.mark.integration
+
+
+def _send_events(bootstrap, topic, df):
+    values, keys = encode_events(df, labels=False)
+    prod = make_producer(bootstrap)
+    for k, v in zip(keys, values):
+        prod.send(topic, key=k, value=v)
+    prod.flush()
+    prod.close()
+
+
+def _reference(bundle, arch: pd.DataFrame, truth: pd.Series, labelled: set) -> pd.Series:
+    """Each partition's archived events scored again in offset order from the model's starting state, the
+    ``labelled`` tx_ids carrying their true label: the scores a scorer that knew those labels gives."""
+    out = []
+    for _, g in arch.groupby("kafka_partition"):
+        g = g.sort_values("kafka_offset")
+        rows = g[["tx_id", "timestamp", "customer_id", "terminal_id", "amount"]].reset_index(drop=True)
+        lab = rows["tx_id"].map(lambda t: truth[t] if t in labelled else -1).astype("int8")
+        rows = rows.assign(label=lab)
+        out.append(pd.Series(bundle.score(rows, bundle.warm_state())["score"].to_numpy(), index=rows["tx_id"]))
+    return pd.concat(out)
+
+
+def test_labels_sent_later_count_as_if_the_events_had_carried_them(broker, reg, tmp_path):
+    live, bundle = reg.live, reg.bundle
+    t0 = live["timestamp"].min()
+    early = live[live["timestamp"] < t0 + pd.Timedelta(days=3)].reset_index(drop=True)
+    later = live[live["timestamp"] >= t0 + pd.Timedelta(days=8)].reset_index(drop=True)
+    assert early["label"].sum() >= 3 and len(later) > 100
+    truth = live.set_index("tx_id")["label"]
+    topic = new_topic("feedback", broker)
+    cfg = serve_config(broker, reg, tmp_path, topic, snapshot_events=10_000)  # light checkpoints only
+
+    h = start(cfg)
+    _send_events(broker.bootstrap, topic, early)
+    wait(lambda: h.scorer.n_scored >= len(early), 60, "early events scored")
+    bad = json.loads(encode_events(early.iloc[:1], labels=False)[0][0])
+    prod = make_producer(broker.bootstrap)
+    prod.send(topic, key=bad["customer_id"].encode(), value=json.dumps(bad).encode(), headers=feedback.HEADERS)
+    prod.flush()
+    prod.close()
+    assert feedback.send(early, broker.bootstrap, topic) == len(early)
+    wait(lambda: h.scorer.n_events >= len(early) * 2 + 1, 60, "label events read")
+    mid, late = later[later["timestamp"] < t0 + pd.Timedelta(days=9)], later[later["timestamp"] >= t0 +
+                                                                              pd.Timedelta(days=9)]
+    _send_events(broker.bootstrap, topic, mid)  # scored by the scorer that applied the labels
+    wait(lambda: h.scorer.n_scored >= len(early) + len(mid), 60, "mid events scored")
+    halt(h)  # the final checkpoint is light: its state is the base + the archive + the labels it carries
+
+    h = start(cfg)
+    _send_events(broker.bootstrap, topic, late)
+    wait(lambda: h.scorer.n_scored >= len(late), 90, "late events scored after the restart")
+    halt(h)
+
+    arch = read_archive(tmp_path / "archive")
+    assert sorted(archive_ids(tmp_path / "archive")) == sorted(pd.concat([early, later])["tx_id"])  # labels not archived
+    got = arch.set_index("tx_id")["score"]
+    want = _reference(bundle, arch, truth, set(early["tx_id"]))
+    without = _reference(bundle, arch, truth, set())
+    for part in (mid, late):  # before and after the restart
+        ids = part["tx_id"]
+        pd.testing.assert_series_equal(got[ids], want[ids], check_names=False, rtol=1e-9, atol=1e-12)
+        assert (without[ids] - want[ids]).abs().max() > 1e-6  # the labels change these scores: the test can fail
+    pd.testing.assert_series_equal(got[early["tx_id"]], without[early["tx_id"]], check_names=False, rtol=1e-9,
+                                   atol=1e-12)  # scored before their labels came
+
+    letters = [parse_dead_letter(m) for m in read_topic(broker.bootstrap, f"{topic}.dlq")]
+    assert len(letters) == 1 and letters[0]["error.kind"] == "invalid"
+    assert "label event without field 'label'" in letters[0]["error"] and letters[0]["value"] == json.dumps(bad).encode()
