@@ -68,6 +68,10 @@ class LoopConfig:
     explore: int = 0  # of the cases_per_day, those taken from the label-free ranking of the cards not alerted
     chargebacks: float = 0.0  # share of fraud cards whose holders dispute their fraud (0: the analyst's labels only)
     chargeback_days: int = 7  # a disputed fraud is known this many days after it happened (the handbook's delay)
+    #: which labels reach the live scorer's features: "events" (every event carries its true label, as a replayed
+    #: simulation; used after the features' delay) or "sent" (events carry none; the full arm's analyst decisions
+    #: and the disputes are sent back at the end of each day, as fraud send-labels does)
+    live_labels: str = "events"
 
     def check(self) -> None:
         for name in ("budget", "cases_per_day", "retrain_every_days", "batch_rows"):
@@ -82,6 +86,8 @@ class LoopConfig:
         if not isinstance(self.explore, (int, np.integer)) or not 0 <= self.explore <= self.cases_per_day:
             raise ConfigError(f"bench loop: explore={self.explore!r} must be an integer in [0, cases_per_day="
                               f"{self.cases_per_day}]")
+        if self.live_labels not in ("events", "sent"):
+            raise ConfigError(f"bench loop: live_labels={self.live_labels!r} must be 'events' or 'sent'")
         if self.unreviewed not in POLICIES:
             raise ConfigError(f"bench loop: unreviewed={self.unreviewed!r} must be one of {', '.join(POLICIES)}")
         c = self.chargebacks
@@ -293,17 +299,22 @@ def run_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, arm: str, c
     state = hot_state(bundle, hist)
     decided, retrains, days = [], [], []
     parts = []
+    sent = cfg.live_labels == "sent"
+    cols = [c for c in CANONICAL if c != "label"] if sent else list(CANONICAL)
     for d in range(7 * weeks):
         lo = train_until + d * DAY
         rows = df[(df["timestamp"] >= lo) & (df["timestamp"] < lo + DAY)].reset_index(drop=True)
         with np.errstate(over="ignore"):  # the head's sigmoid overflows to exactly 0 or 1 on extreme margins
-            scored = score_day(bundle, state, rows[list(CANONICAL)], cfg.batch_rows, label_free=cfg.explore > 0)
+            scored = score_day(bundle, state, rows[cols], cfg.batch_rows, label_free=cfg.explore > 0)
         if rerank is not None and len(scored):
             scored["score"] = rerank(rows, scored["score"].to_numpy(float))
         alert = budget_alerts(scored, cfg.budget) if len(scored) else np.zeros(0, bool)
         explore = exploration_alerts(scored, alert, cfg.budget) if cfg.explore and len(scored) else None
         dec = analyst(scored.loc[alert], truth, cfg, explore)
         decided.append(dec)
+        if sent:  # the day's decisions (full arm) and the disputes due by its end reach the scorer's state
+            bundle.add_labels(state, labelled_rows(df, [dec] if arm == "full" else [],
+                                                   _due_disputes(df, train_until, lo + DAY, cfg)))
         parts.append(pd.DataFrame({"tx_id": rows["tx_id"].astype(str), "timestamp": rows["timestamp"],
                                    "customer_id": rows["customer_id"].astype(str), "label": rows["label"],
                                    "scenario": rows["scenario"], "score": scored["score"].to_numpy(float),
@@ -321,7 +332,8 @@ def run_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, arm: str, c
             retrains.append({**decision, "day": d})
             say(f"  {arm} day {d}: {decision['reason']}")
             if new is not None:
-                bundle, state = new, hot_state(new, seen)
+                bundle, state = new, hot_state(new, seen if not sent else known_labels(
+                    seen, train_until, decided if arm == "full" else [], chargebacks(seen, train_until, lo + DAY, cfg)))
     frame = pd.concat(parts, ignore_index=True)
     known = set(hist.loc[hist["label"] == 1, "scenario"].astype(int))
     out = {"arm": arm, "weeks": weekly(frame), "patterns": pattern_timing(frame, known), "retrains": retrains,
@@ -354,6 +366,33 @@ def _weekly_retrain(bundle, df: pd.DataFrame, until, train_until, decided: list,
     if cuts:
         decision["reliable_cuts"] = cuts
     return new, seen, decision
+
+
+def _due_disputes(df: pd.DataFrame, train_until, end, cfg: LoopConfig) -> pd.DataFrame:
+    """The disputes that become known during the day ending at ``end`` (none without chargebacks)."""
+    if not cfg.chargebacks:
+        return pd.DataFrame({"tx_id": pd.Series([], dtype=str), "label": pd.Series([], dtype=np.int8)})
+    day = df[(df["timestamp"] >= end - (cfg.chargeback_days + 1) * DAY) & (df["timestamp"] < end)]
+    now, before = chargebacks(day, train_until, end, cfg), chargebacks(day, train_until, end - DAY, cfg)
+    return now[~now["tx_id"].isin(before["tx_id"])]
+
+
+def labelled_rows(df: pd.DataFrame, decided: list, disputed: pd.DataFrame) -> pd.DataFrame:
+    """The transactions of ``decided`` (the analyst's, the latest per tx_id) and ``disputed`` with those labels:
+    what ``fraud send-labels`` sends to the scorer."""
+    lab = pd.concat([disputed, *decided], ignore_index=True).drop_duplicates("tx_id", keep="last")
+    tx = df.loc[df["tx_id"].astype(str).isin(lab["tx_id"]), [c for c in CANONICAL if c != "label"]]
+    return tx.assign(label=tx["tx_id"].astype(str).map(lab.set_index("tx_id")["label"]).astype(np.int8))
+
+
+def known_labels(seen: pd.DataFrame, train_until, decided: list, disputed: pd.DataFrame) -> pd.DataFrame:
+    """``seen`` with the labels the scorer knows (``live_labels="sent"``): the initial file's before
+    ``train_until``, then the analyst's decisions and the disputes; -1 (unknown) elsewhere."""
+    lab = pd.concat([disputed, *decided], ignore_index=True).drop_duplicates("tx_id", keep="last")
+    got = seen["tx_id"].astype(str).map(lab.set_index("tx_id")["label"])
+    before = (seen["timestamp"] < train_until).to_numpy()
+    out = np.where(before, seen["label"].to_numpy(), got.fillna(UNKNOWN).to_numpy()).astype(np.int8)
+    return seen.assign(label=out)
 
 
 def chargebacks(seen: pd.DataFrame, train_until: pd.Timestamp, until: pd.Timestamp, cfg: LoopConfig) -> pd.DataFrame:

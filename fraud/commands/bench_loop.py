@@ -71,6 +71,10 @@ def register(main: click.Group, bench: click.Group) -> None:
                        "outside the alert budget; 0: the analyst's decisions are the only loop labels).")
     @click.option("--chargeback-days", default=7, show_default=True, type=click.IntRange(0),
                   help="Days from a disputed fraud to its label (7: the handbook's feedback delay).")
+    @click.option("--live-labels", type=click.Choice(["events", "sent"]), default="events", show_default=True,
+                  help="Which labels reach the scorer's features: events (every event carries its true label, as a "
+                       "replayed simulation) or sent (none in the events; the full loop's analyst decisions and "
+                       "the disputes are sent back each day, as fraud send-labels does).")
     @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                   help="Training override, repeatable: a TrainConfig field or FEATURIZER.PARAM (as bench worlds).")
     @click.option("--json", "as_json", is_flag=True, help="Print only the JSON result.")
@@ -89,7 +93,7 @@ def register(main: click.Group, bench: click.Group) -> None:
         loop = LoopConfig(budget=kw["budget"], cases_per_day=kw["cases"], analyst=kw["analyst"],
                           unreviewed=kw["unreviewed"], explore=kw["explore"],
                           reliable_quantile=kw["reliable_quantile"], chargebacks=kw["chargebacks"],
-                          chargeback_days=kw["chargeback_days"],
+                          chargeback_days=kw["chargeback_days"], live_labels=kw["live_labels"],
                           train_kw={**FAST_TRAIN, **train_overrides(kw["sets"])})
         cfg = BenchConfig(seed=kw["seed"], customers=kw["customers"], terminals=kw["terminals"], weeks=kw["weeks"],
                           train_weeks=kw["train_weeks"], onset_weeks=kw["onset_weeks"], arms=_arms(kw["arms"]),

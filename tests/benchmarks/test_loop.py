@@ -2,6 +2,7 @@
 retrain, the frozen arm never changes model, a promoted model scores from the next day on."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -145,3 +146,23 @@ def test_oracle_arm_bounds_every_arm_week_by_week(world, arms):
     assert s["goals"]["largest_possible_gain_over_frozen"] == pytest.approx(s["arms"]["oracle"]["recall"]
                                                                            - s["arms"]["frozen"]["recall"])
     assert set(s["arms"]["oracle"]["pattern_first_after_onset"]) == set(oracle["patterns"])
+
+
+def test_sent_labels_the_frozen_scorer_sees_no_label_and_the_full_one_its_analysts(world, arms):
+    """``live_labels="sent"``: the events carry no label, so the frozen arm scores them as one unlabelled stream;
+    the full arm's state receives the analyst's decisions at the end of each day (its scores then differ from the
+    unlabelled stream's, and from the events-carry-labels run)."""
+    cfg, df, split, base = world
+    sent = dataclasses.replace(cfg.loop, live_labels="sent")
+    frozen = run_arm(df, split, 1, "frozen", sent, initial=base, keep_frame=True)
+    loop = df[(df["timestamp"] >= split) & (df["timestamp"] < split + 7 * pd.Timedelta(days=1))]
+    rows = loop.drop(columns=["scenario", "label"]).reset_index(drop=True)
+    whole = base.score_frame(rows, state=base.warm_state())
+    np.testing.assert_allclose(frozen["frame"]["score"].to_numpy(), whole["score"].to_numpy(), rtol=1e-9)
+    labelled = arms["frozen"]["frame"]["score"].to_numpy()[:len(rows)]
+    assert not np.allclose(labelled, whole["score"].to_numpy())  # the events' labels did count in the default
+    full = run_arm(df, split, 1, "full", sent, initial=base, keep_frame=True)
+    assert sum(d["fraud_decided"] for d in full["days"][:-1]) > 0
+    assert not np.allclose(full["frame"]["score"].to_numpy(), whole["score"].to_numpy())
+    with pytest.raises(ConfigError, match="live_labels='x'"):
+        dataclasses.replace(cfg.loop, live_labels="x").check()
