@@ -25,9 +25,8 @@ detector's ``explain`` is the costly part of scoring); ``explain="all"`` explain
 Drift: ``drift_profile`` is the training window's reference (``fraud.drift``, recorded by training); the stream
 scorer sets ``observer`` to count each scored micro-batch's features and scores against it (not pickled).
 
-Labels in the rows are handed to the featurizers, which use a label only once its transaction is older
-than the feedback delay (the information rule); the bundle itself never reads labels. Labels that arrive after
-their rows were scored (a live stream's rows carry none) reach the state through :meth:`add_labels`.
+Labels in the rows go to the featurizers, which use one only once its transaction is older than the feedback
+delay; labels that arrive after their rows were scored (a live stream's carry none) go through :meth:`add_labels`.
 """
 from __future__ import annotations
 

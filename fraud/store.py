@@ -293,6 +293,22 @@ class AlertStore:
             df["decided_at"] = pd.to_datetime(df["decided_at"], utc=True)
         return df
 
+    def withdrawn(self, since=None) -> pd.DataFrame:
+        """Transactions whose every fraud/legit decision was undone (undone at or after ``since`` when given):
+        ``tx_id``, ``undone_at``. A label already sent to the live scorer for them is taken back with label 0."""
+        d = self.read_decisions()
+        with self.engine.connect() as conn:
+            u = pd.read_sql(sa.select(undone.c.decision_id, undone.c.undone_at), conn)
+        d = d[d["decision"].isin(["fraud", "legit"]) & d["tx_id"].notna()]
+        u["undone_at"] = pd.to_datetime(u["undone_at"], utc=True)
+        gone = d.merge(u, left_on="id", right_on="decision_id", how="left")
+        per_tx = gone.groupby("tx_id").agg(all_undone=("undone_at", lambda x: x.notna().all()),
+                                           undone_at=("undone_at", "max")).reset_index()
+        out = per_tx[per_tx["all_undone"]]
+        if since is not None:
+            out = out[out["undone_at"] >= since]
+        return out[["tx_id", "undone_at"]].reset_index(drop=True)
+
     def labels(self) -> pd.DataFrame:
         """Analyst labels for retraining: the latest fraud/legit decision per tx_id that was not undone
         (undoing the latest decision brings back the one before it, if any).

@@ -30,6 +30,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _CANON = frozenset(schema.CANONICAL)
 _REQUIRED = frozenset(schema.REQUIRED)
 _DAY_NS = 86_400 * 10**9
+_NS_MIN, _NS_MAX = -(2**63) + 1, 2**63 - 1  # pandas' datetime64[ns] range (NaT is -2**63)
 _US = timedelta(microseconds=1)
 
 
@@ -179,6 +180,9 @@ def _check_window(ts: int, msg, rules: EventRules) -> None:
     if ts > ref + int(rules.max_lead_hours * 3600 * 10**9):
         raise Reject("out_of_window", f"field 'timestamp' value {_fmt(ts)}: more than {rules.max_lead_hours:g} "
                                       f"hours ahead of the broker time {_fmt(ref)}")
+    if not _NS_MIN <= ts <= _NS_MAX:  # a frame cannot hold it (it would fail the whole poll)
+        raise Reject("out_of_window", f"field 'timestamp' value {_fmt(ts)}: outside the times the scorer can hold "
+                                      f"(years 1678-2261)")
 
 
 def _all_in_window(stamps: list, msgs: list, rules: EventRules) -> bool:

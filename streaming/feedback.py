@@ -11,17 +11,22 @@ applies it after scoring its poll (``ScoringBundle.add_labels``); it is not scor
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 
 import numpy as np
 import pandas as pd
 
 from streaming.decode import UNKNOWN, Letter, decode, to_frame
 
+log = logging.getLogger("streaming.feedback")
+
 HEADER = "fraud-event"
 LABEL_EVENT = b"label"
 HEADERS = [(HEADER, LABEL_EVENT)]
 COLUMNS = ("tx_id", "timestamp", "customer_id", "terminal_id", "amount", "label")
+AGE_DAYS = 365.0 * 100  # a label event's timestamp is its transaction's: any age (the lead limit still holds)
 MAX_KEPT = 10_000  # label events a partition keeps for its light checkpoints before it saves a new base
 
 
@@ -43,18 +48,21 @@ def split(msgs) -> tuple[list, list]:
 def apply(bundle, parts: dict, msgs, rules, metrics=None) -> list[Letter]:
     """Apply the label events ``msgs`` to their partitions' states (``parts[p].state``). Returns the dead letters:
     events that are not valid labelled transactions, of a partition not held here, or that the model refused.
-    ``metrics.labels`` counts the events applied and rejected."""
-    good, letters = decode(msgs, rules)
-    keep = []
-    for i, (m, lab) in enumerate(zip(good.msgs, good.label)):
-        if lab == UNKNOWN:
-            letters.append(Letter(m, "invalid", "label event without field 'label' (0 or 1)"))
-        elif m.partition not in parts:
-            letters.append(Letter(m, "label_error", f"partition {m.partition} is not held by this scorer"))
-        else:
-            keep.append(i)
-    if keep:
-        letters += _apply(bundle, parts, good.take(keep))
+    ``metrics.labels`` counts the events applied and rejected. Nothing here raises: a failure dead-letters."""
+    try:
+        good, letters = decode(msgs, dataclasses.replace(rules, max_age_days=AGE_DAYS))  # labels come late
+        keep = []
+        for i, (m, lab) in enumerate(zip(good.msgs, good.label)):
+            if lab == UNKNOWN:
+                letters.append(Letter(m, "invalid", "label event without field 'label' (0 or 1)"))
+            elif m.partition not in parts:
+                letters.append(Letter(m, "label_error", f"partition {m.partition} is not held by this scorer"))
+            else:
+                keep.append(i)
+        if keep:
+            letters += _apply(bundle, parts, good.take(keep))
+    except Exception as e:  # noqa: BLE001 - label events must never stop the scorer
+        letters = [Letter(m, "label_error", f"{e.__class__.__name__}: {str(e)[:300]}") for m in msgs]
     if metrics is not None:
         metrics.labels.labels(result="applied").inc(len(msgs) - len(letters))
         metrics.labels.labels(result="rejected").inc(len(letters))
@@ -62,27 +70,29 @@ def apply(bundle, parts: dict, msgs, rules, metrics=None) -> list[Letter]:
 
 
 def _apply(bundle, parts: dict, d) -> list[Letter]:
-    """``bundle.add_labels`` per partition of the valid label events ``d``; a refused group is dead-lettered."""
+    """``bundle.add_labels`` per partition of the valid label events ``d``; a refused group is dead-lettered.
+    What was applied is kept in its canonical form (``encode``'s: what :func:`reapply` reads back)."""
     rows, order = to_frame(d)
     part = np.fromiter((d.msgs[i].partition for i in order), dtype=np.int64, count=len(order))
     letters = []
     for p in np.unique(part).tolist():
         sel = np.flatnonzero(part == p)
+        group = rows.iloc[sel].reset_index(drop=True)
         try:
-            bundle.add_labels(parts[p].state, rows.iloc[sel].reset_index(drop=True))
+            bundle.add_labels(parts[p].state, group)
+            kept = encode(group)[0]
         except Exception as e:  # noqa: BLE001 - one bad label must not stop the scorer
             letters.extend(Letter(d.msgs[order[i]], "label_error", f"{e.__class__.__name__}: {str(e)[:300]}")
                            for i in sel)
             continue
-        kept = parts[p].labels
-        kept.extend(bytes(d.msgs[order[i]].value) for i in sel)
-        if len(kept) > MAX_KEPT:  # the next checkpoint saves a new base holding them (and forgets them here)
+        parts[p].labels.extend(kept)
+        if len(parts[p].labels) > MAX_KEPT:  # the next checkpoint saves a new base holding them (and forgets them)
             parts[p].base = None
     return letters
 
 
 def to_arrays(values: list) -> dict:
-    """Label events (their JSON values) as checkpoint arrays; none when there are none."""
+    """Label events (:func:`encode`'s values) as checkpoint arrays; none when there are none."""
     if not values:
         return {}
     return {"label_bytes": np.frombuffer(b"".join(values), dtype=np.uint8),
@@ -97,15 +107,22 @@ def from_arrays(arrays: dict) -> list:
     return [data[a:b] for a, b in zip([0, *ends[:-1]], ends)]
 
 
-def reapply(bundle, state, values: list) -> None:
-    """Apply label events a checkpoint carried (valid when they were read) to a restored state."""
-    if values:
+def reapply(bundle, state, values: list) -> object:
+    """Apply label events a checkpoint carried (as :func:`encode` wrote them) to a restored or rebuilt ``state``;
+    returns ``state``. Never raises: labels it cannot apply are named in the log and left out (the state is kept)."""
+    if not values:
+        return state
+    try:
         recs = [json.loads(v) for v in values]
         rows = pd.DataFrame({c: [r[c] for r in recs] for c in COLUMNS})
-        rows["timestamp"] = pd.to_datetime(rows["timestamp"], utc=True, format="ISO8601").astype("datetime64[ns, UTC]")
-        rows["amount"] = rows["amount"].astype(np.float64)
-        rows["label"] = rows["label"].astype(np.int8)
+        rows["timestamp"] = pd.DatetimeIndex(np.array([t[:-1] for t in rows["timestamp"]], "datetime64[ns]"),
+                                             tz="UTC")
+        rows = rows.astype({"amount": np.float64, "label": np.int8})
         bundle.add_labels(state, rows)
+    except Exception as e:  # noqa: BLE001 - a restore goes on without them
+        log.error("label events not applied to the restored state: %d of them, error=%r", len(values),
+                  f"{e.__class__.__name__}: {e}")
+    return state
 
 
 def encode(df: pd.DataFrame) -> tuple[list[bytes], list[bytes]]:
@@ -126,9 +143,10 @@ def send(df: pd.DataFrame, bootstrap: str, topic: str, client_kw: dict | None = 
     values, keys = encode(df)
     prod = make_producer(bootstrap, client_kw, client_id="fraud-labels")
     try:
-        for k, v in zip(keys, values):
-            prod.send(topic, key=k, value=v, headers=HEADERS)
+        sent = [prod.send(topic, key=k, value=v, headers=HEADERS) for k, v in zip(keys, values)]
         prod.flush()
+        for f in sent:  # flush does not raise on a failed delivery: each record's future does
+            f.get(timeout=30)
     finally:
         prod.close(timeout=10)
     return len(values)

@@ -105,7 +105,7 @@ class Scorer:
             return False
         old = self.version
         for p, part in self.parts.items():
-            part.state, part.base = states[p], None  # rebuilt: the next checkpoint serialises them in full
+            part.state, part.base = feedback.reapply(new, states[p], part.labels), None  # serialised next
         self.ck.dirty |= set(self.parts)
         self._install(new)
         del states, new

@@ -340,6 +340,8 @@ def register(main: click.Group, bench: click.Group) -> None:
 
 def _labels_to_send(kw) -> tuple:
     """(labels tx_id,label; the transactions they name) from ``fraud send-labels``' options."""
+    import pandas as pd
+
     from fraud.errors import ConfigError
 
     if bool(kw["alerts_db"]) == bool(kw["labels_path"]):
@@ -349,10 +351,13 @@ def _labels_to_send(kw) -> tuple:
         from fraud.training.data import to_utc
 
         store = AlertStore(kw["alerts_db"], must_exist=True)
+        since = to_utc(kw["since"], "--since") if kw["since"] is not None else None
         labels = store.labels()
-        if kw["since"] is not None:
-            labels = labels[labels["decided_at"] >= to_utc(kw["since"], "--since")]
-        return labels, store.read_alerts()
+        if since is not None:
+            labels = labels[labels["decided_at"] >= since]
+        undone = store.withdrawn(since).assign(label=0)  # a decision taken back: its label is withdrawn
+        return pd.concat([labels[["tx_id", "label"]], undone[["tx_id", "label"]]], ignore_index=True), \
+            store.read_alerts()
     from fraud.training.data import read_labels
 
     if bool(kw["archive"]) == bool(kw["data"]):

@@ -803,7 +803,8 @@ class GraphFeatures(Featurizer):
                 state.nb_t, state.fmeta, np.float64(self.refresh_lr), np.int64(self.refresh_neg),
                 np.float64(self.refresh_anchor), np.float64(float(self.conv_days) * _NS_DAY), np.float64(self.scale_),
                 bool(self.convergence), C, np.zeros((2, ndim)))
-            state.last_time = int(t_ns[-1])
+            newest = int(t_ns.max())  # the newest absorbed time: a late row must not move it back (add_labels)
+            state.last_time = newest if state.last_time is None else max(state.last_time, newest)
         return S, ec, et, C
 
     def _finish(self, S, ec, et, C) -> np.ndarray:

@@ -242,3 +242,20 @@ def test_neighbour_window(world):
     assert Xo["g_t_ndist"].tolist() == [0, 1, 1, 0, 2, 2, 2]
     assert X["g_c_ndist"].iloc[4] == 0 and Xo["g_c_ndist"].iloc[4] == 2
     assert_replay_equals_transform(f, rows, batch_sizes=(1, 3))
+
+
+def test_a_late_row_does_not_hide_later_labels(world, fitted):
+    """A row dated hours before what the state has seen (the stream scores late events) must not move the state's
+    clock back: labels for the rows absorbed before it still count (they were dropped as "in the future")."""
+    t0 = world["timestamp"].min()
+    live = world[world["timestamp"] >= t0 + pd.Timedelta(days=20)].iloc[:200].reset_index(drop=True)
+    late = live.iloc[[5]].assign(tx_id="late-1", timestamp=live["timestamp"].min() - pd.Timedelta(hours=20))
+    frauds = live.assign(label=np.int8(1))
+    applied = []
+    for extra in (None, late):
+        st = fitted.new_state()
+        fitted.update(st, live.drop(columns="label"))
+        if extra is not None:
+            fitted.update(st, extra.drop(columns="label"))
+        applied.append(fitted.add_labels(st, frauds))
+    assert applied[0] > 0 and applied[1] == applied[0]

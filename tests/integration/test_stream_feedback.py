@@ -15,6 +15,7 @@ from fraud.archive import read as read_archive
 from streaming import feedback
 from streaming.dlq import parse_dead_letter
 from streaming.replay import encode_events, make_producer
+from streaming.state import CheckpointStore
 
 pytestmark = pytest.mark.integration
 
@@ -66,6 +67,9 @@ def test_labels_sent_later_count_as_if_the_events_had_carried_them(broker, reg, 
     _send_events(broker.bootstrap, topic, mid)  # scored by the scorer that applied the labels
     wait(lambda: h.scorer.n_scored >= len(early) + len(mid), 60, "mid events scored")
     halt(h)  # the final checkpoint is light: its state is the base + the archive + the labels it carries
+    cks = [CheckpointStore(cfg.state_dir, topic).load(p) for p in range(4)]
+    assert all(c.base is not None for c in cks)  # light: the restart below must re-apply the labels
+    assert sum(len(feedback.from_arrays(c.extras)) for c in cks) == len(early)
 
     h = start(cfg)
     _send_events(broker.bootstrap, topic, late)
@@ -87,3 +91,38 @@ def test_labels_sent_later_count_as_if_the_events_had_carried_them(broker, reg, 
     letters = [parse_dead_letter(m) for m in read_topic(broker.bootstrap, f"{topic}.dlq")]
     assert len(letters) == 1 and letters[0]["error.kind"] == "invalid"
     assert "label event without field 'label'" in letters[0]["error"] and letters[0]["value"] == json.dumps(bad).encode()
+
+
+def test_send_labels_sends_decisions_withdrawals_and_a_file_as_label_events(broker, reg, tmp_path):
+    from click.testing import CliRunner
+
+    from fraud.cli import main
+    from fraud.store import AlertStore
+
+    rows = reg.live.iloc[:4].reset_index(drop=True)
+    url = f"sqlite:///{tmp_path / 'alerts.db'}"
+    store = AlertStore(url)
+    store.write_alerts(rows.assign(score=0.9, reasons=[[] for _ in range(4)]), "1")
+    a, b, c, d = rows["tx_id"].astype(str)
+    store.add_decision("fraud", "ann", [a, c])
+    store.add_decision("legit", "ann", [b])
+    store.undo_decisions([int(store.read_decisions().query("tx_id == @c")["id"].iloc[0])], "ann")
+    topic = new_topic("send-labels", broker, partitions=1)
+    r = CliRunner().invoke(main, ["send-labels", "--bootstrap", broker.bootstrap, "--topic", topic, "--alerts-db", url])
+    assert r.exit_code == 0, r.output
+    assert "sent 3 label(s)" in r.output and "(1 fraud, 2 genuine)" in r.output
+    got = read_topic(broker.bootstrap, topic)
+    assert all(feedback.is_label(m) for m in got)
+    sent = {json.loads(m.value)["tx_id"]: (json.loads(m.value)["label"], m.key) for m in got}
+    key = dict(zip(rows["tx_id"].astype(str), rows["customer_id"].astype(str).str.encode("utf-8")))
+    assert sent == {a: (1, key[a]), b: (0, key[b]), c: (0, key[c])}  # c's fraud was undone: withdrawn
+
+    path, data = tmp_path / "chargebacks.csv", tmp_path / "world.parquet"
+    pd.DataFrame({"tx_id": [d, "no-such-tx"], "label": [1, 1]}).to_csv(path, index=False)
+    reg.live.to_parquet(data)
+    r = CliRunner().invoke(main, ["send-labels", "--bootstrap", broker.bootstrap, "--topic", topic, "--labels",
+                                  str(path), "--data", str(data)])
+    assert r.exit_code == 0, r.output
+    assert "1 labelled tx_id(s) not found" in r.output and "'no-such-tx'" in r.output and "sent 1 label(s)" in r.output
+    ev = json.loads(read_topic(broker.bootstrap, topic)[-1].value)
+    assert ev["tx_id"] == d and ev["label"] == 1 and ev["amount"] == float(rows["amount"].iloc[3])

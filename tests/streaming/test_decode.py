@@ -188,3 +188,18 @@ def test_property_every_event_is_scored_or_dead_lettered_alone_as_in_company(val
     for m in msgs:  # the verdict on an event never depends on its neighbours
         alone, alone_letters = decode([m], RULES)
         assert (len(alone) == 1) == any(g is m for g in d.msgs)
+
+
+def test_a_time_no_frame_can_hold_is_dead_lettered_not_failing_the_poll():
+    """Broker time and event time both in 2300 pass the window, but datetime64[ns] ends in 2262: the event must be
+    a dead letter of its own (it used to raise in ``to_frame`` and fail its poll, again and again)."""
+    from streaming.decode import EventRules, decode, to_frame
+
+    ok = {"tx_id": "a", "timestamp": "2024-01-01T00:00:00Z", "customer_id": "c", "terminal_id": "t", "amount": 1.0}
+    far = {**ok, "tx_id": "b", "timestamp": "2300-01-01T00:00:00Z"}
+    msgs = [SimpleNamespace(value=json.dumps(e).encode(), timestamp=t, partition=0, offset=i, key=b"c", headers=[])
+            for i, (e, t) in enumerate([(ok, 1_704_067_200_000), (far, 10_413_792_000_000)])]
+    good, letters = decode(msgs, EventRules(max_age_days=200_000))
+    assert good.tx == ["a"] and [x.kind for x in letters] == ["out_of_window"]
+    assert "outside the times the scorer can hold" in letters[0].reason
+    assert len(to_frame(good)[0]) == 1
