@@ -540,7 +540,7 @@ class BehaviourFeatures(Featurizer):
         rows, lab = label_rows(rows, "BehaviourFeatures.add_labels")
         cc = _known_codes(state.customer_codes, _text_ids(rows, "customer_id"))
         tc = _known_codes(state.terminal_codes, _text_ids(rows, "terminal_id"))
-        pos = state.events.find(timestamps_ns(rows["timestamp"]), ccode=cc, tcode=tc)
+        pos = state.events.find_to_label(timestamps_ns(rows["timestamp"]), lab, ccode=cc, tcode=tc)
         hit = pos >= 0
         state.events.set("label", pos[hit], lab[hit])
         return int(hit.sum())

@@ -51,8 +51,44 @@ def find_events(ts: np.ndarray, cols: dict, q_ts: np.ndarray, q_cols: dict, ts_s
     ``ts_sorted``): the cost is in the queries, not the history."""
     m = len(q_ts)
     out = np.full(m, -1, dtype=np.int64)
-    if m == 0 or len(ts) == 0:
+    qi, pos = _candidates(ts, cols, q_ts, q_cols, ts_sorted)
+    if not len(qi):
         return out
+    n = np.bincount(qi, minlength=m)
+    rank = _rank_in_key(q_ts, q_cols)
+    hit = rank < n
+    out[hit] = pos[(np.cumsum(n) - n)[hit] + rank[hit]]
+    return out
+
+
+def find_to_label(ts: np.ndarray, cols: dict, label: np.ndarray, q_ts: np.ndarray, q_cols: dict, q_label: np.ndarray,
+                  ts_sorted: bool) -> np.ndarray:
+    """:func:`find_events` for labels arriving over several calls: where kept events share a key, a query takes
+    one still unlabelled (``label`` -1) first, else one already holding its label (a repeat changes nothing),
+    else the first; queries of one call take distinct events. So A=1 then B=0 at one key labels both."""
+    out = find_events(ts, cols, q_ts, q_cols, ts_sorted)
+    qi, pos = _candidates(ts, cols, q_ts, q_cols, ts_sorted)
+    n = np.bincount(qi, minlength=len(q_ts)) if len(qi) else np.zeros(len(q_ts), np.int64)
+    shared = np.flatnonzero(n > 1)  # rare: several kept events with one key (the usual query has one)
+    if not len(shared):
+        return out
+    cand = {int(q): pos[qi == q].tolist() for q in shared}
+    taken: dict = {}
+    for q in shared.tolist():
+        key = (int(q_ts[q]), *(int(np.asarray(v)[q]) for v in q_cols.values()))
+        free = [x for x in cand[q] if x not in taken.setdefault(key, set())]
+        pref = ([x for x in free if label[x] == -1] or [x for x in free if label[x] == q_label[q]] or free)
+        out[q] = pref[0] if pref else -1
+        if pref:
+            taken[key].add(pref[0])
+    return out
+
+
+def _candidates(ts: np.ndarray, cols: dict, q_ts: np.ndarray, q_cols: dict, ts_sorted: bool) -> tuple:
+    """(query, kept position) pairs with equal time and values, queries ascending, events in kept order."""
+    m = len(q_ts)
+    if m == 0 or len(ts) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     order = None if ts_sorted else np.argsort(ts, kind="stable")
     sts = ts if order is None else ts[order]
     lo = np.searchsorted(sts, q_ts, side="left")
@@ -63,12 +99,7 @@ def find_events(ts: np.ndarray, cols: dict, q_ts: np.ndarray, q_cols: dict, ts_s
     ok = np.ones(len(qi), dtype=bool)
     for k, v in q_cols.items():
         ok &= cols[k][pos] == np.asarray(v)[qi]
-    qi, pos = qi[ok], pos[ok]
-    n = np.bincount(qi, minlength=m)
-    rank = _rank_in_key(q_ts, q_cols)
-    hit = rank < n
-    out[hit] = pos[(np.cumsum(n) - n)[hit] + rank[hit]]
-    return out
+    return qi[ok], pos[ok]
 
 
 def _rank_in_key(q_ts: np.ndarray, q_cols: dict) -> np.ndarray:
@@ -152,6 +183,11 @@ class EventLog:
         :func:`find_events` matches them."""
         return find_events(self["ts"], {k: self[k] for k in values}, np.asarray(ts, dtype=np.int64), values,
                            self._ts_sorted)
+
+    def find_to_label(self, ts: np.ndarray, labels: np.ndarray, **values) -> np.ndarray:
+        """:meth:`find` for setting ``labels`` on the ``label`` column (:func:`find_to_label`)."""
+        return find_to_label(self["ts"], {k: self[k] for k in values}, self["label"], np.asarray(ts, dtype=np.int64),
+                             values, np.asarray(labels), self._ts_sorted)
 
     def set(self, name: str, positions: np.ndarray, values) -> None:
         """Overwrite column ``name`` (not an indexed entity column) at live ``positions``."""

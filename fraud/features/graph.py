@@ -745,11 +745,11 @@ class GraphFeatures(Featurizer):
         ok = (c >= 0) & (t >= 0) & (ts <= state.last_time)
         if self.known_days is not None:
             ok &= ts >= lim - int(round(float(self.known_days) * _NS_DAY))
-        ok &= ~pd.DataFrame({"ts": ts, "c": c, "t": t}).duplicated(keep="last").to_numpy()  # one label per fraud
         e, h, q = (int(state.meta[k]) for k in (3, 0, 1))
         held = state.p_ts[e:q], state.p_c[e:q], state.p_t[e:q]
-        pos = find_events(held[0], {"c": held[1], "t": held[2]}, ts, {"c": c, "t": t},
-                          bool(np.all(held[0][1:] >= held[0][:-1])))
+        pos = np.full(len(ts), -1, dtype=np.int64)  # distinct transactions of one key are distinct frauds
+        pos[ok] = find_events(held[0], {"c": held[1], "t": held[2]}, ts[ok], {"c": c[ok], "t": t[ok]},
+                              bool(np.all(held[0][1:] >= held[0][:-1])))
         add, drop = ok & (lab == 1) & (pos < 0), ok & (lab == 0) & (pos >= 0)
         if not (add.any() or drop.any()):
             return 0

@@ -468,7 +468,7 @@ class BaselineFeatures(Featurizer):
         self._check_fitted()
         rows, lab = label_rows(rows, "BaselineFeatures.add_labels")
         tc = _known_codes(state.terminal_codes, id_list(rows, "terminal_id"))
-        pos = state.terminals.find(timestamps_ns(rows["timestamp"]), code=tc)
+        pos = state.terminals.find_to_label(timestamps_ns(rows["timestamp"]), lab, code=tc)
         hit = pos >= 0
         state.terminals.set("label", pos[hit], lab[hit])
         return int(hit.sum())

@@ -259,3 +259,19 @@ def test_a_late_row_does_not_hide_later_labels(world, fitted):
             fitted.update(st, extra.drop(columns="label"))
         applied.append(fitted.add_labels(st, frauds))
     assert applied[0] > 0 and applied[1] == applied[0]
+
+
+def test_two_frauds_of_one_card_terminal_and_time_count_twice_and_a_repeat_changes_nothing(world, fitted):
+    t0 = world["timestamp"].min()
+    live = world[world["timestamp"] >= t0 + pd.Timedelta(days=20)].iloc[:50].reset_index(drop=True)
+    twin = live.iloc[[10]].assign(tx_id="twin")
+    rows = pd.concat([live.iloc[:11], twin, live.iloc[11:]], ignore_index=True)
+    labelled = fitted.new_state()
+    fitted.update(labelled, rows.assign(label=np.int8(1)))
+    st = fitted.new_state()
+    fitted.update(st, rows.drop(columns="label"))
+    frauds = rows.assign(label=np.int8(1))
+    assert fitted.add_labels(st, frauds) == len(rows)
+    assert fitted.add_labels(st, frauds) == 0
+    held = lambda s: int(s.meta[1] - s.meta[3])  # noqa: E731 - frauds queued or released and not expired
+    assert held(st) == held(labelled) == len(rows)
