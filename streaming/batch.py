@@ -28,7 +28,8 @@ def new_events(d, seen, on_replay) -> tuple[list[int], list[Letter]]:
             keep.append(i)
         elif verdict == CONFLICT:
             letters.append(Letter(m, "conflict", f"tx_id {d.tx[i]!r} was already scored with other content "
-                                                 f"(timestamp, ids, amount, label or attributes differ)"))
+                                                 f"(timestamp, ids, amount, label or attributes differ; a label sent "
+                                                 f"later needs the header fraud-event: label)"))
         else:
             on_replay()
     return keep, letters

@@ -58,10 +58,11 @@ def test_labels_sent_later_count_as_if_the_events_had_carried_them(broker, reg, 
     bad = json.loads(encode_events(early.iloc[:1], labels=False)[0][0])
     prod = make_producer(broker.bootstrap)
     prod.send(topic, key=bad["customer_id"].encode(), value=json.dumps(bad).encode(), headers=feedback.HEADERS)
+    prod.send(topic, key=bad["customer_id"].encode(), value=json.dumps({**bad, "label": 1}).encode())  # no header
     prod.flush()
     prod.close()
     assert feedback.send(early, broker.bootstrap, topic) == len(early)
-    wait(lambda: h.scorer.n_events >= len(early) * 2 + 1, 60, "label events read")
+    wait(lambda: h.scorer.n_events >= len(early) * 2 + 2, 60, "label events read")
     mid, late = later[later["timestamp"] < t0 + pd.Timedelta(days=9)], later[later["timestamp"] >= t0 +
                                                                               pd.Timedelta(days=9)]
     _send_events(broker.bootstrap, topic, mid)  # scored by the scorer that applied the labels
@@ -89,8 +90,9 @@ def test_labels_sent_later_count_as_if_the_events_had_carried_them(broker, reg, 
                                    atol=1e-12)  # scored before their labels came
 
     letters = [parse_dead_letter(m) for m in read_topic(broker.bootstrap, f"{topic}.dlq")]
-    assert len(letters) == 1 and letters[0]["error.kind"] == "invalid"
+    assert [x["error.kind"] for x in letters] == ["invalid", "conflict"]
     assert "label event without field 'label'" in letters[0]["error"] and letters[0]["value"] == json.dumps(bad).encode()
+    assert "needs the header fraud-event: label" in letters[1]["error"]  # a label sent as a plain event
 
 
 def test_send_labels_sends_decisions_withdrawals_and_a_file_as_label_events(broker, reg, tmp_path):
