@@ -309,6 +309,15 @@ class AlertStore:
             out = out[out["undone_at"] >= since]
         return out[["tx_id", "undone_at"]].reset_index(drop=True)
 
+    def live_labels(self, since=None) -> pd.DataFrame:
+        """What the live scorer should know (``fraud send-labels``): ``tx_id``, ``label`` of each standing decision
+        (made at or after ``since`` when given) and, label 0, of each transaction whose decisions were all undone."""
+        lab = self.labels()
+        if since is not None:
+            lab = lab[lab["decided_at"] >= since]
+        gone = self.withdrawn(since).assign(label=np.int8(0))
+        return pd.concat([lab[["tx_id", "label"]], gone[["tx_id", "label"]]], ignore_index=True)
+
     def labels(self) -> pd.DataFrame:
         """Analyst labels for retraining: the latest fraud/legit decision per tx_id that was not undone
         (undoing the latest decision brings back the one before it, if any).

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 
 import numpy as np
 import pandas as pd
@@ -169,3 +170,57 @@ def labelled_transactions(labels: pd.DataFrame, transactions: pd.DataFrame) -> t
     rows = lab.merge(tx.astype({"tx_id": str}), on="tx_id", how="inner")
     missing = sorted(set(lab["tx_id"]) - set(rows["tx_id"]))
     return rows.sort_values("timestamp", kind="stable").reset_index(drop=True), missing
+
+
+def follow(store, bootstrap: str, topic: str, stop, interval: float = 30.0, since=None, position=None,
+           client_kw: dict | None = None, passes: int | None = None) -> int:
+    """Send the alert store's labels as analysts decide (``store.live_labels``) every ``interval`` seconds until
+    ``stop`` is set (or after ``passes``): each pass sends the labels that are new or changed since the last one
+    (an undone decision: label 0). ``position``: a JSON file of what was sent, read at start and rewritten after
+    each send. A pass that fails (store locked, broker away) is logged and tried again. Returns labels sent."""
+    sent_map = _read_position(position)
+    total, n = 0, 0
+    while passes is None or n < passes:
+        if n and stop.wait(interval):
+            break
+        n += 1
+        try:
+            lab = store.live_labels(since)
+            new = lab[[sent_map.get(t) != int(v) for t, v in zip(lab["tx_id"], lab["label"])]]
+            if not len(new):
+                continue
+            rows, missing = labelled_transactions(new, store.read_alerts())
+            if missing:
+                log.warning("labels for %d tx_id(s) not in the alert store's alerts (not sent), e.g. %s",
+                            len(missing), missing[:5])
+            k = send(rows, bootstrap, topic, client_kw) if len(rows) else 0
+            sent_map.update(zip(new["tx_id"].astype(str), new["label"].astype(int)))  # the missing: warned once
+            _write_position(position, sent_map)
+            total += k
+            log.info("labels sent=%d fraud=%d genuine=%d topic=%s", k, int(rows["label"].sum()),
+                     int((rows["label"] == 0).sum()), topic)
+        except Exception as e:  # noqa: BLE001 - a follower never stops on an error: the next pass tries again
+            log.error("sending labels failed error=%r (next pass in %.0fs)", f"{e.__class__.__name__}: {e}", interval)
+    return total
+
+
+def _read_position(path) -> dict:
+    if path is None:
+        return {}
+    try:
+        with open(path) as f:
+            return {str(k): int(v) for k, v in json.load(f).items()}
+    except FileNotFoundError:
+        return {}
+    except (ValueError, AttributeError) as e:
+        log.error("position file %s unreadable (%s): every label is sent again", path, e)
+        return {}
+
+
+def _write_position(path, sent: dict) -> None:
+    if path is None:
+        return
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(sent, f)
+    os.replace(tmp, path)

@@ -52,12 +52,11 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     setup(level, fmt)
 
 
-def install_stop_signals(stop) -> None:
+def install_stop_signals(stop, doing: str = "flushing, checkpointing and committing") -> None:
     import signal
 
     def handler(signum, frame):
-        logging.getLogger("streaming").info("signal=%s received: flushing, checkpointing and committing",
-                                            signal.Signals(signum).name)
+        logging.getLogger("streaming").info("signal=%s received: %s", signal.Signals(signum).name, doing)
         stop.set()
 
     signal.signal(signal.SIGTERM, handler)
@@ -227,6 +226,14 @@ def register(main: click.Group, bench: click.Group) -> None:
                   help="A transactions file, where --labels' transactions are found.")
     @click.option("--since", default=None, metavar="DATE",
                   help="With --alerts-db: only decisions made at or after this time.")
+    @click.option("--follow", is_flag=True,
+                  help="With --alerts-db: keep running, sending every --interval seconds the decisions made or "
+                       "undone since the last pass, until SIGTERM/SIGINT.")
+    @click.option("--interval", default=30.0, show_default=True, type=click.FloatRange(0.1),
+                  help="With --follow: seconds between passes.")
+    @click.option("--position", default=None, type=click.Path(dir_okay=False),
+                  help="With --follow: a JSON file of the labels already sent, so that a restart sends only what "
+                       "changed (without it the first pass sends every decision again; harmless).")
     def send_labels(**kw):
         """Send fraud labels (analysts' decisions, chargebacks) to the live scorer.
 
@@ -239,6 +246,8 @@ def register(main: click.Group, bench: click.Group) -> None:
 
         setup_logging("WARNING")
         ckw = client_kw(kw)
+        if kw["follow"]:
+            return _follow(kw, ckw)
         labels, tx = _labels_to_send(kw)
         rows, missing = labelled_transactions(labels, tx)
         if missing:
@@ -340,8 +349,6 @@ def register(main: click.Group, bench: click.Group) -> None:
 
 def _labels_to_send(kw) -> tuple:
     """(labels tx_id,label; the transactions they name) from ``fraud send-labels``' options."""
-    import pandas as pd
-
     from fraud.errors import ConfigError
 
     if bool(kw["alerts_db"]) == bool(kw["labels_path"]):
@@ -351,12 +358,7 @@ def _labels_to_send(kw) -> tuple:
         from fraud.training.data import to_utc
 
         store = AlertStore(kw["alerts_db"], must_exist=True)
-        since = to_utc(kw["since"], "--since") if kw["since"] is not None else None
-        labels = store.labels()
-        if since is not None:
-            labels = labels[labels["decided_at"] >= since]
-        undone = store.withdrawn(since).assign(label=0)  # a decision taken back: its label is withdrawn
-        return pd.concat([labels[["tx_id", "label"]], undone[["tx_id", "label"]]], ignore_index=True), \
+        return store.live_labels(to_utc(kw["since"], "--since") if kw["since"] is not None else None), \
             store.read_alerts()
     from fraud.training.data import read_labels
 
@@ -369,3 +371,22 @@ def _labels_to_send(kw) -> tuple:
     from fraud.commands.common import load_or_fail
 
     return read_labels(kw["labels_path"]), load_or_fail(kw["data"], None, None)
+
+
+def _follow(kw, ckw) -> None:
+    """``fraud send-labels --follow``: :func:`streaming.feedback.follow` until a signal."""
+    import threading
+
+    from fraud.errors import ConfigError
+    from fraud.store import AlertStore
+    from fraud.training.data import to_utc
+    from streaming.feedback import follow
+
+    if not kw["alerts_db"] or kw["labels_path"]:
+        raise ConfigError("--follow goes with --alerts-db (the decisions as analysts make them), not --labels")
+    setup_logging("INFO")
+    stop = threading.Event()
+    install_stop_signals(stop, "stopping after the current pass")
+    follow(AlertStore(kw["alerts_db"], must_exist=True), kw["bootstrap"], kw["topic"], stop,
+           interval=kw["interval"], since=to_utc(kw["since"], "--since") if kw["since"] is not None else None,
+           position=kw["position"], client_kw=ckw)

@@ -48,6 +48,8 @@ def test_compose_has_the_services_with_the_keys_they_need():
     assert scorer["environment"]["FRAUD_ALERTS_DB"].startswith("postgresql://")
     assert scorer["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert svc["review"]["command"][:2] == ["review", "serve"]
+    labels = svc["labels"]["command"]  # the analysts' decisions reach the scorers' state as they are made
+    assert labels[0] == "send-labels" and "--follow" in labels and "--topic=transactions" in labels
     assert "/readyz" in " ".join(svc["review"]["healthcheck"]["test"])
     for name, s in svc.items():
         for dep in s.get("depends_on", {}):

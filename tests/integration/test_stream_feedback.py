@@ -128,3 +128,26 @@ def test_send_labels_sends_decisions_withdrawals_and_a_file_as_label_events(brok
     assert "1 labelled tx_id(s) not found" in r.output and "'no-such-tx'" in r.output and "sent 1 label(s)" in r.output
     ev = json.loads(read_topic(broker.bootstrap, topic)[-1].value)
     assert ev["tx_id"] == d and ev["label"] == 1 and ev["amount"] == float(rows["amount"].iloc[3])
+
+
+def test_follow_sends_each_decision_once_and_an_undo_as_label_0(broker, reg, tmp_path):
+    import threading
+
+    from fraud.store import AlertStore
+
+    rows = reg.live.iloc[:3].reset_index(drop=True)
+    store = AlertStore(f"sqlite:///{tmp_path / 'alerts.db'}")
+    store.write_alerts(rows.assign(score=0.9, reasons=[[] for _ in range(3)]), "1")
+    a, b, c = rows["tx_id"].astype(str)
+    topic, pos = new_topic("follow", broker, partitions=1), tmp_path / "sent.json"
+    stop = threading.Event()
+    store.add_decision("fraud", "ann", [a, b])
+    assert feedback.follow(store, broker.bootstrap, topic, stop, passes=2, interval=0.1, position=pos) == 2
+    store.undo_decisions([int(store.read_decisions().query("tx_id == @b")["id"].iloc[0])], "ann")
+    store.add_decision("legit", "ann", [c])
+    # a new follower (a restart) reads the position: only the undo and the new decision go out
+    assert feedback.follow(store, broker.bootstrap, topic, stop, passes=1, position=pos) == 2
+    got = [json.loads(m.value) for m in read_topic(broker.bootstrap, topic)]
+    pairs = [(e["tx_id"], e["label"]) for e in got]
+    assert len(pairs) == 4 and set(pairs[:2]) == {(a, 1), (b, 1)} and set(pairs[2:]) == {(b, 0), (c, 0)}
+    assert json.loads(pos.read_text()) == {a: 1, b: 0, c: 0}
