@@ -64,6 +64,6 @@ def table(res: dict) -> str:
              f"cards a day; chargebacks after {res['chargeback_days']} days; 'late' = from day {res['delay_days']}",
              f"{'arm':<22}{'AP late':>9}{'AP all':>9}{'recall late':>13}{'recall all':>12}"]
     for arm, r in res["arms"].items():
-        lines.append(f"{arm:<22}{r['ap_after_delay']:>9.3f}{r['ap_all']:>9.3f}{r['recall_at_budget_after_delay']:>13.3f}"
-                     f"{r['recall_at_budget_all']:>12.3f}")
+        lines.append(f"{arm:<22}{r['ap_after_delay']:>9.3f}{r['ap_all']:>9.3f}"
+                     f"{r['recall_at_budget_after_delay']:>13.3f}{r['recall_at_budget_all']:>12.3f}")
     return "\n".join(lines)

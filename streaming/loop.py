@@ -3,10 +3,10 @@
 Each cycle: poll -> decode each event on its own (bad ones to the dead-letter topic with the reason:
 ``streaming.decode``) -> skip tx_ids already scored -> score with each partition's own online state (one model
 call for all partitions) -> hand to the sinks (scores/alerts topics at once; the alert store and the archive
-buffer) -> apply the poll's label events to the states (``streaming.feedback``). Every ``checkpoint_interval`` a :class:`streaming.checkpoint.Checkpointer` job flushes the producer and
-writes the sinks, then saves each partition's state with the offset it reflects, then commits: nothing is
-committed that was not written, and a failed job's writes are kept for the next. No error stops the loop: it
-logs, waits and goes on. Design figures and history: docs/streaming.md.
+buffer) -> apply the poll's label events (``streaming.feedback``). Every ``checkpoint_interval`` a
+:class:`streaming.checkpoint.Checkpointer` job flushes the producer and writes the sinks, then saves each
+partition's state with its offset, then commits: nothing is committed that was not written, and a failed job's
+writes are kept for the next. No error stops the loop: it logs, waits and goes on. Figures: docs/streaming.md.
 """
 from __future__ import annotations
 
@@ -247,7 +247,7 @@ class Scorer:
         if results is not None:
             n_alert = int(results["is_alert"].sum())
             self.n_scored, self.n_alerts = self.n_scored + len(results), self.n_alerts + n_alert
-            self.metrics.scored.inc(len(results)), self.metrics.alerts.inc(n_alert)
+            self.metrics.scored_batch(len(results), n_alert)
         if self.on_batch is not None:
             self.on_batch(results, lat)
         return results if results is not None else pd.DataFrame()

@@ -185,8 +185,13 @@ class Metrics:
         thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
         thread.start()
         self._server = (server, thread)
-        logging.getLogger("streaming.loop").info("metrics on http://%s:%d/metrics", addr, port)
+        logging.getLogger("streaming.metrics").info("metrics on http://%s:%d/metrics", addr, port)
         return self._server
+
+    def scored_batch(self, n: int, n_alerts: int) -> None:
+        """Count a scored micro-batch and its alerts."""
+        self.scored.inc(n)
+        self.alerts.inc(n_alerts)
 
     def close(self) -> None:
         if self._server is not None:

@@ -78,7 +78,8 @@ def test_labels_sent_later_count_as_if_the_events_had_carried_them(broker, reg, 
     halt(h)
 
     arch = read_archive(tmp_path / "archive")
-    assert sorted(archive_ids(tmp_path / "archive")) == sorted(pd.concat([early, later])["tx_id"])  # labels not archived
+    archived = sorted(archive_ids(tmp_path / "archive"))
+    assert archived == sorted(pd.concat([early, later])["tx_id"])  # label events are not archived
     got = arch.set_index("tx_id")["score"]
     want = _reference(bundle, arch, truth, set(early["tx_id"]))
     without = _reference(bundle, arch, truth, set())
@@ -91,7 +92,8 @@ def test_labels_sent_later_count_as_if_the_events_had_carried_them(broker, reg, 
 
     letters = [parse_dead_letter(m) for m in read_topic(broker.bootstrap, f"{topic}.dlq")]
     assert [x["error.kind"] for x in letters] == ["invalid", "conflict"]
-    assert "label event without field 'label'" in letters[0]["error"] and letters[0]["value"] == json.dumps(bad).encode()
+    assert "label event without field 'label'" in letters[0]["error"]
+    assert letters[0]["value"] == json.dumps(bad).encode()
     assert "needs the header fraud-event: label" in letters[1]["error"]  # a label sent as a plain event
 
 

@@ -34,9 +34,8 @@ def test_checkpoint_arrays_round_trip():
 
 
 def test_reapply_reads_back_what_encode_wrote():
-    rows = pd.DataFrame({"tx_id": ["a", "b"], "timestamp": pd.to_datetime(["2024-01-01 00:00:01.5",
-                                                                           "2024-01-02T00:00:00.000000007"], utc=True,
-                                                                          format="ISO8601"),
+    stamps = pd.to_datetime(["2024-01-01 00:00:01.5", "2024-01-02T00:00:00.000000007"], utc=True, format="ISO8601")
+    rows = pd.DataFrame({"tx_id": ["a", "b"], "timestamp": stamps,
                          "customer_id": ["c1", "c2"], "terminal_id": ["t1", "t2"], "amount": [1.25, 0.1 + 0.2],
                          "label": np.array([1, 0], dtype=np.int8)})
     values, keys = feedback.encode(rows)
@@ -59,3 +58,18 @@ def test_labelled_transactions_joins_reports_missing_and_refuses_bad_labels():
         feedback.labelled_transactions(pd.DataFrame({"tx_id": ["1", "2"], "label": [1, 7]}), tx)
     with pytest.raises(ConfigError, match=r"missing column\(s\) \['label'\]"):
         feedback.labelled_transactions(pd.DataFrame({"tx_id": ["1"]}), tx)
+
+
+def test_reapply_never_fails_a_restore(caplog):
+    """A stored label the restore cannot read, or a model that refuses it: logged, the state kept, nothing raised."""
+    state = object()
+
+    def refuse(st, rows):
+        raise ValueError("no")
+
+    assert feedback.reapply(SimpleNamespace(add_labels=refuse), state, [b'{"tx_id": "x"}']) is state
+    assert feedback.reapply(SimpleNamespace(add_labels=refuse), state, feedback.encode(pd.DataFrame({
+        "tx_id": ["a"], "timestamp": pd.to_datetime(["2024-01-01"], utc=True), "customer_id": ["c"],
+        "terminal_id": ["t"], "amount": [1.0], "label": [1]}))[0]) is state
+    assert [r.levelname for r in caplog.records] == ["ERROR", "ERROR"]
+    assert "label events not applied to the restored state: 1 of them" in caplog.records[0].getMessage()
