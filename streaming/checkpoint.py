@@ -132,13 +132,11 @@ class Checkpointer:
                 continue
             off, n, b = part.next_offset, getattr(part.state, "n_scored", None), part.base
             if full or not light or not isinstance(n, (int, np.integer)):
-                part.labels = []  # in the state's blob
                 items.append(Item(p, off, "full", blob=dump_state(part.state), extras=part.extras()))
                 continue
             due = b is not None and b["offset"] is not None and n - b["n_scored"] >= self.cfg.snapshot_events
             if b is None or b["offset"] is None or (due and (max_compact is None or n_compact < max_compact)):
                 n_compact += due
-                part.labels = []  # in the new base
                 items.append(Item(p, off, "compact", blob=dump_state(part.state), n_scored=int(n),
                                   extras=part.extras()))
                 part.base = {"kind": "file", "file": self.store.base_path(p, off).name, "offset": off,

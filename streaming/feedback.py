@@ -28,7 +28,7 @@ LABEL_EVENT = b"label"
 HEADERS = [(HEADER, LABEL_EVENT)]
 COLUMNS = ("tx_id", "timestamp", "customer_id", "terminal_id", "amount", "label")
 AGE_DAYS = 365.0 * 100  # a label event's timestamp is its transaction's: any age (the lead limit still holds)
-MAX_KEPT = 10_000  # label events a partition keeps for its light checkpoints before it saves a new base
+MAX_KEPT = 5_000  # label events a partition keeps (the newest) for its checkpoints and a model swap
 
 
 def is_label(msg) -> bool:
@@ -87,8 +87,7 @@ def _apply(bundle, parts: dict, d) -> list[Letter]:
                            for i in sel)
             continue
         parts[p].labels.extend(kept)
-        if len(parts[p].labels) > MAX_KEPT:  # the next checkpoint saves a new base holding them (and forgets them)
-            parts[p].base = None
+        del parts[p].labels[:-MAX_KEPT]  # the newest: what a restore or a model swap applies again
     return letters
 
 

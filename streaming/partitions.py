@@ -34,11 +34,12 @@ class Partition:
     next_offset: int | None = None  # None until the first message when there was no checkpoint
     last: object = None  # the last message consumed
     verify: tuple | None = None  # (offset, timestamp, crc) of the record a restored log must still hold
-    labels: list = field(default_factory=list)  # label events applied since the base (streaming.feedback)
+    labels: list = field(default_factory=list)  # the newest label events applied (streaming.feedback)
 
     def extras(self) -> dict:
-        """Arrays saved with the checkpoint: the scored tx_ids, the last record consumed and the label events
-        applied since the base (the archive holds only scored events, so a light checkpoint carries them)."""
+        """Arrays saved with the checkpoint: the scored tx_ids, the last record consumed and the newest label
+        events applied (the archive holds only scored events: a light checkpoint's state and a model swap's
+        rebuilt state get them again; applying one twice changes nothing)."""
         out = {**self.seen.to_arrays(), **feedback.to_arrays(self.labels)}
         if self.last is not None:
             out["last_record"] = np.array([self.last.offset, self.last.timestamp, crc(self.last.value)],
@@ -70,11 +71,12 @@ def restore(ck, bundle, version: str, cfg, store, archive_root: str | None) -> t
     events since; a checkpoint of another model, or one that cannot be read, is rebuilt from the archive."""
     seen = SeenIds(cfg.dedup_days, cfg.dedup_max_ids).restore(ck.extras)
     light = archive_root is not None and cfg.snapshot_events > 0
-    labels = feedback.from_arrays(ck.extras)  # a light checkpoint's label events since its base
+    labels = feedback.from_arrays(ck.extras)  # the newest label events the partition had applied
     if ck.model_version != version:
         st = warm_states(bundle, {ck.partition: ck.offset}, archive_root, cfg)[ck.partition]
         feedback.reapply(bundle, st, labels)
-        return Partition(st, None, seen), f"rebuilt from the archive (checkpoint was model {ck.model_version})"
+        return Partition(st, None, seen, labels=labels), f"rebuilt from the archive (checkpoint was model " \
+                                                         f"{ck.model_version})"
     if ck.base is None:
         base = None
         if light:
@@ -82,7 +84,7 @@ def restore(ck, bundle, version: str, cfg, store, archive_root: str | None) -> t
             store.prune_bases(ck.partition, name)
             base = {"kind": "file", "file": name, "offset": ck.offset, "n_scored": ck.state.n_scored,
                     "archive": archive_root}
-        return Partition(ck.state, base, seen), "restored"
+        return Partition(ck.state, base, seen, labels=labels), "restored"  # the labels are in the state
     try:
         st, n = restore_light(ck, bundle, store, archive_root, cfg.topic)
     except Exception as e:  # noqa: BLE001 - an unreadable base or archive is never fatal
@@ -90,10 +92,10 @@ def restore(ck, bundle, version: str, cfg, store, archive_root: str | None) -> t
                   "days", ck.partition, f"{e.__class__.__name__}: {e}", cfg.warmup_days)
         st = warm_states(bundle, {ck.partition: ck.offset}, archive_root, cfg)[ck.partition]
         feedback.reapply(bundle, st, labels)
-        return Partition(st, None, seen), "rebuilt from the archive (light checkpoint unreadable)"
+        return Partition(st, None, seen, labels=labels), "rebuilt from the archive (light checkpoint unreadable)"
     feedback.reapply(bundle, st, labels)
     own = ck.base.get("archive") == archive_root
-    return (Partition(st, dict(ck.base) if own and light else None, seen, labels=labels if own and light else []),
+    return (Partition(st, dict(ck.base) if own and light else None, seen, labels=labels),
             f"restored (base {ck.base['kind']} at offset {ck.base['offset']} + {n} archived events"
             f"{f' + {len(labels)} labels' if labels else ''})")
 

@@ -153,3 +153,42 @@ def test_follow_sends_each_decision_once_and_an_undo_as_label_0(broker, reg, tmp
     pairs = [(e["tx_id"], e["label"]) for e in got]
     assert len(pairs) == 4 and set(pairs[:2]) == {(a, 1), (b, 1)} and set(pairs[2:]) == {(b, 0), (c, 0)}
     assert json.loads(pos.read_text()) == {a: 1, b: 0, c: 0}
+
+
+def test_a_model_swap_keeps_the_labels(broker, reg, tmp_path):
+    """A hot reload rebuilds the states from the archive, which holds no labels: the partition's kept label events
+    are applied again, so the new model's later scores are those of events that carried their labels."""
+    import copy
+
+    live, bundle = reg.live, reg.bundle
+    t0 = live["timestamp"].min()
+    early = live[live["timestamp"] < t0 + pd.Timedelta(days=3)].reset_index(drop=True)
+    mid = live[(live["timestamp"] >= t0 + pd.Timedelta(days=8)) & (live["timestamp"] < t0 + pd.Timedelta(days=9))]
+    truth = live.set_index("tx_id")["label"]
+    current = {"version": "1"}
+
+    def load(uri, tracking_uri):
+        b = copy.copy(bundle)
+        b.version = uri.rsplit("/", 1)[-1] if uri[-1].isdigit() else "1"
+        return b
+
+    topic = new_topic("feedback-swap", broker)
+    h = start(serve_config(broker, reg, tmp_path, topic), loader=load, resolver=lambda *a: current["version"])
+    _send_events(broker.bootstrap, topic, early)
+    wait(lambda: h.scorer.n_scored >= len(early), 60, "early events scored")
+    feedback.send(early, broker.bootstrap, topic)
+    wait(lambda: h.scorer.n_events >= 2 * len(early), 60, "label events read")
+    current["version"] = "2"
+    wait(lambda: h.scorer.version == "2", 60, "the model swapped")
+    _send_events(broker.bootstrap, topic, mid)
+    wait(lambda: h.scorer.n_scored >= len(early) + len(mid), 60, "mid events scored by the new model")
+    halt(h)
+
+    arch = read_archive(tmp_path / "archive")
+    assert set(arch.loc[arch["tx_id"].isin(mid["tx_id"]), "model_version"]) == {"2"}
+    got = arch.set_index("tx_id")["score"]
+    want = _reference(bundle, arch, truth, set(early["tx_id"]))
+    without = _reference(bundle, arch, truth, set())
+    ids = mid["tx_id"]
+    pd.testing.assert_series_equal(got[ids], want[ids], check_names=False, rtol=1e-9, atol=1e-12)
+    assert (without[ids] - want[ids]).abs().max() > 1e-6
