@@ -372,9 +372,11 @@ def _due_disputes(df: pd.DataFrame, train_until, end, cfg: LoopConfig) -> pd.Dat
     """The disputes that become known during the day ending at ``end`` (none without chargebacks)."""
     if not cfg.chargebacks:
         return pd.DataFrame({"tx_id": pd.Series([], dtype=str), "label": pd.Series([], dtype=np.int8)})
-    day = df[(df["timestamp"] >= end - (cfg.chargeback_days + 1) * DAY) & (df["timestamp"] < end)]
-    now, before = chargebacks(day, train_until, end, cfg), chargebacks(day, train_until, end - DAY, cfg)
-    return now[~now["tx_id"].isin(before["tx_id"])]
+    day = df[(df["timestamp"] >= end - (cfg.chargeback_days + 1) * DAY) & (df["timestamp"] <= end)]
+    now = chargebacks(day, train_until, end, cfg)
+    if end - DAY <= train_until:  # the loop's first day: nothing was sent before it
+        return now
+    return now[~now["tx_id"].isin(chargebacks(day, train_until, end - DAY, cfg)["tx_id"])]
 
 
 def labelled_rows(df: pd.DataFrame, decided: list, disputed: pd.DataFrame) -> pd.DataFrame:

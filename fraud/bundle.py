@@ -46,9 +46,10 @@ RESULT_COLUMNS = ["tx_id", "score", "is_alert", "reasons"]
 #: the columns :meth:`ScoringBundle.add_labels` reads
 LABEL_COLUMNS = [schema.TX_ID, schema.TIMESTAMP, schema.CUSTOMER_ID, schema.TERMINAL_ID, schema.LABEL]
 #: the bundle format: raise it when a pickled bundle of the previous code can no longer score as it did
-BUNDLE_FORMAT = 5  # 2: CollusionState holds flat arrays (was dicts of lists); 3: BehaviourFeatures' activity group;
+BUNDLE_FORMAT = 6  # 2: CollusionState holds flat arrays (was dicts of lists); 3: BehaviourFeatures' activity group;
 #                     4: BH_T_CARDS_SURPRISE_1D (a column, and a per-event flag in BehaviourState);
-#                     5: the featurizers' event logs are fraud.features.eventlog.EventLog (was tabular._Log)
+#                     5: the featurizers' event logs are fraud.features.eventlog.EventLog (was tabular._Log);
+#                     6: the tabular and behaviour event logs keep each transaction's key (label feedback)
 EXPLAIN_MODES = ("alerts", "all", "none")
 _NO_REASONS: list = []  # the reasons of every row without reasons (shared: never mutate a result's reasons)
 

@@ -219,14 +219,24 @@ class AlertStore:
             return alerts.insert().prefix_with("IGNORE")
         return alerts.insert()
 
-    def read_alerts(self, since=None, until=None) -> pd.DataFrame:
+    def read_alerts(self, since=None, until=None, tx_ids=None) -> pd.DataFrame:
+        """The stored alerts (timestamp in [since, until) when given; only ``tx_ids`` when given), in time order."""
+        if tx_ids is not None:
+            ids = sorted({str(t) for t in tx_ids})
+            parts = [self._read_alerts(sa.select(alerts).where(alerts.c.tx_id.in_(ids[i:i + 500])))
+                     for i in range(0, len(ids), 500)]
+            df = pd.concat(parts, ignore_index=True) if parts else self._read_alerts(sa.select(alerts).where(sa.false()))
+            return df.sort_values(["timestamp", "tx_id"], kind="stable").reset_index(drop=True)
         q = sa.select(alerts)
         if since is not None:
             q = q.where(alerts.c.timestamp >= pd.Timestamp(since, tz="UTC").to_pydatetime())
         if until is not None:
             q = q.where(alerts.c.timestamp < pd.Timestamp(until, tz="UTC").to_pydatetime())
+        return self._read_alerts(q.order_by(alerts.c.timestamp, alerts.c.tx_id))
+
+    def _read_alerts(self, q) -> pd.DataFrame:
         with self.engine.connect() as conn:
-            df = pd.read_sql(q.order_by(alerts.c.timestamp, alerts.c.tx_id), conn)
+            df = pd.read_sql(q, conn)
         if len(df):
             df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
             df["reasons"] = _reason_lists(df["reasons"], df["tx_id"], self.url)
@@ -299,7 +309,10 @@ class AlertStore:
         d = self.read_decisions()
         with self.engine.connect() as conn:
             u = pd.read_sql(sa.select(undone.c.decision_id, undone.c.undone_at), conn)
-        d = d[d["decision"].isin(["fraud", "legit"]) & d["tx_id"].notna()]
+        d = d[d["decision"].isin(["fraud", "legit"]) & d["tx_id"].notna()] if len(d) else d
+        if not len(d):
+            return pd.DataFrame({"tx_id": pd.Series([], dtype=str),
+                                 "undone_at": pd.Series([], dtype="datetime64[ns, UTC]")})
         u["undone_at"] = pd.to_datetime(u["undone_at"], utc=True)
         gone = d.merge(u, left_on="id", right_on="decision_id", how="left")
         per_tx = gone.groupby("tx_id").agg(all_undone=("undone_at", lambda x: x.notna().all()),

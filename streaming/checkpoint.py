@@ -137,6 +137,7 @@ class Checkpointer:
             due = b is not None and b["offset"] is not None and n - b["n_scored"] >= self.cfg.snapshot_events
             if b is None or b["offset"] is None or (due and (max_compact is None or n_compact < max_compact)):
                 n_compact += due
+                part.labels_since_base = 0
                 items.append(Item(p, off, "compact", blob=dump_state(part.state), n_scored=int(n),
                                   extras=part.extras()))
                 part.base = {"kind": "file", "file": self.store.base_path(p, off).name, "offset": off,

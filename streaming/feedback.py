@@ -86,8 +86,12 @@ def _apply(bundle, parts: dict, d) -> list[Letter]:
             letters.extend(Letter(d.msgs[order[i]], "label_error", f"{e.__class__.__name__}: {str(e)[:300]}")
                            for i in sel)
             continue
-        parts[p].labels.extend(kept)
-        del parts[p].labels[:-MAX_KEPT]  # the newest: what a restore or a model swap applies again
+        held = parts[p]
+        held.labels.extend(kept)
+        del held.labels[:-MAX_KEPT]  # the newest: what a restore or a model swap applies again
+        held.labels_since_base += len(kept)
+        if held.labels_since_base >= MAX_KEPT:  # older ones would fall out of the kept list: save a new base
+            held.base = None
     return letters
 
 
@@ -188,7 +192,7 @@ def follow(store, bootstrap: str, topic: str, stop, interval: float = 30.0, sinc
             new = lab[[sent_map.get(t) != int(v) for t, v in zip(lab["tx_id"], lab["label"])]]
             if not len(new):
                 continue
-            rows, missing = labelled_transactions(new, store.read_alerts())
+            rows, missing = labelled_transactions(new, store.read_alerts(tx_ids=new["tx_id"]))
             if missing:
                 log.warning("labels for %d tx_id(s) not in the alert store's alerts (not sent), e.g. %s",
                             len(missing), missing[:5])
@@ -211,8 +215,8 @@ def _read_position(path) -> dict:
             return {str(k): int(v) for k, v in json.load(f).items()}
     except FileNotFoundError:
         return {}
-    except (ValueError, AttributeError) as e:
-        log.error("position file %s unreadable (%s): every label is sent again", path, e)
+    except Exception as e:  # noqa: BLE001 - an unreadable position only means sending again (harmless)
+        log.error("position file %s unreadable (%s): every label is sent again", path, f"{e.__class__.__name__}: {e}")
         return {}
 
 

@@ -35,6 +35,7 @@ class Partition:
     last: object = None  # the last message consumed
     verify: tuple | None = None  # (offset, timestamp, crc) of the record a restored log must still hold
     labels: list = field(default_factory=list)  # the newest label events applied (streaming.feedback)
+    labels_since_base: int = 0  # label events applied since the base was saved (a new base is due at MAX_KEPT)
 
     def extras(self) -> dict:
         """Arrays saved with the checkpoint: the scored tx_ids, the last record consumed and the newest label

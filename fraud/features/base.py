@@ -175,6 +175,17 @@ def id_list(rows: pd.DataFrame, name: str) -> list:
     return _shared(rows, "list:" + name, make)
 
 
+def tx_keys(rows: pd.DataFrame) -> np.ndarray:
+    """A 64-bit key per row from its ``tx_id`` (pandas' fixed-key SipHash: the same in every process; 0 without
+    the column): how an event log finds the transaction a late label names. Shared inside :func:`shared_columns`."""
+    def make():
+        if "tx_id" not in rows.columns:
+            return np.zeros(len(rows), dtype=np.int64)
+        return pd.util.hash_array(np.asarray(id_list(rows, "tx_id"), dtype=object), categorize=False).view(np.int64)
+
+    return _shared(rows, "__tx_keys__", make)
+
+
 def text_ids(rows: pd.DataFrame, name: str) -> list | None:
     """:func:`id_list` when every value is a str (no missing id), else None: checked once per frame and column
     inside :func:`shared_columns`, for the readers that need whole text."""

@@ -18,7 +18,7 @@ import pandas as pd
 
 from fraud import safestate
 from fraud.errors import ConfigError
-from fraud.features.base import Featurizer, column, label_rows, text_ids
+from fraud.features.base import Featurizer, column, label_rows, text_ids, tx_keys
 from fraud.features.tabular import DAY_NS, _codes, _days_ns, _known_codes
 from fraud.features.tabular import _group_cumsum as _run_cumsum
 from fraud.features.eventlog import EventLog
@@ -284,7 +284,7 @@ class BehaviourState:
         self.latest_ns: int | None = None
 
     COLUMNS = {"ccode": np.int64, "tcode": np.int64, "ts": np.int64, "amount": np.float64, "label": np.int8,
-               "normal": np.bool_, "rlag": np.float64, "plain": np.bool_, "fresh": np.bool_}
+               "normal": np.bool_, "rlag": np.float64, "plain": np.bool_, "fresh": np.bool_, "tx": np.int64}
 
     def to_arrays(self) -> tuple[dict, dict, list]:
         """Checkpoint form (:mod:`fraud.safestate`)."""
@@ -527,20 +527,21 @@ class BehaviourFeatures(Featurizer):
             latest = int(ts.max())
             state.latest_ns = latest if state.latest_ns is None else max(state.latest_ns, latest)
             log = state.events
-            log.append(ccode=cc, tcode=tc, ts=ts, amount=amount, label=labels, normal=nb, rlag=rb, plain=pb, fresh=fb)
+            log.append(ccode=cc, tcode=tc, ts=ts, amount=amount, label=labels, normal=nb, rlag=rb, plain=pb, fresh=fb,
+                       tx=tx_keys(rows))
             log.evict(state.latest_ns - state.horizon_ns)
         amount = np.concatenate([b[3] for b in batches])
         return _assemble(amount, cust, term)[:, self._out_index()]
 
     def add_labels(self, state: BehaviourState, rows: pd.DataFrame) -> int:
         """Label feedback (``Featurizer.add_labels``): each row's label is set on the kept event of its customer,
-        terminal and time (rows sharing all three take such events in order). Returns the number of rows matched,
-        again on a repeat; a row of an entity never seen or older than the horizon matches nothing."""
+        terminal, time and transaction (its ``tx_id``'s key). Returns the number of rows matched, again on a
+        repeat; a row of an entity never seen or older than the horizon matches nothing."""
         self._check_fitted()
         rows, lab = label_rows(rows, "BehaviourFeatures.add_labels")
         cc = _known_codes(state.customer_codes, _text_ids(rows, "customer_id"))
         tc = _known_codes(state.terminal_codes, _text_ids(rows, "terminal_id"))
-        pos = state.events.find_to_label(timestamps_ns(rows["timestamp"]), lab, ccode=cc, tcode=tc)
+        pos = state.events.find(timestamps_ns(rows["timestamp"]), ccode=cc, tcode=tc, tx=tx_keys(rows))
         hit = pos >= 0
         state.events.set("label", pos[hit], lab[hit])
         return int(hit.sum())

@@ -61,29 +61,6 @@ def find_events(ts: np.ndarray, cols: dict, q_ts: np.ndarray, q_cols: dict, ts_s
     return out
 
 
-def find_to_label(ts: np.ndarray, cols: dict, label: np.ndarray, q_ts: np.ndarray, q_cols: dict, q_label: np.ndarray,
-                  ts_sorted: bool) -> np.ndarray:
-    """:func:`find_events` for labels arriving over several calls: where kept events share a key, a query takes
-    one still unlabelled (``label`` -1) first, else one already holding its label (a repeat changes nothing),
-    else the first; queries of one call take distinct events. So A=1 then B=0 at one key labels both."""
-    out = find_events(ts, cols, q_ts, q_cols, ts_sorted)
-    qi, pos = _candidates(ts, cols, q_ts, q_cols, ts_sorted)
-    n = np.bincount(qi, minlength=len(q_ts)) if len(qi) else np.zeros(len(q_ts), np.int64)
-    shared = np.flatnonzero(n > 1)  # rare: several kept events with one key (the usual query has one)
-    if not len(shared):
-        return out
-    cand = {int(q): pos[qi == q].tolist() for q in shared}
-    taken: dict = {}
-    for q in shared.tolist():
-        key = (int(q_ts[q]), *(int(np.asarray(v)[q]) for v in q_cols.values()))
-        free = [x for x in cand[q] if x not in taken.setdefault(key, set())]
-        pref = ([x for x in free if label[x] == -1] or [x for x in free if label[x] == q_label[q]] or free)
-        out[q] = pref[0] if pref else -1
-        if pref:
-            taken[key].add(pref[0])
-    return out
-
-
 def _candidates(ts: np.ndarray, cols: dict, q_ts: np.ndarray, q_cols: dict, ts_sorted: bool) -> tuple:
     """(query, kept position) pairs with equal time and values, queries ascending, events in kept order."""
     m = len(q_ts)
@@ -183,11 +160,6 @@ class EventLog:
         :func:`find_events` matches them."""
         return find_events(self["ts"], {k: self[k] for k in values}, np.asarray(ts, dtype=np.int64), values,
                            self._ts_sorted)
-
-    def find_to_label(self, ts: np.ndarray, labels: np.ndarray, **values) -> np.ndarray:
-        """:meth:`find` for setting ``labels`` on the ``label`` column (:func:`find_to_label`)."""
-        return find_to_label(self["ts"], {k: self[k] for k in values}, self["label"], np.asarray(ts, dtype=np.int64),
-                             values, np.asarray(labels), self._ts_sorted)
 
     def set(self, name: str, positions: np.ndarray, values) -> None:
         """Overwrite column ``name`` (not an indexed entity column) at live ``positions``."""

@@ -24,7 +24,7 @@ import pandas as pd
 
 from fraud import safestate
 from fraud.errors import ConfigError
-from fraud.features.base import Featurizer, column, label_rows, text_ids
+from fraud.features.base import Featurizer, column, label_rows, text_ids, tx_keys
 from fraud.features.eventlog import find_events
 from fraud.features.tabular import timestamps_ns
 
@@ -82,6 +82,7 @@ class GraphState:
         self.p_ts = np.zeros(0, np.int64)
         self.p_c = np.zeros(0, np.int32)
         self.p_t = np.zeros(0, np.int32)
+        self.p_tx = np.zeros(0, np.int64)  # each fraud's transaction key (fraud.features.base.tx_keys): label feedback
         self.meta = np.zeros(4, np.int64)
         self.last_time: int | None = None
         # fresh embeddings and convergence (``dim`` columns; dim 0 when both are off): per customer its
@@ -111,7 +112,7 @@ class GraphState:
         for k in self.T_ROWS:
             d[k] = d[k][:self.n_t].copy()
         e, h, t = int(self.meta[3]), int(self.meta[0]), int(self.meta[1])
-        for k in ("p_ts", "p_c", "p_t"):
+        for k in ("p_ts", "p_c", "p_t", "p_tx"):
             d[k] = d[k][e:t].copy()
         d["meta"] = np.array([h - e, t - e, self.meta[2], 0], np.int64)
         return d
@@ -122,7 +123,7 @@ class GraphState:
               "tz_d", "tf", "tf_ts")
     #: the arrays of a checkpoint (trimmed to the used rows by ``__getstate__``) and its scalars
     ARRAYS = ("c_fit", "t_fit", "ct_key", "ct_cnt", "ct_len", "ct_ts", "tc_key", "tc_cnt", "tc_len", "tc_ts", "kt_key",
-              "kt_cnt", "kt_len", "known_c", "first_seen", "mark", "p_ts", "p_c", "p_t", "meta")
+              "kt_cnt", "kt_len", "known_c", "first_seen", "mark", "p_ts", "p_c", "p_t", "p_tx", "meta")
     FRESH = ("fc", "fc_ok", "ft", "ft_ok", "tz", "tz_n", "tz_d", "tf", "tf_ts", "nb_c", "nb_t", "fmeta")
     SCALARS = ("max_terminals", "max_customers", "max_known", "n_c", "n_t", "last_time")
 
@@ -202,12 +203,12 @@ class GraphState:
     def reserve_pending(self, extra: int) -> None:
         e, h, t = int(self.meta[3]), int(self.meta[0]), int(self.meta[1])
         if e > 0 and (t + extra > len(self.p_ts) or e > len(self.p_ts) // 2):  # compact
-            for k in ("p_ts", "p_c", "p_t"):
+            for k in ("p_ts", "p_c", "p_t", "p_tx"):
                 a = getattr(self, k)
                 a[:t - e] = a[e:t]
             self.meta[3], self.meta[0], self.meta[1] = 0, h - e, t - e
         need = int(self.meta[1]) + extra
-        for k in ("p_ts", "p_c", "p_t"):
+        for k in ("p_ts", "p_c", "p_t", "p_tx"):
             setattr(self, k, _grow(getattr(self, k), need))
 
 
@@ -730,26 +731,26 @@ class GraphFeatures(Featurizer):
         return self._finish(*(np.concatenate(x) if len(parts) > 1 else x[0] for x in zip(*parts)))
 
     def add_labels(self, state: GraphState, rows: pd.DataFrame) -> int:
-        """Label feedback (``Featurizer.add_labels``). The state keeps its frauds, not its transactions: a fraud
-        label (both nodes seen, at or before the last absorbed row) joins them as ``update`` would have queued it,
-        counted at once when older than the delay, ignored when it would have expired; label 0 withdraws a fraud
-        held with that exact (time, customer, terminal), from the queue or from the counts. Returns the number of
-        frauds added or withdrawn (a repeat changes nothing and returns 0)."""
+        """Label feedback (``Featurizer.add_labels``). The state keeps its frauds (time, customer, terminal,
+        transaction key), not its transactions: a fraud label (both nodes seen, at or before the last absorbed row)
+        joins them as ``update`` would have queued it, counted at once when older than the delay, ignored when it
+        would have expired; label 0 withdraws that transaction's fraud, from the queue or from the counts. Returns
+        the number of frauds added or withdrawn (a repeat changes nothing and returns 0)."""
         self._check_fitted()
         rows, lab = label_rows(rows, "GraphFeatures.add_labels")
         if state.last_time is None or not len(rows):
             return 0
         c, t = _known_ids(state.c_ids, rows["customer_id"]), _known_ids(state.t_ids, rows["terminal_id"])
-        ts = timestamps_ns(rows["timestamp"])
+        ts, tx = timestamps_ns(rows["timestamp"]), tx_keys(rows)
         lim = state.last_time - int(round(float(self.delay_days) * _NS_DAY))
         ok = (c >= 0) & (t >= 0) & (ts <= state.last_time)
         if self.known_days is not None:
             ok &= ts >= lim - int(round(float(self.known_days) * _NS_DAY))
         e, h, q = (int(state.meta[k]) for k in (3, 0, 1))
-        held = state.p_ts[e:q], state.p_c[e:q], state.p_t[e:q]
-        pos = np.full(len(ts), -1, dtype=np.int64)  # distinct transactions of one key are distinct frauds
-        pos[ok] = find_events(held[0], {"c": held[1], "t": held[2]}, ts[ok], {"c": c[ok], "t": t[ok]},
-                              bool(np.all(held[0][1:] >= held[0][:-1])))
+        held = state.p_ts[e:q], state.p_c[e:q], state.p_t[e:q], state.p_tx[e:q]
+        pos = np.full(len(ts), -1, dtype=np.int64)
+        pos[ok] = find_events(held[0], {"c": held[1], "t": held[2], "tx": held[3]}, ts[ok],
+                              {"c": c[ok], "t": t[ok], "tx": tx[ok]}, bool(np.all(held[0][1:] >= held[0][:-1])))
         add, drop = ok & (lab == 1) & (pos < 0), ok & (lab == 0) & (pos >= 0)
         if not (add.any() or drop.any()):
             return 0
@@ -762,8 +763,8 @@ class GraphFeatures(Featurizer):
                      state.known_c, state.kt_key, state.kt_cnt, state.kt_len)
         keep = np.ones(q - e, dtype=bool)
         keep[pos[drop]] = False
-        _set_frauds(state, [a[:h - e][keep[:h - e]] for a in held], [x[now] for x in (ts, c, t)],
-                    [a[h - e:][keep[h - e:]] for a in held], [x[add & ~now] for x in (ts, c, t)])
+        _set_frauds(state, [a[:h - e][keep[:h - e]] for a in held], [x[now] for x in (ts, c, t, tx)],
+                    [a[h - e:][keep[h - e:]] for a in held], [x[add & ~now] for x in (ts, c, t, tx)])
         return int(add.sum() + drop.sum())
 
     def _absorb(self, state: GraphState, rows: pd.DataFrame) -> tuple:
@@ -782,6 +783,7 @@ class GraphFeatures(Featurizer):
         lab = (np.ascontiguousarray(column(rows, "label").to_numpy(dtype=np.int64)) if "label" in rows.columns
                else np.zeros(n, np.int64))
         state.reserve_pending(int((lab == 1).sum()))
+        q0 = int(state.meta[1])  # the kernel queues this call's frauds from here, in row order
         ndim = self.emb_c_.shape[1]
         known, cap, nbr = self.known_days, self.age_cap_days, self.nbr_days
         S = np.zeros((n, 16))
@@ -803,6 +805,7 @@ class GraphFeatures(Featurizer):
                 state.nb_t, state.fmeta, np.float64(self.refresh_lr), np.int64(self.refresh_neg),
                 np.float64(self.refresh_anchor), np.float64(float(self.conv_days) * _NS_DAY), np.float64(self.scale_),
                 bool(self.convergence), C, np.zeros((2, ndim)))
+            state.p_tx[q0:int(state.meta[1])] = tx_keys(rows)[lab == 1]
             newest = int(t_ns.max())  # the newest absorbed time: a late row must not move it back (add_labels)
             state.last_time = newest if state.last_time is None else max(state.last_time, newest)
         return S, ec, et, C
@@ -837,7 +840,7 @@ def _known_ids(ids: dict, col: pd.Series) -> np.ndarray:
 
 
 def _set_frauds(state: GraphState, released, released_new, pending, pending_new) -> None:
-    """Rewrite the state's frauds: the released ones then the pending ones, each part (ts, customer, terminal)
+    """Rewrite the state's frauds: the released ones then the pending ones, each part (ts, customer, terminal, tx)
     merged in time order with its new frauds (the kept ones first on equal times)."""
     parts = []
     for old, new in ((released, released_new), (pending, pending_new)):
@@ -847,6 +850,7 @@ def _set_frauds(state: GraphState, released, released_new, pending, pending_new)
     state.p_ts = np.concatenate([parts[0][0], parts[1][0]]).astype(np.int64)
     state.p_c = np.concatenate([parts[0][1], parts[1][1]]).astype(np.int32)
     state.p_t = np.concatenate([parts[0][2], parts[1][2]]).astype(np.int32)
+    state.p_tx = np.concatenate([parts[0][3], parts[1][3]]).astype(np.int64)
     state.meta[3], state.meta[0], state.meta[1] = 0, n_rel, len(state.p_ts)
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 from fraud import safestate
 from fraud._jit import compiled
 from fraud.errors import ConfigError, SchemaError
-from fraud.features.base import Featurizer, column, id_list, label_rows
+from fraud.features.base import Featurizer, column, id_list, label_rows, tx_keys
 from fraud.features.eventlog import EventLog
 
 DAY_NS = 86_400 * 10**9
@@ -269,7 +269,7 @@ class BaselineState:
         self.latest_ns: int | None = None
 
     CUSTOMER_COLUMNS = {"code": np.int64, "ts": np.int64, "amount": np.float64}
-    TERMINAL_COLUMNS = {"code": np.int64, "ts": np.int64, "label": np.int8}
+    TERMINAL_COLUMNS = {"code": np.int64, "ts": np.int64, "label": np.int8, "tx": np.int64}
 
     def to_arrays(self) -> tuple[dict, dict, list]:
         """Checkpoint form (:mod:`fraud.safestate`)."""
@@ -433,7 +433,7 @@ class BaselineFeatures(Featurizer):
         self._check_fitted()
         windows_ns, delay_ns = self._params()
         nw = 2 * len(windows_ns)
-        batches = []
+        batches, txs = [], []
         for state, rows in pairs:
             _require(rows, ("timestamp", "customer_id", "terminal_id", "amount"), "BaselineFeatures.update")
             ts = timestamps_ns(column(rows, "timestamp"))
@@ -444,6 +444,7 @@ class BaselineFeatures(Featurizer):
             batches.append((state, rows, ts, amount, _labels(rows),
                             _codes(state.customer_codes, id_list(rows, "customer_id")),
                             _codes(state.terminal_codes, id_list(rows, "terminal_id"))))
+            txs.append(tx_keys(rows))
         live = [b for b in batches if b[4] is not None]
         ts_all = np.concatenate([b[2] for b in batches]) if batches else np.empty(0, np.int64)
         amount_all = np.concatenate([b[3] for b in batches]) if batches else np.empty(0)
@@ -456,28 +457,27 @@ class BaselineFeatures(Featurizer):
             term = _terminal_block(code, t, v["label"] == 1, windows_ns, delay_ns, rows=q)
         else:
             cust = term = np.empty((0, nw))
-        for state, rows, ts, amount, labels, cc, tc in live:
-            self._absorb(state, cc, tc, ts, amount, labels)
+        for (state, rows, ts, amount, labels, cc, tc), tx in zip(live, txs):
+            self._absorb(state, cc, tc, ts, amount, labels, tx)
         return self._matrix(ts_all, amount_all, cust, term)
 
     def add_labels(self, state: BaselineState, rows: pd.DataFrame) -> int:
         """Label feedback (``Featurizer.add_labels``): each row's label is set on the kept terminal event of its
-        terminal and time (the terminal log keeps no customer; rows sharing both take such events in order).
-        Returns the number of rows matched, again on a repeat; a row of a terminal never seen or older than the
-        terminal horizon matches nothing."""
+        terminal, time and transaction (its ``tx_id``'s key). Returns the number of rows matched, again on a
+        repeat; a row of a terminal never seen or older than the terminal horizon matches nothing."""
         self._check_fitted()
         rows, lab = label_rows(rows, "BaselineFeatures.add_labels")
         tc = _known_codes(state.terminal_codes, id_list(rows, "terminal_id"))
-        pos = state.terminals.find_to_label(timestamps_ns(rows["timestamp"]), lab, code=tc)
+        pos = state.terminals.find(timestamps_ns(rows["timestamp"]), code=tc, tx=tx_keys(rows))
         hit = pos >= 0
         state.terminals.set("label", pos[hit], lab[hit])
         return int(hit.sum())
 
     @staticmethod
-    def _absorb(state: BaselineState, cc, tc, ts, amount, labels) -> None:
+    def _absorb(state: BaselineState, cc, tc, ts, amount, labels, tx) -> None:
         latest = int(ts.max())
         state.latest_ns = latest if state.latest_ns is None else max(state.latest_ns, latest)
         state.customers.append(code=cc, ts=ts, amount=amount)
         state.customers.evict(state.latest_ns - state.customer_horizon_ns)
-        state.terminals.append(code=tc, ts=ts, label=labels)
+        state.terminals.append(code=tc, ts=ts, label=labels, tx=tx)
         state.terminals.evict(state.latest_ns - state.terminal_horizon_ns)

@@ -73,3 +73,21 @@ def test_a_retrain_without_analyst_labels_receives_the_disputes_through_the_cli(
         disputed = loop_rows[loop_rows["label"] == 1]
         assert len(disputed) == r["chargebacks"] > 0 and r["loop_frauds_labelled"] == 0
         assert (disputed["timestamp"] <= until - pd.Timedelta(days=3)).all()
+
+
+@pytest.mark.parametrize("days", [0, 2])
+def test_daily_disputes_under_sent_labels_tile_the_days_once(days):
+    """``live_labels="sent"``: the disputes sent at the end of each day are every disputed fraud exactly once, on
+    the day it becomes known (a fraud at midnight included), as the retrains' ``chargebacks`` knows them."""
+    from benchmarks.loop import DAY, LoopConfig, _due_disputes, chargebacks
+
+    t0 = pd.Timestamp("2024-01-01", tz="UTC")
+    ts = [t0 + DAY * k for k in range(6)] + [t0 + DAY * k + pd.Timedelta(hours=7) for k in range(6)]
+    df = pd.DataFrame({"tx_id": [f"t{i}" for i in range(len(ts))], "timestamp": ts,
+                       "customer_id": [f"c{i}" for i in range(len(ts))], "label": 1}).sort_values("timestamp")
+    cfg = LoopConfig(chargebacks=1.0, chargeback_days=days)
+    sent = [_due_disputes(df, t0, t0 + DAY * (d + 1), cfg)["tx_id"].tolist() for d in range(8)]
+    flat = [t for day in sent for t in day]
+    assert len(flat) == len(set(flat))
+    assert set(flat) == set(chargebacks(df, t0, t0 + DAY * 8, cfg)["tx_id"]) == set(df["tx_id"][
+        df["timestamp"] <= t0 + DAY * (8 - days)])

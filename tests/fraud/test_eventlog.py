@@ -69,25 +69,3 @@ def test_find_matches_events_by_time_and_values_in_order(in_order):
     assert log.find(np.zeros(0, np.int64), code=np.zeros(0, np.int64)).tolist() == []
     assert EventLog(**COLUMNS).find(np.array([1]), code=np.array([1])).tolist() == [-1]
 
-
-def test_labels_sent_over_several_calls_take_distinct_events_of_one_key():
-    """Two kept events share a key (terminal and time): labels for them arriving in separate calls must land on
-    different events (A=1 then B=0 kept A's fraud erased before), a repeat changes nothing, and one call's two
-    queries of a key take both events."""
-    log = EventLog(code=np.int64, ts=np.int64, label=np.int8)
-    log.append(code=np.array([1, 1, 2]), ts=np.array([10, 10, 10]), label=np.full(3, -1, np.int8))
-
-    def send(labels):
-        pos = log.find_to_label(np.full(len(labels), 10), np.array(labels), code=np.ones(len(labels), np.int64))
-        log.set("label", pos[pos >= 0], np.array(labels, np.int8)[pos >= 0])
-        return pos
-
-    send([1])
-    send([0])
-    assert sorted(log["label"][:2].tolist()) == [0, 1] and log["label"][2] == -1
-    before = log["label"].copy()
-    send([1])  # A again: the event already holding 1
-    assert log["label"].tolist() == before.tolist()
-    log.set("label", np.arange(3), np.full(3, -1, np.int8))
-    assert sorted(send([1, 1]).tolist()) == [0, 1] and log["label"][:2].tolist() == [1, 1]
-    assert send([1, 1, 1]).tolist()[2] == -1  # a third transaction of that key was never kept

@@ -221,6 +221,31 @@ def test_labels_within_the_delay_give_the_labelled_replay(fitted, feedback):
                                err_msg=name)
 
 
+def test_a_twin_transaction_keeps_its_own_label_through_repeats_and_undo(fitted, feedback):
+    """Two transactions of one card, terminal and time (a double charge): each label lands on its own transaction
+    however often it is sent, and an undo (label 0) takes back the right one. After each send, later rows of that
+    card and terminal get the features of the history that carried the labels sent so far."""
+    name, f = fitted
+    hist, _ = feedback
+    i = int(np.flatnonzero(hist["label"].to_numpy() == 1)[0])
+    twin = hist.iloc[[i]].assign(tx_id="twin-of-a-fraud", label=np.int8(0))
+    rows = pd.concat([hist.iloc[:i + 1], twin, hist.iloc[i + 1:]], ignore_index=True)
+    a, b = rows.iloc[[i]], rows.iloc[[i + 1]]
+    delay = pd.Timedelta(days=float(getattr(f, "delay_days", 7)))
+    probes = pd.concat([a.assign(tx_id=f"probe-{h}", timestamp=a["timestamp"] + delay + pd.Timedelta(hours=h))
+                        for h in (1, 30)], ignore_index=True)  # the same card and terminal, once the labels count
+    st = _absorbed(f, rows.drop(columns="label"))
+    f.add_labels(st, rows.drop(index=[i, i + 1]))
+    known = rows["label"].to_numpy().copy()
+    known[[i, i + 1]] = -1  # not sent yet
+    for sent, label in ((a, 1), (a, 1), (b, 0), (a, 0)):  # A, A again, B, A undone
+        f.add_labels(st, sent.assign(label=np.int8(label)))
+        known[i if sent is a else i + 1] = label
+        want = f.update(_absorbed(f, rows.assign(label=known.astype(np.int8))), probes).to_numpy()
+        np.testing.assert_allclose(f.update(copy.deepcopy(st), probes).to_numpy(), want, rtol=0,
+                                   atol=ATOL.get(name, 0.0), err_msg=f"{name}: {sent['tx_id'].iloc[0]}={label}")
+
+
 def test_add_labels_is_idempotent_and_ignores_rows_never_seen(fitted, feedback):
     name, f = fitted
     hist, nxt = feedback

@@ -119,3 +119,23 @@ def test_a_store_locked_past_the_budget_fails_naming_the_store(tmp_path):
         store.write_alerts(_alerts())
     t.join()
     assert store.write_alerts(_alerts()) == 3  # nothing half-written: all three go in once the lock is gone
+
+
+def test_live_labels_of_an_empty_store_and_alerts_by_tx_id(tmp_path):
+    """A store without decisions (a fresh stack: fraud send-labels --follow starts before any) has no labels to
+    send, and no error; read_alerts(tx_ids=) reads only those alerts."""
+    import pandas as pd
+
+    from fraud.store import AlertStore
+
+    store = AlertStore(f"sqlite:///{tmp_path / 'a.db'}")
+    assert len(store.live_labels()) == 0 and len(store.withdrawn()) == 0
+    store.add_decision("note", "ann", cluster_id="k", note="looked")
+    assert len(store.live_labels()) == 0
+    df = pd.DataFrame({"tx_id": ["a", "b", "c"], "timestamp": pd.to_datetime(["2024-01-03", "2024-01-01",
+                                                                              "2024-01-02"], utc=True),
+                       "customer_id": ["c"] * 3, "terminal_id": ["t"] * 3, "amount": [1.0, 2.0, 3.0],
+                       "score": [0.9] * 3, "reasons": [[], [], []]})
+    store.write_alerts(df, "1")
+    assert store.read_alerts(tx_ids=["c", "a", "zz"])["tx_id"].tolist() == ["c", "a"]
+    assert len(store.read_alerts(tx_ids=[])) == 0

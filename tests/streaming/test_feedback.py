@@ -73,3 +73,22 @@ def test_reapply_never_fails_a_restore(caplog):
         "terminal_id": ["t"], "amount": [1.0], "label": [1]}))[0]) is state
     assert [r.levelname for r in caplog.records] == ["ERROR", "ERROR"]
     assert "label events not applied to the restored state: 1 of them" in caplog.records[0].getMessage()
+
+
+def test_a_new_base_is_due_before_kept_labels_would_fall_out(monkeypatch):
+    """The kept list holds the newest MAX_KEPT label events; once that many arrived since the base, the partition
+    asks for a new base (``base = None``), so no label is in neither the base nor the list."""
+    from streaming.partitions import Partition
+
+    monkeypatch.setattr(feedback, "MAX_KEPT", 3)
+    rows = pd.DataFrame({"tx_id": [f"t{i}" for i in range(2)], "timestamp": pd.to_datetime(["2024-01-01"] * 2,
+                                                                                           utc=True),
+                         "customer_id": ["c", "c"], "terminal_id": ["t", "t"], "amount": [1.0, 2.0],
+                         "label": np.array([1, 0], np.int8)})
+    values, _ = feedback.encode(rows)
+    part = Partition(state=object(), base={"kind": "fresh"}, seen=None)
+    d = SimpleNamespace(msgs=[_msg(v, feedback.HEADERS, offset=i) for i, v in enumerate(values)])
+    bundle = SimpleNamespace(add_labels=lambda st, r: len(r))
+    monkeypatch.setattr(feedback, "to_frame", lambda dd: (rows.iloc[:len(dd.msgs)], np.arange(len(dd.msgs))))
+    assert feedback._apply(bundle, {0: part}, d) == [] and part.base is not None and part.labels_since_base == 2
+    assert feedback._apply(bundle, {0: part}, d) == [] and part.base is None and len(part.labels) == 3
