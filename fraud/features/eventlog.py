@@ -46,8 +46,8 @@ _EXTEND, _WALK = [], []
 
 def find_events(ts: np.ndarray, cols: dict, q_ts: np.ndarray, q_cols: dict, ts_sorted: bool) -> np.ndarray:
     """Per query, the position of the kept event with its time ``q_ts`` and its values ``q_cols`` (column -> values;
-    ``cols`` holds the kept ones), -1 when none. Queries sharing a key take the events sharing it in kept order (the
-    kept state cannot tell such transactions apart). One ``searchsorted`` on the kept times (sorted first unless
+    ``cols`` holds the kept ones), -1 when none. Queries with equal values take the events that share them in kept
+    order (callers include a transaction key when events must not be confused). One ``searchsorted`` on the kept times (sorted first unless
     ``ts_sorted``): the cost is in the queries, not the history."""
     m = len(q_ts)
     out = np.full(m, -1, dtype=np.int64)
