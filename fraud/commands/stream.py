@@ -249,12 +249,15 @@ def register(main: click.Group, bench: click.Group) -> None:
         if kw["follow"]:
             return _follow(kw, ckw)
         labels, tx = _labels_to_send(kw)
+        if not len(labels):  # e.g. no decision since --since: nothing to do (a scheduled run is not an error)
+            click.echo("no labels to send")
+            return None
         rows, missing = labelled_transactions(labels, tx)
         if missing:
             click.echo(f"{len(missing)} labelled tx_id(s) not found among the transactions (not sent), e.g. "
                        f"{', '.join(map(repr, missing[:5]))}", err=True)
         if not len(rows):
-            raise ConfigError("no labelled transaction to send (see above)" if missing else "no labels to send")
+            raise ConfigError(f"none of the {len(missing)} labelled tx_id(s) is among the transactions (see above)")
         wait_for_broker(kw["bootstrap"], timeout=60, client_kw=ckw)
         n = send(rows, kw["bootstrap"], kw["topic"], client_kw=ckw)
         click.echo(f"sent {n} label(s) to {kw['topic']} ({int(rows['label'].sum())} fraud, "

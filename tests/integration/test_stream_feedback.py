@@ -192,3 +192,15 @@ def test_a_model_swap_keeps_the_labels(broker, reg, tmp_path):
     ids = mid["tx_id"]
     pd.testing.assert_series_equal(got[ids], want[ids], check_names=False, rtol=1e-9, atol=1e-12)
     assert (without[ids] - want[ids]).abs().max() > 1e-6
+
+
+def test_send_labels_with_nothing_decided_since_says_so_and_succeeds(tmp_path):
+    from click.testing import CliRunner
+
+    from fraud.cli import main
+    from fraud.store import AlertStore
+
+    AlertStore(f"sqlite:///{tmp_path / 'a.db'}")
+    r = CliRunner().invoke(main, ["send-labels", "--bootstrap", "127.0.0.1:1", "--alerts-db",
+                                  f"sqlite:///{tmp_path / 'a.db'}", "--since", "2024-01-01"])
+    assert r.exit_code == 0 and "no labels to send" in r.output
