@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from benchmarks.loop import budget_alerts
 from fraud.evaluate import average_precision, recall_at_budget
 
 ARMS = ("labels_in_events", "no_feedback", "analyst", "analyst_chargebacks")
@@ -29,8 +30,8 @@ def score_days(bundle, days: list[pd.DataFrame], arm: str, budget: int, chargeba
                             for i in range(0, len(rows), batch_rows)]) if len(rows) else np.empty(0)
         out.append(s)
         if arm in ("analyst", "analyst_chargebacks"):
-            cards = pd.Series(s, index=day["customer_id"].to_numpy()).groupby(level=0).max().nlargest(budget).index
-            bundle.add_labels(state, day.loc[day["customer_id"].isin(cards), CANONICAL + ["label"]])
+            alerted = budget_alerts(day.assign(score=s), budget)
+            bundle.add_labels(state, day.loc[alerted, CANONICAL + ["label"]])
         if arm == "analyst_chargebacks":
             due.setdefault(d + chargeback_days, []).append(day.loc[day["label"] == 1, CANONICAL + ["label"]])
             for frauds in due.pop(d, []):

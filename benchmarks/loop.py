@@ -382,16 +382,21 @@ def _due_disputes(df: pd.DataFrame, train_until, end, cfg: LoopConfig) -> pd.Dat
 def labelled_rows(df: pd.DataFrame, decided: list, disputed: pd.DataFrame) -> pd.DataFrame:
     """The transactions of ``decided`` (the analyst's, the latest per tx_id) and ``disputed`` with those labels:
     what ``fraud send-labels`` sends to the scorer."""
+    lab = _latest(decided, disputed)
+    tx = df.loc[df["tx_id"].astype(str).isin(lab.index), [c for c in CANONICAL if c != "label"]]
+    return tx.assign(label=tx["tx_id"].astype(str).map(lab).astype(np.int8))
+
+
+def _latest(decided: list, disputed: pd.DataFrame) -> pd.Series:
+    """tx_id -> label of the disputes then the analyst's decisions, the last per tx_id winning."""
     lab = pd.concat([disputed, *decided], ignore_index=True).drop_duplicates("tx_id", keep="last")
-    tx = df.loc[df["tx_id"].astype(str).isin(lab["tx_id"]), [c for c in CANONICAL if c != "label"]]
-    return tx.assign(label=tx["tx_id"].astype(str).map(lab.set_index("tx_id")["label"]).astype(np.int8))
+    return pd.Series(lab["label"].to_numpy(), index=lab["tx_id"].astype(str).to_numpy())
 
 
 def known_labels(seen: pd.DataFrame, train_until, decided: list, disputed: pd.DataFrame) -> pd.DataFrame:
     """``seen`` with the labels the scorer knows (``live_labels="sent"``): the initial file's before
     ``train_until``, then the analyst's decisions and the disputes; -1 (unknown) elsewhere."""
-    lab = pd.concat([disputed, *decided], ignore_index=True).drop_duplicates("tx_id", keep="last")
-    got = seen["tx_id"].astype(str).map(lab.set_index("tx_id")["label"])
+    got = seen["tx_id"].astype(str).map(_latest(decided, disputed))
     before = (seen["timestamp"] < train_until).to_numpy()
     out = np.where(before, seen["label"].to_numpy(), got.fillna(UNKNOWN).to_numpy()).astype(np.int8)
     return seen.assign(label=out)

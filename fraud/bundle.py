@@ -40,11 +40,9 @@ import pandas as pd
 from fraud import schema
 from fraud._blas import single_threaded_blas
 from fraud.errors import ModelError, SchemaError
-from fraud.features.base import label_rows, shared_columns
+from fraud.features.base import LABEL_COLUMNS, label_rows, shared_columns
 
 RESULT_COLUMNS = ["tx_id", "score", "is_alert", "reasons"]
-#: the columns :meth:`ScoringBundle.add_labels` reads
-LABEL_COLUMNS = [schema.TX_ID, schema.TIMESTAMP, schema.CUSTOMER_ID, schema.TERMINAL_ID, schema.LABEL]
 #: the bundle format: raise it when a pickled bundle of the previous code can no longer score as it did
 BUNDLE_FORMAT = 6  # 2: CollusionState holds flat arrays (was dicts of lists); 3: BehaviourFeatures' activity group;
 #                     4: BH_T_CARDS_SURPRISE_1D (a column, and a per-event flag in BehaviourState);

@@ -134,7 +134,7 @@ def encode(df: pd.DataFrame) -> tuple[list[bytes], list[bytes]]:
     ts = pd.DatetimeIndex(df["timestamp"]).tz_convert("UTC").tz_localize(None).to_numpy("datetime64[ns]")
     recs = zip(df["tx_id"].astype(str), np.datetime_as_string(ts, unit="ns"), df["customer_id"].astype(str),
                df["terminal_id"].astype(str), df["amount"].astype(float), df["label"].astype(int))
-    # exact: the state finds the transaction by its time (to the nanosecond) and amount (a float's repr)
+    # the time to the nanosecond: the state finds the transaction by its entities, time and tx_id's key
     values = [json.dumps({"tx_id": tx, "timestamp": t + "Z", "customer_id": c, "terminal_id": te, "amount": a,
                           "label": lab}).encode() for tx, t, c, te, a, lab in recs]
     return values, [str(k).encode() for k in df["customer_id"].to_numpy()]

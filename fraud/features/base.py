@@ -40,8 +40,8 @@ from sklearn.base import BaseEstimator
 
 from fraud.errors import ModelError, NotFittedError, SchemaError, ValidationError
 
-#: the columns ``add_labels`` reads (``tx_id``, when present: a transaction labelled twice takes its last label)
-LABEL_COLUMNS = ("timestamp", "customer_id", "terminal_id", "label")
+#: the columns ``add_labels`` reads (the ``tx_id``'s key finds the transaction; labelled twice, its last label counts)
+LABEL_COLUMNS = ("tx_id", "timestamp", "customer_id", "terminal_id", "label")
 
 
 class Featurizer(BaseEstimator, ABC):
@@ -114,16 +114,15 @@ def label_rows(rows: pd.DataFrame, where: str) -> tuple[pd.DataFrame, np.ndarray
     lab = pd.to_numeric(rows["label"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     bad = np.flatnonzero(~np.isin(lab, (0.0, 1.0)))
     if len(bad):
-        tx = rows["tx_id"].iloc[bad].tolist() if "tx_id" in rows.columns else [f"row {i + 1}" for i in bad]
+        tx = rows["tx_id"].iloc[bad].tolist()
         values = rows["label"].iloc[bad].tolist()
         problems = pd.DataFrame({"source": where, "line": bad + 1, "field": "label", "value": values,
                                  "reason": "not 0 or 1"})
         raise ValidationError(f"{where}: label {values[0]!r} of transaction {tx[0]!r} is not 0 or 1 "
                               f"({len(bad)} such row(s))", problems)
-    if "tx_id" in rows.columns:
-        last = ~rows["tx_id"].astype(str).duplicated(keep="last").to_numpy()
-        if not last.all():
-            rows, lab = rows.loc[last], lab[last]
+    last = ~rows["tx_id"].astype(str).duplicated(keep="last").to_numpy()
+    if not last.all():
+        rows, lab = rows.loc[last], lab[last]
     return rows, lab.astype(np.int8)
 
 

@@ -112,11 +112,13 @@ class GraphState:
         for k in self.T_ROWS:
             d[k] = d[k][:self.n_t].copy()
         e, h, t = int(self.meta[3]), int(self.meta[0]), int(self.meta[1])
-        for k in ("p_ts", "p_c", "p_t", "p_tx"):
+        for k in self.PENDING:
             d[k] = d[k][e:t].copy()
         d["meta"] = np.array([h - e, t - e, self.meta[2], 0], np.int64)
         return d
 
+    #: the frauds' arrays (time, customer, terminal, transaction key): released ones then pending ones
+    PENDING = ("p_ts", "p_c", "p_t", "p_tx")
     #: arrays with a row per customer / per terminal
     C_ROWS = ("c_fit", "ct_key", "ct_cnt", "ct_ts", "ct_len", "known_c", "first_seen", "mark", "fc", "fc_ok")
     T_ROWS = ("t_fit", "tc_key", "tc_cnt", "tc_ts", "tc_len", "kt_key", "kt_cnt", "kt_len", "ft", "ft_ok", "tz", "tz_n",
@@ -203,12 +205,12 @@ class GraphState:
     def reserve_pending(self, extra: int) -> None:
         e, h, t = int(self.meta[3]), int(self.meta[0]), int(self.meta[1])
         if e > 0 and (t + extra > len(self.p_ts) or e > len(self.p_ts) // 2):  # compact
-            for k in ("p_ts", "p_c", "p_t", "p_tx"):
+            for k in self.PENDING:
                 a = getattr(self, k)
                 a[:t - e] = a[e:t]
             self.meta[3], self.meta[0], self.meta[1] = 0, h - e, t - e
         need = int(self.meta[1]) + extra
-        for k in ("p_ts", "p_c", "p_t", "p_tx"):
+        for k in self.PENDING:
             setattr(self, k, _grow(getattr(self, k), need))
 
 

@@ -433,7 +433,7 @@ class BaselineFeatures(Featurizer):
         self._check_fitted()
         windows_ns, delay_ns = self._params()
         nw = 2 * len(windows_ns)
-        batches, txs = [], []
+        batches = []
         for state, rows in pairs:
             _require(rows, ("timestamp", "customer_id", "terminal_id", "amount"), "BaselineFeatures.update")
             ts = timestamps_ns(column(rows, "timestamp"))
@@ -444,7 +444,6 @@ class BaselineFeatures(Featurizer):
             batches.append((state, rows, ts, amount, _labels(rows),
                             _codes(state.customer_codes, id_list(rows, "customer_id")),
                             _codes(state.terminal_codes, id_list(rows, "terminal_id"))))
-            txs.append(tx_keys(rows))
         live = [b for b in batches if b[4] is not None]
         ts_all = np.concatenate([b[2] for b in batches]) if batches else np.empty(0, np.int64)
         amount_all = np.concatenate([b[3] for b in batches]) if batches else np.empty(0)
@@ -457,8 +456,8 @@ class BaselineFeatures(Featurizer):
             term = _terminal_block(code, t, v["label"] == 1, windows_ns, delay_ns, rows=q)
         else:
             cust = term = np.empty((0, nw))
-        for (state, rows, ts, amount, labels, cc, tc), tx in zip(live, txs):
-            self._absorb(state, cc, tc, ts, amount, labels, tx)
+        for state, rows, ts, amount, labels, cc, tc in live:
+            self._absorb(state, cc, tc, ts, amount, labels, tx_keys(rows))
         return self._matrix(ts_all, amount_all, cust, term)
 
     def add_labels(self, state: BaselineState, rows: pd.DataFrame) -> int:
