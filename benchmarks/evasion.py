@@ -41,6 +41,7 @@ class EvasionConfig:
     activity_alarm: bool = False  # every arm's model under fraud.detectors.activity (TrainConfig.activity_alarm)
     terminal_alarm: bool | None = None  # TrainConfig.terminal_alarm for every arm (None: TrainConfig's default)
     reach_back: bool = False  # also rank card-days by benchmarks.compromise's case scores (arms ``*_reach``)
+    expose: int = 0  # the loop's alerts and cases a day kept for cards exposed at confirmed frauds' terminals
 
     def card_budget(self) -> int:
         return int(self.budget) if self.budget else max(5, self.customers // 100)
@@ -92,7 +93,8 @@ def loop_recall(df: pd.DataFrame, start: pd.Timestamp, cfg: EvasionConfig, say, 
     week-2 recall over all fraud; ``rerank``: the loop's day ranking (``benchmarks.loop.run_arm``)."""
     from benchmarks.loop import FAST_TRAIN, LoopConfig, run_arm
 
-    kw = {"budget": cfg.card_budget(), "cases_per_day": cfg.cases_per_day(), "train_kw": cfg.train_kw(FAST_TRAIN)}
+    kw = {"budget": cfg.card_budget(), "cases_per_day": cfg.cases_per_day(), "train_kw": cfg.train_kw(FAST_TRAIN),
+          "expose": cfg.expose}
     res = run_arm(df, start, WEEKS, "full", LoopConfig(**kw), say=say, rerank=rerank)
     week = res["weeks"][WEEKS - 1]["by_scenario"]
     return _by_tactic({str(k): float(v) for k, v in week.items()}), "loop: full arm, week 2", \

@@ -19,7 +19,9 @@ the supervised head, the baseline guard and the gate skip) or "reliable" (0 when
 it below the ``reliable_quantile`` of its own live scores, else -1: positive-unlabelled learning's reliable
 negatives); ``LoopConfig.explore``: cases a day the analyst takes from the cards the budget left out, ranked by the
 label-free detectors alone; ``LoopConfig.chargebacks``: the share of fraud cards whose holders dispute the charges,
-each fraud reaching the retrains ``chargeback_days`` after it happened (labels from outside the alert budget).
+each fraud reaching the retrains ``chargeback_days`` after it happened (labels from outside the alert budget);
+``LoopConfig.expose``: alerts and cases a day kept for the cards exposed at the terminals of the analyst's
+confirmed frauds that day (``fraud.review.exposure``: a compromised terminal's other visitors).
 Figures and definitions: docs/benchmarks.md.
 """
 from __future__ import annotations
@@ -72,6 +74,9 @@ class LoopConfig:
     #: simulation; used after the features' delay) or "sent" (events carry none; the full arm's analyst decisions
     #: and the disputes are sent back at the end of each day, as fraud send-labels does)
     live_labels: str = "events"
+    #: of the budget and of the cases_per_day, the cards a day kept for those exposed at the terminals of the day's
+    #: confirmed frauds (fraud.review.exposure); slots no exposed card takes go to the next cards by score
+    expose: int = 0
 
     def check(self) -> None:
         for name in ("budget", "cases_per_day", "retrain_every_days", "batch_rows"):
@@ -86,6 +91,11 @@ class LoopConfig:
         if not isinstance(self.explore, (int, np.integer)) or not 0 <= self.explore <= self.cases_per_day:
             raise ConfigError(f"bench loop: explore={self.explore!r} must be an integer in [0, cases_per_day="
                               f"{self.cases_per_day}]")
+        e = self.expose
+        if isinstance(e, bool) or not isinstance(e, (int, np.integer)) or not 0 <= e < min(
+                self.budget, self.cases_per_day - self.explore + 1):
+            raise ConfigError(f"bench loop: expose={e!r} must be an integer >= 0, below the budget ({self.budget}) "
+                              f"and at most the cases left after exploration ({self.cases_per_day - self.explore})")
         if self.live_labels not in ("events", "sent"):
             raise ConfigError(f"bench loop: live_labels={self.live_labels!r} must be 'events' or 'sent'")
         if self.unreviewed not in POLICIES:
@@ -197,10 +207,32 @@ def analyst(alerts: pd.DataFrame, truth: pd.Series, cfg: LoopConfig, explore: pd
     With ``cfg.explore`` > 0, that many of the cases come from ``explore`` (:func:`exploration_alerts`, ranked by
     their ``score`` column) instead."""
     k = cfg.explore if explore is not None else 0
-    main, extra = _top_cases(alerts, cfg.cases_per_day - k, cfg), (_top_cases(explore, k, cfg) if k else [])
+    main, extra = _top_cases(alerts, cfg.cases_per_day - k - cfg.expose, cfg), (_top_cases(explore, k, cfg) if k else [])
     tx = pd.Index(pd.Series([*main, *extra], dtype=str))
     return pd.DataFrame({"tx_id": tx.to_numpy(), "label": truth.reindex(tx).to_numpy().astype(np.int8),
-                         "explored": np.arange(len(tx)) >= len(main)})
+                         "explored": np.arange(len(tx)) >= len(main), "exposed": False})
+
+
+def exposure_review(scored: pd.DataFrame, alert: np.ndarray, dec: pd.DataFrame, truth: pd.Series, cfg: LoopConfig
+                    ) -> tuple[np.ndarray, pd.DataFrame]:
+    """The day's alerts and decisions once the ``cfg.expose`` kept slots are filled: first the cards exposed at the
+    terminals of the day's confirmed frauds (``fraud.review.exposure.exposed_cards``, the day's events), each such
+    card's transactions of the day decided by ``truth``; then, if fewer were exposed, the next cards by score."""
+    from fraud.review.exposure import exposed_cards
+
+    by_tx = scored.set_index(scored["tx_id"].astype(str))
+    fraud_tx = dec.loc[dec["label"].to_numpy() == 1, "tx_id"].astype(str)
+    alerted = set(scored.loc[alert, "customer_id"].astype(str))
+    ex = exposed_cards(scored, by_tx.loc[by_tx.index.intersection(fraud_tx)], window=DAY, exclude=alerted)
+    cards = list(ex["customer_id"][:cfg.expose])
+    card = scored["customer_id"].astype(str)
+    if len(cards) < cfg.expose:
+        best = scored.assign(c=card).groupby("c")["score"].max().sort_values(ascending=False, kind="stable")
+        cards += [c for c in best.index if c not in alerted and c not in cards][:cfg.expose - len(cards)]
+    reviewed = scored.loc[card.isin(set(ex["customer_id"][:cfg.expose])), "tx_id"].astype(str)
+    extra = pd.DataFrame({"tx_id": reviewed.to_numpy(), "label": truth.reindex(reviewed).to_numpy().astype(np.int8),
+                          "explored": False, "exposed": True})
+    return alert | card.isin(set(cards)).to_numpy(), pd.concat([dec, extra], ignore_index=True)
 
 
 def _top_cases(alerts: pd.DataFrame, n: int, cfg: LoopConfig) -> list:
@@ -308,9 +340,11 @@ def run_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, arm: str, c
             scored = score_day(bundle, state, rows[cols], cfg.batch_rows, label_free=cfg.explore > 0)
         if rerank is not None and len(scored):
             scored["score"] = rerank(rows, scored["score"].to_numpy(float))
-        alert = budget_alerts(scored, cfg.budget) if len(scored) else np.zeros(0, bool)
+        alert = budget_alerts(scored, cfg.budget - cfg.expose) if len(scored) else np.zeros(0, bool)
         explore = exploration_alerts(scored, alert, cfg.budget) if cfg.explore and len(scored) else None
         dec = analyst(scored.loc[alert], truth, cfg, explore)
+        if cfg.expose and len(scored):
+            alert, dec = exposure_review(scored, alert, dec, truth, cfg)
         decided.append(dec)
         if sent:  # the day's decisions (full arm) and the disputes due by its end reach the scorer's state
             bundle.add_labels(state, labelled_rows(df, [dec] if arm == "full" else [],
@@ -323,6 +357,7 @@ def run_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, arm: str, c
                      "decided": len(dec), "fraud_decided": int(dec["label"].sum()),
                      "explored": int(dec["explored"].sum()),
                      "fraud_explored": int(dec.loc[dec["explored"], "label"].sum()),
+                     "exposed": int(dec["exposed"].sum()), "fraud_exposed": int(dec.loc[dec["exposed"], "label"].sum()),
                      "fraud_decided_by_scenario": _by_scenario(dec, scenario),
                      "model_version": str(bundle.version)})
         if arm != "frozen" and (d + 1) % cfg.retrain_every_days == 0 and d + 1 < 7 * weeks:

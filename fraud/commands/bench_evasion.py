@@ -35,6 +35,10 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--reach-back", is_flag=True,
                   help="Also rank card-days by benchmarks.compromise's cases (a day's card-days lifted by the "
                        "most surprising terminal they used that day): arms *_reach, and a second loop using them.")
+    @click.option("--expose", default=0, show_default=True, type=click.IntRange(0),
+                  help="Of the loop's budget and cases a day, the cards kept for those used at the terminals of the "
+                       "analyst's confirmed frauds that day (fraud.review.exposure: a compromised terminal's other "
+                       "visitors); 0: none.")
     @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                   help="Training override for every arm, repeatable: graph.refresh_lr=0.05 (a featurizer's "
                        "parameter) or a TrainConfig field.")
@@ -50,7 +54,7 @@ def register(main: click.Group, bench: click.Group) -> None:
         cfg = EvasionConfig(seeds=_seeds(kw["seeds"]), customers=kw["customers"], terminals=kw["terminals"],
                             train_days=kw["train_days"], budget=kw["budget"], cases=kw["cases"],
                             scale=kw["scale"], loop=kw["loop"], activity_alarm=kw["activity_alarm"],
-                            terminal_alarm=kw["terminal_alarm"], reach_back=kw["reach_back"],
+                            terminal_alarm=kw["terminal_alarm"], reach_back=kw["reach_back"], expose=kw["expose"],
                             train=train_overrides(kw["sets"], "bench evasion"))
         say = (lambda s: None) if kw["as_json"] else (lambda s: click.echo(s, err=True))
         res = run_evasion(cfg, say=say)

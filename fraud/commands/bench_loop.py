@@ -65,6 +65,11 @@ def register(main: click.Group, bench: click.Group) -> None:
                   help="Of the analyst's --cases a day, those taken from the cards the budget did not alert, "
                        "ranked by the model's label-free detectors alone (exploration: labels for patterns the "
                        "head does not score high yet); recall at budget still counts the budget's alerts only.")
+    @click.option("--expose", default=0, show_default=True, type=click.IntRange(0),
+                  help="Of --budget and --cases a day, the cards kept for those used at the terminals of the "
+                       "analyst's confirmed frauds that day (fraud.review.exposure: a compromised terminal's other "
+                       "visitors, each decided by the analyst); slots no exposed card takes go to the next cards by "
+                       "score.")
     @click.option("--chargebacks", default=0.0, show_default=True, type=click.FloatRange(0, 1),
                   help="Share of fraud cards whose holders dispute the charges: their frauds reach the weekly "
                        "retrains --chargeback-days after they happened, in every retrained arm (labels from "
@@ -91,7 +96,7 @@ def register(main: click.Group, bench: click.Group) -> None:
         from benchmarks.worlds import train_overrides
 
         loop = LoopConfig(budget=kw["budget"], cases_per_day=kw["cases"], analyst=kw["analyst"],
-                          unreviewed=kw["unreviewed"], explore=kw["explore"],
+                          unreviewed=kw["unreviewed"], explore=kw["explore"], expose=kw["expose"],
                           reliable_quantile=kw["reliable_quantile"], chargebacks=kw["chargebacks"],
                           chargeback_days=kw["chargeback_days"], live_labels=kw["live_labels"],
                           train_kw={**FAST_TRAIN, **train_overrides(kw["sets"])})

@@ -166,3 +166,43 @@ def test_sent_labels_the_frozen_scorer_sees_no_label_and_the_full_one_its_analys
     assert not np.allclose(full["frame"]["score"].to_numpy(), whole["score"].to_numpy())
     with pytest.raises(ConfigError, match="live_labels='x'"):
         dataclasses.replace(cfg.loop, live_labels="x").check()
+
+
+def test_exposure_review_fills_the_kept_slots_with_cards_exposed_at_confirmed_frauds():
+    """``expose``: the budget's last slots go to the cards used at a confirmed fraud's terminal that day (the
+    analyst decides their transactions), the rest to the next cards by score."""
+    from benchmarks.loop import budget_alerts, exposure_review
+
+    t = pd.Timestamp("2024-03-01 10:00", tz="UTC")
+    rows = [("a1", "A", "T1", 0.9, 0), ("f1", "F", "T9", 0.8, 1), ("b1", "B", "T2", 0.7, 0),
+            ("c1", "C", "T3", 0.6, 0), ("x1", "X", "T9", 0.1, 1), ("x2", "X", "T4", 0.05, 0),
+            ("y1", "Y", "T9", 0.2, 0), ("z1", "Z", "T5", 0.01, 0)]
+    scored = pd.DataFrame([{"tx_id": i, "timestamp": t + pd.Timedelta(hours=k), "customer_id": c, "terminal_id": term,
+                            "amount": 5.0, "score": s} for k, (i, c, term, s, _) in enumerate(rows)])
+    truth = pd.Series({i: lab for i, *_, lab in rows})
+    cfg = LoopConfig(budget=4, cases_per_day=4, expose=2, analyst="cards")
+    alert = budget_alerts(scored, cfg.budget - cfg.expose)                  # A and F
+    dec = pd.DataFrame({"tx_id": ["a1", "f1"], "label": [0, 1], "explored": False, "exposed": False})
+    alert2, dec2 = exposure_review(scored, alert, dec, truth, cfg)
+    assert set(scored.loc[alert2, "customer_id"]) == {"A", "F", "Y", "X"}    # Y (0.2) before X (0.1): both at T9
+    ex = dec2[dec2["exposed"]]
+    assert set(ex["tx_id"]) == {"x1", "x2", "y1"} and ex.set_index("tx_id")["label"].to_dict() == \
+        {"x1": 1, "x2": 0, "y1": 0}
+    no_fraud = dec.assign(label=[0, 0])                                     # nothing confirmed: next cards by score
+    alert3, dec3 = exposure_review(scored, alert, no_fraud, truth, cfg)
+    assert set(scored.loc[alert3, "customer_id"]) == {"A", "F", "B", "C"} and not dec3["exposed"].any()
+    with pytest.raises(ConfigError, match="expose=4"):
+        dataclasses.replace(cfg, expose=4).check()
+
+
+def test_an_arm_with_exposure_keeps_the_budget_and_reports_its_reviews(world, arms):
+    cfg, df, split, base = world
+    res = run_arm(df, split, 1, "frozen", dataclasses.replace(cfg.loop, expose=2), initial=base, keep_frame=True)
+    f = res["frame"]
+    np.testing.assert_allclose(f["score"].to_numpy(), arms["frozen"]["frame"]["score"].to_numpy()[:len(f)])
+    per_day = f[f["alerted"]].groupby("day")["customer_id"].nunique()
+    assert (per_day == cfg.loop.budget).all()
+    assert all(d["exposed"] >= d["fraud_exposed"] >= 0 for d in res["days"])
+    assert sum(d["fraud_exposed"] for d in res["days"]) > 0      # this world's week holds exposed frauds
+    for d in res["days"]:                                          # an exposed review only after a confirmed fraud
+        assert d["exposed"] == 0 or d["fraud_decided"] > d["fraud_exposed"]

@@ -1,0 +1,101 @@
+"""``fraud.review.exposure.exposed_cards``: the other cards used at a confirmed fraud's terminal around its time."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from fraud.errors import ConfigError
+from fraud.review.exposure import COLUMNS, exposed_cards
+
+T0 = pd.Timestamp("2024-03-01 12:00", tz="UTC")
+
+
+def _events(rows):
+    return pd.DataFrame([{"tx_id": f"x{i}", "timestamp": T0 + pd.Timedelta(hours=h), "customer_id": c,
+                          "terminal_id": t, "amount": 10.0, "score": s} for i, (h, c, t, s) in enumerate(rows)])
+
+
+def test_cards_at_the_terminals_of_confirmed_frauds_within_the_window_most_confirmed_first():
+    ev = _events([(0, "F1", "T1", 0.9), (1, "F2", "T1", 0.8),      # the two confirmed frauds at T1
+                  (-3, "A", "T1", 0.1), (5, "A", "T1", 0.3),         # A twice at T1
+                  (2, "B", "T1", 0.7),                                # B once, higher score than A
+                  (30, "C", "T1", 0.99),                              # C at T1 but 29 h after the last fraud
+                  (0, "D", "T2", 0.95), (2, "F3", "T2", 0.5),         # D at T2, one confirmed fraud there
+                  (1, "E", "T3", 0.99)])                              # E never at a fraud's terminal
+    conf = ev[ev["customer_id"].isin(["F1", "F2", "F3"])]
+    out = exposed_cards(ev, conf)
+    assert list(out.columns) == COLUMNS
+    assert list(out["customer_id"]) == ["B", "A", "D"]            # T1 (2 confirmed) before T2 (1); then by score
+    a = out.set_index("customer_id")
+    assert a.loc["A", "visits"] == 2 and a.loc["A", "top_score"] == pytest.approx(0.3)
+    assert a.loc["A", "first_seen"] == T0 - pd.Timedelta(hours=3)
+    assert list(a["confirmed_at_terminal"]) == [2, 2, 1] and list(a["terminal_id"]) == ["T1", "T1", "T2"]
+    # a wider window reaches C; excluded cards (e.g. already alerted) are left out
+    wide = exposed_cards(ev, conf, window=pd.Timedelta(hours=48), exclude=["B"])
+    assert list(wide["customer_id"]) == ["C", "A", "D"]
+
+
+def test_a_card_at_two_exposed_terminals_is_listed_once_at_the_more_exposed_one():
+    ev = _events([(0, "F1", "T1", 0.9), (1, "F2", "T1", 0.9), (0, "F3", "T2", 0.9),
+                  (1, "A", "T2", 0.9), (2, "A", "T1", 0.2)])
+    out = exposed_cards(ev, ev[ev["customer_id"].str.startswith("F")])
+    assert len(out) == 1 and out.loc[0, "terminal_id"] == "T1" and out.loc[0, "visits"] == 2
+
+
+def test_without_scores_or_frauds_and_with_bad_input():
+    ev = _events([(0, "F1", "T1", 0.9), (1, "A", "T1", 0.1)]).drop(columns="score")
+    out = exposed_cards(ev, ev.iloc[:1])
+    assert list(out["customer_id"]) == ["A"] and out["top_score"].isna().all()
+    assert exposed_cards(ev, ev.iloc[:0]).empty and list(exposed_cards(ev.iloc[:0], ev).columns) == COLUMNS
+    with pytest.raises(ConfigError, match=r"confirmed frauds lack column\(s\) \['terminal_id'\]"):
+        exposed_cards(ev, ev.drop(columns="terminal_id"))
+
+
+def test_the_case_page_lists_the_cards_exposed_once_a_fraud_is_confirmed(tmp_path):
+    """Real store, real clustering, the context from an archive folder: the compromised terminal T9's case lists
+    the other cards used at T9 within a day of its confirmed frauds (not the case's own, not later visitors)."""
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from fraud.review.app import create_app
+    from fraud.review.clusters import ContextSource
+    from fraud.store import AlertStore
+
+    from .helpers import hand_built_alerts
+
+    a = hand_built_alerts()
+    store = AlertStore(f"sqlite:///{tmp_path / 'alerts.db'}")
+    store.write_alerts(a)
+    t9 = a[a["terminal_id"] == "T9"]
+    first, last = t9["timestamp"].min(), t9["timestamp"].max()
+    extra = pd.DataFrame({"tx_id": ["w1", "w2", "w3", "w4"], "customer_id": ["W1", "W2", "W3", "W4"],
+                          "terminal_id": ["T9", "T9", "T9", "U0"], "amount": 20.0, "score": [0.05, 0.2, 0.9, 0.9],
+                          "timestamp": [first - pd.Timedelta(hours=5), last + pd.Timedelta(hours=2),
+                                        last + pd.Timedelta(days=3), first]})
+    ctx = pd.concat([a[["tx_id", "timestamp", "customer_id", "terminal_id", "amount", "score"]], extra])
+    day = tmp_path / "archive" / "date=2024-03-05"
+    day.mkdir(parents=True)
+    ctx.to_parquet(day / "part-x-p0000-o000-100.parquet", index=False)
+    app = create_app(store, token="exposure-token", context_source=ContextSource(tmp_path / "archive", refresh_s=0))
+    c = TestClient(app)
+    bearer = {"Authorization": "Bearer exposure-token"}
+    assert c.post("/login", data={"secret": "exposure-token", "next": "/"}).status_code == 200
+    app.state.cache.view()
+    assert app.state.cache.wait(60)
+    book = app.state.cache.book
+    victim = t9["tx_id"].iloc[-1]
+    case_id = book.members().set_index("tx_id").loc[victim, "case_id"]
+    before = c.get(f"/case/{case_id}").text
+    assert "Listed once a transaction of this case is confirmed as fraud" in before and 'id="exposed"' not in before
+    r = c.post(f"/case/{case_id}/decide", data={"outcome": "fraud", "tx_id": victim}, headers=bearer)
+    assert r.status_code == 200, r.text
+    page = c.get(f"/case/{case_id}").text
+    table = page.split('id="exposed"', 1)[1].split("</table>", 1)[0]
+    listed = re.findall(r'href="/customer/([^"]+)"', table)
+    members = set(book.members(case_id)["customer_id"])
+    t = t9.set_index("tx_id").loc[victim, "timestamp"]
+    near = ctx[(ctx["terminal_id"] == "T9") & ((ctx["timestamp"] - t).abs() <= pd.Timedelta(hours=24))]
+    expected = set(near["customer_id"]) - members
+    assert "W2" in expected and "W1" not in expected                   # W1 came 33 h before the confirmed fraud
+    assert set(listed) == expected and len(listed) == len(expected)    # W3 came days later, W4 elsewhere
