@@ -223,9 +223,11 @@ def register(main: click.Group, bench: click.Group) -> None:
     @_case_opts
     @click.pass_context
     def cases_show(ctx, case_id, alerts_db, since, until, archive, context_path):
-        """One case: state, history and transactions with their reasons in words."""
+        """One case: state, history, transactions with their reasons in words, and (with context) the cards exposed
+        at the terminals of its confirmed frauds."""
         from fraud.review.cases import OUTCOME_WORDS, STATUS_WORDS
-        from fraud.review.queue import transactions
+        from fraud.review.clusters import read_context
+        from fraud.review.queue import exposed, transactions
 
         book, res, st, all_rows = _cases(ctx, alerts_db, since, until, archive, context_path)
         c = book.get(case_id)
@@ -239,11 +241,20 @@ def register(main: click.Group, bench: click.Group) -> None:
         for h in book.history(case_id):
             click.echo(f"  #{h['id']} {str(h['at'])[:16]} {h['analyst']}: {h['text']}" + (" (undone)" if h["undone_by"] else ""))
         click.echo("transactions:")
-        for t in transactions(book, case_id, res, st):
+        txs = transactions(book, case_id, res, st)
+        for t in txs:
             click.echo(f"  {t['time']} {t['tx_id']} c={t['customer_id']} t={t['terminal_id']} {t['amount']:.2f} "
                        f"{t['band']} {t['label'] or ''}")
             for w in t["reasons"]:
                 click.echo(f"      - {w}")
+        ex = exposed(read_context(archive, context_path), res.alerts, txs, set(book.members(case_id)["customer_id"]))
+        if ex:
+            click.echo("cards exposed at the terminals of its confirmed frauds (used there within a day of one):")
+            for e in ex:
+                click.echo(f"  c={e['customer_id']} t={e['terminal_id']} first visit {e['first_seen']} "
+                           f"visits {e['visits']} confirmed frauds there {e['confirmed']}"
+                           + (f" top score {e['score']:.3f}" if e["score"] is not None else "")
+                           + (" (has alerts)" if e["alerted"] else ""))
 
     @cases_grp.command("assign")
     @click.argument("case_id")

@@ -91,7 +91,7 @@ def add_case_routes(app, ctx) -> None:
             h["undoable"] = h["action"] in UNDOABLE and h["undone_by"] is None
         cl = view.result.get(c["cluster_id"]) if c["cluster_id"] else None
         return render(request, "case.html", c=c, row=row, txs=txs, history=history, cluster=cl, nearest=nearest,
-                      exposed=Q.exposed(view, txs, set(m["customer_id"])),
+                      exposed=Q.exposed(view.context, view.result.alerts, txs, set(m["customer_id"])),
                       seen=alerts_digest(m["tx_id"]),
                       related=book.related(case_id),
                       STATUS_WORDS=STATUS_WORDS, OUTCOME_WORDS=OUTCOME_WORDS, outcomes=OUTCOME_BUTTONS,

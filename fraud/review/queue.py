@@ -379,17 +379,18 @@ def transactions_csv(txs: list[dict]) -> str:
     return buf.getvalue()
 
 
-def exposed(view, txs: list[dict], case_cards: set, limit: int = 100) -> list[dict] | None:
-    """The cards exposed at the terminals of the case's confirmed frauds (``fraud.review.exposure``) in the
-    context, outside the case: None without context, [] before a fraud is confirmed or when none is exposed."""
+def exposed(context: pd.DataFrame | None, alerts: pd.DataFrame, txs: list[dict], case_cards: set,
+            limit: int = 100) -> list[dict] | None:
+    """The cards exposed at the terminals of the case's confirmed frauds (``txs``: :func:`transactions`;
+    ``fraud.review.exposure``) in the ``context``, outside the case: None without context, [] before a fraud is
+    confirmed or when none is exposed. ``alerted``: the card has alerts of its own."""
     from fraud.review.exposure import exposed_cards
 
     frauds = [t["tx_id"] for t in txs if t["label"] == "fraud"]
-    if view.context is None or not frauds:
-        return None if view.context is None else []
-    a = view.result.alerts
-    ex = exposed_cards(view.context, a[a["tx_id"].isin(frauds)], exclude=case_cards).head(limit)
-    alerted = set(a["customer_id"].astype(str))
+    if context is None or not frauds:
+        return None if context is None else []
+    ex = exposed_cards(context, alerts[alerts["tx_id"].isin(frauds)], exclude=case_cards).head(limit)
+    alerted = set(alerts["customer_id"].astype(str))
     return [{"customer_id": r["customer_id"], "terminal_id": r["terminal_id"], "visits": int(r["visits"]),
              "first_seen": pd.Timestamp(r["first_seen"]).strftime("%Y-%m-%d %H:%M"),
              "confirmed": int(r["confirmed_at_terminal"]), "alerted": r["customer_id"] in alerted,

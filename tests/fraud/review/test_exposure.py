@@ -51,22 +51,17 @@ def test_without_scores_or_frauds_and_with_bad_input():
         exposed_cards(ev, ev.drop(columns="terminal_id"))
 
 
-def test_the_case_page_lists_the_cards_exposed_once_a_fraud_is_confirmed(tmp_path):
-    """Real store, real clustering, the context from an archive folder: the compromised terminal T9's case lists
-    the other cards used at T9 within a day of its confirmed frauds (not the case's own, not later visitors)."""
-    import re
-
-    from fastapi.testclient import TestClient
-
-    from fraud.review.app import create_app
-    from fraud.review.clusters import ContextSource
+@pytest.fixture()
+def compromised(tmp_path):
+    """The hand-built alerts in a real store (T9: a compromised terminal's victims) and an archive holding them plus
+    four cards never alerted: W1 at T9 5 h before its first alert, W2 2 h after its last, W3 days later, W4 elsewhere."""
     from fraud.store import AlertStore
 
     from .helpers import hand_built_alerts
 
     a = hand_built_alerts()
-    store = AlertStore(f"sqlite:///{tmp_path / 'alerts.db'}")
-    store.write_alerts(a)
+    db = f"sqlite:///{tmp_path / 'alerts.db'}"
+    AlertStore(db).write_alerts(a)
     t9 = a[a["terminal_id"] == "T9"]
     first, last = t9["timestamp"].min(), t9["timestamp"].max()
     extra = pd.DataFrame({"tx_id": ["w1", "w2", "w3", "w4"], "customer_id": ["W1", "W2", "W3", "W4"],
@@ -77,14 +72,38 @@ def test_the_case_page_lists_the_cards_exposed_once_a_fraud_is_confirmed(tmp_pat
     day = tmp_path / "archive" / "date=2024-03-05"
     day.mkdir(parents=True)
     ctx.to_parquet(day / "part-x-p0000-o000-100.parquet", index=False)
-    app = create_app(store, token="exposure-token", context_source=ContextSource(tmp_path / "archive", refresh_s=0))
+    return db, tmp_path / "archive", ctx, t9["tx_id"].iloc[-1]
+
+
+def _expected(ctx: pd.DataFrame, victim: str, members: set) -> set:
+    """The cards at the victim's terminal within a day of it, outside its case."""
+    v = ctx.set_index("tx_id").loc[victim]
+    near = ctx[(ctx["terminal_id"] == v["terminal_id"]) & ((ctx["timestamp"] - v["timestamp"]).abs()
+                                                            <= pd.Timedelta(hours=24))]
+    out = set(near["customer_id"]) - members
+    assert "W2" in out and "W1" not in out                             # W1 came 33 h before the confirmed fraud
+    return out
+
+
+def test_the_case_page_lists_the_cards_exposed_once_a_fraud_is_confirmed(compromised):
+    """Real store, real clustering, the context from an archive folder: the compromised terminal T9's case lists
+    the other cards used at T9 within a day of its confirmed fraud (not the case's own, not later visitors)."""
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from fraud.review.app import create_app
+    from fraud.review.clusters import ContextSource
+    from fraud.store import AlertStore
+
+    db, archive, ctx, victim = compromised
+    app = create_app(AlertStore(db), token="exposure-token", context_source=ContextSource(archive, refresh_s=0))
     c = TestClient(app)
     bearer = {"Authorization": "Bearer exposure-token"}
     assert c.post("/login", data={"secret": "exposure-token", "next": "/"}).status_code == 200
     app.state.cache.view()
     assert app.state.cache.wait(60)
     book = app.state.cache.book
-    victim = t9["tx_id"].iloc[-1]
     case_id = book.members().set_index("tx_id").loc[victim, "case_id"]
     before = c.get(f"/case/{case_id}").text
     assert "Listed once a transaction of this case is confirmed as fraud" in before and 'id="exposed"' not in before
@@ -93,9 +112,32 @@ def test_the_case_page_lists_the_cards_exposed_once_a_fraud_is_confirmed(tmp_pat
     page = c.get(f"/case/{case_id}").text
     table = page.split('id="exposed"', 1)[1].split("</table>", 1)[0]
     listed = re.findall(r'href="/customer/([^"]+)"', table)
-    members = set(book.members(case_id)["customer_id"])
-    t = t9.set_index("tx_id").loc[victim, "timestamp"]
-    near = ctx[(ctx["terminal_id"] == "T9") & ((ctx["timestamp"] - t).abs() <= pd.Timedelta(hours=24))]
-    expected = set(near["customer_id"]) - members
-    assert "W2" in expected and "W1" not in expected                   # W1 came 33 h before the confirmed fraud
+    expected = _expected(ctx, victim, set(book.members(case_id)["customer_id"]))
     assert set(listed) == expected and len(listed) == len(expected)    # W3 came days later, W4 elsewhere
+
+
+def test_cases_show_lists_the_exposed_cards_with_the_archive(compromised):
+    import re
+
+    from click.testing import CliRunner
+
+    from fraud.cli import main
+    from fraud.review.cases import CaseBook
+    from fraud.store import AlertStore
+
+    db, archive, ctx, victim = compromised
+    where = ["--alerts-db", db, "--archive", str(archive)]
+    run = CliRunner().invoke
+    assert run(main, ["review", "cases", "list", *where]).exit_code == 0
+    book = CaseBook(AlertStore(db))
+    case_id = book.members().set_index("tx_id").loc[victim, "case_id"]
+    before = run(main, ["review", "cases", "show", case_id, *where])
+    assert before.exit_code == 0, before.output
+    assert "cards exposed" not in before.output                        # nothing confirmed yet
+    r = run(main, ["review", "cases", "decide", case_id, "fraud", "--analyst", "ana", "--tx-id", victim, "--yes",
+                   *where])
+    assert r.exit_code == 0, r.output
+    out = run(main, ["review", "cases", "show", case_id, *where]).output
+    assert "cards exposed at the terminals of its confirmed frauds" in out
+    listed = re.findall(r"^  c=(\S+) t=T9 first visit ", out, flags=re.M)
+    assert set(listed) == _expected(ctx, victim, set(book.members(case_id)["customer_id"]))
