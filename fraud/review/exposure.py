@@ -31,6 +31,9 @@ def exposed_cards(events: pd.DataFrame, confirmed: pd.DataFrame, window: pd.Time
             raise ConfigError(f"exposed cards: the {name} lack column(s) {missing}; present: {list(f.columns)}")
     if not len(events) or not len(confirmed):
         return pd.DataFrame({c: [] for c in COLUMNS})
+    terms = set(confirmed["terminal_id"].astype(str))
+    tcol = events["terminal_id"]
+    events = events[(tcol if tcol.dtype == object else tcol.astype(str)).isin(terms).to_numpy()]  # a large context
     ev = pd.DataFrame({"customer_id": events["customer_id"].astype(str).to_numpy(),
                        "terminal_id": events["terminal_id"].astype(str).to_numpy(),
                        "timestamp": pd.to_datetime(events["timestamp"], utc=True).to_numpy(),
