@@ -88,14 +88,22 @@ def adapted_scores(df: pd.DataFrame, start: pd.Timestamp, train_kw: dict) -> np.
     return pipeline_scores(known, cut, kw)[0]
 
 
+def loop_config(cfg: EvasionConfig):
+    """The full loop's ``benchmarks.loop.LoopConfig`` for ``cfg`` (budget, cases, training, exposure), checked."""
+    from benchmarks.loop import FAST_TRAIN, LoopConfig
+
+    loop = LoopConfig(budget=cfg.card_budget(), cases_per_day=cfg.cases_per_day(), train_kw=cfg.train_kw(FAST_TRAIN),
+                      expose=cfg.expose)
+    loop.check()
+    return loop
+
+
 def loop_recall(df: pd.DataFrame, start: pd.Timestamp, cfg: EvasionConfig, say, rerank=None) -> tuple[dict, str, float]:
     """Week-2 recall per tactic of ``benchmarks.loop``'s full arm run from ``start``, the note naming it, and its
     week-2 recall over all fraud; ``rerank``: the loop's day ranking (``benchmarks.loop.run_arm``)."""
-    from benchmarks.loop import FAST_TRAIN, LoopConfig, run_arm
+    from benchmarks.loop import run_arm
 
-    kw = {"budget": cfg.card_budget(), "cases_per_day": cfg.cases_per_day(), "train_kw": cfg.train_kw(FAST_TRAIN),
-          "expose": cfg.expose}
-    res = run_arm(df, start, WEEKS, "full", LoopConfig(**kw), say=say, rerank=rerank)
+    res = run_arm(df, start, WEEKS, "full", loop_config(cfg), say=say, rerank=rerank)
     week = res["weeks"][WEEKS - 1]["by_scenario"]
     return _by_tactic({str(k): float(v) for k, v in week.items()}), "loop: full arm, week 2", \
         float(res["weeks"][WEEKS - 1]["recall"])
@@ -229,6 +237,10 @@ def summary(worlds: list) -> dict:
 def run_evasion(cfg: EvasionConfig, say=lambda s: None) -> dict:
     if len(cfg.seeds) == 0:
         raise ConfigError("bench evasion: no seeds")
+    if cfg.expose and not cfg.loop:
+        raise ConfigError(f"bench evasion: expose={cfg.expose} changes the loop only, and the loop is off (--no-loop)")
+    if cfg.loop:
+        loop_config(cfg)  # a bad loop setting fails here, not after the first world's trainings
     worlds = []
     for s in cfg.seeds:
         w = run_world(int(s), cfg, say)

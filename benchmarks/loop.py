@@ -92,10 +92,11 @@ class LoopConfig:
             raise ConfigError(f"bench loop: explore={self.explore!r} must be an integer in [0, cases_per_day="
                               f"{self.cases_per_day}]")
         e = self.expose
-        if isinstance(e, bool) or not isinstance(e, (int, np.integer)) or not 0 <= e < min(
-                self.budget, self.cases_per_day - self.explore + 1):
+        if isinstance(e, bool) or not isinstance(e, (int, np.integer)) or e < 0 or e and not e < min(
+                self.budget, self.cases_per_day - self.explore):
             raise ConfigError(f"bench loop: expose={e!r} must be an integer >= 0, below the budget ({self.budget}) "
-                              f"and at most the cases left after exploration ({self.cases_per_day - self.explore})")
+                              f"and below the cases left after exploration ({self.cases_per_day - self.explore}): "
+                              f"exposure starts from the frauds the analyst's other cases confirm")
         if self.live_labels not in ("events", "sent"):
             raise ConfigError(f"bench loop: live_labels={self.live_labels!r} must be 'events' or 'sent'")
         if self.unreviewed not in POLICIES:
@@ -216,23 +217,29 @@ def analyst(alerts: pd.DataFrame, truth: pd.Series, cfg: LoopConfig, explore: pd
 def exposure_review(scored: pd.DataFrame, alert: np.ndarray, dec: pd.DataFrame, truth: pd.Series, cfg: LoopConfig
                     ) -> tuple[np.ndarray, pd.DataFrame]:
     """The day's alerts and decisions once the ``cfg.expose`` kept slots are filled: first the cards exposed at the
-    terminals of the day's confirmed frauds (``fraud.review.exposure.exposed_cards``, the day's events), each such
-    card's transactions of the day decided by ``truth``; then, if fewer were exposed, the next cards by score."""
+    terminals of the day's confirmed frauds (``fraud.review.exposure.exposed_cards`` over the day's events: the
+    same day only), each such card's transactions of the day decided by ``truth``; the slots left go to the next
+    cards by score, and the analyst works as many more cases among the alerts not decided yet (same work a day)."""
     from fraud.review.exposure import exposed_cards
 
     by_tx = scored.set_index(scored["tx_id"].astype(str))
     fraud_tx = dec.loc[dec["label"].to_numpy() == 1, "tx_id"].astype(str)
-    alerted = set(scored.loc[alert, "customer_id"].astype(str))
-    ex = exposed_cards(scored, by_tx.loc[by_tx.index.intersection(fraud_tx)], window=DAY, exclude=alerted)
-    cards = list(ex["customer_id"][:cfg.expose])
     card = scored["customer_id"].astype(str)
-    if len(cards) < cfg.expose:
-        best = scored.assign(c=card).groupby("c")["score"].max().sort_values(ascending=False, kind="stable")
-        cards += [c for c in best.index if c not in alerted and c not in cards][:cfg.expose - len(cards)]
-    reviewed = scored.loc[card.isin(set(ex["customer_id"][:cfg.expose])), "tx_id"].astype(str)
-    extra = pd.DataFrame({"tx_id": reviewed.to_numpy(), "label": truth.reindex(reviewed).to_numpy().astype(np.int8),
-                          "explored": False, "exposed": True})
-    return alert | card.isin(set(cards)).to_numpy(), pd.concat([dec, extra], ignore_index=True)
+    seen = set(card[alert]) | set(by_tx.loc[by_tx.index.intersection(dec["tx_id"].astype(str)), "customer_id"]
+                                  .astype(str))                          # alerted, or decided (explored) already
+    ex = exposed_cards(scored, by_tx.loc[by_tx.index.intersection(fraud_tx)], window=DAY, exclude=seen)
+    exposed = list(ex["customer_id"][:cfg.expose])
+    best = scored.assign(c=card).groupby("c")["score"].max().sort_values(ascending=False, kind="stable")
+    fill = [c for c in best.index if c not in seen and c not in exposed][:cfg.expose - len(exposed)]
+    alert = alert | card.isin(set(exposed) | set(fill)).to_numpy()
+    reviewed = scored.loc[card.isin(set(exposed)), "tx_id"].astype(str)
+    undecided = scored.loc[alert & ~card.isin(set(exposed)).to_numpy()
+                           & ~scored["tx_id"].astype(str).isin(dec["tx_id"].astype(str)).to_numpy()]
+    more = pd.Index(pd.Series(_top_cases(undecided, cfg.expose - len(exposed), cfg), dtype=str))
+    parts = [pd.DataFrame({"tx_id": tx.to_numpy(), "label": truth.reindex(tx).to_numpy().astype(np.int8),
+                           "explored": False, "exposed": flag}) for tx, flag in ((pd.Index(reviewed), True),
+                                                                                 (more, False))]
+    return alert, pd.concat([dec, *parts], ignore_index=True)
 
 
 def _top_cases(alerts: pd.DataFrame, n: int, cfg: LoopConfig) -> list:

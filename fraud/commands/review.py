@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import click
 
@@ -28,14 +29,16 @@ def _context_options(f):
 
 
 def _cluster(ctx, alerts_db, since, until, embedder="deepwalk", seed=0, refine="hdbscan", risk="collusion",
-             archive=None, context_path=None):
+             archive=None, context_path=None, context=None):
+    """The alert store and the clusters of its alerts; ``context``: the context frame if already read (else it is
+    read from ``archive`` / ``context_path``)."""
     from fraud.review.clusters import cluster_alerts, read_context
     from fraud.store import AlertStore
 
     url = alerts_db or ctx.obj.alerts_db
     store = AlertStore(url, must_exist=True)
     alerts = store.read_alerts()
-    context = read_context(archive, context_path)
+    context = read_context(archive, context_path) if context is None else context
     return store, cluster_alerts(alerts, since=since, until=until, embedder=embedder, seed=seed, refine=refine,
                                  risk=risk, context=context)
 
@@ -61,17 +64,27 @@ def _cluster_table(clusters) -> str:
     return "\n".join(lines)
 
 
-def _cases(ctx, alerts_db, since, until, archive, context_path):
-    """The case book synced with the current clusters, the result and the queue rows."""
-    from fraud.review.cases import CaseBook
-    from fraud.review.queue import rows, strength
-    from fraud.review.clusters import read_context
+@dataclass
+class _Cases:
+    book: object           # the CaseBook synced with the current clusters
+    result: object         # the clustering result
+    strength: object       # per alert: percentile and band (a DataFrame)
+    rows: list             # the queue rows
+    context: object        # the context frame, or None without --archive / --context
 
-    store, res = _cluster(ctx, alerts_db, since, until, archive=archive, context_path=context_path)
+
+def _cases(ctx, alerts_db, since, until, archive, context_path) -> _Cases:
+    """The case book synced with the current clusters, the result, strength, queue rows and the context (read once)."""
+    from fraud.review.cases import CaseBook
+    from fraud.review.clusters import read_context
+    from fraud.review.queue import rows, strength
+
+    context = read_context(archive, context_path)
+    store, res = _cluster(ctx, alerts_db, since, until, archive=archive, context_path=context_path, context=context)
     book = CaseBook(store)
     book.sync(res)
-    st = strength(res.alerts, read_context(archive, context_path))
-    return book, res, st, rows(book, res, st, ctx.obj.alert_budget_per_day)
+    st = strength(res.alerts, context)
+    return _Cases(book, res, st, rows(book, res, st, ctx.obj.alert_budget_per_day), context)
 
 
 def _log_access(path: str | None, fmt: str = "text") -> None:
@@ -204,7 +217,8 @@ def register(main: click.Group, bench: click.Group) -> None:
         """The queue: cases passing the filters, highest priority (risk / sqrt(alerts)) first."""
         from fraud.review.queue import Filters, select
 
-        book, res, st, all_rows = _cases(ctx, alerts_db, since, until, archive, context_path)
+        cs = _cases(ctx, alerts_db, since, until, archive, context_path)
+        book, res, st, all_rows = cs.book, cs.result, cs.strength, cs.rows
         items = select(all_rows, Filters(status=status, assignee=assignee, min_risk=min_risk, ring=ring, q=q), book)
         if as_json:
             click.echo(json.dumps({"cases": [r.__dict__ for r in items]}, default=str))
@@ -226,10 +240,10 @@ def register(main: click.Group, bench: click.Group) -> None:
         """One case: state, history, transactions with their reasons in words, and (with context) the cards exposed
         at the terminals of its confirmed frauds."""
         from fraud.review.cases import OUTCOME_WORDS, STATUS_WORDS
-        from fraud.review.clusters import read_context
         from fraud.review.queue import exposed, transactions
 
-        book, res, st, all_rows = _cases(ctx, alerts_db, since, until, archive, context_path)
+        cs = _cases(ctx, alerts_db, since, until, archive, context_path)
+        book, res, st, all_rows = cs.book, cs.result, cs.strength, cs.rows
         c = book.get(case_id)
         click.echo(f"{c['case_id']}  {STATUS_WORDS[c['status']]} {OUTCOME_WORDS[c['outcome']]}  "
                    f"assignee {c['assignee'] or '-'}  created {str(c['created_at'])[:16]}  updated {str(c['updated_at'])[:16]}")
@@ -247,12 +261,14 @@ def register(main: click.Group, bench: click.Group) -> None:
                        f"{t['band']} {t['label'] or ''}")
             for w in t["reasons"]:
                 click.echo(f"      - {w}")
-        ex = exposed(read_context(archive, context_path), res.alerts, txs, set(book.members(case_id)["customer_id"]))
-        if ex:
-            click.echo("cards exposed at the terminals of its confirmed frauds (used there within a day of one):")
-            for e in ex:
+        ex = exposed(cs.context, cs.result.alerts, txs, set(cs.book.members(case_id)["customer_id"]))
+        if ex and ex["rows"]:
+            more = f", the first {len(ex['rows'])} of {ex['total']}" if ex["total"] > len(ex["rows"]) else ""
+            click.echo(f"cards exposed at the terminals of its confirmed frauds (used there within a day of one{more}):")
+            for e in ex["rows"]:
                 click.echo(f"  c={e['customer_id']} t={e['terminal_id']} first visit {e['first_seen']} "
-                           f"visits {e['visits']} confirmed frauds there {e['confirmed']}"
+                           f"visits there {e['visits']} confirmed frauds there within a day {e['confirmed']}"
+                           + (f" exposed terminals {e['terminals']}" if e["terminals"] > 1 else "")
                            + (f" top score {e['score']:.3f}" if e["score"] is not None else "")
                            + (" (has alerts)" if e["alerted"] else ""))
 
@@ -264,7 +280,7 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.pass_context
     def cases_assign(ctx, case_id, assignee, analyst, alerts_db, since, until, archive, context_path):
         """Assign a case ('-' = unassign)."""
-        book, *_ = _cases(ctx, alerts_db, since, until, archive, context_path)
+        book = _cases(ctx, alerts_db, since, until, archive, context_path).book
         eid = book.assign(case_id, None if assignee == "-" else assignee, analyst)
         click.echo(f"{case_id}: assigned to {assignee} (event #{eid})")
 
@@ -279,7 +295,7 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.pass_context
     def cases_decide(ctx, case_id, outcome, analyst, tx_ids, note, yes, alerts_db, since, until, archive, context_path):
         """Close a case as fraud / not_fraud (labelling every transaction) or mixed, or label some transactions."""
-        book, *_ = _cases(ctx, alerts_db, since, until, archive, context_path)
+        book = _cases(ctx, alerts_db, since, until, archive, context_path).book
         n = len(tx_ids) if tx_ids else (len(book.members(case_id)) if outcome != "mixed" else 0)
         if not yes:
             click.confirm(f"{case_id}: label {n} transaction(s) {outcome.replace('_', ' ')}"
@@ -298,7 +314,7 @@ def register(main: click.Group, bench: click.Group) -> None:
         """Undo an assign, status or decide event of a case (its labels are taken back)."""
         from fraud.errors import ConfigError
 
-        book, *_ = _cases(ctx, alerts_db, since, until, archive, context_path)
+        book = _cases(ctx, alerts_db, since, until, archive, context_path).book
         if book.event(event_id)["case_id"] != case_id:
             raise ConfigError(f"event {event_id} is not an event of case {case_id!r}")
         uid = book.undo(event_id, analyst)
@@ -315,7 +331,8 @@ def register(main: click.Group, bench: click.Group) -> None:
         """CSV of the queue (no CASE_ID) or of one case's transactions."""
         from fraud.review.queue import Filters, queue_csv, select, transactions, transactions_csv
 
-        book, res, st, all_rows = _cases(ctx, alerts_db, since, until, archive, context_path)
+        cs = _cases(ctx, alerts_db, since, until, archive, context_path)
+        book, res, st, all_rows = cs.book, cs.result, cs.strength, cs.rows
         if case_id:
             book.get(case_id)
             text = transactions_csv(transactions(book, case_id, res, st))

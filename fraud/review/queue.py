@@ -380,21 +380,26 @@ def transactions_csv(txs: list[dict]) -> str:
 
 
 def exposed(context: pd.DataFrame | None, alerts: pd.DataFrame, txs: list[dict], case_cards: set,
-            limit: int = 100) -> list[dict] | None:
+            limit: int = 100) -> dict | None:
     """The cards exposed at the terminals of the case's confirmed frauds (``txs``: :func:`transactions`;
-    ``fraud.review.exposure``) in the ``context``, outside the case: None without context, [] before a fraud is
-    confirmed or when none is exposed. ``alerted``: the card has alerts of its own."""
+    ``fraud.review.exposure``) in the ``context``, outside the case: None without context, else ``{"rows": the
+    first ``limit``, "total": how many}`` (no rows before a fraud is confirmed). ``alerted``: the card has alerts."""
     from fraud.review.exposure import exposed_cards
 
+    if context is None:
+        return None
     frauds = [t["tx_id"] for t in txs if t["label"] == "fraud"]
-    if context is None or not frauds:
-        return None if context is None else []
-    ex = exposed_cards(context, alerts[alerts["tx_id"].isin(frauds)], exclude=case_cards).head(limit)
+    if not frauds:
+        return {"rows": [], "total": 0}
+    ex = exposed_cards(context, alerts[alerts["tx_id"].isin(frauds)], exclude=case_cards)
     alerted = set(alerts["customer_id"].astype(str))
-    return [{"customer_id": r["customer_id"], "terminal_id": r["terminal_id"], "visits": int(r["visits"]),
+    rows = [{"customer_id": r["customer_id"], "terminal_id": r["terminal_id"], "visits": int(r["visits"]),
              "first_seen": pd.Timestamp(r["first_seen"]).strftime("%Y-%m-%d %H:%M"),
-             "confirmed": int(r["confirmed_at_terminal"]), "alerted": r["customer_id"] in alerted,
-             "score": None if pd.isna(r["top_score"]) else float(r["top_score"])} for r in ex.to_dict("records")]
+             "confirmed": int(r["confirmed_nearby"]), "terminals": int(r["exposed_terminals"]),
+             "alerted": r["customer_id"] in alerted,
+             "score": None if pd.isna(r["top_score"]) else float(r["top_score"])}
+            for r in ex.head(limit).to_dict("records")]
+    return {"rows": rows, "total": len(ex)}
 
 
 def nearest_fraud_case(book: CaseBook, customers, terminals, exclude: str | None = None) -> str | None:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.evasion import EvasionConfig, adapted_scores, run_evasion
+from fraud.errors import ConfigError
 from fraud.evasion import TACTICS
 
 pytestmark = pytest.mark.slow
@@ -91,6 +92,20 @@ def test_cli_registers_the_command_and_rejects_bad_seeds():
     assert ok.exit_code == 0 and all(o in ok.output for o in ("--seeds", "--no-loop", "--cases", "--activity-alarm"))
     bad = runner.invoke(main, ["bench", "evasion", "--seeds", "3000,x"])
     assert bad.exit_code == 2 and "'3000,x' is not a comma-separated list of integers" in bad.output
+
+
+def test_expose_reaches_the_loop_and_bad_values_fail_before_any_training():
+    from click.testing import CliRunner
+
+    from benchmarks.evasion import loop_config
+    from fraud.cli import main
+
+    assert loop_config(EvasionConfig(budget=50, expose=5)).expose == 5
+    runner = CliRunner()
+    for args, words in ((["--no-loop", "--expose", "1"], "changes the loop only, and the loop is off"),
+                        (["--budget", "5", "--expose", "5"], "expose=5 must be an integer >= 0, below the budget")):
+        bad = runner.invoke(main, ["bench", "evasion", "--seeds", "3000", *args, "--json"])
+        assert bad.exit_code != 0 and isinstance(bad.exception, ConfigError) and words in str(bad.exception)
 
 
 def test_alarm_switches_reach_every_arms_training_config():

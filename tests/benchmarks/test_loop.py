@@ -170,8 +170,9 @@ def test_sent_labels_the_frozen_scorer_sees_no_label_and_the_full_one_its_analys
 
 def test_exposure_review_fills_the_kept_slots_with_cards_exposed_at_confirmed_frauds():
     """``expose``: the budget's last slots go to the cards used at a confirmed fraud's terminal that day (the
-    analyst decides their transactions), the rest to the next cards by score."""
-    from benchmarks.loop import budget_alerts, exposure_review
+    analyst decides their transactions), the rest to the next cards by score, whose cases the analyst then works
+    in place of the exposed cards it did not get (the same work a day)."""
+    from benchmarks.loop import analyst, budget_alerts, exposure_review
 
     t = pd.Timestamp("2024-03-01 10:00", tz="UTC")
     rows = [("a1", "A", "T1", 0.9, 0), ("f1", "F", "T9", 0.8, 1), ("b1", "B", "T2", 0.7, 0),
@@ -182,17 +183,23 @@ def test_exposure_review_fills_the_kept_slots_with_cards_exposed_at_confirmed_fr
     truth = pd.Series({i: lab for i, *_, lab in rows})
     cfg = LoopConfig(budget=4, cases_per_day=4, expose=2, analyst="cards")
     alert = budget_alerts(scored, cfg.budget - cfg.expose)                  # A and F
-    dec = pd.DataFrame({"tx_id": ["a1", "f1"], "label": [0, 1], "explored": False, "exposed": False})
+    dec = analyst(scored.loc[alert], truth, cfg)
+    assert set(dec["tx_id"]) == {"a1", "f1"}                                # 4 - 2 cases: both alerted cards
     alert2, dec2 = exposure_review(scored, alert, dec, truth, cfg)
     assert set(scored.loc[alert2, "customer_id"]) == {"A", "F", "Y", "X"}    # Y (0.2) before X (0.1): both at T9
     ex = dec2[dec2["exposed"]]
-    assert set(ex["tx_id"]) == {"x1", "x2", "y1"} and ex.set_index("tx_id")["label"].to_dict() == \
-        {"x1": 1, "x2": 0, "y1": 0}
-    no_fraud = dec.assign(label=[0, 0])                                     # nothing confirmed: next cards by score
-    alert3, dec3 = exposure_review(scored, alert, no_fraud, truth, cfg)
+    assert ex.set_index("tx_id")["label"].to_dict() == {"x1": 1, "x2": 0, "y1": 0} and len(dec2) == 5
+    no_fraud = dec.assign(label=[0, 0])                                     # nothing confirmed: next cards by score,
+    alert3, dec3 = exposure_review(scored, alert, no_fraud, truth, cfg)     # and the analyst works their cases
     assert set(scored.loc[alert3, "customer_id"]) == {"A", "F", "B", "C"} and not dec3["exposed"].any()
-    with pytest.raises(ConfigError, match="expose=4"):
-        dataclasses.replace(cfg, expose=4).check()
+    assert set(dec3["tx_id"]) == {"a1", "f1", "b1", "c1"} and dec3["tx_id"].is_unique
+    explored = pd.concat([dec, pd.DataFrame({"tx_id": ["y1"], "label": [0], "explored": True, "exposed": False})])
+    _, dec4 = exposure_review(scored, alert, explored, truth, cfg)         # Y was explored: not exposed again
+    assert dec4["tx_id"].is_unique and set(dec4.loc[dec4["exposed"], "tx_id"]) == {"x1", "x2"}
+    for bad in ({"expose": 4}, {"expose": 3, "cases_per_day": 3}, {"expose": 1, "explore": 3, "cases_per_day": 4}):
+        with pytest.raises(ConfigError, match=f"expose={bad['expose']}"):
+            dataclasses.replace(cfg, **bad).check()
+    dataclasses.replace(cfg, expose=0, explore=4).check()                   # no exposure: exploration may take all
 
 
 def test_an_arm_with_exposure_keeps_the_budget_and_reports_its_reviews(world, arms):

@@ -29,26 +29,38 @@ def test_cards_at_the_terminals_of_confirmed_frauds_within_the_window_most_confi
     a = out.set_index("customer_id")
     assert a.loc["A", "visits"] == 2 and a.loc["A", "top_score"] == pytest.approx(0.3)
     assert a.loc["A", "first_seen"] == T0 - pd.Timedelta(hours=3)
-    assert list(a["confirmed_at_terminal"]) == [2, 2, 1] and list(a["terminal_id"]) == ["T1", "T1", "T2"]
+    assert list(a["confirmed_nearby"]) == [2, 2, 1] and list(a["terminal_id"]) == ["T1", "T1", "T2"]
     # a wider window reaches C; excluded cards (e.g. already alerted) are left out
     wide = exposed_cards(ev, conf, window=pd.Timedelta(hours=48), exclude=["B"])
     assert list(wide["customer_id"]) == ["C", "A", "D"]
 
 
-def test_a_card_at_two_exposed_terminals_is_listed_once_at_the_more_exposed_one():
+def test_confirmed_nearby_counts_the_frauds_within_the_window_of_a_visit():
+    """Three frauds of one card at T1 count 3; a fraud 10 days away does not count; the window's edge is in."""
+    ev = _events([(0, "F", "T1", 0.9), (2, "F", "T1", 0.9), (4, "F", "T1", 0.9), (240, "G", "T1", 0.9),
+                  (1, "A", "T1", 0.1), (28, "B", "T1", 0.1), (216, "C", "T1", 0.1)])
+    out = exposed_cards(ev, ev[ev["customer_id"].isin(["F", "G"])]).set_index("customer_id")
+    assert out["confirmed_nearby"].to_dict() == {"A": 3, "B": 1, "C": 1}   # B: 24 h after the third; C: 24 h before G
+
+
+def test_visits_are_per_terminal_and_per_transaction():
     ev = _events([(0, "F1", "T1", 0.9), (1, "F2", "T1", 0.9), (0, "F3", "T2", 0.9),
-                  (1, "A", "T2", 0.9), (2, "A", "T1", 0.2)])
+                  (1, "A", "T2", 0.9), (2, "A", "T1", 0.2), (2, "A", "T1", 0.3)])  # two transactions at one second
     out = exposed_cards(ev, ev[ev["customer_id"].str.startswith("F")])
-    assert len(out) == 1 and out.loc[0, "terminal_id"] == "T1" and out.loc[0, "visits"] == 2
+    assert len(out) == 1 and out.loc[0, "terminal_id"] == "T1"           # its most exposed terminal
+    assert out.loc[0, "visits"] == 2 and out.loc[0, "exposed_terminals"] == 2
 
 
-def test_without_scores_or_frauds_and_with_bad_input():
-    ev = _events([(0, "F1", "T1", 0.9), (1, "A", "T1", 0.1)]).drop(columns="score")
-    out = exposed_cards(ev, ev.iloc[:1])
+def test_no_shared_terminal_no_scores_no_frauds_and_bad_input():
+    ev = _events([(0, "F1", "T1", 0.9), (1, "A", "T1", 0.1), (2, "B", "T2", 0.1)])
+    assert exposed_cards(ev[ev["terminal_id"] == "T2"], ev.iloc[:1]).empty           # no event at a fraud's terminal
+    assert exposed_cards(ev.assign(terminal_id=["T1", "T5", "T5"]), ev.iloc[:1]).empty  # only the fraud itself
+    plain = ev.drop(columns="score")
+    out = exposed_cards(plain, plain.iloc[:1])
     assert list(out["customer_id"]) == ["A"] and out["top_score"].isna().all()
-    assert exposed_cards(ev, ev.iloc[:0]).empty and list(exposed_cards(ev.iloc[:0], ev).columns) == COLUMNS
+    assert exposed_cards(plain, plain.iloc[:0]).empty and list(exposed_cards(plain.iloc[:0], plain).columns) == COLUMNS
     with pytest.raises(ConfigError, match=r"confirmed frauds lack column\(s\) \['terminal_id'\]"):
-        exposed_cards(ev, ev.drop(columns="terminal_id"))
+        exposed_cards(plain, plain.drop(columns="terminal_id"))
 
 
 @pytest.fixture()
@@ -141,3 +153,48 @@ def test_cases_show_lists_the_exposed_cards_with_the_archive(compromised):
     assert "cards exposed at the terminals of its confirmed frauds" in out
     listed = re.findall(r"^  c=(\S+) t=T9 first visit ", out, flags=re.M)
     assert set(listed) == _expected(ctx, victim, set(book.members(case_id)["customer_id"]))
+
+
+def test_a_fraud_whose_terminal_the_archive_lacks_lists_no_card(compromised):
+    """The archive no longer holds the fraud's day (retention), or holds another period: the page says no card
+    was exposed, and the command prints nothing more; neither fails."""
+    from click.testing import CliRunner
+
+    from fraud.cli import main
+    from fraud.review.cases import CaseBook
+    from fraud.store import AlertStore
+
+    db, archive, ctx, victim = compromised
+    part = next(archive.glob("date=*/*.parquet"))
+    ctx[ctx["terminal_id"] != "T9"].to_parquet(part, index=False)
+    where = ["--alerts-db", db, "--archive", str(archive)]
+    run = CliRunner().invoke
+    assert run(main, ["review", "cases", "list", *where]).exit_code == 0
+    case_id = CaseBook(AlertStore(db)).members().set_index("tx_id").loc[victim, "case_id"]
+    assert run(main, ["review", "cases", "decide", case_id, "fraud", "--analyst", "ana", "--tx-id", victim, "--yes",
+                      *where]).exit_code == 0
+    out = run(main, ["review", "cases", "show", case_id, *where])
+    assert out.exit_code == 0, out.output
+    assert "cards exposed" not in out.output
+    from fastapi.testclient import TestClient
+
+    from fraud.review.app import create_app
+    from fraud.review.clusters import ContextSource
+
+    app = create_app(AlertStore(db), token="exposure-token", context_source=ContextSource(archive, refresh_s=0))
+    c = TestClient(app)
+    page = c.get(f"/case/{case_id}", headers={"Authorization": "Bearer exposure-token", "accept": "text/html"})
+    assert page.status_code == 200 and "No other card used these terminals within a day" in page.text
+
+
+def test_the_page_rows_say_how_many_there_are_beyond_the_limit():
+    from fraud.review.queue import exposed
+
+    ev = _events([(0, "F", "T1", 0.9), (1, "A", "T1", 0.5), (2, "B", "T1", 0.4), (3, "C", "T1", 0.3)])
+    txs = [{"tx_id": "x0", "label": "fraud"}]
+    out = exposed(ev, ev.iloc[:1], txs, {"F"}, limit=2)
+    assert out["total"] == 3 and [r["customer_id"] for r in out["rows"]] == ["A", "B"]
+    assert out["rows"][0] == {"customer_id": "A", "terminal_id": "T1", "visits": 1, "first_seen": "2024-03-01 13:00",
+                              "confirmed": 1, "terminals": 1, "alerted": False, "score": 0.5}
+    assert exposed(None, ev.iloc[:1], txs, set()) is None
+    assert exposed(ev, ev.iloc[:1], [{"tx_id": "x0", "label": "not fraud"}], set()) == {"rows": [], "total": 0}
