@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
+from fraud.detectors.supervised import _SMALL
 from fraud.errors import ConfigError, NotFittedError
 from fraud.training.data import known_labels
-from fraud.detectors.supervised import _SMALL
 from fraud.training.detector import subsample_genuine
 
 #: blend weights of the pipeline tried on the evaluation week (1 = pipeline alone, 0 = forest alone)
