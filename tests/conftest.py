@@ -10,6 +10,12 @@ from pathlib import Path
 # set by the caller is kept. No test asserts a figure that depends on the thread count.
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+# Idle OpenMP threads sleep instead of spinning. numba's OpenMP threading layer (the node2vec kernels run with
+# parallel=True) sets the process's OpenMP thread count to its own (NUMBA_NUM_THREADS: the core count) in the
+# libgomp torch loads, which sklearn and torch then use too: after the graph featurizer, the ablation test's
+# HistGradientBoosting fit ran with 2 threads whose spin-waits between its many small parallel regions cost
+# 6-33 s of CPU instead of 0.5 s (1.1 s with passive waits). Only scheduling: no figure depends on it.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import numpy as np
 import pandas as pd
@@ -117,15 +123,27 @@ def drift_bundle(drift_world):
 @pytest.fixture(scope="session")
 def new_mlflow_store(tmp_path_factory):
     """``new_mlflow_store(folder)`` -> the tracking URI of an empty MLflow store ``folder/mlflow.db``: a copy of
-    one store made once per test process. MLflow makes a store's tables by running its schema migrations, 4-8 s
-    each time on this machine; a copy opens in 0.06 s and is the same store (it holds only MLflow's Default
-    experiment; the product logs into experiments it creates with their own artifact root)."""
+    one store made once per test run (under pytest-xdist the first worker to need it makes it in the run's shared
+    temporary folder, the others wait for it and copy it). MLflow makes a store's tables by running its schema
+    migrations, 4-8 s each time on this machine (1.3 s of CPU, the rest its disk syncs); a copy opens in 0.06 s
+    and is the same store (it holds only MLflow's Default experiment; the product logs into experiments it
+    creates with their own artifact root)."""
+    import fcntl
     import shutil
 
     from mlflow.tracking import MlflowClient
 
-    template = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{template}").search_experiments()
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # xdist: the run's folder
+    template = shared / "mlflow-template" / "mlflow.db"
+    with open(shared / "mlflow-template.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not template.exists():
+            template.parent.mkdir(exist_ok=True)
+            part = template.with_name("making.db")
+            part.unlink(missing_ok=True)
+            MlflowClient(f"sqlite:///{part}").search_experiments()
+            part.rename(template)  # whole or absent: a worker that dies while making it leaves no half store
 
     def new(folder) -> str:
         folder = Path(folder)

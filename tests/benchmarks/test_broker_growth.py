@@ -1,5 +1,9 @@
 """``python -m benchmarks.broker_growth``: a bare consumer's poll time and the local broker's CPU per bucket."""
+import pytest
+
 from benchmarks.broker_growth import measure
+
+pytestmark = pytest.mark.integration  # a real local broker
 
 
 def test_buckets_cover_the_run_and_measure_polls_and_broker_cpu():

@@ -13,6 +13,8 @@ from streaming.broker import ensure_topics
 from streaming.metrics import Metrics
 from streamkit import GROUP_KW
 
+pytestmark = pytest.mark.integration  # the session broker (tests/integration/conftest.py)
+
 
 def _consumer(broker, topic):
     return KafkaConsumer(topic, bootstrap_servers=broker.bootstrap, group_id=f"g-{topic}", enable_auto_commit=False,
