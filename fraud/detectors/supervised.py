@@ -32,7 +32,7 @@ from fraud._jit import compiled
 from fraud.errors import ConfigError, ModelError, NotFittedError
 
 SUPERVISED = ("lightgbm", "hgb")
-_SMALL = 5000  # rows: below this, predict single-threaded
+SMALL_BATCH = 5000  # rows: below this, a batch is predicted single-threaded (the scorer's micro-batches)
 
 
 def labelled_mask(y) -> np.ndarray:
@@ -122,7 +122,7 @@ class SupervisedHead(BaseEstimator):
         # and batch scoring parallelises across processes/partitions, not inside one predict call
         if self.kind == "lightgbm":
             return self.model_.predict_proba(X, num_threads=1)[:, 1]
-        if len(X) < _SMALL:
+        if len(X) < SMALL_BATCH:
             from threadpoolctl import threadpool_limits
 
             with threadpool_limits(1, user_api="openmp"):

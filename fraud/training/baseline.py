@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from fraud.detectors.supervised import _SMALL
+from fraud.detectors.supervised import SMALL_BATCH
 from fraud.errors import ConfigError, NotFittedError
 from fraud.training.data import known_labels
 from fraud.training.detector import subsample_genuine
@@ -71,7 +71,7 @@ class BookForest(BaseEstimator):
         A = self._matrix(X)
         if len(A) == 0:
             return np.empty(0)
-        if len(A) >= _SMALL:
+        if len(A) >= SMALL_BATCH:
             return self.forest_.predict_proba(self.scaler_.transform(A))[:, 1]
         # a micro-batch in one thread, as the supervised head predicts (the scorer runs single-threaded): the
         # forest's n_jobs=-1 threads cost more than they save there (300 rows: 21 ms of CPU vs 8 ms; same scores)
