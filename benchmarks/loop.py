@@ -206,9 +206,10 @@ def analyst(alerts: pd.DataFrame, truth: pd.Series, cfg: LoopConfig, explore: pd
     """The analyst's decisions on the day's alerts (tx_id, label): the ``cases_per_day`` riskiest cases (clusters
     of ``fraud.review.clusters``; or cards with ``analyst="cards"``), every transaction decided by ``truth``.
     With ``cfg.explore`` > 0, that many of the cases come from ``explore`` (:func:`exploration_alerts`, ranked by
-    their ``score`` column) instead."""
+    their ``score`` column) instead; ``cfg.expose`` cases are kept for :func:`exposure_review`."""
     k = cfg.explore if explore is not None else 0
-    main, extra = _top_cases(alerts, cfg.cases_per_day - k - cfg.expose, cfg), (_top_cases(explore, k, cfg) if k else [])
+    main = _top_cases(alerts, cfg.cases_per_day - k - cfg.expose, cfg)
+    extra = _top_cases(explore, k, cfg) if k else []
     tx = pd.Index(pd.Series([*main, *extra], dtype=str))
     return pd.DataFrame({"tx_id": tx.to_numpy(), "label": truth.reindex(tx).to_numpy().astype(np.int8),
                          "explored": np.arange(len(tx)) >= len(main), "exposed": False})

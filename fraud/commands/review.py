@@ -264,7 +264,8 @@ def register(main: click.Group, bench: click.Group) -> None:
         ex = exposed(cs.context, cs.result.alerts, txs, set(cs.book.members(case_id)["customer_id"]))
         if ex and ex["rows"]:
             more = f", the first {len(ex['rows'])} of {ex['total']}" if ex["total"] > len(ex["rows"]) else ""
-            click.echo(f"cards exposed at the terminals of its confirmed frauds (used there within a day of one{more}):")
+            click.echo("cards exposed at the terminals of its confirmed frauds "
+                       f"(used there within a day of one{more}):")
             for e in ex["rows"]:
                 click.echo(f"  c={e['customer_id']} t={e['terminal_id']} first visit {e['first_seen']} "
                            f"visits there {e['visits']} confirmed frauds there within a day {e['confirmed']}"

@@ -58,9 +58,9 @@ def exposed_cards(events: pd.DataFrame, confirmed: pd.DataFrame, window: pd.Time
     keep = (near > 0) & ~pd.Series(cards).isin(skip).to_numpy()
     if not keep.any():
         return _empty()
+    tx = ev["tx_id"].astype(str).to_numpy()[keep] if "tx_id" in ev.columns else np.arange(keep.sum())
     v = pd.DataFrame({"customer_id": cards[keep], "terminal_id": ev_t[keep], "ns": ev_ns[keep], "near": near[keep],
-                      "tx": ev["tx_id"].astype(str).to_numpy()[keep] if "tx_id" in ev.columns else np.arange(keep.sum()),
-                      "score": ev["score"].to_numpy(float)[keep] if "score" in ev.columns else np.nan})
+                      "tx": tx, "score": ev["score"].to_numpy(float)[keep] if "score" in ev.columns else np.nan})
     per = v.drop_duplicates("tx").groupby(["customer_id", "terminal_id"], sort=False).agg(
         first_seen=("ns", "min"), visits=("tx", "size"), confirmed_nearby=("near", "max"),
         top_score=("score", "max")).reset_index()
