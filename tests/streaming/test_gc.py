@@ -24,7 +24,9 @@ def test_freeze_heap_collects_cycles_first_then_freezes():
         assert gc.get_threshold() == (*before[:2], 100)  # full collections 10x rarer while serving
         assert dead() is None  # collected before the freeze, not frozen forever
         assert alive() is kept
-        assert n == gc.get_freeze_count() > 0
+        # the count it returns is what it froze; frozen objects are still freed by reference counting (another
+        # thread of the test process may drop some at any moment: 22 of 1.1 M in one CI run), never added
+        assert 0 < gc.get_freeze_count() <= n
         # a later full collection leaves the frozen objects alone (kept stays) and still frees new cycles
         c = _Node()
         c.self = c
