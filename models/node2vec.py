@@ -236,13 +236,38 @@ def _walks_kernel(starts, rowptr, dst, cumw, walks, inv_p, inv_q, max_tries, see
 
 @contextlib.contextmanager
 def _threads(n):
-    """numba's thread count set to ``n`` (at most the pool size) for the block."""
+    """numba's thread count set to ``n`` (at most the pool size) for the block. numba's OpenMP layer sets the
+    OpenMP thread count of the process (torch's and sklearn's too) to its own when its pool starts,
+    overriding ``OMP_NUM_THREADS``: the counts found before (before numba's pool starts) are set back after."""
+    before = _openmp_counts()
     prev = numba.get_num_threads()
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
     try:
         yield
     finally:
         numba.set_num_threads(prev)
+        _restore_openmp(before)
+
+
+def _openmp_counts() -> tuple:
+    """(torch's intra-op threads, {OpenMP library path: its thread count}) of the process now."""
+    from threadpoolctl import threadpool_info
+
+    return torch.get_num_threads(), {i["filepath"]: i["num_threads"] for i in threadpool_info()
+                                     if i.get("user_api") == "openmp"}
+
+
+def _restore_openmp(before: tuple) -> None:
+    """Set back the OpenMP libraries' thread counts (those loaded before) and torch's, if a kernel changed them."""
+    from threadpoolctl import ThreadpoolController
+
+    torch_threads, counts = before
+    for lib in ThreadpoolController().select(user_api="openmp").lib_controllers:
+        n = counts.get(lib.filepath)
+        if n is not None and lib.num_threads != n:
+            lib.set_num_threads(n)
+    if torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)
 
 
 _BACKENDS = ("numba", "gensim", "torch")

@@ -11,10 +11,11 @@ from pathlib import Path
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 # Idle OpenMP threads sleep instead of spinning. numba's OpenMP threading layer (the node2vec kernels run with
-# parallel=True) sets the process's OpenMP thread count to its own (NUMBA_NUM_THREADS: the core count) in the
+# parallel=True) set the process's OpenMP thread count to its own (NUMBA_NUM_THREADS: the core count) in the
 # libgomp torch loads, which sklearn and torch then use too: after the graph featurizer, the ablation test's
 # HistGradientBoosting fit ran with 2 threads whose spin-waits between its many small parallel regions cost
-# 6-33 s of CPU instead of 0.5 s (1.1 s with passive waits). Only scheduling: no figure depends on it.
+# 6-33 s of CPU instead of 0.5 s (1.1 s with passive waits). models.node2vec now sets the counts back after
+# its kernels; passive waits stay for any other parallel region. Only scheduling: no figure depends on it.
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import numpy as np

@@ -130,3 +130,32 @@ def test_bad_parameters():
         Node2Vec(backend="word2vec").fit(ei, n)
     with pytest.raises(ValueError, match="workers="):
         Node2Vec(workers=0).fit(ei, n)
+
+
+def test_fitting_leaves_the_processs_openmp_and_torch_threads_as_they_were():
+    """numba's OpenMP layer sets the process's OpenMP thread count (torch's, sklearn's) to its own when its pool
+    starts; a fit sets back what ``OMP_NUM_THREADS=1`` gave (in a fresh process: the pool starts there)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import json, torch
+from threadpoolctl import threadpool_info
+from models.node2vec import Node2Vec
+def counts():
+    return torch.get_num_threads(), sorted(i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp")
+before = counts()
+ei = torch.tensor([[0, 1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 0]])
+Node2Vec(dim=4, walk_length=5, walks_per_node=2, epochs=1, workers=2).fit(ei, num_nodes=6)
+print(json.dumps({"before": before, "after": counts()}))
+"""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, cwd=root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["before"][0] == 1 and res["after"][0] == 1               # torch's intra-op threads
+    assert set(res["after"][1]) == {1}                                   # every OpenMP library loaded, numba's too
