@@ -194,11 +194,15 @@ def label_free_scorer(bundle):
     return score
 
 
+def ranked_cards(scored: pd.DataFrame) -> pd.Index:
+    """The cards of ``scored``, highest score first (ties in card order)."""
+    return scored.groupby("customer_id", sort=True)["score"].max().sort_values(ascending=False, kind="stable").index
+
+
 def budget_alerts(scored: pd.DataFrame, budget: int) -> np.ndarray:
     """Mask of the day's events on the ``budget`` cards with the highest score of the day (an alert is a card-day,
     as ``fraud.evaluate.recall_at_budget`` counts it)."""
-    best = scored.groupby("customer_id", sort=True)["score"].max().sort_values(ascending=False, kind="stable")
-    return scored["customer_id"].isin(best.index[:budget]).to_numpy()
+    return scored["customer_id"].isin(ranked_cards(scored)[:budget]).to_numpy()
 
 
 def analyst(alerts: pd.DataFrame, truth: pd.Series, cfg: LoopConfig, explore: pd.DataFrame | None = None
@@ -230,8 +234,8 @@ def exposure_review(scored: pd.DataFrame, alert: np.ndarray, dec: pd.DataFrame, 
                                   .astype(str))                          # alerted, or decided (explored) already
     ex = exposed_cards(scored, by_tx.loc[by_tx.index.intersection(fraud_tx)], window=DAY, exclude=seen)
     exposed = list(ex["customer_id"][:cfg.expose])
-    best = scored.assign(c=card).groupby("c")["score"].max().sort_values(ascending=False, kind="stable")
-    fill = [c for c in best.index if c not in seen and c not in exposed][:cfg.expose - len(exposed)]
+    fill = [c for c in ranked_cards(scored.assign(customer_id=card)) if c not in seen and c not in exposed]
+    fill = fill[:cfg.expose - len(exposed)]
     alert = alert | card.isin(set(exposed) | set(fill)).to_numpy()
     reviewed = scored.loc[card.isin(set(exposed)), "tx_id"].astype(str)
     undecided = scored.loc[alert & ~card.isin(set(exposed)).to_numpy()
@@ -248,8 +252,7 @@ def _top_cases(alerts: pd.DataFrame, n: int, cfg: LoopConfig) -> list:
     if not len(alerts) or n < 1:
         return []
     if cfg.analyst == "cards":
-        top = alerts.groupby("customer_id")["score"].max().sort_values(ascending=False, kind="stable")
-        return alerts.loc[alerts["customer_id"].isin(top.index[:n]), "tx_id"].tolist()
+        return alerts.loc[alerts["customer_id"].isin(ranked_cards(alerts)[:n]), "tx_id"].tolist()
     from fraud.review.clusters import cluster_alerts
 
     cols = ["tx_id", "timestamp", "customer_id", "terminal_id", "amount", "score", "reasons"]

@@ -243,7 +243,7 @@ def register(main: click.Group, bench: click.Group) -> None:
         from fraud.review.queue import exposed, transactions
 
         cs = _cases(ctx, alerts_db, since, until, archive, context_path)
-        book, res, st, all_rows = cs.book, cs.result, cs.strength, cs.rows
+        book, res, st = cs.book, cs.result, cs.strength
         c = book.get(case_id)
         click.echo(f"{c['case_id']}  {STATUS_WORDS[c['status']]} {OUTCOME_WORDS[c['outcome']]}  "
                    f"assignee {c['assignee'] or '-'}  created {str(c['created_at'])[:16]}  updated {str(c['updated_at'])[:16]}")
@@ -261,7 +261,7 @@ def register(main: click.Group, bench: click.Group) -> None:
                        f"{t['band']} {t['label'] or ''}")
             for w in t["reasons"]:
                 click.echo(f"      - {w}")
-        ex = exposed(cs.context, cs.result.alerts, txs, set(cs.book.members(case_id)["customer_id"]))
+        ex = exposed(cs.context, res.alerts, txs, set(book.members(case_id)["customer_id"]))
         if ex and ex["rows"]:
             more = f", the first {len(ex['rows'])} of {ex['total']}" if ex["total"] > len(ex["rows"]) else ""
             click.echo("cards exposed at the terminals of its confirmed frauds "

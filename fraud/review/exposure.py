@@ -11,15 +11,11 @@ import numpy as np
 import pandas as pd
 
 from fraud.errors import ConfigError
+from fraud.features.tabular import timestamps_ns
 
 #: columns of :func:`exposed_cards`
 COLUMNS = ["customer_id", "terminal_id", "first_seen", "visits", "confirmed_nearby", "exposed_terminals", "top_score"]
 NEEDED = ("timestamp", "customer_id", "terminal_id")
-
-
-def _ns(col) -> np.ndarray:
-    """UTC nanoseconds of a timestamp column (naive values are taken as UTC)."""
-    return pd.to_datetime(col, utc=True).dt.tz_localize(None).to_numpy("datetime64[ns]").view(np.int64)
 
 
 def _empty() -> pd.DataFrame:
@@ -42,12 +38,12 @@ def exposed_cards(events: pd.DataFrame, confirmed: pd.DataFrame, window: pd.Time
             raise ConfigError(f"exposed cards: the {name} lack column(s) {missing}; present: {list(f.columns)}")
     if not len(events) or not len(confirmed):
         return _empty()
-    conf_t, conf_ns = confirmed["terminal_id"].astype(str).to_numpy(), _ns(confirmed["timestamp"])
+    conf_t, conf_ns = confirmed["terminal_id"].astype(str).to_numpy(), timestamps_ns(confirmed["timestamp"])
     tcol = events["terminal_id"]
     ev = events[(tcol if tcol.dtype == object else tcol.astype(str)).isin(set(conf_t)).to_numpy()]  # large contexts
     if not len(ev):
         return _empty()
-    ev_t, ev_ns, w = ev["terminal_id"].astype(str).to_numpy(), _ns(ev["timestamp"]), int(window.value)
+    ev_t, ev_ns, w = ev["terminal_id"].astype(str).to_numpy(), timestamps_ns(ev["timestamp"]), int(window.value)
     near = np.zeros(len(ev), np.int64)
     for term in np.unique(conf_t):                       # a case's or a day's few terminals
         times = np.sort(conf_ns[conf_t == term])
