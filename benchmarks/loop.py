@@ -21,7 +21,7 @@ negatives); ``LoopConfig.explore``: cases a day the analyst takes from the cards
 label-free detectors alone; ``LoopConfig.chargebacks``: the share of fraud cards whose holders dispute the charges,
 each fraud reaching the retrains ``chargeback_days`` after it happened (labels from outside the alert budget);
 ``LoopConfig.expose``: alerts and cases a day kept for the cards exposed at the terminals of the analyst's
-confirmed frauds within the last day (``fraud.review.exposure``: a compromised terminal's other visitors).
+confirmed frauds that day (``fraud.review.exposure``: a compromised terminal's other visitors).
 Figures and definitions: docs/benchmarks.md.
 """
 from __future__ import annotations
@@ -74,8 +74,8 @@ class LoopConfig:
     #: simulation; used after the features' delay) or "sent" (events carry none; the full arm's analyst decisions
     #: and the disputes are sent back at the end of each day, as fraud send-labels does)
     live_labels: str = "events"
-    #: of the budget and of the cases_per_day, the cards a day kept for those exposed at the terminals of frauds
-    #: confirmed within a day (fraud.review.exposure); slots no exposed card takes go to the next cards by score
+    #: of the budget and of the cases_per_day, the cards a day kept for those exposed at the terminals of the day's
+    #: confirmed frauds (fraud.review.exposure); slots no exposed card takes go to the next cards by score
     expose: int = 0
 
     def check(self) -> None:
@@ -219,29 +219,20 @@ def analyst(alerts: pd.DataFrame, truth: pd.Series, cfg: LoopConfig, explore: pd
                          "explored": np.arange(len(tx)) >= len(main), "exposed": False})
 
 
-def confirmed_frauds(scored: pd.DataFrame, dec: pd.DataFrame) -> pd.DataFrame:
-    """The day's rows (timestamp, customer_id, terminal_id, ...) that the analyst decided fraud."""
-    fraud_tx = set(dec.loc[dec["label"].to_numpy() == 1, "tx_id"].astype(str))
-    return scored[scored["tx_id"].astype(str).isin(fraud_tx).to_numpy()]
-
-
-def exposure_review(scored: pd.DataFrame, alert: np.ndarray, dec: pd.DataFrame, truth: pd.Series, cfg: LoopConfig,
-                    earlier: pd.DataFrame | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+def exposure_review(scored: pd.DataFrame, alert: np.ndarray, dec: pd.DataFrame, truth: pd.Series, cfg: LoopConfig
+                    ) -> tuple[np.ndarray, pd.DataFrame]:
     """The day's alerts and decisions once the ``cfg.expose`` kept slots are filled: first the cards exposed at the
-    terminals of the confirmed frauds (``fraud.review.exposure.exposed_cards`` over the day's events, within a day
-    of the frauds confirmed today or ``earlier``: the day before's, as the review's 24-hour window reaches), each
-    such card's transactions of the day decided by ``truth``; the slots left go to the next cards by score, and
-    the analyst works as many more cases among the alerts not decided yet (same work a day)."""
+    terminals of the day's confirmed frauds (``fraud.review.exposure.exposed_cards`` over the day's events: the
+    same day only), each such card's transactions of the day decided by ``truth``; the slots left go to the next
+    cards by score, and the analyst works as many more cases among the alerts not decided yet (same work a day)."""
     from fraud.review.exposure import exposed_cards
 
     by_tx = scored.set_index(scored["tx_id"].astype(str))
+    fraud_tx = dec.loc[dec["label"].to_numpy() == 1, "tx_id"].astype(str)
     card = scored["customer_id"].astype(str)
     seen = set(card[alert]) | set(by_tx.loc[by_tx.index.intersection(dec["tx_id"].astype(str)), "customer_id"]
                                   .astype(str))                          # alerted, or decided (explored) already
-    confirmed = confirmed_frauds(scored, dec)
-    if earlier is not None and len(earlier):
-        confirmed = pd.concat([earlier[list(confirmed.columns)], confirmed], ignore_index=True)
-    ex = exposed_cards(scored, confirmed, window=DAY, exclude=seen)
+    ex = exposed_cards(scored, by_tx.loc[by_tx.index.intersection(fraud_tx)], window=DAY, exclude=seen)
     exposed = list(ex["customer_id"][:cfg.expose])
     fill = [c for c in ranked_cards(scored.assign(customer_id=card)) if c not in seen and c not in exposed]
     fill = fill[:cfg.expose - len(exposed)]
@@ -350,7 +341,7 @@ def run_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, arm: str, c
     hist = df[df["timestamp"] < train_until]
     state = hot_state(bundle, hist)
     decided, retrains, days = [], [], []
-    parts, confirmed = [], None
+    parts = []
     sent = cfg.live_labels == "sent"
     cols = [c for c in CANONICAL if c != "label"] if sent else list(CANONICAL)
     for d in range(7 * weeks):
@@ -364,8 +355,7 @@ def run_arm(df: pd.DataFrame, train_until: pd.Timestamp, weeks: int, arm: str, c
         explore = exploration_alerts(scored, alert, cfg.budget) if cfg.explore and len(scored) else None
         dec = analyst(scored.loc[alert], truth, cfg, explore)
         if cfg.expose and len(scored):
-            alert, dec = exposure_review(scored, alert, dec, truth, cfg, earlier=confirmed)
-            confirmed = confirmed_frauds(scored, dec)      # the next day's exposure reaches back to them
+            alert, dec = exposure_review(scored, alert, dec, truth, cfg)
         decided.append(dec)
         if sent:  # the day's decisions (full arm) and the disputes due by its end reach the scorer's state
             bundle.add_labels(state, labelled_rows(df, [dec] if arm == "full" else [],

@@ -200,13 +200,6 @@ def test_exposure_review_fills_the_kept_slots_with_cards_exposed_at_confirmed_fr
         with pytest.raises(ConfigError, match=f"expose={bad['expose']}"):
             dataclasses.replace(cfg, **bad).check()
     dataclasses.replace(cfg, expose=0, explore=4).check()                   # no exposure: exploration may take all
-    next_day = scored.assign(timestamp=scored["timestamp"] + pd.Timedelta(hours=18))
-    yesterday = scored[scored["tx_id"] == "f1"]                             # F's fraud at T9: X, Y there 21-23 h later
-    _, dec5 = exposure_review(next_day, alert, no_fraud, truth, cfg, earlier=yesterday)
-    assert set(dec5.loc[dec5["exposed"], "tx_id"]) == {"x1", "x2", "y1"}    # exposed by the day before's fraud
-    _, dec6 = exposure_review(next_day.assign(timestamp=next_day["timestamp"] + pd.Timedelta(hours=12)), alert,
-                              no_fraud, truth, cfg, earlier=yesterday)      # more than a day after it: not exposed
-    assert not dec6["exposed"].any()
 
 
 def test_an_arm_with_exposure_keeps_the_budget_and_reports_its_reviews(world, arms):
@@ -218,5 +211,5 @@ def test_an_arm_with_exposure_keeps_the_budget_and_reports_its_reviews(world, ar
     assert (per_day == cfg.loop.budget).all()
     assert all(d["exposed"] >= d["fraud_exposed"] >= 0 for d in res["days"])
     assert sum(d["fraud_exposed"] for d in res["days"]) > 0      # this world's week holds exposed frauds
-    for prev, d in zip([None, *res["days"]], res["days"]):          # exposed reviews only after a confirmed fraud
-        assert d["exposed"] == 0 or d["fraud_decided"] > d["fraud_exposed"] or (prev and prev["fraud_decided"])
+    for d in res["days"]:                                          # an exposed review only after a confirmed fraud
+        assert d["exposed"] == 0 or d["fraud_decided"] > d["fraud_exposed"]
