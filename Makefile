@@ -24,8 +24,12 @@ demo: install
 # TEST_WORKERS=0 runs the suite in one process (a machine whose cores are busy: no second worker's overhead)
 TEST_WORKERS ?= 3
 
+# PYTHONDONTWRITEBYTECODE= : the run keeps compiled modules in __pycache__ (gitignored) even where the shell sets
+# PYTHONDONTWRITEBYTECODE. Without that cache every worker rewrites the asserts of every test file it collects
+# and every worker and CLI or scorer subprocess compiles the modules it imports, each time: a worker's collection
+# takes 4.2 s of CPU instead of 6.2 s; the suite 171.6 s / 281.5 s user CPU against 174.5 s / 284.7 s, back to back
 test: install
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
