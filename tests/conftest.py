@@ -115,7 +115,7 @@ def drift_bundle(drift_world):
 
     light = dict(featurizers=("tabular",), unsupervised=("iforest", "hbos"),
                  ensemble_params={"detector_params": {"iforest": {"n_estimators": 50}},
-                                  "supervised_params": {"n_estimators": 40, "n_jobs": 1}})
+                                  "supervised_params": {"n_estimators": 40, "n_jobs": 1}}, baseline_trees=20)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return train(drift_world, TrainConfig(**light)).bundle

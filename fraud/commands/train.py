@@ -74,11 +74,12 @@ def _quiet():
     logging.getLogger("mlflow").setLevel(logging.ERROR)
 
 
-def _train_config(settings, name, features, unsupervised_detectors, supervised, eval_days, seed, head_trees=None):
+def _train_config(settings, name, features, unsupervised_detectors, supervised, eval_days, seed, head_trees=None,
+                  baseline_trees=None):
     from fraud.training.config import config_from_options
 
     cfg, skipped = config_from_options(settings, name, features, unsupervised_detectors, supervised, eval_days, seed,
-                                       head_trees)
+                                       head_trees, baseline_trees)
     for n, why in skipped.items():
         click.echo(f"note: featurizer {n!r} skipped: {why}", err=True)
     return cfg
@@ -97,6 +98,8 @@ def _model_options(f):
         click.option("--seed", default=None, type=int, help="Random seed (default: settings seed 0)."),
         click.option("--head-trees", default=None, type=int,
                      help="Boosting rounds of the supervised head (default: the ensemble's, 300)."),
+        click.option("--baseline-trees", default=None, type=click.IntRange(min=1),
+                     help="Trees of the baseline guard's book-feature forest (default: the book's, 100)."),
     ]):
         f = o(f)
     return f
@@ -122,7 +125,7 @@ def _fmt_metrics(m: dict) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")
 @click.pass_obj
 def train(settings, data, columns, preset, train_from, train_until, unsupervised, labels_path, name, features,
-          unsupervised_detectors, supervised, eval_days, seed, head_trees, no_register, as_json):
+          unsupervised_detectors, supervised, eval_days, seed, head_trees, baseline_trees, no_register, as_json):
     """Train the scoring bundle, evaluate it on the most recent labelled window, register it in MLflow.
 
     Training examples are the transactions in [train-from, train-until); earlier ones are history.
@@ -138,7 +141,8 @@ def train(settings, data, columns, preset, train_from, train_until, unsupervised
     say = _stage_printer(console)
     name = name or settings.model_name
     until = to_utc(train_until, "--train-until")
-    cfg = _train_config(settings, name, features, unsupervised_detectors, supervised, eval_days, seed, head_trees)
+    cfg = _train_config(settings, name, features, unsupervised_detectors, supervised, eval_days, seed, head_trees,
+                        baseline_trees)
     if not no_register:  # an unreachable store fails now, not after minutes of training
         from fraud import registry
 
@@ -257,7 +261,7 @@ def _store_alerts(df, res, alerts_db: str, version) -> int:
 @click.pass_obj
 def retrain(settings, data, archive, columns, preset, labels_path, alerts_db, unreviewed, name, ap_margin,
             window_days, if_drift, drift_days, features, unsupervised_detectors, supervised, eval_days, seed,
-            head_trees, as_json):
+            head_trees, baseline_trees, as_json):
     """Train a challenger on the latest data + analyst labels and promote it only if it wins.
 
     Champion and challenger are compared on the most recent labelled window whose labels neither
@@ -275,7 +279,8 @@ def retrain(settings, data, archive, columns, preset, labels_path, alerts_db, un
     if bool(data) == bool(archive):
         raise click.UsageError("give exactly one of --data or --archive")
     name = name or settings.model_name
-    cfg = _train_config(settings, name, features, unsupervised_detectors, supervised, eval_days, seed, head_trees)
+    cfg = _train_config(settings, name, features, unsupervised_detectors, supervised, eval_days, seed, head_trees,
+                        baseline_trees)
     labels = labels_from(labels_path, alerts_db)  # first: a wrong --alerts-db fails before the data is read
     say(f"reading {data or archive}")
     df = _read(data, columns, preset) if data else read_archive(archive)
@@ -374,7 +379,7 @@ def evaluate(settings, data, columns, preset, model_uri, date_from, date_until, 
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def bench_train(settings, data, columns, preset, features, unsupervised_detectors, supervised, eval_days, seed,
-                head_trees, customers, days, register, as_json):
+                head_trees, baseline_trees, customers, days, register, as_json):
     """Time a full training run (read + features + detectors + evaluation) on a file or a simulated world."""
     from benchmarks import training as bench
     from fraud.training import train as do_train
@@ -384,7 +389,8 @@ def bench_train(settings, data, columns, preset, features, unsupervised_detector
     df, src = (_read(data, columns, preset), str(data)) if data else bench.simulated(customers, days)
     t_read = time.perf_counter() - t0
     c1 = time.process_time()
-    cfg = _train_config(settings, "bench", features, unsupervised_detectors, supervised, eval_days, seed, head_trees)
+    cfg = _train_config(settings, "bench", features, unsupervised_detectors, supervised, eval_days, seed, head_trees,
+                        baseline_trees)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = do_train(df, cfg, progress=say)
@@ -420,7 +426,8 @@ def _print_out(out: dict, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def bench_score(settings, data, columns, preset, model_uri, features, unsupervised_detectors, supervised,
-                eval_days, seed, head_trees, customers, days, batch_size, explain, as_json):
+                eval_days, seed, head_trees, baseline_trees, customers, days, batch_size, explain,
+                as_json):
     """Scoring rate of the one scoring path (score_frame replay in micro-batches), with a per-stage breakdown."""
     from benchmarks import training as bench
     say = _stage_printer(_console())
@@ -431,7 +438,8 @@ def bench_score(settings, data, columns, preset, model_uri, features, unsupervis
         registry.quiet_mlflow()
         bundle = registry.load_bundle(model_uri, tracking_uri=settings.tracking_uri, key=settings.bundle_key)
     else:
-        cfg = _train_config(settings, "bench", features, unsupervised_detectors, supervised, eval_days, seed, head_trees)
+        cfg = _train_config(settings, "bench", features, unsupervised_detectors, supervised, eval_days, seed,
+                            head_trees, baseline_trees)
         bundle = bench.trained_bundle(test, cfg, say)
     if explain:
         bundle.explain = explain

@@ -120,11 +120,14 @@ def _ap(y, s) -> float:
 
 
 def guard(det, X: pd.DataFrame, y_fit: np.ndarray, y_eval: np.ndarray, ev: np.ndarray, y_all: np.ndarray,
-          seed: int = 0) -> tuple[object, dict]:
+          seed: int = 0, trees: int = 100) -> tuple[object, dict]:
     """(detector to register, info). ``y_fit`` / ``y_all``: labels per row of X (NaN = not usable) for the
-    comparison fit and the final refit; ``ev``: the evaluation rows, ``y_eval`` their labels."""
+    comparison fit and the final refit; ``ev``: the evaluation rows, ``y_eval`` their labels; ``trees``: the
+    forest's size."""
+    if not isinstance(trees, (int, np.integer)) or trees < 1:
+        raise ConfigError(f"baseline guard: trees={trees!r} must be an integer >= 1 (baseline_trees)")
     fit_rows = np.isfinite(y_fit)
-    forest = BookForest(seed=seed).fit(X.loc[fit_rows], y_fit[fit_rows])
+    forest = BookForest(n_estimators=trees, seed=seed).fit(X.loc[fit_rows], y_fit[fit_rows])
     Xe = X.loc[ev]
     p = np.clip(np.asarray(det.decision_function(Xe), dtype=np.float64), 0, 1)
     f = forest.decision_function(Xe)
@@ -137,12 +140,12 @@ def guard(det, X: pd.DataFrame, y_fit: np.ndarray, y_eval: np.ndarray, ev: np.nd
     if best == 1.0:
         return det, info
     all_rows = np.isfinite(y_all)
-    forest = BookForest(seed=seed).fit(X.loc[all_rows], y_all[all_rows])
+    forest = BookForest(n_estimators=trees, seed=seed).fit(X.loc[all_rows], y_all[all_rows])
     return Blend(det, forest, best), info
 
 
 def training_guard(det, X: pd.DataFrame, df: pd.DataFrame, windows: dict, in_train: np.ndarray, ev: np.ndarray,
-                   seed: int = 0, max_rows: int | None = None) -> tuple[object, dict]:
+                   seed: int = 0, max_rows: int | None = None, trees: int = 100) -> tuple[object, dict]:
     """:func:`guard` with the training windows of ``fraud.training.train``: the comparison forest learns the
     head's labels ``[train_from, label_cutoff)``, the final one every label known at train-until."""
     ts = df["timestamp"]
@@ -154,7 +157,7 @@ def training_guard(det, X: pd.DataFrame, df: pd.DataFrame, windows: dict, in_tra
         return det, {"baseline.choice": "pipeline (no labelled fraud to compare on)"}
     y_fit = subsample_genuine(np.where(fit, lab, np.nan), max_rows, seed)
     y_all = subsample_genuine(np.where(known, lab, np.nan), max_rows, seed)
-    return guard(det, X, y_fit, y_eval, ev, y_all, seed=seed)
+    return guard(det, X, y_fit, y_eval, ev, y_all, seed=seed, trees=trees)
 
 
 def guard_step(cfg, det, X: pd.DataFrame, df: pd.DataFrame, windows: dict, in_train: np.ndarray, ev: np.ndarray,
@@ -167,5 +170,6 @@ def guard_step(cfg, det, X: pd.DataFrame, df: pd.DataFrame, windows: dict, in_tr
     if not applicable:
         return det, {"baseline.choice": "pipeline (no supervised head or no tabular features)"}, None
     say("comparing with the book-feature random forest on the evaluation week")
-    det, info = training_guard(det, X, df, windows, in_train, ev, seed=cfg.seed, max_rows=cfg.max_supervised_rows)
+    det, info = training_guard(det, X, df, windows, in_train, ev, seed=cfg.seed, max_rows=cfg.max_supervised_rows,
+                               trees=cfg.baseline_trees)
     return det, info, info.pop("eval_scores", None)

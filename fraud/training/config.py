@@ -30,6 +30,8 @@ class TrainConfig:
     #: compare with the book-feature random forest on the evaluation week; register the better or a blend
     #: (``fraud.training.baseline``; needs the tabular featurizer and labelled fraud in both windows)
     baseline_guard: bool = True
+    #: trees of the guard's forest (the book's 100; fewer train faster, e.g. in tests and quick experiments)
+    baseline_trees: int = 100
     #: days of history (before train-until) replayed through the online path to give the bundle a warm
     #: initial state (``bundle.initial_state_``): a stream scorer starting without a checkpoint then sees
     #: customer/terminal windows and sequence states as of the training cutoff, not empty ones. 0 = off.
@@ -55,6 +57,7 @@ class TrainConfig:
             "warmup_days": self.warmup_days, "seed": self.seed, "max_supervised_rows": self.max_supervised_rows,
             **{f"featurizer.{k}": v for k, v in self.featurizer_params.items()},
             **{f"ensemble.{k}": v for k, v in self.ensemble_params.items()},
+            **({"baseline_trees": self.baseline_trees} if self.baseline_trees != 100 else {}),
             **({"activity_alarm": True} if self.activity_alarm else {}),
             **({"terminal_alarm": True} if self.terminal_alarm else {}),
         }
@@ -66,7 +69,8 @@ def split_list(value: str | None) -> tuple:
 
 
 def config_from_options(settings, name: str, features=None, detectors=None, supervised="lightgbm",
-                        eval_days: int = 7, seed=None, head_trees=None) -> tuple[TrainConfig, dict]:
+                        eval_days: int = 7, seed=None, head_trees=None, baseline_trees=None
+                        ) -> tuple[TrainConfig, dict]:
     """(TrainConfig of the CLI's model options and ``settings``, {featurizer: why skipped}). Without
     ``features``: every default featurizer that imports."""
     from fraud.training.featurizers import available_featurizers
@@ -79,6 +83,8 @@ def config_from_options(settings, name: str, features=None, detectors=None, supe
     kw = {}
     if head_trees:
         kw["ensemble_params"] = {"supervised_params": {"n_estimators": int(head_trees)}}
+    if baseline_trees:
+        kw["baseline_trees"] = int(baseline_trees)
     if split_list(detectors):
         kw["unsupervised"] = split_list(detectors)
     cfg = TrainConfig(featurizers=names, supervised=None if supervised == "none" else supervised,

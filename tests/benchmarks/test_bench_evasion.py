@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 ARMS = ("current", "current_week2", "forest", "retrained_week1_labels", "loop_week2")
 CEILINGS = ("oracle", "tactic_first", "oracle_week2", "tactic_first_week2")
 TINY = {"featurizers": ("tabular", "behaviour", "collusion"), "unsupervised": ("hbos",),
-        "ensemble_params": {"supervised_params": {"n_estimators": 60}}}  # a small head: the structure, not the goals
+        "ensemble_params": {"supervised_params": {"n_estimators": 60}},
+        "baseline_trees": 20}  # a small head and guard forest: the structure, not the goals
 
 
 @pytest.fixture(scope="module")

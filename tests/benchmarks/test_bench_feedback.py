@@ -19,7 +19,7 @@ def model(drift_world):
     from fraud.training import TrainConfig, train
 
     cut = drift_world["timestamp"].min().floor("D") + pd.Timedelta(days=30)
-    light = dict(featurizers=("tabular", "behaviour"), unsupervised=("hbos",), eval_days=3,
+    light = dict(featurizers=("tabular", "behaviour"), unsupervised=("hbos",), eval_days=3, baseline_trees=20,
                  ensemble_params={"supervised_params": {"n_estimators": 40, "n_jobs": 1}})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

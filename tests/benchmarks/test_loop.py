@@ -17,7 +17,7 @@ from fraud.evaluate import recall_at_budget
 pytestmark = pytest.mark.slow
 
 TINY = {"featurizers": ("tabular", "behaviour"), "unsupervised": ("hbos",), "supervised": "lightgbm",
-        "ensemble_params": {"supervised_params": {"n_estimators": 30}}, "feedback_delay_days": 1,
+        "ensemble_params": {"supervised_params": {"n_estimators": 30}}, "feedback_delay_days": 1, "baseline_trees": 20,
         "warm_state_days": 14}
 WEEKS = 2
 

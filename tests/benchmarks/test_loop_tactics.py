@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow
 TACTIC_LIST = ("under_usual", "aged_mules", "spread_ring")
 WORLD = {"seed": 5, "customers": 150, "terminals": 300, "weeks": 6, "train_weeks": 3, "onset_weeks": 1}
 TINY = ['featurizers=["tabular","behaviour"]', 'unsupervised=["hbos"]', "supervised=lightgbm",
-        'ensemble_params={"supervised_params":{"n_estimators":30}}', "warm_state_days=14"]
+        'ensemble_params={"supervised_params":{"n_estimators":30}}', "warm_state_days=14",
+        "baseline_trees=20"]  # a small guard forest: the structure, not its figures
 
 
 def _args(**extra) -> list:

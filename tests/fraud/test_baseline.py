@@ -73,3 +73,28 @@ def test_training_tags_and_the_registered_detector(world):
         warnings.simplefilter("ignore")
         off = train(world, TrainConfig(**LIGHT, baseline_guard=False))
     assert off.tags == {"baseline.choice": "pipeline (guard off)"}
+
+
+def test_the_forest_has_the_configured_number_of_trees():
+    """``TrainConfig.baseline_trees`` (``--baseline-trees``) sizes the guard's forest; a bad size is refused."""
+    from click.testing import CliRunner
+
+    from fraud.cli import main
+    from fraud.errors import ConfigError
+    from fraud.training.config import config_from_options
+
+    X, y = _frame()
+    ev = np.arange(len(X)) >= 2000
+    y_fit = np.where(~ev, y, np.nan)
+    det, _ = guard(Noise(list(X.columns)), X, y_fit, y[ev], ev, y_fit, trees=7)
+    assert len(det.forest.forest_.estimators_) == 7
+    for bad in (0, 2.5):
+        with pytest.raises(ConfigError, match=f"trees={bad}"):
+            guard(Noise(list(X.columns)), X, y_fit, y[ev], ev, y_fit, trees=bad)
+    from fraud.config import Settings
+
+    cfg, _ = config_from_options(Settings(), "m", "tabular", "hbos", baseline_trees=9)
+    assert cfg.baseline_trees == 9 and cfg.params()["baseline_trees"] == 9
+    assert "baseline_trees" not in TrainConfig().params()
+    res = CliRunner().invoke(main, ["train", "--data", "x.csv", "--train-until", "2024-01-01", "--baseline-trees", "0"])
+    assert res.exit_code == 2 and "--baseline-trees" in res.output

@@ -16,8 +16,8 @@ from fraud.training.gate import gate_window, promotion_decision
 
 LIGHT = dict(featurizers=("tabular",), unsupervised=("iforest", "hbos"),
              ensemble_params={"detector_params": {"iforest": {"n_estimators": 50}},
-                              "supervised_params": {"n_estimators": 40, "n_jobs": 1}})
-LIGHT_CLI = ["--features", "tabular", "--detectors", "iforest,hbos", "--head-trees", "40"]
+                              "supervised_params": {"n_estimators": 40, "n_jobs": 1}}, baseline_trees=20)
+LIGHT_CLI = ["--features", "tabular", "--detectors", "iforest,hbos", "--head-trees", "40", "--baseline-trees", "20"]
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from fraud.training.detector import head_labels, training_rows
 from fraud.training.evaluation import window_metrics
 
 LIGHT = dict(featurizers=("tabular",), unsupervised=("hbos",),
-             ensemble_params={"supervised_params": {"n_estimators": 30, "n_jobs": 1}})
+             ensemble_params={"supervised_params": {"n_estimators": 30, "n_jobs": 1}}, baseline_trees=20)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,8 @@ def test_retrain_cli_unreviewed_unknown_gates_on_decided_events_only(world, tmp_
         env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / policy}.db",
                "FRAUD_ARTIFACT_ROOT": str(tmp_path / policy)}
         r = CliRunner().invoke(main, ["retrain", "--data", str(data), "--labels", str(labels), "--unreviewed", policy,
-                                      "--features", "tabular", "--detectors", "hbos", "--head-trees", "30", "--json"],
+                                      "--features", "tabular", "--detectors", "hbos", "--head-trees", "30",
+                                      "--baseline-trees", "20", "--json"],
                                env=env)
         assert r.exit_code == 0, r.output
         out[policy] = json.loads(r.output.strip().splitlines()[-1])

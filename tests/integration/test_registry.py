@@ -222,7 +222,8 @@ def test_retrain_command_registers_a_challenger_with_the_gate_decision(world, tm
     world.to_parquet(p)
     uri = new_mlflow_store(tmp_path)
     env = {"MLFLOW_TRACKING_URI": uri, "FRAUD_ARTIFACT_ROOT": str(tmp_path / "artifacts")}
-    light = ["--features", "tabular", "--detectors", "hbos", "--head-trees", "30", "--name", "gated"]
+    light = ["--features", "tabular", "--detectors", "hbos", "--head-trees", "30", "--baseline-trees", "20",
+             "--name", "gated"]
     first = CliRunner().invoke(main, ["train", "--data", str(p), *light, "--json"], env=env)
     assert first.exit_code == 0, first.output + repr(first.exception)
     r = CliRunner().invoke(main, ["retrain", "--data", str(p), *light, "--json"], env=env)
