@@ -19,7 +19,8 @@ def model_and_world():
 
     df = simulate(customers=200, terminals=400, days=75, seed=3)
     cut = df["timestamp"].min().normalize() + pd.Timedelta(days=60)
-    cfg = TrainConfig(featurizers=("tabular", "behaviour", "collusion"), unsupervised=("iforest", "hbos"))
+    cfg = TrainConfig(featurizers=("tabular", "behaviour", "collusion"), unsupervised=("iforest", "hbos"),
+                      ensemble_params={"supervised_params": {"n_estimators": 60}}, baseline_trees=20)  # small: speed
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return train(df[df["timestamp"] < cut], cfg, train_until=cut).bundle, df
