@@ -85,6 +85,17 @@ def _train_config(settings, name, features, unsupervised_detectors, supervised, 
     return cfg
 
 
+class _Count(click.ParamType):
+    """A count >= 1, or "" for "not given" (the MLproject's empty parameters)."""
+
+    name = "integer"
+
+    def convert(self, value, param, ctx):
+        if value is None or value == "":
+            return None
+        return click.IntRange(min=1).convert(value, param, ctx)
+
+
 def _model_options(f):
     for o in reversed([
         click.option("--features", default=None, metavar="LIST",
@@ -96,9 +107,9 @@ def _model_options(f):
         click.option("--eval-days", default=7, show_default=True, type=int,
                      help="Length of the evaluation window (the most recent labelled days)."),
         click.option("--seed", default=None, type=int, help="Random seed (default: settings seed 0)."),
-        click.option("--head-trees", default=None, type=int,
+        click.option("--head-trees", default=None, type=_Count(),
                      help="Boosting rounds of the supervised head (default: the ensemble's, 300)."),
-        click.option("--baseline-trees", default=None, type=click.IntRange(min=1),
+        click.option("--baseline-trees", default=None, type=_Count(),
                      help="Trees of the baseline guard's book-feature forest (default: the book's, 100)."),
     ]):
         f = o(f)

@@ -96,5 +96,8 @@ def test_the_forest_has_the_configured_number_of_trees():
     cfg, _ = config_from_options(Settings(), "m", "tabular", "hbos", baseline_trees=9)
     assert cfg.baseline_trees == 9 and cfg.params()["baseline_trees"] == 9
     assert "baseline_trees" not in TrainConfig().params()
-    res = CliRunner().invoke(main, ["train", "--data", "x.csv", "--train-until", "2024-01-01", "--baseline-trees", "0"])
-    assert res.exit_code == 2 and "--baseline-trees" in res.output
+    for opt in ("--baseline-trees", "--head-trees"):                         # 0 is refused; "" (MLproject) = default
+        res = CliRunner().invoke(main, ["train", "--data", "x.csv", "--train-until", "2024-01-01", opt, "0"])
+        assert res.exit_code == 2 and opt in res.output
+        res = CliRunner().invoke(main, ["train", "--data", "x.csv", "--train-until", "2024-01-01", opt, ""])
+        assert res.exit_code != 2 and "x.csv" in res.output                # past the options, to the missing file

@@ -43,7 +43,11 @@ def test_mlflow_run_train_needs_no_path_and_leaves_no_stray_files(tmp_path, new_
     env = _env(store)
     run = _mlflow(["run", str(ROOT / "mlflow"), "-e", "train", "--env-manager", "local",
                    "--experiment-name", "fraud-detector", "-P", "data=world.parquet",
-                   "-P", "train_until=2018-05-01", "-P", "features=tabular", "-P", "detectors=hbos"], work, env)
+                   "-P", "train_until=2018-05-01", "-P", "features=tabular", "-P", "detectors=hbos",
+                   "-P", "head_trees=40", "-P", "baseline_trees=20"], work, env)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     assert "registered models:/fraud-detector/1" in run.stdout + run.stderr
     assert sorted(p.name for p in work.iterdir()) == ["world.parquet"]
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")        # the size parameters reached the training
+    params = client.get_run(client.get_model_version("fraud-detector", "1").run_id).data.params
+    assert params["baseline_trees"] == "20" and params["ensemble.supervised_params"] == str({"n_estimators": 40})
