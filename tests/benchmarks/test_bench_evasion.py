@@ -146,7 +146,9 @@ def test_reach_back_through_the_cli_reports_its_arms_beside_todays():
     from fraud.cli import main
 
     args = ["bench", "evasion", "--seeds", "3000", "--customers", "120", "--terminals", "240", "--train-days", "28",
-            "--budget", "10", "--no-loop", "--reach-back", "--json"]
+            "--budget", "10", "--no-loop", "--reach-back", "--json",
+            "--set", 'featurizers=["tabular","behaviour","collusion"]', "--set", 'unsupervised=["hbos"]',
+            "--set", 'ensemble_params={"supervised_params":{"n_estimators":60}}', "--set", "baseline_trees=20"]
     r = CliRunner().invoke(main, args, catch_exceptions=False)
     assert r.exit_code == 0, r.output[-500:]
     res = json.loads(r.output)
