@@ -13,7 +13,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def result():
     cfg = WorldsConfig(seeds=(1000, 1002), customers=150, terminals=300, days=49, test_days=14,
-                       train={"featurizers": ("tabular", "behaviour", "collusion"), "unsupervised": ("hbos",)})
+                       train={"featurizers": ("tabular", "behaviour", "collusion"), "unsupervised": ("hbos",),
+                              "ensemble_params": {"supervised_params": {"n_estimators": 60}},
+                              "baseline_trees": 20})  # a small head and guard forest: the structure only
     return run_worlds(cfg)
 
 

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 def test_reach_back_reports_the_queues_recall_and_leaves_ap_alone():
     args = ["bench", "worlds", "--seeds", "1000", "--customers", "120", "--terminals", "240", "--days", "42",
             "--budget", "10", "--set", 'featurizers=["tabular","behaviour","collusion"]', "--set",
-            'unsupervised=["hbos"]', "--json"]
+            'unsupervised=["hbos"]', "--set", 'ensemble_params={"supervised_params":{"n_estimators":60}}',
+            "--set", "baseline_trees=20", "--json"]
     runs = [json.loads(CliRunner().invoke(main, args + extra, catch_exceptions=False).output)
             for extra in ([], ["--reach-back"])]
     (before,), (after,) = (r["worlds"] for r in runs)
