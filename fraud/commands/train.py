@@ -91,6 +91,7 @@ class _Count(click.ParamType):
     name = "integer"
 
     def convert(self, value, param, ctx):
+        """None for "" (or no value), else the value as an integer >= 1 (click's usage error otherwise)."""
         if value is None or value == "":
             return None
         return click.IntRange(min=1).convert(value, param, ctx)

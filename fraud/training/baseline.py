@@ -13,6 +13,7 @@ from sklearn.base import BaseEstimator
 
 from fraud.detectors.supervised import SMALL_BATCH
 from fraud.errors import ConfigError, NotFittedError
+from fraud.training.config import BOOK_TREES
 from fraud.training.data import known_labels
 from fraud.training.detector import subsample_genuine
 
@@ -38,7 +39,7 @@ def _positions(names, wanted, where: str) -> np.ndarray:
 class BookForest(BaseEstimator):
     """The book's random forest (chapter 3: standardised features, 100 trees) over ``columns`` of X."""
 
-    def __init__(self, columns=None, n_estimators: int = 100, seed: int = 0, n_jobs: int = -1):
+    def __init__(self, columns=None, n_estimators: int = BOOK_TREES, seed: int = 0, n_jobs: int = -1):
         self.columns = columns
         self.n_estimators = n_estimators
         self.seed = seed
@@ -120,12 +121,10 @@ def _ap(y, s) -> float:
 
 
 def guard(det, X: pd.DataFrame, y_fit: np.ndarray, y_eval: np.ndarray, ev: np.ndarray, y_all: np.ndarray,
-          seed: int = 0, trees: int = 100) -> tuple[object, dict]:
+          seed: int = 0, trees: int = BOOK_TREES) -> tuple[object, dict]:
     """(detector to register, info). ``y_fit`` / ``y_all``: labels per row of X (NaN = not usable) for the
     comparison fit and the final refit; ``ev``: the evaluation rows, ``y_eval`` their labels; ``trees``: the
     forest's size."""
-    if not isinstance(trees, (int, np.integer)) or trees < 1:
-        raise ConfigError(f"baseline guard: trees={trees!r} must be an integer >= 1 (baseline_trees)")
     fit_rows = np.isfinite(y_fit)
     forest = BookForest(n_estimators=trees, seed=seed).fit(X.loc[fit_rows], y_fit[fit_rows])
     Xe = X.loc[ev]
@@ -145,7 +144,7 @@ def guard(det, X: pd.DataFrame, y_fit: np.ndarray, y_eval: np.ndarray, ev: np.nd
 
 
 def training_guard(det, X: pd.DataFrame, df: pd.DataFrame, windows: dict, in_train: np.ndarray, ev: np.ndarray,
-                   seed: int = 0, max_rows: int | None = None, trees: int = 100) -> tuple[object, dict]:
+                   seed: int = 0, max_rows: int | None = None, trees: int = BOOK_TREES) -> tuple[object, dict]:
     """:func:`guard` with the training windows of ``fraud.training.train``: the comparison forest learns the
     head's labels ``[train_from, label_cutoff)``, the final one every label known at train-until."""
     ts = df["timestamp"]

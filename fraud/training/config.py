@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fraud.errors import ConfigError
+
+BOOK_TREES = 100  # the handbook's random forest: the baseline guard's default size
 DEFAULT_FEATURIZERS = ("tabular", "behaviour", "graph", "sequence", "collusion")
 DEFAULT_UNSUPERVISED = ("iforest", "ecod", "copod", "hbos", "autoencoder")
 
@@ -31,7 +34,7 @@ class TrainConfig:
     #: (``fraud.training.baseline``; needs the tabular featurizer and labelled fraud in both windows)
     baseline_guard: bool = True
     #: trees of the guard's forest (the book's 100; fewer train faster, e.g. in tests and quick experiments)
-    baseline_trees: int = 100
+    baseline_trees: int = BOOK_TREES
     #: days of history (before train-until) replayed through the online path to give the bundle a warm
     #: initial state (``bundle.initial_state_``): a stream scorer starting without a checkpoint then sees
     #: customer/terminal windows and sequence states as of the training cutoff, not empty ones. 0 = off.
@@ -49,6 +52,12 @@ class TrainConfig:
     top_reasons: int = 3
     name: str = "fraud-detector"
 
+    def __post_init__(self):
+        t = self.baseline_trees
+        if isinstance(t, bool) or not isinstance(t, int) or t < 1:
+            raise ConfigError(f"training config: baseline_trees={t!r} must be an integer >= 1 (the guard forest's "
+                              "trees)")
+
     def params(self) -> dict:
         return {
             "featurizers": ",".join(self.featurizers), "unsupervised_detectors": ",".join(self.unsupervised),
@@ -57,7 +66,7 @@ class TrainConfig:
             "warmup_days": self.warmup_days, "seed": self.seed, "max_supervised_rows": self.max_supervised_rows,
             **{f"featurizer.{k}": v for k, v in self.featurizer_params.items()},
             **{f"ensemble.{k}": v for k, v in self.ensemble_params.items()},
-            **({"baseline_trees": self.baseline_trees} if self.baseline_trees != 100 else {}),
+            **({"baseline.trees": self.baseline_trees} if self.baseline_trees != BOOK_TREES else {}),
             **({"activity_alarm": True} if self.activity_alarm else {}),
             **({"terminal_alarm": True} if self.terminal_alarm else {}),
         }
@@ -83,8 +92,8 @@ def config_from_options(settings, name: str, features=None, detectors=None, supe
     kw = {}
     if head_trees:
         kw["ensemble_params"] = {"supervised_params": {"n_estimators": int(head_trees)}}
-    if baseline_trees:
-        kw["baseline_trees"] = int(baseline_trees)
+    if baseline_trees is not None:
+        kw["baseline_trees"] = baseline_trees
     if split_list(detectors):
         kw["unsupervised"] = split_list(detectors)
     cfg = TrainConfig(featurizers=names, supervised=None if supervised == "none" else supervised,

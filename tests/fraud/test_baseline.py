@@ -75,29 +75,38 @@ def test_training_tags_and_the_registered_detector(world):
     assert off.tags == {"baseline.choice": "pipeline (guard off)"}
 
 
-def test_the_forest_has_the_configured_number_of_trees():
-    """``TrainConfig.baseline_trees`` (``--baseline-trees``) sizes the guard's forest; a bad size is refused."""
-    from click.testing import CliRunner
 
-    from fraud.cli import main
-    from fraud.errors import ConfigError
-    from fraud.training.config import config_from_options
-
+def test_the_guard_forest_has_the_configured_number_of_trees():
     X, y = _frame()
     ev = np.arange(len(X)) >= 2000
     y_fit = np.where(~ev, y, np.nan)
     det, _ = guard(Noise(list(X.columns)), X, y_fit, y[ev], ev, y_fit, trees=7)
     assert len(det.forest.forest_.estimators_) == 7
-    for bad in (0, 2.5):
-        with pytest.raises(ConfigError, match=f"trees={bad}"):
-            guard(Noise(list(X.columns)), X, y_fit, y[ev], ev, y_fit, trees=bad)
-    from fraud.config import Settings
 
+
+def test_baseline_trees_is_checked_and_logged_when_not_the_books():
+    from fraud.config import Settings
+    from fraud.errors import ConfigError
+    from fraud.training.config import config_from_options
+
+    for bad in (0, 2.5, True, "20"):
+        with pytest.raises(ConfigError, match=f"baseline_trees={bad!r}"):
+            TrainConfig(baseline_trees=bad)
     cfg, _ = config_from_options(Settings(), "m", "tabular", "hbos", baseline_trees=9)
-    assert cfg.baseline_trees == 9 and cfg.params()["baseline_trees"] == 9
-    assert "baseline_trees" not in TrainConfig().params()
-    for opt in ("--baseline-trees", "--head-trees"):                         # 0 is refused; "" (MLproject) = default
-        res = CliRunner().invoke(main, ["train", "--data", "x.csv", "--train-until", "2024-01-01", opt, "0"])
+    assert cfg.baseline_trees == 9 and cfg.params()["baseline.trees"] == 9
+    assert "baseline.trees" not in TrainConfig().params()
+
+
+def test_cli_tree_counts_refuse_0_and_read_an_empty_value_as_not_given():
+    """``--baseline-trees`` / ``--head-trees``: 0 is a usage error; "" (an MLproject parameter left empty) is the
+    default, so the command goes on to read its data."""
+    from click.testing import CliRunner
+
+    from fraud.cli import main
+
+    base = ["train", "--data", "x.csv", "--train-until", "2024-01-01", "--no-register"]
+    for opt in ("--baseline-trees", "--head-trees"):
+        res = CliRunner().invoke(main, [*base, opt, "0"])
         assert res.exit_code == 2 and opt in res.output
-        res = CliRunner().invoke(main, ["train", "--data", "x.csv", "--train-until", "2024-01-01", opt, ""])
-        assert res.exit_code != 2 and "x.csv" in res.output                # past the options, to the missing file
+        res = CliRunner().invoke(main, [*base, opt, ""])
+        assert res.exit_code not in (0, 2) and "x.csv" in res.output

@@ -50,4 +50,4 @@ def test_mlflow_run_train_needs_no_path_and_leaves_no_stray_files(tmp_path, new_
     assert sorted(p.name for p in work.iterdir()) == ["world.parquet"]
     client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")        # the size parameters reached the training
     params = client.get_run(client.get_model_version("fraud-detector", "1").run_id).data.params
-    assert params["baseline_trees"] == "20" and params["ensemble.supervised_params"] == str({"n_estimators": 40})
+    assert params["baseline.trees"] == "20" and params["ensemble.supervised_params"] == str({"n_estimators": 40})
