@@ -55,6 +55,24 @@ def test_same_seed_same_scores_and_eval_uses_unseen_labels(world):
     assert np.isfinite(a.metrics["cp@100"])
 
 
+def test_the_default_configuration_trains_every_stage_and_scores(world):
+    """``fraud train`` without options: every default featurizer and detector, the head, the guard at the book's
+    size; the bundle scores the next days (the other tests train light configurations for speed)."""
+    from fraud.training.config import DEFAULT_FEATURIZERS, DEFAULT_UNSUPERVISED
+
+    until = world["timestamp"].min().normalize() + pd.Timedelta(days=33)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = train(world[world["timestamp"] < until], TrainConfig(), train_until=until)
+    b = res.bundle
+    assert len(b.featurizers) == len(DEFAULT_FEATURIZERS) and "baseline.choice" in res.tags
+    ens = b.detector.base                                  # under the collusion alarm; the pipeline of a blend
+    ens = getattr(ens, "pipeline", ens)
+    assert tuple(ens.detectors_) == DEFAULT_UNSUPERVISED and ens.supervised_ is not None
+    scored = b.score_frame(world[world["timestamp"] >= until].drop(columns=["label", "scenario"]), batch_size=500)
+    assert len(scored) > 0 and scored["score"].between(0, 1).all()
+
+
 def test_training_refuses_rows_at_or_after_train_until(world):
     until = world["timestamp"].iloc[len(world) // 2]
     with pytest.raises(ConfigError, match="train-until"):
