@@ -75,7 +75,6 @@ def test_training_tags_and_the_registered_detector(world):
     assert off.tags == {"baseline.choice": "pipeline (guard off)"}
 
 
-
 def test_the_guard_forest_has_the_configured_number_of_trees():
     X, y = _frame()
     ev = np.arange(len(X)) >= 2000
