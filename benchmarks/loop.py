@@ -233,12 +233,13 @@ def exposure_review(scored: pd.DataFrame, alert: np.ndarray, dec: pd.DataFrame, 
     seen = set(card[alert]) | set(by_tx.loc[by_tx.index.intersection(dec["tx_id"].astype(str)), "customer_id"]
                                   .astype(str))                          # alerted, or decided (explored) already
     ex = exposed_cards(scored, by_tx.loc[by_tx.index.intersection(fraud_tx)], window=DAY, exclude=seen)
-    exposed = list(ex["customer_id"][:cfg.expose])
+    exposed = set(ex["customer_id"][:cfg.expose])
     fill = [c for c in ranked_cards(scored.assign(customer_id=card)) if c not in seen and c not in exposed]
     fill = fill[:cfg.expose - len(exposed)]
-    alert = alert | card.isin(set(exposed) | set(fill)).to_numpy()
-    reviewed = scored.loc[card.isin(set(exposed)), "tx_id"].astype(str)
-    undecided = scored.loc[alert & ~card.isin(set(exposed)).to_numpy()
+    alert = alert | card.isin(exposed | set(fill)).to_numpy()
+    is_exposed = card.isin(exposed).to_numpy()
+    reviewed = scored.loc[is_exposed, "tx_id"].astype(str)
+    undecided = scored.loc[alert & ~is_exposed
                            & ~scored["tx_id"].astype(str).isin(dec["tx_id"].astype(str)).to_numpy()]
     more = pd.Index(pd.Series(_top_cases(undecided, cfg.expose - len(exposed), cfg), dtype=str))
     parts = [pd.DataFrame({"tx_id": tx.to_numpy(), "label": truth.reindex(tx).to_numpy().astype(np.int8),

@@ -249,20 +249,22 @@ def _threads(n):
         _restore_openmp(before)
 
 
+def _openmp_libs() -> list:
+    """threadpoolctl's controllers of the OpenMP libraries loaded in the process now."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().select(user_api="openmp").lib_controllers
+
+
 def _openmp_counts() -> tuple:
     """(torch's intra-op threads, {OpenMP library path: its thread count}) of the process now."""
-    from threadpoolctl import threadpool_info
-
-    return torch.get_num_threads(), {i["filepath"]: i["num_threads"] for i in threadpool_info()
-                                     if i.get("user_api") == "openmp"}
+    return torch.get_num_threads(), {lib.filepath: lib.num_threads for lib in _openmp_libs()}
 
 
 def _restore_openmp(before: tuple) -> None:
     """Set back the OpenMP libraries' thread counts (those loaded before) and torch's, if a kernel changed them."""
-    from threadpoolctl import ThreadpoolController
-
     torch_threads, counts = before
-    for lib in ThreadpoolController().select(user_api="openmp").lib_controllers:
+    for lib in _openmp_libs():
         n = counts.get(lib.filepath)
         if n is not None and lib.num_threads != n:
             lib.set_num_threads(n)

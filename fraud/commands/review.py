@@ -29,16 +29,15 @@ def _context_options(f):
 
 
 def _cluster(ctx, alerts_db, since, until, embedder="deepwalk", seed=0, refine="hdbscan", risk="collusion",
-             archive=None, context_path=None, context=None):
-    """The alert store and the clusters of its alerts; ``context``: the context frame if already read (else it is
-    read from ``archive`` / ``context_path``)."""
-    from fraud.review.clusters import cluster_alerts, read_context
+             context=None):
+    """The alert store and the clusters of its alerts; ``context``: the context frame (``read_context`` of
+    --archive / --context), or None."""
+    from fraud.review.clusters import cluster_alerts
     from fraud.store import AlertStore
 
     url = alerts_db or ctx.obj.alerts_db
     store = AlertStore(url, must_exist=True)
     alerts = store.read_alerts()
-    context = read_context(archive, context_path) if context is None else context
     return store, cluster_alerts(alerts, since=since, until=until, embedder=embedder, seed=seed, refine=refine,
                                  risk=risk, context=context)
 
@@ -80,7 +79,7 @@ def _cases(ctx, alerts_db, since, until, archive, context_path) -> _Cases:
     from fraud.review.queue import rows, strength
 
     context = read_context(archive, context_path)
-    store, res = _cluster(ctx, alerts_db, since, until, archive=archive, context_path=context_path, context=context)
+    store, res = _cluster(ctx, alerts_db, since, until, context=context)
     book = CaseBook(store)
     book.sync(res)
     st = strength(res.alerts, context)
@@ -125,8 +124,10 @@ def register(main: click.Group, bench: click.Group) -> None:
 
         With --archive/--context, the alerted customers' other transactions link alert groups
         (co-visited terminals with a surge of distinct customers) and count colluding customers."""
-        _, res = _cluster(ctx, alerts_db, since, until, embedder, refine=refine, risk=risk, archive=archive,
-                          context_path=context_path)
+        from fraud.review.clusters import read_context
+
+        _, res = _cluster(ctx, alerts_db, since, until, embedder, refine=refine, risk=risk,
+                          context=read_context(archive, context_path))
         if as_json:
             click.echo(json.dumps(res.to_json_dict(), default=str))
             return
@@ -151,9 +152,10 @@ def register(main: click.Group, bench: click.Group) -> None:
         as to `fraud review clusters`: context changes the clusters and so their ids)."""
         from fraud.errors import ConfigError
         from fraud.review.reasons import grouped_words
+        from fraud.review.clusters import read_context
         from fraud.review.reasons import texts as reason_texts
 
-        store, res = _cluster(ctx, alerts_db, since, until, archive=archive, context_path=context_path)
+        store, res = _cluster(ctx, alerts_db, since, until, context=read_context(archive, context_path))
         c = res.get(cluster_id)
         if c is None:
             raise ConfigError(f"cluster {cluster_id!r} is not among the {len(res.clusters)} clusters of "
@@ -441,9 +443,10 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.pass_context
     def report_cmd(ctx, alerts_db, since, until, out_dir, top, detail, archive, context_path):
         """A static HTML report (index.html + PNG plots) of the ranked clusters."""
+        from fraud.review.clusters import read_context
         from fraud.review.report import write_report
 
-        store, res = _cluster(ctx, alerts_db, since, until, archive=archive, context_path=context_path)
+        store, res = _cluster(ctx, alerts_db, since, until, context=read_context(archive, context_path))
         path = write_report(res, out_dir, top=top, decisions=store.read_decisions(), detail=detail)
         click.echo(f"report written to {path}")
 
