@@ -35,6 +35,8 @@ def test_a_bad_event_with_a_large_key_does_not_stop_the_scorer(broker, reg, tmp_
     finally:
         halt(h)
     assert s.dlq.counts["malformed_json"] == 1
+    cfg = s.producer.producer.config  # delivered = on every in-sync replica; no producer id to lose with the broker
+    assert cfg["acks"] in ("all", -1) and cfg["enable_idempotence"] is False
 
 
 def test_a_failed_first_batch_after_a_restore_is_not_taken_for_a_log_reset(broker, reg, tmp_path, monkeypatch):
