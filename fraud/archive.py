@@ -149,6 +149,15 @@ def keeping(sink, flush, gate):
         raise
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (POSIX: the directory entry is data of the folder)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class ArchiveWriter:
     """The scorer's archive sink: buffers scored micro-batches (their column dicts); ``flush`` writes one file per
     (day, partition), under a hidden temporary name renamed when complete."""
@@ -219,9 +228,14 @@ class ArchiveWriter:
             name = f"part-{self.topic}-p{p:04d}-o{first:012d}-{last:012d}.parquet"
             tmp = folder / f".{name}.tmp"
             gate()
-            pq.write_table(table.take(pa.array(idx)), tmp, compression="snappy")
+            with open(tmp, "wb") as f:  # on disk before the rename, and the rename before the offsets' commit:
+                pq.write_table(table.take(pa.array(idx)), f, compression="snappy")  # a crash leaves no empty file
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, folder / name)
             out.append(folder / name)
+        for folder in {f.parent for f in out}:
+            _fsync_dir(folder)
         self.files_written += len(out)
         return out
 
