@@ -192,6 +192,15 @@ def wait_for_broker(bootstrap: str, timeout: float | None = None, initial: float
         delay = min(maximum, delay * 2)
 
 
+def ensure_scorer_topics(cfg) -> None:
+    """The scorer's input, dead-letter, scores and alerts topics, created when missing."""
+    topics = {cfg.topic: cfg.partitions, cfg.dlq_topic: 1}
+    topics.update({t: 1 for t in (cfg.scores_topic, cfg.alerts_topic) if t})
+    created = ensure_topics(cfg.bootstrap, topics, client_kw=cfg.client_kw)
+    if created:
+        log.info("topics created %s", created)
+
+
 def scorer_clients(cfg) -> tuple:
     """The scorer's consumer (group ``cfg.group``, manual commits) and producer (scores, alerts, dead letters);
     ``cfg.client_kw`` (security, SASL, TLS), ``consumer_kw`` and ``producer_kw`` pass through to kafka-python.

@@ -22,7 +22,7 @@ from fraud.archive import ArchiveWriter
 from fraud.errors import FraudError, RegistryError
 from fraud.registry import parse_model_uri
 from streaming import batch, feedback, late, rejoin
-from streaming.broker import ensure_topics, scorer_clients, wait_for_broker
+from streaming.broker import ensure_scorer_topics, scorer_clients, wait_for_broker
 from streaming.checkpoint import Checkpointer
 from streaming.config import ServeConfig
 from streaming.decode import Letter, decode, to_frame
@@ -47,7 +47,7 @@ class Scorer:
         self.cfg = config
         self.loader = loader or default_loader
         self.resolver = resolver or default_resolver
-        self.on_batch = on_batch  # on_batch(results_df, latencies_ms ndarray) after each batch is written
+        self.on_batch = on_batch  # on_batch(results_df, latencies_ms ndarray) after each batch (sinks may be pending)
         self.metrics = Metrics()
         self.metrics.ready = self.readiness  # /readyz on the metrics port
         self.bundle = None
@@ -127,11 +127,7 @@ class Scorer:
         cfg = self.cfg
         wait_for_broker(cfg.bootstrap, timeout=cfg.broker_wait_timeout, client_kw=cfg.client_kw, stop=self._stop)
         if cfg.create_topics:
-            topics = {cfg.topic: cfg.partitions, cfg.dlq_topic: 1}
-            topics.update({t: 1 for t in (cfg.scores_topic, cfg.alerts_topic) if t})
-            created = ensure_topics(cfg.bootstrap, topics, client_kw=cfg.client_kw)
-            if created:
-                log.info("topics created %s", created)
+            ensure_scorer_topics(cfg)
         self.consumer, producer = scorer_clients(cfg)
         self.producer = TrackedProducer(producer)
         self.dlq = DeadLetterSink(self.producer, cfg.dlq_topic, max_bytes=cfg.max_message_bytes, metrics=self.metrics)
@@ -172,6 +168,7 @@ class Scorer:
             log.error("checkpoint on revoke failed partitions=%s error=%r: their next owner reads them again from "
                       "their last checkpoint", parts, f"{e.__class__.__name__}: {e}")
         self.ck.forget(parts)
+        self.outbox.forget(parts)  # rows of theirs no sink took: their next owner reads them again
         for p in parts:
             self.parts.pop(p, None)
         self.metrics.assigned.set(len(self.parts))
@@ -187,21 +184,22 @@ class Scorer:
         for tp in sorted(assigned, key=lambda t: t.partition):
             if tp.topic != self.cfg.topic:
                 continue
-            try:
-                part, how = self._restored(tp)
-            except Exception as e:  # noqa: BLE001 - one partition that cannot be restored never stops the others
-                part, how = fresh(self.bundle, self.cfg, self.ck.archive_root), f"the model's starting state " \
-                    f"(restore failed: {e.__class__.__name__}: {e}; read from the group's committed offset)"
+            part, how = self._restored(tp)
             self.parts[tp.partition] = part
             log.info("partition assigned partition=%d offset=%s state=%s", tp.partition, part.next_offset, how)
         self.metrics.assigned.set(len(self.parts))
 
     def _restored(self, tp) -> tuple:
         """(partition, how) from ``tp``'s checkpoint, the consumer moved to its last consumed record."""
-        ck = self.ck.store.load(tp.partition, template=self.bundle.new_state())
+        how = " (no checkpoint)"
+        try:
+            ck = self.ck.store.load(tp.partition, template=self.bundle.new_state())
+            if ck is not None:
+                part, how = restore(ck, self.bundle, self.version, self.cfg, self.ck.store, self.ck.archive_root)
+        except Exception as e:  # noqa: BLE001 - one partition that cannot be restored never stops the others
+            ck, how = None, f" (restore failed: {e.__class__.__name__}: {e}; read from the group's committed offset)"
         if ck is None:
-            return fresh(self.bundle, self.cfg, self.ck.archive_root), "the model's starting state (no checkpoint)"
-        part, how = restore(ck, self.bundle, self.version, self.cfg, self.ck.store, self.ck.archive_root)
+            return fresh(self.bundle, self.cfg, self.ck.archive_root), "the model's starting state" + how
         part.next_offset = ck.offset
         last = ck.extras.get("last_record")
         if last is not None and len(last) == 3 and int(last[0]) == ck.offset - 1:
@@ -232,6 +230,8 @@ class Scorer:
     def process(self, msgs) -> pd.DataFrame:
         """Decode, score and sink one micro-batch of consumed messages. Returns the scored rows."""
         t0 = time.perf_counter()
+        self.watch.begin()
+        self.outbox.deliver()  # a scored batch a sink failed on goes first (raises: this batch is read again)
         self._start_fresh(msgs)
         msgs = self.watch.check(msgs, self.parts)
         self.n_events += len(msgs)
@@ -290,8 +290,8 @@ class Scorer:
             letters.extend(Letter(m, "scoring_error", f"model {self.version}: {e.__class__.__name__}: "
                                                       f"{str(e)[:300]}") for m in ms)
             return None, np.empty(0)
-        batch.remember(d, self._seen)  # first: the states hold the batch now, it is never scored again
         self.outbox.put(results, cols, self.sinks + [a for a in (self.archive,) if a is not None])
+        batch.remember(d, self._seen)  # the states hold the batch now: it is never scored again
         self.outbox.try_deliver()
         lat = time.time() * 1000.0 - (sent_ms if order2 is None else sent_ms[order2])
         self.metrics.latency.observe_many(np.maximum(lat, 0.0) / 1000.0)
@@ -336,8 +336,8 @@ class Scorer:
 
     def _cycle(self) -> None:
         """One poll, its batch, and what is due: a checkpoint, the lag, a model reload check."""
-        self.outbox.deliver()  # a scored batch a sink failed on goes first (raises: retried with backoff)
-        self.ck.throttle(self.consumer)
+        held = not self.outbox.try_deliver()  # a batch a sink failed on: input paused, the member polls on
+        self.ck.throttle(self.consumer, hold=held)
         self.ck.polling.set()
         try:
             polled = self.consumer.poll(timeout_ms=self.cfg.poll_timeout_ms, max_records=self.cfg.batch_size)
@@ -349,10 +349,11 @@ class Scorer:
             try:
                 self.process(msgs)
             except Exception:
-                rewind(self.consumer, self.cfg.topic, self.parts, msgs)
+                rewind(self.consumer, self.cfg.topic, self.parts, msgs, self.watch)
                 raise
-        if self.outbox.pending is not None:
-            return  # its sinks first (next cycle): no checkpoint, log check or model swap may claim the batch
+        if self.outbox.pending is not None:  # its sinks first: no checkpoint, log check or swap may claim the batch
+            self._stop.wait(1.0)
+            return
         self.watch.watch(self.consumer, self.parts)
         rejoin.unstick(self.consumer, self.metrics.rejoins)
         now = time.monotonic()

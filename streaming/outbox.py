@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+
 log = logging.getLogger("streaming.outbox")
 
 
@@ -30,6 +32,18 @@ class Outbox:
             todo[0].write(results, columns=columns)
             todo.pop(0)
         self.pending = None
+
+    def forget(self, partitions) -> None:
+        """Drop the pending rows of ``partitions`` (revoked: their next owner reads them again)."""
+        if self.pending is None:
+            return
+        results, columns, todo = self.pending
+        keep = ~np.isin(np.asarray(columns["kafka_partition"]), list(partitions))
+        if keep.all():
+            return
+        idx = np.flatnonzero(keep)
+        self.pending = None if not len(idx) else [results.iloc[idx].reset_index(drop=True),
+                                                  {c: v[idx] for c, v in columns.items()}, todo]
 
     def try_deliver(self) -> bool:
         """:meth:`deliver`, logging a failure instead of raising (retried before the next poll). True when empty."""

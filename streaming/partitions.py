@@ -154,16 +154,15 @@ def warm_states(bundle, upto: dict, archive_root: str | None, cfg) -> dict:
     return out
 
 
-def rewind(consumer, topic: str, parts: dict, msgs) -> None:
-    """A batch failed part-way: seek its partitions back to its first offsets (read again, not skipped), but never
-    below the offset a partition processed up to (a restore's verified record is not read again as a log reset)
-    and not a partition reset to its log's start in this batch (it was sought there)."""
+def rewind(consumer, topic: str, parts: dict, msgs, watch) -> None:
+    """A batch failed part-way: seek its partitions back to its first offsets (read again, not skipped), except
+    a partition the batch's log check reset (sought to its log's start) and past a restored partition's last
+    consumed record when the check dropped it (read again, it would look like a log reset)."""
     from kafka import TopicPartition
 
     for m in sorted(msgs, key=lambda m: m.offset, reverse=True):  # the first offset of each partition last
-        part = parts.get(m.partition)
-        if part is not None and (part.next_offset is not None or part.base is not None):
-            consumer.seek(TopicPartition(topic, m.partition), max(m.offset, part.next_offset or 0))
+        if m.partition in parts and m.partition not in watch.reset_now:
+            consumer.seek(TopicPartition(topic, m.partition), max(m.offset, watch.resume.get(m.partition, 0)))
 
 
 def absorb(bundle, st, df: pd.DataFrame, chunk: int = 5000) -> int:
