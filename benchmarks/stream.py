@@ -100,7 +100,8 @@ def passthrough_rate(bootstrap: str, topic: str, out_topic: str, n: int, partiti
     sink. Measured from the first poll that returned data to the end of the flush."""
     from kafka import KafkaProducer
 
-    prod = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms, batch_size=256 * 1024, acks=1)
+    prod = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms, batch_size=256 * 1024, acks="all",
+                         enable_idempotence=False)
 
     def send(m):
         rec = json.loads(m.value)

@@ -149,6 +149,25 @@ def keeping(sink, flush, gate):
         raise
 
 
+def _write_durably(write, tmp: Path, final: Path) -> None:
+    """``write(file)`` into ``tmp``, on disk before its rename to ``final``: the offsets a checkpoint commits after
+    an archive flush never point at a file a crash left empty."""
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (POSIX: the directory entry is data of the folder)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class ArchiveWriter:
     """The scorer's archive sink: buffers scored micro-batches (their column dicts); ``flush`` writes one file per
     (day, partition), under a hidden temporary name renamed when complete."""
@@ -219,9 +238,11 @@ class ArchiveWriter:
             name = f"part-{self.topic}-p{p:04d}-o{first:012d}-{last:012d}.parquet"
             tmp = folder / f".{name}.tmp"
             gate()
-            pq.write_table(table.take(pa.array(idx)), tmp, compression="snappy")
-            os.replace(tmp, folder / name)
+            sub = table.take(pa.array(idx))
+            _write_durably(lambda f: pq.write_table(sub, f, compression="snappy"), tmp, folder / name)
             out.append(folder / name)
+        for folder in {f.parent for f in out} | {self.root}:  # the renames, and any new date folder
+            _fsync_dir(folder)
         self.files_written += len(out)
         return out
 
@@ -263,13 +284,19 @@ class ArchiveWriter:
                 f.unlink(missing_ok=True)
                 n += 1
             elif last >= offset:  # straddles the restart point: keep the part below it
-                df = pd.read_parquet(f)
+                try:
+                    df = pd.read_parquet(f)
+                except Exception as e:  # noqa: BLE001 - e.g. left empty by a crash: set aside, never read again
+                    log.error("archive: file %s is unreadable (%s: %s): renamed to .%s.unreadable; its events "
+                              "below offset %d are not in the archive", f, e.__class__.__name__, e, f.name, offset)
+                    os.replace(f, f.with_name(f".{f.name}.unreadable"))
+                    n += 1
+                    continue
                 keep = df[df["kafka_offset"] < offset]
                 new_last = int(keep["kafka_offset"].max())
                 name = f"part-{self.topic}-p{partition:04d}-o{first:012d}-{new_last:012d}.parquet"
-                tmp = f.with_name(f".{name}.tmp")
-                keep.to_parquet(tmp, index=False)
-                os.replace(tmp, f.with_name(name))
+                _write_durably(lambda t: keep.to_parquet(t, index=False), f.with_name(f".{name}.tmp"),
+                               f.with_name(name))
                 f.unlink(missing_ok=True)
                 n += 1
         # half-written files of this partition by a crashed writer; not other partitions': this scorer's writer

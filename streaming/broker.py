@@ -192,16 +192,28 @@ def wait_for_broker(bootstrap: str, timeout: float | None = None, initial: float
         delay = min(maximum, delay * 2)
 
 
+def ensure_scorer_topics(cfg) -> None:
+    """The scorer's input, dead-letter, scores and alerts topics, created when missing."""
+    topics = {cfg.topic: cfg.partitions, cfg.dlq_topic: 1}
+    topics.update({t: 1 for t in (cfg.scores_topic, cfg.alerts_topic) if t})
+    created = ensure_topics(cfg.bootstrap, topics, client_kw=cfg.client_kw)
+    if created:
+        log.info("topics created %s", created)
+
+
 def scorer_clients(cfg) -> tuple:
     """The scorer's consumer (group ``cfg.group``, manual commits) and producer (scores, alerts, dead letters);
-    ``cfg.client_kw`` (security, SASL, TLS), ``consumer_kw`` and ``producer_kw`` pass through to kafka-python."""
+    ``cfg.client_kw`` (security, SASL, TLS), ``consumer_kw`` and ``producer_kw`` pass through to kafka-python.
+    ``acks="all"``: a record counts as delivered (and its offsets may be committed) once every in-sync replica has
+    it, so a leader failover after the commit cannot lose it. Not idempotent: its producer id did not survive a
+    broker that lost its state (every record then refused), and consumers dedupe by key anyway (at-least-once)."""
     from kafka import KafkaConsumer, KafkaProducer
 
     servers = parse_bootstrap(cfg.bootstrap)
     ckw = dict(group_id=cfg.group, enable_auto_commit=False, auto_offset_reset=cfg.auto_offset_reset,
                max_poll_records=cfg.batch_size, fetch_max_wait_ms=20, session_timeout_ms=10000,
                heartbeat_interval_ms=1000, client_id="fraud-scorer")
-    pkw = dict(linger_ms=cfg.linger_ms, batch_size=256 * 1024, acks=1, retries=5, client_id="fraud-scorer",
-               max_request_size=max(1048576, cfg.max_message_bytes * 2))
+    pkw = dict(linger_ms=cfg.linger_ms, batch_size=256 * 1024, acks="all", enable_idempotence=False, retries=5,
+               client_id="fraud-scorer", max_request_size=max(1048576, cfg.max_message_bytes * 2))
     return (KafkaConsumer(bootstrap_servers=servers, **cfg.client_kw, **(ckw | cfg.consumer_kw)),
             KafkaProducer(bootstrap_servers=servers, **cfg.client_kw, **(pkw | cfg.producer_kw)))

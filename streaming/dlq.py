@@ -15,14 +15,23 @@ source.topic   topic of the original message
 source.partition, source.offset   where it was read
 original.size  size in bytes of the original value
 truncated      ``1`` when the value was cut to ``max_bytes`` (oversized messages only)
+key.truncated  ``1`` when the key was cut to ``MAX_KEY_BYTES`` (its size in ``original.key.size``)
+value.dropped  ``1`` when the producer refused the letter as too large: sent again without value and key (the
+               original stays at ``source.*``)
 ============== ===========================================================================
+
+A letter is never larger than ``max_bytes`` + ``MAX_KEY_BYTES`` + its headers, so the producer's record limit
+(1 MiB by default) cannot refuse it and stop the consumer on one event (``ServeConfig.max_message_bytes``).
 """
 from __future__ import annotations
 
 import logging
 from collections import Counter
 
+from kafka.errors import MessageSizeTooLargeError
+
 log = logging.getLogger("streaming.dlq")
+MAX_KEY_BYTES = 1024  # a key is an id; a longer one is cut (the event's key is free input)
 
 KINDS = ("malformed_json", "not_an_object", "oversized", "invalid", "out_of_window", "conflict", "decode_error",
          "scoring_error")
@@ -52,7 +61,13 @@ class DeadLetterSink:
         if truncated:
             value = value[: self.max_bytes]
             headers.append(("truncated", b"1"))
-        self.producer.send(self.topic, key=key, value=value, headers=headers)
+        if key is not None and len(key) > MAX_KEY_BYTES:
+            headers += [("key.truncated", b"1"), ("original.key.size", str(len(key)).encode())]
+            key = key[:MAX_KEY_BYTES]
+        try:
+            self.producer.send(self.topic, key=key, value=value, headers=headers)
+        except MessageSizeTooLargeError:  # a smaller record limit than max_bytes: the reason and where to find it
+            self.producer.send(self.topic, key=None, value=b"", headers=headers + [("value.dropped", b"1")])
         self.counts[kind] += 1
         if self.metrics is not None:
             self.metrics.dead_letters.labels(kind=kind).inc()

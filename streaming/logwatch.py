@@ -23,6 +23,14 @@ class LogWatch:
         self.reset = reset  # reset(partition, why): the scorer re-reads the partition from its log's start
         self.verified = verified  # verified(partition, offset): the log still holds the record read last
         self.topic_id = None
+        # of the last check(): partitions reset (sought to their log's start) and, per partition whose last consumed
+        # record was read again and dropped, the offset after it (streaming.partitions.rewind never seeks below it)
+        self.reset_now: set = set()
+        self.resume: dict = {}
+
+    def begin(self) -> None:
+        """A new batch: nothing of it checked yet (what :func:`streaming.partitions.rewind` reads)."""
+        self.reset_now, self.resume = set(), {}
 
     def check(self, msgs: list, parts: dict) -> list:
         """The messages of a poll still to process: a restored partition's first message is its last consumed
@@ -32,6 +40,7 @@ class LogWatch:
         for m in msgs:
             first.setdefault(m.partition, m)
         drop, again = set(), set()
+        self.reset_now = drop
         for p, m in first.items():
             part = parts.get(p)
             if part is None:
@@ -40,6 +49,7 @@ class LogWatch:
             if want is not None:
                 if m.offset == want[0] and (m.timestamp, crc(m.value)) == (want[1], want[2]):
                     again.add(p)
+                    self.resume[p] = m.offset + 1
                     self.verified(p, m.offset)
                 elif m.offset > want[0]:  # the record is gone (retention) but the log goes on after it
                     log.warning("partition %d: the last consumed record (offset %d) is no longer in the log; "

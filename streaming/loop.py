@@ -22,7 +22,7 @@ from fraud.archive import ArchiveWriter
 from fraud.errors import FraudError, RegistryError
 from fraud.registry import parse_model_uri
 from streaming import batch, feedback, late, rejoin
-from streaming.broker import ensure_topics, scorer_clients, wait_for_broker
+from streaming.broker import ensure_scorer_topics, scorer_clients, wait_for_broker
 from streaming.checkpoint import Checkpointer
 from streaming.config import ServeConfig
 from streaming.decode import Letter, decode, to_frame
@@ -31,7 +31,8 @@ from streaming.dlq import DeadLetterSink
 from streaming.logwatch import LogWatch
 from streaming.metrics import Metrics
 from streaming.model import default_loader, default_resolver, freeze_heap, newer_model, thaw_heap, warm_up
-from streaming.partitions import fresh, restore, warm_states
+from streaming.outbox import Outbox
+from streaming.partitions import fresh, restore, rewind, warm_states
 from streaming.sinks import AlertStoreSink, TopicSink, TrackedProducer
 from streaming.state import CheckpointStore
 
@@ -46,7 +47,7 @@ class Scorer:
         self.cfg = config
         self.loader = loader or default_loader
         self.resolver = resolver or default_resolver
-        self.on_batch = on_batch  # on_batch(results_df, latencies_ms ndarray) after each batch is written
+        self.on_batch = on_batch  # on_batch(results_df, latencies_ms ndarray) after each batch (sinks may be pending)
         self.metrics = Metrics()
         self.metrics.ready = self.readiness  # /readyz on the metrics port
         self.bundle = None
@@ -54,7 +55,11 @@ class Scorer:
         self.parts: dict = {}  # partition -> streaming.partitions.Partition
         self._seen: Callable[[int], SeenIds] = lambda p: self.parts[p].seen
         self.ck = Checkpointer(config, CheckpointStore(config.state_dir, config.topic), self.metrics, self.parts)
-        self.watch = LogWatch(config.topic, self._log_reset, self._verified, lag=self.metrics.lag)
+        # a restored log still holds its last consumed record: archive files past it (a scorer that died after the
+        # checkpoint wrote them) are rewritten, their events are read again now
+        self.watch = LogWatch(config.topic, self._log_reset, lambda p, off: self.archive is not None and
+                              self.archive.discard_from(p, off + 1), lag=self.metrics.lag)
+        self.outbox = Outbox()  # a scored batch until every sink has it
         self.late = late.LateEvents(self.metrics.late_events, config.late_event_hours)
         self.consumer = self.producer = self.archive = self.store = None
         self.sinks: list = []
@@ -122,11 +127,7 @@ class Scorer:
         cfg = self.cfg
         wait_for_broker(cfg.bootstrap, timeout=cfg.broker_wait_timeout, client_kw=cfg.client_kw, stop=self._stop)
         if cfg.create_topics:
-            topics = {cfg.topic: cfg.partitions, cfg.dlq_topic: 1}
-            topics.update({t: 1 for t in (cfg.scores_topic, cfg.alerts_topic) if t})
-            created = ensure_topics(cfg.bootstrap, topics, client_kw=cfg.client_kw)
-            if created:
-                log.info("topics created %s", created)
+            ensure_scorer_topics(cfg)
         self.consumer, producer = scorer_clients(cfg)
         self.producer = TrackedProducer(producer)
         self.dlq = DeadLetterSink(self.producer, cfg.dlq_topic, max_bytes=cfg.max_message_bytes, metrics=self.metrics)
@@ -159,13 +160,15 @@ class Scorer:
         parts = sorted(tp.partition for tp in revoked if tp.topic == self.cfg.topic)
         if not parts:
             return
-        try:
+        try:  # a batch still on its way to the sinks first: no checkpoint may claim it before it is written
+            self.outbox.deliver()
             self.ck.wait(commit=False)
             self.ck.now(sorted(set(parts) & self.ck.dirty), version=self.version, commit=False, full=True)
         except Exception as e:  # noqa: BLE001 - never let a failing checkpoint kill the rebalance
             log.error("checkpoint on revoke failed partitions=%s error=%r: their next owner reads them again from "
                       "their last checkpoint", parts, f"{e.__class__.__name__}: {e}")
         self.ck.forget(parts)
+        self.outbox.forget(parts)  # rows of theirs no sink took: their next owner reads them again
         for p in parts:
             self.parts.pop(p, None)
         self.metrics.assigned.set(len(self.parts))
@@ -178,32 +181,33 @@ class Scorer:
             self.ck.wait(commit=False)
         except Exception as e:  # noqa: BLE001 - its writes are kept for the next checkpoint
             log.error("background checkpoint failed error=%r", f"{e.__class__.__name__}: {e}")
-        root = self.ck.archive_root
         for tp in sorted(assigned, key=lambda t: t.partition):
             if tp.topic != self.cfg.topic:
                 continue
-            p = tp.partition
-            ck = self.ck.store.load(p, template=self.bundle.new_state())
-            if ck is None:
-                part, how = fresh(self.bundle, self.cfg, root), "the model's starting state (no checkpoint)"
-            else:
-                part, how = restore(ck, self.bundle, self.version, self.cfg, self.ck.store, root)
-                part.next_offset = ck.offset
-                last = ck.extras.get("last_record")
-                if last is not None and len(last) == 3 and int(last[0]) == ck.offset - 1:
-                    part.verify = tuple(int(v) for v in last)
-                self.consumer.seek(tp, ck.offset - (part.verify is not None))
-                if self.archive is not None and part.verify is None:
-                    self.archive.discard_from(p, ck.offset)
-            self.parts[p] = part
-            log.info("partition assigned partition=%d offset=%s state=%s", p, part.next_offset, how)
+            part, how = self._restored(tp)
+            self.parts[tp.partition] = part
+            log.info("partition assigned partition=%d offset=%s state=%s", tp.partition, part.next_offset, how)
         self.metrics.assigned.set(len(self.parts))
 
-    def _verified(self, p: int, offset: int) -> None:
-        """A restored partition's log still holds its last consumed record: archive files past it were written
-        after the checkpoint by a scorer that then died; their events are read again now."""
-        if self.archive is not None:
-            self.archive.discard_from(p, offset + 1)
+    def _restored(self, tp) -> tuple:
+        """(partition, how) from ``tp``'s checkpoint, the consumer moved to its last consumed record."""
+        how = " (no checkpoint)"
+        try:
+            ck = self.ck.store.load(tp.partition, template=self.bundle.new_state())
+            if ck is not None:
+                part, how = restore(ck, self.bundle, self.version, self.cfg, self.ck.store, self.ck.archive_root)
+        except Exception as e:  # noqa: BLE001 - one partition that cannot be restored never stops the others
+            ck, how = None, f" (restore failed: {e.__class__.__name__}: {e}; read from the group's committed offset)"
+        if ck is None:
+            return fresh(self.bundle, self.cfg, self.ck.archive_root), "the model's starting state" + how
+        part.next_offset = ck.offset
+        last = ck.extras.get("last_record")
+        if last is not None and len(last) == 3 and int(last[0]) == ck.offset - 1:
+            part.verify = tuple(int(v) for v in last)
+        self.consumer.seek(tp, ck.offset - (part.verify is not None))
+        if self.archive is not None and part.verify is None:
+            self.archive.discard_from(tp.partition, ck.offset)
+        return part, how
 
     def _log_reset(self, p: int, why: str) -> None:
         """Partition ``p``'s log is not the one read so far: count it, write what the old log gave, keep its
@@ -226,6 +230,8 @@ class Scorer:
     def process(self, msgs) -> pd.DataFrame:
         """Decode, score and sink one micro-batch of consumed messages. Returns the scored rows."""
         t0 = time.perf_counter()
+        self.watch.begin()
+        self.outbox.deliver()  # a scored batch a sink failed on goes first (raises: this batch is read again)
         self._start_fresh(msgs)
         msgs = self.watch.check(msgs, self.parts)
         self.n_events += len(msgs)
@@ -284,11 +290,9 @@ class Scorer:
             letters.extend(Letter(m, "scoring_error", f"model {self.version}: {e.__class__.__name__}: "
                                                       f"{str(e)[:300]}") for m in ms)
             return None, np.empty(0)
-        for s in self.sinks:
-            s.write(results, columns=cols)
-        if self.archive is not None:
-            self.archive.write(results, columns=cols)
-        batch.remember(d, self._seen)
+        self.outbox.put(results, cols, self.sinks + [a for a in (self.archive,) if a is not None])
+        batch.remember(d, self._seen)  # the states hold the batch now: it is never scored again
+        self.outbox.try_deliver()
         lat = time.time() * 1000.0 - (sent_ms if order2 is None else sent_ms[order2])
         self.metrics.latency.observe_many(np.maximum(lat, 0.0) / 1000.0)
         return results, lat
@@ -332,7 +336,8 @@ class Scorer:
 
     def _cycle(self) -> None:
         """One poll, its batch, and what is due: a checkpoint, the lag, a model reload check."""
-        self.ck.throttle(self.consumer)
+        held = not self.outbox.try_deliver()  # a batch a sink failed on: input paused, the member polls on
+        self.ck.throttle(self.consumer, hold=held)
         self.ck.polling.set()
         try:
             polled = self.consumer.poll(timeout_ms=self.cfg.poll_timeout_ms, max_records=self.cfg.batch_size)
@@ -344,8 +349,11 @@ class Scorer:
             try:
                 self.process(msgs)
             except Exception:
-                self._rewind(msgs)
+                rewind(self.consumer, self.cfg.topic, self.parts, msgs, self.watch)
                 raise
+        if self.outbox.pending is not None:  # its sinks first: no checkpoint, log check or swap may claim the batch
+            self._stop.wait(1.0)
+            return
         self.watch.watch(self.consumer, self.parts)
         rejoin.unstick(self.consumer, self.metrics.rejoins)
         now = time.monotonic()
@@ -355,14 +363,6 @@ class Scorer:
             self.ck.guarded(lambda: self.ck.start(self.version) if self.cfg.background_checkpoint
                                   else self.ck.now(version=self.version))
         self.maybe_reload()
-
-    def _rewind(self, msgs) -> None:
-        """A batch failed part-way: seek its partitions back to its first offsets (read again, not skipped)."""
-        from kafka import TopicPartition
-
-        for m in sorted(msgs, key=lambda m: m.offset, reverse=True):  # the first offset of each partition last
-            if m.partition in self.parts:
-                self.consumer.seek(TopicPartition(self.cfg.topic, m.partition), m.offset)
 
     def _recover(self, e: BaseException, backoff: float) -> None:
         from kafka.errors import KafkaError
@@ -378,8 +378,8 @@ class Scorer:
     def close(self) -> None:
         if self.consumer is None:
             return
-        for step, what in ((lambda: self.ck.wait(commit=True), "background"), (lambda: self.ck.now(
-                version=self.version), "final")):
+        final = (lambda: (self.outbox.deliver(), self.ck.now(version=self.version)))  # the sinks before any commit
+        for step, what in ((lambda: self.ck.wait(commit=True), "background"), (final, "final")):
             try:
                 step()
             except Exception as e:  # noqa: BLE001

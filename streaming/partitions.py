@@ -74,10 +74,8 @@ def restore(ck, bundle, version: str, cfg, store, archive_root: str | None) -> t
     light = archive_root is not None and cfg.snapshot_events > 0
     labels = feedback.from_arrays(ck.extras)  # the newest label events the partition had applied
     if ck.model_version != version:
-        st = warm_states(bundle, {ck.partition: ck.offset}, archive_root, cfg)[ck.partition]
-        feedback.reapply(bundle, st, labels)
-        return Partition(st, None, seen, labels=labels), f"rebuilt from the archive (checkpoint was model " \
-                                                         f"{ck.model_version})"
+        st, how = _rebuilt(bundle, ck, archive_root, cfg, labels)
+        return Partition(st, None, seen, labels=labels), f"{how} (checkpoint was model {ck.model_version})"
     if ck.base is None:
         base = None
         if light:
@@ -91,14 +89,27 @@ def restore(ck, bundle, version: str, cfg, store, archive_root: str | None) -> t
     except Exception as e:  # noqa: BLE001 - an unreadable base or archive is never fatal
         log.error("checkpoint restore failed partition=%d error=%r: rebuilding the state from the archive's last %s "
                   "days", ck.partition, f"{e.__class__.__name__}: {e}", cfg.warmup_days)
-        st = warm_states(bundle, {ck.partition: ck.offset}, archive_root, cfg)[ck.partition]
-        feedback.reapply(bundle, st, labels)
-        return Partition(st, None, seen, labels=labels), "rebuilt from the archive (light checkpoint unreadable)"
+        st, how = _rebuilt(bundle, ck, archive_root, cfg, labels)
+        return Partition(st, None, seen, labels=labels), f"{how} (light checkpoint unreadable)"
     feedback.reapply(bundle, st, labels)
     own = ck.base.get("archive") == archive_root
     return (Partition(st, dict(ck.base) if own and light else None, seen, labels=labels),
             f"restored (base {ck.base['kind']} at offset {ck.base['offset']} + {n} archived events"
             f"{f' + {len(labels)} labels' if labels else ''})")
+
+
+def _rebuilt(bundle, ck, archive_root: str | None, cfg, labels: list) -> tuple:
+    """(state, how) of checkpoint ``ck``'s partition rebuilt from the archive's last ``warmup_days``; the model's
+    starting state when the archive cannot be read either (its features then lack the partition's recent history)."""
+    how = "rebuilt from the archive"
+    try:
+        st = warm_states(bundle, {ck.partition: ck.offset}, archive_root, cfg)[ck.partition]
+    except Exception as e:  # noqa: BLE001 - an unreadable archive file (e.g. left empty by a crash) is never fatal
+        log.error("state rebuild from the archive failed partition=%d archive=%s error=%r: starting from the model's "
+                  "state", ck.partition, archive_root, f"{e.__class__.__name__}: {e}")
+        st, how = warm_or_new(bundle), "the model's starting state (the archive could not be read)"
+    feedback.reapply(bundle, st, labels)
+    return st, how
 
 
 def restore_light(ck, bundle, store, archive_root: str | None, topic: str) -> tuple:
@@ -141,6 +152,17 @@ def warm_states(bundle, upto: dict, archive_root: str | None, cfg) -> dict:
     log.info("state warm-up from archive partitions=%s events=%d days=%s seconds=%.2f", sorted(upto), n,
              cfg.warmup_days, time.perf_counter() - t0)
     return out
+
+
+def rewind(consumer, topic: str, parts: dict, msgs, watch) -> None:
+    """A batch failed part-way: seek its partitions back to its first offsets (read again, not skipped), except
+    a partition the batch's log check reset (sought to its log's start) and past a restored partition's last
+    consumed record when the check dropped it (read again, it would look like a log reset)."""
+    from kafka import TopicPartition
+
+    for m in sorted(msgs, key=lambda m: m.offset, reverse=True):  # the first offset of each partition last
+        if m.partition in parts and m.partition not in watch.reset_now:
+            consumer.seek(TopicPartition(topic, m.partition), max(m.offset, watch.resume.get(m.partition, 0)))
 
 
 def absorb(bundle, st, df: pd.DataFrame, chunk: int = 5000) -> int:

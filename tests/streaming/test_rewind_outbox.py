@@ -1,0 +1,99 @@
+"""After a failed batch: where each partition is read again (streaming.partitions.rewind), and the outbox that
+holds a scored batch until every sink has it (streaming.outbox)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from streaming.logwatch import LogWatch
+from streaming.outbox import Outbox
+from streaming.partitions import rewind
+
+
+class _Consumer:
+    def __init__(self):
+        self.seeks = {}
+
+    def seek(self, tp, offset):
+        self.seeks[tp.partition] = offset
+
+
+def _msgs(p, offsets):
+    return [SimpleNamespace(partition=p, offset=o) for o in offsets]
+
+
+def _watch():
+    w = LogWatch("t", reset=lambda p, why: None, verified=lambda p, off: None)
+    w.begin()
+    return w
+
+
+@pytest.mark.parametrize("next_offset", [None, 5, 5000])
+def test_a_failed_batch_is_read_again_from_its_first_offset(next_offset):
+    """Whatever the partition's position says (reset in an earlier cycle: None; a reset that failed in this
+    batch: 5000, above the new log's offsets), the batch's own offsets are read again."""
+    c, w = _Consumer(), _watch()
+    rewind(c, "t", {0: SimpleNamespace(next_offset=next_offset)}, _msgs(0, [0, 1, 2, 3, 4]), w)
+    assert c.seeks == {0: 0}
+
+
+def test_a_partition_reset_by_this_batch_stays_at_its_log_start_and_a_verified_record_is_not_read_again():
+    c, w = _Consumer(), _watch()
+    w.reset_now.add(1)  # as LogWatch.check records a reset it made
+    w.resume[2] = 60  # the restored partition's last consumed record (offset 59) was read again and dropped
+    rewind(c, "t", {p: SimpleNamespace(next_offset=60) for p in (0, 1, 2)},
+           _msgs(0, [7, 8]) + _msgs(1, [3]) + _msgs(2, [59, 60, 61]) + _msgs(3, [1]), w)
+    assert c.seeks == {0: 7, 2: 60}  # partition 3 is not assigned here any more
+
+
+def test_begin_forgets_the_previous_batch():
+    w = _watch()
+    w.reset_now.add(1)
+    w.resume[2] = 60
+    w.begin()
+    assert w.reset_now == set() and w.resume == {}
+
+
+class _Sink:
+    def __init__(self, fail=0):
+        self.fail, self.got = fail, []
+
+    def write(self, results, columns=None):
+        if self.fail:
+            self.fail -= 1
+            raise OSError("disk full")
+        self.got.append(list(results["tx_id"]))
+
+
+def _batch():
+    cols = {"tx_id": np.array(["a", "b", "c"]), "kafka_partition": np.array([0, 1, 0], dtype=np.int32)}
+    return pd.DataFrame(cols), cols
+
+
+def test_the_outbox_writes_each_sink_once_resuming_at_the_one_that_failed():
+    first, second, third = _Sink(), _Sink(fail=1), _Sink()
+    box = Outbox()
+    box.put(*_batch(), [first, second, third])
+    assert box.try_deliver() is False and box.pending is not None
+    with pytest.raises(RuntimeError, match="still pending"):
+        box.put(*_batch(), [first])
+    box.deliver()
+    assert box.pending is None
+    assert first.got == second.got == third.got == [["a", "b", "c"]]
+
+
+def test_revoked_partitions_rows_leave_the_outbox():
+    sink = _Sink(fail=1)
+    box = Outbox()
+    box.put(*_batch(), [sink])
+    box.try_deliver()
+    box.forget([0])
+    box.deliver()
+    assert sink.got == [["b"]]
+    box.put(*_batch(), [_Sink(fail=1)])
+    box.try_deliver()
+    box.forget([0, 1])
+    assert box.pending is None
