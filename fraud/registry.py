@@ -163,7 +163,8 @@ def _history_rows(archive: str, before, exclude: set, since=None) -> pd.DataFram
 
 def _verify_served_bundle(path: Path, data: bytes, key) -> None:
     """A bundle loaded by MLflow itself (not through load_bundle): check it against its run's tags in the
-    tracking store (``MLFLOW_TRACKING_URI``); the run is the one the model folder's MLmodel names."""
+    tracking store (``MLFLOW_TRACKING_URI``); the run is the one the model folder's MLmodel names. This guards
+    bundle.pkl only: MLflow has already followed MLmodel, imported code/ and unpickled python_model.pkl (README)."""
     import yaml
 
     mlmodel = path.parent.parent / "MLmodel"
