@@ -17,8 +17,9 @@ The whole :class:`fraud.bundle.ScoringBundle` is ONE MLflow pyfunc model version
 
 Verified before load: ``bundle.pkl`` is a pickle (unpickling runs code) and the artifact store may be
 writable by others, so at registration its SHA-256 (and, with ``FRAUD_BUNDLE_KEY``, its HMAC-SHA256) and
-that of MLflow's ``python_model.pkl`` are recorded as tags of the model version and of the run (the
-tracking database is the trusted side). ``load_bundle`` reads ``bundle.pkl`` directly (faster than
+a SHA-256 of the whole model folder (MLmodel, ``code/``, ``python_model.pkl``, ``artifacts/``, environment files:
+all that ``mlflow.pyfunc.load_model`` reads, imports or unpickles) are recorded as tags of the model version and
+of the run (the tracking database is the trusted side). ``load_bundle`` reads ``bundle.pkl`` directly (faster than
 ``mlflow.pyfunc.load_model``: ``fraud bench load``), compares the digests with the tags and unpickles only
 those verified bytes; a mismatch or a missing tag raises :class:`fraud.errors.RegistryError`. A local
 model folder loads only when its ``artifacts/bundle.pkl.hmac`` verifies, or with ``trust_local=True``.
@@ -48,10 +49,14 @@ from fraud.schema import utc_timestamp
 CHAMPION = "champion"
 BUNDLE_ARTIFACT = "bundle.pkl"
 HMAC_ARTIFACT = "bundle.pkl.hmac"  # a local folder's proof: hex HMAC-SHA256 of bundle.pkl with the key
-PYFUNC_FILE = "python_model.pkl"  # MLflow's pickle of the pyfunc wrapper (unpickled by mlflow.pyfunc.load_model)
 TAG_SHA256 = "bundle_sha256"
 TAG_HMAC = "bundle_hmac_sha256"
-TAG_PYFUNC_SHA256 = "pyfunc_sha256"
+TAG_MODEL_TREE = "model_tree_sha256"  # every file of the model folder (what mlflow.pyfunc.load_model reads)
+MODEL_TREE = "the model folder (MLmodel, code/, python_model.pkl, artifacts/, environment files)"
+# MLflow's client writes this file into every download of a models:/ URI (runs:/RUN/model resolves to one), over
+# whatever the store holds under that name: the downloaded name and version (null for a logged model's id), so
+# it differs between registration and load; MLflow 3.17 never reads it. The only file the tree digest leaves out.
+MLFLOW_DOWNLOAD_META = "registered_model_meta"
 DEFAULT_EXPERIMENT = "fraud-detector"
 
 _state = {"tracking_uri": None, "registry_uri": None}
@@ -158,7 +163,8 @@ def _history_rows(archive: str, before, exclude: set, since=None) -> pd.DataFram
 
 def _verify_served_bundle(path: Path, data: bytes, key) -> None:
     """A bundle loaded by MLflow itself (not through load_bundle): check it against its run's tags in the
-    tracking store (``MLFLOW_TRACKING_URI``); the run is the one the model folder's MLmodel names."""
+    tracking store (``MLFLOW_TRACKING_URI``); the run is the one the model folder's MLmodel names. This guards
+    bundle.pkl only: MLflow has already followed MLmodel, imported code/ and unpickled python_model.pkl (README)."""
     import yaml
 
     mlmodel = path.parent.parent / "MLmodel"
@@ -223,16 +229,30 @@ def _verified_bundle_bytes(model_uri: str, d: Path, tags: dict | None, key, trus
                         "it was registered with, or pass --trust-local (trust_local=True) for a folder you built")
 
 
-def _check_pyfunc_file(model_uri: str, d: Path, tags: dict | None, trust_local: bool) -> None:
-    """Refuse to let MLflow unpickle an unverified ``python_model.pkl`` (via="pyfunc"); a local folder only with
-    ``trust_local``."""
-    f = d / PYFUNC_FILE
+def _tree_sha256(model_uri: str, d: Path) -> str:
+    """SHA-256 over the sorted lines "relative/posix/path\\0<sha256 of the file>\\n" of every file under the model
+    folder ``d`` but MLflow's own ``registered_model_meta`` at its top; a link in it is refused."""
+    lines = []
+    for p in d.rglob("*"):
+        rel = p.relative_to(d).as_posix()
+        if p.is_symlink():
+            raise RegistryError(f"model {model_uri!r}: {rel!r} in its folder is a link (what it points to is "
+                                "not covered by the digest): not loaded")
+        if p.is_file() and rel != MLFLOW_DOWNLOAD_META:
+            lines.append(f"{rel}\0{_sha256(p.read_bytes())}\n")
+    return _sha256("".join(sorted(lines)).encode("utf-8", "surrogateescape"))
+
+
+def _check_model_tree(model_uri: str, d: Path, tags: dict | None, trust_local: bool) -> None:
+    """Refuse to let ``mlflow.pyfunc.load_model`` read an unverified model folder (via="pyfunc": it follows MLmodel,
+    imports code/ and unpickles python_model.pkl); a local folder only with ``trust_local``."""
     if tags is None:
         if not trust_local:
-            raise RegistryError(f"model folder {model_uri!r}: via='pyfunc' unpickles {PYFUNC_FILE}, which only the "
-                                "registry can vouch for: load it via='artifact', or pass trust_local=True")
+            raise RegistryError(f"model folder {model_uri!r}: via='pyfunc' runs its MLmodel, code/ and "
+                                "python_model.pkl, which only the registry can vouch for: load it via='artifact', "
+                                "or pass trust_local=True")
         return
-    _check_digest(model_uri, PYFUNC_FILE, tags.get(TAG_PYFUNC_SHA256), _sha256(f.read_bytes()))
+    _check_digest(model_uri, MODEL_TREE, tags.get(TAG_MODEL_TREE), _tree_sha256(model_uri, d))
 
 
 def _trusted_tags(name, version, run_id) -> dict | None:
@@ -425,7 +445,8 @@ def log_and_register(bundle, name: str = "fraud-detector", metrics: dict | None 
     {file name: matplotlib figure}. The first version of ``name`` gets alias ``champion``.
     Returns the registered version string; the bundle's ``version`` is set to it and the run id is in
     ``bundle.config["run_id"]``. The SHA-256 of ``bundle.pkl`` (and its HMAC-SHA256 with ``key``, when given) and
-    of MLflow's ``python_model.pkl`` become tags of the version and the run (what ``load_bundle`` verifies).
+    that of the whole model folder as MLflow downloads it become tags of the version and the run (what
+    ``load_bundle`` verifies).
     """
     import mlflow
 
@@ -473,8 +494,8 @@ def log_and_register(bundle, name: str = "fraud-detector", metrics: dict | None 
                         )
                 finally:
                     _VERIFIED.discard(digests[TAG_SHA256])
-                pyf = Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri, dst_path=tmp + "/m"))
-                digests[TAG_PYFUNC_SHA256] = _sha256((pyf / PYFUNC_FILE).read_bytes())
+                m = Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri, dst_path=tmp + "/m"))
+                digests[TAG_MODEL_TREE] = _tree_sha256(info.model_uri, m)
             mlflow.set_tags(digests)
             version = str(info.registered_model_version)
             mv_tags = {"run_id": run.info.run_id, **{mlflow_key(k): str(v) for k, v in (tags or {}).items()},
@@ -532,7 +553,8 @@ def load_bundle(model_uri: str, tracking_uri: str | None = None, via: str = "art
     tags record (and the HMAC-SHA256 with ``key``, ``FRAUD_BUNDLE_KEY``, when given); a local folder against its
     ``artifacts/bundle.pkl.hmac`` with ``key``, or not at all with ``trust_local=True`` (a folder you built).
     ``via="artifact"`` (default, faster) unpickles ``artifacts/bundle.pkl`` from the model folder;
-    ``via="pyfunc"`` goes through ``mlflow.pyfunc.load_model`` and unwraps the python model.
+    ``via="pyfunc"`` goes through ``mlflow.pyfunc.load_model`` and unwraps the python model, once the whole
+    downloaded model folder matches its registered digest (a local folder: only with ``trust_local=True``).
     """
     if tracking_uri is not None or _state["tracking_uri"] is None:
         configure(tracking_uri)
@@ -554,7 +576,7 @@ def load_bundle(model_uri: str, tracking_uri: str | None = None, via: str = "art
                 return _unpickle(data, model_uri)
             import mlflow.pyfunc
 
-            _check_pyfunc_file(model_uri, d, tags, trust_local)
+            _check_model_tree(model_uri, d, tags, trust_local)
             digest = _sha256(data)
             _VERIFIED.add(digest)
             try:

@@ -51,7 +51,7 @@ def test_registered_versions_carry_digests_and_load(registered):
     _, bundle, v1, v2 = registered
     tags = registry.model_version_info(NAME, v1).tags
     assert len(tags[registry.TAG_SHA256]) == 64 and registry.TAG_HMAC not in tags
-    assert len(tags[registry.TAG_PYFUNC_SHA256]) == 64
+    assert len(tags[registry.TAG_MODEL_TREE]) == 64
     assert registry.TAG_HMAC in registry.model_version_info(NAME, v2).tags
     assert registry.load_bundle(f"models:/{NAME}/{v1}").threshold == bundle.threshold
     assert registry.load_bundle(f"models:/{NAME}/{v2}", key="s3cret", via="pyfunc").version == v2
