@@ -275,30 +275,39 @@ class ArchiveWriter:
                     partition, self.topic, k)
         return len(mine)
 
+    def _cut(self, f: Path, partition: int, first: int, offset: int) -> None:
+        """Rewrite archive file ``f`` without its offsets >= ``offset``; one that cannot be read (left empty by a
+        crash) is set aside as ``.NAME.unreadable`` (never read again)."""
+        try:
+            df = pd.read_parquet(f)
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds on a damaged file
+            log.error("archive: file %s is unreadable (%s: %s): renamed to .%s.unreadable; its events below offset %d "
+                      "are not in the archive", f, e.__class__.__name__, e, f.name, offset)
+            os.replace(f, f.with_name(f".{f.name}.unreadable"))
+            return
+        keep = df[df["kafka_offset"] < offset]
+        name = f"part-{self.topic}-p{partition:04d}-o{first:012d}-{int(keep['kafka_offset'].max()):012d}.parquet"
+        _write_durably(lambda t: keep.to_parquet(t, index=False), f.with_name(f".{name}.tmp"), f.with_name(name))
+        f.unlink(missing_ok=True)
+
     def discard_from(self, partition: int, offset: int) -> int:
         """Remove archive files of ``partition`` holding offsets >= ``offset`` (written after the last
         checkpoint by a scorer that then died): those events are about to be consumed again."""
-        n = 0
+        n, touched = 0, set()
         for f, _, first, last in self.files(partition):
-            if first >= offset:
-                f.unlink(missing_ok=True)
-                n += 1
-            elif last >= offset:  # straddles the restart point: keep the part below it
-                try:
-                    df = pd.read_parquet(f)
-                except Exception as e:  # noqa: BLE001 - e.g. left empty by a crash: set aside, never read again
-                    log.error("archive: file %s is unreadable (%s: %s): renamed to .%s.unreadable; its events "
-                              "below offset %d are not in the archive", f, e.__class__.__name__, e, f.name, offset)
-                    os.replace(f, f.with_name(f".{f.name}.unreadable"))
-                    n += 1
-                    continue
-                keep = df[df["kafka_offset"] < offset]
-                new_last = int(keep["kafka_offset"].max())
-                name = f"part-{self.topic}-p{partition:04d}-o{first:012d}-{new_last:012d}.parquet"
-                _write_durably(lambda t: keep.to_parquet(t, index=False), f.with_name(f".{name}.tmp"),
-                               f.with_name(name))
-                f.unlink(missing_ok=True)
-                n += 1
+            if last < offset:
+                continue
+            try:
+                if first >= offset:
+                    f.unlink(missing_ok=True)
+                else:  # straddles the restart point: keep the part below it
+                    self._cut(f, partition, first, offset)
+            except OSError as e:  # never fatal to a restore; the file's later events may then be archived twice
+                log.error("archive: could not remove offsets >= %d from %s (%s: %s): events read again may be "
+                          "archived twice", offset, f, e.__class__.__name__, e)
+            n, touched = n + 1, touched | {f.parent}
+        for folder in touched:
+            _fsync_dir(folder)
         # half-written files of this partition by a crashed writer; not other partitions': this scorer's writer
         # (or another scorer's, on a shared archive) may be writing one of theirs right now
         for t in self.root.glob(f"date=*/.part-{glob.escape(self.topic)}-p{partition:04d}-o*.tmp"):

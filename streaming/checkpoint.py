@@ -294,13 +294,12 @@ class Checkpointer:
             log.error("checkpoint failed error=%r: nothing of it is committed; its writes are retried by the next "
                       "checkpoint (%d archive rows waiting)", f"{e.__class__.__name__}: {e}", self.backlog())
 
-    def throttle(self, consumer, hold: bool = False) -> None:
-        """While failed jobs left more than ``max_pending_rows`` archive rows unwritten, or while ``hold`` (a scored
-        batch waits for its sinks), pause the input (poll goes on, so the group keeps the member)."""
-        backlog, paused = hold or self.backlog() > self.cfg.max_pending_rows, bool(consumer.paused())
+    def throttle(self, consumer) -> None:
+        """While failed jobs left more than ``max_pending_rows`` archive rows unwritten, pause the input (poll goes
+        on, so the group keeps the member) until a checkpoint writes them."""
+        backlog, paused = self.backlog() > self.cfg.max_pending_rows, bool(consumer.paused())
         if backlog and not paused:
-            log.warning("pausing consumption: %s", "a scored batch waits for its sinks" if hold else
-                        f"{self.backlog()} archive rows wait for a checkpoint that succeeds")
+            log.warning("pausing consumption: %d archive rows wait for a checkpoint that succeeds", self.backlog())
             consumer.pause(*consumer.assignment())
         elif paused and not backlog:
             consumer.resume(*consumer.paused())

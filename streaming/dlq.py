@@ -16,8 +16,8 @@ source.partition, source.offset   where it was read
 original.size  size in bytes of the original value
 truncated      ``1`` when the value was cut to ``max_bytes`` (oversized messages only)
 key.truncated  ``1`` when the key was cut to ``MAX_KEY_BYTES`` (its size in ``original.key.size``)
-value.dropped  ``1`` when the producer refused the letter as too large: sent again without value and key (the
-               original stays at ``source.*``)
+value.dropped  ``1`` when the producer or the broker refused the letter as too large: sent again without value
+               and key (the original stays at ``source.*``)
 ============== ===========================================================================
 
 A letter is never larger than ``max_bytes`` + ``MAX_KEY_BYTES`` + its headers, so the producer's record limit
@@ -64,10 +64,11 @@ class DeadLetterSink:
         if key is not None and len(key) > MAX_KEY_BYTES:
             headers += [("key.truncated", b"1"), ("original.key.size", str(len(key)).encode())]
             key = key[:MAX_KEY_BYTES]
+        kw = {"key": key, "value": value, "headers": headers}
         try:
-            self.producer.send(self.topic, key=key, value=value, headers=headers)
+            self.producer.send(self.topic, **kw)
         except MessageSizeTooLargeError:  # a smaller record limit than max_bytes: the reason and where to find it
-            self.producer.send(self.topic, key=None, value=b"", headers=headers + [("value.dropped", b"1")])
+            self.producer.send(self.topic, **without_payload(kw))
         self.counts[kind] += 1
         if self.metrics is not None:
             self.metrics.dead_letters.labels(kind=kind).inc()
@@ -75,6 +76,15 @@ class DeadLetterSink:
 
     def flush(self, timeout: float | None = None) -> None:
         self.producer.flush(timeout=timeout)
+
+
+def without_payload(kw: dict) -> dict:
+    """A dead letter's send arguments without key and value (``value.dropped``), when a record limit refused it;
+    other records unchanged. The original stays in the source topic at the letter's ``source.*``."""
+    headers = kw.get("headers") or []
+    if not any(k == "error.kind" for k, _ in headers) or any(k == "value.dropped" for k, _ in headers):
+        return kw
+    return {**kw, "key": None, "value": b"", "headers": [*headers, ("value.dropped", b"1")]}
 
 
 def parse_dead_letter(msg) -> dict:

@@ -45,13 +45,14 @@ class LogWatch:
             part = parts.get(p)
             if part is None:
                 continue
-            want, part.verify = part.verify, None
+            want = part.verify
             if want is not None:
                 if m.offset == want[0] and (m.timestamp, crc(m.value)) == (want[1], want[2]):
+                    self.verified(p, m.offset)  # raises: the record is checked again when the batch is read again
                     again.add(p)
-                    self.resume[p] = m.offset + 1
-                    self.verified(p, m.offset)
+                    self.resume[p], part.verify = m.offset + 1, None
                 elif m.offset > want[0]:  # the record is gone (retention) but the log goes on after it
+                    part.verify = None
                     log.warning("partition %d: the last consumed record (offset %d) is no longer in the log; "
                                 "resuming at offset %d", p, want[0], m.offset)
                 else:

@@ -160,15 +160,14 @@ class Scorer:
         parts = sorted(tp.partition for tp in revoked if tp.topic == self.cfg.topic)
         if not parts:
             return
-        try:  # a batch still on its way to the sinks first: no checkpoint may claim it before it is written
-            self.outbox.deliver()
-            self.ck.wait(commit=False)
-            self.ck.now(sorted(set(parts) & self.ck.dirty), version=self.version, commit=False, full=True)
+        try:  # no checkpoint may claim a batch still waiting for its sinks (possible only at close)
+            if self.outbox.pending is None:
+                self.ck.wait(commit=False)
+                self.ck.now(sorted(set(parts) & self.ck.dirty), version=self.version, commit=False, full=True)
         except Exception as e:  # noqa: BLE001 - never let a failing checkpoint kill the rebalance
             log.error("checkpoint on revoke failed partitions=%s error=%r: their next owner reads them again from "
                       "their last checkpoint", parts, f"{e.__class__.__name__}: {e}")
         self.ck.forget(parts)
-        self.outbox.forget(parts)  # rows of theirs no sink took: their next owner reads them again
         for p in parts:
             self.parts.pop(p, None)
         self.metrics.assigned.set(len(self.parts))
@@ -290,8 +289,8 @@ class Scorer:
             letters.extend(Letter(m, "scoring_error", f"model {self.version}: {e.__class__.__name__}: "
                                                       f"{str(e)[:300]}") for m in ms)
             return None, np.empty(0)
+        batch.remember(d, self._seen)  # first: the states hold the batch now, it is never scored again
         self.outbox.put(results, cols, self.sinks + [a for a in (self.archive,) if a is not None])
-        batch.remember(d, self._seen)  # the states hold the batch now: it is never scored again
         self.outbox.try_deliver()
         lat = time.time() * 1000.0 - (sent_ms if order2 is None else sent_ms[order2])
         self.metrics.latency.observe_many(np.maximum(lat, 0.0) / 1000.0)
@@ -335,9 +334,11 @@ class Scorer:
             self.close()
 
     def _cycle(self) -> None:
-        """One poll, its batch, and what is due: a checkpoint, the lag, a model reload check."""
-        held = not self.outbox.try_deliver()  # a batch a sink failed on: input paused, the member polls on
-        self.ck.throttle(self.consumer, hold=held)
+        """One poll, its batch, then what is due; first a batch a sink failed on (until then no poll, no rebalance)."""
+        if not self.outbox.try_deliver():
+            self._stop.wait(self.outbox.retry_in)
+            return
+        self.ck.throttle(self.consumer)
         self.ck.polling.set()
         try:
             polled = self.consumer.poll(timeout_ms=self.cfg.poll_timeout_ms, max_records=self.cfg.batch_size)
@@ -351,9 +352,8 @@ class Scorer:
             except Exception:
                 rewind(self.consumer, self.cfg.topic, self.parts, msgs, self.watch)
                 raise
-        if self.outbox.pending is not None:  # its sinks first: no checkpoint, log check or swap may claim the batch
-            self._stop.wait(1.0)
-            return
+        if self.outbox.pending is not None:
+            return  # its sinks first (next cycle): no checkpoint, log check or model swap may claim the batch
         self.watch.watch(self.consumer, self.parts)
         rejoin.unstick(self.consumer, self.metrics.rejoins)
         now = time.monotonic()

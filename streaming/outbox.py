@@ -2,14 +2,13 @@
 
 Scoring a batch changes its partitions' online states, so a batch whose sinks fail must not be read and scored
 again (its events would enter the states twice): the scorer remembers its tx_ids, puts it here, and does not
-poll, checkpoint or commit until every sink has it. A sink that raised part-way may get some of its rows again
-on the retry (a topic: at-least-once, consumers dedupe by key; the alert store skips known tx_ids).
+poll (so no rebalance runs), checkpoint or commit until every sink has it. A sink that raised part-way may get
+some of its rows again on the retry (a topic: at-least-once, consumers dedupe by key; the alert store skips known
+tx_ids).
 """
 from __future__ import annotations
 
 import logging
-
-import numpy as np
 
 log = logging.getLogger("streaming.outbox")
 
@@ -17,6 +16,7 @@ log = logging.getLogger("streaming.outbox")
 class Outbox:
     def __init__(self):
         self.pending: list | None = None  # [results, columns, sinks still to write]
+        self.retry_in = 0.5  # seconds before the next attempt after a failure (doubles up to 10)
 
     def put(self, results, columns: dict, sinks: list) -> None:
         if self.pending is not None:
@@ -33,24 +33,14 @@ class Outbox:
             todo.pop(0)
         self.pending = None
 
-    def forget(self, partitions) -> None:
-        """Drop the pending rows of ``partitions`` (revoked: their next owner reads them again)."""
-        if self.pending is None:
-            return
-        results, columns, todo = self.pending
-        keep = ~np.isin(np.asarray(columns["kafka_partition"]), list(partitions))
-        if keep.all():
-            return
-        idx = np.flatnonzero(keep)
-        self.pending = None if not len(idx) else [results.iloc[idx].reset_index(drop=True),
-                                                  {c: v[idx] for c, v in columns.items()}, todo]
-
     def try_deliver(self) -> bool:
         """:meth:`deliver`, logging a failure instead of raising (retried before the next poll). True when empty."""
         try:
             self.deliver()
+            self.retry_in = 0.5
         except Exception as e:  # noqa: BLE001 - the batch stays here; the scoring loop retries it with backoff
-            log.error("a sink failed on a scored batch of %d events error=%r: kept, written again before the next "
-                      "poll (nothing polled or committed meanwhile)", len(self.pending[0]),
-                      f"{e.__class__.__name__}: {e}")
+            log.error("a sink failed on a scored batch of %d events error=%r: kept, written again in %.1fs before the "
+                      "next poll (nothing polled or committed meanwhile)", len(self.pending[0]),
+                      f"{e.__class__.__name__}: {e}", self.retry_in)
+            self.retry_in = min(10.0, self.retry_in * 2)
         return self.pending is None

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from kafka.errors import MessageSizeTooLargeError
 
 from fraud.archive import concat_columns, frame_columns, keeping
 from fraud.errors import BrokerError
+from streaming.dlq import without_payload
 
 log = logging.getLogger("streaming.sinks")
 _esc = json.encoder.encode_basestring_ascii  # what json.dumps uses for str (ensure_ascii=True)
@@ -100,8 +102,16 @@ class TrackedProducer:
         return fut
 
     def resend(self, records: list) -> list:
-        """Send ``records`` (undelivered :class:`Sent`) again; returns the new ones (not in ``take``)."""
-        return [Sent(self.producer.send(r.topic, **r.kw), r.topic, r.kw) for r in records]
+        """Send ``records`` (undelivered :class:`Sent`) again; returns the new ones (not in ``take``). A dead letter
+        the broker refused as too large goes again without its payload (``streaming.dlq.without_payload``): it
+        would be refused forever, and every checkpoint with it."""
+        out = []
+        for r in records:
+            kw = r.kw
+            if r.future.is_done and isinstance(r.future.exception, MessageSizeTooLargeError):
+                kw = without_payload(kw)
+            out.append(Sent(self.producer.send(r.topic, **kw), r.topic, kw))
+        return out
 
     def partitions_for(self, topic):
         return self.producer.partitions_for(topic)

@@ -85,15 +85,37 @@ def test_the_outbox_writes_each_sink_once_resuming_at_the_one_that_failed():
     assert first.got == second.got == third.got == [["a", "b", "c"]]
 
 
-def test_revoked_partitions_rows_leave_the_outbox():
-    sink = _Sink(fail=1)
+def test_the_retry_waits_longer_after_each_failure_and_not_after_a_success():
     box = Outbox()
-    box.put(*_batch(), [sink])
-    box.try_deliver()
-    box.forget([0])
-    box.deliver()
-    assert sink.got == [["b"]]
-    box.put(*_batch(), [_Sink(fail=1)])
-    box.try_deliver()
-    box.forget([0, 1])
-    assert box.pending is None
+    box.put(*_batch(), [_Sink(fail=3)])
+    waits = []
+    for _ in range(4):
+        box.try_deliver()
+        waits.append(box.retry_in)
+    assert waits == [1.0, 2.0, 4.0, 0.5] and box.pending is None
+
+
+def test_a_verified_record_whose_clean_up_failed_is_checked_again():
+    """The restored partition's last consumed record matches, but removing the archive files past it raised: the
+    record stays to verify (the batch is read again from it), so the clean-up is not skipped for good."""
+    from streaming.partitions import crc
+
+    calls = []
+
+    def verified(p, off):
+        calls.append(off)
+        if len(calls) == 1:
+            raise OSError("disk full")
+
+    w = LogWatch("t", reset=lambda p, why: None, verified=verified)
+    rec = SimpleNamespace(partition=0, offset=59, timestamp=123, value=b"v")
+    part = SimpleNamespace(verify=(59, 123, crc(b"v")), next_offset=60)
+    w.begin()
+    with pytest.raises(OSError):
+        w.check([rec], {0: part})
+    assert part.verify is not None and w.resume == {}
+    c = _Consumer()
+    rewind(c, "t", {0: part}, [rec], w)
+    assert c.seeks == {0: 59}
+    w.begin()
+    assert w.check([rec], {0: part}) == [] and part.verify is None and w.resume == {0: 60}

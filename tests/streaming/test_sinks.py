@@ -183,3 +183,36 @@ def test_flush_steps_wait_at_the_gate(tmp_path):
     sink.write(r)
     sink.flush(gate=lambda: calls.append("store"))
     assert calls.count("store") == 2 and sink.inserted == 1
+
+
+def test_a_dead_letter_the_broker_refuses_as_too_large_is_sent_again_without_payload():
+    """A topic whose record limit is below the letter (refused at delivery, in the future) would fail every
+    checkpoint's resend and pause the input for good: the letter goes again without key and value; a score
+    record is sent again unchanged (nothing of it may be dropped)."""
+    from kafka.errors import MessageSizeTooLargeError
+    from kafka.future import Future
+
+    from streaming.dlq import DeadLetterSink
+    from streaming.sinks import TrackedProducer
+
+    class Producer:
+        def __init__(self):
+            self.sent = []
+
+        def send(self, topic, **kw):
+            self.sent.append((topic, kw))
+            return Future()
+
+    raw = Producer()
+    tp = TrackedProducer(raw)
+    DeadLetterSink(tp, "dlq").send(b"x" * 100, b"k", "malformed_json", "bad json", "tx", 0, 7)
+    tp.send("scores", key=b"t1", value=b"{}")
+    taken = tp.take()
+    for r in taken:
+        r.future.failure(MessageSizeTooLargeError("refused by the broker"))
+    again = tp.resend(taken)
+    (t1, letter), (t2, score) = raw.sent[-2:]
+    assert (t1, letter["key"], letter["value"]) == ("dlq", None, b"")
+    assert ("value.dropped", b"1") in letter["headers"] and ("source.offset", b"7") in letter["headers"]
+    assert (t2, score) == ("scores", {"key": b"t1", "value": b"{}"})
+    assert [s.kw for s in again] == [letter, score]
