@@ -231,8 +231,7 @@ def null_model(bundle):
         ts = rows["timestamp"].array
         for (a, b), st in zip(bounds, states):
             if b > a:
-                st.n_scored += b - a
-                st.last_timestamp = ts[b - 1]
+                st.absorbed(b - a, ts[b - 1])
         out = {"tx_id": rows["tx_id"].to_numpy(), "score": np.zeros(n), "is_alert": np.zeros(n, dtype=bool),
                "reasons": reasons}
         return {c: out[c] for c in RESULT_COLUMNS}

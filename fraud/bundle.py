@@ -65,8 +65,14 @@ class BundleState:
 
     featurizer_states: list
     n_scored: int = 0
-    last_timestamp: pd.Timestamp | None = None
+    last_timestamp: pd.Timestamp | None = None  # the newest event absorbed (a late batch does not move it back)
     extra: dict = field(default_factory=dict)  # free room for the caller (JSON values, e.g. consumer offsets)
+
+    def absorbed(self, n: int, newest) -> None:
+        """``n`` more events absorbed, the newest of them dated ``newest``."""
+        self.n_scored += n
+        if self.last_timestamp is None or newest > self.last_timestamp:
+            self.last_timestamp = newest
 
     def to_arrays(self) -> tuple[dict, dict, list]:
         """Checkpoint form (:mod:`fraud.safestate`): the featurizer states are the children."""
@@ -210,8 +216,7 @@ class ScoringBundle:
         with single_threaded_blas():  # once for the features and the detector (~30 us per entry)
             X = self._features_matrix(rows, state)
             out = self._decide(rows, X)
-        state.n_scored += len(rows)
-        state.last_timestamp = rows[schema.TIMESTAMP].iloc[-1]
+        state.absorbed(len(rows), rows[schema.TIMESTAMP].iloc[-1])  # rows in time order: the last is the newest
         self._observe(X, out["score"].to_numpy(), state.last_timestamp)
         return out
 
@@ -271,8 +276,7 @@ class ScoringBundle:
             out = self._decide_columns(rows, X)  # reads the tx_ids only: those of the live groups, in order
         ts = rows[schema.TIMESTAMP].array  # each group's last timestamp, read from the poll's column once
         for (g, st), b in zip(live, [b for a, b in bounds if b > a]):
-            st.n_scored += len(g)
-            st.last_timestamp = ts[b - 1]
+            st.absorbed(len(g), ts[b - 1])
         self._observe(X, out["score"], max(st.last_timestamp for _, st in live))
         return out
 

@@ -175,6 +175,5 @@ def absorb(bundle, st, df: pd.DataFrame, chunk: int = 5000) -> int:
     for i in range(0, len(rows), chunk):
         part = rows.iloc[i:i + chunk].sort_values("timestamp", kind="stable").reset_index(drop=True)
         bundle.features_online(part, st)
-        st.n_scored += len(part)
-        st.last_timestamp = part["timestamp"].iloc[-1]
+        st.absorbed(len(part), part["timestamp"].iloc[-1])
     return len(rows)

@@ -50,3 +50,25 @@ def test_a_replay_from_before_the_models_cutoff_is_late_and_the_days_after_are_n
     late = LateEvents(_counter())
     assert late.check(before.reset_index(drop=True), np.zeros(len(before), int), {0: st}) == len(before) > 0
     assert late.check(after.reset_index(drop=True), np.zeros(len(after), int), {0: st}) == 0
+
+
+def test_a_late_batch_scored_into_the_state_does_not_move_its_newest_event_back(drift_bundle, drift_world):
+    """A replay from before the cutoff goes on late batch after batch: each batch absorbed leaves the state's
+    newest event where it was (it once became the batch's last, so only the first batch counted as late)."""
+    st = drift_bundle.warm_state()
+    cutoff = st.last_timestamp
+    df = drift_world.sort_values("timestamp")
+    before = df[df["timestamp"] < cutoff - pd.Timedelta(days=3)].tail(60).reset_index(drop=True)
+    late = LateEvents(_counter())
+    counted = 0
+    for a in range(0, len(before), 20):
+        batch = before.iloc[a:a + 20].reset_index(drop=True)
+        counted += late.check(batch, np.zeros(len(batch), int), {0: st})
+        drift_bundle.score(batch.drop(columns=["label", "scenario"], errors="ignore"), st)
+        assert st.last_timestamp == cutoff
+    assert counted == len(before)
+    after = before.tail(5).reset_index(drop=True)  # the same cards an hour apart after the cutoff: it moves on
+    after["timestamp"] = cutoff + pd.to_timedelta(np.arange(1, 6), unit="h")
+    after["tx_id"] = [f"after-{i}" for i in range(5)]
+    drift_bundle.score_poll(after.drop(columns=["label", "scenario"], errors="ignore"), [(0, len(after))], [st])
+    assert st.last_timestamp == after["timestamp"].iloc[-1]
