@@ -216,8 +216,9 @@ class ScoringBundle:
         with single_threaded_blas():  # once for the features and the detector (~30 us per entry)
             X = self._features_matrix(rows, state)
             out = self._decide(rows, X)
-        state.absorbed(len(rows), rows[schema.TIMESTAMP].iloc[-1])  # rows in time order: the last is the newest
-        self._observe(X, out["score"].to_numpy(), state.last_timestamp)
+        last = rows[schema.TIMESTAMP].iloc[-1]  # rows in time order: the last is the batch's newest
+        state.absorbed(len(rows), last)
+        self._observe(X, out["score"].to_numpy(), last)  # drift counts the batch for its own day
         return out
 
     def add_labels(self, state: BundleState, rows: pd.DataFrame, source: str = "labels") -> dict[str, int]:
@@ -275,9 +276,10 @@ class ScoringBundle:
             X = self._features_matrix_many(live)
             out = self._decide_columns(rows, X)  # reads the tx_ids only: those of the live groups, in order
         ts = rows[schema.TIMESTAMP].array  # each group's last timestamp, read from the poll's column once
-        for (g, st), b in zip(live, [b for a, b in bounds if b > a]):
+        ends = [b for a, b in bounds if b > a]
+        for (g, st), b in zip(live, ends):
             st.absorbed(len(g), ts[b - 1])
-        self._observe(X, out["score"], max(st.last_timestamp for _, st in live))
+        self._observe(X, out["score"], max(ts[b - 1] for b in ends))  # drift counts the poll for its own day
         return out
 
     def _observe(self, X, scores, last_timestamp) -> None:
