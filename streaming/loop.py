@@ -59,7 +59,7 @@ class Scorer:
         # checkpoint wrote them) are rewritten, their events are read again now
         self.watch = LogWatch(config.topic, self._log_reset, lambda p, off: self.archive is not None and
                               self.archive.discard_from(p, off + 1), lag=self.metrics.lag)
-        self.outbox = Outbox()  # a scored batch until every sink has it
+        self.outbox = Outbox(self.metrics.sink_failures.inc)  # a scored batch until every sink has it
         self.late = late.LateEvents(self.metrics.late_events, config.late_event_hours)
         self.consumer = self.producer = self.archive = self.store = None
         self.sinks: list = []

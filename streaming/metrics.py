@@ -142,6 +142,9 @@ class Metrics:
         self.checkpoints = Counter("fraud_checkpoints", "Checkpoints written (all partitions)", registry=r)
         self.checkpoint_failures = Counter("fraud_checkpoint_failures", "Checkpoints that failed (their writes are "
                                            "retried by the next one; offsets not committed)", registry=r)
+        self.sink_failures = Counter("fraud_sink_failures", "Writes of a scored batch to a sink that failed (the "
+                                     "batch waits, nothing is polled or committed, until every sink has it)",
+                                     registry=r)
         self.replays = Counter("fraud_replayed_events", "Events skipped: their tx_id was already scored with the "
                                "same content", registry=r)
         self.offset_resets = Counter("fraud_offset_resets", "Partitions whose log no longer held the position this "

@@ -14,9 +14,10 @@ log = logging.getLogger("streaming.outbox")
 
 
 class Outbox:
-    def __init__(self):
+    def __init__(self, on_failure=None):
         self.pending: list | None = None  # [results, columns, sinks still to write]
         self.retry_in = 0.5  # seconds before the next attempt after a failure (doubles up to 10)
+        self.on_failure = on_failure  # called on each failed attempt (the scorer's fraud_sink_failures counter)
 
     def put(self, results, columns: dict, sinks: list) -> None:
         if self.pending is not None:
@@ -43,4 +44,6 @@ class Outbox:
                       "next poll (nothing polled or committed meanwhile)", len(self.pending[0]),
                       f"{e.__class__.__name__}: {e}", self.retry_in)
             self.retry_in = min(10.0, self.retry_in * 2)
+            if self.on_failure is not None:
+                self.on_failure()
         return self.pending is None

@@ -119,6 +119,7 @@ def test_a_sink_failure_mid_batch_does_not_feed_the_batch_to_the_state_twice(bro
     bad = int((~np.isclose(got.to_numpy(), ref.loc[got.index].to_numpy(), rtol=1e-9, atol=1e-12)).sum())
     print("calls", calls, "scores differing from a single pass:", bad, "of", len(got))
     assert bad == 0
+    assert s.metrics.sink_failures._value.get() == (1 if fail else 0)
 
 
 def test_one_partition_that_cannot_be_restored_does_not_drop_the_others_state(broker, reg, tmp_path, caplog):
