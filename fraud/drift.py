@@ -11,8 +11,8 @@ sample, both floored at ``EPS`` (an empty bin would be infinite). Rule of thumb:
 
 Three users: the stream scorer keeps a :class:`DriftWindow` (bin counts per event day over the last few days,
 updated per micro-batch with one ``searchsorted`` per feature and one ``bincount``) whose PSIs the metrics endpoint
-exports (``streaming.metrics``); ``fraud monitor`` and ``fraud retrain --if-drift`` recompute the features of the
-last days of an archive with the bundle (:func:`report`).
+exports (``streaming.metrics``); ``fraud monitor`` and ``fraud retrain --if-drift`` compute the features of the
+last days of an archive with the bundle, replayed from its training cutoff where they can (:func:`report`).
 """
 from __future__ import annotations
 

@@ -28,15 +28,18 @@ def drift_of(bundle, events, days: float, lookback_days: float = 30.0) -> dict:
 @click.option("--model", "model_uri", default=None, help="Model URI (default models:/NAME@champion).")
 @click.option("--days", default=7.0, show_default=True, type=float, help="The window: the archive's last N days.")
 @click.option("--lookback-days", default=30.0, show_default=True, type=float,
-              help="History before the window replayed for the features' windows.")
+              help="Only when the features are recomputed (see above): history before the window.")
 @click.option("--top", default=None, type=int, help="Print only the N most drifted features.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def monitor(settings, archive, model_uri, days, lookback_days, top, as_json):
     """PSI per feature and for the score of the archive's last N days against the model's training window.
 
-    Features are recomputed with the model (vectorized path) over the window and its lookback; the score is the
-    model's own. Verdict: PSI > 0.25 drifted, > 0.1 watch, else stable."""
+    Features as the scorer computed them: the model's state as of its training cutoff, every archived event
+    after the cutoff replayed. Where that cannot be done (the model keeps no such state, the archive begins more
+    than a day after the cutoff, or the window starts before it) they are recomputed (vectorized path) over the
+    window and --lookback-days before it, which reads longer windows short. The output says which. The score is
+    the model's own. Verdict: PSI > 0.25 drifted, > 0.1 watch, else stable."""
     from fraud import drift, registry
     from fraud.archive import events
     from fraud.commands.train import _quiet

@@ -148,8 +148,8 @@ def register(main: click.Group, bench: click.Group) -> None:
     @_context_options
     @click.pass_context
     def show_cmd(ctx, cluster_id, alerts_db, since, until, as_json, archive, context_path):
-        """One cluster: summary, transactions and decisions so far (pass the same --archive/--context
-        as to `fraud review clusters`: context changes the clusters and so their ids)."""
+        """One cluster: summary, transactions and decisions so far (pass the same --since/--until and
+        --archive/--context as to `fraud review clusters`: they change the clusters and so their ids)."""
         from fraud.errors import ConfigError
         from fraud.review.reasons import grouped_words
         from fraud.review.clusters import read_context
@@ -158,9 +158,15 @@ def register(main: click.Group, bench: click.Group) -> None:
         store, res = _cluster(ctx, alerts_db, since, until, context=read_context(archive, context_path))
         c = res.get(cluster_id)
         if c is None:
-            raise ConfigError(f"cluster {cluster_id!r} is not among the {len(res.clusters)} clusters of "
-                              f"{alerts_db or ctx.obj.alerts_db} (ids change when new alerts join a cluster; "
-                              f"list them with `fraud review clusters`)")
+            url = alerts_db or ctx.obj.alerts_db
+            given = [f"--{k} {v}" for k, v in (("since", since), ("until", until), ("archive", archive),
+                                                 ("context", context_path)) if v is not None]
+            raise ConfigError(f"cluster {cluster_id!r} (the CLUSTER_ID argument) is not among the "
+                              f"{len(res.clusters)} clusters of {url} with "
+                              f"{' '.join(given) or 'no --since/--until/--archive/--context'}: ids depend on "
+                              f"--since, --until, --archive and --context (give `show` the ones given to "
+                              f"`clusters`) and change when new alerts join a cluster; list them with "
+                              f"`fraud review clusters --alerts-db {url}{''.join(' ' + g for g in given)}`")
         a = res.alerts[res.alerts["cluster_id"] == c.id]
         d = store.read_decisions()
         if len(d):

@@ -37,10 +37,11 @@ def test_metrics_port_serves_metrics_health_and_readiness():
         m.close()
 
 
-def test_scorer_readiness_needs_model_and_consumer():
+def test_scorer_readiness_needs_model_and_consumer(tmp_path):
     from streaming.loop import Scorer, ServeConfig
 
-    s = Scorer(ServeConfig(bootstrap="127.0.0.1:9", topic="t", group="g", model_uri="models:/m@champion"))
+    s = Scorer(ServeConfig(bootstrap="127.0.0.1:9", topic="t", group="g", model_uri="models:/m@champion",
+                           state_dir=str(tmp_path)))
     assert s.metrics.ready == s.readiness
     ok, reason = s.readiness()
     assert not ok and "models:/m@champion" in reason

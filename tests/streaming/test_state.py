@@ -254,13 +254,13 @@ def test_checkpoint_files_are_zip_archives_of_arrays(tmp_path, trained):
         assert all(inner[k].dtype != object for k in inner.files)
 
 
-def test_writer_gate_opens_while_the_scorer_polls():
+def test_writer_gate_opens_while_the_scorer_polls(tmp_path):
     import threading
     import time
 
     from streaming.loop import Scorer, ServeConfig
 
-    s = Scorer(ServeConfig(bootstrap="127.0.0.1:1", writer_gate_ms=300))
+    s = Scorer(ServeConfig(bootstrap="127.0.0.1:1", writer_gate_ms=300, state_dir=str(tmp_path)))
     t0 = time.perf_counter()
     s.ck.gate()  # the scorer is not polling: the gate waits writer_gate_ms, no longer
     waited = time.perf_counter() - t0
@@ -276,7 +276,7 @@ def test_writer_gate_opens_while_the_scorer_polls():
     assert time.perf_counter() - t0 < 0.05
 
 
-def test_waiting_for_the_checkpoint_job_opens_the_writer_gate():
+def test_waiting_for_the_checkpoint_job_opens_the_writer_gate(tmp_path):
     """The scoring thread waiting for a job (e.g. before its first batch) must not wait out every gated step."""
     import time
     from concurrent.futures import ThreadPoolExecutor
@@ -284,7 +284,7 @@ def test_waiting_for_the_checkpoint_job_opens_the_writer_gate():
     from streaming.checkpoint import Job
     from streaming.loop import Scorer, ServeConfig
 
-    s = Scorer(ServeConfig(bootstrap="127.0.0.1:1", writer_gate_ms=500))
+    s = Scorer(ServeConfig(bootstrap="127.0.0.1:1", writer_gate_ms=500, state_dir=str(tmp_path)))
 
     def job():
         for _ in range(6):  # six gated steps: 3 s if the gate stayed shut
@@ -315,12 +315,13 @@ def _paced_job(s, steps, step_s):
     return time.perf_counter() - t0
 
 
-def test_writer_paces_its_steps():
+def test_writer_paces_its_steps(tmp_path):
     """Between two steps of a background job the writer leaves the scoring thread ``writer_pace`` times the time
     the last step took (its share of the GIL <= 1 / (1 + pace)), never past half the checkpoint interval."""
     from streaming.loop import Scorer, ServeConfig
 
-    s = Scorer(ServeConfig(bootstrap="127.0.0.1:1", writer_gate_ms=0, writer_pace=3.0, checkpoint_interval=60))
+    s = Scorer(ServeConfig(bootstrap="127.0.0.1:1", writer_gate_ms=0, writer_pace=3.0, checkpoint_interval=60,
+                           state_dir=str(tmp_path)))
     paced = _paced_job(s, 5, 0.04)  # 5 steps of 40 ms: 4 pauses of >= 120 ms
     assert paced >= 0.2 + 4 * 0.12 * 0.9
     s.cfg.writer_pace = 0
@@ -331,7 +332,7 @@ def test_writer_paces_its_steps():
     s.ck.gate()  # outside a job: no pause
 
 
-def test_waiting_for_the_job_stops_the_pacing():
+def test_waiting_for_the_job_stops_the_pacing(tmp_path):
     """The scoring thread waiting for a job (a rebalance, a model swap, shutdown) must not wait out its pauses."""
     import time
     from concurrent.futures import ThreadPoolExecutor
@@ -339,7 +340,8 @@ def test_waiting_for_the_job_stops_the_pacing():
     from streaming.checkpoint import Job
     from streaming.loop import Scorer, ServeConfig
 
-    s = Scorer(ServeConfig(bootstrap="127.0.0.1:1", writer_gate_ms=0, writer_pace=100.0, checkpoint_interval=60))
+    s = Scorer(ServeConfig(bootstrap="127.0.0.1:1", writer_gate_ms=0, writer_pace=100.0, checkpoint_interval=60,
+                           state_dir=str(tmp_path)))
     s.ck.save = lambda items, version: time.sleep(0.02)  # 20 ms steps: 2 s pauses when paced
 
     with ThreadPoolExecutor(1) as ex:

@@ -53,6 +53,23 @@ def test_show_and_unknown_id(db):
     assert "Cdeadbeef0000" in str(bad.exception)
 
 
+def test_show_needs_the_since_its_cluster_was_listed_with(db):
+    """Ids depend on --since (README, "Analyst review"): an id listed with --since is found with the same --since;
+    without it the error names the id, the options given and the `clusters` command to list them with."""
+    since = ["--since", "2024-03-09"]
+    listed = json.loads(run(["review", "clusters", "--alerts-db", db, "--json", *since]).output)["clusters"]
+    plain = {c["id"] for c in json.loads(run(["review", "clusters", "--alerts-db", db, "--json"]).output)["clusters"]}
+    cid = next(c["id"] for c in listed if c["id"] not in plain)
+    assert run(["review", "show", cid, "--alerts-db", db, *since]).exit_code == 0
+    bad = run(["review", "show", cid, "--alerts-db", db])
+    assert isinstance(bad.exception, ConfigError), bad.output
+    msg = str(bad.exception)
+    assert cid in msg and "no --since/--until/--archive/--context" in msg and "--since" in msg
+    assert f"`fraud review clusters --alerts-db {db}`" in msg
+    until = run(["review", "show", cid, "--alerts-db", db, "--until", "2024-03-20"])
+    assert f"`fraud review clusters --alerts-db {db} --until 2024-03-20`" in str(until.exception)
+
+
 def test_report_writes_html_and_pngs(db, tmp_path):
     out = tmp_path / "rep"
     r = run(["review", "report", "--alerts-db", db, "--out", str(out), "--detail", "1"])
