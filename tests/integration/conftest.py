@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from streamkit import MODEL
+from streamkit import MODEL, VERIFIED
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +43,26 @@ def reg(tmp_path_factory, new_mlflow_store):
         version = registry.log_and_register(res.bundle, name=MODEL, artifact_root=str(d / "artifacts"))
     live = world[world["timestamp"] >= world["timestamp"].min() + pd.Timedelta(days=14)].reset_index(drop=True)
     return SimpleNamespace(uri=uri, version=version, bundle=res.bundle, live=live, root=d)
+
+
+@pytest.fixture(scope="module")
+def verified_models(tmp_path_factory, new_mlflow_store):
+    """(store folder, bundle, v1, v2) of ``VERIFIED`` in a fresh MLflow store (the registry configured on it): a
+    light unsupervised bundle registered twice, v2 with the HMAC key "s3cret". Per module: the bundle-verification
+    tests edit the artifact store (and put it back)."""
+    import warnings
+
+    from fraud import registry
+    from fraud.simulate import simulate
+    from fraud.training import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("mlflow")
+    registry.configure(new_mlflow_store(root))
+    light = dict(featurizers=("tabular",), unsupervised=("hbos",), supervised=None, warm_state_days=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bundle = train(simulate(customers=100, terminals=200, days=30, seed=3), TrainConfig(**light),
+                       unsupervised=True).bundle
+    v1 = registry.log_and_register(bundle, name=VERIFIED, artifact_root=str(root / "artifacts"))
+    v2 = registry.log_and_register(bundle, name=VERIFIED, artifact_root=str(root / "artifacts"), key="s3cret")
+    return root, bundle, v1, v2

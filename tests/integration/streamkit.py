@@ -25,6 +25,7 @@ from streaming.state import CheckpointStore
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "fraud-detector"
+VERIFIED = "verified"  # the registered model of the verified_models fixture (conftest)
 SESSION_MS = 2000
 GROUP_KW = {"session_timeout_ms": SESSION_MS, "heartbeat_interval_ms": 500}
 

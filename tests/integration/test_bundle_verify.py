@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import pickle
 import shutil
-import warnings
 
 import pytest
 
 from fraud import registry
 from fraud.errors import RegistryError
-from fraud.training import TrainConfig, train
+from streamkit import VERIFIED
 
 pytestmark = pytest.mark.integration
-NAME = "verified"
-LIGHT = dict(featurizers=("tabular",), unsupervised=("hbos",), supervised=None, warm_state_days=0)
+NAME = VERIFIED
 
 
 def _touch(path):  # what the plant runs when unpickled (stands for any shell command)
@@ -33,18 +31,8 @@ class _Planted:
 
 
 @pytest.fixture(scope="module")
-def registered(tmp_path_factory, new_mlflow_store):
-    root = tmp_path_factory.mktemp("mlflow")
-    registry.configure(new_mlflow_store(root))
-    from fraud.simulate import simulate
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        bundle = train(simulate(customers=100, terminals=200, days=30, seed=3), TrainConfig(**LIGHT),
-                       unsupervised=True).bundle
-    v1 = registry.log_and_register(bundle, name=NAME, artifact_root=str(root / "artifacts"))
-    v2 = registry.log_and_register(bundle, name=NAME, artifact_root=str(root / "artifacts"), key="s3cret")
-    return root, bundle, v1, v2
+def registered(verified_models):
+    return verified_models
 
 
 def test_registered_versions_carry_digests_and_load(registered):

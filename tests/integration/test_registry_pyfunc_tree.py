@@ -12,31 +12,21 @@ from __future__ import annotations
 
 import shutil
 import sys
-import warnings
 
 import pytest
 import yaml
 
 from fraud import registry
 from fraud.errors import RegistryError
-from fraud.training import TrainConfig, train
+from streamkit import VERIFIED
 
 pytestmark = pytest.mark.integration
-NAME = "pyfunc-tree"
-LIGHT = dict(featurizers=("tabular",), unsupervised=("hbos",), supervised=None, warm_state_days=0)
+NAME = VERIFIED
 
 
 @pytest.fixture(scope="module")
-def registered(tmp_path_factory, new_mlflow_store):
-    root = tmp_path_factory.mktemp("mlflow")
-    registry.configure(new_mlflow_store(root))
-    from fraud.simulate import simulate
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        bundle = train(simulate(customers=100, terminals=200, days=30, seed=3), TrainConfig(**LIGHT),
-                       unsupervised=True).bundle
-    v1 = registry.log_and_register(bundle, name=NAME, artifact_root=str(root / "artifacts"))
+def registered(verified_models):
+    root, _, v1, _ = verified_models
     return root, v1
 
 

@@ -12,6 +12,18 @@ from streamkit import events, halt, new_topic, serve_config, start, wait
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+def _score_and_stop(broker, reg, tmp_path, topic, records) -> None:
+    """Send ``records``, score them with a scorer that then stops (its checkpoints and archive in ``tmp_path``)."""
+    from streamkit import send
+
+    send(broker.bootstrap, topic, records)
+    h = start(serve_config(broker, reg, tmp_path, topic))
+    try:
+        wait(lambda: h.scorer.n_scored >= len(records), 90, f"the first {len(records)} events")
+    finally:
+        halt(h)
+
+
 def test_a_bad_event_with_a_large_key_does_not_stop_the_scorer(broker, reg, tmp_path):
     """A malformed event whose Kafka key is ~1.2 MB (a broker may accept it): its dead letter's key is cut, so the
     producer (1 MiB records) takes it and the events after it are scored (the letter was once refused on every
@@ -52,12 +64,7 @@ def test_a_failed_first_batch_after_a_restore_is_not_taken_for_a_log_reset(broke
 
     topic = new_topic("verifyrewind", broker, partitions=1)
     good = events(reg.live.iloc[:120])
-    send(broker.bootstrap, topic, good[:60])
-    h = start(serve_config(broker, reg, tmp_path, topic))
-    try:
-        wait(lambda: h.scorer.n_scored >= 60, 90, "the first 60 events")
-    finally:
-        halt(h)
+    _score_and_stop(broker, reg, tmp_path, topic, good[:60])
     send(broker.bootstrap, topic, good[60:])
     real, calls = sinks.TopicSink.write, []
 
@@ -133,12 +140,7 @@ def test_one_partition_that_cannot_be_restored_does_not_drop_the_others_state(br
 
     topic = new_topic("assignabort", broker, partitions=2)
     good = events(reg.live.iloc[:300])
-    send(broker.bootstrap, topic, good[:200])
-    h = start(serve_config(broker, reg, tmp_path, topic))
-    try:
-        wait(lambda: h.scorer.n_scored >= 200, 90, "the first 200 events")
-    finally:
-        halt(h)
+    _score_and_stop(broker, reg, tmp_path, topic, good[:200])
     store = CheckpointStore(tmp_path / "state", topic)
     before = {p: store.load(p) for p in (0, 1)}
     n1 = before[1].n_scored
