@@ -192,7 +192,7 @@ class ArchiveWriter:
         return sum(len(b["kafka_offset"]) for b in self._buf)
 
     def drop_partitions(self, partitions) -> None:
-        """Forget buffered rows of partitions (not used in normal flow: revoke flushes first)."""
+        """Forget buffered rows of partitions (lost to an eviction from the group; a revoke flushes them first)."""
         self._buf = without_partitions(self._buf, partitions)
 
     def take(self) -> list:

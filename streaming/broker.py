@@ -192,6 +192,18 @@ def wait_for_broker(bootstrap: str, timeout: float | None = None, initial: float
         delay = min(maximum, delay * 2)
 
 
+def log_loop_error(e: BaseException, backoff: float) -> None:
+    """The scoring loop's one line about an error it goes on after (a broker error is expected: no traceback)."""
+    from kafka.errors import KafkaError
+
+    if isinstance(e, KafkaError):
+        log.warning("broker error error=%r retry_in=%.1fs (resuming; uncommitted events will be re-read)",
+                    f"{e.__class__.__name__}: {e}", backoff)
+    else:
+        log.exception("error in the scoring loop error=%r retry_in=%.1fs (the batch is read again)",
+                      f"{e.__class__.__name__}: {e}", backoff)
+
+
 def ensure_scorer_topics(cfg) -> None:
     """The scorer's input, dead-letter, scores and alerts topics, created when missing."""
     topics = {cfg.topic: cfg.partitions, cfg.dlq_topic: 1}

@@ -22,7 +22,7 @@ from fraud.archive import ArchiveWriter
 from fraud.errors import FraudError, RegistryError
 from fraud.registry import parse_model_uri
 from streaming import batch, feedback, late, rejoin
-from streaming.broker import ensure_scorer_topics, scorer_clients, wait_for_broker
+from streaming.broker import ensure_scorer_topics, log_loop_error, scorer_clients, wait_for_broker
 from streaming.checkpoint import Checkpointer
 from streaming.config import ServeConfig
 from streaming.decode import Letter, decode, to_frame
@@ -150,24 +150,30 @@ class Scorer:
             def on_partitions_assigned(self, assigned):
                 scorer._on_assigned(assigned)
 
+            def on_partitions_lost(self, lost):  # evicted from the group: another member may own them already
+                scorer._on_revoked(lost, lost=True)
+
         self.consumer.subscribe([cfg.topic], listener=_Listener())
         log.info("scorer started bootstrap=%s topic=%s group=%s model=%s version=%s", cfg.bootstrap, cfg.topic,
                  cfg.group, cfg.model_uri, self.version)
 
-    def _on_revoked(self, revoked) -> None:
+    def _on_revoked(self, revoked, lost: bool = False) -> None:
         """On kafka-python's IO thread (no blocking consumer call): partitions with events since their last
-        checkpoint are checkpointed in full (the next owner may not read this scorer's archive)."""
+        checkpoint are checkpointed in full (the next owner may not read this scorer's archive). ``lost`` (evicted):
+        none is, their buffered archive rows are dropped; their owner reads them again from the last commit."""
         parts = sorted(tp.partition for tp in revoked if tp.topic == self.cfg.topic)
         if not parts:
             return
         try:  # no checkpoint may claim a batch still waiting for its sinks (possible only at close)
-            if self.outbox.pending is None:
+            if self.outbox.pending is None and not lost:
                 self.ck.wait(commit=False)
                 self.ck.now(sorted(set(parts) & self.ck.dirty), version=self.version, commit=False, full=True)
         except Exception as e:  # noqa: BLE001 - never let a failing checkpoint kill the rebalance
             log.error("checkpoint on revoke failed partitions=%s error=%r: their next owner reads them again from "
                       "their last checkpoint", parts, f"{e.__class__.__name__}: {e}")
         self.ck.forget(parts)
+        if lost and self.archive is not None:
+            self.archive.drop_partitions(parts)
         for p in parts:
             self.parts.pop(p, None)
         self.metrics.assigned.set(len(self.parts))
@@ -328,7 +334,8 @@ class Scorer:
                     self._cycle()
                     backoff = 0.5
                 except Exception as e:  # noqa: BLE001 - the scorer never stops on an error: it waits and goes on
-                    self._recover(e, backoff)
+                    log_loop_error(e, backoff)
+                    self._stop.wait(backoff)
                     backoff = min(10.0, backoff * 2)
         finally:
             self.close()
@@ -363,17 +370,6 @@ class Scorer:
             self.ck.guarded(lambda: self.ck.start(self.version) if self.cfg.background_checkpoint
                                   else self.ck.now(version=self.version))
         self.maybe_reload()
-
-    def _recover(self, e: BaseException, backoff: float) -> None:
-        from kafka.errors import KafkaError
-
-        if isinstance(e, KafkaError):
-            log.warning("broker error error=%r retry_in=%.1fs (resuming; uncommitted events will be re-read)",
-                        f"{e.__class__.__name__}: {e}", backoff)
-        else:
-            log.exception("error in the scoring loop error=%r retry_in=%.1fs (the batch is read again)",
-                          f"{e.__class__.__name__}: {e}", backoff)
-        self._stop.wait(backoff)
 
     def close(self) -> None:
         if self.consumer is None:

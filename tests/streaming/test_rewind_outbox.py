@@ -119,3 +119,26 @@ def test_a_verified_record_whose_clean_up_failed_is_checked_again():
     assert c.seeks == {0: 59}
     w.begin()
     assert w.check([rec], {0: part}) == [] and part.verify is None and w.resume == {0: 60}
+
+
+@pytest.mark.parametrize("lost", [False, True], ids=["revoked", "lost"])
+def test_partitions_lost_to_an_eviction_are_not_checkpointed(tmp_path, lost):
+    """A revoke checkpoints its partitions in full (no commit); partitions lost to an eviction (kafka-python's
+    on_partitions_lost: the group may have given them to another member already) are not checkpointed, and their
+    archive rows not yet written are dropped (their owner reads them again from the last commit)."""
+    from kafka import TopicPartition
+
+    from fraud.archive import ArchiveWriter
+    from streaming.loop import Scorer, ServeConfig
+
+    s = Scorer(ServeConfig(bootstrap="127.0.0.1:1", topic="t", state_dir=str(tmp_path / "state")))
+    s.archive = ArchiveWriter(tmp_path / "archive", "t")
+    s.archive.write(pd.DataFrame({"tx_id": ["a"], "kafka_partition": [0], "kafka_offset": [3]}))
+    s.parts[0] = SimpleNamespace()
+    s.ck.dirty.add(0)
+    checkpointed = []
+    s.ck.wait = lambda commit=True: None
+    s.ck.now = lambda parts, **kw: checkpointed.append(list(parts))
+    s._on_revoked([TopicPartition("t", 0)], lost=lost)
+    assert checkpointed == ([] if lost else [[0]]) and s.parts == {} and 0 not in s.ck.dirty
+    assert s.archive.pending == (0 if lost else 1)
