@@ -292,7 +292,16 @@ class ArchiveWriter:
 
     def discard_from(self, partition: int, offset: int) -> int:
         """Remove archive files of ``partition`` holding offsets >= ``offset`` (written after the last
-        checkpoint by a scorer that then died): those events are about to be consumed again."""
+        checkpoint by a scorer that then died): those events are about to be consumed again. Never raises (a
+        restore must go on): what cannot be removed is logged, and its events may then be archived twice."""
+        try:
+            return self._discard_from(partition, offset)
+        except Exception as e:  # noqa: BLE001 - a damaged file or folder: logged, the partition goes on
+            log.error("archive: could not remove the files of partition %d at offsets >= %d under %s (%s: %s): events "
+                      "read again may be archived twice", partition, offset, self.root, e.__class__.__name__, e)
+            return 0
+
+    def _discard_from(self, partition: int, offset: int) -> int:
         n, touched = 0, set()
         for f, _, first, last in self.files(partition):
             if last < offset:
@@ -302,7 +311,7 @@ class ArchiveWriter:
                     f.unlink(missing_ok=True)
                 else:  # straddles the restart point: keep the part below it
                     self._cut(f, partition, first, offset)
-            except OSError as e:  # never fatal to a restore; the file's later events may then be archived twice
+            except Exception as e:  # noqa: BLE001 - one file never stops the others
                 log.error("archive: could not remove offsets >= %d from %s (%s: %s): events read again may be "
                           "archived twice", offset, f, e.__class__.__name__, e)
             n, touched = n + 1, touched | {f.parent}

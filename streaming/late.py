@@ -30,11 +30,11 @@ class LateEvents:
         ts = rows["timestamp"]
         t = ts.to_numpy(dtype="datetime64[ns]").view(np.int64)  # ns since the epoch, UTC
         cut = np.full(len(t), np.iinfo(np.int64).min)  # a partition without state time: never late
-        lag_ns = int(self.hours * 3600 * 10**9)
+        lag_ns, now_ns = int(self.hours * 3600 * 10**9), time.time_ns()
         for p in np.unique(part):
             last = states[int(p)].last_timestamp
-            if last is not None:
-                cut[part == p] = last.value - lag_ns  # Timestamp.value: ns since the epoch, UTC
+            if last is not None:  # Timestamp.value: ns since the epoch, UTC; an event from a clock ahead never
+                cut[part == p] = min(last.value, now_ns) - lag_ns  # makes the events after it late
         old = t < cut
         late = int(old.sum())
         if late:

@@ -165,8 +165,9 @@ class Scorer:
         if not parts:
             return
         try:  # no checkpoint may claim a batch still waiting for its sinks (possible only at close)
+            if self.outbox.pending is None:
+                self.ck.wait(commit=False)  # lost too: a failed job's rows of them go back to its carry, dropped below
             if self.outbox.pending is None and not lost:
-                self.ck.wait(commit=False)
                 self.ck.now(sorted(set(parts) & self.ck.dirty), version=self.version, commit=False, full=True)
         except Exception as e:  # noqa: BLE001 - never let a failing checkpoint kill the rebalance
             log.error("checkpoint on revoke failed partitions=%s error=%r: their next owner reads them again from "
@@ -359,8 +360,9 @@ class Scorer:
             except Exception:
                 rewind(self.consumer, self.cfg.topic, self.parts, msgs, self.watch)
                 raise
-        if self.outbox.pending is not None:
-            return  # its sinks first (next cycle): no checkpoint, log check or model swap may claim the batch
+        if self.outbox.pending is not None:  # its sinks first: no checkpoint, log check or swap may claim the batch
+            self._stop.wait(self.outbox.retry_in)
+            return
         self.watch.watch(self.consumer, self.parts)
         rejoin.unstick(self.consumer, self.metrics.rejoins)
         now = time.monotonic()

@@ -16,7 +16,7 @@ log = logging.getLogger("streaming.outbox")
 class Outbox:
     def __init__(self, on_failure=None):
         self.pending: list | None = None  # [results, columns, sinks still to write]
-        self.retry_in = 0.5  # seconds before the next attempt after a failure (doubles up to 10)
+        self.retry_in = 0.25  # seconds to wait after the last failed attempt: 0.5, 1, 2, ... 10 (reset on success)
         self.on_failure = on_failure  # called on each failed attempt (the scorer's fraud_sink_failures counter)
 
     def put(self, results, columns: dict, sinks: list) -> None:
@@ -38,12 +38,12 @@ class Outbox:
         """:meth:`deliver`, logging a failure instead of raising (retried before the next poll). True when empty."""
         try:
             self.deliver()
-            self.retry_in = 0.5
+            self.retry_in = 0.25
         except Exception as e:  # noqa: BLE001 - the batch stays here; the scoring loop retries it with backoff
+            self.retry_in = min(10.0, self.retry_in * 2)
             log.error("a sink failed on a scored batch of %d events error=%r: kept, written again in %.1fs before the "
                       "next poll (nothing polled or committed meanwhile)", len(self.pending[0]),
                       f"{e.__class__.__name__}: {e}", self.retry_in)
-            self.retry_in = min(10.0, self.retry_in * 2)
             if self.on_failure is not None:
                 self.on_failure()
         return self.pending is None

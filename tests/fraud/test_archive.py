@@ -74,3 +74,13 @@ def test_an_unreadable_file_across_the_restart_point_is_set_aside_not_fatal(tmp_
     assert archive.ArchiveWriter(tmp_path, "tx").discard_from(0, 5) == 1
     assert not bad.exists() and (day / f".{bad.name}.unreadable").exists()
     assert archive.read(tmp_path).empty
+
+
+def test_discard_from_never_raises(tmp_path):
+    """A straddling file without the offset column cannot be cut: logged, and the restore goes on."""
+    from fraud import archive
+
+    day = tmp_path / "date=2024-01-01"
+    day.mkdir()
+    pd.DataFrame({"x": [1]}).to_parquet(day / "part-tx-p0000-o000000000000-000000000009.parquet")
+    archive.ArchiveWriter(tmp_path, "tx").discard_from(0, 5)

@@ -72,3 +72,12 @@ def test_a_late_batch_scored_into_the_state_does_not_move_its_newest_event_back(
     after["tx_id"] = [f"after-{i}" for i in range(5)]
     drift_bundle.score_poll(after.drop(columns=["label", "scenario"], errors="ignore"), [(0, len(after))], [st])
     assert st.last_timestamp == after["timestamp"].iloc[-1]
+
+
+def test_a_state_dated_ahead_of_the_clock_does_not_make_the_present_late():
+    """An event from a producer whose clock runs ahead left its state's newest event in the future: events of now
+    are not counted late because of it."""
+    now = pd.Timestamp.now(tz="UTC")
+    states = {0: BundleState([], last_timestamp=now + pd.Timedelta(hours=30))}
+    rows = pd.DataFrame({"timestamp": [now - pd.Timedelta(hours=1), now - pd.Timedelta(hours=30)]})
+    assert LateEvents(_counter()).check(rows, np.zeros(2, int), states) == 1
