@@ -21,14 +21,14 @@ value.dropped  ``1`` when the producer or the broker refused the letter as too l
 ============== ===========================================================================
 
 A letter is never larger than ``max_bytes`` + ``MAX_KEY_BYTES`` + its headers, so the producer's record limit
-(1 MiB by default) cannot refuse it and stop the consumer on one event (``ServeConfig.max_message_bytes``).
+(1 MiB by default) cannot refuse it and stop the consumer on one event (``ServeConfig.max_message_bytes``); with a
+smaller limit (the producer's or the topic's), the scorer's :class:`streaming.sinks.TrackedProducer` sends the
+letter again without its payload (:func:`without_payload`).
 """
 from __future__ import annotations
 
 import logging
 from collections import Counter
-
-from kafka.errors import MessageSizeTooLargeError
 
 log = logging.getLogger("streaming.dlq")
 MAX_KEY_BYTES = 1024  # a key is an id; a longer one is cut (the event's key is free input)
@@ -64,11 +64,7 @@ class DeadLetterSink:
         if key is not None and len(key) > MAX_KEY_BYTES:
             headers += [("key.truncated", b"1"), ("original.key.size", str(len(key)).encode())]
             key = key[:MAX_KEY_BYTES]
-        kw = {"key": key, "value": value, "headers": headers}
-        try:
-            self.producer.send(self.topic, **kw)
-        except MessageSizeTooLargeError:  # a smaller record limit than max_bytes: the reason and where to find it
-            self.producer.send(self.topic, **without_payload(kw))
+        self.producer.send(self.topic, key=key, value=value, headers=headers)  # too large: without_payload
         self.counts[kind] += 1
         if self.metrics is not None:
             self.metrics.dead_letters.labels(kind=kind).inc()

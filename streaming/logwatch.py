@@ -39,8 +39,8 @@ class LogWatch:
         first: dict[int, object] = {}
         for m in msgs:
             first.setdefault(m.partition, m)
-        drop, again = set(), set()
-        self.reset_now = drop
+        self.reset_now = drop = set()  # what rewind must not seek back: reset to its log's start
+        again = set()
         for p, m in first.items():
             part = parts.get(p)
             if part is None:

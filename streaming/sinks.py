@@ -97,21 +97,25 @@ class TrackedProducer:
         self._pending: list[Sent] = []
 
     def send(self, topic, **kw):
-        fut = self.producer.send(topic, **kw)
-        self._pending.append(Sent(fut, topic, kw))
-        return fut
+        sent = self._send(topic, kw)
+        self._pending.append(sent)
+        return sent.future
+
+    def _send(self, topic, kw: dict) -> "Sent":
+        """One record to the producer. A dead letter refused as too large (by the producer here, or by the broker
+        at delivery: see :meth:`resend`) goes without its payload (``streaming.dlq.without_payload``): refused
+        forever otherwise, it would stop the consumer or fail every checkpoint."""
+        try:
+            return Sent(self.producer.send(topic, **kw), topic, kw)
+        except MessageSizeTooLargeError:
+            smaller = without_payload(kw)
+            if smaller is kw:  # not a dead letter: nothing of a score or alert may be dropped
+                raise
+            return Sent(self.producer.send(topic, **smaller), topic, smaller)
 
     def resend(self, records: list) -> list:
-        """Send ``records`` (undelivered :class:`Sent`) again; returns the new ones (not in ``take``). A dead letter
-        the broker refused as too large goes again without its payload (``streaming.dlq.without_payload``): it
-        would be refused forever, and every checkpoint with it."""
-        out = []
-        for r in records:
-            kw = r.kw
-            if r.future.is_done and isinstance(r.future.exception, MessageSizeTooLargeError):
-                kw = without_payload(kw)
-            out.append(Sent(self.producer.send(r.topic, **kw), r.topic, kw))
-        return out
+        """Send ``records`` (undelivered :class:`Sent`) again; returns the new ones (not in ``take``)."""
+        return [self._send(r.topic, without_payload(r.kw) if _too_large(r) else r.kw) for r in records]
 
     def partitions_for(self, topic):
         return self.producer.partitions_for(topic)
@@ -138,6 +142,10 @@ class TrackedProducer:
 
     def close(self, timeout: float | None = None) -> None:
         self.producer.close(timeout=timeout)
+
+
+def _too_large(r: "Sent") -> bool:
+    return r.future.is_done and isinstance(r.future.exception, MessageSizeTooLargeError)
 
 
 @dataclass

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from fraud.archive import ArchiveWriter
 from fraud.archive import read as read_archive
@@ -216,3 +217,30 @@ def test_a_dead_letter_the_broker_refuses_as_too_large_is_sent_again_without_pay
     assert ("value.dropped", b"1") in letter["headers"] and ("source.offset", b"7") in letter["headers"]
     assert (t2, score) == ("scores", {"key": b"t1", "value": b"{}"})
     assert [s.kw for s in again] == [letter, score]
+
+
+def test_a_dead_letter_the_producer_refuses_as_too_large_goes_without_payload_and_a_score_is_never_cut():
+    from kafka.errors import MessageSizeTooLargeError
+    from kafka.future import Future
+
+    from streaming.dlq import DeadLetterSink
+    from streaming.sinks import TrackedProducer
+
+    class Producer:  # a record limit of 50 bytes, checked on send as kafka-python does
+        def __init__(self):
+            self.sent = []
+
+        def send(self, topic, **kw):
+            if len(kw.get("value") or b"") + len(kw.get("key") or b"") > 50:
+                raise MessageSizeTooLargeError("over the limit")
+            self.sent.append((topic, kw))
+            return Future()
+
+    raw = Producer()
+    tp = TrackedProducer(raw)
+    DeadLetterSink(tp, "dlq").send(b"x" * 100, b"k", "malformed_json", "bad json", "tx", 0, 7)
+    (topic, letter), = raw.sent
+    assert (topic, letter["key"], letter["value"]) == ("dlq", None, b"")
+    assert ("value.dropped", b"1") in letter["headers"] and len(tp.take()) == 1
+    with pytest.raises(MessageSizeTooLargeError):
+        tp.send("scores", key=b"t1", value=b"y" * 100)
